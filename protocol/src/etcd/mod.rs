@@ -1,0 +1,77 @@
+//! etcd helpers every part uses: connecting, compare-and-swap updates, resumable watches,
+//! leases kept alive with a loss signal, and leader election.
+
+mod cas;
+mod election;
+mod lease;
+mod watch;
+
+use std::time::Duration;
+
+pub use cas::{
+    Change, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, read, update,
+};
+pub use election::{Election, Leadership, Observer};
+pub use etcd_client::Client;
+pub use lease::KeptLease;
+pub use watch::{KvChange, ResumableWatch, WatchUpdate, fresh_changes};
+
+use crate::documents::DocumentError;
+
+/// How long a single etcd request may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An etcd operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// The request failed (connection, timeout, server error).
+    #[error("etcd {op} {key}: {source}")]
+    Request {
+        /// What was being done (`get`, `txn`, `watch`, …).
+        op: &'static str,
+        /// The key or prefix concerned.
+        key: String,
+        /// The client error.
+        source: etcd_client::Error,
+    },
+    /// A stored document could not be read.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// A compare-and-swap kept losing races.
+    #[error("etcd update of {key}: still conflicting after {attempts} attempts")]
+    Contended {
+        /// The key.
+        key: String,
+        /// How many times it tried.
+        attempts: u32,
+    },
+    /// The lease backing an operation expired or was revoked.
+    #[error("etcd lease {lease:x} was lost")]
+    LeaseLost {
+        /// The lease id.
+        lease: i64,
+    },
+}
+
+impl EtcdError {
+    pub(crate) fn request(
+        op: &'static str,
+        key: impl Into<String>,
+    ) -> impl FnOnce(etcd_client::Error) -> Self {
+        let key = key.into();
+        move |source| EtcdError::Request { op, key, source }
+    }
+}
+
+/// Connects to etcd with Baton's timeouts; `endpoints` like `http://127.0.0.1:2379`.
+pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    Client::connect(endpoints, Some(options))
+        .await
+        .map_err(EtcdError::request("connect", endpoints.join(",")))
+}

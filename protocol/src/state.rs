@@ -1,0 +1,358 @@
+//! Host states and upgrade phases as data plus pure transition rules.
+//!
+//! The transition tables here are the single source of truth: the agent checks every status
+//! change it makes against [`HostState::check_transition`], the orchestrator every phase change
+//! against [`UpgradePhase::check_transition`]. Side effects live elsewhere.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A state change that the rules do not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal {what} transition {from} -> {to}")]
+pub struct TransitionError {
+    /// `host state` or `upgrade phase`.
+    pub what: &'static str,
+    /// Where it was.
+    pub from: String,
+    /// Where it was asked to go.
+    pub to: String,
+}
+
+/// What a host's agent is doing (`status.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum HostState {
+    /// Nothing to do: no upgrade has touched the host yet, or it was reset.
+    Idle,
+    /// The bundle is being fetched and staged on the host.
+    Downloading,
+    /// The bundle is staged under `/var/lib/baton/bundles/<version>/`.
+    Downloaded,
+    /// Components are being applied; the host may be degraded.
+    Updating,
+    /// A kernel was installed and the host is restarting into it.
+    Rebooting,
+    /// Back from a reboot (or after applying), checking the result.
+    Verifying,
+    /// The desired version is installed and healthy.
+    Done,
+    /// The update failed and could not be rolled back; needs an operator.
+    Failed,
+    /// The update failed and the host was returned to its previous versions.
+    RolledBack,
+}
+
+impl HostState {
+    /// Every state, in declaration order.
+    pub const ALL: [HostState; 9] = [
+        HostState::Idle,
+        HostState::Downloading,
+        HostState::Downloaded,
+        HostState::Updating,
+        HostState::Rebooting,
+        HostState::Verifying,
+        HostState::Done,
+        HostState::Failed,
+        HostState::RolledBack,
+    ];
+
+    /// The legal transitions out of `self` (staying in the same state is always allowed: it is
+    /// a progress update, not a transition).
+    pub fn successors(self) -> &'static [HostState] {
+        use HostState::*;
+        match self {
+            Idle => &[Downloading, Downloaded, Updating],
+            Downloading => &[Downloaded, Failed, Idle],
+            Downloaded => &[Updating, Downloading, Idle],
+            Updating => &[Rebooting, Verifying, Done, Failed, RolledBack],
+            Rebooting => &[Verifying, Failed, RolledBack],
+            Verifying => &[Updating, Done, Failed, RolledBack],
+            // A settled host may take the next upgrade or be reset.
+            Done | Failed | RolledBack => &[Idle, Downloading, Downloaded, Updating],
+        }
+    }
+
+    /// Whether `self -> to` is allowed.
+    pub fn can_transition_to(self, to: HostState) -> bool {
+        self == to || self.successors().contains(&to)
+    }
+
+    /// `Ok` if `self -> to` is allowed, else an error naming both states.
+    pub fn check_transition(self, to: HostState) -> Result<(), TransitionError> {
+        if self.can_transition_to(to) {
+            Ok(())
+        } else {
+            Err(TransitionError {
+                what: "host state",
+                from: self.to_string(),
+                to: to.to_string(),
+            })
+        }
+    }
+
+    /// A settled state: the agent is not working on the host.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            HostState::Idle | HostState::Done | HostState::Failed | HostState::RolledBack
+        )
+    }
+
+    /// The host is taken out of service by an update (counts against the rollout's batch).
+    pub fn is_disruptive(self) -> bool {
+        matches!(
+            self,
+            HostState::Updating | HostState::Rebooting | HostState::Verifying
+        )
+    }
+
+    /// The update on this host ended badly.
+    pub fn is_failure(self) -> bool {
+        matches!(self, HostState::Failed | HostState::RolledBack)
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Where an upgrade stands (`upgrades/<id>.phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum UpgradePhase {
+    /// Accepted and recorded; nothing has run yet.
+    Pending,
+    /// Downloader jobs are staging the bundle on the selected hosts.
+    Downloading,
+    /// Waiting for every selected host's agent to report the bundle's agent version.
+    UpdatingAgents,
+    /// Hosts are being told to install, by strategy.
+    Installing,
+    /// An operator paused it: in-flight hosts finish, nothing new is dispatched.
+    Paused,
+    /// Every selected host is on the target version.
+    Succeeded,
+    /// Halted: too many hosts failed, or something could not work; see the reason.
+    Failed,
+    /// An operator aborted it.
+    Aborted,
+}
+
+impl UpgradePhase {
+    /// Every phase, in declaration order.
+    pub const ALL: [UpgradePhase; 8] = [
+        UpgradePhase::Pending,
+        UpgradePhase::Downloading,
+        UpgradePhase::UpdatingAgents,
+        UpgradePhase::Installing,
+        UpgradePhase::Paused,
+        UpgradePhase::Succeeded,
+        UpgradePhase::Failed,
+        UpgradePhase::Aborted,
+    ];
+
+    /// The legal transitions out of `self`.
+    pub fn successors(self) -> &'static [UpgradePhase] {
+        use UpgradePhase::*;
+        match self {
+            Pending => &[Downloading, Paused, Failed, Aborted],
+            Downloading => &[UpdatingAgents, Paused, Failed, Aborted],
+            UpdatingAgents => &[Installing, Paused, Failed, Aborted],
+            Installing => &[Succeeded, Paused, Failed, Aborted],
+            // Resume returns to the phase the upgrade was paused in (kept in the document).
+            Paused => &[
+                Pending,
+                Downloading,
+                UpdatingAgents,
+                Installing,
+                Failed,
+                Aborted,
+            ],
+            Succeeded | Failed | Aborted => &[],
+        }
+    }
+
+    /// Whether `self -> to` is allowed (staying put is a progress update and always allowed).
+    pub fn can_transition_to(self, to: UpgradePhase) -> bool {
+        self == to || self.successors().contains(&to)
+    }
+
+    /// `Ok` if `self -> to` is allowed, else an error naming both phases.
+    pub fn check_transition(self, to: UpgradePhase) -> Result<(), TransitionError> {
+        if self.can_transition_to(to) {
+            Ok(())
+        } else {
+            Err(TransitionError {
+                what: "upgrade phase",
+                from: self.to_string(),
+                to: to.to_string(),
+            })
+        }
+    }
+
+    /// The upgrade is over; `active` must no longer name it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            UpgradePhase::Succeeded | UpgradePhase::Failed | UpgradePhase::Aborted
+        )
+    }
+}
+
+impl fmt::Display for UpgradePhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use HostState as H;
+    use UpgradePhase as P;
+
+    /// Every legal host transition, written out so a change to the rules shows up here.
+    const HOST_LEGAL: &[(HostState, HostState)] = &[
+        (H::Idle, H::Downloading),
+        (H::Idle, H::Downloaded),
+        (H::Idle, H::Updating),
+        (H::Downloading, H::Downloaded),
+        (H::Downloading, H::Failed),
+        (H::Downloading, H::Idle),
+        (H::Downloaded, H::Updating),
+        (H::Downloaded, H::Downloading),
+        (H::Downloaded, H::Idle),
+        (H::Updating, H::Rebooting),
+        (H::Updating, H::Verifying),
+        (H::Updating, H::Done),
+        (H::Updating, H::Failed),
+        (H::Updating, H::RolledBack),
+        (H::Rebooting, H::Verifying),
+        (H::Rebooting, H::Failed),
+        (H::Rebooting, H::RolledBack),
+        (H::Verifying, H::Updating),
+        (H::Verifying, H::Done),
+        (H::Verifying, H::Failed),
+        (H::Verifying, H::RolledBack),
+        (H::Done, H::Idle),
+        (H::Done, H::Downloading),
+        (H::Done, H::Downloaded),
+        (H::Done, H::Updating),
+        (H::Failed, H::Idle),
+        (H::Failed, H::Downloading),
+        (H::Failed, H::Downloaded),
+        (H::Failed, H::Updating),
+        (H::RolledBack, H::Idle),
+        (H::RolledBack, H::Downloading),
+        (H::RolledBack, H::Downloaded),
+        (H::RolledBack, H::Updating),
+    ];
+
+    const PHASE_LEGAL: &[(UpgradePhase, UpgradePhase)] = &[
+        (P::Pending, P::Downloading),
+        (P::Pending, P::Paused),
+        (P::Pending, P::Failed),
+        (P::Pending, P::Aborted),
+        (P::Downloading, P::UpdatingAgents),
+        (P::Downloading, P::Paused),
+        (P::Downloading, P::Failed),
+        (P::Downloading, P::Aborted),
+        (P::UpdatingAgents, P::Installing),
+        (P::UpdatingAgents, P::Paused),
+        (P::UpdatingAgents, P::Failed),
+        (P::UpdatingAgents, P::Aborted),
+        (P::Installing, P::Succeeded),
+        (P::Installing, P::Paused),
+        (P::Installing, P::Failed),
+        (P::Installing, P::Aborted),
+        (P::Paused, P::Pending),
+        (P::Paused, P::Downloading),
+        (P::Paused, P::UpdatingAgents),
+        (P::Paused, P::Installing),
+        (P::Paused, P::Failed),
+        (P::Paused, P::Aborted),
+    ];
+
+    #[test]
+    fn host_table_is_exactly_the_rules() {
+        for &(from, to) in HOST_LEGAL {
+            assert!(from.check_transition(to).is_ok(), "{from} -> {to}");
+        }
+        let listed: BTreeSet<_> = HOST_LEGAL.iter().copied().collect();
+        let from_rules: BTreeSet<_> = H::ALL
+            .iter()
+            .flat_map(|&f| f.successors().iter().map(move |&t| (f, t)))
+            .collect();
+        assert_eq!(listed, from_rules);
+    }
+
+    #[test]
+    fn phase_table_is_exactly_the_rules() {
+        for &(from, to) in PHASE_LEGAL {
+            assert!(from.check_transition(to).is_ok(), "{from} -> {to}");
+        }
+        let listed: BTreeSet<_> = PHASE_LEGAL.iter().copied().collect();
+        let from_rules: BTreeSet<_> = P::ALL
+            .iter()
+            .flat_map(|&f| f.successors().iter().map(move |&t| (f, t)))
+            .collect();
+        assert_eq!(listed, from_rules);
+    }
+
+    #[test]
+    fn terminal_phases_are_final() {
+        for p in [P::Succeeded, P::Failed, P::Aborted] {
+            assert!(p.is_terminal());
+            for to in P::ALL {
+                assert_eq!(p.can_transition_to(to), p == to, "{p} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn illegal_transition_names_both_states() {
+        let err = H::Idle.check_transition(H::Done).expect_err("Idle -> Done");
+        assert_eq!(
+            err.to_string(),
+            "illegal host state transition Idle -> Done"
+        );
+    }
+
+    #[test]
+    fn states_serialise_by_name() {
+        assert_eq!(
+            serde_json::to_string(&H::RolledBack).expect("json"),
+            "\"RolledBack\""
+        );
+        assert_eq!(
+            serde_json::to_string(&P::UpdatingAgents).expect("json"),
+            "\"UpdatingAgents\""
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn host_pairs_outside_the_table_are_refused(
+            from in proptest::sample::select(H::ALL.to_vec()),
+            to in proptest::sample::select(H::ALL.to_vec()),
+        ) {
+            let legal = from == to || HOST_LEGAL.contains(&(from, to));
+            prop_assert_eq!(from.check_transition(to).is_ok(), legal);
+        }
+
+        #[test]
+        fn phase_pairs_outside_the_table_are_refused(
+            from in proptest::sample::select(P::ALL.to_vec()),
+            to in proptest::sample::select(P::ALL.to_vec()),
+        ) {
+            let legal = from == to || PHASE_LEGAL.contains(&(from, to));
+            prop_assert_eq!(from.check_transition(to).is_ok(), legal);
+        }
+    }
+}

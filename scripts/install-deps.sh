@@ -1,0 +1,38 @@
+#!/bin/sh
+# Installs what Baton's build, tests and demo need on a Debian machine, and nothing that is
+# already there: a second run installs nothing.
+set -eu
+
+need=""
+have() { command -v "$1" >/dev/null 2>&1; }
+want() { # want COMMAND PACKAGE
+    if have "$1"; then :; else need="$need $2"; fi
+}
+
+want protoc protobuf-compiler
+want etcd etcd-server
+want etcdctl etcd-client
+want docker-registry docker-registry
+want debootstrap debootstrap
+want curl curl
+want docker docker.io
+
+if [ -n "$need" ]; then
+    echo "installing:$need"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    # The Debian etcd-server and docker-registry packages try to start their services;
+    # we run our own instances, so keep the packaged ones from starting.
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need
+    $SUDO rm -f /usr/sbin/policy-rc.d
+else
+    echo "dependencies: all present"
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    echo "error: the Docker Engine is not answering on its socket; start it (e.g. 'systemctl start docker') and re-run" >&2
+    exit 1
+fi

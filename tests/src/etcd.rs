@@ -1,0 +1,290 @@
+//! Real etcd servers for tests: a single member or a 3-member cluster, each on free ports in
+//! its own temp folder, killed and cleaned up on drop.
+//!
+//! Members can be killed and restarted (same data folder and ports) to test failover.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_protocol::etcd::Client;
+
+/// How long a member may take to answer after start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Message shown when the `etcd` binary is missing.
+pub const INSTALL_HINT: &str =
+    "the `etcd` binary was not found: install Debian's etcd-server package (`make deps` does it)";
+
+/// A harness failure, naming what it was doing.
+#[derive(Debug)]
+pub struct HarnessError(pub String);
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+/// Picks a free TCP port on `ip` (the kernel's choice for port 0).
+pub fn free_port(ip: IpAddr) -> Result<u16, HarnessError> {
+    let listener =
+        TcpListener::bind((ip, 0)).map_err(|e| HarnessError(format!("bind {ip}:0: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| HarnessError(format!("local_addr: {e}")))
+}
+
+/// One etcd member's fixed identity (survives restarts).
+#[derive(Debug, Clone)]
+struct MemberConfig {
+    name: String,
+    data_dir: PathBuf,
+    log_file: PathBuf,
+    client_ips: Vec<IpAddr>,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl MemberConfig {
+    fn client_urls(&self) -> Vec<String> {
+        self.client_ips
+            .iter()
+            .map(|ip| format!("http://{ip}:{}", self.client_port))
+            .collect()
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+fn spawn_member(
+    member: &MemberConfig,
+    initial_cluster: &str,
+    token: &str,
+) -> Result<Child, HarnessError> {
+    let log = std::fs::File::create(&member.log_file)
+        .map_err(|e| HarnessError(format!("create {}: {e}", member.log_file.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| HarnessError(format!("clone log handle: {e}")))?;
+    let urls = member.client_urls().join(",");
+    Command::new("etcd")
+        .arg("--name")
+        .arg(&member.name)
+        .arg("--data-dir")
+        .arg(&member.data_dir)
+        .arg("--listen-client-urls")
+        .arg(&urls)
+        .arg("--advertise-client-urls")
+        .arg(&urls)
+        .arg("--listen-peer-urls")
+        .arg(member.peer_url())
+        .arg("--initial-advertise-peer-urls")
+        .arg(member.peer_url())
+        .arg("--initial-cluster")
+        .arg(initial_cluster)
+        .arg("--initial-cluster-token")
+        .arg(token)
+        .arg("--heartbeat-interval")
+        .arg("100")
+        .arg("--election-timeout")
+        .arg("1000")
+        .arg("--log-level")
+        .arg("warn")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                HarnessError(INSTALL_HINT.to_owned())
+            } else {
+                HarnessError(format!("spawn etcd {}: {e}", member.name))
+            }
+        })
+}
+
+/// A running etcd cluster of one or more members.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<MemberConfig>,
+    children: Vec<Option<Child>>,
+    initial_cluster: String,
+    token: String,
+}
+
+/// A single-member etcd server.
+pub type EtcdServer = EtcdCluster;
+
+impl EtcdCluster {
+    /// One member on 127.0.0.1.
+    pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_with(1, &[]).await
+    }
+
+    /// One member listening on 127.0.0.1 and also on `ip` (e.g. a test network's gateway, so
+    /// simulated hosts reach it without exposing it beyond the machine).
+    pub async fn start_on(ip: IpAddr) -> Result<Self, HarnessError> {
+        Self::start_with(1, &[ip]).await
+    }
+
+    /// `size` members on 127.0.0.1 (plus `extra_ips` for clients).
+    pub async fn start_with(size: usize, extra_ips: &[IpAddr]) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-etcd-")
+            .tempdir()
+            .map_err(|e| HarnessError(format!("create temp dir: {e}")))?;
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut client_ips = vec![loopback];
+        client_ips.extend(extra_ips.iter().copied().filter(|ip| *ip != loopback));
+        let mut members = Vec::new();
+        for i in 0..size {
+            // A port free on loopback is assumed free on the extra ips too (tests own them).
+            let client_port = free_port(loopback)?;
+            let peer_port = free_port(loopback)?;
+            members.push(MemberConfig {
+                name: format!("m{i}"),
+                data_dir: dir.path().join(format!("m{i}.etcd")),
+                log_file: dir.path().join(format!("m{i}.log")),
+                client_ips: client_ips.clone(),
+                client_port,
+                peer_port,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "baton-test".to_owned());
+        let mut cluster = Self {
+            dir,
+            members,
+            children: Vec::new(),
+            initial_cluster,
+            token,
+        };
+        for i in 0..size {
+            let child = spawn_member(
+                &cluster.members[i],
+                &cluster.initial_cluster,
+                &cluster.token,
+            )?;
+            cluster.children.push(Some(child));
+        }
+        for i in 0..size {
+            cluster.wait_ready(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Client URLs of every member on loopback, e.g. `http://127.0.0.1:40123`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// The first member's loopback client URL.
+    pub fn endpoint(&self) -> String {
+        self.endpoints().swap_remove(0)
+    }
+
+    /// Client URLs of every member on `ip` (must be one it was started on).
+    pub fn endpoints_on(&self, ip: IpAddr) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://{ip}:{}", m.client_port))
+            .collect()
+    }
+
+    /// A client connected to every member.
+    pub async fn client(&self) -> Result<Client, HarnessError> {
+        baton_protocol::etcd::connect(&self.endpoints())
+            .await
+            .map_err(|e| HarnessError(format!("connect to test etcd: {e}")))
+    }
+
+    /// A client connected to member `i` only.
+    pub async fn member_client(&self, i: usize) -> Result<Client, HarnessError> {
+        baton_protocol::etcd::connect(&[self.endpoints()[i].clone()])
+            .await
+            .map_err(|e| HarnessError(format!("connect to test etcd member {i}: {e}")))
+    }
+
+    /// Kills member `i` (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts member `i` with its data folder and ports.
+    pub async fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
+        self.kill(i);
+        let child = spawn_member(&self.members[i], &self.initial_cluster, &self.token)?;
+        self.children[i] = Some(child);
+        self.wait_ready(i).await
+    }
+
+    /// The member's log so far, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log_file).unwrap_or_default()
+    }
+
+    /// The folder holding data and logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    async fn wait_ready(&mut self, i: usize) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let endpoint = self.endpoints()[i].clone();
+        loop {
+            if let Some(child) = self.children[i].as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(HarnessError(format!(
+                    "etcd member {i} exited with {status}; log:\n{}",
+                    self.log(i)
+                )));
+            }
+            if let Ok(mut client) =
+                baton_protocol::etcd::connect(std::slice::from_ref(&endpoint)).await
+            {
+                // A member is ready once it can serve a linearizable read (it has a leader).
+                if client.get("/baton-harness-ready", None).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError(format!(
+                    "etcd member {i} not ready after {START_TIMEOUT:?}; log:\n{}",
+                    self.log(i)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}

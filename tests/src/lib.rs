@@ -1,0 +1,5 @@
+//! Test harness for Baton: real etcd servers and clusters, a real OCI registry, and a fleet
+//! of simulated hosts (containers running systemd). Used by the integration tests in
+//! `tests/tests/` and by `make demo`.
+
+pub mod etcd;
