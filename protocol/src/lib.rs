@@ -1,5 +1,6 @@
 //! Baton's shared contract, used by every part.
 //!
+//! - [`agent_config`]: the agent's configuration file, written by the downloader job;
 //! - [`keys`]: the etcd keyspace (the only place keys are built or parsed);
 //! - [`names`]: validated host ids, group names and upgrade ids;
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
@@ -7,6 +8,7 @@
 //! - [`manifest`]: the bundle manifest and its validation;
 //! - [`etcd`]: compare-and-swap, resumable watches, kept leases, leader election.
 
+pub mod agent_config;
 pub mod documents;
 pub mod etcd;
 pub mod keys;
@@ -18,5 +20,10 @@ pub use keys::{HostKey, Key, Keyspace};
 pub use names::{GroupName, HostId, UpgradeId};
 pub use state::{HostState, UpgradePhase};
 
-/// Version of this build of Baton (all parts share it).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Version of this build of Baton (all parts share it). Bundles are built with
+/// `BATON_BUILD_VERSION` set to the bundle's version, so the agent and orchestrator they
+/// carry report it.
+pub const VERSION: &str = match option_env!("BATON_BUILD_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};

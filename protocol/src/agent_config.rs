@@ -1,0 +1,203 @@
+//! The agent's configuration file, `/etc/baton/agent.toml`.
+//!
+//! Shared because two parts touch it: the downloader job writes it when it installs the
+//! agent on a host, and the agent reads it at start.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{DEFAULT_PREFIX, Keyspace};
+use crate::names::HostId;
+
+/// Where the agent looks for its configuration.
+pub const DEFAULT_PATH: &str = "/etc/baton/agent.toml";
+/// Default liveness lease TTL in seconds.
+pub const DEFAULT_LEASE_TTL_SECS: i64 = 10;
+/// Default state folder on the host (bundles, agent binaries, journal).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/baton";
+/// Where the kernel publishes the boot id. In a simulated host the boot id comes from a
+/// file written at boot instead (a container restart keeps the kernel's).
+pub const DEFAULT_BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// The file could not be read.
+    #[error("agent config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("agent config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error (names the field and line).
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("agent config {path}: field {field}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.to_owned()
+}
+fn default_ttl() -> i64 {
+    DEFAULT_LEASE_TTL_SECS
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+fn default_boot_id_file() -> PathBuf {
+    PathBuf::from(DEFAULT_BOOT_ID_FILE)
+}
+
+/// `/etc/baton/agent.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's id, as registered.
+    pub host_id: HostId,
+    /// etcd endpoints, e.g. `["http://10.0.0.1:2379"]`.
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Liveness lease TTL in seconds.
+    #[serde(default = "default_ttl")]
+    pub lease_ttl_secs: i64,
+    /// State folder: bundles, agent binaries, journal.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// File holding the current boot's id.
+    #[serde(default = "default_boot_id_file")]
+    pub boot_id_file: PathBuf,
+}
+
+impl AgentConfig {
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text` (read from `path`, named in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, AgentConfigError> {
+        let config: Self = toml::from_str(text).map_err(|source| AgentConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |field, reason: String| AgentConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason,
+        };
+        if config.etcd_endpoints.is_empty() {
+            return Err(invalid(
+                "etcd_endpoints",
+                "must list at least one endpoint".into(),
+            ));
+        }
+        if let Some(bad) = config
+            .etcd_endpoints
+            .iter()
+            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
+            return Err(invalid(
+                "etcd_endpoints",
+                format!("{bad:?} must start with http:// or https://"),
+            ));
+        }
+        Keyspace::new(&config.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        if !(2..=300).contains(&config.lease_ttl_secs) {
+            return Err(invalid(
+                "lease_ttl_secs",
+                format!("{} must be between 2 and 300", config.lease_ttl_secs),
+            ));
+        }
+        for (field, p) in [
+            ("state_dir", &config.state_dir),
+            ("boot_id_file", &config.boot_id_file),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(field, format!("{} must be absolute", p.display())));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The TOML text of this configuration.
+    #[allow(clippy::expect_used)]
+    pub fn to_toml(&self) -> String {
+        // Cannot fail: strings, integers and a list of strings.
+        toml::to_string(self).expect("agent config always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_defaults_and_round_trips() {
+        let c = AgentConfig::parse(
+            Path::new("/etc/baton/agent.toml"),
+            "host_id = \"h1\"\netcd_endpoints = [\"http://10.0.0.1:2379\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.prefix, "/baton");
+        assert_eq!(c.lease_ttl_secs, 10);
+        assert_eq!(
+            AgentConfig::parse(Path::new("x"), &c.to_toml()).expect("again"),
+            c
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let path = Path::new("/etc/baton/agent.toml");
+        let cases = [
+            (
+                "host_id = \"a/b\"\netcd_endpoints = [\"http://x\"]",
+                "host id",
+            ),
+            ("host_id = \"h\"\netcd_endpoints = []", "etcd_endpoints"),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"x:1\"]",
+                "etcd_endpoints",
+            ),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\nlease_ttl_secs = 0",
+                "lease_ttl_secs",
+            ),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\nprefix = \"b\"",
+                "prefix",
+            ),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\ncolour = 1",
+                "colour",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = AgentConfig::parse(path, text).expect_err(text).to_string();
+            assert!(err.contains("/etc/baton/agent.toml"), "{err}");
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+}
