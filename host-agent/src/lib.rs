@@ -1,2 +1,13 @@
-//! The Baton host agent (updater-daemon): watches its host's keys in etcd and applies what
-//! it is told, reporting back through etcd.
+//! The Baton host agent (updater-daemon): watches its host's `desired` key in etcd and
+//! applies what it is told — utilities, daemons, platform containers, kernel — journaled so
+//! a crash or reboot resumes, health-checked and rolled back on failure, reporting `status`,
+//! `installed` and `alive` through etcd.
+
+pub mod agent;
+pub mod apply;
+pub mod journal;
+pub mod notify;
+pub mod ops;
+pub mod plan;
+pub mod real_host;
+pub mod report;

@@ -1,24 +1,57 @@
-//! `baton-agent`: the host's updater-daemon.
+//! `baton-agent`: parse the command line, load the config, set up logging, run until SIGTERM.
 
+use std::sync::Arc;
+
+use anyhow::Context;
+use baton_protocol::agent_config::{self, AgentConfig};
 use clap::Parser;
 
 /// Baton host agent: watches this host's keys in etcd, applies updates, reports status.
 #[derive(Debug, Parser)]
 #[command(name = "baton-agent", version = baton_protocol::VERSION)]
 struct Cli {
-    /// The agent's configuration file.
-    #[arg(
-        long,
-        env = "BATON_AGENT_CONFIG",
-        default_value = "/etc/baton/agent.toml"
-    )]
+    /// The agent's configuration file (TOML: host_id, etcd_endpoints, prefix, …).
+    #[arg(long, env = "BATON_AGENT_CONFIG", default_value = agent_config::DEFAULT_PATH)]
     config: std::path::PathBuf,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "BATON_LOG_JSON")]
+    log_json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::bail!(
-        "the agent does not run in this build (config {})",
-        cli.config.display()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .without_time();
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let config = AgentConfig::load(&cli.config)?;
+    let agent = baton_agent::agent::Agent::new(
+        config,
+        Arc::new(baton_agent::real_host::RealHost::new("/")),
     )
+    .context("baton-agent")?;
+    agent.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -20,6 +20,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/baton";
 /// file written at boot instead (a container restart keeps the kernel's).
 pub const DEFAULT_BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
+/// Where the kernel publishes its release.
+pub const DEFAULT_KERNEL_RELEASE_FILE: &str = "/proc/sys/kernel/osrelease";
+
 /// The configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentConfigError {
@@ -60,6 +63,9 @@ fn default_ttl() -> i64 {
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
 }
+fn default_kernel_release_file() -> PathBuf {
+    PathBuf::from(DEFAULT_KERNEL_RELEASE_FILE)
+}
 fn default_boot_id_file() -> PathBuf {
     PathBuf::from(DEFAULT_BOOT_ID_FILE)
 }
@@ -84,6 +90,14 @@ pub struct AgentConfig {
     /// File holding the current boot's id.
     #[serde(default = "default_boot_id_file")]
     pub boot_id_file: PathBuf,
+    /// File holding the running kernel's release (in a simulated host, the file its
+    /// bootloader writes at boot).
+    #[serde(default = "default_kernel_release_file")]
+    pub kernel_release_file: PathBuf,
+    /// Prefix for the names of the service containers this host runs. Empty on a real host;
+    /// in the simulated fleet, where hosts share one Docker Engine, `<host>-`.
+    #[serde(default)]
+    pub container_prefix: String,
 }
 
 impl AgentConfig {
@@ -133,6 +147,7 @@ impl AgentConfig {
         for (field, p) in [
             ("state_dir", &config.state_dir),
             ("boot_id_file", &config.boot_id_file),
+            ("kernel_release_file", &config.kernel_release_file),
         ] {
             if !p.is_absolute() {
                 return Err(invalid(field, format!("{} must be absolute", p.display())));

@@ -192,3 +192,22 @@ where
         attempts: MAX_ATTEMPTS,
     })
 }
+
+/// Writes a document bound to a lease (it vanishes when the lease does).
+pub async fn put_leased<T: Document>(
+    client: &Client,
+    key: &str,
+    value: &T,
+    lease: i64,
+) -> Result<i64, EtcdError> {
+    let resp = client
+        .kv_client()
+        .put(
+            key,
+            encode(value),
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(EtcdError::request("put", key))?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}

@@ -9,7 +9,8 @@ mod watch;
 use std::time::Duration;
 
 pub use cas::{
-    Change, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, read, update,
+    Change, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, put_leased, read,
+    update,
 };
 pub use election::{Election, Leadership, Observer};
 pub use etcd_client::Client;

@@ -1,0 +1,181 @@
+//! Applying one component of a staged bundle, checking it, and rolling it back, per kind:
+//! `file.rs`, `service.rs`, `container.rs`, `kernel.rs`. Everything goes through
+//! [`HostOps`]; the order and the bookkeeping are the caller's (`agent.rs` with `plan.rs`).
+
+mod container;
+mod file;
+mod kernel;
+mod service;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_protocol::manifest::{Component, ComponentKind, FileEntry, HealthCheck};
+
+use crate::journal::Step;
+use crate::ops::{HostOps, OpError, OpResult};
+
+pub use kernel::{DEFAULT_ENTRY, ONESHOT_ENTRY, confirm as confirm_kernel};
+
+/// Where things are for one upgrade.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The staged bundle: `<state_dir>/bundles/<version>/`.
+    pub bundle_dir: PathBuf,
+    /// Backups of what the upgrade replaces: `<state_dir>/backup/<upgrade>/`.
+    pub backup_dir: PathBuf,
+    /// Prefix of service container names on this host's Docker.
+    pub container_prefix: String,
+    /// How long a unit or container may take to become healthy.
+    pub settle: Duration,
+}
+
+impl Context {
+    fn source(&self, file: &FileEntry) -> PathBuf {
+        self.bundle_dir.join(&file.path)
+    }
+
+    fn backup_of(&self, component: &str, dest: &str) -> PathBuf {
+        self.backup_dir
+            .join(component)
+            .join(dest.trim_start_matches('/'))
+    }
+
+    fn container_name(&self, component: &Component) -> String {
+        format!(
+            "{}{}",
+            self.container_prefix,
+            component.container.as_deref().unwrap_or(&component.name)
+        )
+    }
+}
+
+/// The files a component replaces on the host (its destinations, plus the boot entry for a
+/// kernel), which are backed up before it is applied.
+fn replaced_paths(component: &Component) -> Vec<String> {
+    let mut paths: Vec<String> = component
+        .files
+        .iter()
+        .filter_map(|f| f.dest.clone())
+        .collect();
+    if component.kind == ComponentKind::Kernel {
+        paths.push(DEFAULT_ENTRY.to_owned());
+    }
+    paths
+}
+
+/// Backs up what `component` will replace and records it in `step`.
+pub fn begin(
+    ops: &dyn HostOps,
+    ctx: &Context,
+    component: &Component,
+    step: &mut Step,
+) -> OpResult<()> {
+    for dest in replaced_paths(component) {
+        let existed = ops.backup_file(Path::new(&dest), &ctx.backup_of(&component.name, &dest))?;
+        step.existed.insert(dest, existed);
+    }
+    if component.kind == ComponentKind::Container {
+        step.previous_image = ops.container_image(&ctx.container_name(component))?;
+    }
+    Ok(())
+}
+
+/// Applies `component`. Idempotent: applying again gives the same host.
+pub fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
+    match component.kind {
+        ComponentKind::File => file::apply(ops, ctx, component),
+        ComponentKind::Service => service::apply(ops, ctx, component),
+        ComponentKind::Container => container::apply(ops, ctx, component),
+        ComponentKind::Kernel => kernel::apply(ops, ctx, component),
+    }
+}
+
+/// Checks `component` after applying: the kind's own condition (a service's unit active, a
+/// container running) and the manifest's health checks. `Err` carries the reason.
+pub fn check(ops: &dyn HostOps, ctx: &Context, component: &Component) -> Result<(), String> {
+    let fail = |e: OpError| e.0;
+    match component.kind {
+        ComponentKind::Service => service::wait_active(ops, ctx, component).map_err(fail)?,
+        ComponentKind::Container => container::wait_running(ops, ctx, component).map_err(fail)?,
+        ComponentKind::File | ComponentKind::Kernel => {}
+    }
+    for check in &component.health {
+        let ok = match check {
+            // Covered by the kind's own condition above.
+            HealthCheck::UnitActive | HealthCheck::ContainerRunning => true,
+            HealthCheck::Command { argv, timeout_secs } => {
+                ops.run_check(argv, *timeout_secs).map_err(fail)?
+            }
+            HealthCheck::Http { url, timeout_secs } => {
+                retry_until(ctx.settle, || ops.http_check(url, *timeout_secs)).map_err(fail)?
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "component {}: health check {check:?} failed",
+                component.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Restores what `component` replaced, from the backups recorded in `step`.
+pub fn roll_back(
+    ops: &dyn HostOps,
+    ctx: &Context,
+    component: &Component,
+    step: &Step,
+) -> OpResult<()> {
+    restore_files(ops, ctx, component, step)?;
+    match component.kind {
+        ComponentKind::File => Ok(()),
+        ComponentKind::Service => service::roll_back(ops, ctx, component, step),
+        ComponentKind::Container => container::roll_back(ops, ctx, component, step),
+        ComponentKind::Kernel => kernel::roll_back(ops, component),
+    }
+}
+
+fn restore_files(
+    ops: &dyn HostOps,
+    ctx: &Context,
+    component: &Component,
+    step: &Step,
+) -> OpResult<()> {
+    for (dest, existed) in &step.existed {
+        let dest_path = Path::new(dest);
+        if *existed {
+            ops.install_file(
+                &ctx.backup_of(&component.name, dest),
+                dest_path,
+                mode_of(component, dest),
+            )?;
+        } else {
+            ops.remove_file(dest_path)?;
+        }
+    }
+    Ok(())
+}
+
+fn mode_of(component: &Component, dest: &str) -> u32 {
+    component
+        .files
+        .iter()
+        .find(|f| f.dest.as_deref() == Some(dest))
+        .map_or(0o644, FileEntry::mode_bits)
+}
+
+/// Calls `probe` until it says true or `within` has passed (at least once).
+fn retry_until(within: Duration, mut probe: impl FnMut() -> OpResult<bool>) -> OpResult<bool> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if probe()? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

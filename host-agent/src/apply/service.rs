@@ -1,0 +1,67 @@
+//! `service` components (host daemons): binary and unit installed, daemon-reload, restart;
+//! the unit must become and stay active.
+
+use std::time::Duration;
+
+use baton_protocol::manifest::Component;
+
+use super::{Context, file};
+use crate::journal::Step;
+use crate::ops::{HostOps, OpError, OpResult};
+
+fn unit(component: &Component) -> &str {
+    component.unit.as_deref().unwrap_or(&component.name)
+}
+
+pub(super) fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
+    file::apply(ops, ctx, component)?;
+    ops.daemon_reload()?;
+    ops.restart_unit(unit(component))
+}
+
+/// Waits until the unit is `active` and still active a moment later (a daemon that crashes
+/// at start is briefly active first).
+pub(super) fn wait_active(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
+    let unit = unit(component);
+    let deadline = std::time::Instant::now() + ctx.settle;
+    let mut active_since: Option<std::time::Instant> = None;
+    loop {
+        let state = ops.unit_state(unit)?;
+        match state.as_str() {
+            "active" => {
+                let since = *active_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= ctx.settle / 4 {
+                    return Ok(());
+                }
+            }
+            "failed" => return Err(OpError(format!("unit {unit} failed to start"))),
+            _ => active_since = None,
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(OpError(format!(
+                "unit {unit} is {state}, not active, after {:?}",
+                ctx.settle
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub(super) fn roll_back(
+    ops: &dyn HostOps,
+    ctx: &Context,
+    component: &Component,
+    step: &Step,
+) -> OpResult<()> {
+    ops.daemon_reload()?;
+    let had_unit = step
+        .existed
+        .iter()
+        .any(|(dest, existed)| *existed && dest.ends_with(&format!("/{}", unit(component))));
+    if had_unit {
+        ops.restart_unit(unit(component))?;
+        wait_active(ops, ctx, component)
+    } else {
+        ops.stop_unit(unit(component))
+    }
+}

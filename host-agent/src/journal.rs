@@ -1,0 +1,206 @@
+//! The upgrade journal: one durable file per host (`<state_dir>/journal.json`) recording
+//! each step before and after it is done, so a killed agent or a rebooted host resumes the
+//! upgrade where it was and never applies a step twice with a different outcome.
+//!
+//! It also holds what the host ran before the upgrade, which is what a rollback restores.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use baton_protocol::UpgradeId;
+use baton_protocol::manifest::ComponentKind;
+use serde::{Deserialize, Serialize};
+
+/// Where a step stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Previous files were backed up and applying began; re-applying is safe.
+    Applying,
+    /// Applied; health checks (or the reboot, for a kernel) are next.
+    Applied,
+    /// A reboot into the new kernel was requested during boot `boot_id`.
+    Rebooting {
+        /// The boot the reboot was requested from.
+        boot_id: String,
+    },
+    /// Applied and healthy.
+    Verified,
+    /// Restored to the previous version.
+    RolledBack,
+}
+
+/// One component's step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The component's name in the manifest.
+    pub component: String,
+    /// Its kind.
+    pub kind: ComponentKind,
+    /// Where it stands.
+    pub state: StepState,
+    /// Whether each destination existed before (dest → existed), recorded at backup.
+    #[serde(default)]
+    pub existed: BTreeMap<String, bool>,
+    /// For containers: the image the service container ran before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+}
+
+/// How the upgrade ended on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every component is on the new version and healthy.
+    Done,
+    /// Something failed and every component was restored.
+    RolledBack {
+        /// What failed.
+        reason: String,
+    },
+    /// Something failed and could not be undone.
+    Failed {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What the host ran before the upgrade.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    /// The bundle version, if any.
+    pub bundle_version: Option<String>,
+    /// Component → version.
+    pub components: BTreeMap<String, String>,
+    /// The running kernel release.
+    pub kernel: Option<String>,
+}
+
+/// The journal of one upgrade on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The upgrade.
+    pub upgrade_id: UpgradeId,
+    /// Target bundle version.
+    pub version: String,
+    /// When the agent started on it.
+    pub started_at: String,
+    /// What ran before.
+    pub previous: Previous,
+    /// One step per component, in apply order.
+    pub steps: Vec<Step>,
+    /// Set when a step failed: every applied step is rolled back, newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_reason: Option<String>,
+    /// Set when the upgrade ended on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// The journal file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {reason}")]
+pub struct JournalError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// The journal's file.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal.json")
+}
+
+/// Reads the journal, if there is one.
+pub fn load(state_dir: &Path) -> Result<Option<Journal>, JournalError> {
+    let path = path(state_dir);
+    let err = |reason: String| JournalError {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Writes the journal durably: temp file, fsync, rename, fsync the folder. An fsync error
+/// is fatal for the step that wanted the write.
+pub fn save(state_dir: &Path, journal: &Journal) -> Result<(), JournalError> {
+    let bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError {
+        path: path(state_dir),
+        reason: e.to_string(),
+    })?;
+    write_durably(&path(state_dir), &bytes).map_err(|e| JournalError {
+        path: path(state_dir),
+        reason: e.to_string(),
+    })
+}
+
+/// Temp file in the same folder, fsync, rename over `path`, fsync the folder.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(load(dir.path()).expect("load"), None);
+        let j = Journal {
+            upgrade_id: UpgradeId::new("u1").expect("id"),
+            version: "2.0.0".into(),
+            started_at: "t".into(),
+            previous: Previous::default(),
+            steps: vec![Step {
+                component: "k".into(),
+                kind: ComponentKind::Kernel,
+                state: StepState::Rebooting {
+                    boot_id: "b1".into(),
+                },
+                existed: BTreeMap::new(),
+                previous_image: None,
+            }],
+            rollback_reason: None,
+            outcome: None,
+        };
+        save(dir.path(), &j).expect("save");
+        assert_eq!(load(dir.path()).expect("load"), Some(j));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(leftovers, ["journal.json"]);
+    }
+
+    #[test]
+    fn corrupt_journal_names_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(path(dir.path()), "{").expect("write");
+        let err = load(dir.path()).expect_err("corrupt");
+        assert!(err.to_string().contains("journal.json"), "{err}");
+    }
+}

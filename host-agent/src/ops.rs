@@ -1,0 +1,219 @@
+//! Every change the agent makes to its host goes through [`HostOps`]: files, systemd, the
+//! host's Docker Engine, the bootloader's entry files, and reboot. The real implementation is
+//! in `real_host.rs`; [`RecordingHost`] records calls for unit tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A host operation failed; the message names the file, unit or container.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OpError(pub String);
+
+/// Result of a host operation.
+pub type OpResult<T> = Result<T, OpError>;
+
+/// The host side effects the agent needs.
+pub trait HostOps: Send + Sync {
+    /// Installs `source` at `dest` atomically (temp file beside it, fsync, rename, fsync dir)
+    /// with `mode`.
+    fn install_file(&self, source: &Path, dest: &Path, mode: u32) -> OpResult<()>;
+    /// Copies `path` to `backup` (creating folders) if it exists; returns whether it existed.
+    fn backup_file(&self, path: &Path, backup: &Path) -> OpResult<bool>;
+    /// Removes a file if present.
+    fn remove_file(&self, path: &Path) -> OpResult<()>;
+    /// Reloads systemd's unit files.
+    fn daemon_reload(&self) -> OpResult<()>;
+    /// Restarts (or starts) a unit.
+    fn restart_unit(&self, unit: &str) -> OpResult<()>;
+    /// Stops a unit.
+    fn stop_unit(&self, unit: &str) -> OpResult<()>;
+    /// The unit's `ActiveState` (`active`, `failed`, `activating`, …).
+    fn unit_state(&self, unit: &str) -> OpResult<String>;
+    /// Loads an image archive (`docker save` output) into the host's Docker.
+    fn load_image(&self, archive: &Path) -> OpResult<()>;
+    /// Replaces the container `name` with a new one from `image` (restart policy always).
+    fn recreate_container(&self, name: &str, image: &str, args: &[String]) -> OpResult<()>;
+    /// Removes the container `name` if it exists.
+    fn remove_container(&self, name: &str) -> OpResult<()>;
+    /// The image the container `name` runs, if it exists.
+    fn container_image(&self, name: &str) -> OpResult<Option<String>>;
+    /// Whether the container runs (and is healthy, if it has a health check).
+    fn container_healthy(&self, name: &str) -> OpResult<bool>;
+    /// Runs a command on the host; Ok(true) if it exited 0 within `timeout_secs`.
+    fn run_check(&self, argv: &[String], timeout_secs: u32) -> OpResult<bool>;
+    /// HTTP GET; Ok(true) on a 2xx within `timeout_secs`.
+    fn http_check(&self, url: &str, timeout_secs: u32) -> OpResult<bool>;
+    /// Reads a small text file; `None` if absent.
+    fn read_text(&self, path: &Path) -> OpResult<Option<String>>;
+    /// Writes a small text file durably.
+    fn write_text(&self, path: &Path, text: &str) -> OpResult<()>;
+    /// Asks systemd to reboot the host. Returns once the request was accepted.
+    fn reboot(&self) -> OpResult<()>;
+}
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `install_file(dest)`.
+    Install(PathBuf),
+    /// `backup_file(path)`.
+    Backup(PathBuf),
+    /// `remove_file(path)`.
+    Remove(PathBuf),
+    /// `daemon_reload`.
+    DaemonReload,
+    /// `restart_unit`.
+    Restart(String),
+    /// `stop_unit`.
+    Stop(String),
+    /// `load_image`.
+    LoadImage(PathBuf),
+    /// `recreate_container(name, image)`.
+    Recreate(String, String),
+    /// `write_text(path, text)`.
+    Write(PathBuf, String),
+    /// `reboot`.
+    Reboot,
+}
+
+/// A fake host for unit tests: records calls, keeps files and containers in memory, and
+/// answers unit states and checks from settings.
+#[derive(Debug, Default)]
+pub struct RecordingHost {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    calls: Vec<Call>,
+    files: BTreeMap<PathBuf, String>,
+    containers: BTreeMap<String, String>,
+    failed_units: Vec<String>,
+    failing_checks: bool,
+}
+
+impl RecordingHost {
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Makes `unit` report `failed` after restarts.
+    pub fn fail_unit(&self, unit: &str) {
+        self.lock().failed_units.push(unit.to_owned());
+    }
+
+    /// Makes command and HTTP checks fail.
+    pub fn fail_checks(&self) {
+        self.lock().failing_checks = true;
+    }
+
+    /// Puts a file in the fake's file table (its content is the source path for installs).
+    pub fn set_file(&self, path: &Path, content: &str) {
+        self.lock()
+            .files
+            .insert(path.to_owned(), content.to_owned());
+    }
+
+    /// A file's content.
+    pub fn file(&self, path: &Path) -> Option<String> {
+        self.lock().files.get(path).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        // A poisoned lock only happens after a test already panicked.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl HostOps for RecordingHost {
+    fn install_file(&self, source: &Path, dest: &Path, _mode: u32) -> OpResult<()> {
+        let mut s = self.lock();
+        s.calls.push(Call::Install(dest.to_owned()));
+        let content = s
+            .files
+            .get(source)
+            .cloned()
+            .unwrap_or_else(|| source.display().to_string());
+        s.files.insert(dest.to_owned(), content);
+        Ok(())
+    }
+    fn backup_file(&self, path: &Path, backup: &Path) -> OpResult<bool> {
+        let mut s = self.lock();
+        s.calls.push(Call::Backup(path.to_owned()));
+        match s.files.get(path).cloned() {
+            Some(content) => {
+                s.files.insert(backup.to_owned(), content);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+    fn remove_file(&self, path: &Path) -> OpResult<()> {
+        let mut s = self.lock();
+        s.calls.push(Call::Remove(path.to_owned()));
+        s.files.remove(path);
+        Ok(())
+    }
+    fn daemon_reload(&self) -> OpResult<()> {
+        self.lock().calls.push(Call::DaemonReload);
+        Ok(())
+    }
+    fn restart_unit(&self, unit: &str) -> OpResult<()> {
+        self.lock().calls.push(Call::Restart(unit.to_owned()));
+        Ok(())
+    }
+    fn stop_unit(&self, unit: &str) -> OpResult<()> {
+        self.lock().calls.push(Call::Stop(unit.to_owned()));
+        Ok(())
+    }
+    fn unit_state(&self, unit: &str) -> OpResult<String> {
+        let s = self.lock();
+        // A unit marked failing fails only while its new binary is installed.
+        let failing = s.failed_units.iter().any(|u| u == unit)
+            && s.files.values().any(|c| c.contains("FAIL"));
+        Ok(if failing { "failed" } else { "active" }.to_owned())
+    }
+    fn load_image(&self, archive: &Path) -> OpResult<()> {
+        self.lock().calls.push(Call::LoadImage(archive.to_owned()));
+        Ok(())
+    }
+    fn recreate_container(&self, name: &str, image: &str, _args: &[String]) -> OpResult<()> {
+        let mut s = self.lock();
+        s.calls
+            .push(Call::Recreate(name.to_owned(), image.to_owned()));
+        s.containers.insert(name.to_owned(), image.to_owned());
+        Ok(())
+    }
+    fn remove_container(&self, name: &str) -> OpResult<()> {
+        self.lock().containers.remove(name);
+        Ok(())
+    }
+    fn container_image(&self, name: &str) -> OpResult<Option<String>> {
+        Ok(self.lock().containers.get(name).cloned())
+    }
+    fn container_healthy(&self, name: &str) -> OpResult<bool> {
+        Ok(self.lock().containers.contains_key(name))
+    }
+    fn run_check(&self, _argv: &[String], _timeout_secs: u32) -> OpResult<bool> {
+        Ok(!self.lock().failing_checks)
+    }
+    fn http_check(&self, _url: &str, _timeout_secs: u32) -> OpResult<bool> {
+        Ok(!self.lock().failing_checks)
+    }
+    fn read_text(&self, path: &Path) -> OpResult<Option<String>> {
+        Ok(self.lock().files.get(path).cloned())
+    }
+    fn write_text(&self, path: &Path, text: &str) -> OpResult<()> {
+        let mut s = self.lock();
+        s.calls.push(Call::Write(path.to_owned(), text.to_owned()));
+        s.files.insert(path.to_owned(), text.to_owned());
+        Ok(())
+    }
+    fn reboot(&self) -> OpResult<()> {
+        self.lock().calls.push(Call::Reboot);
+        Ok(())
+    }
+}

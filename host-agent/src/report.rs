@@ -1,0 +1,125 @@
+//! Writing this host's `status`, `installed` and `alive` documents.
+//!
+//! Status changes are compare-and-swap updates checked against the host state machine: an
+//! illegal transition is refused (and logged) rather than written.
+
+use baton_protocol::documents::{self, Alive, HostStatus, Installed};
+use baton_protocol::etcd::{self, Change, Client, EtcdError, KeptLease};
+use baton_protocol::state::TransitionError;
+use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
+
+/// Writes this host's documents.
+#[derive(Clone)]
+pub struct Reporter {
+    client: Client,
+    keyspace: Keyspace,
+    host: HostId,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reporter {
+    /// A reporter for `host`.
+    pub fn new(client: Client, keyspace: Keyspace, host: HostId) -> Self {
+        Self {
+            client,
+            keyspace,
+            host,
+        }
+    }
+
+    /// The key of one of this host's documents.
+    pub fn key(&self, doc: HostKey) -> String {
+        self.keyspace.host(&self.host, doc)
+    }
+
+    /// Sets `status`: `state` for `upgrade`, with the current step and a message.
+    pub async fn status(
+        &self,
+        upgrade: Option<&UpgradeId>,
+        state: HostState,
+        step: Option<&str>,
+        message: &str,
+        started_at: Option<&str>,
+    ) -> Result<(), EtcdError> {
+        let key = self.key(HostKey::Status);
+        let result =
+            etcd::update::<HostStatus, TransitionError, _>(&self.client, &key, |current| {
+                let from = current.map_or(HostState::Idle, |c| c.state);
+                from.check_transition(state)?;
+                let next = HostStatus {
+                    schema_version: documents::SCHEMA_VERSION,
+                    upgrade_id: upgrade.cloned(),
+                    state,
+                    step: step.map(str::to_owned),
+                    message: message.to_owned(),
+                    started_at: started_at.map(str::to_owned),
+                    updated_at: current
+                        .filter(|c| {
+                            c.state == state
+                                && c.step.as_deref() == step
+                                && c.message == message
+                                && c.upgrade_id.as_ref() == upgrade
+                        })
+                        .map_or_else(documents::now, |c| c.updated_at.clone()),
+                };
+                Ok(if current == Some(&next) {
+                    Change::Keep
+                } else {
+                    Change::Put(next)
+                })
+            })
+            .await?;
+        if let Err(e) = result {
+            tracing::error!(host = %self.host, error = %e, "refusing to write an illegal status");
+        } else {
+            tracing::info!(host = %self.host, state = %state, step, message, "status");
+        }
+        Ok(())
+    }
+
+    /// The current status, if any.
+    pub async fn current_status(&self) -> Result<Option<HostStatus>, EtcdError> {
+        Ok(
+            etcd::read::<HostStatus>(&self.client, &self.key(HostKey::Status))
+                .await?
+                .map(|v| v.value),
+        )
+    }
+
+    /// Publishes `installed` unless etcd already holds the same content.
+    pub async fn installed(&self, installed: &Installed) -> Result<(), EtcdError> {
+        let key = self.key(HostKey::Installed);
+        etcd::update::<Installed, std::convert::Infallible, _>(&self.client, &key, |current| {
+            let same = current.is_some_and(|c| {
+                Installed {
+                    updated_at: String::new(),
+                    ..c.clone()
+                } == Installed {
+                    updated_at: String::new(),
+                    ..installed.clone()
+                }
+            });
+            Ok(if same {
+                Change::Keep
+            } else {
+                Change::Put(installed.clone())
+            })
+        })
+        .await?
+        .map(|_| ())
+        .map_err(|never| match never {})
+    }
+
+    /// Writes `alive`, bound to `lease`.
+    pub async fn alive(&self, alive: &Alive, lease: &KeptLease) -> Result<(), EtcdError> {
+        etcd::put_leased(&self.client, &self.key(HostKey::Alive), alive, lease.id()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! The agent's upgrade logic against a real etcd server, with a recording fake standing in
+//! for the host (files, systemd, Docker, reboot). The same paths on real simulated hosts are
+//! covered by the fleet tests.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_agent::agent::Agent;
+use baton_agent::ops::{Call, RecordingHost};
+use baton_protocol::agent_config::AgentConfig;
+use baton_protocol::documents::{self, Desired, DesiredAction, HostStatus, Installed};
+use baton_protocol::etcd;
+use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
+use baton_tests::etcd::EtcdServer;
+
+const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+fn manifest(version: &str, daemon_content: &str) -> String {
+    serde_json::json!({
+        "schema_version": 1, "version": version, "backward_compatible": true,
+        "agent": {"version": version, "file": {"path": "agent/baton-agent", "size": 0, "sha256": SHA, "mode": "0755"}},
+        "components": [
+            {"name": "baton-hello", "version": version, "kind": "file", "order": 10,
+             "files": [{"path": "hello", "dest": "/usr/local/bin/baton-hello", "size": 0, "sha256": SHA, "mode": "0755"}]},
+            {"name": "baton-echo", "version": version, "kind": "service", "unit": "baton-echo.service", "order": 20,
+             "files": [{"path": daemon_content, "dest": "/usr/local/sbin/baton-echo", "size": 0, "sha256": SHA, "mode": "0755"},
+                       {"path": "echo.service", "dest": "/etc/systemd/system/baton-echo.service", "size": 0, "sha256": SHA}]}
+        ]
+    })
+    .to_string()
+}
+
+struct Setup {
+    _etcd: EtcdServer,
+    _dir: tempfile::TempDir,
+    client: etcd::Client,
+    ks: Keyspace,
+    host: HostId,
+    fake: Arc<RecordingHost>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn setup(daemon_content: &str) -> Setup {
+    let etcd_server = EtcdServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("bundles/2.0.0")).expect("dir");
+    std::fs::write(
+        state.join("bundles/2.0.0/manifest.json"),
+        manifest("2.0.0", daemon_content),
+    )
+    .expect("manifest");
+    std::fs::write(dir.path().join("boot-id"), "boot-1\n").expect("boot id");
+    std::fs::write(dir.path().join("kernel"), "6.1.0-baton1\n").expect("kernel");
+    let host = HostId::new("h1").expect("host");
+    let config = AgentConfig {
+        host_id: host.clone(),
+        etcd_endpoints: etcd_server.endpoints(),
+        prefix: "/baton".into(),
+        lease_ttl_secs: 5,
+        state_dir: state,
+        boot_id_file: dir.path().join("boot-id"),
+        kernel_release_file: dir.path().join("kernel"),
+        container_prefix: "h1-".into(),
+    };
+    let fake = Arc::new(RecordingHost::default());
+    let agent = Agent::new(config, fake.clone()).expect("agent");
+    let task = tokio::spawn(async move { agent.run(std::future::pending()).await });
+    Setup {
+        client: etcd_server.client().await.expect("client"),
+        _etcd: etcd_server,
+        _dir: dir,
+        ks: Keyspace::default(),
+        host,
+        fake,
+        task,
+    }
+}
+
+async fn wait_state(s: &Setup, want: &[HostState]) -> HostStatus {
+    let key = s.ks.host(&s.host, HostKey::Status);
+    let start = Instant::now();
+    loop {
+        let current = etcd::read::<HostStatus>(&s.client, &key)
+            .await
+            .expect("read");
+        if let Some(st) =
+            current.filter(|st| want.contains(&st.value.state) && st.value.upgrade_id.is_some())
+        {
+            return st.value;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "status never reached {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn desire(s: &Setup) {
+    let desired = Desired {
+        schema_version: documents::SCHEMA_VERSION,
+        upgrade_id: UpgradeId::new("u1").expect("id"),
+        version: "2.0.0".into(),
+        bundle: "127.0.0.1:5000/baton/bundle@sha256:".to_owned() + SHA,
+        action: DesiredAction::Install,
+        next_host: None,
+        issued_at: documents::now(),
+    };
+    s.client
+        .kv_client()
+        .put(
+            s.ks.host(&s.host, HostKey::Desired),
+            documents::encode(&desired),
+            None,
+        )
+        .await
+        .expect("put desired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_install_applies_every_component_in_order_and_reports_done() {
+    let s = setup("echo-v2").await;
+    desire(&s).await;
+    let status = wait_state(
+        &s,
+        &[HostState::Done, HostState::Failed, HostState::RolledBack],
+    )
+    .await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+
+    let installs: Vec<_> = s
+        .fake
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Install(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        installs,
+        [
+            Path::new("/usr/local/bin/baton-hello"),
+            Path::new("/usr/local/sbin/baton-echo"),
+            Path::new("/etc/systemd/system/baton-echo.service")
+        ]
+    );
+    assert!(
+        s.fake
+            .calls()
+            .contains(&Call::Restart("baton-echo.service".into()))
+    );
+    let installed: Installed = etcd::read(&s.client, &s.ks.host(&s.host, HostKey::Installed))
+        .await
+        .expect("read")
+        .expect("installed")
+        .value;
+    assert_eq!(installed.bundle_version.as_deref(), Some("2.0.0"));
+    assert_eq!(
+        installed.components.get("baton-echo").map(String::as_str),
+        Some("2.0.0")
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_fails_to_start_is_rolled_back() {
+    // The fake reports the unit failed while a file containing FAIL is installed.
+    let s = setup("echo-v2-FAIL").await;
+    s.fake.fail_unit("baton-echo.service");
+    s.fake
+        .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
+    s.fake
+        .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    desire(&s).await;
+    let status = wait_state(
+        &s,
+        &[HostState::Done, HostState::Failed, HostState::RolledBack],
+    )
+    .await;
+    assert_eq!(status.state, HostState::RolledBack, "{status:?}");
+    assert!(status.message.contains("baton-echo.service"), "{status:?}");
+    // Both the daemon and the utility before it are back on their previous content.
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/sbin/baton-echo"))
+            .as_deref(),
+        Some("echo-v1")
+    );
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/bin/baton-hello"))
+            .as_deref(),
+        Some("hello-v1")
+    );
+    // The unit file did not exist before, so it is removed again.
+    assert_eq!(
+        s.fake
+            .file(Path::new("/etc/systemd/system/baton-echo.service")),
+        None
+    );
+    s.task.abort();
+}
