@@ -2,4 +2,8 @@
 //! of simulated hosts (containers running systemd). Used by the integration tests in
 //! `tests/tests/` and by `make demo`.
 
+pub mod docker;
 pub mod etcd;
+pub mod fleet;
+pub mod registry;
+pub mod simhost_image;
