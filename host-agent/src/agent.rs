@@ -12,7 +12,7 @@ use std::time::Duration;
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::documents::{self, Alive, Desired, DesiredAction, Installed};
 use baton_protocol::etcd::{self, EtcdError, KeptLease, ResumableWatch};
-use baton_protocol::manifest::Manifest;
+use baton_protocol::manifest::{Component, Manifest};
 use baton_protocol::{HostKey, HostState, Keyspace};
 
 use crate::apply::{self, Context};
@@ -334,7 +334,7 @@ impl Agent {
             settle: SETTLE,
         };
         // The steps never change once the journal exists: resolve each to its component once.
-        let components: Vec<Option<baton_protocol::manifest::Component>> = journal
+        let components: Vec<Option<Component>> = journal
             .steps
             .iter()
             .map(|s| {
@@ -353,7 +353,7 @@ impl Agent {
                 component(i).and_then(|c| c.release)
             });
             tracing::debug!(upgrade = %id, ?action, "next");
-            let step_of = |i: usize| -> Result<baton_protocol::manifest::Component, AgentError> {
+            let step_of = |i: usize| -> Result<Component, AgentError> {
                 component(i).ok_or_else(|| {
                     AgentError::Local(format!(
                         "component {} is not in the bundle manifest",
@@ -361,6 +361,19 @@ impl Agent {
                     ))
                 })
             };
+            // Reports `state` with a step like "apply service baton-echo", then runs the host
+            // work off the async threads.
+            let work = |state: HostState, verb: &str, c: &Component, message: &str| {
+                let text = format!("{verb} {} {}", c.kind.name(), c.name);
+                let message = message.to_owned();
+                let (id, started) = (id.clone(), started.clone());
+                async move {
+                    reporter
+                        .status(Some(&id), state, Some(&text), &message, Some(&started))
+                        .await
+                }
+            };
+            let (ops, ctx) = (self.ops.clone(), ctx.clone());
             match action {
                 Action::Report(_) => {
                     self.report_outcome(&journal, reporter).await?;
@@ -368,20 +381,10 @@ impl Agent {
                 }
                 Action::Begin(i) => {
                     let c = step_of(i)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Updating,
-                            Some(&format!("back up {} {}", c.kind.name(), c.name)),
-                            "",
-                            Some(&started),
-                        )
-                        .await?;
+                    work(HostState::Updating, "back up", &c, "").await?;
                     let mut step = journal.steps[i].clone();
-                    let ops = self.ops.clone();
-                    let ctx2 = ctx.clone();
                     let result = blocking(move || {
-                        apply::begin(ops.as_ref(), &ctx2, &c, &mut step).map(|()| step)
+                        apply::begin(ops.as_ref(), &ctx, &c, &mut step).map(|()| step)
                     })
                     .await;
                     match result {
@@ -394,59 +397,28 @@ impl Agent {
                 }
                 Action::Apply(i) => {
                     let c = step_of(i)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Updating,
-                            Some(&format!("apply {} {}", c.kind.name(), c.name)),
-                            "",
-                            Some(&started),
-                        )
-                        .await?;
-                    let ops = self.ops.clone();
-                    let ctx2 = ctx.clone();
-                    match blocking(move || apply::apply(ops.as_ref(), &ctx2, &c)).await {
+                    work(HostState::Updating, "apply", &c, "").await?;
+                    match blocking(move || apply::apply(ops.as_ref(), &ctx, &c)).await {
                         Ok(()) => journal.steps[i].state = StepState::Applied,
                         Err(e) => journal.rollback_reason = Some(e.0),
                     }
                 }
                 Action::Check(i) => {
                     let c = step_of(i)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Updating,
-                            Some(&format!("check {} {}", c.kind.name(), c.name)),
-                            "",
-                            Some(&started),
-                        )
-                        .await?;
-                    let ops = self.ops.clone();
-                    let ctx2 = ctx.clone();
-                    match blocking(move || apply::check(ops.as_ref(), &ctx2, &c)).await {
+                    work(HostState::Updating, "check", &c, "").await?;
+                    match blocking(move || apply::check(ops.as_ref(), &ctx, &c)).await {
                         Ok(()) => journal.steps[i].state = StepState::Verified,
                         Err(reason) => journal.rollback_reason = Some(reason),
                     }
                 }
                 Action::Reboot(i) => {
                     let c = step_of(i)?;
+                    // Recorded before asking, so a reboot that happens at once is recognised.
                     journal.steps[i].state = StepState::Rebooting {
                         boot_id: self.boot_id()?,
                     };
                     journal::save(&state_dir, &journal)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Rebooting,
-                            Some(&format!(
-                                "reboot into kernel {}",
-                                c.release.as_deref().unwrap_or("?")
-                            )),
-                            "",
-                            Some(&started),
-                        )
-                        .await?;
-                    let ops = self.ops.clone();
+                    work(HostState::Rebooting, "reboot into", &c, "").await?;
                     match blocking(move || ops.reboot()).await {
                         Ok(()) => return Ok(Driven::Rebooting),
                         Err(e) => journal.rollback_reason = Some(e.0),
@@ -454,16 +426,7 @@ impl Agent {
                 }
                 Action::ConfirmKernel(i) => {
                     let c = step_of(i)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Verifying,
-                            Some(&format!("verify kernel {}", c.name)),
-                            "",
-                            Some(&started),
-                        )
-                        .await?;
-                    let ops = self.ops.clone();
+                    work(HostState::Verifying, "verify", &c, "").await?;
                     match blocking(move || apply::confirm_kernel(ops.as_ref(), &c)).await {
                         Ok(()) => journal.steps[i].state = StepState::Verified,
                         Err(e) => journal.rollback_reason = Some(e.0),
@@ -471,15 +434,7 @@ impl Agent {
                 }
                 Action::KernelDidNotBoot { step, running } => {
                     let c = step_of(step)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Verifying,
-                            Some(&format!("verify kernel {}", c.name)),
-                            "",
-                            Some(&started),
-                        )
-                        .await?;
+                    work(HostState::Verifying, "verify", &c, "").await?;
                     journal.rollback_reason = Some(format!(
                         "kernel {} did not boot; running {}",
                         c.release.as_deref().unwrap_or("?"),
@@ -488,27 +443,14 @@ impl Agent {
                 }
                 Action::RollBack(i) => {
                     let c = step_of(i)?;
-                    reporter
-                        .status(
-                            Some(&id),
-                            HostState::Updating,
-                            Some(&format!("roll back {} {}", c.kind.name(), c.name)),
-                            journal.rollback_reason.as_deref().unwrap_or(""),
-                            Some(&started),
-                        )
-                        .await?;
-                    let ops = self.ops.clone();
-                    let ctx2 = ctx.clone();
+                    let reason = journal.rollback_reason.clone().unwrap_or_default();
+                    work(HostState::Updating, "roll back", &c, &reason).await?;
                     let step = journal.steps[i].clone();
-                    match blocking(move || apply::roll_back(ops.as_ref(), &ctx2, &c, &step)).await {
+                    match blocking(move || apply::roll_back(ops.as_ref(), &ctx, &c, &step)).await {
                         Ok(()) => journal.steps[i].state = StepState::RolledBack,
                         Err(e) => {
                             journal.outcome = Some(Outcome::Failed {
-                                reason: format!(
-                                    "{}; rollback failed: {}",
-                                    journal.rollback_reason.as_deref().unwrap_or(""),
-                                    e.0
-                                ),
+                                reason: format!("{reason}; rollback failed: {}", e.0),
                             });
                         }
                     }

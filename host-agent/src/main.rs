@@ -37,21 +37,6 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(baton_agent::real_host::RealHost::new("/")),
     )
     .context("baton-agent")?;
-    agent.run(shutdown_signal()).await;
+    agent.run(baton_protocol::shutdown::signal()).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -7,7 +7,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = baton_orchestrator::config::Config::parse();
     init_tracing(config.log_json);
-    baton_orchestrator::leader::run(config, shutdown_signal())
+    baton_orchestrator::leader::run(config, baton_protocol::shutdown::signal())
         .await
         .context("baton-orchestrator")
 }
@@ -20,20 +20,5 @@ fn init_tracing(json: bool) {
         builder.json().init();
     } else {
         builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod keys;
 pub mod manifest;
 pub mod names;
+pub mod shutdown;
 pub mod state;
 
 pub use keys::{HostKey, Key, Keyspace};
