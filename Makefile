@@ -1,7 +1,20 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
-.PHONY: all deps build test fmt lint unit demo demo-down clean
+.PHONY: all deps build test fmt lint unit demo demo-down clean static bundle-agents bundles
 
 CARGO ?= cargo
+
+# Static binaries (they run FROM scratch): the downloader is a bundle image's entrypoint.
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_RUSTFLAGS := -C target-feature=+crt-static
+STATIC_DIR := target/$(STATIC_TARGET)/debug
+# The sample bundles (images/sample-bundle/<version>) and the agent each one carries, built
+# with BATON_BUILD_VERSION=<version> in its own target folder (no rebuild ping-pong).
+BUNDLE_VERSIONS := 1.0.0 2.0.0
+BUNDLE_AGENTS := target/bundle-agents
+BUNDLE_SOURCES := target/bundle-sources
+BUNDLE_REPO ?= 127.0.0.1:5000/baton/bundle
+# Set to --push to push the sample bundles to BUNDLE_REPO's registry.
+BUNDLE_PUSH ?=
 
 all: build
 
@@ -18,9 +31,32 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# Static baton-agent and baton-downloader in $(STATIC_DIR).
+static: deps
+	RUSTFLAGS='$(STATIC_RUSTFLAGS)' $(CARGO) build --target $(STATIC_TARGET) -p baton-agent -p baton-downloader
+
+# $(BUNDLE_AGENTS)/<version>/baton-agent, reporting <version>.
+bundle-agents: deps
+	@for v in $(BUNDLE_VERSIONS); do \
+	    echo "baton-agent $$v -> $(BUNDLE_AGENTS)/$$v/baton-agent"; \
+	    BATON_BUILD_VERSION=$$v RUSTFLAGS='$(STATIC_RUSTFLAGS)' CARGO_TARGET_DIR=$(BUNDLE_AGENTS)/$$v/cargo \
+	        $(CARGO) build --target $(STATIC_TARGET) -p baton-agent || exit 1; \
+	    install -D -m 0755 $(BUNDLE_AGENTS)/$$v/cargo/$(STATIC_TARGET)/debug/baton-agent $(BUNDLE_AGENTS)/$$v/baton-agent || exit 1; \
+	done
+
+# The sample bundle images $(BUNDLE_REPO):<version> (add BUNDLE_PUSH=--push to push them).
+bundles: static bundle-agents
+	$(CARGO) build -p baton-orchestrator --bin batonctl
+	@for v in $(BUNDLE_VERSIONS); do \
+	    images/sample-bundle/prepare.sh $$v $(BUNDLE_SOURCES)/$$v >/dev/null || exit 1; \
+	    target/debug/batonctl bundle build $(BUNDLE_SOURCES)/$$v --tag $(BUNDLE_REPO):$$v \
+	        --agent $(BUNDLE_AGENTS)/$$v/baton-agent $(BUNDLE_PUSH) || exit 1; \
+	done
+
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
-# Docker and simulated hosts.
-test: lint
+# Docker and simulated hosts (the downloader tests use the static binaries and the
+# versioned agents).
+test: lint static bundle-agents
 	$(CARGO) test --workspace --locked
 
 demo: deps

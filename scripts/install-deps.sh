@@ -16,6 +16,9 @@ want docker-registry docker-registry
 want debootstrap debootstrap
 want curl curl
 want docker docker.io
+# A static /bin/busybox for FROM-scratch sample images (the dynamic `busybox` package does
+# not run there).
+if ! dpkg -s busybox-static >/dev/null 2>&1; then need="$need busybox-static"; fi
 
 if [ -n "$need" ]; then
     echo "installing:$need"

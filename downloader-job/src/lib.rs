@@ -1,2 +1,30 @@
 //! The downloader job: runs inside a bundle image with the host's paths under `/host`,
-//! verifies the bundle's packages against its manifest and stages them on the host.
+//! verifies the bundle's packages against its manifest, stages them on the host, installs
+//! the bundle's `baton-agent` with its configuration and systemd unit, and (re)starts the
+//! agent through the host's systemd over D-Bus.
+//!
+//! - [`cli`]: the command line (flags with `BATON_*` environment fallbacks);
+//! - [`bundle`]: the bundle as found in the image: manifest, file-type scan, verified reads;
+//! - [`verify`]: size-then-sha256 verification while streaming;
+//! - [`fs`]: host file system side effects behind [`fs::HostFs`], durable writes;
+//! - [`layout`]: where things live on the host;
+//! - [`stage`]: staging `/var/lib/baton/bundles/<version>/` atomically;
+//! - [`agent`]: the versioned agent binary and the `current`/`previous` links;
+//! - [`host_files`]: `/etc/baton/agent.toml` and `baton-agent.service`;
+//! - [`systemd`]: the host's systemd behind [`systemd::Systemd`] (D-Bus implementation);
+//! - [`job`]: the whole run and its JSON [`job::Summary`].
+
+pub mod agent;
+pub mod bundle;
+pub mod cli;
+pub mod error;
+pub mod fs;
+pub mod host_files;
+pub mod job;
+pub mod layout;
+pub mod stage;
+pub mod systemd;
+pub mod verify;
+
+pub use error::JobError;
+pub use job::{JobConfig, Summary, run};

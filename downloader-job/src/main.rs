@@ -1,25 +1,50 @@
-//! `baton-downloader`: the bundle image's entrypoint.
+//! `baton-downloader`: the bundle image's entrypoint. Parses the command line, sets up
+//! logging (stderr), runs the job against the real file system and the host's systemd, and
+//! prints the JSON summary (stdout) or one error line (stderr, exit 1).
 
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use baton_downloader::cli::{Cli, LogFormat};
+use baton_downloader::fs::RealFs;
+use baton_downloader::systemd::DbusSystemd;
+use baton_downloader::{JobError, run};
 use clap::Parser;
 
-/// Verify this bundle's packages and stage them on the host (host paths under --host-root),
-/// then install and (re)start the bundle's baton-agent.
-#[derive(Debug, Parser)]
-#[command(name = "baton-downloader", version = baton_protocol::VERSION)]
-struct Cli {
-    /// Where the bundle's files are (its manifest.json at the top).
-    #[arg(long, default_value = "/bundle")]
-    bundle: std::path::PathBuf,
-    /// Where the host's root is mounted.
-    #[arg(long, default_value = "/host")]
-    host_root: std::path::PathBuf,
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    match format {
+        LogFormat::Pretty => builder.compact().init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
-fn main() -> anyhow::Result<()> {
+async fn job(cli: &Cli) -> Result<baton_downloader::Summary, JobError> {
+    let config = cli.config();
+    // Refuse a bad bundle before touching the host's bus: check it first, then connect.
+    baton_downloader::bundle::Bundle::open(&config.bundle_dir)?;
+    let systemd = DbusSystemd::connect(&config.dbus_socket).await?;
+    run(&config, &RealFs, &systemd).await
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    anyhow::bail!(
-        "staging bundle {} onto {} is not implemented in this build",
-        cli.bundle.display(),
-        cli.host_root.display()
-    )
+    init_tracing(cli.log_format);
+    match job(&cli).await {
+        Ok(summary) => {
+            println!("{}", summary.to_line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("baton-downloader: error: {}", e.one_line());
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,502 @@
+//! One run of the downloader job: check the bundle, stage it, install the agent, write its
+//! configuration and unit, and (re)start it through the host's systemd — each step only
+//! when something changed, so a second run with the same bundle changes nothing. The run
+//! ends with a [`Summary`], printed as the job's last stdout line for the orchestrator.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{self, AgentInstall};
+use crate::bundle::Bundle;
+use crate::error::JobError;
+use crate::fs::HostFs;
+use crate::host_files::{AgentSettings, agent_config_text, agent_unit_text, write_if_changed};
+use crate::layout::{AGENT_UNIT, CURRENT_LINK, HostLayout};
+use crate::stage::{StageAction, stage};
+use crate::systemd::{Systemd, UnitStatus, wait_active};
+
+/// Schema of the [`Summary`] line.
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+/// Default time the agent gets to become active.
+pub const DEFAULT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the unit's state is polled while waiting.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What the job is told.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// The bundle in the image (`/bundle`).
+    pub bundle_dir: PathBuf,
+    /// Where the host's root is mounted (`/host`).
+    pub host_root: PathBuf,
+    /// The host's system bus socket, as seen by the job.
+    pub dbus_socket: PathBuf,
+    /// What goes into the agent's configuration file.
+    pub agent: AgentSettings,
+    /// How long the (re)started agent gets to become active.
+    pub active_timeout: Duration,
+    /// How often its state is polled meanwhile.
+    pub poll_interval: Duration,
+}
+
+/// What happened to the agent's service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentAction {
+    /// First agent on this host: installed, enabled and started.
+    Installed,
+    /// Its binary, configuration or unit changed: restarted.
+    Restarted,
+    /// Nothing changed but it was not running: started.
+    Started,
+    /// Nothing changed and it is active: left alone.
+    Unchanged,
+}
+
+/// Whether a host file was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileAction {
+    /// Written (it was missing or different).
+    Written,
+    /// Already as wanted.
+    Unchanged,
+}
+
+impl FileAction {
+    fn from_written(written: bool) -> Self {
+        if written {
+            FileAction::Written
+        } else {
+            FileAction::Unchanged
+        }
+    }
+}
+
+/// The agent part of the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    /// The bundle's agent version, now current.
+    pub version: String,
+    /// What was done to the service.
+    pub action: AgentAction,
+    /// The version that was current before, if another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+/// The job's result: its last stdout line, one JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// [`SUMMARY_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The bundle version.
+    pub version: String,
+    /// Files in the bundle (agent included), all verified.
+    pub files: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// What staging did.
+    pub bundle: StageAction,
+    /// The agent.
+    pub agent: AgentSummary,
+    /// `/etc/baton/agent.toml`.
+    pub config: FileAction,
+    /// `/etc/systemd/system/baton-agent.service`.
+    pub unit: FileAction,
+    /// Whether anything on the host changed.
+    pub changed: bool,
+}
+
+impl Summary {
+    /// The summary in a job's log: its last line that parses as one.
+    pub fn from_log(log: &str) -> Option<Summary> {
+        log.lines()
+            .rev()
+            .find_map(|line| serde_json::from_str::<Summary>(line.trim()).ok())
+    }
+
+    /// The JSON line.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Runs the job against the host's file system and systemd.
+pub async fn run<S: Systemd>(
+    config: &JobConfig,
+    fs: &dyn HostFs,
+    systemd: &S,
+) -> Result<Summary, JobError> {
+    let layout = HostLayout::new(&config.host_root);
+    // Refuse bad settings before touching anything.
+    let config_text = agent_config_text(&config.agent)?;
+    let bundle = Bundle::open(&config.bundle_dir)?;
+    let manifest = bundle.manifest();
+    tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");
+
+    let staged = stage(fs, &bundle, &layout)?;
+    let installed = agent::install(fs, &layout, manifest, &staged.dir)?;
+    let config_written =
+        write_if_changed(fs, &layout.agent_config(), config_text.as_bytes(), 0o644)?;
+    let unit_written = write_if_changed(
+        fs,
+        &layout.agent_unit(),
+        agent_unit_text().as_bytes(),
+        0o644,
+    )?;
+    let action = activate(
+        config,
+        &layout,
+        fs,
+        systemd,
+        &installed,
+        config_written,
+        unit_written,
+    )
+    .await?;
+
+    let summary = Summary {
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        version: manifest.version.clone(),
+        files: staged.files,
+        bytes: staged.bytes,
+        bundle: staged.action,
+        agent: AgentSummary {
+            version: installed.version.clone(),
+            action,
+            previous: installed.before.clone().filter(|b| *b != installed.version),
+        },
+        config: FileAction::from_written(config_written),
+        unit: FileAction::from_written(unit_written),
+        changed: staged.action != StageAction::Unchanged
+            || installed.changed()
+            || config_written
+            || unit_written
+            || action != AgentAction::Unchanged,
+    };
+    if summary.changed {
+        tracing::info!(version = %summary.version, agent = ?summary.agent.action, "bundle installed on the host");
+    } else {
+        tracing::info!(version = %summary.version, "bundle already installed, agent active: nothing changed");
+    }
+    Ok(summary)
+}
+
+/// Reloads, enables and (re)starts the agent's unit as needed, then waits until it is
+/// active. A new agent that does not become active is rolled back to the previous one.
+async fn activate<S: Systemd>(
+    config: &JobConfig,
+    layout: &HostLayout,
+    fs: &dyn HostFs,
+    systemd: &S,
+    installed: &AgentInstall,
+    config_written: bool,
+    unit_written: bool,
+) -> Result<AgentAction, JobError> {
+    if unit_written {
+        systemd.reload().await?;
+    }
+    if systemd.unit_file_state(AGENT_UNIT).await? != "enabled" {
+        systemd.enable(AGENT_UNIT).await?;
+        systemd.reload().await?;
+        tracing::info!(unit = AGENT_UNIT, "unit enabled");
+    }
+    let status = systemd.status(AGENT_UNIT).await?;
+    // Also restart an agent that was started before its inputs last changed (a run that
+    // was interrupted between switching `current` and restarting).
+    let stale = inputs_changed_usec(fs, layout)? > status.active_enter_usec;
+    let changed = installed.changed() || config_written || unit_written || stale;
+    if status.is_active() && !changed {
+        return Ok(AgentAction::Unchanged);
+    }
+    let running = matches!(
+        status.active_state.as_str(),
+        "active" | "activating" | "reloading"
+    );
+    let action = if installed.before.is_none() {
+        AgentAction::Installed
+    } else if running {
+        AgentAction::Restarted
+    } else {
+        AgentAction::Started
+    };
+    let last = start_and_wait(config, systemd, &status).await?;
+    let Err(last) = last else {
+        tracing::info!(unit = AGENT_UNIT, ?action, "agent active");
+        return Ok(action);
+    };
+
+    let mut rollback = String::new();
+    if let Some(previous) = installed.before.as_ref().filter(|_| installed.switched()) {
+        tracing::warn!(version = %installed.version, to = %previous, "new agent did not become active; rolling back");
+        agent::switch_back(fs, layout, &installed.version, previous)?;
+        let now = systemd.status(AGENT_UNIT).await?;
+        rollback = match start_and_wait(config, systemd, &now).await? {
+            Ok(_) => format!("; rolled back to agent {previous}, which is active"),
+            Err(s) => format!(
+                "; rolled back to agent {previous}, which is not active either ({}/{})",
+                s.active_state, s.sub_state
+            ),
+        };
+    }
+    Err(JobError::NotActive {
+        unit_path: layout.agent_unit(),
+        unit: AGENT_UNIT.to_owned(),
+        timeout: config.active_timeout,
+        active: last.active_state,
+        sub: last.sub_state,
+        rollback,
+    })
+}
+
+/// Restarts (or starts) the unit and waits for it; `Err(status)` if it did not become active.
+async fn start_and_wait<S: Systemd>(
+    config: &JobConfig,
+    systemd: &S,
+    status: &UnitStatus,
+) -> Result<Result<UnitStatus, UnitStatus>, JobError> {
+    if status.active_state == "failed" {
+        systemd.reset_failed(AGENT_UNIT).await?;
+    }
+    let running = matches!(
+        status.active_state.as_str(),
+        "active" | "activating" | "reloading"
+    );
+    let job = if running {
+        systemd.restart(AGENT_UNIT).await?
+    } else {
+        systemd.start(AGENT_UNIT).await?
+    };
+    wait_active(
+        systemd,
+        AGENT_UNIT,
+        &job,
+        config.active_timeout,
+        config.poll_interval,
+    )
+    .await
+}
+
+/// When the agent's inputs (the `current` link, the current binary, its configuration and
+/// unit) last changed, in µs since the epoch.
+fn inputs_changed_usec(fs: &dyn HostFs, layout: &HostLayout) -> Result<u64, JobError> {
+    let current = layout.agent_dir().join(CURRENT_LINK);
+    let mut newest = 0u64;
+    for (path, follow) in [
+        (current.clone(), false),
+        (current.join(crate::layout::AGENT_BINARY), true),
+        (layout.agent_config(), false),
+        (layout.agent_unit(), false),
+    ] {
+        let meta = if follow {
+            fs.metadata(&path)
+        } else {
+            fs.symlink_metadata(&path)
+        }
+        .map_err(|e| JobError::io(&path, "stat", e))?;
+        if let Some(modified) = meta.and_then(|m| m.modified().ok()) {
+            let usec = modified
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            newest = newest.max(usec);
+        }
+    }
+    Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::bundle::testing::write_bundle;
+    use crate::fs::RealFs;
+    use crate::fs::testing::{FaultyFs, leak};
+    use crate::systemd::testing::FakeSystemd;
+
+    fn config(dir: &Path, version: &str) -> JobConfig {
+        let bundle_dir = dir.join(format!("bundle-{version}"));
+        if !bundle_dir.exists() {
+            write_bundle(&bundle_dir, version, format!("agent {version}").as_bytes());
+        }
+        JobConfig {
+            bundle_dir,
+            host_root: dir.join("host"),
+            dbus_socket: dir.join("host/run/dbus/system_bus_socket"),
+            agent: AgentSettings {
+                host_id: "host-1".into(),
+                etcd_endpoints: vec!["http://10.0.0.1:2379".into()],
+                prefix: "/baton".into(),
+                lease_ttl_secs: 10,
+                boot_id_file: "/run/baton/boot-id".into(),
+                kernel_release_file: "/run/baton/booted-kernel".into(),
+                container_prefix: String::new(),
+            },
+            active_timeout: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_run_installs_second_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "1.0.0");
+        let systemd = FakeSystemd::new();
+        let s = run(&cfg, &RealFs, &systemd).await.unwrap();
+        assert_eq!(s.agent.action, AgentAction::Installed);
+        assert_eq!(s.bundle, StageAction::Staged);
+        assert!(s.changed);
+        assert_eq!(
+            systemd.calls(),
+            [
+                "Reload",
+                "GetUnitFileState baton-agent.service",
+                "EnableUnitFiles baton-agent.service",
+                "Reload",
+                "StartUnit baton-agent.service",
+            ]
+        );
+        let host = HostLayout::new(&cfg.host_root);
+        assert!(
+            std::fs::read_to_string(host.agent_unit())
+                .unwrap()
+                .contains("Type=notify")
+        );
+        assert!(
+            std::fs::read_to_string(host.agent_config())
+                .unwrap()
+                .contains("host_id = \"host-1\"")
+        );
+
+        systemd.clear();
+        let fs = leak(FaultyFs::recording());
+        let again = run(&cfg, &fs, &systemd).await.unwrap();
+        assert!(!again.changed, "{again:?}");
+        assert_eq!(again.agent.action, AgentAction::Unchanged);
+        assert_eq!(fs.ops(), Vec::<String>::new());
+        assert_eq!(systemd.calls(), ["GetUnitFileState baton-agent.service"]);
+        // The summary line round-trips.
+        assert_eq!(
+            Summary::from_log(&format!("noise\n{}\n", again.to_line())),
+            Some(again)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inactive_unchanged_agent_is_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "1.0.0");
+        let systemd = FakeSystemd::new();
+        run(&cfg, &RealFs, &systemd).await.unwrap();
+        systemd.state.lock().unwrap().active = "failed".into();
+        systemd.clear();
+        let s = run(&cfg, &RealFs, &systemd).await.unwrap();
+        assert_eq!(s.agent.action, AgentAction::Started);
+        assert_eq!(
+            systemd.calls(),
+            [
+                "GetUnitFileState baton-agent.service",
+                "ResetFailedUnit baton-agent.service",
+                "StartUnit baton-agent.service"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn upgrade_restarts_with_the_new_agent_and_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let systemd = FakeSystemd::new();
+        run(&config(dir.path(), "1.0.0"), &RealFs, &systemd)
+            .await
+            .unwrap();
+        systemd.clear();
+        let s = run(&config(dir.path(), "2.0.0"), &RealFs, &systemd)
+            .await
+            .unwrap();
+        assert_eq!(s.agent.action, AgentAction::Restarted);
+        assert_eq!(s.agent.previous.as_deref(), Some("1.0.0"));
+        assert_eq!(s.config, FileAction::Unchanged);
+        assert_eq!(s.unit, FileAction::Unchanged);
+        assert_eq!(
+            systemd.calls(),
+            [
+                "GetUnitFileState baton-agent.service",
+                "RestartUnit baton-agent.service"
+            ]
+        );
+        let host = HostLayout::new(dir.path().join("host"));
+        assert_eq!(
+            std::fs::read(host.agent_binary("1.0.0")).unwrap(),
+            b"agent 1.0.0"
+        );
+        assert!(host.bundle_dir("1.0.0").join("manifest.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_new_agent_that_does_not_start_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut systemd = FakeSystemd::new();
+        // Start 1 (v1) works, start 2 (v2) never becomes active, start 3 (v1 again) works.
+        systemd.start_ok_at = Some(|n| n != 2);
+        run(&config(dir.path(), "1.0.0"), &RealFs, &systemd)
+            .await
+            .unwrap();
+        let err = run(&config(dir.path(), "2.0.0"), &RealFs, &systemd)
+            .await
+            .unwrap_err();
+        let msg = err.one_line();
+        assert!(
+            msg.contains("baton-agent.service did not become active"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("rolled back to agent 1.0.0, which is active"),
+            "{msg}"
+        );
+        let host = HostLayout::new(dir.path().join("host"));
+        assert_eq!(
+            std::fs::read_link(host.agent_dir().join("current")).unwrap(),
+            Path::new("1.0.0")
+        );
+    }
+
+    #[tokio::test]
+    async fn changed_settings_rewrite_the_config_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let systemd = FakeSystemd::new();
+        let mut cfg = config(dir.path(), "1.0.0");
+        run(&cfg, &RealFs, &systemd).await.unwrap();
+        cfg.agent.etcd_endpoints = vec!["http://10.0.0.2:2379".into()];
+        let s = run(&cfg, &RealFs, &systemd).await.unwrap();
+        assert_eq!(s.config, FileAction::Written);
+        assert_eq!(s.agent.action, AgentAction::Restarted);
+    }
+
+    #[tokio::test]
+    async fn an_agent_started_before_its_switch_is_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let systemd = FakeSystemd::new();
+        let cfg = config(dir.path(), "1.0.0");
+        run(&cfg, &RealFs, &systemd).await.unwrap();
+        // As if the agent had been started long ago, before `current` was switched.
+        systemd.state.lock().unwrap().active_enter_usec = 1;
+        let s = run(&cfg, &RealFs, &systemd).await.unwrap();
+        assert_eq!(s.agent.action, AgentAction::Restarted);
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), "1.0.0");
+        cfg.agent.prefix = "no-slash".into();
+        let systemd = FakeSystemd::new();
+        let err = run(&cfg, &RealFs, &systemd).await.unwrap_err();
+        assert!(err.to_string().contains("prefix"), "{err}");
+        assert!(!cfg.host_root.exists());
+        assert!(systemd.calls().is_empty());
+    }
+}

@@ -1,0 +1,203 @@
+//! Verification of a package against its manifest entry: the size first (from the file's
+//! metadata, before reading a byte), then the sha256 computed while the bytes are streamed
+//! to their destination — one pass, never more than the declared size read.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use baton_protocol::manifest::FileEntry;
+use sha2::{Digest, Sha256};
+
+use crate::error::JobError;
+use crate::fs::HostFs;
+
+/// Bytes read per step.
+const CHUNK: usize = 64 * 1024;
+
+/// Refuses a file whose size (from its metadata) differs from the manifest's.
+pub fn check_size(
+    path: &Path,
+    field: &str,
+    entry: &FileEntry,
+    actual: u64,
+) -> Result<(), JobError> {
+    if actual == entry.size {
+        Ok(())
+    } else {
+        Err(JobError::SizeMismatch {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            expected: entry.size,
+            actual,
+        })
+    }
+}
+
+/// Streams `reader` (the package at `src`) into `sink` (at `dest`), or only hashes it when
+/// there is no sink, refusing it as soon as it exceeds the manifest size and at the end if
+/// it is shorter or its sha256 differs. Returns the bytes copied.
+pub fn copy_verified(
+    reader: &mut dyn Read,
+    src: &Path,
+    field: &str,
+    entry: &FileEntry,
+    mut sink: Option<(&mut dyn Write, &Path)>,
+) -> Result<u64, JobError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(JobError::io(src, "read", e)),
+        };
+        total += n as u64;
+        if total > entry.size {
+            return Err(JobError::SizeMismatch {
+                path: src.to_owned(),
+                field: field.to_owned(),
+                expected: entry.size,
+                actual: total,
+            });
+        }
+        let chunk = &buf[..n];
+        hasher.update(chunk);
+        if let Some((w, dest)) = sink.as_mut() {
+            w.write_all(chunk)
+                .map_err(|e| JobError::io(*dest, "write", e))?;
+        }
+    }
+    check_size(src, field, entry, total)?;
+    let actual = hex::encode(hasher.finalize());
+    if actual != entry.sha256 {
+        return Err(JobError::DigestMismatch {
+            path: src.to_owned(),
+            field: field.to_owned(),
+            expected: entry.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(total)
+}
+
+/// Whether the file at `path` on the host is a regular file with the manifest entry's size
+/// and sha256 and exactly `mode`; anything else (missing, a link, other content) is `false`.
+pub fn file_matches(
+    fs: &dyn HostFs,
+    path: &Path,
+    field: &str,
+    entry: &FileEntry,
+    mode: u32,
+) -> Result<bool, JobError> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs
+        .symlink_metadata(path)
+        .map_err(|e| JobError::io(path, "stat", e))?
+    {
+        Some(m)
+            if m.is_file() && m.len() == entry.size && m.permissions().mode() & 0o7777 == mode => {}
+        _ => return Ok(false),
+    }
+    let mut file = fs
+        .open_read(path)
+        .map_err(|e| JobError::io(path, "open", e))?;
+    match copy_verified(&mut file, path, field, entry, None) {
+        Ok(_) => Ok(true),
+        Err(JobError::SizeMismatch { .. } | JobError::DigestMismatch { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content: &[u8]) -> FileEntry {
+        FileEntry {
+            path: "packages/x".into(),
+            dest: None,
+            size: content.len() as u64,
+            sha256: sha256_hex(content),
+            mode: "0644".into(),
+        }
+    }
+
+    #[test]
+    fn copies_matching_content() {
+        let e = entry(b"hello");
+        let mut out = Vec::new();
+        let n = copy_verified(
+            &mut &b"hello"[..],
+            Path::new("src"),
+            "f",
+            &e,
+            Some((&mut out, Path::new("dst"))),
+        )
+        .unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(out, b"hello");
+    }
+
+    #[test]
+    fn refuses_same_size_other_content_naming_the_field() {
+        let e = entry(b"hello");
+        let err = copy_verified(
+            &mut &b"jello"[..],
+            Path::new("/bundle/x"),
+            "components[0].files[1]",
+            &e,
+            None,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, JobError::DigestMismatch { .. }), "{msg}");
+        assert!(
+            msg.contains("/bundle/x") && msg.contains("components[0].files[1].sha256"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn stops_reading_past_the_declared_size() {
+        let e = entry(b"hello");
+        // An endless reader: the cap must stop it.
+        let mut endless = std::io::repeat(b'a');
+        let err = copy_verified(&mut endless, Path::new("src"), "f", &e, None).unwrap_err();
+        assert!(
+            matches!(err, JobError::SizeMismatch { actual, .. } if actual > 5),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_short_content() {
+        let e = entry(b"hello");
+        let err = copy_verified(&mut &b"hell"[..], Path::new("src"), "f", &e, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                JobError::SizeMismatch {
+                    actual: 4,
+                    expected: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn size_is_checked_from_metadata() {
+        let e = entry(b"hello");
+        assert!(check_size(Path::new("p"), "f", &e, 5).is_ok());
+        let err = check_size(Path::new("p"), "agent.file", &e, 6).unwrap_err();
+        assert!(err.to_string().contains("agent.file.size 5"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! Update bundles as container images: `batonctl bundle build` and `batonctl bundle inspect`.
+//!
+//! A bundle image is built `FROM scratch` and holds `/bundle/manifest.json` (the protocol
+//! [`Manifest`](baton_protocol::manifest::Manifest)), every package at `/bundle/<path>`, and
+//! the static `baton-downloader` as its entrypoint (docs/bundle.md).
+//!
+//! - [`template`]: a bundle source folder's manifest template, completed with sizes and
+//!   digests and validated before anything is built;
+//! - [`binaries`]: the downloader and agent binaries put into the bundle, and their checks;
+//! - [`context`]: the build context, streamed to the Docker Engine as a tar;
+//! - [`image`]: building, pushing and inspecting through the Docker Engine API (bollard);
+//! - [`progress`]: progress lines for long work.
+
+pub mod binaries;
+pub mod context;
+pub mod error;
+pub mod image;
+pub mod progress;
+pub mod template;
+
+pub use error::BundleError;
+pub use image::{BuildOptions, Built, build, inspect};
+pub use progress::{Progress, Quiet, Stderr};
+pub use template::{Prepared, TEMPLATE_FILE, prepare};

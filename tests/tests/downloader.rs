@@ -1,0 +1,738 @@
+//! Bundles and the downloader job, for real: sample bundles built with the orchestrator's
+//! `bundle build` (through the Docker Engine API), pushed to a real registry, pulled back by
+//! digest and run as a container with a simulated host's paths bind-mounted. The job leaves
+//! the bundle staged on the host and the bundle's `baton-agent` running under the host's
+//! systemd (talking to a real etcd); a second run changes nothing; bad bundles are refused
+//! with the host's files byte-for-byte unchanged; bundle 2.0.0 replaces agent 1.0.0.
+//!
+//! Needs the static `baton-downloader` and the versioned agents: `make static
+//! bundle-agents` (which `make test` runs first).
+
+// Test helpers panic with a message on any failure, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use baton_downloader::Summary;
+use baton_downloader::job::AgentAction;
+use baton_downloader::stage::StageAction;
+use baton_orchestrator::bundle::{self, BuildOptions, Built};
+use baton_protocol::agent_config::AgentConfig;
+use baton_protocol::documents::{Alive, decode};
+use baton_protocol::keys::HostKey;
+use baton_protocol::{HostId, Keyspace};
+use baton_tests::docker;
+use baton_tests::etcd::EtcdServer;
+use baton_tests::fleet::{Fleet, FleetOptions, Host};
+use baton_tests::registry::Registry;
+use baton_tests::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
+
+const VERSIONS: [&str; 2] = ["1.0.0", "2.0.0"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// The prebuilt binaries a bundle carries.
+struct Binaries {
+    downloader: PathBuf,
+    agents: [PathBuf; 2],
+}
+
+fn binaries() -> Binaries {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let downloader = target.join("x86_64-unknown-linux-gnu/debug/baton-downloader");
+    let agents = VERSIONS.map(|v| target.join(format!("bundle-agents/{v}/baton-agent")));
+    for path in std::iter::once(&downloader).chain(agents.iter()) {
+        assert!(
+            path.is_file(),
+            "{} is missing: build the static downloader and the versioned agents first \
+             (`make static bundle-agents`; `make test` does)",
+            path.display()
+        );
+    }
+    Binaries { downloader, agents }
+}
+
+async fn require_docker() {
+    if let Err(e) = docker::ensure_available().await {
+        panic!("this test needs a working Docker Engine: {e}");
+    }
+}
+
+/// Removes the listed local images when the test ends, also on panic.
+struct RemoveImages(Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = docker::run_blocking(&["rmi", "--force", image]);
+        }
+    }
+}
+
+/// `images/sample-bundle/prepare.sh VERSION OUT`.
+async fn prepare_source(version: &str, out: &Path) {
+    let script = workspace().join("images/sample-bundle/prepare.sh");
+    let status = tokio::process::Command::new("bash")
+        .arg(&script)
+        .arg(version)
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "{} {version} failed", script.display());
+}
+
+async fn build_bundle(
+    version: &str,
+    source: &Path,
+    tag: &str,
+    agent: &Path,
+    downloader: &Path,
+) -> Built {
+    let docker = bundle::image::connect().await.expect("connect to Docker");
+    let started = Instant::now();
+    let built = bundle::build(
+        &docker,
+        &BuildOptions {
+            dir: source.to_owned(),
+            tag: tag.to_owned(),
+            agent: agent.to_owned(),
+            downloader: downloader.to_owned(),
+            push: true,
+            check_agent_version: true,
+            manifest_out: None,
+        },
+        &bundle::Stderr,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("bundle build {version}: {e}"));
+    eprintln!(
+        "TIMING bundle {version}: built and pushed in {:?} ({} MiB of files)",
+        started.elapsed(),
+        built.context_bytes / (1024 * 1024)
+    );
+    built
+}
+
+/// What one run of the job returned.
+struct JobRun {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl JobRun {
+    fn summary(&self) -> Summary {
+        assert_eq!(self.status, 0, "the job failed:\n{}", self.stderr);
+        Summary::from_log(&self.stdout)
+            .unwrap_or_else(|| panic!("no summary line in the job's stdout:\n{}", self.stdout))
+    }
+
+    /// The job's last stderr line, after checking it failed.
+    fn refusal(&self) -> String {
+        assert_ne!(
+            self.status, 0,
+            "the job accepted a bad bundle:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            Summary::from_log(&self.stdout).is_none(),
+            "a refused job printed a summary: {}",
+            self.stdout
+        );
+        let last = self.stderr.lines().last().unwrap_or_default().to_owned();
+        assert!(
+            last.starts_with("baton-downloader: error: "),
+            "last stderr line is not the error: {last:?}\n{}",
+            self.stderr
+        );
+        last
+    }
+}
+
+/// Runs the bundle `image` as the downloader job for `host`, the way the orchestrator does:
+/// a sibling container with the host's paths mounted under `/host`, no network.
+async fn run_job(host: &Host, image: &str, etcd: &[String]) -> JobRun {
+    let name = host.sibling_name("downloader");
+    let mounts: Vec<String> = host
+        .host_paths()
+        .iter()
+        .map(|(path, machine)| format!("{}:/host{path}", machine.display()))
+        .collect();
+    let prefix = format!("{}-", host.name());
+    let endpoints = etcd.join(",");
+    let mut args = vec!["run", "--rm", "--name", &name, "--network", "none"];
+    for m in &mounts {
+        args.extend(["--volume", m.as_str()]);
+    }
+    args.extend([
+        image,
+        "--host-id",
+        host.name(),
+        "--etcd-endpoint",
+        &endpoints,
+        "--boot-id-file",
+        BOOT_ID_PATH,
+        "--kernel-release-file",
+        BOOTED_KERNEL_PATH,
+        "--container-prefix",
+        &prefix,
+    ]);
+    let started = Instant::now();
+    let out = docker::output(&args).await.expect("docker run");
+    let run = JobRun {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "TIMING job {image} on {}: exit {} in {:?}",
+        host.name(),
+        run.status,
+        started.elapsed()
+    );
+    for line in run.stderr.lines().chain(run.stdout.lines()) {
+        eprintln!("  | {line}");
+    }
+    run
+}
+
+/// Every entry under the host's folder: type, mode, owner, and content (or link target).
+type Snapshot = BTreeMap<PathBuf, String>;
+
+fn snapshot(root: &Path) -> Snapshot {
+    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            let meta = std::fs::symlink_metadata(&path)
+                .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+            let head = format!(
+                "mode {:o} uid {} gid {}",
+                meta.permissions().mode(),
+                meta.uid(),
+                meta.gid()
+            );
+            let rel = path.strip_prefix(root).expect("under root").to_owned();
+            let t = meta.file_type();
+            let value = if t.is_dir() {
+                walk(root, &path, out);
+                format!("dir {head}")
+            } else if t.is_symlink() {
+                let target = std::fs::read_link(&path).expect("read link");
+                format!("link {head} -> {}", target.display())
+            } else if t.is_file() {
+                let content =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                format!(
+                    "file {head} {:?}",
+                    baton_downloader::verify::sha256_hex(&content)
+                )
+            } else {
+                format!("special {head}")
+            };
+            out.insert(rel, value);
+        }
+    }
+    let mut out = Snapshot::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn assert_same(before: &Snapshot, after: &Snapshot, what: &str) {
+    if before == after {
+        return;
+    }
+    let mut diff = Vec::new();
+    for (path, value) in before {
+        match after.get(path) {
+            None => diff.push(format!("removed {}", path.display())),
+            Some(v) if v != value => {
+                diff.push(format!("changed {}: {value} -> {v}", path.display()))
+            }
+            _ => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        diff.push(format!("added {}", path.display()));
+    }
+    panic!("{what} changed the host's files:\n{}", diff.join("\n"));
+}
+
+async fn systemctl(host: &Host, args: &[&str]) -> String {
+    let mut command = vec!["systemctl"];
+    command.extend_from_slice(args);
+    let out = host.exec(&command).await.expect("exec systemctl");
+    out.stdout.trim().to_owned()
+}
+
+async fn agent_main_pid(host: &Host) -> String {
+    systemctl(
+        host,
+        &["show", "--property", "MainPID", "--value", "baton-agent"],
+    )
+    .await
+}
+
+/// Waits until the agent's `alive` key reports `version`; returns it.
+async fn wait_alive(etcd: &EtcdServer, host: &Host, version: &str) -> Alive {
+    let key = Keyspace::new("/baton")
+        .expect("prefix")
+        .host(&HostId::new(host.name()).expect("host id"), HostKey::Alive);
+    let mut client = etcd.client().await.expect("etcd client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no alive key");
+    loop {
+        let resp = client.get(key.as_str(), None).await.expect("etcd get");
+        if let Some(kv) = resp.kvs().first() {
+            let alive: Alive = decode(&key, kv.value()).expect("alive document");
+            if alive.agent_version == version {
+                return alive;
+            }
+            last = format!("agent_version {}", alive.agent_version);
+        }
+        if Instant::now() > deadline {
+            let journal = host
+                .exec(&["journalctl", "-u", "baton-agent", "--no-pager", "-n", "30"])
+                .await
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            panic!(
+                "{key} did not report agent {version} within 30 s ({last}); agent log:\n{journal}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn assert_agent_active(host: &Host) {
+    let state = systemctl(host, &["is-active", "baton-agent"]).await;
+    if state != "active" {
+        let status = host
+            .exec(&["systemctl", "status", "--no-pager", "baton-agent"])
+            .await
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        panic!("baton-agent is {state:?} on {}:\n{status}", host.name());
+    }
+    assert_eq!(
+        systemctl(host, &["is-enabled", "baton-agent"]).await,
+        "enabled"
+    );
+}
+
+/// A bundle image derived from `base` with `files` (context path, content, mode) copied over
+/// `/bundle`, and symlinks (path in /bundle, target) added: how a tampered bundle looks.
+async fn derived_bundle(
+    base: &str,
+    tag: &str,
+    files: &[(&str, Vec<u8>, u32)],
+    links: &[(&str, &str)],
+) {
+    let ctx = tempfile::tempdir().expect("temp dir");
+    let bundle = ctx.path().join("bundle");
+    for (path, content, mode) in files {
+        let p = bundle.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    for (path, target) in links {
+        let p = bundle.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::os::unix::fs::symlink(target, &p).expect("symlink");
+    }
+    std::fs::create_dir_all(&bundle).expect("mkdir");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY bundle/ /bundle/\n"),
+    )
+    .expect("Dockerfile");
+    // The classic builder, as `bundle build` uses: FROM a local image, nothing pulled.
+    let out = tokio::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .await
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads a host file through its folder on the machine.
+async fn host_file(host: &Host, path: &str) -> Vec<u8> {
+    host.read_file(path)
+        .await
+        .unwrap_or_else(|e| panic!("read {path} on {}: {e}", host.name()))
+}
+
+#[tokio::test]
+async fn downloader_installs_the_agent_idempotently_refuses_bad_bundles_and_upgrades() {
+    require_docker().await;
+    let bins = binaries();
+    let registry = Registry::start().await.expect("start registry");
+    let fleet = Fleet::start(1, FleetOptions::default())
+        .await
+        .expect("start a simulated host");
+    let host = &fleet.hosts()[0];
+    let gateway = IpAddr::V4(fleet.gateway_ip());
+    let etcd = EtcdServer::start_on(gateway).await.expect("start etcd");
+    let endpoints = etcd.endpoints_on(gateway);
+
+    // Both sample bundles, built through the API and pushed.
+    let sources = tempfile::tempdir().expect("temp dir");
+    let mut cleanup = RemoveImages(Vec::new());
+    let mut built = Vec::new();
+    for (i, version) in VERSIONS.iter().enumerate() {
+        let source = sources.path().join(version);
+        prepare_source(version, &source).await;
+        let tag = format!("{}:{version}", registry.reference("baton/bundle"));
+        cleanup.0.push(tag.clone());
+        let b = build_bundle(version, &source, &tag, &bins.agents[i], &bins.downloader).await;
+        let pinned = b.pushed.clone().expect("pushed");
+        cleanup.0.push(pinned.clone());
+        assert!(
+            pinned.starts_with(&format!("{}@sha256:", registry.reference("baton/bundle"))),
+            "{pinned}"
+        );
+        built.push((b, source));
+    }
+    let (v1, v1_source) = &built[0];
+    let (v2, v2_source) = &built[1];
+
+    // The bundle's manifest, read back out of the image.
+    let docker_api = bundle::image::connect().await.expect("connect");
+    let inspected = bundle::inspect(&docker_api, &v1.tag, &bundle::Quiet)
+        .await
+        .expect("inspect v1");
+    assert_eq!(inspected, v1.manifest);
+
+    // Pulled back by digest: the local copies are removed first.
+    let v1_pinned = v1.pushed.clone().expect("pushed");
+    let v2_pinned = v2.pushed.clone().expect("pushed");
+    for (tag, pinned) in [(&v1.tag, &v1_pinned), (&v2.tag, &v2_pinned)] {
+        docker::run(&["rmi", "--force", tag]).await.expect("rmi");
+        assert!(!docker::image_exists(pinned).await.expect("inspect"));
+        docker::run(&["pull", "--quiet", pinned])
+            .await
+            .expect("pull by digest");
+    }
+
+    // --- 1.0.0 on a fresh host: staged, agent installed and active.
+    let run = run_job(host, &v1_pinned, &endpoints).await;
+    let s = run.summary();
+    assert_eq!(s.version, "1.0.0");
+    assert_eq!(s.bundle, StageAction::Staged);
+    assert_eq!(s.agent.action, AgentAction::Installed, "{s:?}");
+    assert_eq!(s.files, v1.manifest.files().len());
+    assert!(s.changed);
+    let staged = "/var/lib/baton/bundles/1.0.0";
+    assert_eq!(
+        host_file(host, &format!("{staged}/manifest.json")).await,
+        v1.manifest.to_json()
+    );
+    for c in &v1.manifest.components {
+        for f in &c.files {
+            let want = std::fs::read(v1_source.join(&f.path)).expect("source file");
+            assert_eq!(
+                host_file(host, &format!("{staged}/{}", f.path)).await,
+                want,
+                "{}",
+                f.path
+            );
+        }
+    }
+    let agent_v1 = std::fs::read(&bins.agents[0]).expect("agent 1.0.0");
+    assert_eq!(
+        host_file(host, "/var/lib/baton/agent/1.0.0/baton-agent").await,
+        agent_v1
+    );
+    let config_text =
+        String::from_utf8(host_file(host, "/etc/baton/agent.toml").await).expect("utf-8");
+    let config =
+        AgentConfig::parse(Path::new("/etc/baton/agent.toml"), &config_text).expect("agent config");
+    assert_eq!(config.host_id.as_str(), host.name());
+    assert_eq!(config.etcd_endpoints, endpoints);
+    assert_eq!(config.boot_id_file, Path::new(BOOT_ID_PATH));
+    let unit = String::from_utf8(host_file(host, "/etc/systemd/system/baton-agent.service").await)
+        .expect("utf-8");
+    assert!(
+        unit.contains("Type=notify") && unit.contains("WatchdogSec=30"),
+        "{unit}"
+    );
+    assert_eq!(
+        host.sh("readlink /var/lib/baton/agent/current")
+            .await
+            .expect("readlink")
+            .trim(),
+        "1.0.0"
+    );
+    assert_agent_active(host).await;
+    let alive = wait_alive(&etcd, host, "1.0.0").await;
+    let pid_v1 = agent_main_pid(host).await;
+    assert_eq!(
+        alive.pid.to_string(),
+        pid_v1,
+        "the alive key is the running agent's"
+    );
+
+    // --- The same bundle again: nothing changes, the agent is not restarted.
+    let before = snapshot(host.root());
+    let again = run_job(host, &v1_pinned, &endpoints).await.summary();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!(again.bundle, StageAction::Unchanged);
+    assert_eq!(again.agent.action, AgentAction::Unchanged);
+    assert_same(
+        &before,
+        &snapshot(host.root()),
+        "a second run of the same bundle",
+    );
+    assert_eq!(
+        agent_main_pid(host).await,
+        pid_v1,
+        "the agent was restarted"
+    );
+    assert_agent_active(host).await;
+
+    // --- Bad bundles (all claiming 2.0.0, derived from the good one): refused, host untouched.
+    let hello = "packages/hello/baton-hello";
+    let good_hello = std::fs::read(v2_source.join(hello)).expect("hello");
+    let tampered_hello = String::from_utf8_lossy(&good_hello)
+        .replace("2.0.0", "6.6.6")
+        .into_bytes();
+    assert_eq!(tampered_hello.len(), good_hello.len());
+    let manifest_with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&v2.manifest.to_json()).expect("json");
+        edit(&mut m);
+        serde_json::to_vec_pretty(&m).expect("json")
+    };
+    let parent_path = manifest_with(&|m| {
+        m["components"][0]["files"][0]["path"] = "../../host/etc/baton/agent.toml".into();
+    });
+    let absolute_path = manifest_with(&|m| {
+        m["agent"]["file"]["path"] = "/host/usr/local/bin/baton-agent".into();
+    });
+    struct Bad<'a> {
+        name: &'a str,
+        files: Vec<(&'a str, Vec<u8>, u32)>,
+        links: Vec<(&'a str, &'a str)>,
+        expect: &'a [&'a str],
+    }
+    let bad = [
+        Bad {
+            name: "tampered-package",
+            files: vec![(hello, tampered_hello, 0o755)],
+            links: vec![],
+            expect: &[
+                "/bundle/packages/hello/baton-hello",
+                "components[0].files[0].sha256",
+            ],
+        },
+        Bad {
+            name: "parent-path",
+            files: vec![("manifest.json", parent_path, 0o644)],
+            links: vec![],
+            expect: &["/bundle/manifest.json", "components[0].files[0].path", ".."],
+        },
+        Bad {
+            name: "absolute-path",
+            files: vec![("manifest.json", absolute_path, 0o644)],
+            links: vec![],
+            expect: &["/bundle/manifest.json", "agent.file.path", "absolute"],
+        },
+        Bad {
+            name: "symlink-escape",
+            files: vec![],
+            links: vec![("packages/escape", "../../host/etc")],
+            expect: &["/bundle/packages/escape", "symbolic link to ../../host/etc"],
+        },
+        Bad {
+            name: "symlinked-package",
+            files: vec![],
+            links: vec![("packages/kernel/vmlinuz-6.1.0-baton2", "/host/etc/shadow")],
+            expect: &["vmlinuz-6.1.0-baton2", "symbolic link to /host/etc/shadow"],
+        },
+    ];
+    for b in &bad {
+        let tag = format!("baton-bad-bundle-{}:{}", fleet.run_id(), b.name);
+        cleanup.0.push(tag.clone());
+        derived_bundle(&v2_pinned, &tag, &b.files, &b.links).await;
+        let before = snapshot(host.root());
+        let run = run_job(host, &tag, &endpoints).await;
+        let line = run.refusal();
+        for want in b.expect {
+            assert!(line.contains(want), "{}: {want:?} not in {line:?}", b.name);
+        }
+        eprintln!("{}: {line}", b.name);
+        assert_same(&before, &snapshot(host.root()), b.name);
+        assert_eq!(
+            agent_main_pid(host).await,
+            pid_v1,
+            "{}: the agent was restarted",
+            b.name
+        );
+    }
+
+    // --- 2.0.0: the agent is replaced by 2.0.0's, 1.0.0's binary is kept.
+    let up = run_job(host, &v2_pinned, &endpoints).await.summary();
+    assert_eq!(up.version, "2.0.0");
+    assert_eq!(up.bundle, StageAction::Staged);
+    assert_eq!(up.agent.action, AgentAction::Restarted, "{up:?}");
+    assert_eq!(up.agent.previous.as_deref(), Some("1.0.0"));
+    assert_agent_active(host).await;
+    let alive = wait_alive(&etcd, host, "2.0.0").await;
+    let pid_v2 = agent_main_pid(host).await;
+    assert_ne!(pid_v2, pid_v1, "the agent was not restarted");
+    assert_eq!(alive.pid.to_string(), pid_v2);
+    let exe = host
+        .sh(&format!("readlink /proc/{pid_v2}/exe"))
+        .await
+        .expect("readlink exe");
+    assert_eq!(exe.trim(), "/var/lib/baton/agent/2.0.0/baton-agent");
+    assert_eq!(
+        host.sh("readlink /var/lib/baton/agent/current; readlink /var/lib/baton/agent/previous")
+            .await
+            .expect("readlink"),
+        "2.0.0\n1.0.0\n"
+    );
+    assert_eq!(
+        host_file(host, "/var/lib/baton/agent/1.0.0/baton-agent").await,
+        agent_v1,
+        "1.0.0's agent is kept"
+    );
+    assert_eq!(
+        host_file(host, "/var/lib/baton/agent/2.0.0/baton-agent").await,
+        std::fs::read(&bins.agents[1]).expect("agent 2.0.0")
+    );
+    assert!(
+        host.file_exists("/var/lib/baton/bundles/1.0.0/manifest.json")
+            .await
+            .expect("exists")
+    );
+
+    // And 2.0.0 again changes nothing.
+    let before = snapshot(host.root());
+    let again = run_job(host, &v2_pinned, &endpoints).await.summary();
+    assert!(!again.changed, "{again:?}");
+    assert_same(
+        &before,
+        &snapshot(host.root()),
+        "a second run of bundle 2.0.0",
+    );
+    assert_eq!(agent_main_pid(host).await, pid_v2);
+
+    drop(cleanup);
+    fleet.destroy().expect("fleet cleanup");
+}
+
+/// Bad bundle sources are refused before any image is built.
+#[tokio::test]
+async fn bundle_build_refuses_bad_sources_before_building() {
+    require_docker().await;
+    let bins = binaries();
+    let docker_api = bundle::image::connect().await.expect("connect");
+    let source = tempfile::tempdir().expect("temp dir");
+    prepare_source("1.0.0", source.path()).await;
+    let template_path = source.path().join(bundle::TEMPLATE_FILE);
+    let template: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&template_path).expect("template")).expect("json");
+    let unique = source
+        .path()
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+
+    type Edit = fn(&Path, &mut serde_json::Value);
+    let cases: [(&str, Edit, &[&str]); 5] = [
+        (
+            "missing-file",
+            |dir, _| std::fs::remove_file(dir.join("packages/hello/baton-hello")).expect("rm"),
+            &[
+                "packages/hello/baton-hello",
+                "components[0].files[0]",
+                "No such file",
+            ],
+        ),
+        (
+            "unsafe-path",
+            |_, t| t["components"][1]["files"][0]["path"] = "../../etc/passwd".into(),
+            &["manifest.template.json", "components[1].files[0].path"],
+        ),
+        (
+            "bad-version",
+            |_, t| t["version"] = "v1".into(),
+            &["manifest.template.json", "field version"],
+        ),
+        (
+            "duplicate-component",
+            |_, t| t["components"][2]["name"] = "baton-echo".into(),
+            &["manifest.template.json", "components[2].name", "duplicate"],
+        ),
+        (
+            "agent-version",
+            |_, t| t["agent"]["version"] = "9.9.9".into(),
+            &["agent.version", "9.9.9"],
+        ),
+    ];
+    for (name, edit, expect) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(source.path().join("."))
+            .arg(dir.path())
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        let mut t = template.clone();
+        edit(dir.path(), &mut t);
+        std::fs::write(
+            dir.path().join(bundle::TEMPLATE_FILE),
+            serde_json::to_vec(&t).expect("json"),
+        )
+        .expect("write template");
+        let tag = format!("baton-refused-bundle-{unique}:{name}");
+        let err = bundle::build(
+            &docker_api,
+            &BuildOptions {
+                dir: dir.path().to_owned(),
+                tag: tag.clone(),
+                agent: bins.agents[0].clone(),
+                downloader: bins.downloader.clone(),
+                push: false,
+                check_agent_version: true,
+                manifest_out: None,
+            },
+            &bundle::Quiet,
+        )
+        .await
+        .expect_err(name)
+        .to_string();
+        for want in expect {
+            assert!(err.contains(want), "{name}: {want:?} not in {err:?}");
+        }
+        assert!(
+            !docker::image_exists(&tag).await.expect("inspect"),
+            "{name}: an image was built"
+        );
+    }
+}
