@@ -6,7 +6,7 @@ use anyhow::Context;
 use baton_orchestrator::bundle::{self, binaries::default_static_binary};
 use clap::{Args, Parser, Subcommand};
 
-/// Operate Baton: start and watch upgrades, register hosts, build bundles.
+/// Baton's operator command line: build, push and inspect update bundles.
 #[derive(Debug, Parser)]
 #[command(name = "batonctl", version = baton_protocol::VERSION)]
 struct Cli {
