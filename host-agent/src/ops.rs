@@ -25,6 +25,10 @@ pub trait HostOps: Send + Sync {
     fn remove_file(&self, path: &Path) -> OpResult<()>;
     /// Reloads systemd's unit files.
     fn daemon_reload(&self) -> OpResult<()>;
+    /// Enables a unit (starts at boot).
+    fn enable_unit(&self, unit: &str) -> OpResult<()>;
+    /// Disables a unit.
+    fn disable_unit(&self, unit: &str) -> OpResult<()>;
     /// Restarts (or starts) a unit.
     fn restart_unit(&self, unit: &str) -> OpResult<()>;
     /// Stops a unit.
@@ -64,6 +68,10 @@ pub enum Call {
     Remove(PathBuf),
     /// `daemon_reload`.
     DaemonReload,
+    /// `enable_unit`.
+    Enable(String),
+    /// `disable_unit`.
+    Disable(String),
     /// `restart_unit`.
     Restart(String),
     /// `stop_unit`.
@@ -159,6 +167,14 @@ impl HostOps for RecordingHost {
     }
     fn daemon_reload(&self) -> OpResult<()> {
         self.lock().calls.push(Call::DaemonReload);
+        Ok(())
+    }
+    fn enable_unit(&self, unit: &str) -> OpResult<()> {
+        self.lock().calls.push(Call::Enable(unit.to_owned()));
+        Ok(())
+    }
+    fn disable_unit(&self, unit: &str) -> OpResult<()> {
+        self.lock().calls.push(Call::Disable(unit.to_owned()));
         Ok(())
     }
     fn restart_unit(&self, unit: &str) -> OpResult<()> {

@@ -188,6 +188,14 @@ impl HostOps for RealHost {
         self.systemctl(&["daemon-reload"]).map(|_| ())
     }
 
+    fn enable_unit(&self, unit: &str) -> OpResult<()> {
+        self.systemctl(&["enable", unit]).map(|_| ())
+    }
+
+    fn disable_unit(&self, unit: &str) -> OpResult<()> {
+        self.systemctl(&["disable", unit]).map(|_| ())
+    }
+
     fn restart_unit(&self, unit: &str) -> OpResult<()> {
         // --no-block: the unit's health is judged by `unit_state`, not by this call.
         self.systemctl(&["restart", "--no-block", unit]).map(|_| ())

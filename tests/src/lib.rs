@@ -2,6 +2,7 @@
 //! of simulated hosts (containers running systemd). Used by the integration tests in
 //! `tests/tests/` and by `make demo`.
 
+pub mod bundles;
 pub mod docker;
 pub mod etcd;
 pub mod fleet;

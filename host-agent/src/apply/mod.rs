@@ -128,6 +128,9 @@ pub fn roll_back(
     component: &Component,
     step: &Step,
 ) -> OpResult<()> {
+    if component.kind == ComponentKind::Service {
+        service::retire_if_new(ops, component, step)?;
+    }
     restore_files(ops, ctx, component, step)?;
     match component.kind {
         ComponentKind::File => Ok(()),

@@ -16,6 +16,9 @@ fn unit(component: &Component) -> &str {
 pub(super) fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
     file::apply(ops, ctx, component)?;
     ops.daemon_reload()?;
+    // Enabled as well as started, so the daemon comes back after a reboot (a kernel
+    // update reboots the host right after).
+    ops.enable_unit(unit(component))?;
     ops.restart_unit(unit(component))
 }
 
@@ -47,6 +50,24 @@ pub(super) fn wait_active(ops: &dyn HostOps, ctx: &Context, component: &Componen
     }
 }
 
+/// Whether the unit file existed before the upgrade.
+fn had_unit(component: &Component, step: &Step) -> bool {
+    step.existed
+        .iter()
+        .any(|(dest, existed)| *existed && dest.ends_with(&format!("/{}", unit(component))))
+}
+
+/// Before the files are restored: a unit new in this upgrade is stopped and disabled while
+/// its unit file still exists.
+pub(super) fn retire_if_new(ops: &dyn HostOps, component: &Component, step: &Step) -> OpResult<()> {
+    if had_unit(component, step) {
+        return Ok(());
+    }
+    ops.stop_unit(unit(component))?;
+    ops.disable_unit(unit(component))
+}
+
+/// After the files are restored: the previous daemon runs again.
 pub(super) fn roll_back(
     ops: &dyn HostOps,
     ctx: &Context,
@@ -54,14 +75,10 @@ pub(super) fn roll_back(
     step: &Step,
 ) -> OpResult<()> {
     ops.daemon_reload()?;
-    let had_unit = step
-        .existed
-        .iter()
-        .any(|(dest, existed)| *existed && dest.ends_with(&format!("/{}", unit(component))));
-    if had_unit {
+    if had_unit(component, step) {
         ops.restart_unit(unit(component))?;
         wait_active(ops, ctx, component)
     } else {
-        ops.stop_unit(unit(component))
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! that dies loses leadership when its lease expires and the next candidate takes over.
 
 use etcd_client::{Client, LeaderKey, ResignOptions};
+use tonic::Code as tonic_code;
 
 use super::{EtcdError, KeptLease};
 
@@ -53,15 +54,32 @@ impl Election {
     /// Waits until this candidate (announcing `value`) is the leader. Fails with
     /// [`EtcdError::LeaseLost`] if the lease is lost first.
     pub async fn campaign(&self, value: &[u8], lease: &KeptLease) -> Result<Leadership, EtcdError> {
-        let mut client = self.client.clone();
-        let campaign = client.campaign(self.name.as_str(), value, lease.id());
-        tokio::select! {
-            resp = campaign => {
-                let resp = resp.map_err(EtcdError::request("campaign", self.name.clone()))?;
-                let key = resp.leader().cloned().ok_or_else(|| EtcdError::LeaseLost { lease: lease.id() })?;
-                Ok(Leadership { key, lease: lease.id() })
+        loop {
+            let mut client = self.client.clone();
+            let campaign = client.campaign(self.name.as_str(), value, lease.id());
+            tokio::select! {
+                resp = campaign => match resp {
+                    Ok(resp) => {
+                        let key = resp
+                            .leader()
+                            .cloned()
+                            .ok_or(EtcdError::LeaseLost { lease: lease.id() })?;
+                        return Ok(Leadership { key, lease: lease.id() });
+                    }
+                    // Waiting for leadership outlasts the per-request timeout. Campaigning
+                    // again with the same lease resumes the same candidacy (same key, same
+                    // place in line), so just keep waiting.
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if matches!(status.code(), tonic_code::Cancelled | tonic_code::DeadlineExceeded) =>
+                    {
+                        tracing::debug!(election = %self.name, "campaign still waiting");
+                    }
+                    Err(source) => {
+                        return Err(EtcdError::Request { op: "campaign", key: self.name.clone(), source });
+                    }
+                },
+                () = lease.lost() => return Err(EtcdError::LeaseLost { lease: lease.id() }),
             }
-            () = lease.lost() => Err(EtcdError::LeaseLost { lease: lease.id() }),
         }
     }
 

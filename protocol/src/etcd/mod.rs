@@ -19,8 +19,6 @@ pub use watch::{KvChange, ResumableWatch, WatchUpdate, fresh_changes};
 
 use crate::documents::DocumentError;
 
-/// How long a single etcd request may take before it counts as failed.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,7 +68,8 @@ impl EtcdError {
 pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
+        // No per-request timeout: it would also cut watches, keep-alive streams and
+        // campaigns every few seconds. A dead connection is found by HTTP/2 keep-alive.
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
     Client::connect(endpoints, Some(options))
         .await

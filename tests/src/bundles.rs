@@ -1,0 +1,307 @@
+//! Sample bundles and the downloader job for tests: the prebuilt static binaries, bundle
+//! sources (`images/sample-bundle`), building and pushing bundles with the orchestrator's
+//! `bundle build`, running a bundle as the downloader job for a simulated host the way the
+//! orchestrator does, and waiting for the agent it installs.
+//!
+//! Test support: every helper panics with a message naming what failed.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use baton_downloader::Summary;
+use baton_orchestrator::bundle::{self, BuildOptions, Built};
+use baton_protocol::documents::{Alive, decode};
+use baton_protocol::keys::HostKey;
+use baton_protocol::{HostId, Keyspace};
+
+use crate::docker;
+use crate::etcd::EtcdServer;
+use crate::fleet::Host;
+use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
+
+/// The sample bundle versions.
+/// The sample bundle versions.
+pub const VERSIONS: [&str; 2] = ["1.0.0", "2.0.0"];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// The prebuilt binaries a bundle carries.
+#[derive(Debug)]
+pub struct Binaries {
+    /// The static `baton-downloader`.
+    pub downloader: PathBuf,
+    /// `baton-agent` built as each of [`VERSIONS`].
+    pub agents: [PathBuf; 2],
+}
+
+/// The prebuilt static binaries; fails saying how to build them if missing.
+pub fn binaries() -> Binaries {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let downloader = target.join("x86_64-unknown-linux-gnu/debug/baton-downloader");
+    let agents = VERSIONS.map(|v| target.join(format!("bundle-agents/{v}/baton-agent")));
+    for path in std::iter::once(&downloader).chain(agents.iter()) {
+        assert!(
+            path.is_file(),
+            "{} is missing: build the static downloader and the versioned agents first \
+             (`make static bundle-agents`; `make test` does)",
+            path.display()
+        );
+    }
+    Binaries { downloader, agents }
+}
+
+/// Fails the test with how to get Docker if the engine does not answer.
+pub async fn require_docker() {
+    if let Err(e) = docker::ensure_available().await {
+        panic!("this test needs a working Docker Engine: {e}");
+    }
+}
+
+/// Removes the listed local images when the test ends, also on panic.
+#[derive(Debug)]
+pub struct RemoveImages(pub Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = docker::run_blocking(&["rmi", "--force", image]);
+        }
+    }
+}
+
+/// `images/sample-bundle/prepare.sh VERSION OUT`.
+pub async fn prepare_source(version: &str, out: &Path) {
+    let script = workspace().join("images/sample-bundle/prepare.sh");
+    let status = tokio::process::Command::new("bash")
+        .arg(&script)
+        .arg(version)
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "{} {version} failed", script.display());
+}
+
+/// Builds the bundle `tag` from `source` and pushes it.
+pub async fn build_bundle(
+    version: &str,
+    source: &Path,
+    tag: &str,
+    agent: &Path,
+    downloader: &Path,
+) -> Built {
+    let docker = bundle::image::connect().await.expect("connect to Docker");
+    let started = Instant::now();
+    let built = bundle::build(
+        &docker,
+        &BuildOptions {
+            dir: source.to_owned(),
+            tag: tag.to_owned(),
+            agent: agent.to_owned(),
+            downloader: downloader.to_owned(),
+            push: true,
+            check_agent_version: true,
+            manifest_out: None,
+        },
+        &bundle::Stderr,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("bundle build {version}: {e}"));
+    eprintln!(
+        "TIMING bundle {version}: built and pushed in {:?} ({} MiB of files)",
+        started.elapsed(),
+        built.context_bytes / (1024 * 1024)
+    );
+    built
+}
+
+/// What one run of the job returned.
+#[derive(Debug)]
+pub struct JobRun {
+    /// Exit status.
+    pub status: i32,
+    /// Standard output (the summary line last).
+    pub stdout: String,
+    /// Standard error (the error line last).
+    pub stderr: String,
+}
+
+impl JobRun {
+    /// The summary, after checking the job succeeded.
+    pub fn summary(&self) -> Summary {
+        assert_eq!(self.status, 0, "the job failed:\n{}", self.stderr);
+        Summary::from_log(&self.stdout)
+            .unwrap_or_else(|| panic!("no summary line in the job's stdout:\n{}", self.stdout))
+    }
+
+    /// The job's last stderr line, after checking it failed.
+    pub fn refusal(&self) -> String {
+        assert_ne!(
+            self.status, 0,
+            "the job accepted a bad bundle:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            Summary::from_log(&self.stdout).is_none(),
+            "a refused job printed a summary: {}",
+            self.stdout
+        );
+        let last = self.stderr.lines().last().unwrap_or_default().to_owned();
+        assert!(
+            last.starts_with("baton-downloader: error: "),
+            "last stderr line is not the error: {last:?}\n{}",
+            self.stderr
+        );
+        last
+    }
+}
+
+/// Runs the bundle `image` as the downloader job for `host`, the way the orchestrator does:
+/// a sibling container with the host's paths mounted under `/host`, no network.
+pub async fn run_job(host: &Host, image: &str, etcd: &[String]) -> JobRun {
+    let name = host.sibling_name("downloader");
+    let mounts: Vec<String> = host
+        .host_paths()
+        .iter()
+        .map(|(path, machine)| format!("{}:/host{path}", machine.display()))
+        .collect();
+    // Named like the host's other siblings, so the fleet cleans up the agent's containers.
+    let prefix = host.sibling_name("");
+    let endpoints = etcd.join(",");
+    let mut args = vec!["run", "--rm", "--name", &name, "--network", "none"];
+    for m in &mounts {
+        args.extend(["--volume", m.as_str()]);
+    }
+    args.extend([
+        image,
+        "--host-id",
+        host.name(),
+        "--etcd-endpoint",
+        &endpoints,
+        "--boot-id-file",
+        BOOT_ID_PATH,
+        "--kernel-release-file",
+        BOOTED_KERNEL_PATH,
+        "--container-prefix",
+        &prefix,
+    ]);
+    let started = Instant::now();
+    let out = docker::output(&args).await.expect("docker run");
+    let run = JobRun {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "TIMING job {image} on {}: exit {} in {:?}",
+        host.name(),
+        run.status,
+        started.elapsed()
+    );
+    for line in run.stderr.lines().chain(run.stdout.lines()) {
+        eprintln!("  | {line}");
+    }
+    run
+}
+
+/// `systemctl ARGS` inside the host; its trimmed stdout.
+pub async fn systemctl(host: &Host, args: &[&str]) -> String {
+    let mut command = vec!["systemctl"];
+    command.extend_from_slice(args);
+    let out = host.exec(&command).await.expect("exec systemctl");
+    out.stdout.trim().to_owned()
+}
+
+/// The agent unit's main pid.
+pub async fn agent_main_pid(host: &Host) -> String {
+    systemctl(
+        host,
+        &["show", "--property", "MainPID", "--value", "baton-agent"],
+    )
+    .await
+}
+
+/// Waits until the agent's `alive` key reports `version`; returns it.
+pub async fn wait_alive(etcd: &EtcdServer, host: &Host, version: &str) -> Alive {
+    let key = Keyspace::new("/baton")
+        .expect("prefix")
+        .host(&HostId::new(host.name()).expect("host id"), HostKey::Alive);
+    let mut client = etcd.client().await.expect("etcd client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no alive key");
+    loop {
+        let resp = client.get(key.as_str(), None).await.expect("etcd get");
+        if let Some(kv) = resp.kvs().first() {
+            let alive: Alive = decode(&key, kv.value()).expect("alive document");
+            if alive.agent_version == version {
+                return alive;
+            }
+            last = format!("agent_version {}", alive.agent_version);
+        }
+        if Instant::now() > deadline {
+            let journal = host
+                .exec(&["journalctl", "-u", "baton-agent", "--no-pager", "-n", "30"])
+                .await
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            panic!(
+                "{key} did not report agent {version} within 30 s ({last}); agent log:\n{journal}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A bundle image derived from `base` with `files` (context path, content, mode) copied over
+/// `/bundle`, and symlinks (path in /bundle, target) added: how a tampered bundle looks.
+pub async fn derived_bundle(
+    base: &str,
+    tag: &str,
+    files: &[(&str, Vec<u8>, u32)],
+    links: &[(&str, &str)],
+) {
+    let ctx = tempfile::tempdir().expect("temp dir");
+    let bundle = ctx.path().join("bundle");
+    for (path, content, mode) in files {
+        let p = bundle.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    for (path, target) in links {
+        let p = bundle.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::os::unix::fs::symlink(target, &p).expect("symlink");
+    }
+    std::fs::create_dir_all(&bundle).expect("mkdir");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY bundle/ /bundle/\n"),
+    )
+    .expect("Dockerfile");
+    // The classic builder, as `bundle build` uses: FROM a local image, nothing pulled.
+    let out = tokio::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .await
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
