@@ -6,44 +6,13 @@
 //! as root, which the bus policy lets manage units.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use zbus::proxy::CacheProperties;
-use zbus::zvariant::OwnedObjectPath;
+use baton_systemd_bus::{Bus, BusError};
+pub use baton_systemd_bus::{JobRef, UnitStatus};
 
 use crate::error::JobError;
-
-const SYSTEMD_SERVICE: &str = "org.freedesktop.systemd1";
-const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
-const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
-const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
-const JOB_INTERFACE: &str = "org.freedesktop.systemd1.Job";
-/// How long one D-Bus call may take before the job gives up on the host's systemd.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A unit's `ActiveState` and `SubState`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitStatus {
-    /// `active`, `activating`, `inactive`, `failed`, …
-    pub active_state: String,
-    /// The unit type's own state (`running`, `auto-restart`, `dead`, …).
-    pub sub_state: String,
-    /// When the unit last entered `active` (`ActiveEnterTimestamp`, µs since the epoch; 0 if
-    /// never).
-    pub active_enter_usec: u64,
-}
-
-impl UnitStatus {
-    /// `ActiveState` is `active`.
-    pub fn is_active(&self) -> bool {
-        self.active_state == "active"
-    }
-}
-
-/// A job systemd queued (its object path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobRef(pub String);
 
 /// The systemd manager calls the job makes.
 pub trait Systemd: Send + Sync {
@@ -65,174 +34,67 @@ pub trait Systemd: Send + Sync {
     fn job_pending(&self, job: &JobRef) -> impl Future<Output = Result<bool, JobError>> + Send;
 }
 
-/// systemd over a D-Bus socket.
+/// systemd over a D-Bus socket (the shared `baton-systemd-bus` client).
 #[derive(Debug, Clone)]
-pub struct DbusSystemd {
-    conn: zbus::Connection,
-    socket: PathBuf,
-}
+pub struct DbusSystemd(Bus);
 
 impl DbusSystemd {
     /// Connects to the system bus listening on `socket`.
     pub async fn connect(socket: &Path) -> Result<Self, JobError> {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| JobError::io(socket, "connect to the host's system bus", e))?;
-        let conn = tokio::time::timeout(
-            CALL_TIMEOUT,
-            zbus::connection::Builder::unix_stream(stream).build(),
-        )
-        .await
-        .map_err(|_| {
-            JobError::io(
-                socket,
-                "connect to the host's system bus",
-                std::io::Error::from(std::io::ErrorKind::TimedOut),
-            )
-        })?
-        .map_err(|source| JobError::Systemd {
-            socket: socket.to_owned(),
-            method: "Hello",
-            unit: String::new(),
-            source,
-        })?;
-        Ok(Self {
-            conn,
-            socket: socket.to_owned(),
-        })
+        Bus::connect(socket).await.map(Self).map_err(job_error)
     }
+}
 
-    fn error(&self, method: &'static str, unit: &str) -> impl FnOnce(zbus::Error) -> JobError {
-        let socket = self.socket.clone();
-        let unit = unit.to_owned();
-        move |source| JobError::Systemd {
+fn job_error(e: BusError) -> JobError {
+    match e {
+        BusError::Connect { socket, source } => {
+            JobError::io(&socket, "connect to the host's system bus", source)
+        }
+        BusError::Call {
             socket,
             method,
             unit,
             source,
-        }
-    }
-
-    async fn proxy(
-        &self,
-        path: &str,
-        interface: &'static str,
-    ) -> zbus::Result<zbus::Proxy<'static>> {
-        zbus::proxy::Builder::new(&self.conn)
-            .destination(SYSTEMD_SERVICE)?
-            .path(path.to_owned())?
-            .interface(interface)?
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-    }
-
-    /// Calls a manager method, bounded by [`CALL_TIMEOUT`].
-    async fn manager_call<B, R>(
-        &self,
-        method: &'static str,
-        unit: &str,
-        body: &B,
-    ) -> Result<R, JobError>
-    where
-        B: serde::Serialize + zbus::zvariant::DynamicType + Sync,
-        R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
-    {
-        let call = async {
-            let proxy = self.proxy(MANAGER_PATH, MANAGER_INTERFACE).await?;
-            proxy.call(method, body).await
-        };
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(r) => r.map_err(self.error(method, unit)),
-            Err(_) => Err(self.error(method, unit)(zbus::Error::InputOutput(
-                std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
-            ))),
-        }
-    }
-
-    async fn unit_property<T>(
-        &self,
-        unit: &str,
-        path: &OwnedObjectPath,
-        name: &'static str,
-    ) -> Result<T, JobError>
-    where
-        T: TryFrom<zbus::zvariant::OwnedValue>,
-        T::Error: Into<zbus::Error>,
-    {
-        let get = async {
-            let proxy = self.proxy(path.as_str(), UNIT_INTERFACE).await?;
-            proxy.get_property::<T>(name).await
-        };
-        match tokio::time::timeout(CALL_TIMEOUT, get).await {
-            Ok(r) => r.map_err(self.error("Get", unit)),
-            Err(_) => Err(self.error("Get", unit)(zbus::Error::InputOutput(
-                std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
-            ))),
-        }
+        } => JobError::Systemd {
+            socket,
+            method,
+            unit,
+            source,
+        },
     }
 }
 
 impl Systemd for DbusSystemd {
     async fn reload(&self) -> Result<(), JobError> {
-        self.manager_call::<_, ()>("Reload", "", &()).await
+        self.0.reload().await.map_err(job_error)
     }
 
     async fn unit_file_state(&self, unit: &str) -> Result<String, JobError> {
-        self.manager_call("GetUnitFileState", unit, &(unit,)).await
+        self.0.unit_file_state(unit).await.map_err(job_error)
     }
 
     async fn enable(&self, unit: &str) -> Result<(), JobError> {
-        // (files, runtime, force) -> (carries_install_info, changes)
-        let _: (bool, Vec<(String, String, String)>) = self
-            .manager_call("EnableUnitFiles", unit, &(vec![unit], false, true))
-            .await?;
-        Ok(())
+        self.0.enable(unit).await.map_err(job_error)
     }
 
     async fn status(&self, unit: &str) -> Result<UnitStatus, JobError> {
-        let path: OwnedObjectPath = self.manager_call("LoadUnit", unit, &(unit,)).await?;
-        Ok(UnitStatus {
-            active_state: self.unit_property(unit, &path, "ActiveState").await?,
-            sub_state: self.unit_property(unit, &path, "SubState").await?,
-            active_enter_usec: self
-                .unit_property(unit, &path, "ActiveEnterTimestamp")
-                .await?,
-        })
+        self.0.status(unit).await.map_err(job_error)
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<(), JobError> {
-        self.manager_call::<_, ()>("ResetFailedUnit", unit, &(unit,))
-            .await
+        self.0.reset_failed(unit).await.map_err(job_error)
     }
 
     async fn start(&self, unit: &str) -> Result<JobRef, JobError> {
-        let job: OwnedObjectPath = self
-            .manager_call("StartUnit", unit, &(unit, "replace"))
-            .await?;
-        Ok(JobRef(job.as_str().to_owned()))
+        self.0.start(unit).await.map_err(job_error)
     }
 
     async fn restart(&self, unit: &str) -> Result<JobRef, JobError> {
-        let job: OwnedObjectPath = self
-            .manager_call("RestartUnit", unit, &(unit, "replace"))
-            .await?;
-        Ok(JobRef(job.as_str().to_owned()))
+        self.0.restart(unit).await.map_err(job_error)
     }
 
     async fn job_pending(&self, job: &JobRef) -> Result<bool, JobError> {
-        let proxy = self
-            .proxy(&job.0, JOB_INTERFACE)
-            .await
-            .map_err(self.error("Get", &job.0))?;
-        // A finished job's object is gone: reading its State fails with UnknownObject.
-        match tokio::time::timeout(CALL_TIMEOUT, proxy.get_property::<String>("State")).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(_)) => Ok(false),
-            Err(_) => Err(self.error("Get", &job.0)(zbus::Error::InputOutput(
-                std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
-            ))),
-        }
+        self.0.job_pending(job).await.map_err(job_error)
     }
 }
 

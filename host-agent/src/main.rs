@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use baton_protocol::agent_config::{self, AgentConfig};
 use clap::Parser;
+use tokio::runtime::Handle;
 
 /// Baton host agent: watches this host's keys in etcd, applies updates, reports status.
 #[derive(Debug, Parser)]
@@ -32,11 +33,12 @@ async fn main() -> anyhow::Result<()> {
         builder.init();
     }
     let config = AgentConfig::load(&cli.config)?;
-    let agent = baton_agent::agent::Agent::new(
-        config,
-        Arc::new(baton_agent::real_host::RealHost::new("/")),
-    )
-    .context("baton-agent")?;
+    let socket = std::path::Path::new(baton_systemd_bus::SYSTEM_BUS_SOCKET);
+    let bus = baton_systemd_bus::Bus::connect(socket)
+        .await
+        .context("baton-agent manages units through the host's systemd")?;
+    let host = baton_agent::real_host::RealHost::with_systemd("/", bus, Handle::current());
+    let agent = baton_agent::agent::Agent::new(config, Arc::new(host)).context("baton-agent")?;
     agent.run(baton_protocol::shutdown::signal()).await;
     Ok(())
 }

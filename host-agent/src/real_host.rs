@@ -1,13 +1,16 @@
 //! The real [`HostOps`]: files under a root folder (`/` on a host, a temp dir in tests),
-//! systemd through `systemctl`, the host's Docker Engine through its API on a unix socket,
-//! the bootloader's entry files, and reboot.
+//! systemd over the system bus (D-Bus), the host's Docker Engine through its API on a unix
+//! socket, the bootloader's entry files, and reboot.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use baton_systemd_bus::{Bus, BusError, JobRef};
 use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
 
 use crate::journal::write_durably;
 use crate::ops::{HostOps, OpError, OpResult};
@@ -15,41 +18,56 @@ use crate::ops::{HostOps, OpError, OpResult};
 /// Where the host's Docker Engine listens.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
+/// How long a stop may take before it counts as failed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The host the agent runs on.
 #[derive(Debug, Clone)]
 pub struct RealHost {
     root: PathBuf,
     docker_socket: PathBuf,
+    /// systemd, and the runtime its async client runs on (host operations run on blocking
+    /// threads and wait for the bus calls).
+    systemd: Option<(Bus, Handle)>,
 }
 
 impl RealHost {
-    /// Operates on the host whose root is `root` (`/` in production).
+    /// Operates on the files of the host whose root is `root`; systemd operations fail
+    /// until [`RealHost::with_systemd`] gives it a bus.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         Self {
             docker_socket: root.join(DOCKER_SOCKET.trim_start_matches('/')),
             root,
+            systemd: None,
         }
+    }
+
+    /// Operates on `root` with the host's systemd reached through `bus`, whose calls run on
+    /// `runtime`.
+    pub fn with_systemd(root: impl Into<PathBuf>, bus: Bus, runtime: Handle) -> Self {
+        Self {
+            systemd: Some((bus, runtime)),
+            ..Self::new(root)
+        }
+    }
+
+    /// Runs one bus call to completion from a blocking thread.
+    fn bus<T, F>(&self, call: impl FnOnce(Bus) -> F) -> OpResult<T>
+    where
+        F: std::future::Future<Output = Result<T, BusError>>,
+    {
+        let (bus, runtime) = self
+            .systemd
+            .as_ref()
+            .ok_or_else(|| OpError("systemd: no connection to the system bus".to_owned()))?;
+        runtime
+            .block_on(call(bus.clone()))
+            .map_err(|e| OpError(e.to_string()))
     }
 
     fn path(&self, p: &Path) -> PathBuf {
         self.root.join(p.strip_prefix("/").unwrap_or(p))
-    }
-
-    fn systemctl(&self, args: &[&str]) -> OpResult<String> {
-        let out = Command::new("systemctl")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| OpError(format!("systemctl {}: {e}", args.join(" "))))?;
-        if !out.status.success() && args.first() != Some(&"show") {
-            return Err(OpError(format!(
-                "systemctl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// One request to the Docker Engine API (HTTP/1.0, so the answer is not chunked).
@@ -185,28 +203,41 @@ impl HostOps for RealHost {
     }
 
     fn daemon_reload(&self) -> OpResult<()> {
-        self.systemctl(&["daemon-reload"]).map(|_| ())
+        self.bus(|bus| async move { bus.reload().await })
     }
 
     fn enable_unit(&self, unit: &str) -> OpResult<()> {
-        self.systemctl(&["enable", unit]).map(|_| ())
+        self.bus(|bus| async move { bus.enable(unit).await })
     }
 
     fn disable_unit(&self, unit: &str) -> OpResult<()> {
-        self.systemctl(&["disable", unit]).map(|_| ())
+        self.bus(|bus| async move { bus.disable(unit).await })
     }
 
     fn restart_unit(&self, unit: &str) -> OpResult<()> {
-        // --no-block: the unit's health is judged by `unit_state`, not by this call.
-        self.systemctl(&["restart", "--no-block", unit]).map(|_| ())
+        // Queued, not awaited: the unit's health is judged by `unit_state`.
+        self.bus(|bus| async move { bus.restart(unit).await.map(|_| ()) })
     }
 
     fn stop_unit(&self, unit: &str) -> OpResult<()> {
-        self.systemctl(&["stop", unit]).map(|_| ())
+        let job: JobRef = self.bus(|bus| async move { bus.stop(unit).await })?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while self.bus(|bus| {
+            let job = job.clone();
+            async move { bus.job_pending(&job).await }
+        })? {
+            if Instant::now() > deadline {
+                return Err(OpError(format!(
+                    "stop {unit}: still stopping after {STOP_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     fn unit_state(&self, unit: &str) -> OpResult<String> {
-        self.systemctl(&["show", "--property=ActiveState", "--value", unit])
+        self.bus(|bus| async move { bus.status(unit).await.map(|s| s.active_state) })
     }
 
     fn load_image(&self, archive: &Path) -> OpResult<()> {
@@ -340,7 +371,7 @@ impl HostOps for RealHost {
     }
 
     fn reboot(&self) -> OpResult<()> {
-        self.systemctl(&["reboot", "--no-block"]).map(|_| ())
+        self.bus(|bus| async move { bus.reboot().await })
     }
 }
 
