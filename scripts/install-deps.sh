@@ -15,6 +15,7 @@ want etcdctl etcd-client
 want docker-registry docker-registry
 want debootstrap debootstrap
 want curl curl
+want openssl openssl
 want docker docker.io
 # A static /bin/busybox for FROM-scratch sample images (the dynamic `busybox` package does
 # not run there).

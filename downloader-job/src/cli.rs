@@ -8,6 +8,7 @@ use std::time::Duration;
 use baton_protocol::agent_config::{
     DEFAULT_BOOT_ID_FILE, DEFAULT_KERNEL_RELEASE_FILE, DEFAULT_LEASE_TTL_SECS,
 };
+use baton_protocol::etcd::EtcdTls;
 use baton_protocol::keys::DEFAULT_PREFIX;
 use clap::{Parser, ValueEnum};
 
@@ -73,6 +74,18 @@ pub struct Cli {
     /// where hosts share one Docker Engine, uses `<host>-`).
     #[arg(long, env = "BATON_CONTAINER_PREFIX", default_value = "")]
     pub container_prefix: String,
+    /// CA certificate (PEM, a path on the host) for `https://` etcd endpoints, for the agent.
+    #[arg(long, env = "BATON_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM, on the host) the agent presents to etcd.
+    #[arg(long, env = "BATON_ETCD_CERT_FILE", requires = "etcd_ca_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM, on the host).
+    #[arg(long, env = "BATON_ETCD_KEY_FILE", requires = "etcd_ca_file")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// Name to verify etcd's certificate against, if not the endpoint's host.
+    #[arg(long, env = "BATON_ETCD_DOMAIN", requires = "etcd_ca_file")]
+    pub etcd_domain: Option<String>,
     /// Seconds the (re)started agent gets to become active.
     #[arg(long, env = "BATON_ACTIVE_TIMEOUT_SECS", default_value_t = DEFAULT_ACTIVE_TIMEOUT.as_secs())]
     pub active_timeout_secs: u64,
@@ -100,6 +113,12 @@ impl Cli {
                 boot_id_file: self.boot_id_file.clone(),
                 kernel_release_file: self.kernel_release_file.clone(),
                 container_prefix: self.container_prefix.clone(),
+                tls: self.etcd_ca_file.clone().map(|ca_file| EtcdTls {
+                    ca_file,
+                    cert_file: self.etcd_cert_file.clone(),
+                    key_file: self.etcd_key_file.clone(),
+                    domain: self.etcd_domain.clone(),
+                }),
             },
             active_timeout: Duration::from_secs(self.active_timeout_secs),
             poll_interval: POLL_INTERVAL,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use baton_protocol::HostId;
 use baton_protocol::agent_config::AgentConfig;
+use baton_protocol::etcd::EtcdTls;
 
 use crate::error::JobError;
 use crate::fs::{HostFs, ensure_dir, parent_of, read_existing, write_atomic};
@@ -31,6 +32,8 @@ pub struct AgentSettings {
     pub kernel_release_file: PathBuf,
     /// Prefix of the service containers' names (empty on a real host).
     pub container_prefix: String,
+    /// TLS for `https://` etcd endpoints (files on the host).
+    pub tls: Option<EtcdTls>,
 }
 
 /// The `agent.toml` text for `settings`, validated by `AgentConfig::parse` (errors name the
@@ -53,6 +56,7 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         boot_id_file: settings.boot_id_file.clone(),
         kernel_release_file: settings.kernel_release_file.clone(),
         container_prefix: settings.container_prefix.clone(),
+        tls: settings.tls.clone(),
     };
     let text = format!(
         "# Written by baton-downloader; rewritten by the next bundle's job.\n{}",
@@ -133,6 +137,7 @@ mod tests {
             boot_id_file: "/run/baton/boot-id".into(),
             kernel_release_file: "/run/baton/booted-kernel".into(),
             container_prefix: String::new(),
+            tls: None,
         }
     }
 

@@ -335,6 +335,7 @@ mod tests {
                 boot_id_file: "/run/baton/boot-id".into(),
                 kernel_release_file: "/run/baton/booted-kernel".into(),
                 container_prefix: String::new(),
+                tls: None,
             },
             active_timeout: Duration::from_millis(300),
             poll_interval: Duration::from_millis(10),

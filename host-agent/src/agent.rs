@@ -110,7 +110,8 @@ impl Agent {
 
     /// One etcd session: lease, `alive`, then reconcile on every change of `desired`.
     async fn session(&self) -> Result<(), AgentError> {
-        let client = etcd::connect(&self.config.etcd_endpoints).await?;
+        let client =
+            etcd::connect_tls(&self.config.etcd_endpoints, self.config.tls.as_ref()).await?;
         let reporter = Reporter::new(
             client.clone(),
             self.keyspace.clone(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::etcd::EtcdTls;
 use crate::keys::{DEFAULT_PREFIX, Keyspace};
 use crate::names::HostId;
 
@@ -98,6 +99,10 @@ pub struct AgentConfig {
     /// in the simulated fleet, where hosts share one Docker Engine, `<host>-`.
     #[serde(default)]
     pub container_prefix: String,
+    /// TLS for `https://` etcd endpoints (`[tls]`: `ca_file`, optional `cert_file` and
+    /// `key_file`, optional `domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EtcdTls>,
 }
 
 impl AgentConfig {
@@ -138,6 +143,30 @@ impl AgentConfig {
             ));
         }
         Keyspace::new(&config.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        let https = config
+            .etcd_endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        match &config.tls {
+            Some(tls) => {
+                tls.check()
+                    .map_err(|(field, reason)| invalid(field, reason))?;
+                if https != config.etcd_endpoints.len() {
+                    return Err(invalid(
+                        "etcd_endpoints",
+                        "with a [tls] section every endpoint must be https://".into(),
+                    ));
+                }
+            }
+            None if https > 0 => {
+                return Err(invalid(
+                    "tls",
+                    "https:// endpoints need a [tls] section with at least ca_file".into(),
+                ));
+            }
+            None => {}
+        }
         if !(2..=300).contains(&config.lease_ttl_secs) {
             return Err(invalid(
                 "lease_ttl_secs",
@@ -184,6 +213,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_section_round_trips() {
+        let c = AgentConfig::parse(
+            Path::new("/etc/baton/agent.toml"),
+            "host_id = \"h1\"\netcd_endpoints = [\"https://10.0.0.1:2379\"]\n\
+             [tls]\nca_file = \"/etc/baton/etcd-ca.pem\"\ncert_file = \"/etc/baton/c.pem\"\nkey_file = \"/etc/baton/k.pem\"\n",
+        )
+        .expect("valid");
+        assert!(c.tls.is_some());
+        assert_eq!(
+            AgentConfig::parse(Path::new("x"), &c.to_toml()).expect("again"),
+            c
+        );
+    }
+
+    #[test]
     fn errors_name_the_file_and_field() {
         let path = Path::new("/etc/baton/agent.toml");
         let cases = [
@@ -207,6 +251,19 @@ mod tests {
             (
                 "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\ncolour = 1",
                 "colour",
+            ),
+            ("host_id = \"h\"\netcd_endpoints = [\"https://x\"]", "tls"),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\n[tls]\nca_file = \"/ca.pem\"",
+                "every endpoint must be https",
+            ),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"https://x\"]\n[tls]\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"",
+                "key_file",
+            ),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"https://x\"]\n[tls]\nca_file = \"ca.pem\"",
+                "tls.ca_file",
             ),
         ];
         for (text, field) in cases {

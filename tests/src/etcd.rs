@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton_protocol::etcd::Client;
+use baton_protocol::etcd::{Client, EtcdTls};
+
+use crate::pki::TestPki;
 
 /// How long a member may take to answer after start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,13 +50,19 @@ struct MemberConfig {
     client_ips: Vec<IpAddr>,
     client_port: u16,
     peer_port: u16,
+    /// Serve clients over TLS with these files, requiring client certificates.
+    tls: Option<TestPki>,
 }
 
 impl MemberConfig {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     fn client_urls(&self) -> Vec<String> {
         self.client_ips
             .iter()
-            .map(|ip| format!("http://{ip}:{}", self.client_port))
+            .map(|ip| format!("{}://{ip}:{}", self.scheme(), self.client_port))
             .collect()
     }
 
@@ -74,7 +82,18 @@ fn spawn_member(
         .try_clone()
         .map_err(|e| HarnessError(format!("clone log handle: {e}")))?;
     let urls = member.client_urls().join(",");
-    Command::new("etcd")
+    let mut command = Command::new("etcd");
+    if let Some(pki) = &member.tls {
+        command
+            .arg("--cert-file")
+            .arg(&pki.server_cert)
+            .arg("--key-file")
+            .arg(&pki.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&pki.ca)
+            .arg("--client-cert-auth");
+    }
+    command
         .arg("--name")
         .arg(&member.name)
         .arg("--data-dir")
@@ -118,6 +137,7 @@ pub struct EtcdCluster {
     children: Vec<Option<Child>>,
     initial_cluster: String,
     token: String,
+    client_tls: Option<EtcdTls>,
 }
 
 /// A single-member etcd server.
@@ -135,12 +155,31 @@ impl EtcdCluster {
         Self::start_with(1, &[ip]).await
     }
 
+    /// One member on 127.0.0.1 serving clients over TLS and requiring a client certificate
+    /// (see [`EtcdCluster::client_tls`]).
+    pub async fn start_tls() -> Result<Self, HarnessError> {
+        Self::start_impl(1, &[], true).await
+    }
+
     /// `size` members on 127.0.0.1 (plus `extra_ips` for clients).
     pub async fn start_with(size: usize, extra_ips: &[IpAddr]) -> Result<Self, HarnessError> {
+        Self::start_impl(size, extra_ips, false).await
+    }
+
+    async fn start_impl(
+        size: usize,
+        extra_ips: &[IpAddr],
+        tls: bool,
+    ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("baton-etcd-")
             .tempdir()
             .map_err(|e| HarnessError(format!("create temp dir: {e}")))?;
+        let pki = if tls {
+            Some(TestPki::generate(dir.path())?)
+        } else {
+            None
+        };
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut client_ips = vec![loopback];
         client_ips.extend(extra_ips.iter().copied().filter(|ip| *ip != loopback));
@@ -156,6 +195,7 @@ impl EtcdCluster {
                 client_ips: client_ips.clone(),
                 client_port,
                 peer_port,
+                tls: pki.clone(),
             });
         }
         let initial_cluster = members
@@ -168,12 +208,19 @@ impl EtcdCluster {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "baton-test".to_owned());
+        let client_tls = pki.map(|p| EtcdTls {
+            ca_file: p.ca,
+            cert_file: Some(p.client_cert),
+            key_file: Some(p.client_key),
+            domain: None,
+        });
         let mut cluster = Self {
             dir,
             members,
             children: Vec::new(),
             initial_cluster,
             token,
+            client_tls,
         };
         for i in 0..size {
             let child = spawn_member(
@@ -193,7 +240,7 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", m.scheme(), m.client_port))
             .collect()
     }
 
@@ -206,20 +253,20 @@ impl EtcdCluster {
     pub fn endpoints_on(&self, ip: IpAddr) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{ip}:{}", m.client_port))
+            .map(|m| format!("{}://{ip}:{}", m.scheme(), m.client_port))
             .collect()
     }
 
     /// A client connected to every member.
     pub async fn client(&self) -> Result<Client, HarnessError> {
-        baton_protocol::etcd::connect(&self.endpoints())
+        baton_protocol::etcd::connect_tls(&self.endpoints(), self.client_tls.as_ref())
             .await
             .map_err(|e| HarnessError(format!("connect to test etcd: {e}")))
     }
 
     /// A client connected to member `i` only.
     pub async fn member_client(&self, i: usize) -> Result<Client, HarnessError> {
-        baton_protocol::etcd::connect(&[self.endpoints()[i].clone()])
+        baton_protocol::etcd::connect_tls(&[self.endpoints()[i].clone()], self.client_tls.as_ref())
             .await
             .map_err(|e| HarnessError(format!("connect to test etcd member {i}: {e}")))
     }
@@ -238,6 +285,11 @@ impl EtcdCluster {
         let child = spawn_member(&self.members[i], &self.initial_cluster, &self.token)?;
         self.children[i] = Some(child);
         self.wait_ready(i).await
+    }
+
+    /// The TLS files a client needs (CA and client certificate), for a TLS cluster.
+    pub fn client_tls(&self) -> Option<&EtcdTls> {
+        self.client_tls.as_ref()
     }
 
     /// The member's log so far, for failure messages.
@@ -262,8 +314,11 @@ impl EtcdCluster {
                     self.log(i)
                 )));
             }
-            if let Ok(mut client) =
-                baton_protocol::etcd::connect(std::slice::from_ref(&endpoint)).await
+            if let Ok(mut client) = baton_protocol::etcd::connect_tls(
+                std::slice::from_ref(&endpoint),
+                self.client_tls.as_ref(),
+            )
+            .await
             {
                 // A member is ready once it can serve a linearizable read (it has a leader).
                 if client.get("/baton-harness-ready", None).await.is_ok() {

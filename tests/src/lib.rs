@@ -6,5 +6,6 @@ pub mod bundles;
 pub mod docker;
 pub mod etcd;
 pub mod fleet;
+pub mod pki;
 pub mod registry;
 pub mod simhost_image;

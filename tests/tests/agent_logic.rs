@@ -65,6 +65,7 @@ async fn setup(daemon_content: &str) -> Setup {
         boot_id_file: dir.path().join("boot-id"),
         kernel_release_file: dir.path().join("kernel"),
         container_prefix: "h1-".into(),
+        tls: None,
     };
     let fake = Arc::new(RecordingHost::default());
     let agent = Agent::new(config, fake.clone()).expect("agent");

@@ -4,6 +4,7 @@
 mod cas;
 mod election;
 mod lease;
+mod tls;
 mod watch;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ pub use cas::{
 pub use election::{Election, Leadership, Observer};
 pub use etcd_client::Client;
 pub use lease::KeptLease;
+pub use tls::EtcdTls;
 pub use watch::{KvChange, ResumableWatch, WatchUpdate, fresh_changes};
 
 use crate::documents::DocumentError;
@@ -46,6 +48,14 @@ pub enum EtcdError {
         /// How many times it tried.
         attempts: u32,
     },
+    /// A TLS file could not be read.
+    #[error("etcd TLS file {path}: {source}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The lease backing an operation expired or was revoked.
     #[error("etcd lease {lease:x} was lost")]
     LeaseLost {
@@ -66,11 +76,19 @@ impl EtcdError {
 
 /// Connects to etcd with Baton's timeouts; `endpoints` like `http://127.0.0.1:2379`.
 pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
-    let options = etcd_client::ConnectOptions::new()
+    connect_tls(endpoints, None).await
+}
+
+/// Connects to etcd, over TLS when `tls` is given (`https://` endpoints).
+pub async fn connect_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client, EtcdError> {
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         // No per-request timeout: it would also cut watches, keep-alive streams and
         // campaigns every few seconds. A dead connection is found by HTTP/2 keep-alive.
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options()?);
+    }
     Client::connect(endpoints, Some(options))
         .await
         .map_err(EtcdError::request("connect", endpoints.join(",")))

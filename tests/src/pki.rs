@@ -1,0 +1,108 @@
+//! A throwaway certificate authority for tests, made with the `openssl` command: a CA, a
+//! server certificate for 127.0.0.1 and a client certificate (ECDSA P-256, valid 2 days).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::etcd::HarnessError;
+
+/// The PEM files of a test PKI.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate (subjectAltName IP:127.0.0.1).
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Client certificate (extendedKeyUsage clientAuth).
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), HarnessError> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| {
+            HarnessError(format!(
+                "run openssl (Debian package openssl; `make deps` installs it): {e}"
+            ))
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(HarnessError(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl TestPki {
+    /// Generates the files in `dir`.
+    pub fn generate(dir: &Path) -> Result<Self, HarnessError> {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=baton-test-ca"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(dir, &ca)?;
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, pem, extfile) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(dir.join(&extfile), ext)
+                .map_err(|e| HarnessError(format!("write {extfile}: {e}")))?;
+            let subject = format!("/CN=baton-test-{name}");
+            let mut req = vec!["req", "-subj", subject.as_str()];
+            req.extend(ec);
+            req.extend(["-keyout", key.as_str(), "-out", csr.as_str()]);
+            openssl(dir, &req)?;
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-days",
+                    "2",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-extfile",
+                    &extfile,
+                    "-out",
+                    &pem,
+                ],
+            )?;
+        }
+        Ok(Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+}
