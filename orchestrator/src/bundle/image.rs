@@ -330,16 +330,7 @@ pub async fn push(
     let mut digest = None;
     let mut last_status: Option<String> = None;
     while let Some(item) = stream.next().await {
-        let info = match item {
-            Ok(info) => info,
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(BundleError::Engine {
-                    action,
-                    message: error,
-                });
-            }
-            Err(e) => return Err(BundleError::Docker { action, source: e }),
-        };
+        let info = item.map_err(|e| stream_error(&action, e))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
             return Err(BundleError::Engine { action, message: e });
         }
@@ -492,6 +483,20 @@ async fn copy_manifest(
     Ok(bytes)
 }
 
+/// An error in the Engine's progress stream of a push or pull.
+fn stream_error(action: &str, e: bollard::errors::Error) -> BundleError {
+    match e {
+        bollard::errors::Error::DockerStreamError { error } => BundleError::Engine {
+            action: action.to_owned(),
+            message: error,
+        },
+        source => BundleError::Docker {
+            action: action.to_owned(),
+            source,
+        },
+    }
+}
+
 /// Pulls `image` from its registry.
 pub async fn pull(
     docker: &Docker,
@@ -503,16 +508,7 @@ pub async fn pull(
     let options = CreateImageOptionsBuilder::new().from_image(image).build();
     let mut stream = docker.create_image(Some(options), None, None);
     while let Some(item) = stream.next().await {
-        let info = match item {
-            Ok(info) => info,
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(BundleError::Engine {
-                    action,
-                    message: error,
-                });
-            }
-            Err(e) => return Err(BundleError::Docker { action, source: e }),
-        };
+        let info = item.map_err(|e| stream_error(&action, e))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
             return Err(BundleError::Engine { action, message: e });
         }

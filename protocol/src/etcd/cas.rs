@@ -85,6 +85,26 @@ fn unchanged(key: &str, mod_revision: i64) -> Compare {
     }
 }
 
+/// Runs `op` on `key` only if the key's `mod_revision` is still `expected` (0: still
+/// absent). Returns the new store revision, or `None` if the key changed meanwhile.
+async fn guarded(
+    client: &Client,
+    key: &str,
+    expected: i64,
+    op: TxnOp,
+    what: &'static str,
+) -> Result<Option<i64>, EtcdError> {
+    let txn = Txn::new().when([unchanged(key, expected)]).and_then([op]);
+    let resp = client
+        .kv_client()
+        .txn(txn)
+        .await
+        .map_err(EtcdError::request(what, key))?;
+    Ok(resp
+        .succeeded()
+        .then(|| resp.header().map_or(0, |h| h.revision())))
+}
+
 /// Writes `value` only if the key's `mod_revision` is still `expected` (0: still absent).
 /// Returns the new revision, or `None` if the key changed meanwhile.
 pub async fn put_if_unchanged<T: Document>(
@@ -93,17 +113,14 @@ pub async fn put_if_unchanged<T: Document>(
     value: &T,
     expected: i64,
 ) -> Result<Option<i64>, EtcdError> {
-    let txn = Txn::new()
-        .when([unchanged(key, expected)])
-        .and_then([TxnOp::put(key, encode(value), None)]);
-    let resp = client
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(EtcdError::request("txn put", key))?;
-    Ok(resp
-        .succeeded()
-        .then(|| resp.header().map_or(0, |h| h.revision())))
+    guarded(
+        client,
+        key,
+        expected,
+        TxnOp::put(key, encode(value), None),
+        "txn put",
+    )
+    .await
 }
 
 /// Deletes the key only if its `mod_revision` is still `expected`.
@@ -112,15 +129,15 @@ pub async fn delete_if_unchanged(
     key: &str,
     expected: i64,
 ) -> Result<bool, EtcdError> {
-    let txn = Txn::new()
-        .when([unchanged(key, expected)])
-        .and_then([TxnOp::delete(key, None)]);
-    let resp = client
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(EtcdError::request("txn delete", key))?;
-    Ok(resp.succeeded())
+    Ok(guarded(
+        client,
+        key,
+        expected,
+        TxnOp::delete(key, None),
+        "txn delete",
+    )
+    .await?
+    .is_some())
 }
 
 /// Creates the key only if it does not exist. Returns whether it was created.
@@ -159,16 +176,14 @@ where
             }
             Change::Put(value) => put_if_unchanged(client, key, value, expected).await?,
             Change::Delete => {
-                let txn = Txn::new()
-                    .when([unchanged(key, expected)])
-                    .and_then([TxnOp::delete(key, None)]);
-                let resp = client
-                    .kv_client()
-                    .txn(txn)
-                    .await
-                    .map_err(EtcdError::request("txn delete", key))?;
-                resp.succeeded()
-                    .then(|| resp.header().map_or(0, |h| h.revision()))
+                guarded(
+                    client,
+                    key,
+                    expected,
+                    TxnOp::delete(key, None),
+                    "txn delete",
+                )
+                .await?
             }
         };
         if let Some(revision) = written {
