@@ -21,7 +21,8 @@
 //! behalf) runs are siblings on the machine's engine, shared by all hosts.
 //! Name them [`Host::sibling_name`] (`<host container>-<purpose>`) or label
 //! them `baton.run=R`: the fleet removes every container whose name contains
-//! `baton-R-` or that carries the label.
+//! `baton-R-` or `-R-` (a run-unique hostname followed by a purpose) or that
+//! carries the label.
 //!
 //! If a test process dies without running `Drop` (SIGKILL, abort), the next
 //! `Fleet::start` on the machine removes what that dead process left
@@ -964,10 +965,12 @@ fn overlaps(net: u32, mask: u32, candidate: Ipv4Addr, candidate_mask: u32) -> bo
 fn cleanup_run(run_id: &str, root: Option<&Path>) -> Vec<String> {
     let mut problems = Vec::new();
     let name_filter = format!("name=baton-{run_id}-");
+    // Containers named after a host's (run-unique) hostname, `<prefix>-<i>-R-…`.
+    let hostname_filter = format!("name=-{run_id}-");
     let label_filter = format!("label={LABEL_RUN}={run_id}");
 
     let mut containers = BTreeSet::new();
-    for filter in [&name_filter, &label_filter] {
+    for filter in [&name_filter, &hostname_filter, &label_filter] {
         match docker::run_blocking(&["ps", "--all", "--quiet", "--no-trunc", "--filter", filter]) {
             Ok(out) => containers.extend(out.lines().map(str::to_owned)),
             Err(e) => problems.push(e.to_string()),
