@@ -233,7 +233,10 @@ impl Agent {
                 .is_some_and(|j| j.upgrade_id == desired.upgrade_id)
             {
                 // Already handled: make sure the outcome is reported.
-            } else if desired.action != DesiredAction::Install {
+            } else if desired.action == DesiredAction::Restart {
+                self.restart_services(&desired, reporter).await?;
+                return Ok(Driven::Settled);
+            } else if desired.action == DesiredAction::Reboot {
                 reporter
                     .status(
                         Some(&desired.upgrade_id),
@@ -249,6 +252,8 @@ impl Agent {
                     .await?;
                 return Ok(Driven::Settled);
             } else {
+                // Install, and Replace (reinstall every component of the bundle, even at the
+                // version the host already runs): a new journal applies them all.
                 match self.manifest(&desired.version) {
                     Ok(manifest) => {
                         let fresh = self.new_journal(&desired, &manifest)?;
@@ -314,6 +319,11 @@ impl Agent {
 
     /// Runs the journal to its end (or to a reboot), saving it after every step.
     async fn drive(&self, mut journal: Journal, reporter: &Reporter) -> Result<Driven, AgentError> {
+        if journal.outcome.is_some() {
+            // Finished before: only (re)report, whatever the staged bundles look like now.
+            self.report_outcome(&journal, reporter).await?;
+            return Ok(Driven::Settled);
+        }
         let state_dir = self.config.state_dir.clone();
         let id = journal.upgrade_id.clone();
         let started = journal.started_at.clone();
@@ -478,6 +488,67 @@ impl Agent {
         }
     }
 
+    /// `restart`: restarts the host's Baton-managed services (daemons and platform
+    /// containers of the installed bundle) and checks them; nothing is reinstalled.
+    async fn restart_services(
+        &self,
+        desired: &Desired,
+        reporter: &Reporter,
+    ) -> Result<(), AgentError> {
+        let id = &desired.upgrade_id;
+        let started = documents::now();
+        reporter
+            .status(
+                Some(id),
+                HostState::Updating,
+                Some("restart managed services"),
+                "",
+                Some(&started),
+            )
+            .await?;
+        let installed = self.installed_now()?;
+        let outcome = match installed
+            .bundle_version
+            .as_deref()
+            .map(|v| (v, self.manifest(v)))
+        {
+            None => Err("no bundle is installed: nothing to restart".to_owned()),
+            Some((_, Err(reason))) => Err(reason),
+            Some((version, Ok(manifest))) => {
+                let ops = self.ops.clone();
+                let ctx = Context {
+                    bundle_dir: self.bundle_dir(version),
+                    backup_dir: self.config.state_dir.join("backup").join(id.as_str()),
+                    container_prefix: self.config.container_prefix.clone(),
+                    settle: SETTLE,
+                };
+                blocking(move || {
+                    for c in manifest.apply_order() {
+                        apply::restart(ops.as_ref(), &ctx, c).map_err(|e| e.0)?;
+                        apply::check(ops.as_ref(), &ctx, c)?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        };
+        // Recorded like an upgrade so a repeated `desired` is recognised as done.
+        let done = Journal {
+            upgrade_id: id.clone(),
+            version: installed.bundle_version.clone().unwrap_or_default(),
+            started_at: started.clone(),
+            previous: Previous::default(),
+            steps: Vec::new(),
+            rollback_reason: None,
+            outcome: Some(match outcome {
+                Ok(()) => Outcome::Done,
+                Err(reason) => Outcome::Failed { reason },
+            }),
+        };
+        journal::save(&self.config.state_dir, &done)?;
+        self.report_outcome(&done, reporter).await
+    }
+
     async fn report_outcome(
         &self,
         journal: &Journal,
@@ -488,14 +559,13 @@ impl Agent {
         match &journal.outcome {
             Some(Outcome::Done) => {
                 reporter.installed(&self.installed_now()?).await?;
+                let message = if journal.steps.is_empty() {
+                    format!("managed services of {} restarted", journal.version)
+                } else {
+                    format!("on {}", journal.version)
+                };
                 reporter
-                    .status(
-                        id,
-                        HostState::Done,
-                        None,
-                        &format!("on {}", journal.version),
-                        started,
-                    )
+                    .status(id, HostState::Done, None, &message, started)
                     .await?;
             }
             Some(Outcome::RolledBack { reason }) => {

@@ -82,15 +82,20 @@ async fn setup(daemon_content: &str) -> Setup {
 }
 
 async fn wait_state(s: &Setup, want: &[HostState]) -> HostStatus {
+    wait_state_of(s, "u1", want).await
+}
+
+async fn wait_state_of(s: &Setup, upgrade: &str, want: &[HostState]) -> HostStatus {
     let key = s.ks.host(&s.host, HostKey::Status);
     let start = Instant::now();
     loop {
         let current = etcd::read::<HostStatus>(&s.client, &key)
             .await
             .expect("read");
-        if let Some(st) =
-            current.filter(|st| want.contains(&st.value.state) && st.value.upgrade_id.is_some())
-        {
+        if let Some(st) = current.filter(|st| {
+            want.contains(&st.value.state)
+                && st.value.upgrade_id.as_ref().map(UpgradeId::as_str) == Some(upgrade)
+        }) {
             return st.value;
         }
         assert!(
@@ -102,12 +107,16 @@ async fn wait_state(s: &Setup, want: &[HostState]) -> HostStatus {
 }
 
 async fn desire(s: &Setup) {
+    desire_action(s, "u1", DesiredAction::Install).await;
+}
+
+async fn desire_action(s: &Setup, id: &str, action: DesiredAction) {
     let desired = Desired {
         schema_version: documents::SCHEMA_VERSION,
-        upgrade_id: UpgradeId::new("u1").expect("id"),
+        upgrade_id: UpgradeId::new(id).expect("id"),
         version: "2.0.0".into(),
         bundle: "127.0.0.1:5000/baton/bundle@sha256:".to_owned() + SHA,
-        action: DesiredAction::Install,
+        action,
         next_host: None,
         issued_at: documents::now(),
     };
@@ -203,6 +212,52 @@ async fn a_daemon_that_fails_to_start_is_rolled_back() {
         s.fake
             .file(Path::new("/etc/systemd/system/baton-echo.service")),
         None
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_restarts_the_managed_services_and_reinstalls_nothing() {
+    let s = setup("echo-v2").await;
+    desire(&s).await;
+    let status = wait_state(
+        &s,
+        &[HostState::Done, HostState::Failed, HostState::RolledBack],
+    )
+    .await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    let installs_before = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Install(_)))
+        .count();
+    let restarts_before = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Restart(_)))
+        .count();
+
+    desire_action(&s, "r1", DesiredAction::Restart).await;
+    let status = wait_state_of(&s, "r1", &[HostState::Done, HostState::Failed]).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert!(status.message.contains("restarted"), "{status:?}");
+    let calls = s.fake.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Install(_)))
+            .count(),
+        installs_before,
+        "a restart reinstalled files"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Restart(_)))
+            .count(),
+        restarts_before + 1
     );
     s.task.abort();
 }

@@ -91,6 +91,24 @@ pub fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResul
     }
 }
 
+/// Restarts what `component` runs, as installed: a service's unit, a container (recreated
+/// from its image). Files and kernels run nothing.
+pub fn restart(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
+    match component.kind {
+        ComponentKind::Service => {
+            ops.restart_unit(component.unit.as_deref().unwrap_or(&component.name))
+        }
+        ComponentKind::Container => {
+            let image = component
+                .image
+                .as_deref()
+                .ok_or_else(|| OpError(format!("component {}: no image", component.name)))?;
+            ops.recreate_container(&ctx.container_name(component), image, &component.args)
+        }
+        ComponentKind::File | ComponentKind::Kernel => Ok(()),
+    }
+}
+
 /// Checks `component` after applying: the kind's own condition (a service's unit active, a
 /// container running) and the manifest's health checks. `Err` carries the reason.
 pub fn check(ops: &dyn HostOps, ctx: &Context, component: &Component) -> Result<(), String> {
