@@ -1,51 +1,180 @@
-//! Leadership: each replica campaigns in `<prefix>/leader`; the leader runs the upgrade
-//! engine, and gives leadership up on shutdown so a successor takes over at once.
+//! Leadership: each replica campaigns in `<prefix>/leader`, announcing a
+//! [`Candidate`](baton_protocol::documents::Candidate) (its name and API URL). The leader
+//! runs the upgrade engine and accepts writes; when its lease is lost it stops at once and
+//! campaigns again; on shutdown it resigns so a standby replica takes over without waiting
+//! for the lease to expire. Errors are retried with backoff; the loop only ends at shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use baton_protocol::Keyspace;
-use baton_protocol::etcd::{self, Election, EtcdError, KeptLease};
+use baton_protocol::documents::{self, Candidate, SCHEMA_VERSION};
+use baton_protocol::etcd::{Client, Election, KeptLease};
+use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::engine::{self, EngineConfig};
+use crate::metrics::Counters;
 
-/// The orchestrator could not start or keep running.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Bad configuration.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// etcd failed.
-    #[error(transparent)]
-    Etcd(#[from] EtcdError),
+/// Longest pause before campaigning again after an error.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// This replica's part in the election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Campaigning or following: reads only.
+    Follower,
+    /// Leading: writes are fenced by this candidacy key (it exists while the lease lives).
+    Leader {
+        /// `<prefix>/leader/<lease>`.
+        key: String,
+    },
 }
 
-/// Runs one replica until `shutdown` resolves: campaigns for leadership and holds it.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let keyspace = Keyspace::new(&config.prefix).map_err(|e| RunError::Config(e.to_string()))?;
-    let replica = config
-        .replica
-        .clone()
-        .unwrap_or_else(|| format!("orchestrator-{}", std::process::id()));
-    let client = etcd::connect(&config.etcd).await?;
-    let lease = KeptLease::grant(&client, config.leader_ttl).await?;
-    let election = Election::new(client.clone(), keyspace.leader());
-    tokio::pin!(shutdown);
-    tracing::info!(%replica, "campaigning for leadership");
-    let leadership = tokio::select! {
-        lead = election.campaign(replica.as_bytes(), &lease) => lead?,
-        () = &mut shutdown => {
-            lease.revoke().await?;
-            return Ok(());
-        }
-    };
-    tracing::info!(%replica, key = %leadership.key(), "elected leader");
-    tokio::select! {
-        () = &mut shutdown => {
-            tracing::info!(%replica, "shutting down; resigning leadership");
-            election.resign(leadership).await?;
-            lease.revoke().await?;
-            Ok(())
-        }
-        () = lease.lost() => Err(EtcdError::LeaseLost { lease: lease.id() }.into()),
+/// What a replica campaigns with.
+#[derive(Clone)]
+pub struct Campaign {
+    /// The etcd client.
+    pub client: Client,
+    /// The keyspace.
+    pub keyspace: Keyspace,
+    /// Announced in the election.
+    pub candidate: Candidate,
+    /// Lease TTL in seconds.
+    pub ttl: i64,
+    /// The engine's configuration.
+    pub engine: EngineConfig,
+    /// Metrics.
+    pub counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Campaign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Campaign")
+            .field("candidate", &self.candidate)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
+}
+
+/// The candidacy document for `replica` reachable at `api`.
+pub fn candidate(replica: String, api: Option<String>) -> Candidate {
+    Candidate {
+        schema_version: SCHEMA_VERSION,
+        replica,
+        api,
+        since: documents::now(),
+    }
+}
+
+/// Who leads, as announced (`replica (api)`), or `None` when nobody does.
+pub async fn current_leader(election: &Election, keyspace: &Keyspace) -> Option<String> {
+    let value = election.leader().await.ok()??;
+    Some(
+        match documents::decode::<Candidate>(&keyspace.leader(), &value) {
+            Ok(c) => match c.api {
+                Some(api) => format!("{} ({api})", c.replica),
+                None => c.replica,
+            },
+            Err(_) => String::from_utf8_lossy(&value).into_owned(),
+        },
+    )
+}
+
+/// Campaigns, leads and campaigns again until `shutdown` resolves; publishes the role.
+pub async fn run(
+    campaign: Campaign,
+    role: watch::Sender<Role>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let replica = campaign.candidate.replica.clone();
+    let value = documents::encode(&campaign.candidate);
+    let election = Election::new(campaign.client.clone(), campaign.keyspace.leader());
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let lease = tokio::select! {
+            lease = KeptLease::grant(&campaign.client, campaign.ttl) => lease,
+            () = &mut shutdown => return,
+        };
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(error) => {
+                tracing::warn!(%replica, %error, retry_in = ?backoff, "could not get a lease");
+                if pause(&mut backoff, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::info!(%replica, "campaigning for leadership");
+        let leadership = tokio::select! {
+            lead = election.campaign(&value, &lease) => lead,
+            () = &mut shutdown => {
+                if let Err(error) = lease.revoke().await {
+                    tracing::warn!(%error, "could not revoke the campaign lease");
+                }
+                return;
+            }
+        };
+        let leadership = match leadership {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%replica, %error, retry_in = ?backoff, "campaign failed");
+                if pause(&mut backoff, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        let key = leadership.key();
+        tracing::info!(%replica, %key, "elected leader; running the upgrade engine");
+        campaign.counters.leader.store(true, Ordering::Relaxed);
+        role.send_replace(Role::Leader { key: key.clone() });
+        let engine = engine::run(
+            campaign.client.clone(),
+            campaign.keyspace.clone(),
+            key,
+            campaign.engine.clone(),
+            campaign.counters.clone(),
+        );
+        let shutting_down = tokio::select! {
+            () = engine => false,
+            () = lease.lost() => {
+                tracing::warn!(%replica, "leadership lease lost; the engine stopped; campaigning again");
+                false
+            }
+            () = &mut shutdown => true,
+        };
+        role.send_replace(Role::Follower);
+        campaign.counters.leader.store(false, Ordering::Relaxed);
+        if shutting_down {
+            tracing::info!(%replica, "shutting down; resigning leadership");
+        }
+        // After a lost lease these fail harmlessly (the candidacy is gone already).
+        if let Err(error) = election.resign(leadership).await {
+            tracing::debug!(%error, "could not resign");
+        }
+        if let Err(error) = lease.revoke().await {
+            tracing::debug!(%error, "could not revoke the leadership lease");
+        }
+        if shutting_down {
+            return;
+        }
+    }
+}
+
+/// Sleeps `backoff` (doubling it) unless shutdown comes first; returns whether it did.
+async fn pause(
+    backoff: &mut Duration,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let stop = tokio::select! {
+        () = tokio::time::sleep(*backoff) => false,
+        () = shutdown.as_mut() => true,
+    };
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    stop
 }

@@ -1,6 +1,35 @@
 //! The Baton system-updater: takes REST calls to upgrade the fleet and drives upgrades from
-//! etcd state. Several replicas may run; one is elected leader through etcd.
+//! etcd state. Several replicas may run; one is elected leader through etcd and runs the
+//! upgrade engine; every replica serves the API (writes only on the leader).
+//!
+//! - [`server`]: one replica — `run(config, shutdown)`;
+//! - [`config`]: flags and environment;
+//! - [`api`]: the REST API (axum);
+//! - [`leader`]: the election and the leader's engine lifetime;
+//! - [`engine`]: the upgrade engine (pure decisions, guarded commits, downloader jobs);
+//! - [`control`]: pause, resume, abort;
+//! - [`validate`], [`plan`], [`request`]: request bodies, their checks, the batch plan;
+//! - [`resolve`]: bundle tag → digest and manifest, once;
+//! - [`store`], [`view`]: etcd reads and guarded writes, and the view they build;
+//! - [`docker`]: Docker Engine endpoints;
+//! - [`metrics`]: Prometheus metrics;
+//! - [`client`]: the API client `batonctl` and the tests use; [`display`]: what it prints;
+//! - [`bundle`]: building and inspecting bundle images.
 
+pub mod api;
 pub mod bundle;
+pub mod client;
 pub mod config;
+pub mod control;
+pub mod display;
+pub mod docker;
+pub mod engine;
 pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod request;
+pub mod resolve;
+pub mod server;
+pub mod store;
+pub mod validate;
+pub mod view;

@@ -7,7 +7,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = baton_orchestrator::config::Config::parse();
     init_tracing(config.log_json);
-    baton_orchestrator::leader::run(config, baton_protocol::shutdown::signal())
+    baton_orchestrator::server::run(config, baton_protocol::shutdown::signal())
         .await
         .context("baton-orchestrator")
 }

@@ -121,6 +121,17 @@ pub struct HostSpec {
     /// mounts (identity on a real host; a per-host folder in the simulated fleet).
     #[serde(default)]
     pub path_map: BTreeMap<String, String>,
+    /// The agent's `boot_id_file` (`--boot-id-file` of the downloader job), when the host
+    /// does not use the kernel's (simulated hosts: `/run/baton/boot-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_file: Option<String>,
+    /// The agent's `kernel_release_file` (`--kernel-release-file`), when not the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release_file: Option<String>,
+    /// The agent's `container_prefix` (`--container-prefix`), when the host shares its
+    /// Docker Engine with others (simulated fleet: `<host>-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_prefix: Option<String>,
     /// When it was registered.
     pub registered_at: Timestamp,
 }
@@ -354,6 +365,13 @@ pub struct HostOutcome {
     /// Detail (the failure reason).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// The install batch the host belongs to (0 first; with canaries, batch 0 holds them),
+    /// fixed when the upgrade is created so every leader follows the same plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    /// When its `desired` key was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at: Option<Timestamp>,
 }
 
 /// `upgrades/<id>`: one upgrade, its request, phase and per-host outcomes.
@@ -381,9 +399,24 @@ pub struct Upgrade {
     /// Per-host outcome, for every selected host.
     #[serde(default)]
     pub hosts: BTreeMap<HostId, HostOutcome>,
-    /// Why it failed or was aborted.
+    /// Why it failed, was aborted or paused (or, when it succeeded, which failures it
+    /// tolerated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The bundle's agent version (manifest `agent.version`): every selected host's agent must
+    /// report it before anything is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// When the current phase was entered (timeouts count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Timestamp>,
+    /// An operator resumed the upgrade after its canaries (`pause_after_canary`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary_approved: bool,
+    /// Events written so far under `events/<id>/`: the next one's `<seq>`. Bumped in the
+    /// same transaction that writes the event, so sequence numbers are never reused.
+    #[serde(default)]
+    pub events: u64,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When this record last changed.
@@ -406,6 +439,26 @@ pub struct Active {
 
 impl Document for Active {
     const KIND: &'static str = "active";
+}
+
+/// `leader/<lease>`: an orchestrator replica's candidacy in the leader election; the oldest
+/// is the leader. Followers name it (and its API) when they refuse a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Schema version.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// The replica's name (`--replica`).
+    pub replica: String,
+    /// Where its REST API is reached, e.g. `http://10.0.0.5:7480`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// When it started campaigning.
+    pub since: Timestamp,
+}
+
+impl Document for Candidate {
+    const KIND: &'static str = "leader candidate";
 }
 
 /// `events/<id>/<seq>`: one entry of an upgrade's audit trail.
@@ -508,6 +561,40 @@ mod tests {
                 allow_downtime: true
             }
         );
+    }
+
+    #[test]
+    fn records_written_before_the_engine_fields_still_read() {
+        let upgrade: Upgrade = decode(
+            "/baton/upgrades/u1",
+            br#"{"schema_version":1,"id":"u1","bundle":"r@sha256:00","version":"2.0.0","strategy":{"kind":"daisy-chain"},"phase":"Installing","hosts":{"h1":{"state":"Dispatched"}},"created_at":"t","updated_at":"t"}"#,
+        )
+        .expect("old upgrade record");
+        assert_eq!(upgrade.events, 0);
+        assert!(!upgrade.canary_approved);
+        assert_eq!(upgrade.agent_version, None);
+        let h1 = HostId::new("h1").expect("id");
+        assert_eq!(upgrade.hosts[&h1].batch, None);
+        let text = String::from_utf8(encode(&upgrade)).expect("utf8");
+        assert!(!text.contains("canary_approved"), "{text}");
+        assert!(!text.contains("batch"), "{text}");
+        let spec: HostSpec = decode(
+            "/baton/hosts/h1/spec",
+            br#"{"schema_version":1,"host":"h1","docker":"unix:///var/run/docker.sock","registered_at":"t"}"#,
+        )
+        .expect("old spec");
+        assert_eq!(spec.boot_id_file, None);
+        assert!(
+            !String::from_utf8(encode(&spec))
+                .expect("utf8")
+                .contains("container_prefix")
+        );
+        let candidate: Candidate = decode(
+            "/baton/leader/694d",
+            br#"{"schema_version":1,"replica":"orch-a","since":"t"}"#,
+        )
+        .expect("candidate");
+        assert_eq!(candidate.api, None);
     }
 
     #[test]

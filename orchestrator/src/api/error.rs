@@ -1,0 +1,102 @@
+//! The API's one error type: a status and a message naming what is wrong, answered as
+//! `{"error": "<message>"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use baton_protocol::etcd::EtcdError;
+use serde::{Deserialize, Serialize};
+
+use crate::resolve::ResolveError;
+use crate::validate::FieldError;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What is wrong, naming the field, key, host or upgrade.
+    pub error: String,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the body is not a request of the expected shape.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 409: the request conflicts with the current state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 503: cannot serve this now (not the leader, etcd unreachable).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, error = %self.message, "request failed");
+        } else {
+            tracing::info!(status = %self.status, error = %self.message, "request refused");
+        }
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// A field refused by validation: 422.
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
+}
+
+/// etcd could not be reached or answered an error: 503.
+impl From<EtcdError> for ApiError {
+    fn from(e: EtcdError) -> Self {
+        Self::unavailable(e.to_string())
+    }
+}
+
+/// The image is refused (422, naming the `image` field) or Docker failed (502).
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Refused { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("image: {e}"))
+            }
+            ResolveError::Unavailable { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, format!("image: {e}"))
+            }
+        }
+    }
+}

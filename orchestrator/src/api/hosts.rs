@@ -1,0 +1,153 @@
+//! `POST /v1/hosts` (register or re-register a host), `GET /v1/hosts` and
+//! `GET /v1/hosts/{host}`: each host's spec, liveness, desired state, status, installed
+//! versions and maintenance mode, merged.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use baton_protocol::documents::{
+    Alive, Desired, HostSpec, HostStatus, Installed, Maintenance, MaintenanceMode, now,
+};
+use baton_protocol::etcd;
+use baton_protocol::{HostId, HostKey};
+use serde::{Deserialize, Serialize};
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::request::RegisterHost;
+use crate::store::{self, Written};
+use crate::validate;
+use crate::view::{FleetView, HostDocs, Part};
+
+/// One host, merged from its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The host id.
+    pub id: HostId,
+    /// Its registration (absent: an agent reports for a host nobody registered).
+    pub spec: Option<HostSpec>,
+    /// Its agent's liveness (absent: the agent is not running or cannot reach etcd).
+    pub alive: Option<Alive>,
+    /// What it was last told to do.
+    pub desired: Option<Desired>,
+    /// What its agent reports doing.
+    pub status: Option<HostStatus>,
+    /// What it runs.
+    pub installed: Option<Installed>,
+    /// Its own maintenance mode.
+    pub maintenance: Option<Maintenance>,
+    /// Its group's maintenance mode.
+    pub group_maintenance: Option<Maintenance>,
+    /// The mode in force: its own if set, else its group's.
+    pub effective_maintenance: MaintenanceMode,
+}
+
+/// The merged view of `host` in `view`.
+pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {
+    HostInfo {
+        id: host.clone(),
+        spec: docs.spec.as_ref().map(|s| s.value.clone()),
+        alive: docs.alive.as_ref().map(|s| s.value.clone()),
+        desired: docs.desired.as_ref().map(|s| s.value.clone()),
+        status: docs.status.as_ref().map(|s| s.value.clone()),
+        installed: docs.installed.as_ref().map(|s| s.value.clone()),
+        maintenance: docs.maintenance.as_ref().map(|s| s.value.clone()),
+        group_maintenance: docs
+            .group()
+            .and_then(|g| view.groups.get(&g))
+            .map(|m| m.value.clone()),
+        effective_maintenance: view.maintenance(host),
+    }
+}
+
+/// `GET /v1/hosts`: every host with any document, in id order.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<HostInfo>>, ApiError> {
+    let view = store::read_view(
+        state.client(),
+        state.keyspace(),
+        &[Part::Hosts, Part::Groups],
+    )
+    .await?;
+    Ok(Json(
+        view.hosts
+            .iter()
+            .map(|(id, docs)| info(&view, id, docs))
+            .collect(),
+    ))
+}
+
+/// A host id from the path, or 400 naming it.
+pub fn path_host(host: &str) -> Result<HostId, ApiError> {
+    HostId::new(host).map_err(|e| ApiError::bad_request(format!("host: {e}")))
+}
+
+/// `GET /v1/hosts/{host}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(host): Path<String>,
+) -> Result<Json<HostInfo>, ApiError> {
+    let host = path_host(&host)?;
+    let ks = state.keyspace();
+    let (kvs, revision) = store::read_prefix(state.client(), &ks.host_prefix(&host)).await?;
+    let mut view = FleetView::default();
+    view.load(ks, Part::Hosts, &kvs, revision);
+    let Some(docs) = view.hosts.get(&host).cloned() else {
+        return Err(ApiError::not_found(format!(
+            "host {host} is not known (no key under {})",
+            ks.host_prefix(&host)
+        )));
+    };
+    if let Some(group) = docs.group() {
+        let key = ks.group_maintenance(&group);
+        if let Some(m) = etcd::read::<Maintenance>(state.client(), &key).await? {
+            view.groups.insert(group, m);
+        }
+    }
+    Ok(Json(info(&view, &host, &docs)))
+}
+
+/// `POST /v1/hosts`: 201 when registered, 200 when an existing registration was updated (or
+/// already so). Labels and endpoints may change; `registered_at` is kept.
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterHost>,
+) -> Result<(StatusCode, Json<HostSpec>), ApiError> {
+    let fence = state.require_leader().await?;
+    let mut spec = validate::host_spec(&req, now())?;
+    let key = state.keyspace().host(&spec.host, HostKey::Spec);
+    for _ in 0..store::WRITE_ATTEMPTS {
+        let existing = etcd::read::<HostSpec>(state.client(), &key).await?;
+        let read_at = existing.as_ref().map_or(0, |e| e.mod_revision);
+        if let Some(e) = &existing {
+            spec.registered_at = e.value.registered_at.clone();
+            if e.value == spec {
+                return Ok((StatusCode::OK, Json(spec)));
+            }
+        }
+        let written = store::commit(
+            state.client(),
+            &key,
+            vec![store::fence(&fence), store::unchanged(&key, read_at)],
+            vec![store::put(&key, &spec)],
+        )
+        .await?;
+        match written {
+            Written::At(_) => {
+                tracing::info!(host = %spec.host, docker = %spec.docker, "host registered");
+                let status = if existing.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                return Ok((status, Json(spec)));
+            }
+            Written::Conflict => {
+                state.require_leader().await?;
+            }
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "{key} kept changing during the registration; retry"
+    )))
+}

@@ -1,0 +1,392 @@
+//! `POST /v1/upgrades` (validate, resolve the bundle once, store the upgrade and `active` in
+//! one transaction), `GET /v1/upgrades`, `GET /v1/upgrades/{id}`,
+//! `GET /v1/upgrades/{id}/events` and `POST /v1/upgrades/{id}/pause|resume|abort`.
+//!
+//! A refused request writes nothing: every check comes before the one transaction.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use baton_protocol::documents::{
+    Active, Event, HostOutcome, HostOutcomeState, SCHEMA_VERSION, Strategy, Timestamp, Upgrade,
+    decode, now,
+};
+use baton_protocol::etcd;
+use baton_protocol::keys::Key;
+use baton_protocol::{UpgradeId, UpgradePhase};
+use etcd_client::TxnOp;
+use serde::{Deserialize, Serialize};
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::control::{self, Command};
+use crate::engine::execute::EVENT_SOURCE;
+use crate::request::{Control, StartUpgrade};
+use crate::store::{self, CreateRefused, Written};
+use crate::view::Part;
+use crate::{plan, validate};
+
+/// An upgrade record with its hosts counted by state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeInfo {
+    /// The record, as stored.
+    #[serde(flatten)]
+    pub upgrade: Upgrade,
+    /// Hosts per outcome state (`Pending`, `Downloaded`, `Dispatched`, `Succeeded`, …).
+    pub counts: BTreeMap<String, usize>,
+    /// Whether `active` names it.
+    pub active: bool,
+}
+
+impl UpgradeInfo {
+    /// `upgrade` with its counts.
+    pub fn new(upgrade: Upgrade, active: bool) -> Self {
+        let mut counts = BTreeMap::new();
+        for h in upgrade.hosts.values() {
+            *counts.entry(format!("{:?}", h.state)).or_insert(0) += 1;
+        }
+        Self {
+            upgrade,
+            counts,
+            active,
+        }
+    }
+}
+
+/// One event of an upgrade's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn path_upgrade(id: &str) -> Result<UpgradeId, ApiError> {
+    UpgradeId::new(id).map_err(|e| ApiError::bad_request(format!("id: {e}")))
+}
+
+async fn active_id(state: &AppState) -> Result<Option<UpgradeId>, ApiError> {
+    Ok(store::read_active(state.client(), state.keyspace())
+        .await?
+        .map(|a| a.value.upgrade_id))
+}
+
+/// `GET /v1/upgrades`: every upgrade, oldest first.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UpgradeInfo>>, ApiError> {
+    let ks = state.keyspace();
+    let (kvs, _) = store::read_prefix(state.client(), &ks.upgrades_prefix()).await?;
+    let active = active_id(&state).await?;
+    let mut out: Vec<UpgradeInfo> = kvs
+        .iter()
+        .filter_map(|(key, value, _)| match decode::<Upgrade>(key, value) {
+            Ok(u) => Some(u),
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable upgrade record");
+                None
+            }
+        })
+        .map(|u| {
+            let is_active = active.as_ref() == Some(&u.id);
+            UpgradeInfo::new(u, is_active)
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (&a.upgrade.created_at, &a.upgrade.id).cmp(&(&b.upgrade.created_at, &b.upgrade.id))
+    });
+    Ok(Json(out))
+}
+
+async fn read(state: &AppState, id: &UpgradeId) -> Result<etcd::Versioned<Upgrade>, ApiError> {
+    let key = state.keyspace().upgrade(id);
+    etcd::read::<Upgrade>(state.client(), &key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("upgrade {id} does not exist (no {key})")))
+}
+
+/// `GET /v1/upgrades/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<UpgradeInfo>, ApiError> {
+    let id = path_upgrade(&id)?;
+    let upgrade = read(&state, &id).await?.value;
+    let active = active_id(&state).await?.as_ref() == Some(&id);
+    Ok(Json(UpgradeInfo::new(upgrade, active)))
+}
+
+/// `GET /v1/upgrades/{id}/events`: the audit trail, in order.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventInfo>>, ApiError> {
+    let id = path_upgrade(&id)?;
+    read(&state, &id).await?;
+    let ks = state.keyspace();
+    let (kvs, _) = store::read_prefix(state.client(), &ks.events_prefix(&id)).await?;
+    Ok(Json(
+        kvs.iter()
+            .filter_map(|(key, value, _)| {
+                let Ok(Key::Event(_, seq)) = ks.parse(key) else {
+                    return None;
+                };
+                decode::<Event>(key, value)
+                    .ok()
+                    .map(|event| EventInfo { seq, event })
+            })
+            .collect(),
+    ))
+}
+
+/// `u-<version>-<yyyymmdd>-<hhmmss>` (UTC), or without the version if that is too long.
+pub fn default_id(version: &str, now: &Timestamp) -> Option<UpgradeId> {
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let date = digits(now.get(..10)?);
+    let time = digits(now.get(11..19)?);
+    UpgradeId::new(format!("u-{version}-{date}-{time}"))
+        .or_else(|_| UpgradeId::new(format!("u-{date}-{time}")))
+        .ok()
+}
+
+fn strategy_kind(strategy: &Strategy) -> &'static str {
+    match strategy {
+        Strategy::Rolling { .. } => "rolling",
+        Strategy::AllAtOnce { .. } => "all-at-once",
+        Strategy::DaisyChain => "daisy-chain",
+    }
+}
+
+fn event(now: &Timestamp, kind: &str, message: String) -> Event {
+    Event {
+        schema_version: SCHEMA_VERSION,
+        at: now.clone(),
+        source: EVENT_SOURCE.to_owned(),
+        host: None,
+        kind: kind.to_owned(),
+        message,
+    }
+}
+
+fn active_conflict(id: Option<String>) -> ApiError {
+    ApiError::conflict(match id {
+        Some(id) => format!(
+            "upgrade {id} is active; wait for it to end or abort it (POST /v1/upgrades/{id}/abort)"
+        ),
+        None => "another upgrade is active".to_owned(),
+    })
+}
+
+/// `POST /v1/upgrades`: 201 with the stored record; 4xx naming the field, 409 if an upgrade
+/// is active, 503 on a follower.
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<StartUpgrade>,
+) -> Result<(StatusCode, Json<UpgradeInfo>), ApiError> {
+    let fence = state.require_leader().await?;
+    // Everything that needs no Docker and no registry first.
+    validate::image(&req.image)?;
+    let strategy = validate::strategy(&req.strategy)?;
+    let requested_id = req.id.as_deref().map(validate::upgrade_id).transpose()?;
+    let ks = state.keyspace();
+    let view = store::read_view(state.client(), ks, &[Part::Hosts]).await?;
+    let specs = view.specs();
+    let selected = validate::select(&req, &specs)?;
+    let labels = selected
+        .iter()
+        .filter_map(|h| Some((h.clone(), specs.get(h)?.labels.clone())))
+        .collect();
+    let plan = plan::batches(&strategy, &labels)?;
+    if let Some(active) = store::read_active(state.client(), ks).await? {
+        return Err(active_conflict(Some(active.value.upgrade_id.to_string())));
+    }
+    // The tag is resolved to a digest once; only the digest is stored.
+    let resolved = state.resolver().resolve(&req.image).await?;
+    validate::bundle_fits(&strategy, &resolved.manifest)?;
+    let now = now();
+    let id = match requested_id {
+        Some(id) => id,
+        None => default_id(&resolved.manifest.version, &now)
+            .ok_or_else(|| ApiError::bad_request("id: cannot derive an id; give one"))?,
+    };
+    let mut upgrade = Upgrade {
+        schema_version: SCHEMA_VERSION,
+        id: id.clone(),
+        bundle: resolved.pinned.clone(),
+        version: resolved.manifest.version.clone(),
+        strategy,
+        selector: req.selector.clone(),
+        phase: UpgradePhase::Pending,
+        paused_from: None,
+        hosts: plan
+            .into_iter()
+            .map(|(host, batch)| {
+                (
+                    host,
+                    HostOutcome {
+                        state: HostOutcomeState::Pending,
+                        reason: String::new(),
+                        batch: Some(batch),
+                        dispatched_at: None,
+                    },
+                )
+            })
+            .collect(),
+        reason: None,
+        agent_version: Some(resolved.manifest.agent.version.clone()),
+        phase_since: Some(now.clone()),
+        canary_approved: false,
+        events: 0,
+        created_at: now.clone(),
+        updated_at: now.clone(),
+    };
+    let created = event(
+        &now,
+        "created",
+        format!(
+            "upgrade to {} (agent {}) of {} host(s), {}; bundle {} (requested as {})",
+            upgrade.version,
+            resolved.manifest.agent.version,
+            upgrade.hosts.len(),
+            strategy_kind(&upgrade.strategy),
+            upgrade.bundle,
+            req.image
+        ),
+    );
+    let event_key = ks.event(&id, upgrade.events);
+    upgrade.events += 1;
+    let upgrade_key = ks.upgrade(&id);
+    let active = Active {
+        schema_version: SCHEMA_VERSION,
+        upgrade_id: id.clone(),
+    };
+    let ops = vec![
+        store::put(&upgrade_key, &upgrade),
+        store::put(&ks.active(), &active),
+        store::put(&event_key, &created),
+    ];
+    match store::create_upgrade(state.client(), ks, &fence, &upgrade_key, ops).await? {
+        Ok(_) => {
+            tracing::info!(upgrade = %id, bundle = %upgrade.bundle, hosts = upgrade.hosts.len(), "upgrade created");
+            Ok((StatusCode::CREATED, Json(UpgradeInfo::new(upgrade, true))))
+        }
+        Err(CreateRefused::Active(other)) => Err(active_conflict(other)),
+        Err(CreateRefused::Exists) => Err(ApiError::conflict(format!(
+            "id: upgrade {id} exists already; choose another id"
+        ))),
+        Err(CreateRefused::NotLeader) => Err(ApiError::unavailable(format!(
+            "replica {} lost leadership while creating the upgrade; retry",
+            state.replica()
+        ))),
+    }
+}
+
+async fn command(
+    state: AppState,
+    id: String,
+    command: Command,
+    body: Control,
+) -> Result<Json<UpgradeInfo>, ApiError> {
+    let fence = state.require_leader().await?;
+    let id = path_upgrade(&id)?;
+    let ks = state.keyspace();
+    let key = ks.upgrade(&id);
+    for _ in 0..store::WRITE_ATTEMPTS {
+        let current = read(&state, &id).await?;
+        let now = now();
+        let next = control::apply(&current.value, command, body.reason.as_deref(), &now)
+            .map_err(|e| ApiError::conflict(format!("{}: {e}", command.name())))?;
+        let Some(mut next) = next else {
+            let active = active_id(&state).await?.as_ref() == Some(&id);
+            return Ok(Json(UpgradeInfo::new(current.value, active)));
+        };
+        let message = format!(
+            "{} -> {}: {}",
+            current.value.phase,
+            next.phase,
+            next.reason
+                .clone()
+                .unwrap_or_else(|| format!("{}d by operator", command.name()))
+        );
+        let event_key = ks.event(&id, next.events);
+        next.events += 1;
+        let mut guards = vec![
+            store::fence(&fence),
+            store::unchanged(&key, current.mod_revision),
+        ];
+        let mut ops = vec![
+            store::put(&key, &next),
+            store::put(&event_key, &event(&now, "phase", message)),
+        ];
+        if next.phase.is_terminal()
+            && let Some(active) = store::read_active(state.client(), ks).await?
+            && active.value.upgrade_id == id
+        {
+            guards.push(store::unchanged(&ks.active(), active.mod_revision));
+            ops.push(TxnOp::delete(ks.active(), None));
+        }
+        match store::commit(state.client(), &key, guards, ops).await? {
+            Written::At(_) => {
+                tracing::info!(upgrade = %id, command = command.name(), phase = %next.phase, "upgrade command applied");
+                let active = !next.phase.is_terminal();
+                return Ok(Json(UpgradeInfo::new(next, active)));
+            }
+            Written::Conflict => {
+                state.require_leader().await?;
+            }
+        }
+    }
+    Err(ApiError::conflict(format!(
+        "{key} kept changing; retry the {}",
+        command.name()
+    )))
+}
+
+/// `POST /v1/upgrades/{id}/pause`.
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Control>,
+) -> Result<Json<UpgradeInfo>, ApiError> {
+    command(state, id, Command::Pause, body).await
+}
+
+/// `POST /v1/upgrades/{id}/resume`.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Control>,
+) -> Result<Json<UpgradeInfo>, ApiError> {
+    command(state, id, Command::Resume, body).await
+}
+
+/// `POST /v1/upgrades/{id}/abort`.
+pub async fn abort(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Control>,
+) -> Result<Json<UpgradeInfo>, ApiError> {
+    command(state, id, Command::Abort, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ids_carry_version_and_time() {
+        let now = "2026-11-21T23:30:05.123Z".to_owned();
+        assert_eq!(
+            default_id("2.0.0", &now).expect("id").as_str(),
+            "u-2.0.0-20261121-233005"
+        );
+        let long = "1".repeat(48);
+        assert_eq!(
+            default_id(&long, &now).expect("id").as_str(),
+            "u-20261121-233005"
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! What `batonctl` prints: tables of hosts and upgrades, and the progress lines of
+//! `upgrade watch` (a line when the upgrade's phase or a host's state changes), as pure
+//! functions of what the API returned.
+
+use std::collections::BTreeMap;
+
+use baton_protocol::UpgradePhase;
+
+use crate::api::hosts::HostInfo;
+use crate::api::upgrades::UpgradeInfo;
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = vec![line(header.iter().map(|h| (*h).to_owned()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
+
+fn or_dash(v: Option<&str>) -> String {
+    v.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
+}
+
+/// `batonctl host ls`.
+pub fn hosts_table(hosts: &[HostInfo]) -> String {
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            let label = |k: &str| {
+                or_dash(
+                    h.spec
+                        .as_ref()
+                        .and_then(|s| s.labels.get(k))
+                        .map(String::as_str),
+                )
+            };
+            vec![
+                h.id.to_string(),
+                label("group"),
+                label("zone"),
+                or_dash(h.alive.as_ref().map(|a| a.agent_version.as_str())),
+                h.status
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |s| s.state.to_string()),
+                or_dash(
+                    h.installed
+                        .as_ref()
+                        .and_then(|i| i.bundle_version.as_deref()),
+                ),
+                format!("{:?}", h.effective_maintenance).to_lowercase(),
+                if h.spec.is_some() { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "HOST",
+            "GROUP",
+            "ZONE",
+            "AGENT",
+            "STATE",
+            "BUNDLE",
+            "MAINTENANCE",
+            "REGISTERED",
+        ],
+        &rows,
+    )
+}
+
+fn succeeded_of(u: &UpgradeInfo) -> String {
+    format!(
+        "{}/{}",
+        u.counts.get("Succeeded").copied().unwrap_or(0),
+        u.upgrade.hosts.len()
+    )
+}
+
+/// `batonctl upgrade ls`.
+pub fn upgrades_table(upgrades: &[UpgradeInfo]) -> String {
+    let rows: Vec<Vec<String>> = upgrades
+        .iter()
+        .map(|u| {
+            vec![
+                format!("{}{}", u.upgrade.id, if u.active { " *" } else { "" }),
+                u.upgrade.version.clone(),
+                u.upgrade.phase.to_string(),
+                strategy_name(&u.upgrade.strategy).to_owned(),
+                succeeded_of(u),
+                u.upgrade.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "UPGRADE",
+            "VERSION",
+            "PHASE",
+            "STRATEGY",
+            "SUCCEEDED",
+            "CREATED",
+        ],
+        &rows,
+    )
+}
+
+fn strategy_name(s: &baton_protocol::documents::Strategy) -> &'static str {
+    use baton_protocol::documents::Strategy;
+    match s {
+        Strategy::Rolling { .. } => "rolling",
+        Strategy::AllAtOnce { .. } => "all-at-once",
+        Strategy::DaisyChain => "daisy-chain",
+    }
+}
+
+/// What `upgrade watch` last printed about each thing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watched {
+    phase: Option<UpgradePhase>,
+    hosts: BTreeMap<String, String>,
+}
+
+/// The lines to print for what changed since `before`, and what is now printed.
+pub fn watch_lines(
+    before: &Watched,
+    upgrade: &UpgradeInfo,
+    hosts: &[HostInfo],
+) -> (Vec<String>, Watched) {
+    let mut lines = Vec::new();
+    let mut now = Watched {
+        phase: Some(upgrade.upgrade.phase),
+        hosts: BTreeMap::new(),
+    };
+    let by_id: BTreeMap<String, &HostInfo> = hosts.iter().map(|h| (h.id.to_string(), h)).collect();
+    for (id, outcome) in &upgrade.upgrade.hosts {
+        let id = id.to_string();
+        let mut line = format!("{:<10}", format!("{:?}", outcome.state));
+        if let Some(h) = by_id.get(&id)
+            && let Some(s) = &h.status
+            && s.upgrade_id.as_ref() == Some(&upgrade.upgrade.id)
+        {
+            line.push_str(&format!(" agent: {}", s.state));
+            if let Some(step) = &s.step {
+                line.push_str(&format!(" ({step})"));
+            }
+            if !s.message.is_empty() {
+                line.push_str(&format!(": {}", s.message));
+            }
+        }
+        if !outcome.reason.is_empty() {
+            line.push_str(&format!(" — {}", outcome.reason));
+        }
+        if before.hosts.get(&id) != Some(&line) {
+            lines.push(format!("  {id:<20} {line}"));
+        }
+        now.hosts.insert(id, line);
+    }
+    if before.phase != now.phase {
+        let mut head = format!(
+            "upgrade {} to {}: {} ({} succeeded)",
+            upgrade.upgrade.id,
+            upgrade.upgrade.version,
+            upgrade.upgrade.phase,
+            succeeded_of(upgrade)
+        );
+        if let Some(reason) = &upgrade.upgrade.reason {
+            head.push_str(&format!(": {reason}"));
+        }
+        lines.insert(0, head);
+    }
+    (lines, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_protocol::documents::{
+        BatchSize, HostOutcome, HostOutcomeState, HostStatus, MaintenanceMode, SCHEMA_VERSION,
+        Strategy, Upgrade,
+    };
+    use baton_protocol::{HostId, HostState, UpgradeId};
+
+    use super::*;
+
+    fn upgrade(phase: UpgradePhase, h1: HostOutcomeState) -> UpgradeInfo {
+        UpgradeInfo::new(
+            Upgrade {
+                schema_version: SCHEMA_VERSION,
+                id: UpgradeId::new("u1").expect("id"),
+                bundle: "r@sha256:0".into(),
+                version: "2.0.0".into(),
+                strategy: Strategy::Rolling {
+                    batch: BatchSize::Count(1),
+                    canary: 0,
+                    pause_after_canary: false,
+                    zone_label: None,
+                    max_failures: 0,
+                },
+                selector: BTreeMap::new(),
+                phase,
+                paused_from: None,
+                hosts: [(
+                    HostId::new("h1").expect("id"),
+                    HostOutcome {
+                        state: h1,
+                        reason: String::new(),
+                        batch: Some(0),
+                        dispatched_at: None,
+                    },
+                )]
+                .into(),
+                reason: None,
+                agent_version: None,
+                phase_since: None,
+                canary_approved: false,
+                events: 0,
+                created_at: "t".into(),
+                updated_at: "t".into(),
+            },
+            true,
+        )
+    }
+
+    fn host(state: HostState, step: Option<&str>) -> HostInfo {
+        HostInfo {
+            id: HostId::new("h1").expect("id"),
+            spec: None,
+            alive: None,
+            desired: None,
+            status: Some(HostStatus {
+                schema_version: SCHEMA_VERSION,
+                upgrade_id: Some(UpgradeId::new("u1").expect("id")),
+                state,
+                step: step.map(str::to_owned),
+                message: String::new(),
+                started_at: None,
+                updated_at: "t".into(),
+            }),
+            installed: None,
+            maintenance: None,
+            group_maintenance: None,
+            effective_maintenance: MaintenanceMode::None,
+        }
+    }
+
+    #[test]
+    fn watch_prints_only_changes() {
+        let u = upgrade(UpgradePhase::Installing, HostOutcomeState::Dispatched);
+        let (lines, seen) = watch_lines(
+            &Watched::default(),
+            &u,
+            &[host(HostState::Updating, Some("apply file baton-hello"))],
+        );
+        assert_eq!(
+            lines,
+            [
+                "upgrade u1 to 2.0.0: Installing (0/1 succeeded)",
+                "  h1                   Dispatched agent: Updating (apply file baton-hello)"
+            ]
+        );
+        let (lines, seen) = watch_lines(
+            &seen,
+            &u,
+            &[host(HostState::Updating, Some("apply file baton-hello"))],
+        );
+        assert!(lines.is_empty(), "{lines:?}");
+        let done = upgrade(UpgradePhase::Succeeded, HostOutcomeState::Succeeded);
+        let (lines, _) = watch_lines(&seen, &done, &[host(HostState::Done, None)]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("Succeeded (1/1 succeeded)"), "{lines:?}");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        assert_eq!(t, "A     BB\nlong  x");
+    }
+}

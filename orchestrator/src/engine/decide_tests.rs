@@ -1,0 +1,693 @@
+//! Table tests of the engine's decisions: a fixture of an upgrade record and what etcd shows,
+//! and the actions expected, written as short lines (`dispatch h2`, `record h1 Succeeded`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use baton_protocol::documents::{
+    Alive, BatchSize, Desired, DesiredAction, HostOutcome, HostOutcomeState as O, HostStatus,
+    Maintenance, MaintenanceMode, SCHEMA_VERSION, Strategy, Upgrade,
+};
+use baton_protocol::etcd::Versioned;
+use baton_protocol::{HostId, HostState as H, UpgradeId, UpgradePhase as P};
+
+use super::*;
+use crate::view::FleetView;
+
+const T0: &str = "2026-01-01T00:00:00.000Z";
+
+fn at(secs: u64) -> SystemTime {
+    humantime::parse_rfc3339(T0).expect("T0") + Duration::from_secs(secs)
+}
+
+fn id(h: &str) -> HostId {
+    HostId::new(h).expect("host id")
+}
+
+fn rolling(batch: u32, canary: u32, pause: bool, max_failures: u32) -> Strategy {
+    Strategy::Rolling {
+        batch: BatchSize::Count(batch),
+        canary,
+        pause_after_canary: pause,
+        zone_label: None,
+        max_failures,
+    }
+}
+
+#[derive(Clone)]
+struct Fx {
+    upgrade: Upgrade,
+    view: FleetView,
+    missing: BTreeMap<HostId, Duration>,
+    running: BTreeSet<HostId>,
+    finished: BTreeMap<HostId, DownloadOutcome>,
+    now: SystemTime,
+}
+
+impl Fx {
+    /// An upgrade to 2.0.0 (agent 2.0.0) of hosts with their batches, phase `Pending`, every
+    /// host's agent alive on 1.0.0.
+    fn new(strategy: Strategy, plan: &[(&str, u32)]) -> Fx {
+        let hosts = plan
+            .iter()
+            .map(|(h, b)| {
+                (
+                    id(h),
+                    HostOutcome {
+                        state: O::Pending,
+                        reason: String::new(),
+                        batch: Some(*b),
+                        dispatched_at: None,
+                    },
+                )
+            })
+            .collect();
+        let upgrade = Upgrade {
+            schema_version: SCHEMA_VERSION,
+            id: UpgradeId::new("u1").expect("id"),
+            bundle: "r/b@sha256:00".into(),
+            version: "2.0.0".into(),
+            strategy,
+            selector: BTreeMap::new(),
+            phase: P::Pending,
+            paused_from: None,
+            hosts,
+            reason: None,
+            agent_version: Some("2.0.0".into()),
+            phase_since: Some(T0.into()),
+            canary_approved: false,
+            events: 0,
+            created_at: T0.into(),
+            updated_at: T0.into(),
+        };
+        let mut fx = Fx {
+            upgrade,
+            view: FleetView::default(),
+            missing: BTreeMap::new(),
+            running: BTreeSet::new(),
+            finished: BTreeMap::new(),
+            now: at(1),
+        };
+        for (h, _) in plan {
+            fx = fx.alive(h, "1.0.0");
+        }
+        fx
+    }
+
+    fn phase(mut self, p: P) -> Self {
+        self.upgrade.phase = p;
+        self
+    }
+
+    fn paused_from(mut self, p: P) -> Self {
+        self.upgrade.phase = P::Paused;
+        self.upgrade.paused_from = Some(p);
+        self
+    }
+
+    fn all(mut self, state: O) -> Self {
+        for h in self.upgrade.hosts.values_mut() {
+            h.state = state;
+        }
+        self
+    }
+
+    fn host(mut self, h: &str, state: O) -> Self {
+        let outcome = self.upgrade.hosts.get_mut(&id(h)).expect("planned host");
+        outcome.state = state;
+        if state == O::Dispatched || state == O::Succeeded {
+            outcome.dispatched_at = Some(T0.into());
+        }
+        if state == O::Failed {
+            outcome.reason = format!("{h} broke");
+        }
+        self
+    }
+
+    fn alive(mut self, h: &str, version: &str) -> Self {
+        self.view.hosts.entry(id(h)).or_default().alive = Some(Versioned {
+            value: Alive {
+                schema_version: SCHEMA_VERSION,
+                agent_version: version.into(),
+                boot_id: "b".into(),
+                pid: 1,
+                since: T0.into(),
+            },
+            mod_revision: 5,
+        });
+        self.missing.remove(&id(h));
+        self
+    }
+
+    fn all_alive(mut self, version: &str) -> Self {
+        let hosts: Vec<HostId> = self.upgrade.hosts.keys().cloned().collect();
+        for h in hosts {
+            self = self.alive(h.as_str(), version);
+        }
+        self
+    }
+
+    fn gone(mut self, h: &str, secs: u64) -> Self {
+        if let Some(d) = self.view.hosts.get_mut(&id(h)) {
+            d.alive = None;
+        }
+        self.missing.insert(id(h), Duration::from_secs(secs));
+        self
+    }
+
+    fn status(mut self, h: &str, state: H) -> Self {
+        self.view.hosts.entry(id(h)).or_default().status = Some(Versioned {
+            value: HostStatus {
+                schema_version: SCHEMA_VERSION,
+                upgrade_id: Some(self.upgrade.id.clone()),
+                state,
+                step: None,
+                message: format!("{state} message"),
+                started_at: None,
+                updated_at: T0.into(),
+            },
+            mod_revision: 6,
+        });
+        self
+    }
+
+    fn desired_for_this_upgrade(mut self, h: &str) -> Self {
+        self.view.hosts.entry(id(h)).or_default().desired = Some(Versioned {
+            value: Desired {
+                schema_version: SCHEMA_VERSION,
+                upgrade_id: self.upgrade.id.clone(),
+                version: "2.0.0".into(),
+                bundle: self.upgrade.bundle.clone(),
+                action: DesiredAction::Install,
+                next_host: None,
+                issued_at: T0.into(),
+            },
+            mod_revision: 7,
+        });
+        self
+    }
+
+    fn maintenance(mut self, h: &str, mode: MaintenanceMode) -> Self {
+        self.view.hosts.entry(id(h)).or_default().maintenance = Some(Versioned {
+            value: Maintenance {
+                schema_version: SCHEMA_VERSION,
+                mode,
+                reason: String::new(),
+                since: T0.into(),
+            },
+            mod_revision: 8,
+        });
+        self
+    }
+
+    fn running(mut self, h: &str) -> Self {
+        self.running.insert(id(h));
+        self
+    }
+
+    fn finished(mut self, h: &str, outcome: DownloadOutcome) -> Self {
+        self.finished.insert(id(h), outcome);
+        self
+    }
+
+    fn at(mut self, secs: u64) -> Self {
+        self.now = at(secs);
+        self
+    }
+
+    fn approved(mut self) -> Self {
+        self.upgrade.canary_approved = true;
+        self
+    }
+
+    fn decide(&self) -> Vec<Action> {
+        let limits = Limits {
+            download_concurrency: 2,
+            agent_timeout: Duration::from_secs(60),
+            health_timeout: Duration::from_secs(100),
+            max_dispatch: MAX_DISPATCH_PER_PASS,
+        };
+        next_actions(
+            &self.upgrade,
+            &Observed {
+                view: &self.view,
+                alive_missing_for: &self.missing,
+                downloads_running: &self.running,
+                downloads_finished: &self.finished,
+                now: self.now,
+            },
+            &limits,
+        )
+    }
+}
+
+fn line(a: &Action) -> String {
+    match a {
+        Action::Phase { to, .. } => format!("phase {to}"),
+        Action::Download { host } => format!("download {host}"),
+        Action::Record { host, state, .. } => format!("record {host} {state:?}"),
+        Action::Dispatch {
+            host,
+            next_host,
+            write_desired,
+        } => {
+            let mut s = format!("dispatch {host}");
+            if let Some(n) = next_host {
+                s.push_str(&format!(" -> {n}"));
+            }
+            if !write_desired {
+                s.push_str(" (handed over)");
+            }
+            s
+        }
+    }
+}
+
+fn four(strategy: Strategy) -> Fx {
+    Fx::new(strategy, &[("h1", 0), ("h2", 1), ("h3", 2), ("h4", 3)])
+}
+
+fn installing_on_2(fx: Fx) -> Fx {
+    fx.phase(P::Installing)
+        .all(O::Downloaded)
+        .all_alive("2.0.0")
+}
+
+#[test]
+fn decisions_table() {
+    let ok = || DownloadOutcome::Staged("bundle 2.0.0 staged".into());
+    let bad = || DownloadOutcome::Failed("sha256 mismatch".into());
+    let pairs = Fx::new(
+        rolling(2, 0, false, 0),
+        &[("h1", 0), ("h2", 0), ("h3", 1), ("h4", 1)],
+    );
+    let canary = Fx::new(
+        rolling(2, 1, true, 0),
+        &[("h1", 0), ("h2", 1), ("h3", 1), ("h4", 2)],
+    );
+    let zoned = Fx::new(
+        Strategy::Rolling {
+            batch: BatchSize::Count(2),
+            canary: 0,
+            pause_after_canary: false,
+            zone_label: Some("zone".into()),
+            max_failures: 0,
+        },
+        // Zone a: h1 h2 h3 (batches 0, 1); zone b: h4 (batch 2) — planned at creation.
+        &[("h1", 0), ("h2", 0), ("h3", 1), ("h4", 2)],
+    );
+    let aao = Strategy::AllAtOnce {
+        allow_downtime: true,
+    };
+    let all_at_once = Fx::new(aao, &[("h1", 0), ("h2", 0), ("h3", 0)]);
+    let chain = Fx::new(Strategy::DaisyChain, &[("h1", 0), ("h2", 1), ("h3", 2)]);
+
+    let cases: Vec<(&str, Fx, &[&str])> = vec![
+        // --- Downloading.
+        (
+            "a new upgrade starts downloading, two jobs at a time",
+            four(rolling(1, 0, false, 0)),
+            &["phase Downloading", "download h1", "download h2"],
+        ),
+        (
+            "running jobs count against the concurrency",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .running("h1"),
+            &["download h2"],
+        ),
+        (
+            "a finished job is recorded and frees its slot",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .running("h2")
+                .finished("h1", ok()),
+            &["record h1 Downloaded", "download h3"],
+        ),
+        (
+            "a failed download halts when nothing is tolerated",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .finished("h1", bad()),
+            &["record h1 Failed", "phase Failed"],
+        ),
+        (
+            "a failed download within max_failures carries on",
+            four(rolling(1, 0, false, 1))
+                .phase(P::Downloading)
+                .host("h2", O::Downloaded)
+                .host("h3", O::Downloaded)
+                .host("h4", O::Downloaded)
+                .finished("h1", bad()),
+            &["record h1 Failed", "phase UpdatingAgents"],
+        ),
+        (
+            "a host in maintenance is skipped, not downloaded",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .maintenance("h1", MaintenanceMode::Paused),
+            &["record h1 Skipped", "download h2", "download h3"],
+        ),
+        (
+            "paused while downloading: results recorded, nothing started",
+            four(rolling(1, 0, false, 0))
+                .paused_from(P::Downloading)
+                .finished("h1", ok()),
+            &["record h1 Downloaded"],
+        ),
+        // --- Updating agents.
+        (
+            "all downloaded: wait for the agents",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .all(O::Downloaded),
+            &["phase UpdatingAgents"],
+        ),
+        (
+            "agents on the bundle's version: install the first batch",
+            four(rolling(1, 0, false, 0))
+                .phase(P::UpdatingAgents)
+                .all(O::Downloaded)
+                .all_alive("2.0.0"),
+            &["phase Installing", "dispatch h1"],
+        ),
+        (
+            "one agent still old: wait",
+            four(rolling(1, 0, false, 0))
+                .phase(P::UpdatingAgents)
+                .all(O::Downloaded)
+                .all_alive("2.0.0")
+                .alive("h3", "1.0.0"),
+            &[],
+        ),
+        (
+            "an agent that never updates fails after the agent timeout",
+            four(rolling(1, 0, false, 0))
+                .phase(P::UpdatingAgents)
+                .all(O::Downloaded)
+                .all_alive("2.0.0")
+                .alive("h3", "1.0.0")
+                .at(61),
+            &["record h3 Failed", "phase Failed"],
+        ),
+        // --- Rolling installs.
+        (
+            "a batch in flight holds the next",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Updating),
+            &[],
+        ),
+        (
+            "done and alive on the new agent: next batch at once",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Done),
+            &["record h1 Succeeded", "dispatch h2"],
+        ),
+        (
+            "done but the agent still reports the old version: failed",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Done)
+                .alive("h1", "1.0.0"),
+            &["record h1 Failed", "phase Failed"],
+        ),
+        (
+            "batches of two go together",
+            installing_on_2(pairs.clone()),
+            &["dispatch h1", "dispatch h2"],
+        ),
+        (
+            "half a batch done: wait for the other half",
+            installing_on_2(pairs.clone())
+                .host("h1", O::Succeeded)
+                .host("h2", O::Dispatched)
+                .status("h2", H::Verifying),
+            &[],
+        ),
+        (
+            "canary first, alone",
+            installing_on_2(canary.clone()),
+            &["dispatch h1"],
+        ),
+        (
+            "canary done: pause for approval",
+            installing_on_2(canary.clone())
+                .host("h1", O::Dispatched)
+                .status("h1", H::Done),
+            &["record h1 Succeeded", "phase Paused"],
+        ),
+        (
+            "canary approved: the next batch",
+            installing_on_2(canary.clone())
+                .host("h1", O::Succeeded)
+                .approved(),
+            &["dispatch h2", "dispatch h3"],
+        ),
+        (
+            "a zone's last host is a batch of its own",
+            installing_on_2(zoned.clone())
+                .host("h1", O::Succeeded)
+                .host("h2", O::Succeeded),
+            &["dispatch h3"],
+        ),
+        (
+            "the next zone after",
+            installing_on_2(zoned.clone())
+                .host("h1", O::Succeeded)
+                .host("h2", O::Succeeded)
+                .host("h3", O::Succeeded),
+            &["dispatch h4"],
+        ),
+        (
+            "a rolled back host halts the upgrade",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::RolledBack),
+            &["record h1 Failed", "phase Failed"],
+        ),
+        (
+            "within max_failures the rollout continues",
+            installing_on_2(four(rolling(1, 0, false, 1)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Failed),
+            &["record h1 Failed", "dispatch h2"],
+        ),
+        (
+            "over max_failures it halts",
+            installing_on_2(four(rolling(1, 0, false, 1)))
+                .host("h1", O::Failed)
+                .host("h2", O::Dispatched)
+                .status("h2", H::RolledBack),
+            &["record h2 Failed", "phase Failed"],
+        ),
+        (
+            "a vanished host holds its slot",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Rebooting)
+                .gone("h1", 99),
+            &[],
+        ),
+        (
+            "…and fails after the health timeout",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Rebooting)
+                .gone("h1", 100),
+            &["record h1 Failed", "phase Failed"],
+        ),
+        (
+            "a stale status of another upgrade is not this upgrade's Done",
+            {
+                let mut fx = installing_on_2(four(rolling(1, 0, false, 0)))
+                    .host("h1", O::Dispatched)
+                    .status("h1", H::Done);
+                if let Some(s) = fx
+                    .view
+                    .hosts
+                    .get_mut(&id("h1"))
+                    .and_then(|d| d.status.as_mut())
+                {
+                    s.value.upgrade_id = Some(UpgradeId::new("u0").expect("id"));
+                }
+                fx
+            },
+            &[],
+        ),
+        (
+            "paused while installing: outcomes recorded, nothing dispatched",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .paused_from(P::Installing)
+                .host("h1", O::Dispatched)
+                .status("h1", H::Done),
+            &["record h1 Succeeded"],
+        ),
+        (
+            "a paused host is skipped at its turn",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Succeeded)
+                .maintenance("h2", MaintenanceMode::Paused),
+            &["record h2 Skipped", "dispatch h3"],
+        ),
+        (
+            "autohealing-off does not stop dispatch",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .maintenance("h1", MaintenanceMode::AutohealingOff),
+            &["dispatch h1"],
+        ),
+        (
+            "last batch done: succeeded",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .all(O::Succeeded)
+                .host("h4", O::Dispatched)
+                .status("h4", H::Done),
+            &["record h4 Succeeded", "phase Succeeded"],
+        ),
+        (
+            "nothing succeeded: failed",
+            installing_on_2(four(rolling(1, 0, false, 9))).all(O::Skipped),
+            &["phase Failed"],
+        ),
+        // --- All at once.
+        (
+            "all at once dispatches everyone together",
+            installing_on_2(all_at_once.clone()),
+            &["dispatch h1", "dispatch h2", "dispatch h3"],
+        ),
+        (
+            "all at once tolerates no failure",
+            installing_on_2(all_at_once.clone())
+                .all(O::Dispatched)
+                .status("h2", H::RolledBack),
+            &["record h2 Failed", "phase Failed"],
+        ),
+        // --- Daisy chain.
+        (
+            "daisy chain: the first host, told who is next",
+            installing_on_2(chain.clone()),
+            &["dispatch h1 -> h2"],
+        ),
+        (
+            "daisy chain: a host already handed the baton is only recorded",
+            installing_on_2(chain.clone())
+                .host("h1", O::Dispatched)
+                .status("h1", H::Done)
+                .desired_for_this_upgrade("h2"),
+            &["record h1 Succeeded", "dispatch h2 -> h3 (handed over)"],
+        ),
+        // --- Terminal.
+        (
+            "a terminal upgrade is left alone",
+            four(rolling(1, 0, false, 0)).phase(P::Aborted),
+            &[],
+        ),
+    ];
+    for (name, fx, want) in cases {
+        let got: Vec<String> = fx.decide().iter().map(line).collect();
+        assert_eq!(got, want.to_vec(), "{name}");
+    }
+}
+
+#[test]
+fn every_phase_change_is_legal() {
+    let fixtures = [
+        four(rolling(1, 0, false, 0)),
+        four(rolling(1, 0, false, 0))
+            .phase(P::Downloading)
+            .all(O::Downloaded)
+            .all_alive("2.0.0"),
+        installing_on_2(four(rolling(1, 1, true, 0)))
+            .host("h1", O::Dispatched)
+            .status("h1", H::Done),
+        installing_on_2(four(rolling(1, 0, false, 0)))
+            .all(O::Succeeded)
+            .host("h4", O::Dispatched)
+            .status("h4", H::Failed),
+    ];
+    for fx in fixtures {
+        let mut phase = fx.upgrade.phase;
+        for a in fx.decide() {
+            if let Action::Phase { to, .. } = a {
+                assert!(phase.check_transition(to).is_ok(), "{phase} -> {to}");
+                phase = to;
+            }
+        }
+    }
+}
+
+#[test]
+fn failures_name_hosts_and_reasons() {
+    let actions = installing_on_2(four(rolling(1, 0, false, 0)))
+        .host("h1", O::Dispatched)
+        .status("h1", H::RolledBack)
+        .decide();
+    let Some(Action::Phase {
+        to: P::Failed,
+        reason: Some(reason),
+    }) = actions.last()
+    else {
+        panic!("{actions:?}");
+    };
+    assert!(
+        reason.contains("h1: RolledBack: RolledBack message"),
+        "{reason}"
+    );
+
+    let actions = installing_on_2(four(rolling(1, 0, false, 0)))
+        .host("h1", O::Dispatched)
+        .status("h1", H::Rebooting)
+        .gone("h1", 150)
+        .decide();
+    let Some(Action::Record { reason, .. }) = actions.first() else {
+        panic!("{actions:?}");
+    };
+    assert!(
+        reason.contains("not alive for 150s while Rebooting"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn applying_a_pass_records_it() {
+    let fx = installing_on_2(four(rolling(1, 0, false, 0)))
+        .host("h1", O::Dispatched)
+        .status("h1", H::Done)
+        .at(30);
+    let mut u = fx.upgrade.clone();
+    let now = humantime::format_rfc3339_millis(fx.now).to_string();
+    for a in fx.decide() {
+        apply(&mut u, &a, &now);
+    }
+    assert_eq!(u.hosts[&id("h1")].state, O::Succeeded);
+    assert_eq!(u.hosts[&id("h2")].state, O::Dispatched);
+    assert_eq!(
+        u.hosts[&id("h2")].dispatched_at.as_deref(),
+        Some(now.as_str())
+    );
+    assert_eq!(u.updated_at, now);
+    // Deciding again on the applied record changes nothing (h2 is in flight).
+    let again = Fx { upgrade: u, ..fx };
+    assert_eq!(again.decide(), Vec::<Action>::new());
+}
+
+#[test]
+fn pausing_remembers_the_phase() {
+    let fx = installing_on_2(four(rolling(1, 1, true, 0)))
+        .host("h1", O::Dispatched)
+        .status("h1", H::Done);
+    let mut u = fx.upgrade.clone();
+    for a in fx.decide() {
+        apply(&mut u, &a, &"t".to_owned());
+    }
+    assert_eq!(u.phase, P::Paused);
+    assert_eq!(u.paused_from, Some(P::Installing));
+    assert!(canaries_done(&u));
+    assert!(
+        u.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("canaries done")
+    );
+}

@@ -1,0 +1,202 @@
+//! Commits one pass of decisions: the upgrade record with every action applied, the
+//! `desired` keys of the hosts dispatched, one event per action, and — when the upgrade
+//! ends — the removal of `active`, all in one transaction guarded by the record's and each
+//! `desired` key's `mod_revision` and by this replica's leadership. A conflict writes
+//! nothing; the next pass decides again from what etcd then shows.
+
+use baton_protocol::documents::{
+    Desired, DesiredAction, Event, HostOutcomeState, SCHEMA_VERSION, Timestamp, Upgrade,
+};
+use baton_protocol::etcd::{Client, EtcdError, Versioned};
+use baton_protocol::{HostId, HostKey, Keyspace};
+use etcd_client::TxnOp;
+
+use crate::engine::decide::{Action, apply};
+use crate::metrics::Counters;
+use crate::store::{self, Written};
+use crate::view::FleetView;
+
+/// Source named in the events the orchestrator writes.
+pub const EVENT_SOURCE: &str = "orchestrator";
+
+/// What a committed pass wrote.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The record as stored now.
+    pub upgrade: Upgrade,
+    /// The `desired` documents written.
+    pub desired: Vec<(HostId, Desired)>,
+    /// The store revision of the commit.
+    pub revision: i64,
+}
+
+/// The event recording `action` (none for starting a download: its outcome is recorded).
+pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<Event> {
+    let (host, kind, message) = match action {
+        Action::Download { .. } => return None,
+        Action::Phase { to, reason } => (
+            None,
+            "phase",
+            match reason {
+                Some(r) => format!("{} -> {to}: {r}", upgrade.phase),
+                None => format!("{} -> {to}", upgrade.phase),
+            },
+        ),
+        Action::Record {
+            host,
+            state,
+            reason,
+        } => {
+            let kind = match state {
+                HostOutcomeState::Downloaded => "host-downloaded",
+                HostOutcomeState::Succeeded => "host-succeeded",
+                HostOutcomeState::Failed => "host-failed",
+                HostOutcomeState::Skipped => "host-skipped",
+                HostOutcomeState::Pending | HostOutcomeState::Dispatched => "host-state",
+            };
+            let message = if reason.is_empty() {
+                format!("{state:?}: on {}", upgrade.version)
+            } else {
+                reason.clone()
+            };
+            (Some(host.clone()), kind, message)
+        }
+        Action::Dispatch {
+            host,
+            next_host,
+            write_desired,
+        } => {
+            let mut message = if *write_desired {
+                format!("desired written: install {}", upgrade.version)
+            } else {
+                format!(
+                    "handed the baton by the previous host: install {}",
+                    upgrade.version
+                )
+            };
+            if let Some(next) = next_host {
+                message.push_str(&format!("; then hands over to {next}"));
+            }
+            (Some(host.clone()), "host-dispatched", message)
+        }
+    };
+    Some(Event {
+        schema_version: SCHEMA_VERSION,
+        at: now.clone(),
+        source: EVENT_SOURCE.to_owned(),
+        host,
+        kind: kind.to_owned(),
+        message,
+    })
+}
+
+/// The `desired` document dispatching `host` for `upgrade`.
+pub fn desired_for(upgrade: &Upgrade, next_host: Option<HostId>, now: &Timestamp) -> Desired {
+    Desired {
+        schema_version: SCHEMA_VERSION,
+        upgrade_id: upgrade.id.clone(),
+        version: upgrade.version.clone(),
+        bundle: upgrade.bundle.clone(),
+        action: DesiredAction::Install,
+        next_host,
+        issued_at: now.clone(),
+    }
+}
+
+/// Where and as whom a pass is committed.
+#[derive(Clone, Copy)]
+pub struct Writer<'a> {
+    /// The etcd client.
+    pub client: &'a Client,
+    /// The keyspace.
+    pub keyspace: &'a Keyspace,
+    /// The leadership key fencing every write.
+    pub leadership_key: &'a str,
+    /// Metrics.
+    pub counters: &'a Counters,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("leadership_key", &self.leadership_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Commits `actions` (decided on `current` and `view`). `Ok(None)`: a guard failed.
+pub async fn commit(
+    writer: Writer<'_>,
+    current: &Versioned<Upgrade>,
+    actions: &[Action],
+    view: &FleetView,
+    now: &Timestamp,
+) -> Result<Option<Committed>, EtcdError> {
+    let Writer {
+        client,
+        keyspace,
+        leadership_key,
+        counters,
+    } = writer;
+    let upgrade_key = keyspace.upgrade(&current.value.id);
+    let mut upgrade = current.value.clone();
+    let mut guards = vec![
+        store::fence(leadership_key),
+        store::unchanged(&upgrade_key, current.mod_revision),
+    ];
+    let mut ops: Vec<TxnOp> = Vec::new();
+    let mut desired = Vec::new();
+    for action in actions {
+        // Events describe the record as it was when the action was taken.
+        if let Some(event) = event_for(&upgrade, action, now) {
+            ops.push(store::put(
+                &keyspace.event(&upgrade.id, upgrade.events),
+                &event,
+            ));
+            upgrade.events += 1;
+        }
+        if let Action::Dispatch {
+            host,
+            next_host,
+            write_desired: true,
+        } = action
+        {
+            let key = keyspace.host(host, HostKey::Desired);
+            let read_at = view
+                .hosts
+                .get(host)
+                .map_or(0, |d| d.revision(HostKey::Desired));
+            let doc = desired_for(&upgrade, next_host.clone(), now);
+            guards.push(store::unchanged(&key, read_at));
+            ops.push(store::put(&key, &doc));
+            desired.push((host.clone(), doc));
+        }
+        if let Action::Phase { to, .. } = action
+            && let Err(error) = upgrade.phase.check_transition(*to)
+        {
+            // A bug in the decision function; refuse to store it.
+            tracing::error!(upgrade = %upgrade.id, %error, "refusing an illegal phase change");
+            return Ok(None);
+        }
+        apply(&mut upgrade, action, now);
+    }
+    if upgrade.phase.is_terminal()
+        && let Some(active) = {
+            Counters::inc(&counters.reads);
+            store::read_active(client, keyspace).await?
+        }
+        && active.value.upgrade_id == upgrade.id
+    {
+        guards.push(store::unchanged(&keyspace.active(), active.mod_revision));
+        ops.push(TxnOp::delete(keyspace.active(), None));
+    }
+    ops.insert(0, store::put(&upgrade_key, &upgrade));
+    match store::commit(client, &upgrade_key, guards, ops).await? {
+        Written::At(revision) => Ok(Some(Committed {
+            upgrade,
+            desired,
+            revision,
+        })),
+        Written::Conflict => Ok(None),
+    }
+}

@@ -1,0 +1,144 @@
+//! One orchestrator replica: the REST API on its listener and the leader election (whose
+//! winner runs the upgrade engine), until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_protocol::Keyspace;
+use baton_protocol::etcd::{self, Client, EtcdTls};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::docker::Endpoint;
+use crate::leader::{self, Campaign, Role};
+use crate::metrics::Counters;
+use crate::resolve::{DockerResolver, Resolver};
+
+/// Longest pause between attempts to connect to etcd at start.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration (names the flag).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The listen address could not be bound or served.
+    #[error("REST API on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Binds `--listen` and runs until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    serve(config, listener, None, shutdown).await
+}
+
+/// Runs on `listener` until `shutdown` resolves. `resolver` replaces the Docker-based bundle
+/// resolver (embedding, tests).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    resolver: Option<Arc<dyn Resolver>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let keyspace =
+        Keyspace::new(&config.prefix).map_err(|e| RunError::Config(format!("--prefix: {e}")))?;
+    let docker = config
+        .docker
+        .as_deref()
+        .map(Endpoint::parse)
+        .transpose()
+        .map_err(|e| RunError::Config(format!("--docker: {e}")))?;
+    let tls = config.etcd_tls().map_err(RunError::Config)?;
+    config.agent_tls().map_err(RunError::Config)?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    let replica = config.replica_name();
+    let resolver = resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker)));
+    tokio::pin!(shutdown);
+    let Some(client) = connect(&config.etcd, tls.as_ref(), &mut shutdown).await else {
+        return Ok(());
+    };
+    let counters = Arc::new(Counters::default());
+    let (role_tx, role_rx) = watch::channel(Role::Follower);
+    let state = AppState::new(
+        client.clone(),
+        keyspace.clone(),
+        role_rx,
+        resolver,
+        counters.clone(),
+        replica.clone(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api =
+        axum::serve(listener, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api_url = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    tracing::info!(%replica, api = %api_url, "orchestrator up");
+    let campaign = Campaign {
+        client,
+        keyspace,
+        candidate: leader::candidate(replica, Some(api_url)),
+        ttl: config.leader_ttl,
+        engine: config.engine(),
+        counters,
+    };
+    let elections = leader::run(campaign, role_tx, stopped(stop_rx));
+    let api = async {
+        api.await.map_err(|source| RunError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+    };
+    let signal = async {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    let (served, (), ()) = tokio::join!(api, elections, signal);
+    served
+}
+
+/// Connects to etcd, retrying with backoff (the daemon waits for etcd rather than exit);
+/// `None` if shutdown came first.
+async fn connect(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Client> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match etcd::connect_tls(endpoints, tls).await {
+            Ok(client) => return Some(client),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "cannot connect to etcd yet");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.as_mut() => return None,
+        }
+        backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+    }
+}

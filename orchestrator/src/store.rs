@@ -1,0 +1,180 @@
+//! The orchestrator's reads and writes of etcd, on top of the protocol's keys and documents.
+//!
+//! Reads: whole parts of the keyspace with the revision of each key (for guards) and of
+//! the read. Writes: one transaction per decision, guarded by the `mod_revision` of every
+//! key the decision was based on, plus a **fence**: the writer's leadership key must still
+//! exist, so a replica that lost leadership (its lease expired) cannot write anything, even
+//! if it has not noticed yet. Several keys change together (an upgrade record, `active`,
+//! `desired` keys, events), which the protocol's single-key `etcd::update` cannot express.
+
+use baton_protocol::Keyspace;
+use baton_protocol::documents::{Active, Document, encode};
+use baton_protocol::etcd::{Client, EtcdError, Versioned};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+
+use crate::view::{FleetView, Part};
+
+/// Read-decide-write rounds an API write makes before answering 409.
+pub const WRITE_ATTEMPTS: u32 = 8;
+
+/// One key and value with the revision it was last changed at.
+pub type Kv = (String, Vec<u8>, i64);
+
+fn request_error(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error) -> EtcdError {
+    let key = key.to_owned();
+    move |source| EtcdError::Request { op, key, source }
+}
+
+/// Reads every key under `prefix`; returns them and the store revision of the read.
+pub async fn read_prefix(client: &Client, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+    let resp = client
+        .kv_client()
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(request_error("get", prefix))?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let kvs = resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
+    Ok((kvs, revision))
+}
+
+/// Reads the given parts into a fresh view.
+pub async fn read_view(
+    client: &Client,
+    keyspace: &Keyspace,
+    parts: &[Part],
+) -> Result<FleetView, EtcdError> {
+    let mut view = FleetView::default();
+    for part in parts {
+        let (kvs, revision) = read_prefix(client, &part.prefix(keyspace)).await?;
+        view.load(keyspace, *part, &kvs, revision);
+    }
+    Ok(view)
+}
+
+/// Guard: the key is as read — same `mod_revision`, or still absent when read absent (0).
+pub fn unchanged(key: &str, mod_revision: i64) -> Compare {
+    if mod_revision == 0 {
+        Compare::create_revision(key, CompareOp::Equal, 0)
+    } else {
+        Compare::mod_revision(key, CompareOp::Equal, mod_revision)
+    }
+}
+
+/// Guard: the writer's leadership key still exists (its lease is alive).
+pub fn fence(leadership_key: &str) -> Compare {
+    Compare::version(leadership_key, CompareOp::Greater, 0)
+}
+
+/// A put of a document.
+pub fn put<T: Document>(key: &str, doc: &T) -> TxnOp {
+    TxnOp::put(key, encode(doc), None)
+}
+
+/// How a guarded write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Committed at this store revision.
+    At(i64),
+    /// A guard failed: something changed since the read (or leadership was lost).
+    Conflict,
+}
+
+/// Commits `ops` if every guard holds. `key` names the main key in errors.
+pub async fn commit(
+    client: &Client,
+    key: &str,
+    guards: Vec<Compare>,
+    ops: Vec<TxnOp>,
+) -> Result<Written, EtcdError> {
+    let txn = Txn::new().when(guards).and_then(ops);
+    let resp = client
+        .kv_client()
+        .txn(txn)
+        .await
+        .map_err(request_error("txn", key))?;
+    Ok(if resp.succeeded() {
+        Written::At(resp.header().map_or(0, |h| h.revision()))
+    } else {
+        Written::Conflict
+    })
+}
+
+/// Why creating an upgrade did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateRefused {
+    /// Another upgrade is active (its id, if readable).
+    Active(Option<String>),
+    /// An upgrade with this id exists already.
+    Exists,
+    /// This replica is no longer the leader.
+    NotLeader,
+}
+
+/// Creates an upgrade record, `active` naming it, and its first events in one transaction:
+/// only if no upgrade is active, the id is free and this replica still leads.
+pub async fn create_upgrade(
+    client: &Client,
+    keyspace: &Keyspace,
+    leadership_key: &str,
+    upgrade_key: &str,
+    ops: Vec<TxnOp>,
+) -> Result<Result<i64, CreateRefused>, EtcdError> {
+    let active_key = keyspace.active();
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(active_key.as_str(), CompareOp::Equal, 0),
+            Compare::create_revision(upgrade_key, CompareOp::Equal, 0),
+            fence(leadership_key),
+        ])
+        .and_then(ops)
+        .or_else([
+            TxnOp::get(active_key.as_str(), None),
+            TxnOp::get(upgrade_key, None),
+            TxnOp::get(leadership_key, None),
+        ]);
+    let resp = client
+        .kv_client()
+        .txn(txn)
+        .await
+        .map_err(request_error("txn", upgrade_key))?;
+    if resp.succeeded() {
+        return Ok(Ok(resp.header().map_or(0, |h| h.revision())));
+    }
+    // The failure branch read the three keys: say which guard failed.
+    let found: Vec<Option<Vec<u8>>> = resp
+        .op_responses()
+        .into_iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        })
+        .collect();
+    let refused = match found.as_slice() {
+        [Some(active), ..] => CreateRefused::Active(
+            baton_protocol::documents::decode::<Active>(&active_key, active)
+                .ok()
+                .map(|a| a.upgrade_id.to_string()),
+        ),
+        [None, Some(_), ..] => CreateRefused::Exists,
+        _ => CreateRefused::NotLeader,
+    };
+    Ok(Err(refused))
+}
+
+/// Reads `active`.
+pub async fn read_active(
+    client: &Client,
+    keyspace: &Keyspace,
+) -> Result<Option<Versioned<Active>>, EtcdError> {
+    baton_protocol::etcd::read::<Active>(client, &keyspace.active()).await
+}

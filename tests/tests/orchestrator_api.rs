@@ -1,0 +1,613 @@
+//! The orchestrator's REST API against a real etcd, a real registry and the real Docker
+//! Engine: health, metrics and OpenAPI; host registration; every refused request answers a
+//! 4xx naming the field and leaves the whole keyspace untouched; an upgrade's tag is
+//! resolved to the registry's digest once and stored with `active` in one transaction; a
+//! second upgrade while one is active is a 409; pause, resume and abort; followers serve
+//! reads, refuse writes naming the leader, and take over when it resigns; without etcd a
+//! replica is alive but not ready.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod orchestrator_support;
+
+use std::time::{Duration, Instant};
+
+use baton_orchestrator::api::upgrades::UpgradeInfo;
+use baton_orchestrator::client::ApiClient;
+use baton_orchestrator::control::Command;
+use baton_orchestrator::request::RegisterHost;
+use baton_protocol::documents::{HostOutcomeState, Strategy};
+use baton_protocol::{HostId, UpgradePhase};
+use baton_tests::docker;
+use baton_tests::etcd::EtcdServer;
+use baton_tests::registry::Registry;
+use orchestrator_support::{
+    Orchestrator, RemoveImages, black_hole, config, keys_under, keyspace, push_tiny_bundle,
+    tiny_manifest,
+};
+use serde_json::{Value, json};
+
+async fn require_docker() {
+    if let Err(e) = docker::ensure_available().await {
+        panic!("this test needs a working Docker Engine: {e}");
+    }
+}
+
+/// Sends a raw body; returns the status and the parsed answer.
+async fn send(api: &ApiClient, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let method = method.parse().expect("method");
+    let (status, bytes) = api
+        .raw(method, path, Some(body.as_bytes().to_vec()))
+        .await
+        .expect("request");
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status.as_u16(), value)
+}
+
+fn host(id: &str, group: &str, zone: &str, docker: &str) -> RegisterHost {
+    RegisterHost {
+        id: id.to_owned(),
+        labels: [
+            ("group".to_owned(), group.to_owned()),
+            ("zone".to_owned(), zone.to_owned()),
+        ]
+        .into(),
+        docker: docker.to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrade() {
+    require_docker().await;
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let client = etcd.client().await.expect("client");
+    let registry = Registry::start().await.expect("registry");
+    let mut images = RemoveImages(Vec::new());
+    let (compatible, compatible_pinned) = push_tiny_bundle(
+        &registry,
+        "9.0.0",
+        &tiny_manifest("9.0.0", true),
+        &mut images.0,
+    )
+    .await;
+    let (incompatible, incompatible_pinned) = push_tiny_bundle(
+        &registry,
+        "9.1.0",
+        &tiny_manifest("9.1.0", false),
+        &mut images.0,
+    )
+    .await;
+
+    let orch = Orchestrator::start(config(&etcd, "orch-a")).await;
+    let elected = orch.wait_role("leader", Duration::from_secs(20)).await;
+    eprintln!("TIMING elected in {elected:?}");
+    let api = &orch.api;
+
+    // --- Health, readiness, metrics, OpenAPI.
+    let health: Value = api.get("/healthz").await.expect("healthz");
+    assert_eq!(health["version"], baton_protocol::VERSION);
+    assert_eq!(health["replica"], "orch-a");
+    let ready: Value = api.get("/readyz").await.expect("readyz");
+    assert_eq!(ready["status"], "ok");
+    let (status, bytes) = api
+        .raw("GET".parse().unwrap(), "/metrics", None)
+        .await
+        .expect("metrics");
+    let metrics = String::from_utf8(bytes).expect("utf-8");
+    assert_eq!(status.as_u16(), 200);
+    for line in [
+        "baton_leader 1",
+        "baton_etcd_up 1",
+        "baton_upgrades{phase=\"Pending\"} 0",
+        "baton_hosts_registered 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+    let openapi: Value = api.get("/openapi.json").await.expect("openapi");
+    for path in [
+        "/v1/upgrades",
+        "/v1/hosts/{host}",
+        "/v1/upgrades/{id}/abort",
+    ] {
+        assert!(openapi["paths"].get(path).is_some(), "{path}");
+    }
+    let (status, body) = send(api, "GET", "/v2/nothing", "").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("/v2/nothing"));
+
+    // --- Hosts. Their Docker endpoint never answers, so downloader jobs hang and an upgrade
+    // stays in progress for the rest of the test.
+    let (hole, _hole_task) = black_hole().await;
+    let fleet = [
+        host("h1", "edge", "a", &hole),
+        host("h2", "edge", "a", &hole),
+        host("h3", "edge", "b", &hole),
+        host("h4", "core", "b", &hole),
+    ];
+    for h in &fleet {
+        let (status, body) =
+            send(api, "POST", "/v1/hosts", &serde_json::to_string(h).unwrap()).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["host"], h.id.as_str());
+    }
+    let (status, _) = send(
+        api,
+        "POST",
+        "/v1/hosts",
+        &serde_json::to_string(&fleet[0]).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "re-registering the same spec");
+    let listed = api.hosts().await.expect("hosts");
+    assert_eq!(listed.len(), 4);
+    let h3 = api.host("h3").await.expect("h3");
+    assert_eq!(h3.spec.expect("spec").labels["zone"], "b");
+    assert!(h3.alive.is_none() && h3.status.is_none());
+    let (status, body) = send(api, "GET", "/v1/hosts/h9", "").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("h9"), "{body}");
+
+    // --- Refused requests: a 4xx naming the field, nothing written anywhere.
+    let rolling = json!({"kind": "rolling", "batch": {"count": 1}});
+    let start = |edit: &dyn Fn(&mut Value)| {
+        let mut v = json!({"image": compatible, "strategy": rolling});
+        edit(&mut v);
+        v.to_string()
+    };
+    let refused: Vec<(&str, &str, String, u16, &[&str])> = vec![
+        (
+            "malformed JSON",
+            "/v1/upgrades",
+            "{\"image\": ".into(),
+            400,
+            &["malformed JSON"],
+        ),
+        (
+            "missing image",
+            "/v1/upgrades",
+            json!({"strategy": rolling}).to_string(),
+            400,
+            &["missing field `image`"],
+        ),
+        (
+            "unknown field",
+            "/v1/upgrades",
+            start(&|v| v["colour"] = "blue".into()),
+            400,
+            &["colour", "unknown field"],
+        ),
+        (
+            "unknown strategy field",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["speed"] = 9.into()),
+            400,
+            &["strategy.speed"],
+        ),
+        (
+            "unknown strategy",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["kind"] = "sideways".into()),
+            400,
+            &["strategy.kind"],
+        ),
+        (
+            "bad image reference",
+            "/v1/upgrades",
+            start(&|v| v["image"] = "Not An Image!".into()),
+            422,
+            &["image"],
+        ),
+        (
+            "negative batch",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["batch"]["count"] = (-1).into()),
+            422,
+            &["strategy.batch.count", "-1"],
+        ),
+        (
+            "batch of the wrong type",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["batch"]["count"] = "two".into()),
+            400,
+            &["strategy.batch.count"],
+        ),
+        (
+            "negative max_failures",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["max_failures"] = (-3).into()),
+            422,
+            &["strategy.max_failures"],
+        ),
+        (
+            "batch of every host",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["batch"]["count"] = 4.into()),
+            422,
+            &["strategy.batch.count", "all 4"],
+        ),
+        (
+            "unknown label value",
+            "/v1/upgrades",
+            start(&|v| v["selector"] = json!({"zone": "mars"})),
+            422,
+            &["selector", "zone=mars"],
+        ),
+        (
+            "unknown label",
+            "/v1/upgrades",
+            start(&|v| v["selector"] = json!({"rack": "r1"})),
+            422,
+            &["selector", "rack=r1"],
+        ),
+        (
+            "unknown host",
+            "/v1/upgrades",
+            start(&|v| v["hosts"] = json!(["h1", "h7"])),
+            422,
+            &["hosts[1]", "h7"],
+        ),
+        (
+            "zone label missing",
+            "/v1/upgrades",
+            start(&|v| v["strategy"]["zone_label"] = "rack".into()),
+            422,
+            &["strategy.zone_label", "rack"],
+        ),
+        (
+            "all at once without downtime",
+            "/v1/upgrades",
+            start(&|v| v["strategy"] = json!({"kind": "all-at-once"})),
+            422,
+            &["strategy.allow_downtime"],
+        ),
+        (
+            "bad id",
+            "/v1/upgrades",
+            start(&|v| v["id"] = "a/b".into()),
+            422,
+            &["id"],
+        ),
+        (
+            "image not in the registry",
+            "/v1/upgrades",
+            start(&|v| {
+                v["image"] = format!("{}:0.0.404", registry.reference("baton-test/bundle")).into()
+            }),
+            422,
+            &["image"],
+        ),
+        (
+            "incompatible bundle rolling",
+            "/v1/upgrades",
+            start(&|v| v["image"] = incompatible.clone().into()),
+            422,
+            &["strategy.kind", "backward compatible"],
+        ),
+        (
+            "incompatible bundle daisy chain",
+            "/v1/upgrades",
+            start(&|v| {
+                v["image"] = incompatible.clone().into();
+                v["strategy"] = json!({"kind": "daisy-chain"});
+            }),
+            422,
+            &["strategy.kind"],
+        ),
+        (
+            "host with a bad id",
+            "/v1/hosts",
+            json!({"id": "../x", "docker": hole}).to_string(),
+            422,
+            &["id"],
+        ),
+        (
+            "host with an http endpoint",
+            "/v1/hosts",
+            json!({"id": "h5", "docker": "http://x:1"}).to_string(),
+            422,
+            &["docker"],
+        ),
+        (
+            "host with an unknown field",
+            "/v1/hosts",
+            json!({"id": "h5", "docker": hole, "ip": "1.2.3.4"}).to_string(),
+            400,
+            &["ip"],
+        ),
+        (
+            "host with a relative path map",
+            "/v1/hosts",
+            json!({"id": "h5", "docker": hole, "path_map": {"var/lib": "/x"}}).to_string(),
+            422,
+            &["path_map"],
+        ),
+        (
+            "host with a bad label",
+            "/v1/hosts",
+            json!({"id": "h5", "docker": hole, "labels": {"zone": "a b"}}).to_string(),
+            422,
+            &["labels.zone"],
+        ),
+    ];
+    for (name, path, body, want_status, want) in &refused {
+        let before = keyspace(&client).await;
+        let started = Instant::now();
+        let (status, answer) = send(api, "POST", path, body).await;
+        let message = answer["error"].as_str().unwrap_or_default().to_owned();
+        eprintln!("{name}: {status} {message} ({:?})", started.elapsed());
+        assert_eq!(status, *want_status, "{name}: {answer}");
+        for w in *want {
+            assert!(message.contains(w), "{name}: {w:?} not in {message:?}");
+        }
+        assert_eq!(keyspace(&client).await, before, "{name}: etcd was written");
+    }
+    assert!(keys_under(&client, "/baton/upgrades/").await.is_empty());
+
+    // --- A valid upgrade: the tag is resolved to the registry's digest once.
+    let started = Instant::now();
+    let first: UpgradeInfo = api
+        .post(
+            "/v1/upgrades",
+            &json!({"image": compatible, "strategy": {"kind": "rolling", "batch": {"count": 1}, "zone_label": "zone", "canary": 1, "pause_after_canary": true}, "selector": {"group": "edge"}, "id": "u-first"}),
+        )
+        .await
+        .expect("start an upgrade");
+    eprintln!(
+        "TIMING upgrade created (pull, inspect, txn) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.upgrade.bundle, compatible_pinned);
+    assert_eq!(first.upgrade.version, "9.0.0");
+    assert_eq!(first.upgrade.agent_version.as_deref(), Some("9.0.0"));
+    assert!(first.active);
+    let batches: Vec<(String, Option<u32>)> = first
+        .upgrade
+        .hosts
+        .iter()
+        .map(|(h, o)| (h.to_string(), o.batch))
+        .collect();
+    // Canary from zone a, then zone a's other host, then zone b: h4 (group core) is not
+    // selected.
+    assert_eq!(
+        batches,
+        [
+            ("h1".to_owned(), Some(0)),
+            ("h2".to_owned(), Some(1)),
+            ("h3".to_owned(), Some(2))
+        ]
+    );
+    let stored = api.upgrade("u-first").await.expect("show");
+    assert_eq!(stored.upgrade.bundle, compatible_pinned);
+    let active = client
+        .kv_client()
+        .get("/baton/active", None)
+        .await
+        .expect("get active");
+    let active: Value = serde_json::from_slice(active.kvs()[0].value()).expect("json");
+    assert_eq!(active["upgrade_id"], "u-first");
+
+    // The engine picks it up: downloads start (and hang on the black-hole endpoint).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let u = api.upgrade("u-first").await.expect("show");
+        if u.upgrade.phase == UpgradePhase::Downloading {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", u.upgrade.phase);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // --- A second upgrade while one is active: 409, nothing written.
+    let before = keyspace(&client).await;
+    let (status, answer) = send(
+        api,
+        "POST",
+        "/v1/upgrades",
+        &json!({"image": incompatible, "strategy": {"kind": "all-at-once", "allow_downtime": true}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("u-first"),
+        "{answer}"
+    );
+    assert_eq!(keyspace(&client).await, before, "the 409 wrote something");
+
+    // --- Pause, resume, abort.
+    let paused = api
+        .command("u-first", Command::Pause, Some("look at h1".into()))
+        .await
+        .expect("pause");
+    assert_eq!(paused.upgrade.phase, UpgradePhase::Paused);
+    assert_eq!(paused.upgrade.paused_from, Some(UpgradePhase::Downloading));
+    let (status, answer) = send(api, "POST", "/v1/upgrades/u-first/pause", "").await;
+    assert_eq!(status, 200, "pausing twice is harmless: {answer}");
+    let resumed = api
+        .command("u-first", Command::Resume, None)
+        .await
+        .expect("resume");
+    assert_eq!(resumed.upgrade.phase, UpgradePhase::Downloading);
+    let (status, answer) = send(api, "POST", "/v1/upgrades/u-first/resume", "").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("not paused"));
+    let (status, answer) = send(api, "POST", "/v1/upgrades/u-nope/abort", "").await;
+    assert_eq!(status, 404, "{answer}");
+    let aborted = api
+        .command("u-first", Command::Abort, Some("wrong bundle".into()))
+        .await
+        .expect("abort");
+    assert_eq!(aborted.upgrade.phase, UpgradePhase::Aborted);
+    assert!(!aborted.active);
+    assert!(keys_under(&client, "/baton/active").await.is_empty());
+    let (status, _) = send(api, "POST", "/v1/upgrades/u-first/abort", "").await;
+    assert_eq!(status, 409, "aborting twice");
+    let events = api.events("u-first").await.expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"created"), "{kinds:?}");
+    assert!(
+        events.iter().any(|e| e
+            .event
+            .message
+            .contains("aborted by operator: wrong bundle")),
+        "{events:?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "gapless");
+
+    // --- Now another may start: an incompatible bundle all at once, by digest.
+    let second = api
+        .start(&serde_json::from_value(json!({"image": incompatible_pinned, "strategy": {"kind": "all-at-once", "allow_downtime": true}, "hosts": ["h3", "h4"]})).unwrap())
+        .await
+        .expect("second upgrade");
+    assert_eq!(second.upgrade.bundle, incompatible_pinned);
+    assert_eq!(
+        second.upgrade.strategy,
+        Strategy::AllAtOnce {
+            allow_downtime: true
+        }
+    );
+    assert!(
+        second.upgrade.id.as_str().starts_with("u-9.1.0-"),
+        "{}",
+        second.upgrade.id
+    );
+    assert_eq!(
+        second
+            .upgrade
+            .hosts
+            .keys()
+            .map(HostId::as_str)
+            .collect::<Vec<_>>(),
+        ["h3", "h4"]
+    );
+    assert!(
+        second
+            .upgrade
+            .hosts
+            .values()
+            .all(|h| h.state == HostOutcomeState::Pending && h.batch == Some(0))
+    );
+    let listed = api.upgrades().await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|u| (u.upgrade.id.to_string(), u.active))
+            .collect::<Vec<_>>(),
+        [
+            ("u-first".to_owned(), false),
+            (second.upgrade.id.to_string(), true)
+        ]
+    );
+    let (_, bytes) = api
+        .raw("GET".parse().unwrap(), "/metrics", None)
+        .await
+        .expect("metrics");
+    let metrics = String::from_utf8(bytes).expect("utf-8");
+    assert!(
+        metrics.contains("baton_upgrades{phase=\"Aborted\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("baton_hosts_registered 4"), "{metrics}");
+
+    orch.stop().await;
+    drop(images);
+}
+
+#[tokio::test]
+async fn followers_serve_reads_refuse_writes_naming_the_leader_and_take_over() {
+    let mut etcd = EtcdServer::start().await.expect("etcd");
+    let client = etcd.client().await.expect("client");
+    let a = Orchestrator::start(config(&etcd, "orch-a")).await;
+    a.wait_role("leader", Duration::from_secs(20)).await;
+    let b = Orchestrator::start(config(&etcd, "orch-b")).await;
+    b.wait_role("follower", Duration::from_secs(20)).await;
+    // B is campaigning (its candidacy key exists) but A leads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keys_under(&client, "/baton/leader/").await.len() < 2 {
+        assert!(Instant::now() < deadline, "B never campaigned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let h1 = host("h1", "edge", "a", "unix:///var/run/docker.sock");
+    a.api.register(&h1).await.expect("register on the leader");
+
+    // Reads on the follower.
+    let hosts = b.api.hosts().await.expect("follower lists hosts");
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(b.api.host("h1").await.expect("show").id.as_str(), "h1");
+    assert!(b.api.upgrades().await.expect("list").is_empty());
+    let health: Value = b.api.get("/healthz").await.expect("healthz");
+    assert_eq!(health["role"], "follower");
+
+    // Writes on the follower: 503 naming the leader and where it is; nothing written.
+    let writes = [
+        ("/v1/hosts", serde_json::to_string(&host("h2", "edge", "a", "unix:///x.sock")).unwrap()),
+        ("/v1/upgrades", json!({"image": "127.0.0.1:1/b:1", "strategy": {"kind": "rolling", "batch": {"count": 1}}}).to_string()),
+        ("/v1/upgrades/u1/pause", String::new()),
+    ];
+    for (path, body) in &writes {
+        let before = keyspace(&client).await;
+        let (status, answer) = send(&b.api, "POST", path, body).await;
+        assert_eq!(status, 503, "{path}: {answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains("orch-b is not the leader"), "{message}");
+        assert!(message.contains("orch-a"), "{message}");
+        assert!(message.contains(&a.url), "{message}");
+        assert_eq!(keyspace(&client).await, before, "{path}: written");
+    }
+
+    // The leader resigns on shutdown; the follower takes over at once.
+    let stopped = Instant::now();
+    a.stop().await;
+    let took = b.wait_role("leader", Duration::from_secs(20)).await;
+    eprintln!(
+        "TIMING takeover after the leader resigned: {:?} (stop took {:?})",
+        took,
+        stopped.elapsed() - took
+    );
+    let h2 = host("h2", "edge", "a", "unix:///var/run/docker.sock");
+    b.api
+        .register(&h2)
+        .await
+        .expect("register on the new leader");
+    assert_eq!(b.api.hosts().await.expect("hosts").len(), 2);
+
+    // Without etcd: alive, not ready.
+    etcd.kill(0);
+    let (status, answer) = send(&b.api, "GET", "/readyz", "").await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("etcd"),
+        "{answer}"
+    );
+    let (status, _) = send(&b.api, "GET", "/healthz", "").await;
+    assert_eq!(status, 200);
+    drop(b);
+}
+
+#[tokio::test]
+async fn the_orchestrator_talks_to_etcd_over_tls_with_a_client_certificate() {
+    let etcd = EtcdServer::start_tls().await.expect("TLS etcd");
+    let tls = etcd.client_tls().expect("client TLS files").clone();
+    assert!(
+        etcd.endpoint().starts_with("https://"),
+        "{}",
+        etcd.endpoint()
+    );
+    let mut cfg = config(&etcd, "orch-tls");
+    cfg.etcd_ca_file = Some(tls.ca_file.clone());
+    cfg.etcd_cert_file = tls.cert_file.clone();
+    cfg.etcd_key_file = tls.key_file.clone();
+    cfg.etcd_domain = tls.domain.clone();
+    let orch = Orchestrator::start(cfg).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let ready: Value = orch.api.get("/readyz").await.expect("ready over TLS");
+    assert_eq!(ready["status"], "ok");
+    orch.api
+        .register(&host("h1", "edge", "a", "unix:///var/run/docker.sock"))
+        .await
+        .expect("register over TLS");
+    assert_eq!(orch.api.hosts().await.expect("hosts").len(), 1);
+    orch.stop().await;
+}

@@ -1,0 +1,700 @@
+//! The upgrade engine against a real etcd and the real Docker Engine, with stand-in agents:
+//! each "host" is a folder (its `path_map`) and a task that plays the agent's part in etcd —
+//! `alive` bound to a lease, reporting the bundle's agent version once the downloader job
+//! has run on the host, and `status` moving `Updating` → `Done` (or `RolledBack`, or the
+//! agent vanishing) when `desired` names a new upgrade. The downloader job is a real
+//! container run through the Docker Engine API from a small bundle image (a static busybox
+//! script that records its flags in the host's folder and prints a summary line).
+//!
+//! Covered: rolling with a canary and a pause for approval, zones and batches, a tolerated
+//! failure, prompt progress on `Done`; a leader killed mid-upgrade and a successor that
+//! continues without dispatching any host twice; a host that vanishes mid-update holding
+//! its slot until the health timeout fails the upgrade; a failing download stopping an
+//! all-at-once upgrade before any host is touched. The real agent on simulated hosts is
+//! covered by `orchestrator_fleet.rs`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod orchestrator_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_orchestrator::api::upgrades::UpgradeInfo;
+use baton_orchestrator::client::ApiClient;
+use baton_orchestrator::config::Config;
+use baton_orchestrator::control::Command;
+use baton_orchestrator::request::RegisterHost;
+use baton_protocol::documents::{
+    self, Alive, Desired, HostOutcomeState, HostStatus, SCHEMA_VERSION, Upgrade,
+};
+use baton_protocol::etcd::{self, Client, KeptLease};
+use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePhase};
+use baton_tests::docker;
+use baton_tests::etcd::EtcdServer;
+use baton_tests::registry::Registry;
+use orchestrator_support::{Orchestrator, RemoveImages, keys_under, tiny_manifest};
+use serde_json::json;
+
+const BUNDLE_VERSION: &str = "9.0.0";
+
+async fn require_docker() {
+    if let Err(e) = docker::ensure_available().await {
+        panic!("this test needs a working Docker Engine: {e}");
+    }
+}
+
+/// The downloader job of the test bundle: records its flags, fails if the host holds a
+/// `fail-download` file, else prints a summary line.
+const JOB_SCRIPT: &str = r#"
+B=/busybox
+$B mkdir -p /host/var/lib/baton
+echo "$@" > /host/var/lib/baton/job-args
+if [ -e /host/var/lib/baton/fail-download ]; then
+    echo "baton-downloader: error: /bundle/manifest.json: this host was told to fail" >&2
+    exit 1
+fi
+echo "staging bundle" >&2
+echo '{"schema_version":1,"version":"9.0.0","files":2,"bytes":6,"bundle":"staged","agent":{"version":"9.0.0","action":"restarted","previous":"1.0.0"},"config":"written","unit":"unchanged","changed":true}'
+"#;
+
+/// Builds and pushes the test bundle; returns its tag reference.
+async fn push_bundle(registry: &Registry, images: &mut RemoveImages) -> String {
+    let ctx = tempfile::tempdir().expect("temp dir");
+    let dir = ctx.path();
+    std::fs::create_dir_all(dir.join("bundle")).expect("mkdir");
+    std::fs::write(
+        dir.join("bundle/manifest.json"),
+        serde_json::to_vec(&tiny_manifest(BUNDLE_VERSION, true)).expect("json"),
+    )
+    .expect("manifest");
+    std::fs::copy("/bin/busybox", dir.join("busybox"))
+        .expect("/bin/busybox (Debian busybox-static) is needed");
+    std::fs::write(dir.join("job.sh"), JOB_SCRIPT).expect("job.sh");
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox job.sh /\nCOPY bundle/ /bundle/\nENTRYPOINT [\"/busybox\", \"sh\", \"/job.sh\"]\n",
+    )
+    .expect("Dockerfile");
+    let unique = dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let local = format!("baton-engine-test-{unique}:{BUNDLE_VERSION}");
+    let out = tokio::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", &local])
+        .arg(dir)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .await
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    images.0.push(local.clone());
+    registry
+        .push(&local, "baton-test/engine-bundle", BUNDLE_VERSION)
+        .await
+        .expect("push");
+    let tag = format!(
+        "{}:{BUNDLE_VERSION}",
+        registry.reference("baton-test/engine-bundle")
+    );
+    images.0.push(tag.clone());
+    tag
+}
+
+/// How a stand-in agent behaves when told to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Succeed,
+    RollBack,
+    /// Its lease is revoked (the agent dies) and it never comes back.
+    Vanish,
+}
+
+/// What the stand-in agents saw: (host, dispatched seen at, settled at).
+type Log = Arc<Mutex<Vec<(String, Instant, Option<Instant>)>>>;
+
+/// A stand-in agent; see the module doc.
+async fn agent(
+    client: Client,
+    host: HostId,
+    root: PathBuf,
+    behaviour: Behaviour,
+    work: Duration,
+    log: Log,
+) {
+    let ks = Keyspace::default();
+    let lease = KeptLease::grant(&client, 3).await.expect("lease");
+    let alive = |version: &str| Alive {
+        schema_version: SCHEMA_VERSION,
+        agent_version: version.to_owned(),
+        boot_id: "boot-1".into(),
+        pid: 1,
+        since: documents::now(),
+    };
+    let alive_key = ks.host(&host, HostKey::Alive);
+    etcd::put_leased(&client, &alive_key, &alive("1.0.0"), lease.id())
+        .await
+        .expect("alive");
+    let status_key = ks.host(&host, HostKey::Status);
+    let status = |id: &UpgradeId, state: HostState, message: &str| HostStatus {
+        schema_version: SCHEMA_VERSION,
+        upgrade_id: Some(id.clone()),
+        state,
+        step: (state == HostState::Updating).then(|| "apply file baton-hello".to_owned()),
+        message: message.to_owned(),
+        started_at: None,
+        updated_at: documents::now(),
+    };
+    let mut agent_updated = false;
+    let mut handled: Option<UpgradeId> = None;
+    loop {
+        if !agent_updated && root.join("var/lib/baton/job-args").exists() {
+            // The job restarted the agent on the bundle's version.
+            etcd::put_leased(&client, &alive_key, &alive(BUNDLE_VERSION), lease.id())
+                .await
+                .expect("alive");
+            agent_updated = true;
+        }
+        let desired = etcd::read::<Desired>(&client, &ks.host(&host, HostKey::Desired))
+            .await
+            .expect("read desired");
+        if let Some(d) = desired.map(|d| d.value)
+            && handled.as_ref() != Some(&d.upgrade_id)
+        {
+            handled = Some(d.upgrade_id.clone());
+            let started = Instant::now();
+            let put = |s: HostStatus| {
+                let client = client.clone();
+                let key = status_key.clone();
+                async move {
+                    client
+                        .kv_client()
+                        .put(key, documents::encode(&s), None)
+                        .await
+                        .expect("put status")
+                }
+            };
+            if behaviour == Behaviour::Vanish {
+                log.lock().unwrap().push((host.to_string(), started, None));
+                put(status(&d.upgrade_id, HostState::Updating, "")).await;
+                lease.revoke().await.expect("revoke");
+                return;
+            }
+            put(status(&d.upgrade_id, HostState::Updating, "")).await;
+            tokio::time::sleep(work).await;
+            let done = match behaviour {
+                Behaviour::RollBack => status(
+                    &d.upgrade_id,
+                    HostState::RolledBack,
+                    "baton-hello check failed; rolled back",
+                ),
+                _ => status(&d.upgrade_id, HostState::Done, "on 9.0.0"),
+            };
+            put(done).await;
+            log.lock()
+                .unwrap()
+                .push((host.to_string(), started, Some(Instant::now())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A run: etcd, registry and bundle, hosts (folders + stand-in agents), an orchestrator.
+struct World {
+    etcd: EtcdServer,
+    client: Client,
+    run: String,
+    bundle: String,
+    hosts_dir: tempfile::TempDir,
+    log: Log,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+    _registry: Registry,
+    _images: RemoveImages,
+}
+
+impl World {
+    async fn new() -> World {
+        require_docker().await;
+        let etcd = EtcdServer::start().await.expect("etcd");
+        let client = etcd.client().await.expect("client");
+        let registry = Registry::start().await.expect("registry");
+        let mut images = RemoveImages(Vec::new());
+        let bundle = push_bundle(&registry, &mut images).await;
+        let hosts_dir = tempfile::tempdir().expect("temp dir");
+        let run = hosts_dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        World {
+            etcd,
+            client,
+            run,
+            bundle,
+            hosts_dir,
+            log: Arc::new(Mutex::new(Vec::new())),
+            agents: Vec::new(),
+            _registry: registry,
+            _images: images,
+        }
+    }
+
+    fn config(&self, replica: &str) -> Config {
+        let mut c = orchestrator_support::config(&self.etcd, replica);
+        c.download_attempts = 2;
+        c.health_timeout = Duration::from_secs(2);
+        c.agent_timeout = Duration::from_secs(30);
+        c.job_labels = vec![("baton.test.run".into(), self.run.clone())];
+        c
+    }
+
+    fn root(&self, host: &str) -> PathBuf {
+        self.hosts_dir.path().join(host)
+    }
+
+    /// Registers `host` (zone label) through `api` and starts its stand-in agent.
+    async fn host(&mut self, api: &ApiClient, host: &str, zone: &str, behaviour: Behaviour) {
+        let root = self.root(host);
+        std::fs::create_dir_all(root.join("var/lib/baton")).expect("mkdir");
+        api.register(&RegisterHost {
+            id: host.to_owned(),
+            labels: [
+                ("zone".to_owned(), zone.to_owned()),
+                ("group".to_owned(), "edge".to_owned()),
+            ]
+            .into(),
+            docker: "unix:///var/run/docker.sock".into(),
+            path_map: [(
+                "/var/lib/baton".to_owned(),
+                root.join("var/lib/baton").display().to_string(),
+            )]
+            .into(),
+            boot_id_file: Some("/run/baton/boot-id".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+        self.agents.push(tokio::spawn(agent(
+            self.client.clone(),
+            HostId::new(host).unwrap(),
+            root,
+            behaviour,
+            Duration::from_millis(400),
+            self.log.clone(),
+        )));
+    }
+
+    async fn upgrade(&self, api: &ApiClient, id: &str) -> Upgrade {
+        api.upgrade(id).await.expect("show").upgrade
+    }
+
+    /// Waits until the upgrade reaches `phase`; returns it.
+    async fn wait_phase(&self, api: &ApiClient, id: &str, phase: UpgradePhase) -> Upgrade {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let u = self.upgrade(api, id).await;
+            if u.phase == phase {
+                return u;
+            }
+            assert!(
+                !u.phase.is_terminal() && Instant::now() < deadline,
+                "upgrade {id} is {:?} ({:?}), expected {phase:?}; hosts {:?}",
+                u.phase,
+                u.reason,
+                u.hosts
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many times each host's `desired` was written (etcd's per-key version).
+    async fn desired_writes(&self) -> BTreeMap<String, i64> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                "/baton/hosts/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("get");
+        resp.kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let host = key.strip_suffix("/desired")?.rsplit('/').next()?.to_owned();
+                Some((host, kv.version()))
+            })
+            .collect()
+    }
+
+    async fn dispatch_events(&self, api: &ApiClient, id: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for e in api.events(id).await.expect("events") {
+            if e.event.kind == "host-dispatched" {
+                *out.entry(e.event.host.unwrap().to_string()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for a in &self.agents {
+            a.abort();
+        }
+        // Job containers left by a failed run.
+        if let Ok(ids) = docker::run_blocking(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=baton.test.run={}", self.run),
+        ]) {
+            for id in ids.lines() {
+                let _ = docker::run_blocking(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+fn job_args(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/lib/baton/job-args")).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rolling_upgrade_with_canary_pause_zones_and_a_tolerated_failure() {
+    let mut w = World::new().await;
+    let orch = Orchestrator::start(w.config("orch-a")).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = orch.api.clone();
+    for (h, zone, b) in [
+        ("h1", "a", Behaviour::Succeed),
+        ("h2", "a", Behaviour::Succeed),
+        ("h3", "a", Behaviour::RollBack),
+        ("h4", "b", Behaviour::Succeed),
+        ("h5", "b", Behaviour::Succeed),
+    ] {
+        w.host(&api, h, zone, b).await;
+    }
+    let id = format!("u-{}", w.run);
+    let started = Instant::now();
+    let created: UpgradeInfo = api
+        .post(
+            "/v1/upgrades",
+            &json!({"id": id, "image": w.bundle, "strategy": {"kind": "rolling", "batch": {"count": 2},
+                    "canary": 1, "pause_after_canary": true, "zone_label": "zone", "max_failures": 1}}),
+        )
+        .await
+        .expect("start");
+    let plan: Vec<(String, u32)> = created
+        .upgrade
+        .hosts
+        .iter()
+        .map(|(h, o)| (h.to_string(), o.batch.unwrap()))
+        .collect();
+    assert_eq!(
+        plan,
+        [
+            ("h1".to_owned(), 0),
+            ("h2".to_owned(), 1),
+            ("h3".to_owned(), 1),
+            ("h4".to_owned(), 2),
+            ("h5".to_owned(), 2)
+        ]
+    );
+
+    // The canary goes first and alone, then the upgrade waits for approval.
+    let paused = w.wait_phase(&api, &id, UpgradePhase::Paused).await;
+    eprintln!(
+        "TIMING download + agents + canary in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        paused.reason.as_deref().unwrap().contains("canaries done"),
+        "{:?}",
+        paused.reason
+    );
+    assert_eq!(
+        paused.hosts[&HostId::new("h1").unwrap()].state,
+        HostOutcomeState::Succeeded
+    );
+    for h in ["h1", "h2", "h3", "h4", "h5"] {
+        let args = job_args(&w.root(h));
+        assert!(
+            args.contains(&format!(
+                "--host-id {h} --etcd-endpoint {}",
+                w.etcd.endpoint()
+            )) && args.contains("--prefix /baton")
+                && args.contains("--boot-id-file /run/baton/boot-id"),
+            "{h}: {args:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        w.desired_writes().await.keys().collect::<Vec<_>>(),
+        ["h1"],
+        "nothing else dispatched while paused"
+    );
+    // No job container is left behind.
+    let left = docker::run(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=baton.test.run={}", w.run),
+    ])
+    .await
+    .expect("docker ps");
+    assert!(left.is_empty(), "job containers left: {left}");
+
+    api.command(&id, Command::Resume, None)
+        .await
+        .expect("resume");
+    let done = w.wait_phase(&api, &id, UpgradePhase::Succeeded).await;
+    eprintln!(
+        "TIMING whole rolling upgrade of 5 hosts in {:?}",
+        started.elapsed()
+    );
+    let reason = done.reason.unwrap_or_default();
+    assert!(
+        reason.contains("tolerated 1 failed host(s): h3: RolledBack: baton-hello check failed"),
+        "{reason}"
+    );
+    let states: Vec<(String, HostOutcomeState)> = done
+        .hosts
+        .iter()
+        .map(|(h, o)| (h.to_string(), o.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("h1".to_owned(), HostOutcomeState::Succeeded),
+            ("h2".to_owned(), HostOutcomeState::Succeeded),
+            ("h3".to_owned(), HostOutcomeState::Failed),
+            ("h4".to_owned(), HostOutcomeState::Succeeded),
+            ("h5".to_owned(), HostOutcomeState::Succeeded)
+        ]
+    );
+    assert!(keys_under(&w.client, "/baton/active").await.is_empty());
+
+    // Every host was told once; batches never overlapped, spanned two zones or exceeded 2.
+    let writes = w.desired_writes().await;
+    assert!(writes.values().all(|v| *v == 1), "{writes:?}");
+    assert_eq!(writes.len(), 5);
+    assert!(w.dispatch_events(&api, &id).await.values().all(|n| *n == 1));
+    let log = w.log.lock().unwrap().clone();
+    let zone = |h: &str| if h == "h4" || h == "h5" { "b" } else { "a" };
+    for (h, start, end) in &log {
+        let end = end.unwrap();
+        let overlapping: Vec<&String> = log
+            .iter()
+            .filter(|(_, s, e)| *s < end && e.unwrap() > *start)
+            .map(|(o, _, _)| o)
+            .collect();
+        assert!(overlapping.len() <= 2, "{h} overlapped {overlapping:?}");
+        assert!(
+            overlapping.iter().all(|o| zone(o) == zone(h)),
+            "{h} overlapped across zones: {overlapping:?}"
+        );
+    }
+    // The next batch starts as soon as the last host of the previous one is done.
+    let mut by_start = log.clone();
+    by_start.sort_by_key(|(_, s, _)| *s);
+    let h3_done = by_start
+        .iter()
+        .find(|(h, _, _)| h == "h3")
+        .unwrap()
+        .2
+        .unwrap();
+    let h2_done = by_start
+        .iter()
+        .find(|(h, _, _)| h == "h2")
+        .unwrap()
+        .2
+        .unwrap();
+    let h4_start = by_start.iter().find(|(h, _, _)| h == "h4").unwrap().1;
+    let gap = h4_start.duration_since(h2_done.max(h3_done));
+    eprintln!("TIMING from the batch's last Done to the next batch's dispatch seen: {gap:?}");
+    assert!(gap < Duration::from_millis(900), "{gap:?}");
+    orch.stop().await;
+}
+
+#[tokio::test]
+async fn daisy_chain_goes_host_by_host_each_told_the_next() {
+    let mut w = World::new().await;
+    let orch = Orchestrator::start(w.config("orch-a")).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = orch.api.clone();
+    for h in ["h1", "h2", "h3"] {
+        w.host(&api, h, "a", Behaviour::Succeed).await;
+    }
+    let id = format!("u-{}", w.run);
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": id, "image": w.bundle, "strategy": {"kind": "daisy-chain"}}),
+    )
+    .await
+    .expect("start");
+    w.wait_phase(&api, &id, UpgradePhase::Succeeded).await;
+    let mut next = Vec::new();
+    for h in ["h1", "h2", "h3"] {
+        let key = Keyspace::default().host(&HostId::new(h).unwrap(), HostKey::Desired);
+        let d = etcd::read::<Desired>(&w.client, &key)
+            .await
+            .expect("read")
+            .expect("desired");
+        next.push(d.value.next_host.map(|n| n.to_string()));
+    }
+    assert_eq!(next, [Some("h2".to_owned()), Some("h3".to_owned()), None]);
+    let mut log = w.log.lock().unwrap().clone();
+    log.sort_by_key(|(_, s, _)| *s);
+    let order: Vec<&str> = log.iter().map(|(h, _, _)| h.as_str()).collect();
+    assert_eq!(order, ["h1", "h2", "h3"]);
+    for pair in log.windows(2) {
+        assert!(pair[1].1 >= pair[0].2.unwrap(), "{pair:?} overlap");
+    }
+    orch.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_leader_continues_without_dispatching_any_host_twice() {
+    let mut w = World::new().await;
+    let a = Orchestrator::start(w.config("orch-a")).await;
+    a.wait_role("leader", Duration::from_secs(20)).await;
+    let b = Orchestrator::start(w.config("orch-b")).await;
+    let api = a.api.clone();
+    for h in ["h1", "h2", "h3", "h4"] {
+        w.host(&api, h, "a", Behaviour::Succeed).await;
+    }
+    let id = format!("u-{}", w.run);
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": id, "image": w.bundle, "strategy": {"kind": "rolling", "batch": {"count": 1}}}),
+    )
+    .await
+    .expect("start");
+    // Kill the leader (no resignation: its lease has to expire) once h2 is dispatched.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w.desired_writes().await.contains_key("h2") {
+        assert!(Instant::now() < deadline, "h2 never dispatched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = Instant::now();
+    drop(a);
+    let took = b.wait_role("leader", Duration::from_secs(20)).await;
+    eprintln!("TIMING successor elected {took:?} after the leader was killed (lease TTL 3 s)");
+    let done = w.wait_phase(&b.api, &id, UpgradePhase::Succeeded).await;
+    eprintln!(
+        "TIMING upgrade finished {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        done.hosts
+            .values()
+            .all(|h| h.state == HostOutcomeState::Succeeded),
+        "{:?}",
+        done.hosts
+    );
+    let writes = w.desired_writes().await;
+    assert_eq!(writes.len(), 4);
+    assert!(
+        writes.values().all(|v| *v == 1),
+        "a host was dispatched twice: {writes:?}"
+    );
+    assert!(
+        w.dispatch_events(&b.api, &id)
+            .await
+            .values()
+            .all(|n| *n == 1)
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_vanished_host_holds_its_slot_then_fails_the_upgrade() {
+    let mut w = World::new().await;
+    let orch = Orchestrator::start(w.config("orch-a")).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = orch.api.clone();
+    w.host(&api, "h1", "a", Behaviour::Vanish).await;
+    w.host(&api, "h2", "a", Behaviour::Succeed).await;
+    let id = format!("u-{}", w.run);
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": id, "image": w.bundle, "strategy": {"kind": "rolling", "batch": {"count": 1}}}),
+    )
+    .await
+    .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let u = w.upgrade(&api, &id).await;
+        if u.phase.is_terminal() {
+            assert_eq!(u.phase, UpgradePhase::Failed, "{:?}", u.reason);
+            let reason = u.reason.unwrap_or_default();
+            assert!(reason.contains("h1: agent not alive for"), "{reason}");
+            assert!(reason.contains("while Updating"), "{reason}");
+            assert_eq!(
+                u.hosts[&HostId::new("h2").unwrap()].state,
+                HostOutcomeState::Downloaded,
+                "h2 was never dispatched"
+            );
+            break;
+        }
+        // While h1 is gone but within the health timeout, h2 waits.
+        assert!(!w.desired_writes().await.contains_key("h2"));
+        assert!(Instant::now() < deadline, "still {:?}", u.phase);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(keys_under(&w.client, "/baton/active").await.is_empty());
+    orch.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_download_stops_all_at_once_before_any_host_is_touched() {
+    let mut w = World::new().await;
+    let orch = Orchestrator::start(w.config("orch-a")).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = orch.api.clone();
+    for h in ["h1", "h2", "h3"] {
+        w.host(&api, h, "a", Behaviour::Succeed).await;
+    }
+    std::fs::write(w.root("h2").join("var/lib/baton/fail-download"), "").expect("marker");
+    let id = format!("u-{}", w.run);
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": id, "image": w.bundle, "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
+    )
+    .await
+    .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let u = loop {
+        let u = w.upgrade(&api, &id).await;
+        if u.phase.is_terminal() {
+            break u;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", u.phase);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(u.phase, UpgradePhase::Failed);
+    let reason = u.reason.unwrap_or_default();
+    assert!(
+        reason.contains("h2: downloader job: exit code 1: baton-downloader: error: /bundle/manifest.json: this host was told to fail (after 2 attempt(s))"),
+        "{reason}"
+    );
+    assert!(
+        w.desired_writes().await.is_empty(),
+        "a host was told to install"
+    );
+    orch.stop().await;
+}

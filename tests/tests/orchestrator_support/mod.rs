@@ -1,0 +1,238 @@
+//! Shared by the orchestrator tests: an orchestrator replica run in-process on a free
+//! loopback port against a real etcd, tiny bundle images built with the real Docker Engine
+//! and pushed to a real registry, and a snapshot of the whole keyspace to prove that a
+//! refused request wrote nothing.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use baton_orchestrator::client::ApiClient;
+use baton_orchestrator::config::Config;
+use baton_orchestrator::server::{self, RunError};
+use baton_protocol::etcd::Client;
+use baton_protocol::manifest::Manifest;
+use baton_tests::docker;
+use baton_tests::etcd::EtcdServer;
+use baton_tests::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// One orchestrator replica running in this process.
+pub struct Orchestrator {
+    pub api: ApiClient,
+    pub url: String,
+    pub replica: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl Orchestrator {
+    /// Starts `config` on a free port of 127.0.0.1.
+    pub async fn start(mut config: Config) -> Orchestrator {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        config.listen = addr;
+        let replica = config.replica_name();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(config, listener, None, async move {
+            let _ = stopped.await;
+        }));
+        let url = format!("http://{addr}");
+        Orchestrator {
+            api: ApiClient::new(&url).expect("client"),
+            url,
+            replica,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Waits until `/healthz` reports `role` (`leader` or `follower`).
+    pub async fn wait_role(&self, role: &str, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        let mut last = String::from("no answer");
+        while started.elapsed() < timeout {
+            match self.api.get::<serde_json::Value>("/healthz").await {
+                Ok(h) if h["role"] == role => return started.elapsed(),
+                Ok(h) => last = h.to_string(),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} did not become {role} within {timeout:?}: {last}",
+            self.replica
+        );
+    }
+
+    /// Shuts it down (resigning leadership) and waits until it stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the orchestrator stops within 20 s")
+                .expect("task")
+                .expect("the orchestrator ran without error");
+        }
+    }
+}
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A configuration for replica `replica` against `etcd`, with short timeouts.
+pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
+    let mut c = Config::new(etcd.endpoints());
+    c.replica = Some(replica.to_owned());
+    c.leader_ttl = 3;
+    c
+}
+
+/// Every key under `/baton/` with its `mod_revision`: equal snapshots mean nothing was
+/// written in between.
+pub async fn keyspace(client: &Client) -> BTreeMap<String, i64> {
+    let resp = client
+        .kv_client()
+        .get(
+            "/baton/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("etcd get");
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.mod_revision(),
+            )
+        })
+        .collect()
+}
+
+/// Keys under a prefix.
+pub async fn keys_under(client: &Client, prefix: &str) -> Vec<String> {
+    keyspace(client)
+        .await
+        .into_keys()
+        .filter(|k| k.starts_with(prefix))
+        .collect()
+}
+
+/// A minimal valid manifest: an agent and one utility (the image is never run).
+pub fn tiny_manifest(version: &str, backward_compatible: bool) -> serde_json::Value {
+    let file = |path: &str, dest: Option<&str>| {
+        let mut f =
+            serde_json::json!({"path": path, "size": 3, "sha256": "a".repeat(64), "mode": "0755"});
+        if let Some(d) = dest {
+            f["dest"] = d.into();
+        }
+        f
+    };
+    let manifest = serde_json::json!({
+        "schema_version": 1,
+        "version": version,
+        "backward_compatible": backward_compatible,
+        "agent": {"version": version, "file": file("agent/baton-agent", None)},
+        "components": [{
+            "name": "baton-hello", "version": version, "kind": "file", "order": 10,
+            "files": [file("packages/hello/baton-hello", Some("/usr/local/bin/baton-hello"))]
+        }]
+    });
+    Manifest::parse(&serde_json::to_vec(&manifest).expect("json"))
+        .unwrap_or_else(|e| panic!("the test manifest is invalid: {e}"));
+    manifest
+}
+
+/// Builds a bundle-shaped image holding only `/bundle/manifest.json` (enough to resolve and
+/// inspect it) and pushes it as `<registry>/baton-test/bundle:<tag>`; returns the tag
+/// reference and the pinned one. The local images are removed when `cleanup` drops.
+pub async fn push_tiny_bundle(
+    registry: &Registry,
+    tag: &str,
+    manifest: &serde_json::Value,
+    cleanup: &mut Vec<String>,
+) -> (String, String) {
+    let ctx = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(ctx.path().join("bundle")).expect("mkdir");
+    std::fs::write(
+        ctx.path().join("bundle/manifest.json"),
+        serde_json::to_vec_pretty(manifest).expect("json"),
+    )
+    .expect("write manifest");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY bundle/ /bundle/\nENTRYPOINT [\"/baton-downloader\"]\n",
+    )
+    .expect("Dockerfile");
+    let local = format!(
+        "baton-orchestrator-test-{}:{tag}",
+        ctx.path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
+    build(ctx.path(), &local).await;
+    cleanup.push(local.clone());
+    let pinned = registry
+        .push(&local, "baton-test/bundle", tag)
+        .await
+        .expect("push");
+    let reference = format!("{}:{tag}", registry.reference("baton-test/bundle"));
+    cleanup.push(reference.clone());
+    (reference, pinned)
+}
+
+async fn build(ctx: &Path, tag: &str) {
+    let out = tokio::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag])
+        .arg(ctx)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .await
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes the listed local images when dropped, also on panic.
+pub struct RemoveImages(pub Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = docker::run_blocking(&["rmi", "--force", image]);
+        }
+    }
+}
+
+/// A TCP port that accepts connections and never answers: a Docker endpoint on which every
+/// call hangs (a downloader job that takes forever), so an upgrade stays in progress.
+pub async fn black_hole() -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (format!("tcp://{addr}"), task)
+}
