@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_protocol::agent_config::AgentConfig;
-use baton_protocol::documents::{self, Alive, Desired, DesiredAction, Installed};
-use baton_protocol::etcd::{self, EtcdError, KeptLease, ResumableWatch};
+use baton_protocol::documents::{
+    self, Alive, Desired, DesiredAction, HostOutcomeState, Installed, Upgrade,
+};
+use baton_protocol::etcd::{self, Change, EtcdError, KeptLease, ResumableWatch};
 use baton_protocol::manifest::{Component, Manifest};
-use baton_protocol::{HostKey, HostState, Keyspace};
+use baton_protocol::{HostId, HostKey, HostState, Keyspace};
 
 use crate::apply::{self, Context};
 use crate::journal::{self, Journal, Outcome, Previous, Step, StepState};
@@ -220,7 +222,7 @@ impl Agent {
         // An unfinished upgrade is finished (or rolled back) first, whatever desired says now.
         let unfinished = journal.as_ref().is_some_and(|j| j.outcome.is_none());
         if !unfinished {
-            let Some(desired) = desired else {
+            let Some(desired) = desired.as_ref() else {
                 if reporter.current_status().await?.is_none() {
                     reporter
                         .status(None, HostState::Idle, None, "", None)
@@ -234,7 +236,7 @@ impl Agent {
             {
                 // Already handled: make sure the outcome is reported.
             } else if desired.action == DesiredAction::Restart {
-                self.restart_services(&desired, reporter).await?;
+                self.restart_services(desired, reporter).await?;
                 return Ok(Driven::Settled);
             } else if desired.action == DesiredAction::Reboot {
                 reporter
@@ -256,7 +258,7 @@ impl Agent {
                 // version the host already runs): a new journal applies them all.
                 match self.manifest(&desired.version) {
                     Ok(manifest) => {
-                        let fresh = self.new_journal(&desired, &manifest)?;
+                        let fresh = self.new_journal(desired, &manifest)?;
                         journal::save(state_dir, &fresh)?;
                         journal = Some(fresh);
                     }
@@ -287,7 +289,53 @@ impl Agent {
         let Some(journal) = journal else {
             return Ok(Driven::Settled);
         };
-        self.drive(journal, reporter).await
+        let upgrade = journal.upgrade_id.clone();
+        let driven = self.drive(journal, reporter).await?;
+        if let (Driven::Settled, Some(desired)) = (&driven, &desired)
+            && desired.upgrade_id == upgrade
+            && let Some(next) = &desired.next_host
+            && matches!(
+                journal::load(state_dir)?.and_then(|j| j.outcome),
+                Some(Outcome::Done)
+            )
+        {
+            self.hand_over(client, desired, next).await?;
+        }
+        Ok(driven)
+    }
+
+    /// Daisy-chain: this host is done and healthy, so it writes the next host's `desired`
+    /// (the same upgrade), naming the host after that from the upgrade's batch plan. The
+    /// upgrade goes on even while no orchestrator runs. Idempotent: a next host already
+    /// told about this upgrade is left alone.
+    async fn hand_over(
+        &self,
+        client: &etcd::Client,
+        desired: &Desired,
+        next: &HostId,
+    ) -> Result<(), AgentError> {
+        let upgrade = etcd::read::<Upgrade>(client, &self.keyspace.upgrade(&desired.upgrade_id))
+            .await?
+            .map(|v| v.value);
+        let after_next = upgrade.as_ref().and_then(|u| host_after(u, next));
+        let key = self.keyspace.host(next, HostKey::Desired);
+        let handed =
+            etcd::update::<Desired, std::convert::Infallible, _>(client, &key, |current| {
+                if current.is_some_and(|c| c.upgrade_id == desired.upgrade_id) {
+                    return Ok(Change::Keep);
+                }
+                Ok(Change::Put(Desired {
+                    next_host: after_next.clone(),
+                    issued_at: documents::now(),
+                    ..desired.clone()
+                }))
+            })
+            .await?;
+        let Ok(handed) = handed;
+        if handed.written {
+            tracing::info!(upgrade = %desired.upgrade_id, next = %next, after = ?after_next, "handed the baton");
+        }
+        Ok(())
     }
 
     fn new_journal(&self, desired: &Desired, manifest: &Manifest) -> Result<Journal, AgentError> {
@@ -582,6 +630,19 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// The host dispatched after `host` in `upgrade`'s batch plan: the one with the next
+/// higher batch number (hosts skipped for maintenance are passed over).
+fn host_after(upgrade: &Upgrade, host: &HostId) -> Option<HostId> {
+    let batch = upgrade.hosts.get(host)?.batch?;
+    upgrade
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.state != HostOutcomeState::Skipped)
+        .filter_map(|(id, h)| h.batch.filter(|b| *b > batch).map(|b| (b, id)))
+        .min()
+        .map(|(_, id)| id.clone())
 }
 
 /// Runs blocking host work off the async threads.

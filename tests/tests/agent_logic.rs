@@ -111,13 +111,17 @@ async fn desire(s: &Setup) {
 }
 
 async fn desire_action(s: &Setup, id: &str, action: DesiredAction) {
+    desire_full(s, id, action, None).await;
+}
+
+async fn desire_full(s: &Setup, id: &str, action: DesiredAction, next_host: Option<&str>) {
     let desired = Desired {
         schema_version: documents::SCHEMA_VERSION,
         upgrade_id: UpgradeId::new(id).expect("id"),
         version: "2.0.0".into(),
         bundle: "127.0.0.1:5000/baton/bundle@sha256:".to_owned() + SHA,
         action,
-        next_host: None,
+        next_host: next_host.map(|h| HostId::new(h).expect("host")),
         issued_at: documents::now(),
     };
     s.client
@@ -258,6 +262,63 @@ async fn restart_restarts_the_managed_services_and_reinstalls_nothing() {
             .filter(|c| matches!(c, Call::Restart(_)))
             .count(),
         restarts_before + 1
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_host_hands_the_baton_to_the_next_in_the_daisy_chain() {
+    let s = setup("echo-v2").await;
+    // The upgrade's batch plan: h1, then h2, then h3 (h-skip is in maintenance).
+    let upgrade = serde_json::json!({
+        "schema_version": 1, "id": "u1", "bundle": "127.0.0.1:5000/baton/bundle@sha256:x",
+        "version": "2.0.0", "strategy": {"kind": "daisy-chain"}, "phase": "Installing",
+        "hosts": {
+            "h1": {"state": "Dispatched", "batch": 0},
+            "h2": {"state": "Downloaded", "batch": 1},
+            "h-skip": {"state": "Skipped", "batch": 2},
+            "h3": {"state": "Downloaded", "batch": 3}
+        },
+        "created_at": "t", "updated_at": "t"
+    });
+    s.client
+        .kv_client()
+        .put(
+            s.ks.upgrade(&UpgradeId::new("u1").expect("id")),
+            upgrade.to_string(),
+            None,
+        )
+        .await
+        .expect("put upgrade");
+    desire_full(&s, "u1", DesiredAction::Install, Some("h2")).await;
+    let status = wait_state(
+        &s,
+        &[HostState::Done, HostState::Failed, HostState::RolledBack],
+    )
+    .await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+
+    let h2 = HostId::new("h2").expect("h2");
+    let start = std::time::Instant::now();
+    let handed: Desired = loop {
+        if let Some(d) = etcd::read::<Desired>(&s.client, &s.ks.host(&h2, HostKey::Desired))
+            .await
+            .expect("read")
+        {
+            break d.value;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "h1 never handed the baton to h2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(handed.upgrade_id.as_str(), "u1");
+    assert_eq!(handed.version, "2.0.0");
+    assert_eq!(
+        handed.next_host.as_ref().map(HostId::as_str),
+        Some("h3"),
+        "{handed:?}"
     );
     s.task.abort();
 }
