@@ -1,0 +1,213 @@
+//! A daisy-chain upgrade on the simulated fleet keeps going with no orchestrator: four hosts
+//! on 1.0.0 (installed through the orchestrator), then a daisy-chain upgrade to 2.0.0 whose
+//! orchestrator is stopped as soon as the first host was dispatched. Each agent, once `Done`,
+//! writes the next host's `desired` itself; every host ends on 2.0.0. A new orchestrator
+//! then only reports: the same upgrade record ends `Succeeded`, each host told once.
+//!
+//! Needs `make static bundle-agents` (which `make test` runs first).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod orchestrator_support;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use baton_orchestrator::api::upgrades::UpgradeInfo;
+use baton_orchestrator::client::ApiClient;
+use baton_orchestrator::request::RegisterHost;
+use baton_protocol::documents::{Desired, HostStatus, Installed};
+use baton_protocol::etcd::{self, Client};
+use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
+use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, require_docker};
+use baton_tests::etcd::EtcdServer;
+use baton_tests::fleet::{Fleet, FleetOptions};
+use baton_tests::registry::Registry;
+use baton_tests::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
+use orchestrator_support::{Orchestrator, config};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+async fn wait_phase(api: &ApiClient, id: &str, phase: UpgradePhase) -> UpgradeInfo {
+    let started = Instant::now();
+    loop {
+        let u: UpgradeInfo = api.upgrade(id).await.expect("show upgrade");
+        if u.upgrade.phase == phase || u.upgrade.phase.is_terminal() {
+            return u;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "{id} still {:?}",
+            u.upgrade.phase
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn read<T: baton_protocol::documents::Document>(client: &Client, key: &str) -> Option<T> {
+    etcd::read::<T>(client, key)
+        .await
+        .expect("etcd read")
+        .map(|v| v.value)
+}
+
+#[tokio::test]
+async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
+    require_docker().await;
+    let bins = binaries();
+    let registry = Registry::start().await.expect("registry");
+    let fleet = Fleet::start(4, FleetOptions::default())
+        .await
+        .expect("fleet");
+    let gateway = IpAddr::V4(fleet.gateway_ip());
+    let etcd = EtcdServer::start_on(gateway).await.expect("etcd");
+    let client = etcd.client().await.expect("client");
+    let keys = Keyspace::default();
+
+    let sources = tempfile::tempdir().expect("tmp");
+    let mut images = RemoveImages(Vec::new());
+    let mut tags = Vec::new();
+    for (i, version) in ["1.0.0", "2.0.0"].iter().enumerate() {
+        let dir = sources.path().join(version);
+        prepare_source(version, &dir).await;
+        let tag = format!("{}:{version}", registry.reference("baton/bundle"));
+        build_bundle(version, &dir, &tag, &bins.agents[i], &bins.downloader).await;
+        images.0.push(tag.clone());
+        tags.push(tag);
+    }
+
+    let orchestrator_config = || {
+        let mut cfg = config(&etcd, "orch-a");
+        cfg.agent_etcd = etcd.endpoints_on(gateway);
+        cfg.job_labels = vec![("baton.run".into(), fleet.run_id().to_owned())];
+        cfg
+    };
+    let orch = Orchestrator::start(orchestrator_config()).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = orch.api.clone();
+    for host in fleet.hosts() {
+        api.register(&RegisterHost {
+            id: host.name().to_owned(),
+            labels: [("group".to_owned(), "edge".to_owned())].into(),
+            docker: "unix:///var/run/docker.sock".into(),
+            path_map: host
+                .host_paths()
+                .into_iter()
+                .map(|(p, m)| (p, m.display().to_string()))
+                .collect(),
+            boot_id_file: Some(BOOT_ID_PATH.into()),
+            kernel_release_file: Some(BOOTED_KERNEL_PATH.into()),
+            container_prefix: Some(host.sibling_name("")),
+        })
+        .await
+        .expect("register");
+    }
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": "u-v1", "image": tags[0], "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
+    )
+    .await
+    .expect("start 1.0.0");
+    let v1 = wait_phase(&api, "u-v1", UpgradePhase::Succeeded).await;
+    assert_eq!(
+        v1.upgrade.phase,
+        UpgradePhase::Succeeded,
+        "{:?}",
+        v1.upgrade.reason
+    );
+
+    // Daisy-chain to 2.0.0; the orchestrator goes away once the first host is dispatched.
+    let started = Instant::now();
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": "u-v2", "image": tags[1], "strategy": {"kind": "daisy-chain"}}),
+    )
+    .await
+    .expect("start daisy-chain");
+    let desired_for_v2 = |client: Client, host: HostId| async move {
+        read::<Desired>(&client, &Keyspace::default().host(&host, HostKey::Desired))
+            .await
+            .is_some_and(|d| d.upgrade_id.as_str() == "u-v2")
+    };
+    let hosts: Vec<HostId> = fleet
+        .hosts()
+        .iter()
+        .map(|h| HostId::new(h.name()).expect("id"))
+        .collect();
+    let first = loop {
+        let mut told = Vec::new();
+        for h in &hosts {
+            if desired_for_v2(client.clone(), h.clone()).await {
+                told.push(h.clone());
+            }
+        }
+        if let Some(first) = told.first() {
+            assert_eq!(told.len(), 1, "a daisy chain starts one host: {told:?}");
+            break first.clone();
+        }
+        assert!(started.elapsed() < TIMEOUT, "no host was dispatched");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    orch.stop().await;
+    eprintln!(
+        "TIMING first host {first} dispatched after {:?}; orchestrator stopped",
+        started.elapsed()
+    );
+
+    // With no orchestrator, every host gets to 2.0.0, handed the baton by the previous one.
+    for h in &hosts {
+        let status_key = keys.host(h, HostKey::Status);
+        loop {
+            let status = read::<HostStatus>(&client, &status_key).await;
+            let ours = status
+                .as_ref()
+                .filter(|s| s.upgrade_id.as_ref().map(|u| u.as_str()) == Some("u-v2"));
+            if let Some(s) = ours.filter(|s| s.state.is_settled()) {
+                assert_eq!(s.state, HostState::Done, "{h}: {s:?}");
+                break;
+            }
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "{h} never finished u-v2: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let installed = read::<Installed>(&client, &keys.host(h, HostKey::Installed))
+            .await
+            .expect("installed");
+        assert_eq!(installed.bundle_version.as_deref(), Some("2.0.0"), "{h}");
+        assert_eq!(installed.kernel.as_deref(), Some("6.1.0-baton2"), "{h}");
+    }
+    eprintln!(
+        "TIMING daisy-chain over 4 hosts without an orchestrator: {:?}",
+        started.elapsed()
+    );
+
+    // A new orchestrator only reports: the same upgrade ends Succeeded, each host told once.
+    let orch = Orchestrator::start(orchestrator_config()).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let v2 = wait_phase(&orch.api, "u-v2", UpgradePhase::Succeeded).await;
+    assert_eq!(
+        v2.upgrade.phase,
+        UpgradePhase::Succeeded,
+        "{:?} {:?}",
+        v2.upgrade.reason,
+        v2.upgrade.hosts
+    );
+    for h in &hosts {
+        let resp = client
+            .kv_client()
+            .get(keys.host(h, HostKey::Desired), None)
+            .await
+            .expect("get");
+        assert_eq!(
+            resp.kvs()[0].version(),
+            2,
+            "{h}: desired written once per upgrade"
+        );
+    }
+    orch.stop().await;
+    drop(images);
+    fleet.destroy().expect("fleet cleanup");
+}
