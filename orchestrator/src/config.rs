@@ -10,8 +10,8 @@ use clap::Parser;
 
 use crate::engine::EngineConfig;
 use crate::engine::decide::{
-    DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEALTH_TIMEOUT, Limits,
-    MAX_DISPATCH_PER_PASS,
+    DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEAL_GRACE,
+    DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
 use crate::engine::downloader::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
 
@@ -113,6 +113,11 @@ pub struct Config {
     /// Time a dispatched host's agent may be gone (a reboot) before the host counts as failed.
     #[arg(long, env = "BATON_HEALTH_TIMEOUT", value_parser = duration, default_value = "3m")]
     pub health_timeout: Duration,
+    /// Time a registered host's agent may be gone, while its Docker Engine answers, before
+    /// the downloader job of its current bundle is run again to revive it (autohealing;
+    /// maintenance mode `autohealing-off` turns it off for a host or group).
+    #[arg(long, env = "BATON_HEAL_GRACE", value_parser = duration, default_value = "30s")]
+    pub heal_grace: Duration,
     /// Label for downloader job containers, KEY=VALUE (repeat).
     #[arg(long = "job-label", env = "BATON_JOB_LABELS", value_delimiter = ',', value_parser = label)]
     pub job_labels: Vec<(String, String)>,
@@ -146,6 +151,7 @@ impl Config {
             download_attempts: DEFAULT_ATTEMPTS,
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            heal_grace: DEFAULT_HEAL_GRACE,
             job_labels: Vec::new(),
             log_json: false,
         }
@@ -188,6 +194,7 @@ impl Config {
                 agent_timeout: self.agent_timeout,
                 health_timeout: self.health_timeout,
                 max_dispatch: MAX_DISPATCH_PER_PASS,
+                heal_grace: self.heal_grace,
             },
             agent_etcd: if self.agent_etcd.is_empty() {
                 self.etcd.clone()

@@ -232,6 +232,8 @@ mod tests {
                 phase_since: None,
                 canary_approved: false,
                 events: 0,
+                listed: false,
+                task: None,
                 created_at: "t".into(),
                 updated_at: "t".into(),
             },

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::names::{HostId, UpgradeId};
+use crate::names::{GroupName, HostId, UpgradeId};
 use crate::state::{HostState, UpgradePhase};
 
 /// The schema version this build writes and the newest it reads.
@@ -417,6 +417,14 @@ pub struct Upgrade {
     /// same transaction that writes the event, so sequence numbers are never reused.
     #[serde(default)]
     pub events: u64,
+    /// The request named its hosts (`hosts`) instead of selecting them by labels only: hosts
+    /// registered later do not join it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listed: bool,
+    /// Set when the orchestrator created the record itself, for one host (absent: an
+    /// operator's request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When this record last changed.
@@ -425,6 +433,54 @@ pub struct Upgrade {
 
 impl Document for Upgrade {
     const KIND: &'static str = "upgrade";
+}
+
+/// Why the orchestrator created an upgrade record itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// A host registered after the fleet's upgrade selected its hosts is brought to its
+    /// version: downloader job, agent, install. Holds `active` like any upgrade.
+    Join,
+    /// The host's agent is gone while its Docker Engine answers: the downloader job of its
+    /// current bundle runs again (reinstalls and restarts the agent); nothing is installed.
+    Heal,
+    /// Maintenance mode `restart`: `desired` action `restart`.
+    Restart,
+    /// Maintenance mode `replace`: the downloader job of the current bundle, then `desired`
+    /// action `replace`.
+    Replace,
+}
+
+impl TaskKind {
+    /// The kebab-case name, also the prefix of the record's id (`join-<host>-<n>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Join => "join",
+            TaskKind::Heal => "heal",
+            TaskKind::Restart => "restart",
+            TaskKind::Replace => "replace",
+        }
+    }
+}
+
+/// `upgrades/<id>.task`: what a record created by the orchestrator is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// The kind.
+    pub kind: TaskKind,
+    /// The one host it concerns.
+    pub host: HostId,
+    /// The record whose bundle it installs: the fleet's upgrade (join) or the record that
+    /// put the host on its current bundle (heal, restart, replace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<UpgradeId>,
+    /// Restart and replace: the `since` of the maintenance setting it carries out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_since: Option<Timestamp>,
+    /// Restart and replace: set when the mode is the host's group's, not its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupName>,
 }
 
 /// `active`: the upgrade in progress. Created with compare-and-swap, so at most one exists.

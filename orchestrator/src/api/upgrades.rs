@@ -240,6 +240,8 @@ pub async fn create(
         phase_since: Some(now.clone()),
         canary_approved: false,
         events: 0,
+        listed: req.hosts.is_some(),
+        task: None,
         created_at: now.clone(),
         updated_at: now.clone(),
     };

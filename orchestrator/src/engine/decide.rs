@@ -20,14 +20,21 @@
 //! - In every phase, more failed hosts than the strategy tolerates → `Failed`, naming them;
 //!   a host not yet dispatched whose maintenance mode is `paused` is `Skipped`.
 //! - `Paused`: in-flight work is still judged (and can fail the upgrade); nothing new starts.
+//! - A host another in-progress task holds (heal, restart, replace: [`super::tasks`]) gets no
+//!   downloader job and no `desired` until that task ends: the task goes first.
+//!
+//! Records the orchestrator created itself (`task`) follow the same phases for their one
+//! host: a join as any upgrade; a heal ends once the agent is back on the bundle's agent
+//! version (nothing is dispatched); a restart starts with its host `Downloaded` (no job) and
+//! dispatches `restart`; a replace dispatches `replace`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
-    HostOutcomeState as O, MaintenanceMode, Strategy, Timestamp, Upgrade,
+    HostOutcomeState as O, MaintenanceMode, Strategy, TaskKind, Timestamp, Upgrade,
 };
-use baton_protocol::{HostId, HostState, UpgradePhase as P};
+use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
 use crate::view::FleetView;
 
@@ -40,6 +47,9 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 /// Hosts dispatched per transaction (each adds a `desired` and an event to it; etcd allows
 /// 128 operations per transaction). The next pass continues.
 pub const MAX_DISPATCH_PER_PASS: usize = 32;
+/// Default time a registered host's agent may be gone (while its Docker Engine answers)
+/// before the downloader job of its current bundle is run again to revive it.
+pub const DEFAULT_HEAL_GRACE: Duration = Duration::from_secs(30);
 
 /// The engine's tunables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +62,8 @@ pub struct Limits {
     pub health_timeout: Duration,
     /// See [`MAX_DISPATCH_PER_PASS`].
     pub max_dispatch: usize,
+    /// See [`DEFAULT_HEAL_GRACE`].
+    pub heal_grace: Duration,
 }
 
 impl Default for Limits {
@@ -61,6 +73,7 @@ impl Default for Limits {
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             max_dispatch: MAX_DISPATCH_PER_PASS,
+            heal_grace: DEFAULT_HEAL_GRACE,
         }
     }
 }
@@ -85,6 +98,8 @@ pub struct Observed<'a> {
     pub downloads_running: &'a BTreeSet<HostId>,
     /// Hosts whose downloader job ended and whose outcome is not recorded yet.
     pub downloads_finished: &'a BTreeMap<HostId, DownloadOutcome>,
+    /// Hosts held by another task in progress (see [`claimed_by_tasks`]): not started here.
+    pub claimed: &'a BTreeSet<HostId>,
     /// The time now.
     pub now: SystemTime,
 }
@@ -179,7 +194,8 @@ pub fn canaries_done(upgrade: &Upgrade) -> bool {
         .all(|h| !is_open(h.state))
 }
 
-fn is_open(state: O) -> bool {
+/// The host is still to be worked on (or being worked on) in a record.
+pub fn is_open(state: O) -> bool {
     matches!(state, O::Pending | O::Downloaded | O::Dispatched)
 }
 
@@ -362,6 +378,7 @@ impl Decision {
         let start: Vec<HostId> = pending
             .into_iter()
             .filter(|h| !o.downloads_running.contains(h) && !o.downloads_finished.contains_key(h))
+            .filter(|h| !o.claimed.contains(h))
             .take(free)
             .collect();
         for host in start {
@@ -418,7 +435,28 @@ impl Decision {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
-        let ready = batch_of(&self.u, current);
+        let ready: Vec<HostId> = batch_of(&self.u, current)
+            .into_iter()
+            .filter(|h| !o.claimed.contains(h))
+            .collect();
+        if self
+            .u
+            .task
+            .as_ref()
+            .is_some_and(|t| t.kind == TaskKind::Heal)
+        {
+            // The agent is back on the bundle's version: that was all a heal was for.
+            let progressed = !ready.is_empty();
+            for host in ready {
+                let reason = format!("agent back on {}", self.u.version);
+                self.record(host, O::Succeeded, reason);
+            }
+            if progressed {
+                // Nothing left to wait for: finish in this pass.
+                self.installing(o, limits);
+            }
+            return;
+        }
         let daisy = matches!(self.u.strategy, Strategy::DaisyChain);
         for host in ready.into_iter().take(limits.max_dispatch) {
             let next_host = if daisy {
@@ -499,6 +537,23 @@ impl Decision {
             reason,
         });
     }
+}
+
+/// Hosts open in an in-progress task record other than `except`: heals, restarts and
+/// replaces hold their host until they end (upgrades and joins wait for them).
+pub fn claimed_by_tasks(view: &FleetView, except: &UpgradeId) -> BTreeSet<HostId> {
+    view.upgrades
+        .values()
+        .map(|v| &v.value)
+        .filter(|u| &u.id != except && !u.phase.is_terminal())
+        .filter(|u| u.task.as_ref().is_some_and(|t| t.kind != TaskKind::Join))
+        .flat_map(|u| {
+            u.hosts
+                .iter()
+                .filter(|(_, h)| is_open(h.state))
+                .map(|(id, _)| id.clone())
+        })
+        .collect()
 }
 
 /// Whether the host's agent is alive and reports the bundle's agent version.

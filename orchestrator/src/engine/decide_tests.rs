@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
     Alive, BatchSize, Desired, DesiredAction, HostOutcome, HostOutcomeState as O, HostStatus,
-    Maintenance, MaintenanceMode, SCHEMA_VERSION, Strategy, Upgrade,
+    Maintenance, MaintenanceMode, SCHEMA_VERSION, Strategy, Task, TaskKind, Upgrade,
 };
 use baton_protocol::etcd::Versioned;
 use baton_protocol::{HostId, HostState as H, UpgradeId, UpgradePhase as P};
@@ -41,6 +41,7 @@ struct Fx {
     missing: BTreeMap<HostId, Duration>,
     running: BTreeSet<HostId>,
     finished: BTreeMap<HostId, DownloadOutcome>,
+    claimed: BTreeSet<HostId>,
     now: SystemTime,
 }
 
@@ -77,6 +78,8 @@ impl Fx {
             phase_since: Some(T0.into()),
             canary_approved: false,
             events: 0,
+            listed: false,
+            task: None,
             created_at: T0.into(),
             updated_at: T0.into(),
         };
@@ -86,6 +89,7 @@ impl Fx {
             missing: BTreeMap::new(),
             running: BTreeSet::new(),
             finished: BTreeMap::new(),
+            claimed: BTreeSet::new(),
             now: at(1),
         };
         for (h, _) in plan {
@@ -215,6 +219,27 @@ impl Fx {
         self
     }
 
+    /// Makes the record a task of the leader's for its (only) host.
+    fn task(mut self, kind: TaskKind) -> Self {
+        let host = self.upgrade.hosts.keys().next().cloned().expect("a host");
+        if kind == TaskKind::Restart {
+            self.upgrade.agent_version = None;
+        }
+        self.upgrade.task = Some(Task {
+            kind,
+            host,
+            follows: None,
+            maintenance_since: None,
+            group: None,
+        });
+        self
+    }
+
+    fn claimed(mut self, h: &str) -> Self {
+        self.claimed.insert(id(h));
+        self
+    }
+
     fn approved(mut self) -> Self {
         self.upgrade.canary_approved = true;
         self
@@ -226,6 +251,7 @@ impl Fx {
             agent_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(100),
             max_dispatch: MAX_DISPATCH_PER_PASS,
+            heal_grace: Duration::from_secs(30),
         };
         next_actions(
             &self.upgrade,
@@ -234,6 +260,7 @@ impl Fx {
                 alive_missing_for: &self.missing,
                 downloads_running: &self.running,
                 downloads_finished: &self.finished,
+                claimed: &self.claimed,
                 now: self.now,
             },
             &limits,
@@ -583,10 +610,91 @@ fn decisions_table() {
             four(rolling(1, 0, false, 0)).phase(P::Aborted),
             &[],
         ),
+        // --- Hosts held by a task, and the tasks themselves.
+        (
+            "a host a task holds gets no downloader job yet",
+            four(rolling(1, 0, false, 0)).claimed("h1"),
+            &["phase Downloading", "download h2", "download h3"],
+        ),
+        (
+            "nor a desired key",
+            installing_on_2(pairs.clone()).claimed("h2"),
+            &["dispatch h1"],
+        ),
+        (
+            "a heal ends once the agent is back on the bundle's agent version",
+            Fx::new(rolling(1, 0, false, 0), &[("h1", 0)])
+                .task(TaskKind::Heal)
+                .phase(P::UpdatingAgents)
+                .all(O::Downloaded)
+                .all_alive("2.0.0"),
+            &["phase Installing", "record h1 Succeeded", "phase Succeeded"],
+        ),
+        (
+            "a heal waits for the agent like an upgrade",
+            Fx::new(rolling(1, 0, false, 0), &[("h1", 0)])
+                .task(TaskKind::Heal)
+                .phase(P::UpdatingAgents)
+                .all(O::Downloaded),
+            &[],
+        ),
+        (
+            "a restart (nothing to stage) goes straight to dispatching restart",
+            Fx::new(rolling(1, 0, false, 0), &[("h1", 0)])
+                .task(TaskKind::Restart)
+                .all(O::Downloaded),
+            &[
+                "phase Downloading",
+                "phase UpdatingAgents",
+                "phase Installing",
+                "dispatch h1",
+            ],
+        ),
+        (
+            "a restart waits for an agent to be alive",
+            Fx::new(rolling(1, 0, false, 0), &[("h1", 0)])
+                .task(TaskKind::Restart)
+                .all(O::Downloaded)
+                .gone("h1", 5),
+            &["phase Downloading", "phase UpdatingAgents"],
+        ),
+        (
+            "a replace downloads, then dispatches",
+            Fx::new(rolling(1, 0, false, 0), &[("h1", 0)]).task(TaskKind::Replace),
+            &["phase Downloading", "download h1"],
+        ),
+        (
+            "a restart succeeds on Done",
+            Fx::new(rolling(1, 0, false, 0), &[("h1", 0)])
+                .task(TaskKind::Restart)
+                .phase(P::Installing)
+                .host("h1", O::Dispatched)
+                .status("h1", H::Done),
+            &["record h1 Succeeded", "phase Succeeded"],
+        ),
     ];
     for (name, fx, want) in cases {
         let got: Vec<String> = fx.decide().iter().map(line).collect();
         assert_eq!(got, want.to_vec(), "{name}");
+    }
+}
+
+#[test]
+fn tasks_dispatch_their_action() {
+    use crate::engine::execute::{desired_action, desired_for};
+    let fx = Fx::new(rolling(1, 0, false, 0), &[("h1", 0)]);
+    assert_eq!(desired_action(&fx.upgrade), DesiredAction::Install);
+    for (kind, action) in [
+        (TaskKind::Join, DesiredAction::Install),
+        (TaskKind::Restart, DesiredAction::Restart),
+        (TaskKind::Replace, DesiredAction::Replace),
+    ] {
+        let u = fx.clone().task(kind).upgrade;
+        assert_eq!(
+            desired_for(&u, None, &T0.to_owned()).action,
+            action,
+            "{kind:?}"
+        );
     }
 }
 

@@ -3,9 +3,13 @@
 //! ends — the removal of `active`, all in one transaction guarded by the record's and each
 //! `desired` key's `mod_revision` and by this replica's leadership. A conflict writes
 //! nothing; the next pass decides again from what etcd then shows.
+//!
+//! Also the writes of the leader's own tasks ([`super::tasks`]): creating a task record
+//! (with `active` for a join) and clearing a maintenance mode a task carried out.
 
 use baton_protocol::documents::{
-    Desired, DesiredAction, Event, HostOutcomeState, SCHEMA_VERSION, Timestamp, Upgrade,
+    Desired, DesiredAction, Event, HostOutcomeState, Maintenance, MaintenanceMode, SCHEMA_VERSION,
+    TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::etcd::{Client, EtcdError, Versioned};
 use baton_protocol::{HostId, HostKey, Keyspace};
@@ -67,7 +71,8 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             write_desired,
         } => {
             let mut message = if *write_desired {
-                format!("desired written: install {}", upgrade.version)
+                let action = action_name(desired_action(upgrade));
+                format!("desired written: {action} {}", upgrade.version)
             } else {
                 format!(
                     "handed the baton by the previous host: install {}",
@@ -90,6 +95,24 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
     })
 }
 
+/// What a record's dispatch asks of the host: `install`, or the task's `restart`/`replace`.
+pub fn desired_action(upgrade: &Upgrade) -> DesiredAction {
+    match upgrade.task.as_ref().map(|t| t.kind) {
+        Some(TaskKind::Restart) => DesiredAction::Restart,
+        Some(TaskKind::Replace) => DesiredAction::Replace,
+        Some(TaskKind::Join | TaskKind::Heal) | None => DesiredAction::Install,
+    }
+}
+
+fn action_name(action: DesiredAction) -> &'static str {
+    match action {
+        DesiredAction::Install => "install",
+        DesiredAction::Replace => "replace",
+        DesiredAction::Restart => "restart",
+        DesiredAction::Reboot => "reboot",
+    }
+}
+
 /// The `desired` document dispatching `host` for `upgrade`.
 pub fn desired_for(upgrade: &Upgrade, next_host: Option<HostId>, now: &Timestamp) -> Desired {
     Desired {
@@ -97,7 +120,7 @@ pub fn desired_for(upgrade: &Upgrade, next_host: Option<HostId>, now: &Timestamp
         upgrade_id: upgrade.id.clone(),
         version: upgrade.version.clone(),
         bundle: upgrade.bundle.clone(),
-        action: DesiredAction::Install,
+        action: desired_action(upgrade),
         next_host,
         issued_at: now.clone(),
     }
@@ -197,6 +220,105 @@ pub async fn commit(
             desired,
             revision,
         })),
+        Written::Conflict => Ok(None),
+    }
+}
+
+/// Creates a task record with its `created` event, only if the id is free and this replica
+/// leads — and, when `take_active`, only if no upgrade is active (then `active` names it).
+/// `Ok(None)`: a guard failed (decided again next pass).
+pub async fn create_task(
+    writer: Writer<'_>,
+    upgrade: &Upgrade,
+    message: &str,
+    take_active: bool,
+    now: &Timestamp,
+) -> Result<Option<(Upgrade, i64)>, EtcdError> {
+    let Writer {
+        client,
+        keyspace,
+        leadership_key,
+        ..
+    } = writer;
+    let key = keyspace.upgrade(&upgrade.id);
+    let mut record = upgrade.clone();
+    let event = Event {
+        schema_version: SCHEMA_VERSION,
+        at: now.clone(),
+        source: EVENT_SOURCE.to_owned(),
+        host: record.task.as_ref().map(|t| t.host.clone()),
+        kind: "created".to_owned(),
+        message: message.to_owned(),
+    };
+    let event_key = keyspace.event(&record.id, record.events);
+    record.events += 1;
+    let mut guards = vec![store::fence(leadership_key), store::unchanged(&key, 0)];
+    let mut ops = vec![store::put(&key, &record), store::put(&event_key, &event)];
+    if take_active {
+        let active = keyspace.active();
+        guards.push(store::unchanged(&active, 0));
+        ops.push(store::put(
+            &active,
+            &baton_protocol::documents::Active {
+                schema_version: SCHEMA_VERSION,
+                upgrade_id: record.id.clone(),
+            },
+        ));
+    }
+    match store::commit(client, &key, guards, ops).await? {
+        Written::At(revision) => Ok(Some((record, revision))),
+        Written::Conflict => Ok(None),
+    }
+}
+
+/// Sets a maintenance key back to `none` (guarded by the revision it was read at) and writes
+/// `message` as an event of the task record `record` (guarded by its revision).
+/// `Ok(None)`: a guard failed.
+pub async fn clear_maintenance(
+    writer: Writer<'_>,
+    maintenance_key: &str,
+    read_at: i64,
+    record: &Versioned<Upgrade>,
+    message: &str,
+    now: &Timestamp,
+) -> Result<Option<(Upgrade, Maintenance, i64)>, EtcdError> {
+    let Writer {
+        client,
+        keyspace,
+        leadership_key,
+        ..
+    } = writer;
+    let record_key = keyspace.upgrade(&record.value.id);
+    let mut upgrade = record.value.clone();
+    let event = Event {
+        schema_version: SCHEMA_VERSION,
+        at: now.clone(),
+        source: EVENT_SOURCE.to_owned(),
+        host: upgrade.task.as_ref().map(|t| t.host.clone()),
+        kind: "maintenance-cleared".to_owned(),
+        message: message.to_owned(),
+    };
+    let event_key = keyspace.event(&upgrade.id, upgrade.events);
+    upgrade.events += 1;
+    upgrade.updated_at = now.clone();
+    let cleared = Maintenance {
+        schema_version: SCHEMA_VERSION,
+        mode: MaintenanceMode::None,
+        reason: format!("cleared by the orchestrator: {} succeeded", upgrade.id),
+        since: now.clone(),
+    };
+    let guards = vec![
+        store::fence(leadership_key),
+        store::unchanged(maintenance_key, read_at),
+        store::unchanged(&record_key, record.mod_revision),
+    ];
+    let ops = vec![
+        store::put(maintenance_key, &cleared),
+        store::put(&record_key, &upgrade),
+        store::put(&event_key, &event),
+    ];
+    match store::commit(client, maintenance_key, guards, ops).await? {
+        Written::At(revision) => Ok(Some((upgrade, cleared, revision))),
         Written::Conflict => Ok(None),
     }
 }

@@ -7,23 +7,30 @@
 //!
 //! - [`decide`]: the pure decision function and its table tests;
 //! - [`execute`]: one guarded transaction per pass (record, `desired` keys, events, `active`);
-//! - [`downloader`]: the downloader job on a host, through the host's Docker Engine.
+//! - [`downloader`]: the downloader job on a host, through the host's Docker Engine;
+//! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
+//!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
+//!   creates are then driven like upgrades.
 
 pub mod decide;
 pub mod downloader;
 pub mod execute;
+pub mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use baton_protocol::documents::{self, Upgrade};
-use baton_protocol::etcd::{Client, ResumableWatch, WatchUpdate};
-use baton_protocol::{HostId, Keyspace, UpgradeId};
+use baton_protocol::documents::{self, Maintenance, Upgrade};
+use baton_protocol::etcd::{Client, ResumableWatch, Versioned, WatchUpdate};
+use baton_protocol::{HostId, HostKey, Keyspace, UpgradeId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::engine::decide::{Action, DownloadOutcome, Limits, Observed, next_actions};
+use crate::engine::decide::{
+    Action, DownloadOutcome, Limits, Observed, claimed_by_tasks, next_actions,
+};
+use crate::engine::tasks::{FleetObserved, TaskAction, next_tasks};
 use crate::metrics::Counters;
 use crate::store;
 use crate::view::{FleetView, Part};
@@ -32,6 +39,10 @@ use crate::view::{FleetView, Part};
 const TICK: Duration = Duration::from_secs(1);
 /// Pause after a watch fails before it is retried.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// How long a Docker probe's answer is trusted.
+const PROBE_FRESH: Duration = Duration::from_secs(10);
+/// Time a Docker probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the engine is configured with.
 #[derive(Debug, Clone)]
@@ -66,6 +77,9 @@ struct Engine {
     finished: BTreeMap<JobKey, DownloadOutcome>,
     tasks: JoinSet<()>,
     results: mpsc::UnboundedSender<(JobKey, DownloadOutcome)>,
+    probes: BTreeMap<HostId, (Instant, bool)>,
+    probing: BTreeSet<HostId>,
+    probe_results: mpsc::UnboundedSender<(HostId, bool)>,
 }
 
 /// Runs the engine until the future is dropped (leadership lost or shutdown). Dropping it
@@ -80,6 +94,7 @@ pub async fn run(
 ) {
     let (watch_tx, mut watch_rx) = mpsc::channel::<(Part, WatchUpdate)>(64);
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         client: client.clone(),
         keyspace: keyspace.clone(),
@@ -93,6 +108,9 @@ pub async fn run(
         finished: BTreeMap::new(),
         tasks: JoinSet::new(),
         results: results_tx,
+        probes: BTreeMap::new(),
+        probing: BTreeSet::new(),
+        probe_results: probe_tx,
     };
     for part in [Part::Hosts, Part::Groups, Part::Upgrades] {
         let watch = ResumableWatch::new(client.clone(), part.prefix(&keyspace));
@@ -114,6 +132,10 @@ pub async fn run(
                 engine.running.remove(&key);
                 Counters::dec(&engine.counters.jobs_running);
                 engine.finished.insert(key, outcome);
+            }
+            Some((host, answers)) = probe_rx.recv() => {
+                engine.probing.remove(&host);
+                engine.probes.insert(host, (Instant::now(), answers));
             }
             _ = tick.tick() => {}
         }
@@ -221,23 +243,37 @@ impl Engine {
         }
     }
 
-    /// How long each host of `upgrade` has been without an `alive` key, as seen by this
-    /// replica (a new leader starts counting afresh: it only ever waits longer).
-    fn alive_missing_for(&mut self, upgrade: &Upgrade, now: Instant) -> BTreeMap<HostId, Duration> {
-        let mut out = BTreeMap::new();
-        for host in upgrade.hosts.keys() {
-            let alive = self.view.hosts.get(host).is_some_and(|d| d.alive.is_some());
-            if alive {
-                self.missing_since.remove(host);
-            } else {
-                let since = *self.missing_since.entry(host.clone()).or_insert(now);
-                out.insert(host.clone(), now.duration_since(since));
+    /// Notes since when each host (registered, or in an upgrade in progress) has been
+    /// without an `alive` key, as seen by this replica (a new leader starts counting afresh:
+    /// it only ever waits longer).
+    fn track_alive(&mut self, now: Instant) {
+        let view = &self.view;
+        let in_upgrades = view
+            .upgrades
+            .values()
+            .filter(|u| !u.value.phase.is_terminal())
+            .flat_map(|u| u.value.hosts.keys());
+        let hosts: BTreeSet<&HostId> = view.hosts.keys().chain(in_upgrades).collect();
+        let absent = |h: &HostId| view.hosts.get(h).is_none_or(|d| d.alive.is_none());
+        self.missing_since
+            .retain(|h, _| hosts.contains(h) && absent(h));
+        for host in hosts {
+            if absent(host) {
+                self.missing_since.entry(host.clone()).or_insert(now);
             }
         }
-        out
+    }
+
+    /// How long each host without an `alive` key has been so.
+    fn alive_missing_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
+        self.missing_since
+            .iter()
+            .map(|(h, since)| (h.clone(), now.duration_since(*since)))
+            .collect()
     }
 
     async fn pass(&mut self) {
+        self.track_alive(Instant::now());
         let in_progress: Vec<UpgradeId> = self
             .view
             .upgrades
@@ -255,13 +291,155 @@ impl Engine {
                 .get(u)
                 .is_some_and(|u| !u.value.phase.is_terminal())
         });
+        self.tasks_pass().await;
+    }
+
+    /// Decides and carries out what the leader takes on by itself ([`tasks`]).
+    async fn tasks_pass(&mut self) {
+        let now = Instant::now();
+        self.probes
+            .retain(|_, (at, _)| now.duration_since(*at) < PROBE_FRESH);
+        let answers: BTreeMap<HostId, bool> = self
+            .probes
+            .iter()
+            .map(|(h, (_, a))| (h.clone(), *a))
+            .collect();
+        let missing = self.alive_missing_for(now);
+        let actions = next_tasks(
+            &FleetObserved {
+                view: &self.view,
+                alive_missing_for: &missing,
+                docker_answers: &answers,
+                now: SystemTime::now(),
+            },
+            &self.config.limits,
+        );
+        for action in actions {
+            self.carry_out(action).await;
+        }
+    }
+
+    async fn carry_out(&mut self, action: TaskAction) {
+        let now = documents::now();
+        let writer = execute::Writer {
+            client: &self.client,
+            keyspace: &self.keyspace,
+            leadership_key: &self.leadership_key,
+            counters: &self.counters,
+        };
+        match action {
+            TaskAction::Probe { host } => self.probe(host),
+            TaskAction::Create {
+                upgrade,
+                message,
+                take_active,
+            } => match execute::create_task(writer, &upgrade, &message, take_active, &now).await {
+                Ok(Some((record, revision))) => {
+                    Counters::inc(&self.counters.commits);
+                    tracing::info!(task = %record.id, %message, "task created");
+                    self.view.wrote_upgrade(record, revision);
+                }
+                Ok(None) => {
+                    Counters::inc(&self.counters.conflicts);
+                    tracing::debug!(task = %upgrade.id, "task not created (id taken, an upgrade active, or leadership lost)");
+                }
+                Err(error) => {
+                    tracing::warn!(task = %upgrade.id, %error, "could not create a task; retrying");
+                }
+            },
+            TaskAction::ClearHost {
+                host,
+                read_at,
+                record,
+                message,
+            } => {
+                let key = self.keyspace.host(&host, HostKey::Maintenance);
+                if let Some(m) = self.clear(&key, read_at, &record, &message).await {
+                    self.view.hosts.entry(host).or_default().maintenance = Some(m);
+                }
+            }
+            TaskAction::ClearGroup {
+                group,
+                read_at,
+                record,
+                message,
+            } => {
+                let key = self.keyspace.group_maintenance(&group);
+                if let Some(m) = self.clear(&key, read_at, &record, &message).await {
+                    self.view.groups.insert(group, m);
+                }
+            }
+        }
+    }
+
+    /// Clears a maintenance key; returns it as written.
+    async fn clear(
+        &mut self,
+        key: &str,
+        read_at: i64,
+        record: &UpgradeId,
+        message: &str,
+    ) -> Option<Versioned<Maintenance>> {
+        let current = self.view.upgrades.get(record)?.clone();
+        let now = documents::now();
+        let writer = execute::Writer {
+            client: &self.client,
+            keyspace: &self.keyspace,
+            leadership_key: &self.leadership_key,
+            counters: &self.counters,
+        };
+        match execute::clear_maintenance(writer, key, read_at, &current, message, &now).await {
+            Ok(Some((upgrade, cleared, revision))) => {
+                Counters::inc(&self.counters.commits);
+                tracing::info!(%key, task = %record, %message, "maintenance mode cleared");
+                self.view.wrote_upgrade(upgrade, revision);
+                Some(Versioned {
+                    value: cleared,
+                    mod_revision: revision,
+                })
+            }
+            Ok(None) => {
+                Counters::inc(&self.counters.conflicts);
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%key, %error, "could not clear a maintenance mode; retrying");
+                None
+            }
+        }
+    }
+
+    /// Asks the host's Docker Engine whether it answers, in the background.
+    fn probe(&mut self, host: HostId) {
+        if self.probing.contains(&host) {
+            return;
+        }
+        let Some(endpoint) = self
+            .view
+            .hosts
+            .get(&host)
+            .and_then(|d| d.spec.as_ref())
+            .map(|s| s.value.docker.clone())
+        else {
+            return;
+        };
+        self.probing.insert(host.clone());
+        let results = self.probe_results.clone();
+        self.tasks.spawn(async move {
+            let answers = tokio::time::timeout(PROBE_TIMEOUT, docker_answers(&endpoint))
+                .await
+                .unwrap_or(false);
+            tracing::debug!(%host, %endpoint, answers, "docker probe");
+            let _ = results.send((host, answers));
+        });
     }
 
     async fn decide_and_commit(&mut self, id: &UpgradeId) {
         let Some(current) = self.view.upgrades.get(id).cloned() else {
             return;
         };
-        let missing = self.alive_missing_for(&current.value, Instant::now());
+        let missing = self.alive_missing_for(Instant::now());
+        let claimed = claimed_by_tasks(&self.view, id);
         let running: BTreeSet<HostId> = self
             .running
             .keys()
@@ -281,6 +459,7 @@ impl Engine {
                 alive_missing_for: &missing,
                 downloads_running: &running,
                 downloads_finished: &finished,
+                claimed: &claimed,
                 now: SystemTime::now(),
             },
             &self.config.limits,
@@ -370,6 +549,17 @@ impl Engine {
             let _ = results.send((key, outcome));
         });
         self.running.insert((id.clone(), host), handle);
+    }
+}
+
+/// Whether the Docker Engine at `endpoint` answers a ping.
+async fn docker_answers(endpoint: &str) -> bool {
+    let Ok(endpoint) = crate::docker::Endpoint::parse(endpoint) else {
+        return false;
+    };
+    match endpoint.connect().await {
+        Ok(docker) => docker.ping().await.is_ok(),
+        Err(_) => false,
     }
 }
 
