@@ -1,5 +1,5 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
-.PHONY: all deps build test fmt lint unit demo demo-down clean static bundle-agents bundles
+.PHONY: all deps build test fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins
 
 CARGO ?= cargo
 
@@ -8,13 +8,17 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 STATIC_DIR := target/$(STATIC_TARGET)/debug
 # The sample bundles (images/sample-bundle/<version>) and the agent each one carries, built
-# with BATON_BUILD_VERSION=<version> in its own target folder (no rebuild ping-pong).
+# with BATON_BUILD_VERSION=<version> in the static target folder (switching versions
+# rebuilds only the protocol and agent crates, not the dependencies) and copied aside.
 BUNDLE_VERSIONS := 1.0.0 2.0.0
 BUNDLE_AGENTS := target/bundle-agents
 BUNDLE_SOURCES := target/bundle-sources
 BUNDLE_REPO ?= 127.0.0.1:5000/baton/bundle
 # Set to --push to push the sample bundles to BUNDLE_REPO's registry.
 BUNDLE_PUSH ?=
+# More flags for `baton-demo up` (see `target/debug/baton-demo up --help`); the ports also
+# follow BATON_DEMO_ETCD_PORT, BATON_DEMO_REGISTRY_PORT and BATON_DEMO_API_PORT.
+DEMO_FLAGS ?=
 
 all: build
 
@@ -39,9 +43,9 @@ static: deps
 bundle-agents: deps
 	@for v in $(BUNDLE_VERSIONS); do \
 	    echo "baton-agent $$v -> $(BUNDLE_AGENTS)/$$v/baton-agent"; \
-	    BATON_BUILD_VERSION=$$v RUSTFLAGS='$(STATIC_RUSTFLAGS)' CARGO_TARGET_DIR=$(BUNDLE_AGENTS)/$$v/cargo \
+	    BATON_BUILD_VERSION=$$v RUSTFLAGS='$(STATIC_RUSTFLAGS)' \
 	        $(CARGO) build --target $(STATIC_TARGET) -p baton-agent || exit 1; \
-	    install -D -m 0755 $(BUNDLE_AGENTS)/$$v/cargo/$(STATIC_TARGET)/debug/baton-agent $(BUNDLE_AGENTS)/$$v/baton-agent || exit 1; \
+	    install -D -m 0755 $(STATIC_DIR)/baton-agent $(BUNDLE_AGENTS)/$$v/baton-agent || exit 1; \
 	done
 
 # The sample bundle images $(BUNDLE_REPO):<version> (add BUNDLE_PUSH=--push to push them).
@@ -53,18 +57,26 @@ bundles: static bundle-agents
 	        --agent $(BUNDLE_AGENTS)/$$v/baton-agent $(BUNDLE_PUSH) || exit 1; \
 	done
 
+# baton-orchestrator and batonctl, which the demo and its end-to-end test run as processes.
+orchestrator-bins: deps
+	$(CARGO) build -p baton-orchestrator --bins
+
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
-# versioned agents).
-test: lint static bundle-agents
+# versioned agents; the demo's test the orchestrator's binaries).
+test: lint static bundle-agents orchestrator-bins
 	$(CARGO) test --workspace --locked
 
-demo: deps
-	@echo "make demo: the end-to-end demo needs the orchestrator and agent, which do not run upgrades yet." >&2
-	@exit 1
+# A local fleet upgraded from bundle 1.0.0 to 2.0.0, left running (a second run replaces
+# the first); `make demo-down` removes it.
+demo: deps static bundle-agents
+	$(CARGO) build -p baton-orchestrator -p baton-tests --bins
+	target/debug/baton-demo up $(DEMO_FLAGS)
 
+# Stops and removes everything `make demo` started (nothing running: nothing to do).
 demo-down:
-	@true
+	@$(CARGO) build --quiet -p baton-tests --bin baton-demo
+	target/debug/baton-demo down
 
 clean:
 	$(CARGO) clean

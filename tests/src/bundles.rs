@@ -23,7 +23,6 @@ use crate::fleet::Host;
 use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
 
 /// The sample bundle versions.
-/// The sample bundle versions.
 pub const VERSIONS: [&str; 2] = ["1.0.0", "2.0.0"];
 
 /// The workspace root.
@@ -43,22 +42,33 @@ pub struct Binaries {
     pub agents: [PathBuf; 2],
 }
 
-/// The prebuilt static binaries; fails saying how to build them if missing.
-pub fn binaries() -> Binaries {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Cargo's target folder: `CARGO_TARGET_DIR`, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The prebuilt static binaries, or which one is missing and how to build it.
+pub fn find_binaries() -> Result<Binaries, String> {
+    let target = target_dir();
     let downloader = target.join("x86_64-unknown-linux-gnu/debug/baton-downloader");
     let agents = VERSIONS.map(|v| target.join(format!("bundle-agents/{v}/baton-agent")));
     for path in std::iter::once(&downloader).chain(agents.iter()) {
-        assert!(
-            path.is_file(),
-            "{} is missing: build the static downloader and the versioned agents first \
-             (`make static bundle-agents`; `make test` does)",
-            path.display()
-        );
+        if !path.is_file() {
+            return Err(format!(
+                "{} is missing: build the static downloader and the versioned agents first \
+                 (`make static bundle-agents`; `make test` and `make demo` do)",
+                path.display()
+            ));
+        }
     }
-    Binaries { downloader, agents }
+    Ok(Binaries { downloader, agents })
+}
+
+/// The prebuilt static binaries; fails saying how to build them if missing.
+pub fn binaries() -> Binaries {
+    find_binaries().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fails the test with how to get Docker if the engine does not answer.
@@ -80,18 +90,35 @@ impl Drop for RemoveImages {
     }
 }
 
-/// `images/sample-bundle/prepare.sh VERSION OUT`.
-pub async fn prepare_source(version: &str, out: &Path) {
+/// `images/sample-bundle/prepare.sh VERSION OUT`; an error names the script and says why.
+pub async fn try_prepare_source(version: &str, out: &Path) -> Result<(), String> {
     let script = workspace().join("images/sample-bundle/prepare.sh");
-    let status = tokio::process::Command::new("bash")
+    let output = tokio::process::Command::new("bash")
         .arg(&script)
         .arg(version)
         .arg(out)
-        .stdout(std::process::Stdio::null())
-        .status()
+        .stdin(std::process::Stdio::null())
+        .output()
         .await
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(status.success(), "{} {version} failed", script.display());
+        .map_err(|e| format!("run {}: {e}", script.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {version} {} failed ({}): {}",
+            script.display(),
+            out.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// `images/sample-bundle/prepare.sh VERSION OUT`.
+pub async fn prepare_source(version: &str, out: &Path) {
+    try_prepare_source(version, out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Builds the bundle `tag` from `source` and pushes it.

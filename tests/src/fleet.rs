@@ -27,6 +27,11 @@
 //! If a test process dies without running `Drop` (SIGKILL, abort), the next
 //! `Fleet::start` on the machine removes what that dead process left
 //! (resources whose `baton.fleet.pid` names no live process).
+//!
+//! A fleet that must outlive its process (`make demo`) is started with
+//! [`FleetOptions::owner`] (a name, not a pid: never reaped as left behind)
+//! and kept with [`Fleet::leak`]; [`runs_owned_by`] finds its runs again and
+//! [`cleanup_run`] removes them.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -90,6 +95,11 @@ pub struct FleetOptions {
     pub extra_host_paths: Vec<String>,
     /// How long a host may take to boot to `running`.
     pub boot_timeout: Duration,
+    /// Label the fleet's resources as owned by this name instead of the
+    /// current process's pid, so no later `Fleet::start` reaps them when
+    /// this process exits (the demo's fleet outlives the demo command).
+    /// Must not be a number.
+    pub owner: Option<String>,
 }
 
 impl Default for FleetOptions {
@@ -100,6 +110,7 @@ impl Default for FleetOptions {
             unique_hostnames: true,
             extra_host_paths: Vec::new(),
             boot_timeout: Duration::from_secs(60),
+            owner: None,
         }
     }
 }
@@ -151,6 +162,8 @@ pub enum FleetError {
         container: String,
         failed_units: Vec<String>,
     },
+    #[error("fleet owner {owner:?} must be a name, not a number (numbers are pids)")]
+    InvalidOwner { owner: String },
     #[error("cleaning up fleet run {run_id} left problems: {problems:?}")]
     Cleanup {
         run_id: String,
@@ -196,6 +209,8 @@ pub struct Fleet {
     gateway: Ipv4Addr,
     root: PathBuf,
     hosts: Vec<Host>,
+    /// The `baton.fleet.pid` label value: this process's pid, or the owner name.
+    owner: String,
     cleaned: bool,
 }
 
@@ -206,6 +221,15 @@ impl Fleet {
         if n > MAX_HOSTS {
             return Err(FleetError::TooManyHosts { requested: n });
         }
+        let owner = match &options.owner {
+            Some(owner) if owner.is_empty() || owner.parse::<u32>().is_ok() => {
+                return Err(FleetError::InvalidOwner {
+                    owner: owner.clone(),
+                });
+            }
+            Some(owner) => owner.clone(),
+            None => std::process::id().to_string(),
+        };
         docker::ensure_available().await?;
         for problem in reap_stale_runs() {
             eprintln!("baton-tests: cleaning up after a dead fleet failed: {problem}");
@@ -232,14 +256,13 @@ impl Fleet {
             gateway: Ipv4Addr::UNSPECIFIED,
             root,
             hosts: Vec::new(),
+            owner,
             cleaned: false,
         };
         let pid_file = fleet.root.join(OWNER_PID_FILE);
-        std::fs::write(&pid_file, std::process::id().to_string()).map_err(|source| {
-            FleetError::Io {
-                path: pid_file.clone(),
-                source,
-            }
+        std::fs::write(&pid_file, &fleet.owner).map_err(|source| FleetError::Io {
+            path: pid_file.clone(),
+            source,
         })?;
 
         fleet.create_network().await?;
@@ -268,6 +291,7 @@ impl Fleet {
                 ip: Ipv4Addr::new(a, b, c, offset),
                 network: fleet.network.clone(),
                 run_id: fleet.run_id.clone(),
+                owner: fleet.owner.clone(),
                 host_paths: host_paths.clone(),
                 boot_timeout: options.boot_timeout,
             };
@@ -317,7 +341,7 @@ impl Fleet {
                 "--label",
                 &format!("{LABEL_RUN}={}", self.run_id),
                 "--label",
-                &format!("{LABEL_PID}={}", std::process::id()),
+                &format!("{LABEL_PID}={}", self.owner),
                 &self.network,
             ])
             .await;
@@ -355,7 +379,7 @@ impl Fleet {
             "--label",
             &format!("{LABEL_RUN}={}", self.run_id),
             "--label",
-            &format!("{LABEL_PID}={}", std::process::id()),
+            &format!("{LABEL_PID}={}", self.owner),
             &self.image,
         ])
         .await?;
@@ -422,6 +446,15 @@ impl Fleet {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// Keeps everything running past this value (and this process): `Drop`
+    /// no longer removes anything. Returns the run id, for [`cleanup_run`].
+    /// Start the fleet with [`FleetOptions::owner`] so that no later
+    /// `Fleet::start` reaps it as left behind by a dead process.
+    pub fn leak(mut self) -> String {
+        self.cleaned = true;
+        self.run_id.clone()
+    }
+
     /// Removes everything now, reporting what could not be removed (`Drop`
     /// does the same but can only print problems).
     pub fn destroy(mut self) -> Result<(), FleetError> {
@@ -459,6 +492,7 @@ pub struct Host {
     ip: Ipv4Addr,
     network: String,
     run_id: String,
+    owner: String,
     root: PathBuf,
     host_paths: Vec<String>,
     boot_timeout: Duration,
@@ -469,7 +503,7 @@ impl Host {
         let ip = self.ip.to_string();
         let labels = [
             format!("{LABEL_RUN}={}", self.run_id),
-            format!("{LABEL_PID}={}", std::process::id()),
+            format!("{LABEL_PID}={}", self.owner),
             format!("{LABEL_HOST}={}", self.name),
         ];
         let mut mounts = Vec::new();
@@ -960,9 +994,10 @@ fn overlaps(net: u32, mask: u32, candidate: Ipv4Addr, candidate_mask: u32) -> bo
     net & common == u32::from(candidate) & common
 }
 
-/// Removes every container, network and folder of run `run_id`; returns
-/// what could not be removed. Blocking (used by `Drop`).
-fn cleanup_run(run_id: &str, root: Option<&Path>) -> Vec<String> {
+/// Removes every container, network and folder of run `run_id` (`root`:
+/// the fleet's folder, [`Fleet::root`]); returns what could not be removed.
+/// Blocking (used by `Drop`).
+pub fn cleanup_run(run_id: &str, root: Option<&Path>) -> Vec<String> {
     let mut problems = Vec::new();
     let name_filter = format!("name=baton-{run_id}-");
     // Containers named after a host's (run-unique) hostname, `<prefix>-<i>-R-…`.
@@ -1019,6 +1054,27 @@ fn cleanup_run(run_id: &str, root: Option<&Path>) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The run ids of every fleet whose containers or network are labelled as
+/// owned by `owner` ([`FleetOptions::owner`]).
+pub fn runs_owned_by(owner: &str) -> Result<BTreeSet<String>, FleetError> {
+    let filter = format!("label={LABEL_PID}={owner}");
+    let format = format!("{{{{.Label \"{LABEL_RUN}\"}}}}");
+    let mut runs = BTreeSet::new();
+    for listing in [
+        docker::run_blocking(&["ps", "--all", "--filter", &filter, "--format", &format])?,
+        docker::run_blocking(&["network", "ls", "--filter", &filter, "--format", &format])?,
+    ] {
+        runs.extend(
+            listing
+                .lines()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(runs)
 }
 
 /// Cleans up after fleets whose owning process died without dropping them

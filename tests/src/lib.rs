@@ -3,6 +3,7 @@
 //! `tests/tests/` and by `make demo`.
 
 pub mod bundles;
+pub mod demo;
 pub mod docker;
 pub mod etcd;
 pub mod fleet;

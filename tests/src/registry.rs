@@ -238,7 +238,8 @@ impl Drop for Registry {
     }
 }
 
-fn config_yaml(addr: SocketAddr, storage: &Path) -> String {
+/// The registry's configuration: plain http on `addr`, blobs under `storage`, deletes allowed.
+pub fn config_yaml(addr: SocketAddr, storage: &Path) -> String {
     format!(
         "version: 0.1\n\
          log:\n  level: info\n  accesslog:\n    disabled: true\n\
@@ -261,7 +262,7 @@ fn free_loopback_addr() -> Result<SocketAddr, RegistryError> {
 }
 
 /// Whether `GET /v2/` answers 200 (the registry's API version check).
-async fn answers_v2(addr: SocketAddr) -> bool {
+pub async fn answers_v2(addr: SocketAddr) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         stream
