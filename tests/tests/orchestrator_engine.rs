@@ -698,3 +698,54 @@ async fn a_failed_download_stops_all_at_once_before_any_host_is_touched() {
     );
     orch.stop().await;
 }
+
+#[tokio::test]
+async fn max_failures_0_halts_at_the_first_rolled_back_host_and_touches_no_other() {
+    let mut w = World::new().await;
+    let orch = Orchestrator::start(w.config("orch-a")).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = orch.api.clone();
+    // Every host would fail its health check: whichever goes first must be the only one.
+    for h in ["h1", "h2", "h3"] {
+        w.host(&api, h, "a", Behaviour::RollBack).await;
+    }
+    let id = format!("u-{}", w.run);
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": id, "image": w.bundle, "strategy": {"kind": "rolling", "batch": {"count": 1}, "max_failures": 0}}),
+    )
+    .await
+    .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let u = loop {
+        let u = w.upgrade(&api, &id).await;
+        if u.phase.is_terminal() {
+            break u;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", u.phase);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(u.phase, UpgradePhase::Failed, "{:?}", u.reason);
+    let told = w.desired_writes().await;
+    assert_eq!(
+        told.len(),
+        1,
+        "only the first host may be touched: {told:?}"
+    );
+    let first = told.keys().next().expect("one host").clone();
+    let reason = u.reason.unwrap_or_default();
+    assert!(reason.contains(&format!("{first}: RolledBack")), "{reason}");
+    for (host, outcome) in &u.hosts {
+        if host.as_str() == first {
+            assert_eq!(outcome.state, HostOutcomeState::Failed, "{host}");
+        } else {
+            assert_eq!(
+                outcome.state,
+                HostOutcomeState::Downloaded,
+                "{host} was touched"
+            );
+        }
+    }
+    assert!(keys_under(&w.client, "/baton/active").await.is_empty());
+    orch.stop().await;
+}
