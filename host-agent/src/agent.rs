@@ -477,7 +477,17 @@ impl Agent {
                         boot_id: self.boot_id()?,
                     };
                     journal::save(&state_dir, &journal)?;
-                    work(HostState::Rebooting, "reboot into", &c, "").await?;
+                    let text =
+                        format!("reboot into kernel {}", c.release.as_deref().unwrap_or("?"));
+                    reporter
+                        .status(
+                            Some(&id),
+                            HostState::Rebooting,
+                            Some(&text),
+                            "",
+                            Some(&started),
+                        )
+                        .await?;
                     match blocking(move || ops.reboot()).await {
                         Ok(()) => return Ok(Driven::Rebooting),
                         Err(e) => journal.rollback_reason = Some(e.0),
