@@ -35,7 +35,7 @@ use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePha
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
-use orchestrator_support::{Orchestrator, RemoveImages, keys_under, tiny_manifest};
+use orchestrator_support::{Orchestrator, RemoveImages, keys_under, push_job_bundle};
 use serde_json::json;
 
 const BUNDLE_VERSION: &str = "9.0.0";
@@ -62,52 +62,14 @@ echo '{"schema_version":1,"version":"9.0.0","files":2,"bytes":6,"bundle":"staged
 
 /// Builds and pushes the test bundle; returns its tag reference.
 async fn push_bundle(registry: &Registry, images: &mut RemoveImages) -> String {
-    let ctx = tempfile::tempdir().expect("temp dir");
-    let dir = ctx.path();
-    std::fs::create_dir_all(dir.join("bundle")).expect("mkdir");
-    std::fs::write(
-        dir.join("bundle/manifest.json"),
-        serde_json::to_vec(&tiny_manifest(BUNDLE_VERSION, true)).expect("json"),
+    push_job_bundle(
+        registry,
+        "engine-bundle",
+        BUNDLE_VERSION,
+        JOB_SCRIPT,
+        images,
     )
-    .expect("manifest");
-    std::fs::copy("/bin/busybox", dir.join("busybox"))
-        .expect("/bin/busybox (Debian busybox-static) is needed");
-    std::fs::write(dir.join("job.sh"), JOB_SCRIPT).expect("job.sh");
-    std::fs::write(
-        dir.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox job.sh /\nCOPY bundle/ /bundle/\nENTRYPOINT [\"/busybox\", \"sh\", \"/job.sh\"]\n",
-    )
-    .expect("Dockerfile");
-    let unique = dir
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .to_lowercase()
-        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-    let local = format!("baton-engine-test-{unique}:{BUNDLE_VERSION}");
-    let out = tokio::process::Command::new("docker")
-        .args(["build", "--quiet", "--tag", &local])
-        .arg(dir)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .await
-        .expect("docker build");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    images.0.push(local.clone());
-    registry
-        .push(&local, "baton-test/engine-bundle", BUNDLE_VERSION)
-        .await
-        .expect("push");
-    let tag = format!(
-        "{}:{BUNDLE_VERSION}",
-        registry.reference("baton-test/engine-bundle")
-    );
-    images.0.push(tag.clone());
-    tag
+    .await
 }
 
 /// How a stand-in agent behaves when told to install.

@@ -197,6 +197,52 @@ pub async fn push_tiny_bundle(
     (reference, pinned)
 }
 
+/// Builds a test bundle whose downloader job is `job_script` (run by a static busybox, so it
+/// can record its flags in the host's folder and print a summary line) with the tiny
+/// manifest of `version`, and pushes it as `<registry>/baton-test/<name>:<version>`;
+/// returns that reference. The local images are removed when `images` drops.
+pub async fn push_job_bundle(
+    registry: &Registry,
+    name: &str,
+    version: &str,
+    job_script: &str,
+    images: &mut RemoveImages,
+) -> String {
+    let ctx = tempfile::tempdir().expect("temp dir");
+    let dir = ctx.path();
+    std::fs::create_dir_all(dir.join("bundle")).expect("mkdir");
+    std::fs::write(
+        dir.join("bundle/manifest.json"),
+        serde_json::to_vec(&tiny_manifest(version, true)).expect("json"),
+    )
+    .expect("manifest");
+    std::fs::copy("/bin/busybox", dir.join("busybox"))
+        .expect("/bin/busybox (Debian busybox-static) is needed");
+    std::fs::write(dir.join("job.sh"), job_script).expect("job.sh");
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox job.sh /\nCOPY bundle/ /bundle/\nENTRYPOINT [\"/busybox\", \"sh\", \"/job.sh\"]\n",
+    )
+    .expect("Dockerfile");
+    let unique = dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let local = format!("baton-{name}-{unique}:{version}");
+    build(dir, &local).await;
+    images.0.push(local.clone());
+    let repository = format!("baton-test/{name}");
+    registry
+        .push(&local, &repository, version)
+        .await
+        .expect("push");
+    let tag = format!("{}:{version}", registry.reference(&repository));
+    images.0.push(tag.clone());
+    tag
+}
+
 async fn build(ctx: &Path, tag: &str) {
     let out = tokio::process::Command::new("docker")
         .args(["build", "--quiet", "--tag", tag])
