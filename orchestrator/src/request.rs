@@ -120,4 +120,7 @@ pub struct SetMaintenance {
     /// Why.
     #[serde(default)]
     pub reason: String,
+    /// Mode `restart` only: reboot the host instead of restarting its managed services.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot: bool,
 }

@@ -253,6 +253,7 @@ mod tests {
             mode,
             reason: String::new(),
             since: "t".into(),
+            reboot: false,
         })
     }
 

@@ -264,10 +264,24 @@ pub enum MaintenanceMode {
     Paused,
     /// The orchestrator does not re-run the downloader to revive a dead agent.
     AutohealingOff,
-    /// The agent restarts the host's managed services, then the mode clears.
+    /// The agent restarts the host's managed services (or, with `reboot`, reboots the host),
+    /// then the mode clears.
     Restart,
     /// Managed components are reinstalled from the current bundle, then the mode clears.
     Replace,
+}
+
+impl MaintenanceMode {
+    /// The kebab-case name, as stored and accepted by the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            MaintenanceMode::None => "none",
+            MaintenanceMode::Paused => "paused",
+            MaintenanceMode::AutohealingOff => "autohealing-off",
+            MaintenanceMode::Restart => "restart",
+            MaintenanceMode::Replace => "replace",
+        }
+    }
 }
 
 /// `hosts/<host>/maintenance` and `groups/<group>/maintenance`.
@@ -283,6 +297,9 @@ pub struct Maintenance {
     pub reason: String,
     /// When it was set.
     pub since: Timestamp,
+    /// Mode `restart` only: reboot the host instead of restarting its managed services.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot: bool,
 }
 
 impl Document for Maintenance {
@@ -445,7 +462,8 @@ pub enum TaskKind {
     /// The host's agent is gone while its Docker Engine answers: the downloader job of its
     /// current bundle runs again (reinstalls and restarts the agent); nothing is installed.
     Heal,
-    /// Maintenance mode `restart`: `desired` action `restart`.
+    /// Maintenance mode `restart`: `desired` action `restart` (`reboot` when the mode asks
+    /// for a reboot).
     Restart,
     /// Maintenance mode `replace`: the downloader job of the current bundle, then `desired`
     /// action `replace`.
@@ -481,6 +499,10 @@ pub struct Task {
     /// Restart and replace: set when the mode is the host's group's, not its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupName>,
+    /// Restart: the maintenance setting asked for a reboot of the host (`desired` action
+    /// `reboot`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot: bool,
 }
 
 /// `active`: the upgrade in progress. Created with compare-and-swap, so at most one exists.
@@ -651,6 +673,43 @@ mod tests {
         )
         .expect("candidate");
         assert_eq!(candidate.api, None);
+    }
+
+    #[test]
+    fn maintenance_mode_names_are_the_stored_form() {
+        for mode in [
+            MaintenanceMode::None,
+            MaintenanceMode::Paused,
+            MaintenanceMode::AutohealingOff,
+            MaintenanceMode::Restart,
+            MaintenanceMode::Replace,
+        ] {
+            assert_eq!(
+                serde_json::to_value(mode).expect("mode"),
+                serde_json::Value::from(mode.name())
+            );
+        }
+    }
+
+    #[test]
+    fn reboot_is_written_only_when_asked() {
+        let m: Maintenance = decode(
+            "/baton/hosts/h1/maintenance",
+            br#"{"schema_version":1,"mode":"restart","since":"t"}"#,
+        )
+        .expect("maintenance without reboot");
+        assert!(!m.reboot);
+        assert!(
+            !String::from_utf8(encode(&m))
+                .expect("utf8")
+                .contains("reboot")
+        );
+        let m = Maintenance { reboot: true, ..m };
+        let text = String::from_utf8(encode(&m)).expect("utf8");
+        assert!(text.contains(r#""reboot":true"#), "{text}");
+        let back: Maintenance =
+            decode("/baton/hosts/h1/maintenance", text.as_bytes()).expect("back");
+        assert!(back.reboot);
     }
 
     #[test]

@@ -344,6 +344,59 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
     }
     assert!(keys_under(&client, "/baton/upgrades/").await.is_empty());
 
+    // --- Maintenance: `reboot` only goes with mode `restart`.
+    let refused_maintenance = [
+        (
+            "/v1/hosts/h1/maintenance",
+            json!({"mode": "replace", "reboot": true}),
+        ),
+        (
+            "/v1/hosts/h1/maintenance",
+            json!({"mode": "none", "reboot": true}),
+        ),
+        (
+            "/v1/groups/edge/maintenance",
+            json!({"mode": "paused", "reboot": true}),
+        ),
+        (
+            "/v1/hosts/h1/maintenance",
+            json!({"mode": "restart", "reboot": "yes"}),
+        ),
+    ];
+    for (path, body) in &refused_maintenance {
+        let before = keyspace(&client).await;
+        let (status, answer) = send(api, "PUT", path, &body.to_string()).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(message.starts_with("reboot"), "{path} {body}: {message}");
+        assert_eq!(keyspace(&client).await, before, "{path} {body}: written");
+    }
+    let (status, answer) = send(
+        api,
+        "PUT",
+        "/v1/hosts/h1/maintenance",
+        &json!({"mode": "restart", "reboot": true, "reason": "kernel params"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["reboot"], true, "{answer}");
+    let stored = client
+        .kv_client()
+        .get("/baton/hosts/h1/maintenance", None)
+        .await
+        .expect("get");
+    let stored = String::from_utf8_lossy(stored.kvs()[0].value()).into_owned();
+    assert!(stored.contains(r#""reboot":true"#), "{stored}");
+    let (status, answer) = send(
+        api,
+        "PUT",
+        "/v1/hosts/h1/maintenance",
+        &json!({"mode": "none"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("reboot").is_none(), "{answer}");
+
     // --- A valid upgrade: the tag is resolved to the registry's digest once.
     let started = Instant::now();
     let first: UpgradeInfo = api

@@ -8,8 +8,8 @@
 //! runs again (as the real job restarts the real agent).
 //!
 //! Covered: a host registered after an upgrade joins it by itself (holding `active`: a new
-//! request gets 409 meanwhile); maintenance `restart` on a host and `replace` on a group
-//! carried out and cleared; a dead agent healed within the grace period, and not healed
+//! request gets 409 meanwhile); maintenance `restart` (with and without `reboot`) on a host
+//! and `replace` on a group carried out and cleared, a restart's resume event; a dead agent healed within the grace period, and not healed
 //! while its host is `autohealing-off`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -133,7 +133,7 @@ async fn agent(client: Client, host: HostId, root: PathBuf, kill: Arc<AtomicBool
                 )
                 .await;
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                if d.action != DesiredAction::Restart {
+                if !matches!(d.action, DesiredAction::Restart | DesiredAction::Reboot) {
                     let installed = Installed {
                         schema_version: SCHEMA_VERSION,
                         bundle_version: Some(d.version.clone()),
@@ -333,6 +333,7 @@ fn set(mode: MaintenanceMode) -> SetMaintenance {
     SetMaintenance {
         mode,
         reason: "test".into(),
+        reboot: false,
     }
 }
 
@@ -424,6 +425,52 @@ async fn a_late_joiner_catches_up_and_restart_and_replace_clear_themselves() {
     assert!(
         events.iter().any(|e| e.event.kind == "maintenance-cleared"),
         "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.event.kind == "host-succeeded"
+            && e.event
+                .message
+                .starts_with("h1 resumed after its managed services were restarted")),
+        "no resume event: {events:?}"
+    );
+
+    // `restart` with `reboot` on a host: desired reboot, Done, mode cleared, resume event.
+    api.host_maintenance(
+        "h2",
+        &SetMaintenance {
+            reboot: true,
+            ..set(MaintenanceMode::Restart)
+        },
+    )
+    .await
+    .expect("set restart with reboot");
+    let rebooted = w
+        .wait("restart-h2-1", Duration::from_secs(10), async || {
+            api.upgrade("restart-h2-1").await.ok()
+        })
+        .await;
+    assert!(
+        rebooted.upgrade.task.as_ref().is_some_and(|t| t.reboot),
+        "{:?}",
+        rebooted.upgrade.task
+    );
+    let u = w.ended(&api, "restart-h2-1").await;
+    assert_eq!(u.phase, UpgradePhase::Succeeded, "{:?}", u.reason);
+    assert_eq!(w.desired("h2").await.action, DesiredAction::Reboot);
+    w.wait("h2's mode cleared", Duration::from_secs(5), async || {
+        (w.maintenance(&api, "h2").await.0 == MaintenanceMode::None).then_some(())
+    })
+    .await;
+    let events = api.events("restart-h2-1").await.expect("events");
+    assert!(
+        events[0].event.message.contains("rebooting h2"),
+        "{:?}",
+        events[0]
+    );
+    assert!(
+        events.iter().any(|e| e.event.kind == "host-succeeded"
+            && e.event.message.starts_with("h2 resumed after the reboot")),
+        "no resume event: {events:?}"
     );
 
     // `replace` on the group: every host, one at a time, then the group's mode clears.

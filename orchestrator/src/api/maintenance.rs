@@ -1,11 +1,12 @@
 //! `PUT /v1/hosts/{host}/maintenance` and `PUT /v1/groups/{group}/maintenance`: set a
 //! maintenance mode (`none` clears it). A group's mode applies to every host whose `group`
 //! label names it, including hosts registered later; a host's own mode (other than `none`)
-//! wins over its group's.
+//! wins over its group's. `reboot: true` (mode `restart` only) reboots the host instead of
+//! restarting its managed services.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use baton_protocol::documents::{HostSpec, Maintenance, SCHEMA_VERSION, now};
+use baton_protocol::documents::{HostSpec, Maintenance, MaintenanceMode, SCHEMA_VERSION, now};
 use baton_protocol::etcd;
 use baton_protocol::{GroupName, HostKey};
 
@@ -17,12 +18,19 @@ use crate::request::SetMaintenance;
 use crate::store::{self, Written};
 
 async fn set(state: &AppState, key: &str, req: SetMaintenance) -> Result<Maintenance, ApiError> {
+    if req.reboot && req.mode != MaintenanceMode::Restart {
+        return Err(ApiError::bad_request(format!(
+            "reboot: only valid with mode restart, not {}",
+            req.mode.name()
+        )));
+    }
     let fence = state.require_leader().await?;
     let doc = Maintenance {
         schema_version: SCHEMA_VERSION,
         mode: req.mode,
         reason: req.reason,
         since: now(),
+        reboot: req.reboot,
     };
     for _ in 0..store::WRITE_ATTEMPTS {
         let read_at = etcd::read::<Maintenance>(state.client(), key)

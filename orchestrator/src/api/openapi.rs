@@ -123,9 +123,9 @@ pub fn document() -> Value {
                 "path_map": {"type": "object", "additionalProperties": {"type": "string"}, "description": "host path -> path the host's Docker Engine sees for it"},
                 "boot_id_file": {"type": "string"}, "kernel_release_file": {"type": "string"}, "container_prefix": {"type": "string"}}},
             "HostSpec": {"type": "object", "description": "hosts/<host>/spec (docs/keyspace.md)"},
-            "Maintenance": {"type": "object", "properties": {"mode": schema("MaintenanceMode"), "reason": {"type": "string"}, "since": {"type": "string"}}},
+            "Maintenance": {"type": "object", "properties": {"mode": schema("MaintenanceMode"), "reason": {"type": "string"}, "since": {"type": "string"}, "reboot": {"type": "boolean", "description": "mode restart: the host is rebooted; absent when false"}}},
             "MaintenanceMode": {"type": "string", "enum": ["none", "paused", "autohealing-off", "restart", "replace"]},
-            "SetMaintenance": {"type": "object", "additionalProperties": false, "required": ["mode"], "properties": {"mode": schema("MaintenanceMode"), "reason": {"type": "string"}}},
+            "SetMaintenance": {"type": "object", "additionalProperties": false, "required": ["mode"], "properties": {"mode": schema("MaintenanceMode"), "reason": {"type": "string"}, "reboot": {"type": "boolean", "default": false, "description": "only with mode restart (else 400): reboot the host instead of restarting its managed services"}}},
             "HostInfo": {"type": "object", "properties": {
                 "id": {"type": "string"}, "spec": schema("HostSpec"), "alive": {"type": "object", "nullable": true},
                 "desired": {"type": "object", "nullable": true}, "status": {"type": "object", "nullable": true},

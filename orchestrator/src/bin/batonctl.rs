@@ -63,6 +63,9 @@ enum HostCommand {
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
+        /// With mode `restart`: reboot the host instead of restarting its managed services.
+        #[arg(long)]
+        reboot: bool,
     },
 }
 
@@ -219,7 +222,12 @@ async fn host(api: &ApiClient, command: HostCommand) -> anyhow::Result<()> {
             Ok(())
         }
         HostCommand::Show { host } => pretty(&api.host(&host).await?),
-        HostCommand::Maintenance { host, mode, reason } => {
+        HostCommand::Maintenance {
+            host,
+            mode,
+            reason,
+            reboot,
+        } => {
             let mode = match mode {
                 Mode::None => MaintenanceMode::None,
                 Mode::Paused => MaintenanceMode::Paused,
@@ -228,8 +236,15 @@ async fn host(api: &ApiClient, command: HostCommand) -> anyhow::Result<()> {
                 Mode::Replace => MaintenanceMode::Replace,
             };
             pretty(
-                &api.host_maintenance(&host, &SetMaintenance { mode, reason })
-                    .await?,
+                &api.host_maintenance(
+                    &host,
+                    &SetMaintenance {
+                        mode,
+                        reason,
+                        reboot,
+                    },
+                )
+                .await?,
             )
         }
     }

@@ -26,13 +26,14 @@
 //! Records the orchestrator created itself (`task`) follow the same phases for their one
 //! host: a join as any upgrade; a heal ends once the agent is back on the bundle's agent
 //! version (nothing is dispatched); a restart starts with its host `Downloaded` (no job) and
-//! dispatches `restart`; a replace dispatches `replace`.
+//! dispatches `restart` (or `reboot`), and its host's success is recorded as "resumed"; a
+//! replace dispatches `replace`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
-    HostOutcomeState as O, MaintenanceMode, Strategy, TaskKind, Timestamp, Upgrade,
+    HostOutcomeState as O, HostStatus, MaintenanceMode, Strategy, TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
@@ -590,7 +591,7 @@ fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Optio
                     .as_ref()
                     .is_none_or(|v| *v == a.agent_version) =>
             {
-                Some((O::Succeeded, String::new()))
+                Some((O::Succeeded, resumed(u, host, status)))
             }
             Some(a) => Some((
                 O::Failed,
@@ -635,6 +636,24 @@ fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Optio
                 ),
             )
         }),
+    }
+}
+
+/// The note on a host's success: for a restart task, that the host resumed (after the
+/// reboot, or after its managed services were restarted), with what its agent reported —
+/// the `host-succeeded` event of the task is its resume event. Empty otherwise.
+fn resumed(u: &Upgrade, host: &HostId, status: Option<&HostStatus>) -> String {
+    let Some(task) = u.task.as_ref().filter(|t| t.kind == TaskKind::Restart) else {
+        return String::new();
+    };
+    let after = if task.reboot {
+        "the reboot"
+    } else {
+        "its managed services were restarted"
+    };
+    match status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()) {
+        Some(reported) => format!("{host} resumed after {after}; agent: {reported}"),
+        None => format!("{host} resumed after {after}"),
     }
 }
 

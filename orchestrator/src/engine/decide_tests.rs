@@ -198,6 +198,7 @@ impl Fx {
                 mode,
                 reason: String::new(),
                 since: T0.into(),
+                reboot: false,
             },
             mod_revision: 8,
         });
@@ -231,8 +232,18 @@ impl Fx {
             follows: None,
             maintenance_since: None,
             group: None,
+            reboot: false,
         });
         self
+    }
+
+    /// Makes the record a restart task that reboots its host.
+    fn reboot_task(self) -> Self {
+        let mut fx = self.task(TaskKind::Restart);
+        if let Some(t) = fx.upgrade.task.as_mut() {
+            t.reboot = true;
+        }
+        fx
     }
 
     fn claimed(mut self, h: &str) -> Self {
@@ -696,6 +707,53 @@ fn tasks_dispatch_their_action() {
             "{kind:?}"
         );
     }
+    let u = fx.reboot_task().upgrade;
+    assert_eq!(
+        desired_for(&u, None, &T0.to_owned()).action,
+        DesiredAction::Reboot
+    );
+}
+
+#[test]
+fn a_restart_task_records_that_its_host_resumed() {
+    use crate::engine::execute::event_for;
+    let done = |fx: Fx| {
+        fx.phase(P::Installing)
+            .host("h1", O::Dispatched)
+            .status("h1", H::Done)
+    };
+    let cases = [
+        (
+            done(Fx::new(rolling(1, 0, false, 0), &[("h1", 0)]).task(TaskKind::Restart)),
+            "h1 resumed after its managed services were restarted; agent: Done message",
+        ),
+        (
+            done(Fx::new(rolling(1, 0, false, 0), &[("h1", 0)]).reboot_task()),
+            "h1 resumed after the reboot; agent: Done message",
+        ),
+    ];
+    for (fx, want) in cases {
+        let actions = fx.decide();
+        let record = actions
+            .iter()
+            .find(|a| matches!(a, Action::Record { .. }))
+            .expect("the host is recorded");
+        let event = event_for(&fx.upgrade, record, &T0.to_owned()).expect("an event");
+        assert_eq!(event.kind, "host-succeeded");
+        assert_eq!(event.message, want);
+        assert_eq!(event.host, Some(id("h1")));
+        // The note is the event's, not the record's: a success keeps no reason.
+        let mut u = fx.upgrade.clone();
+        apply(&mut u, record, &T0.to_owned());
+        assert_eq!(u.hosts[&id("h1")].state, O::Succeeded);
+        assert_eq!(u.hosts[&id("h1")].reason, "");
+    }
+    // Other records keep the plain message.
+    let fx = done(Fx::new(rolling(1, 0, false, 0), &[("h1", 0)]).task(TaskKind::Replace))
+        .all_alive("2.0.0");
+    let actions = fx.decide();
+    let event = event_for(&fx.upgrade, &actions[0], &T0.to_owned()).expect("an event");
+    assert_eq!(event.message, "Succeeded: on 2.0.0");
 }
 
 #[test]

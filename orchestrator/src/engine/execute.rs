@@ -95,12 +95,14 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
     })
 }
 
-/// What a record's dispatch asks of the host: `install`, or the task's `restart`/`replace`.
+/// What a record's dispatch asks of the host: `install`, or the task's `restart` (`reboot`
+/// when its maintenance setting asked for one) or `replace`.
 pub fn desired_action(upgrade: &Upgrade) -> DesiredAction {
-    match upgrade.task.as_ref().map(|t| t.kind) {
-        Some(TaskKind::Restart) => DesiredAction::Restart,
-        Some(TaskKind::Replace) => DesiredAction::Replace,
-        Some(TaskKind::Join | TaskKind::Heal) | None => DesiredAction::Install,
+    match upgrade.task.as_ref().map(|t| (t.kind, t.reboot)) {
+        Some((TaskKind::Restart, true)) => DesiredAction::Reboot,
+        Some((TaskKind::Restart, false)) => DesiredAction::Restart,
+        Some((TaskKind::Replace, _)) => DesiredAction::Replace,
+        Some((TaskKind::Join | TaskKind::Heal, _)) | None => DesiredAction::Install,
     }
 }
 
@@ -306,6 +308,7 @@ pub async fn clear_maintenance(
         mode: MaintenanceMode::None,
         reason: format!("cleared by the orchestrator: {} succeeded", upgrade.id),
         since: now.clone(),
+        reboot: false,
     };
     let guards = vec![
         store::fence(leadership_key),

@@ -16,7 +16,8 @@
 //!   `autohealing-off` or `paused`. A failed heal is retried after `heal_grace` × 2^failures
 //!   (at most 64×).
 //! - **restart** / **replace**: a host whose maintenance mode (its own, else its group's)
-//!   is `restart` or `replace` gets a task carrying it out (one host of a group at a time);
+//!   is `restart` or `replace` gets a task carrying it out (one host of a group at a time;
+//!   a `restart` with `reboot` set dispatches `reboot` instead of `restart`);
 //!   once it succeeds the mode is cleared (a group's when every host of the group it
 //!   applies to is done). A failed task leaves the mode set; setting it again retries.
 //!
@@ -195,6 +196,8 @@ struct Setting {
     since: Timestamp,
     group: Option<GroupName>,
     read_at: i64,
+    /// `restart` with a reboot of the host.
+    reboot: bool,
 }
 
 fn setting(view: &FleetView, host: &HostId) -> Option<Setting> {
@@ -212,6 +215,7 @@ fn setting(view: &FleetView, host: &HostId) -> Option<Setting> {
             since: own.value.since.clone(),
             group: None,
             read_at: own.mod_revision,
+            reboot: own.value.reboot,
         });
     }
     let group = docs.group()?;
@@ -221,6 +225,7 @@ fn setting(view: &FleetView, host: &HostId) -> Option<Setting> {
         since: m.value.since.clone(),
         group: Some(group),
         read_at: m.mod_revision,
+        reboot: m.value.reboot,
     })
 }
 
@@ -340,6 +345,9 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                             None => format!("of {host}"),
                         };
                         let what = match s.kind {
+                            TaskKind::Restart if s.reboot => {
+                                format!("rebooting {host} (on bundle {})", source.version)
+                            }
                             TaskKind::Restart => {
                                 format!("restarting the managed services of {}", source.version)
                             }
@@ -354,6 +362,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                             follows: Some(source.id.clone()),
                             maintenance_since: Some(s.since.clone()),
                             group: s.group.clone(),
+                            reboot: s.kind == TaskKind::Restart && s.reboot,
                         };
                         out.push(TaskAction::Create {
                             upgrade: Box::new(task_record(id, task, source, &now)),
@@ -394,6 +403,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                             follows: Some(source.id.clone()),
                             maintenance_since: None,
                             group: None,
+                            reboot: false,
                         };
                         out.push(TaskAction::Create {
                             upgrade: Box::new(task_record(id, task, source, &now)),
@@ -437,6 +447,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                 follows: Some(fleet.id.clone()),
                 maintenance_since: None,
                 group: None,
+                reboot: false,
             };
             out.push(TaskAction::Create {
                 upgrade: Box::new(task_record(id, task, fleet, &now)),
@@ -496,6 +507,7 @@ fn clear_groups(view: &FleetView) -> Vec<TaskAction> {
             since: m.value.since.clone(),
             group: Some(group.clone()),
             read_at: m.mod_revision,
+            reboot: m.value.reboot,
         };
         // The hosts it applies to (not overridden by their own mode) that have a bundle.
         let members: Vec<&HostId> = view

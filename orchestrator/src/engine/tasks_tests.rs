@@ -130,6 +130,7 @@ impl Fx {
                 mode,
                 reason: String::new(),
                 since: T0.into(),
+                reboot: false,
             },
             8,
         );
@@ -145,6 +146,7 @@ impl Fx {
                     mode,
                     reason: String::new(),
                     since: T0.into(),
+                    reboot: false,
                 },
                 mod_revision: 9,
             },
@@ -181,6 +183,7 @@ impl Fx {
             follows: Some(UpgradeId::new("u1").expect("id")),
             maintenance_since: matches!(kind, K::Restart | K::Replace).then(|| T0.to_owned()),
             group: group.then(|| GroupName::new("edge").expect("group")),
+            reboot: false,
         };
         let mut u = record(uid, "2.0.0", phase, ended, &[(host, state)], Some(task));
         u.updated_at = ts(ended);
@@ -623,6 +626,42 @@ fn task_records_carry_the_current_bundle_and_the_right_first_state() {
         panic!("{actions:?}")
     };
     assert!(message.contains("gone for 60s"), "{message}");
+}
+
+#[test]
+fn a_restart_with_reboot_carries_it_into_its_task() {
+    let mut fx = fleet().mode("h1", M::Restart);
+    if let Some(m) = fx
+        .view
+        .hosts
+        .get_mut(&id("h1"))
+        .and_then(|d| d.maintenance.as_mut())
+    {
+        m.value.reboot = true;
+    }
+    let actions = fx.decide();
+    let [
+        TaskAction::Create {
+            upgrade, message, ..
+        },
+    ] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    let task = upgrade.task.as_ref().expect("task");
+    assert_eq!(task.kind, K::Restart);
+    assert!(task.reboot, "{task:?}");
+    assert!(message.contains("rebooting h1"), "{message}");
+    assert_eq!(
+        crate::engine::execute::desired_action(upgrade),
+        baton_protocol::documents::DesiredAction::Reboot
+    );
+    // Without it, the task restarts services.
+    let actions = fleet().mode("h1", M::Restart).decide();
+    let [TaskAction::Create { upgrade, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert!(!upgrade.task.as_ref().expect("task").reboot);
 }
 
 #[test]
