@@ -1,6 +1,9 @@
 //! The agent's main loop: keep an etcd session (liveness lease + `alive`), watch this
 //! host's `desired` key, and on start and on every change compare desired with what the
 //! host has and act on the difference — driving the journaled upgrade with `plan::next`.
+//! Besides `install` and `replace` (a journaled upgrade), `desired` may ask for `restart`
+//! (the managed services, at once) or `reboot` (journaled: asked in one boot, checked and
+//! reported `Done` in the next).
 //!
 //! Errors never end the daemon: the session is re-established with backoff.
 
@@ -15,10 +18,10 @@ use baton_protocol::documents::{
 };
 use baton_protocol::etcd::{self, Change, EtcdError, KeptLease, ResumableWatch};
 use baton_protocol::manifest::{Component, Manifest};
-use baton_protocol::{HostId, HostKey, HostState, Keyspace};
+use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
 
 use crate::apply::{self, Context};
-use crate::journal::{self, Journal, Outcome, Previous, Step, StepState};
+use crate::journal::{self, HostReboot, Journal, Outcome, Previous, Step, StepState};
 use crate::notify;
 use crate::ops::HostOps;
 use crate::plan::{self, Action, Observed};
@@ -28,6 +31,8 @@ use crate::report::Reporter;
 pub const SETTLE: Duration = Duration::from_secs(12);
 /// Longest pause before re-establishing a failed etcd session.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The `status.step` of a `reboot` until the host goes down.
+const REBOOT_STEP: &str = "reboot host";
 
 /// Something the agent could not do; the session is retried.
 #[derive(Debug, thiserror::Error)]
@@ -239,20 +244,30 @@ impl Agent {
                 self.restart_services(desired, reporter).await?;
                 return Ok(Driven::Settled);
             } else if desired.action == DesiredAction::Reboot {
+                // Journaled first (nothing installed, no steps): the reboot and what follows
+                // it are driven from the journal, across the reboot.
+                let installed = self.installed_now()?;
+                let fresh = Journal {
+                    upgrade_id: desired.upgrade_id.clone(),
+                    version: installed.bundle_version.unwrap_or_default(),
+                    started_at: documents::now(),
+                    previous: Previous::default(),
+                    steps: Vec::new(),
+                    rollback_reason: None,
+                    outcome: None,
+                    reboot: Some(HostReboot::default()),
+                };
                 reporter
                     .status(
-                        Some(&desired.upgrade_id),
-                        HostState::Failed,
-                        None,
-                        &format!(
-                            "action {:?} is not supported by agent {}",
-                            desired.action,
-                            baton_protocol::VERSION
-                        ),
-                        None,
+                        Some(&fresh.upgrade_id),
+                        HostState::Updating,
+                        Some(REBOOT_STEP),
+                        "",
+                        Some(&fresh.started_at),
                     )
                     .await?;
-                return Ok(Driven::Settled);
+                journal::save(state_dir, &fresh)?;
+                journal = Some(fresh);
             } else {
                 // Install, and Replace (reinstall every component of the bundle, even at the
                 // version the host already runs): a new journal applies them all.
@@ -362,6 +377,7 @@ impl Agent {
                 .collect(),
             rollback_reason: None,
             outcome: None,
+            reboot: None,
         })
     }
 
@@ -371,6 +387,9 @@ impl Agent {
             // Finished before: only (re)report, whatever the staged bundles look like now.
             self.report_outcome(&journal, reporter).await?;
             return Ok(Driven::Settled);
+        }
+        if journal.reboot.is_some() {
+            return self.drive_reboot(journal, reporter).await;
         }
         let state_dir = self.config.state_dir.clone();
         let id = journal.upgrade_id.clone();
@@ -541,9 +560,120 @@ impl Agent {
                         reason: journal.rollback_reason.clone().unwrap_or_default(),
                     });
                 }
+                // Only for a reboot's journal, which `drive_reboot` runs.
+                Action::RebootHost | Action::ResumeAfterReboot { .. } => {
+                    return self.drive_reboot(journal, reporter).await;
+                }
             }
             journal::save(&state_dir, &journal)?;
         }
+    }
+
+    /// `reboot`: records the boot the reboot is asked in, reports `Rebooting` and asks
+    /// systemd to reboot; in the next boot checks the managed services (restarting nothing)
+    /// and reports `Done`, saying the host resumed after the reboot.
+    async fn drive_reboot(
+        &self,
+        mut journal: Journal,
+        reporter: &Reporter,
+    ) -> Result<Driven, AgentError> {
+        let state_dir = self.config.state_dir.clone();
+        let id = journal.upgrade_id.clone();
+        let started = journal.started_at.clone();
+        loop {
+            let observed = self.observed()?;
+            match plan::next(&journal, &observed, |_| None) {
+                Action::RebootHost => {
+                    // Recorded before asking, so a reboot that happens at once is recognised.
+                    journal.reboot.get_or_insert_default().requested_in =
+                        Some(observed.boot_id.clone());
+                    journal::save(&state_dir, &journal)?;
+                    let message = format!("reboot asked during boot {}", observed.boot_id);
+                    reporter
+                        .status(
+                            Some(&id),
+                            HostState::Rebooting,
+                            Some(REBOOT_STEP),
+                            &message,
+                            Some(&started),
+                        )
+                        .await?;
+                    let ops = self.ops.clone();
+                    match blocking(move || ops.reboot()).await {
+                        Ok(()) => return Ok(Driven::Rebooting),
+                        Err(e) => {
+                            journal.outcome = Some(Outcome::Failed {
+                                reason: format!("reboot: {}", e.0),
+                            });
+                        }
+                    }
+                }
+                Action::ResumeAfterReboot { from } => {
+                    let message = format!("back in boot {} (was {from})", observed.boot_id);
+                    reporter
+                        .status(
+                            Some(&id),
+                            HostState::Verifying,
+                            Some("check managed services"),
+                            &message,
+                            Some(&started),
+                        )
+                        .await?;
+                    let checked = match journal.version.as_str() {
+                        // No bundle installed: nothing is managed, nothing to check.
+                        "" => Ok(()),
+                        version => self.managed_services(version, &id, false).await,
+                    };
+                    journal.reboot.get_or_insert_default().resumed_in = Some(observed.boot_id);
+                    journal.outcome = Some(match checked {
+                        Ok(()) => Outcome::Done,
+                        Err(reason) => Outcome::Failed {
+                            reason: format!("after the reboot: {reason}"),
+                        },
+                    });
+                }
+                Action::Report(_) => {
+                    self.report_outcome(&journal, reporter).await?;
+                    return Ok(Driven::Settled);
+                }
+                other => {
+                    // `plan::next` gives a reboot's journal nothing else.
+                    journal.outcome = Some(Outcome::Failed {
+                        reason: format!("unexpected step {other:?} while rebooting"),
+                    });
+                }
+            }
+            journal::save(&state_dir, &journal)?;
+        }
+    }
+
+    /// The managed components of the installed bundle `version`, in apply order: each is
+    /// restarted first when `restart`, then checked (its unit active, its container running,
+    /// its health checks). `Err` carries the reason.
+    async fn managed_services(
+        &self,
+        version: &str,
+        id: &UpgradeId,
+        restart: bool,
+    ) -> Result<(), String> {
+        let manifest = self.manifest(version)?;
+        let ops = self.ops.clone();
+        let ctx = Context {
+            bundle_dir: self.bundle_dir(version),
+            backup_dir: self.config.state_dir.join("backup").join(id.as_str()),
+            container_prefix: self.config.container_prefix.clone(),
+            settle: SETTLE,
+        };
+        blocking(move || {
+            for c in manifest.apply_order() {
+                if restart {
+                    apply::restart(ops.as_ref(), &ctx, c).map_err(|e| e.0)?;
+                }
+                apply::check(ops.as_ref(), &ctx, c)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// `restart`: restarts the host's Baton-managed services (daemons and platform
@@ -565,30 +695,9 @@ impl Agent {
             )
             .await?;
         let installed = self.installed_now()?;
-        let outcome = match installed
-            .bundle_version
-            .as_deref()
-            .map(|v| (v, self.manifest(v)))
-        {
+        let outcome = match installed.bundle_version.as_deref() {
             None => Err("no bundle is installed: nothing to restart".to_owned()),
-            Some((_, Err(reason))) => Err(reason),
-            Some((version, Ok(manifest))) => {
-                let ops = self.ops.clone();
-                let ctx = Context {
-                    bundle_dir: self.bundle_dir(version),
-                    backup_dir: self.config.state_dir.join("backup").join(id.as_str()),
-                    container_prefix: self.config.container_prefix.clone(),
-                    settle: SETTLE,
-                };
-                blocking(move || {
-                    for c in manifest.apply_order() {
-                        apply::restart(ops.as_ref(), &ctx, c).map_err(|e| e.0)?;
-                        apply::check(ops.as_ref(), &ctx, c)?;
-                    }
-                    Ok(())
-                })
-                .await
-            }
+            Some(version) => self.managed_services(version, id, true).await,
         };
         // Recorded like an upgrade so a repeated `desired` is recognised as done.
         let done = Journal {
@@ -602,6 +711,7 @@ impl Agent {
                 Ok(()) => Outcome::Done,
                 Err(reason) => Outcome::Failed { reason },
             }),
+            reboot: None,
         };
         journal::save(&self.config.state_dir, &done)?;
         self.report_outcome(&done, reporter).await
@@ -617,11 +727,7 @@ impl Agent {
         match &journal.outcome {
             Some(Outcome::Done) => {
                 reporter.installed(&self.installed_now()?).await?;
-                let message = if journal.steps.is_empty() {
-                    format!("managed services of {} restarted", journal.version)
-                } else {
-                    format!("on {}", journal.version)
-                };
+                let message = done_message(journal);
                 reporter
                     .status(id, HostState::Done, None, &message, started)
                     .await?;
@@ -639,6 +745,32 @@ impl Agent {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// What `Done` says: the version reached, that the managed services were restarted, or that
+/// the host resumed after the reboot (in which boot).
+fn done_message(journal: &Journal) -> String {
+    match &journal.reboot {
+        Some(reboot) => {
+            let boots = format!(
+                "boot {} (asked in boot {})",
+                reboot.resumed_in.as_deref().unwrap_or("?"),
+                reboot.requested_in.as_deref().unwrap_or("?")
+            );
+            if journal.version.is_empty() {
+                format!("resumed after the reboot in {boots}; no bundle installed")
+            } else {
+                format!(
+                    "resumed after the reboot in {boots}; managed services of {} healthy",
+                    journal.version
+                )
+            }
+        }
+        None if journal.steps.is_empty() => {
+            format!("managed services of {} restarted", journal.version)
+        }
+        None => format!("on {}", journal.version),
     }
 }
 

@@ -3,6 +3,9 @@
 //! upgrade where it was and never applies a step twice with a different outcome.
 //!
 //! It also holds what the host ran before the upgrade, which is what a rollback restores.
+//! A `reboot` asked by `desired` is journaled the same way (no steps, [`HostReboot`]): the
+//! boot it was asked in is recorded before the reboot is requested, so the agent that starts
+//! in the next boot knows the reboot happened and only checks the host.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -68,6 +71,17 @@ pub enum Outcome {
     },
 }
 
+/// A reboot of the host asked by `desired` (action `reboot`); nothing is installed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReboot {
+    /// The boot during which the reboot was requested; `None` until it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_in: Option<String>,
+    /// The boot the host came back in, once the agent saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_in: Option<String>,
+}
+
 /// What the host ran before the upgrade.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Previous {
@@ -98,6 +112,9 @@ pub struct Journal {
     /// Set when the upgrade ended on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Set for a `reboot` (then `steps` is empty and `version` is the installed bundle's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<HostReboot>,
 }
 
 /// The journal file could not be read or written.
@@ -186,6 +203,7 @@ mod tests {
             }],
             rollback_reason: None,
             outcome: None,
+            reboot: None,
         };
         save(dir.path(), &j).expect("save");
         assert_eq!(load(dir.path()).expect("load"), Some(j));
@@ -194,6 +212,36 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(leftovers, ["journal.json"]);
+    }
+
+    #[test]
+    fn a_reboot_is_journaled_with_the_boot_it_was_asked_in() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = Journal {
+            upgrade_id: UpgradeId::new("restart-h1-1").expect("id"),
+            version: "1.0.0".into(),
+            started_at: "t".into(),
+            previous: Previous::default(),
+            steps: Vec::new(),
+            rollback_reason: None,
+            outcome: None,
+            reboot: Some(HostReboot {
+                requested_in: Some("b1".into()),
+                resumed_in: None,
+            }),
+        };
+        save(dir.path(), &j).expect("save");
+        let text = std::fs::read_to_string(path(dir.path())).expect("read");
+        assert!(text.contains(r#""requested_in": "b1""#), "{text}");
+        assert!(!text.contains("resumed_in"), "{text}");
+        assert_eq!(load(dir.path()).expect("load"), Some(j));
+        // Journals written before reboots existed still read.
+        std::fs::write(
+            path(dir.path()),
+            r#"{"upgrade_id":"u1","version":"2.0.0","started_at":"t","previous":{"bundle_version":null,"components":{},"kernel":null},"steps":[]}"#,
+        )
+        .expect("write");
+        assert_eq!(load(dir.path()).expect("load").and_then(|j| j.reboot), None);
     }
 
     #[test]

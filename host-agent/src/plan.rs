@@ -43,6 +43,14 @@ pub enum Action {
     FinishRolledBack,
     /// The upgrade already ended; (re)report its outcome.
     Report(Outcome),
+    /// `reboot`: record that the reboot is asked during this boot, then ask for it.
+    RebootHost,
+    /// `reboot`: back in another boot than the one it was asked in; check the managed
+    /// services (nothing is restarted) and finish.
+    ResumeAfterReboot {
+        /// The boot the reboot was asked in.
+        from: String,
+    },
 }
 
 /// Decides the next action for `journal` given what is observed.
@@ -53,6 +61,16 @@ pub fn next(
 ) -> Action {
     if let Some(outcome) = &journal.outcome {
         return Action::Report(outcome.clone());
+    }
+    if let Some(reboot) = &journal.reboot {
+        return match &reboot.requested_in {
+            Some(from) if *from != observed.boot_id => {
+                Action::ResumeAfterReboot { from: from.clone() }
+            }
+            // Not asked yet, or asked but this is still the same boot (the agent was killed
+            // before the host went down): ask (again).
+            _ => Action::RebootHost,
+        };
     }
     if journal.rollback_reason.is_some() {
         let undo = journal
@@ -129,6 +147,7 @@ mod tests {
                 .collect(),
             rollback_reason: None,
             outcome: None,
+            reboot: None,
         }
     }
 
@@ -232,6 +251,41 @@ mod tests {
         assert_eq!(next(&j, &obs("b", "k"), release), Action::RollBack(0));
         j.steps[0].state = RolledBack;
         assert_eq!(next(&j, &obs("b", "k"), release), Action::FinishRolledBack);
+    }
+
+    #[test]
+    fn a_reboot_is_asked_once_per_boot_and_resumes_in_the_next() {
+        use crate::journal::HostReboot;
+        let mut j = journal(&[]);
+        let reboot = |requested_in: Option<&str>| {
+            Some(HostReboot {
+                requested_in: requested_in.map(str::to_owned),
+                resumed_in: None,
+            })
+        };
+        let cases = [
+            (None, "b1", Action::RebootHost),
+            // Killed after recording it, before the host went down: ask again.
+            (Some("b1"), "b1", Action::RebootHost),
+            (
+                Some("b1"),
+                "b2",
+                Action::ResumeAfterReboot { from: "b1".into() },
+            ),
+        ];
+        for (requested_in, boot, want) in cases {
+            j.reboot = reboot(requested_in);
+            assert_eq!(
+                next(&j, &obs(boot, "k1"), release),
+                want,
+                "{requested_in:?} {boot}"
+            );
+        }
+        j.outcome = Some(Outcome::Done);
+        assert_eq!(
+            next(&j, &obs("b2", "k1"), release),
+            Action::Report(Outcome::Done)
+        );
     }
 
     #[test]

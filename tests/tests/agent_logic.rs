@@ -35,12 +35,23 @@ fn manifest(version: &str, daemon_content: &str) -> String {
 
 struct Setup {
     _etcd: EtcdServer,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    config: AgentConfig,
     client: etcd::Client,
     ks: Keyspace,
     host: HostId,
     fake: Arc<RecordingHost>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Setup {
+    /// The host went down with its agent (in the same boot unless the boot id file was
+    /// changed): a new agent process starts on the same state folder and fake host.
+    fn restart_agent(&mut self) {
+        self.task.abort();
+        let agent = Agent::new(self.config.clone(), self.fake.clone()).expect("agent");
+        self.task = tokio::spawn(async move { agent.run(std::future::pending()).await });
+    }
 }
 
 async fn setup(daemon_content: &str) -> Setup {
@@ -68,12 +79,13 @@ async fn setup(daemon_content: &str) -> Setup {
         tls: None,
     };
     let fake = Arc::new(RecordingHost::default());
-    let agent = Agent::new(config, fake.clone()).expect("agent");
+    let agent = Agent::new(config.clone(), fake.clone()).expect("agent");
     let task = tokio::spawn(async move { agent.run(std::future::pending()).await });
     Setup {
         client: etcd_server.client().await.expect("client"),
         _etcd: etcd_server,
-        _dir: dir,
+        dir,
+        config,
         ks: Keyspace::default(),
         host,
         fake,
@@ -263,6 +275,103 @@ async fn restart_restarts_the_managed_services_and_reinstalls_nothing() {
             .count(),
         restarts_before + 1
     );
+    s.task.abort();
+}
+
+fn count(calls: &[Call], what: impl Fn(&Call) -> bool) -> usize {
+    calls.iter().filter(|c| what(c)).count()
+}
+
+/// Waits until the fake host was asked to reboot `n` times in all.
+async fn wait_reboots(s: &Setup, n: usize) {
+    let start = Instant::now();
+    while count(&s.fake.calls(), |c| *c == Call::Reboot) < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agent did not ask for reboot #{n}: {:?}",
+            s.fake.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_is_journaled_asked_again_in_the_same_boot_and_done_in_the_next() {
+    let mut s = setup("echo-v2").await;
+    desire(&s).await;
+    let status = wait_state(
+        &s,
+        &[HostState::Done, HostState::Failed, HostState::RolledBack],
+    )
+    .await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    let before = s.fake.calls();
+
+    desire_action(&s, "r1", DesiredAction::Reboot).await;
+    let status = wait_state_of(
+        &s,
+        "r1",
+        &[HostState::Rebooting, HostState::Done, HostState::Failed],
+    )
+    .await;
+    assert_eq!(status.state, HostState::Rebooting, "{status:?}");
+    assert!(status.message.contains("boot-1"), "{status:?}");
+    wait_reboots(&s, 1).await;
+    // The boot it was asked in is on disk before the reboot was asked for.
+    let journal = baton_agent::journal::load(&s.config.state_dir)
+        .expect("journal")
+        .expect("a journal");
+    assert_eq!(journal.upgrade_id.as_str(), "r1");
+    assert_eq!(
+        journal
+            .reboot
+            .as_ref()
+            .and_then(|r| r.requested_in.as_deref()),
+        Some("boot-1"),
+        "{journal:?}"
+    );
+    assert_eq!(journal.outcome, None);
+
+    // Killed before the host went down (still boot-1): the new agent asks again.
+    s.restart_agent();
+    wait_reboots(&s, 2).await;
+    let status = wait_state_of(&s, "r1", &[HostState::Rebooting]).await;
+    assert_eq!(status.step.as_deref(), Some("reboot host"), "{status:?}");
+
+    // The host comes back in another boot: nothing is restarted or installed, the managed
+    // services are checked, and the agent reports Done saying it resumed.
+    std::fs::write(s.dir.path().join("boot-id"), "boot-2\n").expect("boot id");
+    s.restart_agent();
+    let status = wait_state_of(&s, "r1", &[HostState::Done, HostState::Failed]).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    for want in ["resumed after the reboot", "boot-2", "boot-1"] {
+        assert!(status.message.contains(want), "{want:?} not in {status:?}");
+    }
+    let calls = s.fake.calls();
+    let is_work = |c: &Call| matches!(c, Call::Install(_) | Call::Restart(_) | Call::Recreate(..));
+    assert_eq!(
+        count(&calls, is_work),
+        count(&before, is_work),
+        "a reboot reinstalled or restarted something: {calls:?}"
+    );
+    assert_eq!(count(&calls, |c| *c == Call::Reboot), 2);
+    let journal = baton_agent::journal::load(&s.config.state_dir)
+        .expect("journal")
+        .expect("a journal");
+    assert_eq!(
+        journal
+            .reboot
+            .as_ref()
+            .and_then(|r| r.resumed_in.as_deref()),
+        Some("boot-2")
+    );
+
+    // Yet another agent start (same desired) only re-reports: no third reboot.
+    s.restart_agent();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = wait_state_of(&s, "r1", &[HostState::Done]).await;
+    assert!(status.message.contains("boot-2"), "{status:?}");
+    assert_eq!(count(&s.fake.calls(), |c| *c == Call::Reboot), 2);
     s.task.abort();
 }
 
