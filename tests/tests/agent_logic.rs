@@ -118,6 +118,16 @@ async fn wait_state_of(s: &Setup, upgrade: &str, want: &[HostState]) -> HostStat
     }
 }
 
+/// Desires upgrade u1 (install) and waits until the host settled on it.
+async fn install(s: &Setup) -> HostStatus {
+    desire(s).await;
+    wait_state(
+        s,
+        &[HostState::Done, HostState::Failed, HostState::RolledBack],
+    )
+    .await
+}
+
 async fn desire(s: &Setup) {
     desire_action(s, "u1", DesiredAction::Install).await;
 }
@@ -150,12 +160,7 @@ async fn desire_full(s: &Setup, id: &str, action: DesiredAction, next_host: Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_install_applies_every_component_in_order_and_reports_done() {
     let s = setup("echo-v2").await;
-    desire(&s).await;
-    let status = wait_state(
-        &s,
-        &[HostState::Done, HostState::Failed, HostState::RolledBack],
-    )
-    .await;
+    let status = install(&s).await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
 
     let installs: Vec<_> = s
@@ -202,12 +207,7 @@ async fn a_daemon_that_fails_to_start_is_rolled_back() {
         .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
     s.fake
         .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
-    desire(&s).await;
-    let status = wait_state(
-        &s,
-        &[HostState::Done, HostState::Failed, HostState::RolledBack],
-    )
-    .await;
+    let status = install(&s).await;
     assert_eq!(status.state, HostState::RolledBack, "{status:?}");
     assert!(status.message.contains("baton-echo.service"), "{status:?}");
     // Both the daemon and the utility before it are back on their previous content.
@@ -235,12 +235,7 @@ async fn a_daemon_that_fails_to_start_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_restarts_the_managed_services_and_reinstalls_nothing() {
     let s = setup("echo-v2").await;
-    desire(&s).await;
-    let status = wait_state(
-        &s,
-        &[HostState::Done, HostState::Failed, HostState::RolledBack],
-    )
-    .await;
+    let status = install(&s).await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
     let installs_before = s
         .fake
@@ -298,12 +293,7 @@ async fn wait_reboots(s: &Setup, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_is_journaled_asked_again_in_the_same_boot_and_done_in_the_next() {
     let mut s = setup("echo-v2").await;
-    desire(&s).await;
-    let status = wait_state(
-        &s,
-        &[HostState::Done, HostState::Failed, HostState::RolledBack],
-    )
-    .await;
+    let status = install(&s).await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
     let before = s.fake.calls();
 

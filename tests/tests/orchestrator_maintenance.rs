@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
+use baton_orchestrator::api::upgrades::{EventInfo, UpgradeInfo};
 use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::config::Config;
 use baton_orchestrator::request::{RegisterHost, SetMaintenance};
@@ -272,6 +272,34 @@ impl World {
         .await
     }
 
+    /// Sets `host`'s own mode with `req`, waits for the task record `id` to succeed and for
+    /// the mode to be cleared; returns the record as first seen and the record's events.
+    async fn carry_out(
+        &self,
+        api: &ApiClient,
+        host: &str,
+        req: &SetMaintenance,
+        id: &str,
+    ) -> (Upgrade, Vec<EventInfo>) {
+        api.host_maintenance(host, req)
+            .await
+            .expect("set maintenance");
+        let first = self
+            .wait(id, Duration::from_secs(10), async || {
+                api.upgrade(id).await.ok()
+            })
+            .await;
+        let u = self.ended(api, id).await;
+        assert_eq!(u.phase, UpgradePhase::Succeeded, "{id}: {:?}", u.reason);
+        self.wait(
+            &format!("{host}'s mode cleared"),
+            Duration::from_secs(5),
+            async || (self.maintenance(api, host).await.0 == MaintenanceMode::None).then_some(()),
+        )
+        .await;
+        (first.upgrade, api.events(id).await.expect("events"))
+    }
+
     async fn desired(&self, host: &str) -> Desired {
         let key = Keyspace::default().host(&HostId::new(host).unwrap(), HostKey::Desired);
         etcd::read::<Desired>(&self.client, &key)
@@ -327,6 +355,13 @@ impl Drop for World {
             }
         }
     }
+}
+
+/// Whether a task's events hold its resume event (its `host-succeeded`) starting `with`.
+fn resumed(events: &[EventInfo], with: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e.event.kind == "host-succeeded" && e.event.message.starts_with(with))
 }
 
 fn set(mode: MaintenanceMode) -> SetMaintenance {
@@ -394,82 +429,49 @@ async fn a_late_joiner_catches_up_and_restart_and_replace_clear_themselves() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.task_ids(&api, TaskKind::Join).await, ["join-h3-1"]);
 
-    // `restart` on a host: desired restart, Done, mode cleared.
+    // `restart` on a host: desired restart, Done, mode cleared, resume event.
     let asked = Instant::now();
-    api.host_maintenance("h1", &set(MaintenanceMode::Restart))
-        .await
-        .expect("set restart");
-    let restarted = w
-        .wait("restart-h1-1", Duration::from_secs(10), async || {
-            api.upgrade("restart-h1-1").await.ok()
-        })
+    let (restarted, events) = w
+        .carry_out(&api, "h1", &set(MaintenanceMode::Restart), "restart-h1-1")
         .await;
-    assert!(restarted.upgrade.task.is_some());
-    let u = w.ended(&api, "restart-h1-1").await;
-    assert_eq!(u.phase, UpgradePhase::Succeeded, "{:?}", u.reason);
-    assert_eq!(w.desired("h1").await.action, DesiredAction::Restart);
-    w.wait("h1's mode cleared", Duration::from_secs(5), async || {
-        (w.maintenance(&api, "h1").await.0 == MaintenanceMode::None).then_some(())
-    })
-    .await;
     eprintln!(
         "TIMING restart done and cleared {:?} after it was set",
         asked.elapsed()
     );
+    assert!(restarted.task.is_some_and(|t| !t.reboot));
+    assert_eq!(w.desired("h1").await.action, DesiredAction::Restart);
     assert_eq!(
         job_runs(&w.root("h1")),
         1,
         "a restart runs no downloader job"
     );
-    let events = api.events("restart-h1-1").await.expect("events");
     assert!(
         events.iter().any(|e| e.event.kind == "maintenance-cleared"),
         "{events:?}"
     );
     assert!(
-        events.iter().any(|e| e.event.kind == "host-succeeded"
-            && e.event
-                .message
-                .starts_with("h1 resumed after its managed services were restarted")),
+        resumed(
+            &events,
+            "h1 resumed after its managed services were restarted"
+        ),
         "no resume event: {events:?}"
     );
 
     // `restart` with `reboot` on a host: desired reboot, Done, mode cleared, resume event.
-    api.host_maintenance(
-        "h2",
-        &SetMaintenance {
-            reboot: true,
-            ..set(MaintenanceMode::Restart)
-        },
-    )
-    .await
-    .expect("set restart with reboot");
-    let rebooted = w
-        .wait("restart-h2-1", Duration::from_secs(10), async || {
-            api.upgrade("restart-h2-1").await.ok()
-        })
-        .await;
-    assert!(
-        rebooted.upgrade.task.as_ref().is_some_and(|t| t.reboot),
-        "{:?}",
-        rebooted.upgrade.task
-    );
-    let u = w.ended(&api, "restart-h2-1").await;
-    assert_eq!(u.phase, UpgradePhase::Succeeded, "{:?}", u.reason);
+    let reboot = SetMaintenance {
+        reboot: true,
+        ..set(MaintenanceMode::Restart)
+    };
+    let (rebooted, events) = w.carry_out(&api, "h2", &reboot, "restart-h2-1").await;
+    assert!(rebooted.task.is_some_and(|t| t.reboot));
     assert_eq!(w.desired("h2").await.action, DesiredAction::Reboot);
-    w.wait("h2's mode cleared", Duration::from_secs(5), async || {
-        (w.maintenance(&api, "h2").await.0 == MaintenanceMode::None).then_some(())
-    })
-    .await;
-    let events = api.events("restart-h2-1").await.expect("events");
     assert!(
         events[0].event.message.contains("rebooting h2"),
         "{:?}",
         events[0]
     );
     assert!(
-        events.iter().any(|e| e.event.kind == "host-succeeded"
-            && e.event.message.starts_with("h2 resumed after the reboot")),
+        resumed(&events, "h2 resumed after the reboot"),
         "no resume event: {events:?}"
     );
 

@@ -571,10 +571,11 @@ fn record_fleet(
     Ok(hosts)
 }
 
-/// How the demo registers a simulated host: the machine's Docker Engine runs its jobs, which
-/// mount the host's folders; the agent reads the simulated boot id and kernel, and names its
-/// service containers after the host's container so the fleet's cleanup finds them.
-fn registration(host: &Host, zone: &str) -> RegisterHost {
+/// How the demo (and the fleet tests) register a simulated host, in group [`GROUP`] and the
+/// given zone: the machine's Docker Engine runs its jobs, which mount the host's folders; the
+/// agent reads the simulated boot id and kernel, and names its service containers after the
+/// host's container so the fleet's cleanup finds them.
+pub fn registration(host: &Host, zone: &str) -> RegisterHost {
     RegisterHost {
         id: host.name().to_owned(),
         labels: [

@@ -1,11 +1,12 @@
 //! Shared by the orchestrator tests: an orchestrator replica run in-process on a free
 //! loopback port against a real etcd, tiny bundle images built with the real Docker Engine
-//! and pushed to a real registry, and a snapshot of the whole keyspace to prove that a
-//! refused request wrote nothing.
+//! and pushed to a real registry, a snapshot of the whole keyspace to prove that a refused
+//! request wrote nothing, and the real parts of a test on the simulated fleet.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,10 @@ use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
 use baton_protocol::etcd::Client;
 use baton_protocol::manifest::Manifest;
-use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
+use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
 use baton_tests::registry::Registry;
+use baton_tests::{bundles, docker};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -98,6 +100,44 @@ pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     c.replica = Some(replica.to_owned());
     c.leader_ttl = 3;
     c
+}
+
+/// The real parts of a test on the simulated fleet: a registry, the hosts, and an etcd
+/// server that their agents reach on the fleet's gateway.
+pub struct SimFleet {
+    pub registry: Registry,
+    pub fleet: Fleet,
+    pub etcd: EtcdServer,
+}
+
+impl SimFleet {
+    /// Starts a registry, `hosts` simulated hosts and etcd; fails saying what is missing
+    /// (Docker, etcd, the simulated-host image's tools).
+    pub async fn start(hosts: usize) -> SimFleet {
+        bundles::require_docker().await;
+        let registry = Registry::start().await.expect("registry");
+        let fleet = Fleet::start(hosts, FleetOptions::default())
+            .await
+            .expect("start fleet");
+        let etcd = EtcdServer::start_on(IpAddr::V4(fleet.gateway_ip()))
+            .await
+            .expect("etcd");
+        SimFleet {
+            registry,
+            fleet,
+            etcd,
+        }
+    }
+
+    /// A configuration for replica `replica` (see [`config`]) whose downloader jobs give the
+    /// agents etcd on the fleet's gateway and carry the fleet's run label (its cleanup
+    /// removes them).
+    pub fn config(&self, replica: &str) -> Config {
+        let mut c = config(&self.etcd, replica);
+        c.agent_etcd = self.etcd.endpoints_on(IpAddr::V4(self.fleet.gateway_ip()));
+        c.job_labels = vec![(LABEL_RUN.into(), self.fleet.run_id().to_owned())];
+        c
+    }
 }
 
 /// Every key under `/baton/` with its `mod_revision`: equal snapshots mean nothing was
