@@ -234,6 +234,7 @@ mod tests {
                 events: 0,
                 listed: false,
                 task: None,
+                orchestrator: None,
                 created_at: "t".into(),
                 updated_at: "t".into(),
             },

@@ -5,7 +5,10 @@
 //! next pass decides again from what etcd then shows (level-triggered).
 //!
 //! Per phase:
-//! - `Pending` → `Downloading` at once.
+//! - `Pending` → `Downloading` at once, unless the bundle carries an orchestrator image of
+//!   another version than the deciding leader's: then the new version is started first
+//!   ([`super::successor`]) and, once it campaigns, the hand-over is recorded (the leader
+//!   then exits and the new version decides from here); if it fails, the upgrade fails.
 //! - `Downloading`: a downloader job per selected host, at most `download_concurrency` at a
 //!   time; each job's outcome is recorded (`Downloaded` or `Failed`); when no host is left
 //!   `Pending` → `UpdatingAgents`.
@@ -36,6 +39,7 @@ use baton_protocol::documents::{
 };
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
+use crate::engine::successor::SuccessorState;
 use crate::view::FleetView;
 
 /// Default downloader jobs running at once.
@@ -100,6 +104,11 @@ pub struct Observed<'a> {
     pub downloads_finished: &'a BTreeMap<HostId, DownloadOutcome>,
     /// Hosts held by another task in progress (see [`claimed_by_tasks`]): not started here.
     pub claimed: &'a BTreeSet<HostId>,
+    /// The deciding orchestrator's own version (a self-update is due when the upgrade
+    /// carries an orchestrator image and its version differs).
+    pub orchestrator_version: &'a str,
+    /// This upgrade's self-update, once started by this leadership.
+    pub successor: Option<&'a SuccessorState>,
     /// The time now.
     pub now: SystemTime,
 }
@@ -113,6 +122,15 @@ pub enum Action {
         to: P,
         /// Why (kept in the record's `reason`).
         reason: Option<String>,
+    },
+    /// Start the bundle's orchestrator image (self-update); not recorded: the hand-over or
+    /// the failure is.
+    StartSuccessor,
+    /// The new orchestrator version campaigns: record the hand-over; the leader then resigns
+    /// and exits.
+    HandOver {
+        /// Its container.
+        container: String,
     },
     /// Start the downloader job on a host.
     Download {
@@ -160,7 +178,13 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 upgrade.reason = reason.clone();
             }
         }
-        Action::Download { .. } => return,
+        Action::Download { .. } | Action::StartSuccessor => return,
+        Action::HandOver { container } => {
+            if let Some(o) = upgrade.orchestrator.as_mut() {
+                o.container = Some(container.clone());
+                o.handed_over_at = Some(now.clone());
+            }
+        }
         Action::Record {
             host,
             state,
@@ -218,6 +242,10 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
         return d.actions;
     }
     if d.u.phase == P::Pending {
+        if d.self_update_due(observed) {
+            d.self_update(observed);
+            return d.actions;
+        }
         d.push(Action::Phase {
             to: P::Downloading,
             reason: None,
@@ -275,6 +303,37 @@ impl Decision {
             state,
             reason,
         });
+    }
+
+    /// The bundle carries an orchestrator image of another version than the deciding one's.
+    fn self_update_due(&self, o: &Observed<'_>) -> bool {
+        self.u.orchestrator.is_some() && o.orchestrator_version != self.u.version
+    }
+
+    /// Before anything else: the new orchestrator version is started, then handed the
+    /// leadership; if it fails, so does the upgrade, with no host touched.
+    fn self_update(&mut self, o: &Observed<'_>) {
+        match o.successor {
+            None => self.push(Action::StartSuccessor),
+            Some(SuccessorState::Starting) => {}
+            Some(SuccessorState::Ready { container }) => self.push(Action::HandOver {
+                container: container.clone(),
+            }),
+            Some(SuccessorState::Failed(reason)) => {
+                let image = self
+                    .u
+                    .orchestrator
+                    .as_ref()
+                    .map_or("", |o| o.image.as_str());
+                self.push(Action::Phase {
+                    to: P::Failed,
+                    reason: Some(format!(
+                        "orchestrator self-update to {} ({image}) failed: {reason}; orchestrator {} still leads and no host was touched",
+                        self.u.version, o.orchestrator_version
+                    )),
+                });
+            }
+        }
     }
 
     fn record_downloads(&mut self, o: &Observed<'_>) {

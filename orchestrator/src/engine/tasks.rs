@@ -279,6 +279,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         events: 0,
         listed: true,
         task: Some(task),
+        orchestrator: None,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

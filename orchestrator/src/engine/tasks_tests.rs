@@ -250,6 +250,7 @@ fn record(
         events: 3,
         listed: false,
         task,
+        orchestrator: None,
         created_at: ts(created),
         updated_at: ts(created),
     }
