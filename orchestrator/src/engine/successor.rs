@@ -321,7 +321,8 @@ async fn candidate(client: &Client, election: &str, name: &str) -> Option<Candid
         .find(|c| c.replica == name)
 }
 
-/// The container's last non-empty log line, or a note that there is none.
+/// The container's last log line naming an error (clap ends its errors with a hint line),
+/// else its last non-empty one, or a note that it logged nothing.
 async fn last_log_line(docker: &Docker, name: &str) -> String {
     let options = LogsOptionsBuilder::new()
         .stdout(true)
@@ -329,16 +330,29 @@ async fn last_log_line(docker: &Docker, name: &str) -> String {
         .tail("20")
         .build();
     let mut stream = docker.logs(name, Some(options));
-    let mut last = String::from("it logged nothing");
+    let mut text = String::new();
     while let Some(Ok(item)) = stream.next().await {
         if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = item {
-            let text = String::from_utf8_lossy(&message);
-            if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
-                last = line.trim().to_owned();
-            }
+            text.push_str(&String::from_utf8_lossy(&message));
         }
     }
-    last
+    telling_line(&text)
+        .unwrap_or("it logged nothing")
+        .to_owned()
+}
+
+fn telling_line(log: &str) -> Option<&str> {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or(lines.last())
+        .copied()
 }
 
 #[cfg(test)]
@@ -393,6 +407,17 @@ mod tests {
                 .ends_with(&["--docker".into(), "tcp://10.0.0.7:2375".into()])
         );
         assert_eq!(tcp.binds(), ["/etc/baton/ca.pem:/etc/baton/ca.pem:ro"]);
+    }
+
+    #[test]
+    fn the_telling_log_line_is_the_error() {
+        let clap = "error: unexpected argument '--bad' found\n\nUsage: baton-orchestrator [OPTIONS]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            telling_line(clap),
+            Some("error: unexpected argument '--bad' found")
+        );
+        assert_eq!(telling_line("starting\nlistening\n\n"), Some("listening"));
+        assert_eq!(telling_line("\n"), None);
     }
 
     #[test]

@@ -31,9 +31,10 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Starts `config` on a free port of 127.0.0.1.
+    /// Starts `config` on a free port of 127.0.0.1 (bound as `baton-orchestrator` binds it,
+    /// shareable with a self-updated successor).
     pub async fn start(mut config: Config) -> Orchestrator {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;
         let replica = config.replica_name();
@@ -67,6 +68,17 @@ impl Orchestrator {
             "{} did not become {role} within {timeout:?}: {last}",
             self.replica
         );
+    }
+
+    /// Waits until it stopped by itself (after handing leadership over); fails if it does
+    /// not within `timeout` or ended with an error.
+    pub async fn wait_exit(mut self, timeout: Duration) {
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(timeout, task)
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {timeout:?}", self.replica))
+            .expect("task")
+            .expect("the orchestrator ran without error");
     }
 
     /// Shuts it down (resigning leadership) and waits until it stopped.
