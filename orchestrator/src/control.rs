@@ -136,6 +136,7 @@ mod tests {
             listed: false,
             task: None,
             orchestrator: None,
+            skip_paused: false,
             created_at: "t".into(),
             updated_at: "t".into(),
         }

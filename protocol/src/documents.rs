@@ -421,6 +421,10 @@ pub struct Upgrade {
     /// registered later do not join it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub listed: bool,
+    /// Hosts in maintenance mode `paused` are skipped (reported `Skipped`) instead of waited
+    /// for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_paused: bool,
     /// Set when the orchestrator created the record itself, for one host (absent: an
     /// operator's request).
     #[serde(default, skip_serializing_if = "Option::is_none")]

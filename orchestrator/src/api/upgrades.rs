@@ -241,6 +241,7 @@ pub async fn create(
         canary_approved: false,
         events: 0,
         listed: req.hosts.is_some(),
+        skip_paused: req.skip_paused.unwrap_or(false),
         task: None,
         orchestrator: resolved.manifest.orchestrator_image.clone().map(|image| {
             OrchestratorUpdate {

@@ -21,7 +21,9 @@
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
 //!   after batch 0 until resumed. No batch left → `Succeeded`.
 //! - In every phase, more failed hosts than the strategy tolerates → `Failed`, naming them;
-//!   a host not yet dispatched whose maintenance mode is `paused` is `Skipped`.
+//!   a host not yet dispatched whose maintenance mode is `paused` gets no downloader job and
+//!   no `desired`: the upgrade waits for it (its outcome's `reason` says so, an event when
+//!   it starts and stops waiting) or, if the request said `skip_paused`, it is `Skipped`.
 //! - `Paused`: in-flight work is still judged (and can fail the upgrade); nothing new starts.
 //! - A host another in-progress task holds (heal, restart, replace: [`super::tasks`]) gets no
 //!   downloader job and no `desired` until that task ends: the task goes first.
@@ -146,6 +148,14 @@ pub enum Action {
         /// Why (failures, skips) or what happened (downloads).
         reason: String,
     },
+    /// Hold a host whose maintenance mode is `paused` (the upgrade waits for it), or release
+    /// it once the mode is lifted; kept in its outcome's `reason` ([`HELD`]).
+    Hold {
+        /// The host.
+        host: HostId,
+        /// Held (or released).
+        held: bool,
+    },
     /// Tell a host to install: write its `desired` key (unless it already names this upgrade,
     /// e.g. handed over by the previous host of a daisy chain) and record it `Dispatched`.
     Dispatch {
@@ -157,6 +167,10 @@ pub enum Action {
         write_desired: bool,
     },
 }
+
+/// The `reason` of a host outcome the upgrade waits for because its maintenance mode is
+/// `paused`.
+pub const HELD: &str = "waiting: maintenance mode paused";
 
 /// Failed hosts a strategy tolerates before the upgrade halts.
 pub fn allowed_failures(strategy: &Strategy) -> usize {
@@ -194,6 +208,15 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 h.state = *state;
                 h.reason = if matches!(state, O::Failed | O::Skipped) {
                     reason.clone()
+                } else {
+                    String::new()
+                };
+            }
+        }
+        Action::Hold { host, held } => {
+            if let Some(h) = upgrade.hosts.get_mut(host) {
+                h.reason = if *held {
+                    HELD.to_owned()
                 } else {
                     String::new()
                 };
@@ -252,7 +275,7 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
         });
     }
     d.record_downloads(observed);
-    d.skip_paused_hosts(observed);
+    d.paused_hosts(observed);
     d.judge_dispatched(observed, limits);
     if d.u.phase == P::UpdatingAgents {
         d.agent_timeouts(observed, limits);
@@ -286,6 +309,11 @@ impl Decision {
     fn push(&mut self, action: Action) {
         apply(&mut self.u, &action, &self.now);
         self.actions.push(action);
+    }
+
+    /// Held by [`Self::paused_hosts`]: nothing is started on it.
+    fn is_held(&self, host: &HostId) -> bool {
+        self.u.hosts.get(host).is_some_and(|h| h.reason == HELD)
     }
 
     fn hosts_in(&self, state: O) -> Vec<HostId> {
@@ -350,17 +378,22 @@ impl Decision {
         }
     }
 
-    fn skip_paused_hosts(&mut self, o: &Observed<'_>) {
+    /// Hosts not dispatched yet whose maintenance mode is `paused`: skipped if the request
+    /// said so, else held (noted once, released once the mode is lifted).
+    fn paused_hosts(&mut self, o: &Observed<'_>) {
         let not_dispatched = self
             .hosts_in(O::Pending)
             .into_iter()
-            .chain(self.hosts_in(O::Downloaded));
-        let skip: Vec<HostId> = not_dispatched
-            .filter(|h| !o.downloads_running.contains(h))
-            .filter(|h| o.view.maintenance(h) == MaintenanceMode::Paused)
-            .collect();
-        for host in skip {
-            self.record(host, O::Skipped, "maintenance mode paused".to_owned());
+            .chain(self.hosts_in(O::Downloaded))
+            .filter(|h| !o.downloads_running.contains(h));
+        for host in not_dispatched.collect::<Vec<_>>() {
+            let paused = o.view.maintenance(&host) == MaintenanceMode::Paused;
+            let held = self.u.hosts.get(&host).is_some_and(|h| h.reason == HELD);
+            if paused && self.u.skip_paused {
+                self.record(host, O::Skipped, "maintenance mode paused".to_owned());
+            } else if paused != held {
+                self.push(Action::Hold { host, held: paused });
+            }
         }
     }
 
@@ -437,7 +470,7 @@ impl Decision {
         let start: Vec<HostId> = pending
             .into_iter()
             .filter(|h| !o.downloads_running.contains(h) && !o.downloads_finished.contains_key(h))
-            .filter(|h| !o.claimed.contains(h))
+            .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
             .take(free)
             .collect();
         for host in start {
@@ -496,7 +529,7 @@ impl Decision {
         };
         let ready: Vec<HostId> = batch_of(&self.u, current)
             .into_iter()
-            .filter(|h| !o.claimed.contains(h))
+            .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
             .collect();
         if self
             .u
@@ -524,6 +557,7 @@ impl Decision {
                     .hosts
                     .iter()
                     .filter(|(_, h)| h.state == O::Downloaded && h.batch.unwrap_or(0) > current)
+                    .filter(|(_, h)| h.reason != HELD)
                     .min_by_key(|(_, h)| h.batch);
                 later.map(|(id, _)| id.clone())
             } else {

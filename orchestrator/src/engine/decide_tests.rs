@@ -84,6 +84,7 @@ impl Fx {
             listed: false,
             task: None,
             orchestrator: None,
+            skip_paused: false,
             created_at: T0.into(),
             updated_at: T0.into(),
         };
@@ -218,6 +219,17 @@ impl Fx {
         self
     }
 
+    fn skip_paused(mut self) -> Self {
+        self.upgrade.skip_paused = true;
+        self
+    }
+
+    /// The upgrade holds `h` (its maintenance mode was `paused`).
+    fn held(mut self, h: &str) -> Self {
+        self.upgrade.hosts.get_mut(&id(h)).expect("host").reason = HELD.to_owned();
+        self
+    }
+
     fn maintenance(mut self, h: &str, mode: MaintenanceMode) -> Self {
         self.view.hosts.entry(id(h)).or_default().maintenance = Some(Versioned {
             value: Maintenance {
@@ -302,6 +314,8 @@ fn line(a: &Action) -> String {
         Action::Phase { to, .. } => format!("phase {to}"),
         Action::Download { host } => format!("download {host}"),
         Action::StartSuccessor => "start successor".to_owned(),
+        Action::Hold { host, held: true } => format!("hold {host}"),
+        Action::Hold { host, held: false } => format!("release {host}"),
         Action::HandOver { container } => format!("hand over to {container}"),
         Action::Record { host, state, .. } => format!("record {host} {state:?}"),
         Action::Dispatch {
@@ -436,11 +450,38 @@ fn decisions_table() {
             &["record h1 Failed", "phase UpdatingAgents"],
         ),
         (
-            "a host in maintenance is skipped, not downloaded",
+            "a paused host is skipped, not downloaded, when the request says so",
             four(rolling(1, 0, false, 0))
+                .skip_paused()
                 .phase(P::Downloading)
                 .maintenance("h1", MaintenanceMode::Paused),
             &["record h1 Skipped", "download h2", "download h3"],
+        ),
+        (
+            "else a paused host is held, not downloaded",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .maintenance("h1", MaintenanceMode::Paused),
+            &["hold h1", "download h2", "download h3"],
+        ),
+        (
+            "the download phase waits for a held host",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .all(O::Downloaded)
+                .host("h1", O::Pending)
+                .held("h1")
+                .maintenance("h1", MaintenanceMode::Paused),
+            &[],
+        ),
+        (
+            "a held host is released once the mode is lifted, and downloaded",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .all(O::Downloaded)
+                .host("h1", O::Pending)
+                .held("h1"),
+            &["release h1", "download h1"],
         ),
         (
             "paused while downloading: results recorded, nothing started",
@@ -619,11 +660,27 @@ fn decisions_table() {
             &["record h1 Succeeded"],
         ),
         (
-            "a paused host is skipped at its turn",
+            "a paused host is skipped at its turn when the request says so",
             installing_on_2(four(rolling(1, 0, false, 0)))
+                .skip_paused()
                 .host("h1", O::Succeeded)
                 .maintenance("h2", MaintenanceMode::Paused),
             &["record h2 Skipped", "dispatch h3"],
+        ),
+        (
+            "else its batch waits for it",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Succeeded)
+                .maintenance("h2", MaintenanceMode::Paused),
+            &["hold h2"],
+        ),
+        (
+            "a daisy chain does not hand over to a held host",
+            installing_on_2(chain.clone())
+                .host("h2", O::Downloaded)
+                .held("h2")
+                .maintenance("h2", MaintenanceMode::Paused),
+            &["dispatch h1 -> h3"],
         ),
         (
             "autohealing-off does not stop dispatch",

@@ -75,6 +75,15 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             };
             (Some(host.clone()), kind, message)
         }
+        Action::Hold { host, held } => (
+            Some(host.clone()),
+            "host-held",
+            if *held {
+                "maintenance mode paused: the upgrade waits for this host (nothing is started on it until the mode is lifted)".to_owned()
+            } else {
+                "maintenance mode lifted: the upgrade carries on with this host".to_owned()
+            },
+        ),
         Action::Dispatch {
             host,
             next_host,

@@ -280,6 +280,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         listed: true,
         task: Some(task),
         orchestrator: None,
+        skip_paused: false,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

@@ -251,6 +251,7 @@ fn record(
         listed: false,
         task,
         orchestrator: None,
+        skip_paused: false,
         created_at: ts(created),
         updated_at: ts(created),
     }
