@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use baton_orchestrator::api::upgrades::UpgradeInfo;
 use baton_orchestrator::client::ApiClient;
-use baton_orchestrator::request::RegisterHost;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{
     RemoveImages, binaries, build_bundle, build_orchestrator_image, orchestrator_binary,
@@ -30,8 +29,8 @@ use baton_tests::bundles::{
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions};
+use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
-use baton_tests::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
 use orchestrator_support::{Orchestrator, config, keys_under};
 use serde_json::json;
 
@@ -171,21 +170,9 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let api = orch.api.clone();
     for host in fleet.hosts() {
-        api.register(&RegisterHost {
-            id: host.name().to_owned(),
-            labels: [("group".to_owned(), "edge".to_owned())].into(),
-            docker: "unix:///var/run/docker.sock".into(),
-            path_map: host
-                .host_paths()
-                .into_iter()
-                .map(|(p, m)| (p, m.display().to_string()))
-                .collect(),
-            boot_id_file: Some(BOOT_ID_PATH.into()),
-            kernel_release_file: Some(BOOTED_KERNEL_PATH.into()),
-            container_prefix: Some(format!("{}-", host.name())),
-        })
-        .await
-        .expect("register");
+        api.register(&registration(host, &[("group", "edge")]))
+            .await
+            .expect("register");
     }
     let rolling = json!({"kind": "rolling", "batch": {"count": 1}});
 
