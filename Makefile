@@ -1,5 +1,6 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
-.PHONY: all deps build test fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins
+.PHONY: all deps build test fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins \
+	bundle-orchestrators orchestrator-image
 
 CARGO ?= cargo
 
@@ -16,6 +17,11 @@ BUNDLE_SOURCES := target/bundle-sources
 BUNDLE_REPO ?= 127.0.0.1:5000/baton/bundle
 # Set to --push to push the sample bundles to BUNDLE_REPO's registry.
 BUNDLE_PUSH ?=
+# Static orchestrators built as these versions (the self-update test starts 2.0.0), in
+# $(BUNDLE_ORCHESTRATORS)/<version>/, and the image `make orchestrator-image` builds of each.
+ORCHESTRATOR_VERSIONS ?= 2.0.0
+BUNDLE_ORCHESTRATORS := target/bundle-orchestrators
+ORCHESTRATOR_REPO ?= baton/orchestrator
 # More flags for `baton-demo up` (see `target/debug/baton-demo up --help`); the ports also
 # follow BATON_DEMO_ETCD_PORT, BATON_DEMO_REGISTRY_PORT and BATON_DEMO_API_PORT.
 DEMO_FLAGS ?=
@@ -48,6 +54,21 @@ bundle-agents: deps
 	    install -D -m 0755 $(STATIC_DIR)/baton-agent $(BUNDLE_AGENTS)/$$v/baton-agent || exit 1; \
 	done
 
+# $(BUNDLE_ORCHESTRATORS)/<version>/baton-orchestrator, static, reporting <version>.
+bundle-orchestrators: deps
+	@for v in $(ORCHESTRATOR_VERSIONS); do \
+	    echo "baton-orchestrator $$v -> $(BUNDLE_ORCHESTRATORS)/$$v/baton-orchestrator"; \
+	    BATON_BUILD_VERSION=$$v RUSTFLAGS='$(STATIC_RUSTFLAGS)' \
+	        $(CARGO) build --target $(STATIC_TARGET) -p baton-orchestrator --bin baton-orchestrator || exit 1; \
+	    install -D -m 0755 $(STATIC_DIR)/baton-orchestrator $(BUNDLE_ORCHESTRATORS)/$$v/baton-orchestrator || exit 1; \
+	done
+
+# The orchestrator image $(ORCHESTRATOR_REPO):<version> (images/orchestrator), FROM scratch.
+orchestrator-image: bundle-orchestrators
+	@for v in $(ORCHESTRATOR_VERSIONS); do \
+	    images/orchestrator/build.sh $(BUNDLE_ORCHESTRATORS)/$$v/baton-orchestrator $(ORCHESTRATOR_REPO):$$v || exit 1; \
+	done
+
 # The sample bundle images $(BUNDLE_REPO):<version> (add BUNDLE_PUSH=--push to push them).
 bundles: static bundle-agents
 	$(CARGO) build -p baton-orchestrator --bin batonctl
@@ -63,8 +84,10 @@ orchestrator-bins: deps
 
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
-# versioned agents; the demo's test the orchestrator's binaries).
-test: lint static bundle-agents orchestrator-bins
+# versioned agents; the self-update test the versioned orchestrator; the demo's test the
+# orchestrator's binaries). bundle-orchestrators follows bundle-agents, whose last version
+# it shares, so the static protocol crate is not built again.
+test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(CARGO) test --workspace --locked
 
 # A local fleet upgraded from bundle 1.0.0 to 2.0.0, left running (a second run replaces

@@ -8,12 +8,14 @@ use std::time::Duration;
 use baton_protocol::etcd::EtcdTls;
 use clap::Parser;
 
+use crate::docker::Endpoint;
 use crate::engine::EngineConfig;
 use crate::engine::decide::{
     DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEAL_GRACE,
     DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
 use crate::engine::downloader::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
+use crate::engine::successor::SelfUpdate;
 
 /// Default REST listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
@@ -21,6 +23,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
 pub const DEFAULT_ETCD: &str = "http://127.0.0.1:2379";
 /// Default leadership lease TTL in seconds: how long a dead leader blocks a successor.
 pub const DEFAULT_LEADER_TTL_SECS: i64 = 10;
+/// Default time a self-updated orchestrator gets to join the election.
+pub const DEFAULT_SELF_UPDATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 90s, 10m)"))
@@ -118,9 +122,15 @@ pub struct Config {
     /// maintenance mode `autohealing-off` turns it off for a host or group).
     #[arg(long, env = "BATON_HEAL_GRACE", value_parser = duration, default_value = "30s")]
     pub heal_grace: Duration,
-    /// Label for downloader job containers, KEY=VALUE (repeat).
+    /// Label for downloader job containers (and a self-updated orchestrator's container),
+    /// KEY=VALUE (repeat).
     #[arg(long = "job-label", env = "BATON_JOB_LABELS", value_delimiter = ',', value_parser = label)]
     pub job_labels: Vec<(String, String)>,
+    /// Time a new orchestrator version (from a bundle's orchestrator image, started in a
+    /// container on --docker's engine) gets to join the election before the self-update,
+    /// and with it the upgrade, fails.
+    #[arg(long, env = "BATON_SELF_UPDATE_TIMEOUT", value_parser = duration, default_value = "2m")]
+    pub self_update_timeout: Duration,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "BATON_LOG_JSON")]
     pub log_json: bool,
@@ -153,8 +163,71 @@ impl Config {
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             heal_grace: DEFAULT_HEAL_GRACE,
             job_labels: Vec::new(),
+            self_update_timeout: DEFAULT_SELF_UPDATE_TIMEOUT,
             log_json: false,
         }
+    }
+
+    /// The command line that reproduces this configuration, but for `--replica` and
+    /// `--docker`: a self-update starts the new version with it (and names those two itself).
+    /// Keep in step with the fields: the round-trip test below sets every one.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut flag = |name: &str, value: String| {
+            args.push(format!("--{name}"));
+            args.push(value);
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let time = |d: Duration| humantime::format_duration(d).to_string();
+        flag("etcd", self.etcd.join(","));
+        if !self.agent_etcd.is_empty() {
+            flag("agent-etcd", self.agent_etcd.join(","));
+        }
+        let optional = [
+            ("etcd-ca-file", path(&self.etcd_ca_file)),
+            ("etcd-cert-file", path(&self.etcd_cert_file)),
+            ("etcd-key-file", path(&self.etcd_key_file)),
+            ("etcd-domain", self.etcd_domain.clone()),
+            ("agent-etcd-ca-file", path(&self.agent_etcd_ca_file)),
+            ("agent-etcd-cert-file", path(&self.agent_etcd_cert_file)),
+            ("agent-etcd-key-file", path(&self.agent_etcd_key_file)),
+            ("agent-etcd-domain", self.agent_etcd_domain.clone()),
+            ("advertise", self.advertise.clone()),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                flag(name, v);
+            }
+        }
+        flag("prefix", self.prefix.clone());
+        flag("listen", self.listen.to_string());
+        flag("leader-ttl", self.leader_ttl.to_string());
+        flag(
+            "download-concurrency",
+            self.download_concurrency.to_string(),
+        );
+        flag("download-timeout", time(self.download_timeout));
+        flag("download-attempts", self.download_attempts.to_string());
+        flag("agent-timeout", time(self.agent_timeout));
+        flag("health-timeout", time(self.health_timeout));
+        flag("heal-grace", time(self.heal_grace));
+        for (k, v) in &self.job_labels {
+            flag("job-label", format!("{k}={v}"));
+        }
+        flag("self-update-timeout", time(self.self_update_timeout));
+        if self.log_json {
+            args.push("--log-json".to_owned());
+        }
+        args
+    }
+
+    /// The Docker Engine the orchestrator resolves bundles on (and starts its successor on).
+    pub fn docker_endpoint(&self) -> Result<Option<Endpoint>, String> {
+        self.docker
+            .as_deref()
+            .map(Endpoint::parse)
+            .transpose()
+            .map_err(|e| format!("--docker: {e}"))
     }
 
     /// The replica's name in the election.
@@ -205,6 +278,20 @@ impl Config {
             job_attempts: self.download_attempts.max(1),
             job_labels: self.job_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             agent_tls: self.agent_tls().ok().flatten(),
+            self_update: SelfUpdate {
+                args: self.args(),
+                docker: self.docker_endpoint().ok().flatten(),
+                etcd_files: [
+                    &self.etcd_ca_file,
+                    &self.etcd_cert_file,
+                    &self.etcd_key_file,
+                ]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+                timeout: self.self_update_timeout,
+            },
         }
     }
 }
@@ -281,6 +368,38 @@ mod tests {
         let err = c.etcd_tls().expect_err("relative");
         assert!(err.starts_with("--etcd-ca-file:"), "{err}");
         assert!(Config::try_parse_from(["x", "--etcd-domain", "etcd"]).is_err());
+        // `args` reproduces a configuration with every field set.
+        let full = Config::try_parse_from([
+            "x",
+            "--etcd=https://10.0.0.1:2379,https://10.0.0.2:2379",
+            "--agent-etcd=https://10.1.0.1:2379",
+            "--etcd-ca-file=/etc/baton/ca.pem",
+            "--etcd-cert-file=/etc/baton/o.pem",
+            "--etcd-key-file=/etc/baton/o.key",
+            "--etcd-domain=etcd.internal",
+            "--agent-etcd-ca-file=/etc/baton/ca.pem",
+            "--agent-etcd-cert-file=/etc/baton/a.pem",
+            "--agent-etcd-key-file=/etc/baton/a.key",
+            "--agent-etcd-domain=etcd.internal",
+            "--prefix=/fleet",
+            "--listen=0.0.0.0:7481",
+            "--advertise=http://o1:7481",
+            "--leader-ttl=7",
+            "--download-concurrency=9",
+            "--download-timeout=7m",
+            "--download-attempts=5",
+            "--agent-timeout=61s",
+            "--health-timeout=1h 2m",
+            "--heal-grace=45s",
+            "--job-label=a=1",
+            "--job-label=b=x=y",
+            "--self-update-timeout=3m",
+            "--log-json",
+        ])
+        .expect("every flag");
+        let again = Config::try_parse_from(std::iter::once("x".to_owned()).chain(full.args()))
+            .expect("args parse");
+        assert_eq!(format!("{again:?}"), format!("{full:?}"));
         // The test constructor matches the command line's defaults.
         let parsed = Config::try_parse_from(["baton-orchestrator"]).expect("defaults");
         let built = Config::new(vec![DEFAULT_ETCD.to_owned()]);

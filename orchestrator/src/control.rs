@@ -135,6 +135,8 @@ mod tests {
             events: 0,
             listed: false,
             task: None,
+            orchestrator: None,
+            skip_paused: false,
             created_at: "t".into(),
             updated_at: "t".into(),
         }

@@ -2,7 +2,8 @@
 //! [`Candidate`](baton_protocol::documents::Candidate) (its name and API URL). The leader
 //! runs the upgrade engine and accepts writes; when its lease is lost it stops at once and
 //! campaigns again; on shutdown it resigns so a standby replica takes over without waiting
-//! for the lease to expire. Errors are retried with backoff; the loop only ends at shutdown.
+//! for the lease to expire. Errors are retried with backoff; the loop ends at shutdown, or
+//! when the engine handed the leadership over to a new orchestrator version (self-update).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub fn candidate(replica: String, api: Option<String>) -> Candidate {
         schema_version: SCHEMA_VERSION,
         replica,
         api,
+        version: Some(baton_protocol::VERSION.to_owned()),
         since: documents::now(),
     }
 }
@@ -82,12 +84,13 @@ pub async fn current_leader(election: &Election, keyspace: &Keyspace) -> Option<
     )
 }
 
-/// Campaigns, leads and campaigns again until `shutdown` resolves; publishes the role.
+/// Campaigns, leads and campaigns again until `shutdown` resolves or the engine handed the
+/// leadership over to a new orchestrator version; publishes the role; says which ended it.
 pub async fn run(
     campaign: Campaign,
     role: watch::Sender<Role>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> engine::Exit {
     tokio::pin!(shutdown);
     let replica = campaign.candidate.replica.clone();
     let value = documents::encode(&campaign.candidate);
@@ -96,14 +99,14 @@ pub async fn run(
     loop {
         let lease = tokio::select! {
             lease = KeptLease::grant(&campaign.client, campaign.ttl) => lease,
-            () = &mut shutdown => return,
+            () = &mut shutdown => return engine::Exit::Shutdown,
         };
         let lease = match lease {
             Ok(lease) => lease,
             Err(error) => {
                 tracing::warn!(%replica, %error, retry_in = ?backoff, "could not get a lease");
                 if pause(&mut backoff, &mut shutdown).await {
-                    return;
+                    return engine::Exit::Shutdown;
                 }
                 continue;
             }
@@ -115,7 +118,7 @@ pub async fn run(
                 if let Err(error) = lease.revoke().await {
                     tracing::warn!(%error, "could not revoke the campaign lease");
                 }
-                return;
+                return engine::Exit::Shutdown;
             }
         };
         let leadership = match leadership {
@@ -123,7 +126,7 @@ pub async fn run(
             Err(error) => {
                 tracing::warn!(%replica, %error, retry_in = ?backoff, "campaign failed");
                 if pause(&mut backoff, &mut shutdown).await {
-                    return;
+                    return engine::Exit::Shutdown;
                 }
                 continue;
             }
@@ -133,25 +136,31 @@ pub async fn run(
         tracing::info!(%replica, %key, "elected leader; running the upgrade engine");
         campaign.counters.leader.store(true, Ordering::Relaxed);
         role.send_replace(Role::Leader { key: key.clone() });
-        let engine = engine::run(
+        let running = engine::run(
             campaign.client.clone(),
             campaign.keyspace.clone(),
             key,
             campaign.engine.clone(),
             campaign.counters.clone(),
         );
-        let shutting_down = tokio::select! {
-            () = engine => false,
+        let ended = tokio::select! {
+            exit = running => Some(exit),
             () = lease.lost() => {
                 tracing::warn!(%replica, "leadership lease lost; the engine stopped; campaigning again");
-                false
+                None
             }
-            () = &mut shutdown => true,
+            () = &mut shutdown => Some(engine::Exit::Shutdown),
         };
         role.send_replace(Role::Follower);
         campaign.counters.leader.store(false, Ordering::Relaxed);
-        if shutting_down {
-            tracing::info!(%replica, "shutting down; resigning leadership");
+        match &ended {
+            Some(engine::Exit::Shutdown) => {
+                tracing::info!(%replica, "shutting down; resigning leadership");
+            }
+            Some(engine::Exit::HandedOver { container }) => {
+                tracing::info!(%replica, %container, "handing leadership over to the new orchestrator version; resigning and exiting");
+            }
+            None => {}
         }
         // After a lost lease these fail harmlessly (the candidacy is gone already).
         if let Err(error) = election.resign(leadership).await {
@@ -160,8 +169,8 @@ pub async fn run(
         if let Err(error) = lease.revoke().await {
             tracing::debug!(%error, "could not revoke the leadership lease");
         }
-        if shutting_down {
-            return;
+        if let Some(exit) = ended {
+            return exit;
         }
     }
 }

@@ -99,6 +99,10 @@ pub struct StartUpgrade {
     /// The upgrade id (default: `u-<version>-<UTC date>-<time>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Skip (and report `Skipped`) hosts whose maintenance mode is `paused` instead of
+    /// waiting until the mode is lifted (default: wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_paused: Option<bool>,
 }
 
 /// `POST /v1/upgrades/{id}/pause|resume|abort`: an optional reason, kept in the upgrade

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use baton_protocol::Keyspace;
 use baton_protocol::etcd::{self, Client, EtcdTls};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::docker::Endpoint;
+use crate::engine::Exit;
 use crate::leader::{self, Campaign, Role};
 use crate::metrics::Counters;
 use crate::resolve::{DockerResolver, Resolver};
@@ -36,15 +38,30 @@ pub enum RunError {
     },
 }
 
-/// Binds `--listen` and runs until `shutdown` resolves.
+/// Binds `--listen` and runs until `shutdown` resolves (or it handed the leadership over to
+/// a new version of itself).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+    let listener = bind(config.listen).map_err(|source| RunError::Listen {
+        addr: config.listen.to_string(),
+        source,
+    })?;
     serve(config, listener, None, shutdown).await
+}
+
+/// Listens on `addr` with `SO_REUSEPORT`, so that during a self-update the new version
+/// (started with the same `--listen`, on the host's network) serves the same address while
+/// this process still does; the kernel shares connections between the two until this one
+/// exits.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Runs on `listener` until `shutdown` resolves. `resolver` replaces the Docker-based bundle
@@ -57,12 +74,7 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let keyspace =
         Keyspace::new(&config.prefix).map_err(|e| RunError::Config(format!("--prefix: {e}")))?;
-    let docker = config
-        .docker
-        .as_deref()
-        .map(Endpoint::parse)
-        .transpose()
-        .map_err(|e| RunError::Config(format!("--docker: {e}")))?;
+    let docker = config.docker_endpoint().map_err(RunError::Config)?;
     let tls = config.etcd_tls().map_err(RunError::Config)?;
     config.agent_tls().map_err(RunError::Config)?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
@@ -104,7 +116,13 @@ pub async fn serve(
         engine: config.engine(),
         counters,
     };
-    let elections = leader::run(campaign, role_tx, stopped(stop_rx));
+    let elections = async {
+        let exit = leader::run(campaign, role_tx, stopped(stop_rx.clone())).await;
+        if let Exit::HandedOver { container } = exit {
+            tracing::info!(%container, "a new orchestrator version leads now; exiting");
+            stop_tx.send_replace(true);
+        }
+    };
     let api = async {
         api.await.map_err(|source| RunError::Listen {
             addr: addr.to_string(),
@@ -112,9 +130,13 @@ pub async fn serve(
         })
     };
     let signal = async {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down");
+                stop_tx.send_replace(true);
+            }
+            () = stopped(stop_rx.clone()) => {}
+        }
     };
     let (served, (), ()) = tokio::join!(api, elections, signal);
     served

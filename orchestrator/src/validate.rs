@@ -600,6 +600,7 @@ mod tests {
                 .collect(),
             hosts: hosts.map(|h| h.iter().map(|s| (*s).to_owned()).collect()),
             id: None,
+            skip_paused: None,
         }
     }
 

@@ -438,10 +438,18 @@ pub struct Upgrade {
     /// registered later do not join it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub listed: bool,
+    /// Hosts in maintenance mode `paused` are skipped (reported `Skipped`) instead of waited
+    /// for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_paused: bool,
     /// Set when the orchestrator created the record itself, for one host (absent: an
     /// operator's request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// The bundle carries an orchestrator image (manifest `orchestrator_image`): before the
+    /// download phase the leader starts it and hands leadership over to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<OrchestratorUpdate>,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When this record last changed.
@@ -450,6 +458,19 @@ pub struct Upgrade {
 
 impl Document for Upgrade {
     const KIND: &'static str = "upgrade";
+}
+
+/// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrchestratorUpdate {
+    /// The orchestrator image of the bundle's version, as the manifest names it.
+    pub image: String,
+    /// The container the new version runs in, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// When the previous leader handed leadership over to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over_at: Option<Timestamp>,
 }
 
 /// Why the orchestrator created an upgrade record itself.
@@ -531,6 +552,10 @@ pub struct Candidate {
     /// Where its REST API is reached, e.g. `http://10.0.0.5:7480`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
+    /// The replica's Baton version (absent from replicas older than the field): a
+    /// self-update waits for a candidate announcing the bundle's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// When it started campaigning.
     pub since: Timestamp,
 }

@@ -71,6 +71,40 @@ pub fn binaries() -> Binaries {
     find_binaries().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The static `baton-orchestrator` built as `version` (`make bundle-orchestrators`); fails
+/// saying how to build it if missing.
+pub fn orchestrator_binary(version: &str) -> PathBuf {
+    let path = target_dir().join(format!("bundle-orchestrators/{version}/baton-orchestrator"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the versioned orchestrator first \
+         (`make bundle-orchestrators`; `make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Builds the orchestrator image `tag` from `binary` with `images/orchestrator/build.sh`.
+pub async fn build_orchestrator_image(binary: &Path, tag: &str) {
+    let script = workspace().join("images/orchestrator/build.sh");
+    let output = tokio::process::Command::new("bash")
+        .arg(&script)
+        .arg(binary)
+        .arg(tag)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} {} {tag} failed ({}): {}",
+        script.display(),
+        binary.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
 /// Fails the test with how to get Docker if the engine does not answer.
 pub async fn require_docker() {
     if let Err(e) = docker::ensure_available().await {

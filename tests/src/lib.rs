@@ -8,5 +8,6 @@ pub mod docker;
 pub mod etcd;
 pub mod fleet;
 pub mod pki;
+pub mod registration;
 pub mod registry;
 pub mod simhost_image;

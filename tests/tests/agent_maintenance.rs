@@ -30,10 +30,9 @@ use baton_orchestrator::request::SetMaintenance;
 use baton_protocol::documents::{DesiredAction, MaintenanceMode, Upgrade};
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, systemctl};
-use baton_tests::demo::registration;
 use baton_tests::docker;
 use baton_tests::fleet::Host;
-use orchestrator_support::{Orchestrator, SimFleet};
+use orchestrator_support::SimFleet;
 use serde_json::json;
 
 /// The orchestrator's `--heal-grace` here.
@@ -172,14 +171,8 @@ async fn restart_reboot_replace_and_autohealing_with_the_real_agent() {
 
     let mut cfg = sim.config("orch-a");
     cfg.heal_grace = HEAL_GRACE;
-    let orch = Orchestrator::start(cfg).await;
-    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let orch = sim.leader(cfg).await;
     let api = orch.api.clone();
-    for host in fleet.hosts() {
-        api.register(&registration(host, "a"))
-            .await
-            .expect("register");
-    }
     eprintln!(
         "TIMING fleet of 3, etcd, registry and bundle 1.0.0 ready in {:?}",
         started.elapsed()

@@ -15,15 +15,14 @@ use std::time::{Duration, Instant};
 
 use baton_orchestrator::api::upgrades::UpgradeInfo;
 use baton_orchestrator::client::ApiClient;
-use baton_orchestrator::request::RegisterHost;
 use baton_protocol::documents::{Desired, HostStatus, Installed};
 use baton_protocol::etcd::{self, Client};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, require_docker};
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions};
+use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
-use baton_tests::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
 use orchestrator_support::{Orchestrator, config};
 use serde_json::json;
 
@@ -87,21 +86,9 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let api = orch.api.clone();
     for host in fleet.hosts() {
-        api.register(&RegisterHost {
-            id: host.name().to_owned(),
-            labels: [("group".to_owned(), "edge".to_owned())].into(),
-            docker: "unix:///var/run/docker.sock".into(),
-            path_map: host
-                .host_paths()
-                .into_iter()
-                .map(|(p, m)| (p, m.display().to_string()))
-                .collect(),
-            boot_id_file: Some(BOOT_ID_PATH.into()),
-            kernel_release_file: Some(BOOTED_KERNEL_PATH.into()),
-            container_prefix: Some(host.sibling_name("")),
-        })
-        .await
-        .expect("register");
+        api.register(&registration(host, &[("group", "edge")]))
+            .await
+            .expect("register");
     }
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",

@@ -25,14 +25,14 @@ use baton_orchestrator::api::upgrades::UpgradeInfo;
 use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::control::Command;
 use baton_orchestrator::display;
-use baton_orchestrator::request::RegisterHost;
 use baton_protocol::documents::HostOutcomeState;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, require_docker};
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions};
+use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
-use baton_tests::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
+use baton_tests::simhost_image::BOOTED_KERNEL_PATH;
 use orchestrator_support::{Orchestrator, config, keys_under};
 use serde_json::json;
 
@@ -152,25 +152,9 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
 
     for (i, host) in fleet.hosts().iter().enumerate() {
         let zone = if i < 2 { "a" } else { "b" };
-        api.register(&RegisterHost {
-            id: host.name().to_owned(),
-            labels: [
-                ("group".to_owned(), "edge".to_owned()),
-                ("zone".to_owned(), zone.to_owned()),
-            ]
-            .into(),
-            docker: "unix:///var/run/docker.sock".into(),
-            path_map: host
-                .host_paths()
-                .into_iter()
-                .map(|(p, m)| (p, m.display().to_string()))
-                .collect(),
-            boot_id_file: Some(BOOT_ID_PATH.into()),
-            kernel_release_file: Some(BOOTED_KERNEL_PATH.into()),
-            container_prefix: Some(format!("{}-", host.name())),
-        })
-        .await
-        .expect("register");
+        api.register(&registration(host, &[("group", "edge"), ("zone", zone)]))
+            .await
+            .expect("register");
     }
 
     // --- 1. Fresh hosts to 1.0.0, all at once.

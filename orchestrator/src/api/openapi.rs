@@ -143,7 +143,8 @@ pub fn document() -> Value {
                 "strategy": schema("Strategy"),
                 "selector": {"type": "object", "additionalProperties": {"type": "string"}, "description": "hosts carrying all these labels"},
                 "hosts": {"type": "array", "items": {"type": "string"}, "description": "only these registered hosts"},
-                "id": {"type": "string"}}},
+                "id": {"type": "string"},
+                "skip_paused": {"type": "boolean", "description": "skip hosts in maintenance mode paused instead of waiting for them"}}},
             "Control": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string"}}},
             "UpgradeInfo": {"type": "object", "description": "upgrades/<id> (docs/keyspace.md) plus counts (hosts per state) and active", "properties": {
                 "id": {"type": "string"}, "bundle": {"type": "string"}, "version": {"type": "string"},

@@ -10,8 +10,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::documents::{
-    Active, Event, HostOutcome, HostOutcomeState, SCHEMA_VERSION, Strategy, Timestamp, Upgrade,
-    decode, now,
+    Active, Event, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
+    Timestamp, Upgrade, decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;
@@ -241,7 +241,15 @@ pub async fn create(
         canary_approved: false,
         events: 0,
         listed: req.hosts.is_some(),
+        skip_paused: req.skip_paused.unwrap_or(false),
         task: None,
+        orchestrator: resolved.manifest.orchestrator_image.clone().map(|image| {
+            OrchestratorUpdate {
+                image,
+                container: None,
+                handed_over_at: None,
+            }
+        }),
         created_at: now.clone(),
         updated_at: now.clone(),
     };
@@ -249,9 +257,13 @@ pub async fn create(
         &now,
         "created",
         format!(
-            "upgrade to {} (agent {}) of {} host(s), {}; bundle {} (requested as {})",
+            "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {})",
             upgrade.version,
             resolved.manifest.agent.version,
+            match &upgrade.orchestrator {
+                Some(o) => format!(", orchestrator {} first", o.image),
+                None => String::new(),
+            },
             upgrade.hosts.len(),
             strategy_kind(&upgrade.strategy),
             upgrade.bundle,

@@ -177,6 +177,10 @@ struct UpgradeStart {
     /// All-at-once: accept that every selected host is down together.
     #[arg(long)]
     allow_downtime: bool,
+    /// Skip hosts whose maintenance mode is `paused` (reported `Skipped`) instead of
+    /// waiting until the mode is lifted.
+    #[arg(long)]
+    skip_paused: bool,
     /// Select hosts by label, KEY=VALUE (repeat).
     #[arg(long = "selector", value_parser = key_value)]
     selector: Vec<(String, String)>,
@@ -298,6 +302,7 @@ async fn upgrade(api: &ApiClient, command: UpgradeCommand) -> anyhow::Result<boo
                 selector: s.selector.into_iter().collect::<BTreeMap<_, _>>(),
                 hosts: (!s.hosts.is_empty()).then_some(s.hosts),
                 id: s.id,
+                skip_paused: s.skip_paused.then_some(true),
             };
             let started = api.start(&req).await?;
             let id = started.upgrade.id.to_string();

@@ -5,7 +5,10 @@
 //! next pass decides again from what etcd then shows (level-triggered).
 //!
 //! Per phase:
-//! - `Pending` → `Downloading` at once.
+//! - `Pending` → `Downloading` at once, unless the bundle carries an orchestrator image of
+//!   another version than the deciding leader's: then the new version is started first
+//!   ([`super::successor`]) and, once it campaigns, the hand-over is recorded (the leader
+//!   then exits and the new version decides from here); if it fails, the upgrade fails.
 //! - `Downloading`: a downloader job per selected host, at most `download_concurrency` at a
 //!   time; each job's outcome is recorded (`Downloaded` or `Failed`); when no host is left
 //!   `Pending` → `UpdatingAgents`.
@@ -18,7 +21,9 @@
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
 //!   after batch 0 until resumed. No batch left → `Succeeded`.
 //! - In every phase, more failed hosts than the strategy tolerates → `Failed`, naming them;
-//!   a host not yet dispatched whose maintenance mode is `paused` is `Skipped`.
+//!   a host not yet dispatched whose maintenance mode is `paused` gets no downloader job and
+//!   no `desired`: the upgrade waits for it (its outcome's `reason` says so, an event when
+//!   it starts and stops waiting) or, if the request said `skip_paused`, it is `Skipped`.
 //! - `Paused`: in-flight work is still judged (and can fail the upgrade); nothing new starts.
 //! - A host another in-progress task holds (heal, restart, replace: [`super::tasks`]) gets no
 //!   downloader job and no `desired` until that task ends: the task goes first.
@@ -37,6 +42,7 @@ use baton_protocol::documents::{
 };
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
+use crate::engine::successor::SuccessorState;
 use crate::view::FleetView;
 
 /// Default downloader jobs running at once.
@@ -101,6 +107,11 @@ pub struct Observed<'a> {
     pub downloads_finished: &'a BTreeMap<HostId, DownloadOutcome>,
     /// Hosts held by another task in progress (see [`claimed_by_tasks`]): not started here.
     pub claimed: &'a BTreeSet<HostId>,
+    /// The deciding orchestrator's own version (a self-update is due when the upgrade
+    /// carries an orchestrator image and its version differs).
+    pub orchestrator_version: &'a str,
+    /// This upgrade's self-update, once started by this leadership.
+    pub successor: Option<&'a SuccessorState>,
     /// The time now.
     pub now: SystemTime,
 }
@@ -114,6 +125,15 @@ pub enum Action {
         to: P,
         /// Why (kept in the record's `reason`).
         reason: Option<String>,
+    },
+    /// Start the bundle's orchestrator image (self-update); not recorded: the hand-over or
+    /// the failure is.
+    StartSuccessor,
+    /// The new orchestrator version campaigns: record the hand-over; the leader then resigns
+    /// and exits.
+    HandOver {
+        /// Its container.
+        container: String,
     },
     /// Start the downloader job on a host.
     Download {
@@ -129,6 +149,14 @@ pub enum Action {
         /// Why (failures, skips) or what happened (downloads).
         reason: String,
     },
+    /// Hold a host whose maintenance mode is `paused` (the upgrade waits for it), or release
+    /// it once the mode is lifted; kept in its outcome's `reason` ([`HELD`]).
+    Hold {
+        /// The host.
+        host: HostId,
+        /// Held (or released).
+        held: bool,
+    },
     /// Tell a host to install: write its `desired` key (unless it already names this upgrade,
     /// e.g. handed over by the previous host of a daisy chain) and record it `Dispatched`.
     Dispatch {
@@ -140,6 +168,10 @@ pub enum Action {
         write_desired: bool,
     },
 }
+
+/// The `reason` of a host outcome the upgrade waits for because its maintenance mode is
+/// `paused`.
+pub const HELD: &str = "waiting: maintenance mode paused";
 
 /// Failed hosts a strategy tolerates before the upgrade halts.
 pub fn allowed_failures(strategy: &Strategy) -> usize {
@@ -161,7 +193,13 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 upgrade.reason = reason.clone();
             }
         }
-        Action::Download { .. } => return,
+        Action::Download { .. } | Action::StartSuccessor => return,
+        Action::HandOver { container } => {
+            if let Some(o) = upgrade.orchestrator.as_mut() {
+                o.container = Some(container.clone());
+                o.handed_over_at = Some(now.clone());
+            }
+        }
         Action::Record {
             host,
             state,
@@ -171,6 +209,15 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 h.state = *state;
                 h.reason = if matches!(state, O::Failed | O::Skipped) {
                     reason.clone()
+                } else {
+                    String::new()
+                };
+            }
+        }
+        Action::Hold { host, held } => {
+            if let Some(h) = upgrade.hosts.get_mut(host) {
+                h.reason = if *held {
+                    HELD.to_owned()
                 } else {
                     String::new()
                 };
@@ -219,13 +266,17 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
         return d.actions;
     }
     if d.u.phase == P::Pending {
+        if d.self_update_due(observed) {
+            d.self_update(observed);
+            return d.actions;
+        }
         d.push(Action::Phase {
             to: P::Downloading,
             reason: None,
         });
     }
     d.record_downloads(observed);
-    d.skip_paused_hosts(observed);
+    d.paused_hosts(observed);
     d.judge_dispatched(observed, limits);
     if d.u.phase == P::UpdatingAgents {
         d.agent_timeouts(observed, limits);
@@ -261,6 +312,11 @@ impl Decision {
         self.actions.push(action);
     }
 
+    /// Held by [`Self::paused_hosts`]: nothing is started on it.
+    fn is_held(&self, host: &HostId) -> bool {
+        self.u.hosts.get(host).is_some_and(|h| h.reason == HELD)
+    }
+
     fn hosts_in(&self, state: O) -> Vec<HostId> {
         self.u
             .hosts
@@ -278,6 +334,37 @@ impl Decision {
         });
     }
 
+    /// The bundle carries an orchestrator image of another version than the deciding one's.
+    fn self_update_due(&self, o: &Observed<'_>) -> bool {
+        self.u.orchestrator.is_some() && o.orchestrator_version != self.u.version
+    }
+
+    /// Before anything else: the new orchestrator version is started, then handed the
+    /// leadership; if it fails, so does the upgrade, with no host touched.
+    fn self_update(&mut self, o: &Observed<'_>) {
+        match o.successor {
+            None => self.push(Action::StartSuccessor),
+            Some(SuccessorState::Starting) => {}
+            Some(SuccessorState::Ready { container }) => self.push(Action::HandOver {
+                container: container.clone(),
+            }),
+            Some(SuccessorState::Failed(reason)) => {
+                let image = self
+                    .u
+                    .orchestrator
+                    .as_ref()
+                    .map_or("", |o| o.image.as_str());
+                self.push(Action::Phase {
+                    to: P::Failed,
+                    reason: Some(format!(
+                        "orchestrator self-update to {} ({image}) failed: {reason}; orchestrator {} still leads and no host was touched",
+                        self.u.version, o.orchestrator_version
+                    )),
+                });
+            }
+        }
+    }
+
     fn record_downloads(&mut self, o: &Observed<'_>) {
         for host in self.hosts_in(O::Pending) {
             match o.downloads_finished.get(&host) {
@@ -292,17 +379,22 @@ impl Decision {
         }
     }
 
-    fn skip_paused_hosts(&mut self, o: &Observed<'_>) {
+    /// Hosts not dispatched yet whose maintenance mode is `paused`: skipped if the request
+    /// said so, else held (noted once, released once the mode is lifted).
+    fn paused_hosts(&mut self, o: &Observed<'_>) {
         let not_dispatched = self
             .hosts_in(O::Pending)
             .into_iter()
-            .chain(self.hosts_in(O::Downloaded));
-        let skip: Vec<HostId> = not_dispatched
-            .filter(|h| !o.downloads_running.contains(h))
-            .filter(|h| o.view.maintenance(h) == MaintenanceMode::Paused)
-            .collect();
-        for host in skip {
-            self.record(host, O::Skipped, "maintenance mode paused".to_owned());
+            .chain(self.hosts_in(O::Downloaded))
+            .filter(|h| !o.downloads_running.contains(h));
+        for host in not_dispatched.collect::<Vec<_>>() {
+            let paused = o.view.maintenance(&host) == MaintenanceMode::Paused;
+            let held = self.u.hosts.get(&host).is_some_and(|h| h.reason == HELD);
+            if paused && self.u.skip_paused {
+                self.record(host, O::Skipped, "maintenance mode paused".to_owned());
+            } else if paused != held {
+                self.push(Action::Hold { host, held: paused });
+            }
         }
     }
 
@@ -379,7 +471,7 @@ impl Decision {
         let start: Vec<HostId> = pending
             .into_iter()
             .filter(|h| !o.downloads_running.contains(h) && !o.downloads_finished.contains_key(h))
-            .filter(|h| !o.claimed.contains(h))
+            .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
             .take(free)
             .collect();
         for host in start {
@@ -438,7 +530,7 @@ impl Decision {
         };
         let ready: Vec<HostId> = batch_of(&self.u, current)
             .into_iter()
-            .filter(|h| !o.claimed.contains(h))
+            .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
             .collect();
         if self
             .u
@@ -466,6 +558,7 @@ impl Decision {
                     .hosts
                     .iter()
                     .filter(|(_, h)| h.state == O::Downloaded && h.batch.unwrap_or(0) > current)
+                    .filter(|(_, h)| h.reason != HELD)
                     .min_by_key(|(_, h)| h.batch);
                 later.map(|(id, _)| id.clone())
             } else {

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
     Alive, BatchSize, Desired, DesiredAction, HostOutcome, HostOutcomeState as O, HostStatus,
-    Maintenance, MaintenanceMode, SCHEMA_VERSION, Strategy, Task, TaskKind, Upgrade,
+    Maintenance, MaintenanceMode, OrchestratorUpdate, SCHEMA_VERSION, Strategy, Task, TaskKind,
+    Upgrade,
 };
 use baton_protocol::etcd::Versioned;
 use baton_protocol::{HostId, HostState as H, UpgradeId, UpgradePhase as P};
@@ -42,6 +43,8 @@ struct Fx {
     running: BTreeSet<HostId>,
     finished: BTreeMap<HostId, DownloadOutcome>,
     claimed: BTreeSet<HostId>,
+    orchestrator_version: String,
+    successor: Option<SuccessorState>,
     now: SystemTime,
 }
 
@@ -80,6 +83,8 @@ impl Fx {
             events: 0,
             listed: false,
             task: None,
+            orchestrator: None,
+            skip_paused: false,
             created_at: T0.into(),
             updated_at: T0.into(),
         };
@@ -90,12 +95,35 @@ impl Fx {
             running: BTreeSet::new(),
             finished: BTreeMap::new(),
             claimed: BTreeSet::new(),
+            orchestrator_version: "1.0.0".into(),
+            successor: None,
             now: at(1),
         };
         for (h, _) in plan {
             fx = fx.alive(h, "1.0.0");
         }
         fx
+    }
+
+    /// The bundle carries an orchestrator image.
+    fn carries_orchestrator(mut self) -> Self {
+        self.upgrade.orchestrator = Some(OrchestratorUpdate {
+            image: "r/orchestrator:2.0.0".into(),
+            container: None,
+            handed_over_at: None,
+        });
+        self
+    }
+
+    /// The deciding orchestrator runs `version`.
+    fn decided_by(mut self, version: &str) -> Self {
+        self.orchestrator_version = version.into();
+        self
+    }
+
+    fn successor(mut self, state: SuccessorState) -> Self {
+        self.successor = Some(state);
+        self
     }
 
     fn phase(mut self, p: P) -> Self {
@@ -191,6 +219,17 @@ impl Fx {
         self
     }
 
+    fn skip_paused(mut self) -> Self {
+        self.upgrade.skip_paused = true;
+        self
+    }
+
+    /// The upgrade holds `h` (its maintenance mode was `paused`).
+    fn held(mut self, h: &str) -> Self {
+        self.upgrade.hosts.get_mut(&id(h)).expect("host").reason = HELD.to_owned();
+        self
+    }
+
     fn maintenance(mut self, h: &str, mode: MaintenanceMode) -> Self {
         self.view.hosts.entry(id(h)).or_default().maintenance = Some(Versioned {
             value: Maintenance {
@@ -272,6 +311,8 @@ impl Fx {
                 downloads_running: &self.running,
                 downloads_finished: &self.finished,
                 claimed: &self.claimed,
+                orchestrator_version: &self.orchestrator_version,
+                successor: self.successor.as_ref(),
                 now: self.now,
             },
             &limits,
@@ -283,6 +324,10 @@ fn line(a: &Action) -> String {
     match a {
         Action::Phase { to, .. } => format!("phase {to}"),
         Action::Download { host } => format!("download {host}"),
+        Action::StartSuccessor => "start successor".to_owned(),
+        Action::Hold { host, held: true } => format!("hold {host}"),
+        Action::Hold { host, held: false } => format!("release {host}"),
+        Action::HandOver { container } => format!("hand over to {container}"),
         Action::Record { host, state, .. } => format!("record {host} {state:?}"),
         Action::Dispatch {
             host,
@@ -341,6 +386,42 @@ fn decisions_table() {
     let chain = Fx::new(Strategy::DaisyChain, &[("h1", 0), ("h2", 1), ("h3", 2)]);
 
     let cases: Vec<(&str, Fx, &[&str])> = vec![
+        // --- Self-update (the bundle carries an orchestrator image).
+        (
+            "an older orchestrator starts the bundle's first, before any download",
+            four(rolling(1, 0, false, 0)).carries_orchestrator(),
+            &["start successor"],
+        ),
+        (
+            "while the new version starts, nothing else happens",
+            four(rolling(1, 0, false, 0))
+                .carries_orchestrator()
+                .successor(SuccessorState::Starting),
+            &[],
+        ),
+        (
+            "once it campaigns, the hand-over is recorded",
+            four(rolling(1, 0, false, 0))
+                .carries_orchestrator()
+                .successor(SuccessorState::Ready {
+                    container: "c2".into(),
+                }),
+            &["hand over to c2"],
+        ),
+        (
+            "if it does not, the upgrade fails with no host touched",
+            four(rolling(1, 0, false, 0))
+                .carries_orchestrator()
+                .successor(SuccessorState::Failed("exited".into())),
+            &["phase Failed"],
+        ),
+        (
+            "the new version continues the same upgrade",
+            four(rolling(1, 0, false, 0))
+                .carries_orchestrator()
+                .decided_by("2.0.0"),
+            &["phase Downloading", "download h1", "download h2"],
+        ),
         // --- Downloading.
         (
             "a new upgrade starts downloading, two jobs at a time",
@@ -380,11 +461,38 @@ fn decisions_table() {
             &["record h1 Failed", "phase UpdatingAgents"],
         ),
         (
-            "a host in maintenance is skipped, not downloaded",
+            "a paused host is skipped, not downloaded, when the request says so",
             four(rolling(1, 0, false, 0))
+                .skip_paused()
                 .phase(P::Downloading)
                 .maintenance("h1", MaintenanceMode::Paused),
             &["record h1 Skipped", "download h2", "download h3"],
+        ),
+        (
+            "else a paused host is held, not downloaded",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .maintenance("h1", MaintenanceMode::Paused),
+            &["hold h1", "download h2", "download h3"],
+        ),
+        (
+            "the download phase waits for a held host",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .all(O::Downloaded)
+                .host("h1", O::Pending)
+                .held("h1")
+                .maintenance("h1", MaintenanceMode::Paused),
+            &[],
+        ),
+        (
+            "a held host is released once the mode is lifted, and downloaded",
+            four(rolling(1, 0, false, 0))
+                .phase(P::Downloading)
+                .all(O::Downloaded)
+                .host("h1", O::Pending)
+                .held("h1"),
+            &["release h1", "download h1"],
         ),
         (
             "paused while downloading: results recorded, nothing started",
@@ -563,11 +671,27 @@ fn decisions_table() {
             &["record h1 Succeeded"],
         ),
         (
-            "a paused host is skipped at its turn",
+            "a paused host is skipped at its turn when the request says so",
             installing_on_2(four(rolling(1, 0, false, 0)))
+                .skip_paused()
                 .host("h1", O::Succeeded)
                 .maintenance("h2", MaintenanceMode::Paused),
             &["record h2 Skipped", "dispatch h3"],
+        ),
+        (
+            "else its batch waits for it",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Succeeded)
+                .maintenance("h2", MaintenanceMode::Paused),
+            &["hold h2"],
+        ),
+        (
+            "a daisy chain does not hand over to a held host",
+            installing_on_2(chain.clone())
+                .host("h2", O::Downloaded)
+                .held("h2")
+                .maintenance("h2", MaintenanceMode::Paused),
+            &["dispatch h1 -> h3"],
         ),
         (
             "autohealing-off does not stop dispatch",

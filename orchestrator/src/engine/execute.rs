@@ -34,10 +34,20 @@ pub struct Committed {
     pub revision: i64,
 }
 
-/// The event recording `action` (none for starting a download: its outcome is recorded).
+/// The event recording `action` (none for starting a download or a self-update: their
+/// outcomes are recorded).
 pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<Event> {
     let (host, kind, message) = match action {
-        Action::Download { .. } => return None,
+        Action::Download { .. } | Action::StartSuccessor => return None,
+        Action::HandOver { container } => (
+            None,
+            "orchestrator-handover",
+            format!(
+                "orchestrator {} campaigns from container {container}; orchestrator {} hands leadership over and exits",
+                upgrade.version,
+                baton_protocol::VERSION
+            ),
+        ),
         Action::Phase { to, reason } => (
             None,
             "phase",
@@ -65,6 +75,15 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             };
             (Some(host.clone()), kind, message)
         }
+        Action::Hold { host, held } => (
+            Some(host.clone()),
+            "host-held",
+            if *held {
+                "maintenance mode paused: the upgrade waits for this host (nothing is started on it until the mode is lifted)".to_owned()
+            } else {
+                "maintenance mode lifted: the upgrade carries on with this host".to_owned()
+            },
+        ),
         Action::Dispatch {
             host,
             next_host,

@@ -8,6 +8,8 @@
 //! - [`decide`]: the pure decision function and its table tests;
 //! - [`execute`]: one guarded transaction per pass (record, `desired` keys, events, `active`);
 //! - [`downloader`]: the downloader job on a host, through the host's Docker Engine;
+//! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
+//!   then handed the leadership);
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
 //!   creates are then driven like upgrades.
@@ -15,6 +17,7 @@
 pub mod decide;
 pub mod downloader;
 pub mod execute;
+pub mod successor;
 pub mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +33,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::engine::decide::{
     Action, DownloadOutcome, Limits, Observed, claimed_by_tasks, next_actions,
 };
+use crate::engine::successor::{SelfUpdate, Successor, SuccessorState};
 use crate::engine::tasks::{FleetObserved, TaskAction, next_tasks};
 use crate::metrics::Counters;
 use crate::store;
@@ -59,6 +63,21 @@ pub struct EngineConfig {
     pub job_labels: BTreeMap<String, String>,
     /// TLS settings for the agents' etcd connection (paths on the hosts).
     pub agent_tls: Option<baton_protocol::etcd::EtcdTls>,
+    /// How a self-update starts the new version.
+    pub self_update: SelfUpdate,
+}
+
+/// Why the engine (or the leadership running it) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The replica shuts down.
+    Shutdown,
+    /// It recorded the hand-over to a new orchestrator version: this replica should resign
+    /// and exit.
+    HandedOver {
+        /// The new version's container.
+        container: String,
+    },
 }
 
 type JobKey = (UpgradeId, HostId);
@@ -80,21 +99,27 @@ struct Engine {
     probes: BTreeMap<HostId, (Instant, bool)>,
     probing: BTreeSet<HostId>,
     probe_results: mpsc::UnboundedSender<(HostId, bool)>,
+    /// Self-updates started under this leadership, per upgrade.
+    successors: BTreeMap<UpgradeId, (Successor, SuccessorState)>,
+    successor_results: mpsc::UnboundedSender<(UpgradeId, SuccessorState)>,
+    handed_over: Option<String>,
 }
 
-/// Runs the engine until the future is dropped (leadership lost or shutdown). Dropping it
-/// stops the watches and abandons running downloader jobs: their containers go on, and the
-/// next leader waits for them by name.
+/// Runs the engine until the future is dropped (leadership lost or shutdown), or until it
+/// handed the leadership over to a new orchestrator version. Dropping it stops the watches
+/// and abandons running downloader jobs: their containers go on, and the next leader waits
+/// for them by name.
 pub async fn run(
     client: Client,
     keyspace: Keyspace,
     leadership_key: String,
     config: EngineConfig,
     counters: Arc<Counters>,
-) {
+) -> Exit {
     let (watch_tx, mut watch_rx) = mpsc::channel::<(Part, WatchUpdate)>(64);
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+    let (successor_tx, mut successor_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         client: client.clone(),
         keyspace: keyspace.clone(),
@@ -111,6 +136,9 @@ pub async fn run(
         probes: BTreeMap::new(),
         probing: BTreeSet::new(),
         probe_results: probe_tx,
+        successors: BTreeMap::new(),
+        successor_results: successor_tx,
+        handed_over: None,
     };
     for part in [Part::Hosts, Part::Groups, Part::Upgrades] {
         let watch = ResumableWatch::new(client.clone(), part.prefix(&keyspace));
@@ -137,6 +165,11 @@ pub async fn run(
                 engine.probing.remove(&host);
                 engine.probes.insert(host, (Instant::now(), answers));
             }
+            Some((upgrade, state)) = successor_rx.recv() => {
+                if let Some(entry) = engine.successors.get_mut(&upgrade) {
+                    entry.1 = state;
+                }
+            }
             _ = tick.tick() => {}
         }
         while engine.tasks.try_join_next().is_some() {}
@@ -147,6 +180,9 @@ pub async fn run(
             cleaned_active = engine.clean_active().await;
         }
         engine.pass().await;
+        if let Some(container) = engine.handed_over.take() {
+            return Exit::HandedOver { container };
+        }
     }
 }
 
@@ -284,6 +320,7 @@ impl Engine {
         for id in in_progress {
             self.decide_and_commit(&id).await;
         }
+        self.drop_unwanted_successors();
         // Outcomes of jobs for upgrades that are over are of no use any more.
         let view = &self.view;
         self.finished.retain(|(u, _), _| {
@@ -292,6 +329,62 @@ impl Engine {
                 .is_some_and(|u| !u.value.phase.is_terminal())
         });
         self.tasks_pass().await;
+    }
+
+    /// A new orchestrator version that got ready after its upgrade ended (aborted while it
+    /// started) is not handed anything: it is stopped.
+    fn drop_unwanted_successors(&mut self) {
+        let view = &self.view;
+        let ended: Vec<UpgradeId> = self
+            .successors
+            .iter()
+            // One still starting is looked at again once it answers.
+            .filter(|(_, (_, state))| *state != SuccessorState::Starting)
+            .filter(|(u, _)| {
+                view.upgrades
+                    .get(*u)
+                    .is_none_or(|u| u.value.phase.is_terminal())
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        for id in ended {
+            if let Some((successor, state)) = self.successors.remove(&id)
+                && matches!(state, SuccessorState::Ready { .. })
+            {
+                self.tasks
+                    .spawn(async move { successor::stop(&successor).await });
+            }
+        }
+    }
+
+    /// Starts this upgrade's new orchestrator version in the background, once.
+    fn start_successor(&mut self, upgrade: &Upgrade) {
+        let Some(update) = &upgrade.orchestrator else {
+            return;
+        };
+        if self.successors.contains_key(&upgrade.id) {
+            return;
+        }
+        let successor = Successor {
+            upgrade: upgrade.id.clone(),
+            version: upgrade.version.clone(),
+            image: update.image.clone(),
+            keyspace: self.keyspace.clone(),
+            settings: self.config.self_update.clone(),
+            labels: self.config.job_labels.clone(),
+        };
+        tracing::info!(upgrade = %upgrade.id, image = %update.image, container = %successor.container_name(), "self-update: starting orchestrator {}", upgrade.version);
+        self.successors.insert(
+            upgrade.id.clone(),
+            (successor.clone(), SuccessorState::Starting),
+        );
+        let client = self.client.clone();
+        let results = self.successor_results.clone();
+        let id = upgrade.id.clone();
+        self.tasks.spawn(async move {
+            let state = successor::run(successor, client).await;
+            let _ = results.send((id, state));
+        });
     }
 
     /// Decides and carries out what the leader takes on by itself ([`tasks`]).
@@ -460,6 +553,8 @@ impl Engine {
                 downloads_running: &running,
                 downloads_finished: &finished,
                 claimed: &claimed,
+                orchestrator_version: baton_protocol::VERSION,
+                successor: self.successors.get(id).map(|(_, state)| state),
                 now: SystemTime::now(),
             },
             &self.config.limits,
@@ -469,7 +564,7 @@ impl Engine {
         }
         let (downloads, record): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
-            .partition(|a| matches!(a, Action::Download { .. }));
+            .partition(|a| matches!(a, Action::Download { .. } | Action::StartSuccessor));
         if !record.is_empty() {
             let now = documents::now();
             let writer = execute::Writer {
@@ -484,8 +579,14 @@ impl Engine {
                     Counters::inc(&self.counters.commits);
                     for a in &record {
                         tracing::info!(upgrade = %id, action = ?a, "committed");
-                        if let Action::Record { host, .. } = a {
-                            self.finished.remove(&(id.clone(), host.clone()));
+                        match a {
+                            Action::Record { host, .. } => {
+                                self.finished.remove(&(id.clone(), host.clone()));
+                            }
+                            Action::HandOver { container } => {
+                                self.handed_over = Some(container.clone());
+                            }
+                            _ => {}
                         }
                     }
                     for (host, desired) in c.desired {
@@ -505,8 +606,10 @@ impl Engine {
             }
         }
         for action in downloads {
-            if let Action::Download { host } = action {
-                self.start_download(id, &current.value, host);
+            match action {
+                Action::Download { host } => self.start_download(id, &current.value, host),
+                Action::StartSuccessor => self.start_successor(&current.value),
+                _ => {}
             }
         }
     }

@@ -284,6 +284,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         events: 0,
         listed: true,
         task: Some(task),
+        orchestrator: None,
+        skip_paused: false,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

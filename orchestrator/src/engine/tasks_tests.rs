@@ -253,6 +253,8 @@ fn record(
         events: 3,
         listed: false,
         task,
+        orchestrator: None,
+        skip_paused: false,
         created_at: ts(created),
         updated_at: ts(created),
     }

@@ -42,14 +42,13 @@ use std::time::{Duration, Instant};
 use baton_orchestrator::api::upgrades::UpgradeInfo;
 use baton_orchestrator::bundle::{self, BuildOptions, BundleError, Progress};
 use baton_orchestrator::client::{ApiClient, ClientError};
-use baton_orchestrator::request::RegisterHost;
 use baton_protocol::etcd::{self, EtcdError};
 use baton_protocol::{Keyspace, UpgradePhase};
 
 use crate::bundles::{self, VERSIONS};
 use crate::docker::{self, DockerError};
-use crate::fleet::{self, Fleet, FleetError, FleetOptions, Host};
-use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
+use crate::fleet::{Fleet, FleetError, FleetOptions, Host};
+use crate::registration::registration;
 
 pub use commands::shell_line;
 pub use state::{Daemon, DemoHost, DemoState};
@@ -299,7 +298,7 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let (state, hosts) = start_fleet(config, &binaries, &say).await?;
     let api = ApiClient::new(&state.api).map_err(api_error("API URL"))?;
     for (host, demo_host) in hosts.iter().zip(&state.hosts) {
-        let request = registration(host, &demo_host.zone);
+        let request = registration(host, &[("group", GROUP), (ZONE_LABEL, &demo_host.zone)]);
         api.register(&request)
             .await
             .map_err(api_error(&format!("POST /v1/hosts ({})", host.name())))?;
@@ -569,30 +568,6 @@ fn record_fleet(
     state.run_id = Some(fleet.leak());
     state.save()?;
     Ok(hosts)
-}
-
-/// How the demo (and the fleet tests) register a simulated host, in group [`GROUP`] and the
-/// given zone: the machine's Docker Engine runs its jobs, which mount the host's folders; the
-/// agent reads the simulated boot id and kernel, and names its service containers after the
-/// host's container so the fleet's cleanup finds them.
-pub fn registration(host: &Host, zone: &str) -> RegisterHost {
-    RegisterHost {
-        id: host.name().to_owned(),
-        labels: [
-            ("group".to_owned(), GROUP.to_owned()),
-            (ZONE_LABEL.to_owned(), zone.to_owned()),
-        ]
-        .into(),
-        docker: format!("unix://{}", fleet::DOCKER_SOCKET),
-        path_map: host
-            .host_paths()
-            .into_iter()
-            .map(|(path, machine)| (path, machine.display().to_string()))
-            .collect(),
-        boot_id_file: Some(BOOT_ID_PATH.to_owned()),
-        kernel_release_file: Some(BOOTED_KERNEL_PATH.to_owned()),
-        container_prefix: Some(host.sibling_name("")),
-    }
 }
 
 fn bundle_tag(state: &DemoState, version: &str) -> String {

@@ -17,6 +17,7 @@ use baton_protocol::etcd::Client;
 use baton_protocol::manifest::Manifest;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
+use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
 use baton_tests::{bundles, docker};
 use tokio::net::TcpListener;
@@ -33,9 +34,10 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Starts `config` on a free port of 127.0.0.1.
+    /// Starts `config` on a free port of 127.0.0.1 (bound as `baton-orchestrator` binds it,
+    /// shareable with a self-updated successor).
     pub async fn start(mut config: Config) -> Orchestrator {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;
         let replica = config.replica_name();
@@ -69,6 +71,17 @@ impl Orchestrator {
             "{} did not become {role} within {timeout:?}: {last}",
             self.replica
         );
+    }
+
+    /// Waits until it stopped by itself (after handing leadership over); fails if it does
+    /// not within `timeout` or ended with an error.
+    pub async fn wait_exit(mut self, timeout: Duration) {
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(timeout, task)
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {timeout:?}", self.replica))
+            .expect("task")
+            .expect("the orchestrator ran without error");
     }
 
     /// Shuts it down (resigning leadership) and waits until it stopped.
@@ -137,6 +150,20 @@ impl SimFleet {
         c.agent_etcd = self.etcd.endpoints_on(IpAddr::V4(self.fleet.gateway_ip()));
         c.job_labels = vec![(LABEL_RUN.into(), self.fleet.run_id().to_owned())];
         c
+    }
+
+    /// Starts a replica with `config`, waits until it leads and registers every host of the
+    /// fleet in group `edge` through its API.
+    pub async fn leader(&self, config: Config) -> Orchestrator {
+        let orch = Orchestrator::start(config).await;
+        orch.wait_role("leader", Duration::from_secs(20)).await;
+        for host in self.fleet.hosts() {
+            orch.api
+                .register(&registration(host, &[("group", "edge")]))
+                .await
+                .expect("register");
+        }
+        orch
     }
 }
 

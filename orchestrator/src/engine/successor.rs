@@ -1,0 +1,434 @@
+//! Orchestrator self-update: when an upgrade's bundle carries an orchestrator image of
+//! another version than the leader's, the leader starts that image as a container on its own
+//! Docker Engine (`--docker`) with the leader's own configuration, and waits until the new
+//! version campaigns in the election announcing the bundle's version. The engine then
+//! records the hand-over and the leader resigns and exits; the new version, next in line,
+//! leads and continues the same upgrade from etcd.
+//!
+//! The container runs with host networking, so it reaches the same etcd endpoints and serves
+//! the same `--listen` address (both processes bind it with `SO_REUSEPORT` while they
+//! overlap), with the Docker socket and the etcd TLS files mounted at their paths. Its name
+//! follows from the upgrade and the keyspace, so a leader elected mid-way finds it instead
+//! of starting a second one. If it exits or does not announce itself in time, it is
+//! stopped (kept, for `docker logs`) and the upgrade fails with the reason.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use baton_protocol::documents::{Candidate, decode};
+use baton_protocol::etcd::Client;
+use baton_protocol::{Keyspace, UpgradeId};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::bundle;
+use crate::docker::Endpoint;
+use crate::engine::downloader::LABEL_PURPOSE;
+use crate::store;
+
+/// How often the election and the container are looked at while waiting.
+const POLL: Duration = Duration::from_millis(500);
+/// Where the Docker Engine is when neither `--docker` nor `DOCKER_HOST` says.
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// The self-update part of the engine's configuration (from [`crate::config::Config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfUpdate {
+    /// The leader's own command line, but for `--replica` and `--docker`.
+    pub args: Vec<String>,
+    /// The leader's Docker Engine (`--docker`; `None`: `DOCKER_HOST`, else the local socket).
+    pub docker: Option<Endpoint>,
+    /// The etcd TLS files, mounted read-only at the same paths.
+    pub etcd_files: Vec<PathBuf>,
+    /// Time the new version gets to join the election.
+    pub timeout: Duration,
+}
+
+/// Where a self-update stands, as the engine tells the decision function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuccessorState {
+    /// Started (or being started); not in the election yet.
+    Starting,
+    /// Campaigning in the election as `replica`, from `container`.
+    Ready {
+        /// The container.
+        container: String,
+    },
+    /// It did not become ready; why. Its container is stopped.
+    Failed(String),
+}
+
+/// One self-update: the new version of an upgrade, started from `image`.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    /// The upgrade.
+    pub upgrade: UpgradeId,
+    /// The version it must announce (the bundle's).
+    pub version: String,
+    /// The orchestrator image.
+    pub image: String,
+    /// The keyspace (the election is under it; the container name depends on it).
+    pub keyspace: Keyspace,
+    /// The settings.
+    pub settings: SelfUpdate,
+    /// Labels for the container (the downloader jobs' `--job-label`s).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Successor {
+    /// `baton-orchestrator-<version>-<hash>`, the hash of the keyspace, the etcd endpoints
+    /// and the upgrade: one container per upgrade and fleet.
+    pub fn container_name(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.keyspace.prefix());
+        hash.update([0]);
+        hash.update(self.settings.args.join(" "));
+        hash.update([0]);
+        hash.update(self.upgrade.as_str());
+        let short = hex::encode(&hash.finalize()[..5]);
+        let version: String = self
+            .version
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        format!("baton-orchestrator-{version}-{short}")
+    }
+
+    /// The unix socket of the leader's Docker Engine, if it talks to one.
+    fn socket(&self) -> Option<String> {
+        match &self.settings.docker {
+            Some(Endpoint::Unix(path)) => Some(path.clone()),
+            Some(Endpoint::Tcp { .. }) => None,
+            None => match std::env::var("DOCKER_HOST") {
+                Ok(host) if !host.is_empty() => host.strip_prefix("unix://").map(str::to_owned),
+                _ => Some(DEFAULT_SOCKET.to_owned()),
+            },
+        }
+    }
+
+    /// The new version's command line: the leader's, named after the container, on the same
+    /// Docker Engine.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = self.settings.args.clone();
+        args.extend(["--replica".to_owned(), self.container_name()]);
+        let docker = match (&self.settings.docker, self.socket()) {
+            (Some(Endpoint::Tcp { host, port }), _) => Some(format!("tcp://{host}:{port}")),
+            (_, Some(socket)) => Some(format!("unix://{socket}")),
+            (_, None) => None,
+        };
+        if let Some(docker) = docker {
+            args.extend(["--docker".to_owned(), docker]);
+        }
+        args
+    }
+
+    /// Bind mounts: the Docker socket, and the etcd TLS files read-only, at their paths.
+    pub fn binds(&self) -> Vec<String> {
+        let socket = self.socket().map(|s| format!("{s}:{s}"));
+        let files = self.settings.etcd_files.iter().map(|f| {
+            let f = f.display();
+            format!("{f}:{f}:ro")
+        });
+        socket.into_iter().chain(files).collect()
+    }
+
+    fn container_labels(&self) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
+        labels.insert(LABEL_PURPOSE.to_owned(), "orchestrator".to_owned());
+        labels.insert("io.baton.upgrade".to_owned(), self.upgrade.to_string());
+        labels.insert("io.baton.version".to_owned(), self.version.clone());
+        labels
+    }
+}
+
+/// Starts the new version (or finds it started) and waits until it campaigns; never panics.
+/// On failure its container is stopped.
+pub async fn run(successor: Successor, client: Client) -> SuccessorState {
+    let name = successor.container_name();
+    let docker = match connect(&successor).await {
+        Ok(d) => d,
+        Err(reason) => return SuccessorState::Failed(reason),
+    };
+    let started = Instant::now();
+    let outcome = match start(&successor, &docker).await {
+        Ok(()) => wait_ready(&successor, &docker, &client).await,
+        Err(reason) => Err(reason),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(container = %name, version = %successor.version, took = ?started.elapsed(), "the new orchestrator version is campaigning");
+            SuccessorState::Ready { container: name }
+        }
+        Err(reason) => {
+            tracing::warn!(container = %name, %reason, "self-update failed; stopping the new version");
+            let options = StopContainerOptionsBuilder::new().t(10).build();
+            if let Err(e) = docker.stop_container(&name, Some(options)).await {
+                tracing::debug!(container = %name, error = %e, "could not stop");
+            }
+            SuccessorState::Failed(reason)
+        }
+    }
+}
+
+/// Stops a successor that is no longer wanted (its upgrade ended before the hand-over).
+pub async fn stop(successor: &Successor) {
+    let name = successor.container_name();
+    if let Ok(docker) = connect(successor).await {
+        let options = StopContainerOptionsBuilder::new().t(10).build();
+        match docker.stop_container(&name, Some(options)).await {
+            Ok(()) => {
+                tracing::info!(container = %name, "stopped the new orchestrator version: its upgrade ended before the hand-over")
+            }
+            Err(e) => tracing::debug!(container = %name, error = %e, "could not stop"),
+        }
+    }
+}
+
+async fn connect(successor: &Successor) -> Result<Docker, String> {
+    match &successor.settings.docker {
+        Some(e) => e.connect().await.map_err(|e| e.to_string()),
+        None => bundle::image::connect().await.map_err(|e| e.to_string()),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Creates and starts the container, unless it runs already (an earlier leader started it).
+async fn start(s: &Successor, docker: &Docker) -> Result<(), String> {
+    let name = s.container_name();
+    let docker_err = |what: String| move |e: bollard::errors::Error| format!("docker {what}: {e}");
+    match docker
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(info) if info.state.as_ref().and_then(|st| st.running) == Some(true) => {
+            tracing::info!(container = %name, "the new orchestrator version runs already; waiting for it");
+            return Ok(());
+        }
+        Ok(_) => {
+            // Stopped by an earlier failed attempt: start afresh.
+            docker
+                .remove_container(
+                    &name,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await
+                .map_err(docker_err(format!("remove {name}")))?;
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(docker_err(format!("inspect {name}"))(e)),
+    }
+    if let Err(e) = docker.inspect_image(&s.image).await {
+        if !is_not_found(&e) {
+            return Err(docker_err(format!("inspect image {}", s.image))(e));
+        }
+        bundle::image::pull(docker, &s.image, &bundle::Quiet)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let body = ContainerCreateBody {
+        image: Some(s.image.clone()),
+        cmd: Some(s.args()),
+        labels: Some(s.container_labels()),
+        host_config: Some(HostConfig {
+            binds: Some(s.binds()),
+            network_mode: Some("host".to_owned()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    tracing::info!(container = %name, image = %s.image, version = %s.version, "starting the new orchestrator version");
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            body,
+        )
+        .await
+        .map_err(docker_err(format!("create {name} from {}", s.image)))?;
+    docker
+        .start_container(&name, None::<StartContainerOptions>)
+        .await
+        .map_err(docker_err(format!("start {name}")))
+}
+
+/// Waits until the container's replica campaigns announcing the version; fails as soon as
+/// the container stops, or at the timeout.
+async fn wait_ready(s: &Successor, docker: &Docker, client: &Client) -> Result<(), String> {
+    let name = s.container_name();
+    let election = format!("{}/", s.keyspace.leader());
+    let deadline = Instant::now() + s.settings.timeout;
+    loop {
+        if let Some(candidate) = candidate(client, &election, &name).await {
+            return match candidate.version.as_deref() {
+                Some(v) if v == s.version => Ok(()),
+                other => Err(format!(
+                    "container {name} from {} runs orchestrator version {}, not the bundle's {}",
+                    s.image,
+                    other.unwrap_or("(unknown)"),
+                    s.version
+                )),
+            };
+        }
+        let info = docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| format!("docker inspect {name}: {e}"))?;
+        let state = info.state.unwrap_or_default();
+        if state.running != Some(true) || state.restarting == Some(true) {
+            return Err(format!(
+                "container {name} from {} stopped (exit code {}): {}",
+                s.image,
+                state.exit_code.unwrap_or(-1),
+                last_log_line(docker, &name).await
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "container {name} from {} did not campaign in {election} within {}",
+                s.image,
+                humantime::format_duration(s.settings.timeout)
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The candidacy of replica `name` in the election, if it campaigns.
+async fn candidate(client: &Client, election: &str, name: &str) -> Option<Candidate> {
+    let (kvs, _) = store::read_prefix(client, election).await.ok()?;
+    kvs.iter()
+        .filter_map(|kv| decode::<Candidate>(election, &kv.1).ok())
+        .find(|c| c.replica == name)
+}
+
+/// The container's last log line naming an error (clap ends its errors with a hint line),
+/// else its last non-empty one, or a note that it logged nothing.
+async fn last_log_line(docker: &Docker, name: &str) -> String {
+    let options = LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .tail("20")
+        .build();
+    let mut stream = docker.logs(name, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(item)) = stream.next().await {
+        if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = item {
+            text.push_str(&String::from_utf8_lossy(&message));
+        }
+    }
+    telling_line(&text)
+        .unwrap_or("it logged nothing")
+        .to_owned()
+}
+
+fn telling_line(log: &str) -> Option<&str> {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or(lines.last())
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn successor(docker: Option<&str>) -> Successor {
+        Successor {
+            upgrade: UpgradeId::new("u-2.0.0-1").expect("id"),
+            version: "2.0.0".to_owned(),
+            image: "127.0.0.1:5000/baton/orchestrator:2.0.0".to_owned(),
+            keyspace: Keyspace::new("/baton").expect("prefix"),
+            settings: SelfUpdate {
+                args: vec!["--etcd".into(), "http://127.0.0.1:2379".into()],
+                docker: docker.map(|d| Endpoint::parse(d).expect("endpoint")),
+                etcd_files: vec![PathBuf::from("/etc/baton/ca.pem")],
+                timeout: Duration::from_secs(60),
+            },
+            labels: [("run".to_owned(), "r1".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn the_new_version_gets_the_same_flags_the_socket_and_the_tls_files() {
+        let s = successor(Some("unix:///run/docker.sock"));
+        let name = s.container_name();
+        assert!(name.starts_with("baton-orchestrator-2-0-0-"), "{name}");
+        assert_eq!(
+            s.args(),
+            [
+                "--etcd",
+                "http://127.0.0.1:2379",
+                "--replica",
+                name.as_str(),
+                "--docker",
+                "unix:///run/docker.sock"
+            ]
+        );
+        assert_eq!(
+            s.binds(),
+            [
+                "/run/docker.sock:/run/docker.sock",
+                "/etc/baton/ca.pem:/etc/baton/ca.pem:ro"
+            ]
+        );
+        let labels = s.container_labels();
+        assert_eq!(labels["run"], "r1");
+        assert_eq!(labels[LABEL_PURPOSE], "orchestrator");
+        let tcp = successor(Some("tcp://10.0.0.7:2375"));
+        assert!(
+            tcp.args()
+                .ends_with(&["--docker".into(), "tcp://10.0.0.7:2375".into()])
+        );
+        assert_eq!(tcp.binds(), ["/etc/baton/ca.pem:/etc/baton/ca.pem:ro"]);
+    }
+
+    #[test]
+    fn the_telling_log_line_is_the_error() {
+        let clap = "error: unexpected argument '--bad' found\n\nUsage: baton-orchestrator [OPTIONS]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            telling_line(clap),
+            Some("error: unexpected argument '--bad' found")
+        );
+        assert_eq!(telling_line("starting\nlistening\n\n"), Some("listening"));
+        assert_eq!(telling_line("\n"), None);
+    }
+
+    #[test]
+    fn names_differ_per_upgrade_and_fleet() {
+        let a = successor(None);
+        let mut b = a.clone();
+        b.upgrade = UpgradeId::new("u-2.0.0-2").expect("id");
+        let mut c = a.clone();
+        c.keyspace = Keyspace::new("/other").expect("prefix");
+        assert_ne!(a.container_name(), b.container_name());
+        assert_ne!(a.container_name(), c.container_name());
+        assert_eq!(a.container_name(), a.clone().container_name());
+    }
+}
