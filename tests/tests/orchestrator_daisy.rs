@@ -10,7 +10,6 @@
 
 mod orchestrator_support;
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use baton_orchestrator::api::upgrades::UpgradeInfo;
@@ -18,12 +17,8 @@ use baton_orchestrator::client::ApiClient;
 use baton_protocol::documents::{Desired, HostStatus, Installed};
 use baton_protocol::etcd::{self, Client};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, require_docker};
-use baton_tests::etcd::EtcdServer;
-use baton_tests::fleet::{Fleet, FleetOptions};
-use baton_tests::registration::registration;
-use baton_tests::registry::Registry;
-use orchestrator_support::{Orchestrator, config};
+use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
+use orchestrator_support::{Orchestrator, SimFleet};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -53,14 +48,9 @@ async fn read<T: baton_protocol::documents::Document>(client: &Client, key: &str
 
 #[tokio::test]
 async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
-    require_docker().await;
+    let sim = SimFleet::start(4).await;
     let bins = binaries();
-    let registry = Registry::start().await.expect("registry");
-    let fleet = Fleet::start(4, FleetOptions::default())
-        .await
-        .expect("fleet");
-    let gateway = IpAddr::V4(fleet.gateway_ip());
-    let etcd = EtcdServer::start_on(gateway).await.expect("etcd");
+    let (registry, fleet, etcd) = (&sim.registry, &sim.fleet, &sim.etcd);
     let client = etcd.client().await.expect("client");
     let keys = Keyspace::default();
 
@@ -76,20 +66,8 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
         tags.push(tag);
     }
 
-    let orchestrator_config = || {
-        let mut cfg = config(&etcd, "orch-a");
-        cfg.agent_etcd = etcd.endpoints_on(gateway);
-        cfg.job_labels = vec![("baton.run".into(), fleet.run_id().to_owned())];
-        cfg
-    };
-    let orch = Orchestrator::start(orchestrator_config()).await;
-    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let orch = sim.leader(sim.config("orch-a")).await;
     let api = orch.api.clone();
-    for host in fleet.hosts() {
-        api.register(&registration(host, &[("group", "edge")]))
-            .await
-            .expect("register");
-    }
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",
         &json!({"id": "u-v1", "image": tags[0], "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
@@ -172,7 +150,7 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
     );
 
     // A new orchestrator only reports: the same upgrade ends Succeeded, each host told once.
-    let orch = Orchestrator::start(orchestrator_config()).await;
+    let orch = Orchestrator::start(sim.config("orch-a")).await;
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let v2 = wait_phase(&orch.api, "u-v2", UpgradePhase::Succeeded).await;
     assert_eq!(
@@ -196,5 +174,5 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
     }
     orch.stop().await;
     drop(images);
-    fleet.destroy().expect("fleet cleanup");
+    sim.fleet.destroy().expect("fleet cleanup");
 }

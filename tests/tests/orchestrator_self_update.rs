@@ -16,7 +16,6 @@
 
 mod orchestrator_support;
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use baton_orchestrator::api::upgrades::UpgradeInfo;
@@ -24,14 +23,10 @@ use baton_orchestrator::client::ApiClient;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{
     RemoveImages, binaries, build_bundle, build_orchestrator_image, orchestrator_binary,
-    prepare_source, require_docker,
+    prepare_source,
 };
 use baton_tests::docker;
-use baton_tests::etcd::EtcdServer;
-use baton_tests::fleet::{Fleet, FleetOptions};
-use baton_tests::registration::registration;
-use baton_tests::registry::Registry;
-use orchestrator_support::{Orchestrator, config, keys_under};
+use orchestrator_support::{SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest the upgrade of the fleet may take.
@@ -85,7 +80,6 @@ fn successor_containers(run: &str, upgrade: &str) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
-    require_docker().await;
     let bins = binaries();
     let new_orchestrator = orchestrator_binary("2.0.0");
     assert_ne!(
@@ -94,12 +88,8 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
         "the test's orchestrator must run another version than the bundle's"
     );
     let started = Instant::now();
-    let registry = Registry::start().await.expect("registry");
-    let fleet = Fleet::start(2, FleetOptions::default())
-        .await
-        .expect("start fleet");
-    let gateway = IpAddr::V4(fleet.gateway_ip());
-    let etcd = EtcdServer::start_on(gateway).await.expect("etcd");
+    let sim = SimFleet::start(2).await;
+    let (registry, fleet, etcd) = (&sim.registry, &sim.fleet, &sim.etcd);
     let client = etcd.client().await.expect("client");
     let run = fleet.run_id().to_owned();
     eprintln!(
@@ -162,18 +152,10 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
         bundles.push(reference);
     }
 
-    let mut cfg = config(&etcd, "orch-old");
-    cfg.agent_etcd = etcd.endpoints_on(gateway);
-    cfg.job_labels = vec![("baton.run".into(), run.clone())];
+    let mut cfg = sim.config("orch-old");
     cfg.self_update_timeout = Duration::from_secs(60);
-    let orch = Orchestrator::start(cfg).await;
-    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let orch = sim.leader(cfg).await;
     let api = orch.api.clone();
-    for host in fleet.hosts() {
-        api.register(&registration(host, &[("group", "edge")]))
-            .await
-            .expect("register");
-    }
     let rolling = json!({"kind": "rolling", "batch": {"count": 1}});
 
     // --- 1. The new version never campaigns: the upgrade fails, nothing else changes.
@@ -288,5 +270,5 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
     assert!(keys_under(&client, "/baton/active").await.is_empty());
     drop(images);
     // Removes the new orchestrator's container too (it carries the run's label).
-    fleet.destroy().expect("fleet cleanup");
+    sim.fleet.destroy().expect("fleet cleanup");
 }
