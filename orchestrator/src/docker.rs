@@ -114,6 +114,30 @@ impl Endpoint {
     }
 }
 
+/// Whether the engine answered 404: no such container or image.
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Pulls `image` unless the engine has it already.
+pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(), String> {
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => {
+            crate::bundle::image::pull(docker, image, &crate::bundle::Quiet)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!("docker inspect image {image}: {e}")),
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

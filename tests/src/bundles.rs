@@ -86,23 +86,38 @@ pub fn orchestrator_binary(version: &str) -> PathBuf {
 
 /// Builds the orchestrator image `tag` from `binary` with `images/orchestrator/build.sh`.
 pub async fn build_orchestrator_image(binary: &Path, tag: &str) {
-    let script = workspace().join("images/orchestrator/build.sh");
+    run_script(
+        "images/orchestrator/build.sh",
+        &[binary.as_os_str(), tag.as_ref()],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs the workspace's `script` with `args`; an error names the command and says why.
+async fn run_script(script: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let script = workspace().join(script);
+    let command = std::iter::once(script.as_os_str())
+        .chain(args.iter().copied())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
-        .arg(binary)
-        .arg(tag)
+        .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(
-        output.status.success(),
-        "{} {} {tag} failed ({}): {}",
-        script.display(),
-        binary.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
+        .map_err(|e| format!("run {command}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{command} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }
 
 /// Fails the test with how to get Docker if the engine does not answer.
@@ -126,26 +141,11 @@ impl Drop for RemoveImages {
 
 /// `images/sample-bundle/prepare.sh VERSION OUT`; an error names the script and says why.
 pub async fn try_prepare_source(version: &str, out: &Path) -> Result<(), String> {
-    let script = workspace().join("images/sample-bundle/prepare.sh");
-    let output = tokio::process::Command::new("bash")
-        .arg(&script)
-        .arg(version)
-        .arg(out)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("run {}: {e}", script.display()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} {version} {} failed ({}): {}",
-            script.display(),
-            out.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    run_script(
+        "images/sample-bundle/prepare.sh",
+        &[version.as_ref(), out.as_os_str()],
+    )
+    .await
 }
 
 /// `images/sample-bundle/prepare.sh VERSION OUT`.

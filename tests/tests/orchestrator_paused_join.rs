@@ -14,7 +14,6 @@
 
 mod orchestrator_support;
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use baton_orchestrator::api::upgrades::UpgradeInfo;
@@ -23,12 +22,10 @@ use baton_orchestrator::engine::decide::HELD;
 use baton_orchestrator::request::SetMaintenance;
 use baton_protocol::documents::{HostOutcomeState, MaintenanceMode};
 use baton_protocol::{HostId, HostState, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, require_docker};
-use baton_tests::etcd::EtcdServer;
-use baton_tests::fleet::{Fleet, FleetOptions, Host};
+use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
+use baton_tests::fleet::Host;
 use baton_tests::registration::registration;
-use baton_tests::registry::Registry;
-use orchestrator_support::{Orchestrator, config, keys_under};
+use orchestrator_support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest one upgrade (or a join) may take.
@@ -100,30 +97,22 @@ async fn set_mode(api: &ApiClient, host: &Host, mode: MaintenanceMode) {
 
 #[tokio::test]
 async fn a_paused_host_is_skipped_or_waited_for_and_a_late_host_joins() {
-    require_docker().await;
+    let sim = SimFleet::start(3).await;
     let bins = binaries();
-    let registry = Registry::start().await.expect("registry");
-    let fleet = Fleet::start(3, FleetOptions::default())
-        .await
-        .expect("start fleet");
-    let gateway = IpAddr::V4(fleet.gateway_ip());
-    let etcd = EtcdServer::start_on(gateway).await.expect("etcd");
-    let client = etcd.client().await.expect("client");
-    let [h1, h2, h3] = fleet.hosts() else {
+    let client = sim.etcd.client().await.expect("client");
+    let [h1, h2, h3] = sim.fleet.hosts() else {
         panic!("three hosts")
     };
 
     let sources = tempfile::tempdir().expect("tmp");
     let dir = sources.path().join("2.0.0");
     prepare_source("2.0.0", &dir).await;
-    let bundle = format!("{}:2.0.0", registry.reference("baton/bundle"));
+    let bundle = format!("{}:2.0.0", sim.registry.reference("baton/bundle"));
     build_bundle("2.0.0", &dir, &bundle, &bins.agents[1], &bins.downloader).await;
     let images = RemoveImages(vec![bundle.clone()]);
 
-    let mut cfg = config(&etcd, "orch");
-    cfg.agent_etcd = etcd.endpoints_on(gateway);
-    cfg.job_labels = vec![("baton.run".into(), fleet.run_id().to_owned())];
-    let orch = Orchestrator::start(cfg).await;
+    // Only h1 and h2 are registered for now.
+    let orch = Orchestrator::start(sim.config("orch")).await;
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let api = orch.api.clone();
     for host in [h1, h2] {
@@ -217,5 +206,5 @@ async fn a_paused_host_is_skipped_or_waited_for_and_a_late_host_joins() {
     }
     orch.stop().await;
     drop(images);
-    fleet.destroy().expect("fleet cleanup");
+    sim.fleet.destroy().expect("fleet cleanup");
 }

@@ -23,8 +23,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 
-use crate::bundle;
-use crate::docker::Endpoint;
+use crate::docker::{Endpoint, ensure_image, is_not_found};
 use crate::engine::decide::DownloadOutcome;
 
 /// Default time one attempt may take (pull, verify and stage, agent restart).
@@ -197,16 +196,6 @@ async fn remove_quietly(job: &Job) {
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 async fn attempt_once(job: &Job) -> Result<String, String> {
     let docker = connect(job).await?;
     let name = job.container_name();
@@ -236,14 +225,9 @@ async fn attempt_once(job: &Job) -> Result<String, String> {
         // It ended while nobody watched; its log holds the outcome.
         tracing::info!(host = %job.host.host, container = %name, "reading a finished downloader job");
     } else {
-        if let Err(e) = docker.inspect_image(&job.bundle).await {
-            if !is_not_found(&e) {
-                return Err(docker_err(&format!("inspect image {}", job.bundle))(e));
-            }
-            bundle::image::pull(&docker, &job.bundle, &bundle::Quiet)
-                .await
-                .map_err(|e| format!("{e} (on {})", job.host.docker))?;
-        }
+        ensure_image(&docker, &job.bundle)
+            .await
+            .map_err(|e| format!("{e} (on {})", job.host.docker))?;
         let body = ContainerCreateBody {
             image: Some(job.bundle.clone()),
             cmd: Some(job.args()),

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::bundle;
-use crate::docker::Endpoint;
+use crate::docker::{Endpoint, ensure_image, is_not_found};
 use crate::engine::downloader::LABEL_PURPOSE;
 use crate::store;
 
@@ -199,16 +199,6 @@ async fn connect(successor: &Successor) -> Result<Docker, String> {
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 /// Creates and starts the container, unless it runs already (an earlier leader started it).
 async fn start(s: &Successor, docker: &Docker) -> Result<(), String> {
     let name = s.container_name();
@@ -234,14 +224,7 @@ async fn start(s: &Successor, docker: &Docker) -> Result<(), String> {
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(docker_err(format!("inspect {name}"))(e)),
     }
-    if let Err(e) = docker.inspect_image(&s.image).await {
-        if !is_not_found(&e) {
-            return Err(docker_err(format!("inspect image {}", s.image))(e));
-        }
-        bundle::image::pull(docker, &s.image, &bundle::Quiet)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    ensure_image(docker, &s.image).await?;
     let body = ContainerCreateBody {
         image: Some(s.image.clone()),
         cmd: Some(s.args()),
