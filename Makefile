@@ -90,9 +90,9 @@ orchestrator-bins: deps
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(CARGO) test --workspace --locked
 
-# A local fleet upgraded from bundle 1.0.0 to 2.0.0, left running (a second run replaces
+# A local fleet upgraded from bundle 1.0.0 to 2.0.0 (the orchestrator too), left running (a second run replaces
 # the first); `make demo-down` removes it.
-demo: deps static bundle-agents
+demo: deps static bundle-agents bundle-orchestrators
 	$(CARGO) build -p baton-orchestrator -p baton-tests --bins
 	target/debug/baton-demo up $(DEMO_FLAGS)
 

@@ -78,6 +78,12 @@ impl ClientError {
         }
     }
 
+    /// Nothing answered (refused, reset, timed out): the API may come back (a restart, an
+    /// orchestrator self-update's hand-over).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Request { .. })
+    }
+
     /// The server's message of an error answer.
     pub fn message(&self) -> Option<&str> {
         match self {

@@ -137,6 +137,7 @@ fn strategy_name(s: &baton_protocol::documents::Strategy) -> &'static str {
 pub struct Watched {
     phase: Option<UpgradePhase>,
     hosts: BTreeMap<String, String>,
+    handed_over: bool,
 }
 
 /// The lines to print for what changed since `before`, and what is now printed.
@@ -146,10 +147,26 @@ pub fn watch_lines(
     hosts: &[HostInfo],
 ) -> (Vec<String>, Watched) {
     let mut lines = Vec::new();
+    let handover = upgrade
+        .upgrade
+        .orchestrator
+        .as_ref()
+        .filter(|o| o.handed_over_at.is_some());
     let mut now = Watched {
         phase: Some(upgrade.upgrade.phase),
         hosts: BTreeMap::new(),
+        handed_over: handover.is_some(),
     };
+    if let Some(o) = handover
+        && !before.handed_over
+    {
+        lines.push(format!(
+            "  orchestrator: handed over to {} in container {} ({})",
+            upgrade.upgrade.version,
+            o.container.as_deref().unwrap_or("?"),
+            o.image
+        ));
+    }
     let by_id: BTreeMap<String, &HostInfo> = hosts.iter().map(|h| (h.id.to_string(), h)).collect();
     for (id, outcome) in &upgrade.upgrade.hosts {
         let id = id.to_string();
@@ -290,6 +307,27 @@ mod tests {
         let (lines, _) = watch_lines(&seen, &done, &[host(HostState::Done, None)]);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].contains("Succeeded (1/1 succeeded)"), "{lines:?}");
+    }
+
+    #[test]
+    fn watch_says_once_when_the_orchestrator_handed_over() {
+        let mut u = upgrade(UpgradePhase::Pending, HostOutcomeState::Pending);
+        u.upgrade.orchestrator = Some(baton_protocol::documents::OrchestratorUpdate {
+            image: "r/orchestrator:2.0.0".into(),
+            container: None,
+            handed_over_at: None,
+        });
+        let (_, seen) = watch_lines(&Watched::default(), &u, &[]);
+        if let Some(o) = u.upgrade.orchestrator.as_mut() {
+            o.container = Some("c2".into());
+            o.handed_over_at = Some("t".into());
+        }
+        let (lines, seen) = watch_lines(&seen, &u, &[]);
+        assert_eq!(
+            lines,
+            ["  orchestrator: handed over to 2.0.0 in container c2 (r/orchestrator:2.0.0)"]
+        );
+        assert!(watch_lines(&seen, &u, &[]).0.is_empty());
     }
 
     #[test]

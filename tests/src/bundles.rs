@@ -71,27 +71,45 @@ pub fn binaries() -> Binaries {
     find_binaries().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The static `baton-orchestrator` built as `version` (`make bundle-orchestrators`); fails
-/// saying how to build it if missing.
-pub fn orchestrator_binary(version: &str) -> PathBuf {
+/// The static `baton-orchestrator` built as `version` (`make bundle-orchestrators`), or
+/// which file is missing and how to build it.
+pub fn find_orchestrator_binary(version: &str) -> Result<PathBuf, String> {
     let path = target_dir().join(format!("bundle-orchestrators/{version}/baton-orchestrator"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the versioned orchestrator first \
-         (`make bundle-orchestrators`; `make test` does)",
-        path.display()
-    );
-    path
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: build the versioned orchestrator first \
+             (`make bundle-orchestrators`; `make test` and `make demo` do)",
+            path.display()
+        ))
+    }
+}
+
+/// The static `baton-orchestrator` built as `version`; fails saying how to build it.
+pub fn orchestrator_binary(version: &str) -> PathBuf {
+    find_orchestrator_binary(version).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Builds the orchestrator image `tag` from `binary` with `images/orchestrator/build.sh`.
-pub async fn build_orchestrator_image(binary: &Path, tag: &str) {
+pub async fn build_orchestrator_image(binary: &Path, tag: &str) -> Result<(), String> {
     run_script(
         "images/orchestrator/build.sh",
         &[binary.as_os_str(), tag.as_ref()],
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Names `image` as the orchestrator image in the bundle source folder `source`'s
+/// `manifest.template.json` (the bundle then carries the orchestrator's self-update).
+pub fn set_orchestrator_image(source: &Path, image: &str) -> Result<(), String> {
+    let template = source.join("manifest.template.json");
+    let read = |e: &dyn std::fmt::Display| format!("{}: {e}", template.display());
+    let bytes = std::fs::read(&template).map_err(|e| read(&e))?;
+    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| read(&e))?;
+    manifest["orchestrator_image"] = serde_json::Value::String(image.to_owned());
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| read(&e))?;
+    std::fs::write(&template, bytes).map_err(|e| read(&e))
 }
 
 /// Runs the workspace's `script` with `args`; an error names the command and says why.

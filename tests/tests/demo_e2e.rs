@@ -3,11 +3,12 @@
 //! killed test is cleaned up by the next fleet) — a registry, four simulated hosts in two
 //! zones, etcd, the `baton-orchestrator` binary; 1.0.0 installed on the empty hosts with
 //! `batonctl`, then the rolling upgrade to 2.0.0 started with one `curl` and followed with
-//! `batonctl upgrade watch`. Every host must end on 2.0.0 everywhere; then `demo::down` must
-//! leave no process, container, network or folder behind.
+//! `batonctl upgrade watch` — the orchestrator first hands over to bundle 2.0.0's, in a
+//! container. Every host must end on 2.0.0 everywhere, the orchestrator too; then
+//! `demo::down` must leave no process, container, network or folder behind.
 //!
-//! Needs `make static bundle-agents` and the orchestrator's binaries (`make test` builds
-//! them first).
+//! Needs `make static bundle-agents bundle-orchestrators` and the orchestrator's binaries
+//! (`make test` builds them first).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -18,7 +19,9 @@ use baton_protocol::documents::{Alive, HostOutcomeState, HostStatus, Installed};
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::require_docker;
-use baton_tests::demo::{self, DemoConfig, DemoState, KERNEL_V2, UPGRADE_V1, UPGRADE_V2};
+use baton_tests::demo::{
+    self, DemoConfig, DemoState, KERNEL_V2, ORCHESTRATOR_V2, UPGRADE_V1, UPGRADE_V2,
+};
 use baton_tests::docker;
 use baton_tests::etcd::free_port;
 
@@ -75,8 +78,23 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
         state.hosts
     );
 
-    // The rolling upgrade succeeded on every host, after 1.0.0 did.
+    // The rolling upgrade succeeded on every host, after 1.0.0 did, and began with the
+    // orchestrator upgrading itself: the demo's process handed over to bundle 2.0.0's.
     assert_eq!(report.upgrade.upgrade.phase, UpgradePhase::Succeeded);
+    assert_eq!(report.orchestrator_before.version, baton_protocol::VERSION);
+    assert_eq!(report.orchestrator_after.version, ORCHESTRATOR_V2);
+    assert_eq!(report.orchestrator_after.role, "leader");
+    let handover = report
+        .upgrade
+        .upgrade
+        .orchestrator
+        .clone()
+        .expect("orchestrator");
+    assert!(handover.handed_over_at.is_some(), "{handover:?}");
+    assert_eq!(
+        handover.container.as_deref(),
+        Some(report.orchestrator_after.replica.as_str())
+    );
     assert!(
         report
             .upgrade
@@ -165,6 +183,18 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
     .await
     .expect("docker ps");
     assert_eq!(leftovers, "", "containers left behind");
+    // The new orchestrator's container carries the run's label instead.
+    let labelled = docker::run(&[
+        "ps",
+        "--all",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=baton.run={run}"),
+    ])
+    .await
+    .expect("docker ps");
+    assert_eq!(labelled, "", "labelled containers left behind");
     let networks = docker::run(&["network", "ls", "--format", "{{.Name}}"])
         .await
         .expect("docker network ls");

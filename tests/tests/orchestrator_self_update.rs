@@ -23,7 +23,7 @@ use baton_orchestrator::client::ApiClient;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{
     RemoveImages, binaries, build_bundle, build_orchestrator_image, orchestrator_binary,
-    prepare_source,
+    prepare_source, set_orchestrator_image,
 };
 use baton_tests::docker;
 use orchestrator_support::{SimFleet, keys_under};
@@ -100,7 +100,9 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
     // The orchestrator image, 2.0.0, and one that exits at once (a flag it does not know).
     let mut images = RemoveImages(Vec::new());
     let local = format!("baton-test-orchestrator-{run}:2.0.0");
-    build_orchestrator_image(&new_orchestrator, &local).await;
+    build_orchestrator_image(&new_orchestrator, &local)
+        .await
+        .expect("orchestrator image");
     images.0.push(local.clone());
     registry
         .push(&local, "baton/orchestrator", "2.0.0")
@@ -135,17 +137,9 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
     let sources = tempfile::tempdir().expect("tmp");
     let dir = sources.path().join("2.0.0");
     prepare_source("2.0.0", &dir).await;
-    let template = dir.join("manifest.template.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&template).expect("template")).expect("json");
     let mut bundles = Vec::new();
     for (tag, orchestrator_image) in [("2.0.0-broken", &broken_image), ("2.0.0", &good_image)] {
-        manifest["orchestrator_image"] = json!(orchestrator_image);
-        std::fs::write(
-            &template,
-            serde_json::to_vec_pretty(&manifest).expect("json"),
-        )
-        .expect("write template");
+        set_orchestrator_image(&dir, orchestrator_image).expect("manifest template");
         let reference = format!("{}:{tag}", registry.reference("baton/bundle"));
         build_bundle("2.0.0", &dir, &reference, &bins.agents[1], &bins.downloader).await;
         images.0.push(reference.clone());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton_orchestrator::bundle::{self, binaries::default_static_binary};
-use baton_orchestrator::client::{ApiClient, DEFAULT_API};
+use baton_orchestrator::client::{ApiClient, ClientError, DEFAULT_API};
 use baton_orchestrator::control;
 use baton_orchestrator::display;
 use baton_orchestrator::request::{
@@ -254,14 +254,43 @@ async fn host(api: &ApiClient, command: HostCommand) -> anyhow::Result<()> {
     }
 }
 
+/// How long `watch` waits for an API that stopped answering (an orchestrator restart, or a
+/// self-update's hand-over, about a second) before it gives up.
+const WATCH_UNREACHABLE: Duration = Duration::from_secs(60);
+
 /// Prints progress until the upgrade ends; whether it succeeded.
 async fn watch(api: &ApiClient, id: &str, interval: Duration) -> anyhow::Result<bool> {
     let mut seen = display::Watched::default();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let upgrade = api.upgrade(id).await?;
-        let hosts = api.hosts().await?;
-        let (lines, now) = display::watch_lines(&seen, &upgrade, &hosts);
+        let polled: Result<_, ClientError> =
+            async { Ok((api.upgrade(id).await?, api.hosts().await?)) }.await;
         let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let (upgrade, hosts) = match polled {
+            Ok(answer) => {
+                unreachable_since = None;
+                answer
+            }
+            Err(e) if e.is_unreachable() => {
+                let since = *unreachable_since.get_or_insert_with(|| {
+                    println!(
+                        "{at} the API does not answer ({e}); retrying for up to {}s",
+                        WATCH_UNREACHABLE.as_secs()
+                    );
+                    std::time::Instant::now()
+                });
+                if since.elapsed() > WATCH_UNREACHABLE {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "the API did not answer for {}s",
+                        WATCH_UNREACHABLE.as_secs()
+                    )));
+                }
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (lines, now) = display::watch_lines(&seen, &upgrade, &hosts);
         for line in lines {
             println!("{at} {line}");
         }

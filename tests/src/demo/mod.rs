@@ -5,10 +5,12 @@
 //! [`up`] starts, all real: a registry (`docker-registry`), simulated hosts in two zones
 //! ([`crate::fleet`]), etcd (serving loopback and the fleet's gateway, so agents reach it)
 //! and the `baton-orchestrator` binary; registers the hosts through the REST API; builds and
-//! pushes the sample bundles 1.0.0 and 2.0.0; installs 1.0.0 on the empty hosts with
-//! `batonctl upgrade start … --watch`; starts a rolling upgrade to 2.0.0 with one REST call
-//! (a `curl` command, printed and run as printed) and follows it with `batonctl upgrade
-//! watch`; then prints what every host ran before and after, from etcd.
+//! pushes the orchestrator image 2.0.0 and the sample bundles 1.0.0 and 2.0.0 (which names
+//! that image); installs 1.0.0 on the empty hosts with `batonctl upgrade start … --watch`;
+//! starts a rolling upgrade to 2.0.0 with one REST call (a `curl` command, printed and run
+//! as printed) and follows it with `batonctl upgrade watch` — the orchestrator first hands
+//! over to 2.0.0, in a container labelled with the fleet's run; then prints what every host
+//! and the orchestrator ran before and after.
 //!
 //! # What outlives the demo command, and how it goes away
 //!
@@ -39,6 +41,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use baton_orchestrator::api::health::Health;
 use baton_orchestrator::api::upgrades::UpgradeInfo;
 use baton_orchestrator::bundle::{self, BuildOptions, BundleError, Progress};
 use baton_orchestrator::client::{ApiClient, ClientError};
@@ -75,6 +78,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const UPGRADE_V1: &str = "u-1.0.0";
 /// The rolling upgrade to bundle 2.0.0.
 pub const UPGRADE_V2: &str = "u-2.0.0";
+/// The orchestrator version bundle 2.0.0 carries as its orchestrator image (built from
+/// `images/orchestrator` and pushed next to the bundles): the rolling upgrade starts with
+/// the orchestrator upgrading itself.
+pub const ORCHESTRATOR_V2: &str = "2.0.0";
 /// The kernel release bundle 2.0.0 boots (images/sample-bundle).
 pub const KERNEL_V2: &str = "6.1.0-baton2";
 /// The sample bundles' components, by kind: the summary's columns (images/sample-bundle).
@@ -244,6 +251,10 @@ pub struct DemoReport {
     pub after: Vec<HostVersions>,
     /// The rolling upgrade as the API shows it at the end.
     pub upgrade: UpgradeInfo,
+    /// The orchestrator leading before the rolling upgrade (the demo's process)…
+    pub orchestrator_before: Health,
+    /// … and after it (bundle 2.0.0's, in a container, if it upgraded itself).
+    pub orchestrator_after: Health,
     /// Time to install 1.0.0 on the empty hosts.
     pub install_took: Duration,
     /// Time the rolling upgrade to 2.0.0 took.
@@ -317,17 +328,21 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let keyspace = Keyspace::default();
     let client = etcd::connect(std::slice::from_ref(&state.etcd)).await?;
     let before = read_versions(&client, &keyspace, &state.hosts).await?;
+    let orchestrator_before = health(&api).await?;
 
     let upgrade_started = Instant::now();
-    let upgrade = roll_out_v2(&state, &api, &say).await?;
+    let upgrade = roll_out_v2(&state, &api, &orchestrator_before, &say).await?;
     let upgrade_took = upgrade_started.elapsed();
     let after = read_versions(&client, &keyspace, &state.hosts).await?;
+    let orchestrator_after = health(&api).await?;
 
     let report = DemoReport {
         state,
         before,
         after,
         upgrade,
+        orchestrator_before,
+        orchestrator_after,
         install_took,
         upgrade_took,
         total: say.started.elapsed(),
@@ -345,6 +360,7 @@ async fn preflight(config: &DemoConfig) -> Result<bundles::Binaries, DemoError> 
         )));
     }
     let binaries = bundles::find_binaries().map_err(DemoError::Setup)?;
+    bundles::find_orchestrator_binary(ORCHESTRATOR_V2).map_err(DemoError::Setup)?;
     for bin in [config.orchestrator_bin(), config.batonctl_bin()] {
         if !bin.is_file() {
             return Err(DemoError::Setup(format!(
@@ -426,7 +442,8 @@ async fn start_fleet(
     start_registry(&mut state, registry_addr, config.detach).await?;
 
     say.step(&format!(
-        "starting {} simulated hosts (systemd in containers, zones a and b) and building bundles {}",
+        "starting {} simulated hosts (systemd in containers, zones a and b) and building bundles {} \
+         (2.0.0 carries orchestrator {ORCHESTRATOR_V2})",
         config.hosts,
         VERSIONS.join(" and ")
     ));
@@ -438,6 +455,7 @@ async fn start_fleet(
     // The tags are recorded before they exist (`down` untags only what exists): an
     // interrupted build leaves nothing `down` does not know of.
     state.images = VERSIONS.map(|v| bundle_tag(&state, v)).to_vec();
+    state.images.push(orchestrator_tag(&state));
     state.save()?;
     let (fleet, built) = tokio::join!(
         Fleet::start(config.hosts, options),
@@ -493,9 +511,15 @@ async fn install_v1(state: &DemoState, api: &ApiClient) -> Result<UpgradeInfo, D
 
 /// Starts the rolling upgrade to 2.0.0 with one `curl` (printed, then run as printed) and
 /// follows it with `batonctl upgrade watch` until it ends.
+/// `GET /healthz`: the leading orchestrator's version and name.
+async fn health(api: &ApiClient) -> Result<Health, DemoError> {
+    api.get("/healthz").await.map_err(api_error("GET /healthz"))
+}
+
 async fn roll_out_v2(
     state: &DemoState,
     api: &ApiClient,
+    orchestrator: &Health,
     say: &Narrator,
 ) -> Result<UpgradeInfo, DemoError> {
     say.step("rolling upgrade to bundle 2.0.0 with one REST call:");
@@ -532,11 +556,19 @@ async fn roll_out_v2(
         .max()
         .map_or(0, |b| b + 1);
     println!(
-        "    created upgrade {}: pinned to {}, {} hosts in {batches} batches (canary first, zone by zone)\n",
+        "    created upgrade {}: pinned to {}, {} hosts in {batches} batches (canary first, zone by zone)",
         created.upgrade.id,
         created.upgrade.bundle,
         created.upgrade.hosts.len(),
     );
+    if let Some(o) = &created.upgrade.orchestrator {
+        println!(
+            "    the bundle carries orchestrator {ORCHESTRATOR_V2} ({}): orchestrator {} (replica {}) starts it\n    \
+             in a container first and hands it the leadership and this upgrade, then exits",
+            o.image, orchestrator.version, orchestrator.replica
+        );
+    }
+    println!();
 
     say.step("following it with batonctl:");
     let mut watch = batonctl_args(state);
@@ -574,7 +606,13 @@ fn bundle_tag(state: &DemoState, version: &str) -> String {
     format!("{}/baton/bundle:{version}", state.registry)
 }
 
-/// Prepares, builds and pushes both sample bundles; returns the pinned references.
+fn orchestrator_tag(state: &DemoState) -> String {
+    format!("{}/baton/orchestrator:{ORCHESTRATOR_V2}", state.registry)
+}
+
+/// Builds and pushes the orchestrator image, then prepares, builds and pushes both sample
+/// bundles (2.0.0 naming the orchestrator image by digest); returns the bundles' pinned
+/// references.
 async fn build_bundles(
     state: &DemoState,
     binaries: &bundles::Binaries,
@@ -585,12 +623,29 @@ async fn build_bundles(
             version: VERSIONS.join(", "),
             source,
         })?;
+    let orchestrator =
+        bundles::find_orchestrator_binary(ORCHESTRATOR_V2).map_err(DemoError::Setup)?;
+    let tag = orchestrator_tag(state);
+    Indented.line(&format!("building the orchestrator image {tag}"));
+    bundles::build_orchestrator_image(&orchestrator, &tag)
+        .await
+        .map_err(DemoError::Setup)?;
+    let orchestrator_image = bundle::image::push(&docker, &tag, &Indented)
+        .await
+        .map_err(|source| DemoError::Bundle {
+            version: format!("{ORCHESTRATOR_V2} (the orchestrator image)"),
+            source,
+        })?;
     let mut pinned = BTreeMap::new();
     for (version, agent) in VERSIONS.iter().zip(&binaries.agents) {
         let source = state.state_dir.join("bundles").join(version);
         bundles::try_prepare_source(version, &source)
             .await
             .map_err(DemoError::Setup)?;
+        if *version == ORCHESTRATOR_V2 {
+            bundles::set_orchestrator_image(&source, &orchestrator_image)
+                .map_err(DemoError::Setup)?;
+        }
         let tag = bundle_tag(state, version);
         let built = bundle::build(
             &docker,

@@ -124,6 +124,14 @@ pub(super) fn print_summary(report: &DemoReport) {
     for line in versions_table(&report.before, &report.after).lines() {
         println!("  {line}");
     }
+    let (o1, o2) = (&report.orchestrator_before, &report.orchestrator_after);
+    if o1.version != o2.version {
+        println!(
+            "\nThe orchestrator upgraded itself first: {} (replica {}) → {} (replica {}, a container: \
+             docker logs {}).",
+            o1.version, o1.replica, o2.version, o2.replica, o2.replica
+        );
+    }
     println!(
         "\n1.0.0 on the empty hosts (all at once): {}; rolling to 2.0.0 (canary, then zone by zone): {}; whole demo: {}.",
         minutes(report.install_took),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use baton_orchestrator::api::health::Health;
 use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::display;
 
@@ -44,14 +45,6 @@ pub fn down(state_dir: &Path) -> Result<Vec<String>, DemoError> {
                 .unwrap_or_else(|| fleet_root_of(run));
             runs.insert(run.clone(), root);
         }
-        for image in &state.images {
-            if docker::run_blocking(&["image", "inspect", image]).is_ok() {
-                match docker::run_blocking(&["rmi", image]) {
-                    Ok(_) => done.push(format!("untagged {image}")),
-                    Err(e) => problems.push(e.to_string()),
-                }
-            }
-        }
     }
     match fleet::runs_owned_by(&owner) {
         Ok(owned) => {
@@ -71,6 +64,15 @@ pub fn down(state_dir: &Path) -> Result<Vec<String>, DemoError> {
             ));
         }
         problems.extend(left);
+    }
+    // After the fleet's containers: the orchestrator 2.0.0's container uses its image.
+    for image in state.iter().flat_map(|s| &s.images) {
+        if docker::run_blocking(&["image", "inspect", image]).is_ok() {
+            match docker::run_blocking(&["rmi", image]) {
+                Ok(_) => done.push(format!("untagged {image}")),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
     }
     match remove_state_dir(state_dir) {
         Ok(true) => done.push(format!("removed {}", state_dir.display())),
@@ -103,14 +105,28 @@ pub async fn status(state_dir: &Path) -> Result<bool, DemoError> {
         state_dir.display(),
         state.started_at
     );
+    let api = ApiClient::new(&state.api).map_err(api_error("API URL"))?;
     for daemon in &state.processes {
         let running = is_running(daemon);
-        healthy &= running;
+        // The demo's orchestrator exits once it has handed over to bundle 2.0.0's.
+        let successor = if running || daemon.name != "orchestrator" {
+            None
+        } else {
+            api.get::<Health>("/healthz").await.ok()
+        };
+        healthy &= running || successor.is_some();
+        let how = match (&successor, running) {
+            (_, true) => "running".to_owned(),
+            (Some(h), false) => format!(
+                "exited: handed over to orchestrator {} (replica {}; docker logs {})",
+                h.version, h.replica, h.replica
+            ),
+            (None, false) => "NOT RUNNING".to_owned(),
+        };
         println!(
-            "  {:<13} pid {:<8} {}  (log {})",
+            "  {:<13} pid {:<8} {how}  (log {})",
             daemon.name,
             daemon.pid,
-            if running { "running" } else { "NOT RUNNING" },
             daemon.log.display()
         );
     }
@@ -143,7 +159,6 @@ pub async fn status(state_dir: &Path) -> Result<bool, DemoError> {
         healthy = false;
         println!("  no fleet recorded");
     }
-    let api = ApiClient::new(&state.api).map_err(api_error("API URL"))?;
     match api.hosts().await {
         Ok(hosts) => {
             println!();
