@@ -18,7 +18,6 @@
 mod orchestrator_support;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use baton_orchestrator::api::upgrades::UpgradeInfo;
@@ -27,13 +26,11 @@ use baton_orchestrator::control::Command;
 use baton_orchestrator::display;
 use baton_protocol::documents::HostOutcomeState;
 use baton_protocol::{HostState, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, require_docker};
+use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::etcd::EtcdServer;
-use baton_tests::fleet::{Fleet, FleetOptions};
 use baton_tests::registration::registration;
-use baton_tests::registry::Registry;
 use baton_tests::simhost_image::BOOTED_KERNEL_PATH;
-use orchestrator_support::{Orchestrator, config, keys_under};
+use orchestrator_support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest an upgrade of the fleet may take.
@@ -116,15 +113,10 @@ async fn engine_counters(api: &ApiClient) -> BTreeMap<String, u64> {
 
 #[tokio::test]
 async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
-    require_docker().await;
     let bins = binaries();
     let started = Instant::now();
-    let registry = Registry::start().await.expect("registry");
-    let fleet = Fleet::start(4, FleetOptions::default())
-        .await
-        .expect("start fleet");
-    let gateway = IpAddr::V4(fleet.gateway_ip());
-    let etcd = EtcdServer::start_on(gateway).await.expect("etcd");
+    let sim = SimFleet::start(4).await;
+    let (registry, fleet, etcd) = (&sim.registry, &sim.fleet, &sim.etcd);
     let client = etcd.client().await.expect("client");
     eprintln!(
         "TIMING fleet of 4, etcd and registry up in {:?}",
@@ -143,10 +135,8 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
         tags.insert(*version, tag);
     }
 
-    let mut cfg = config(&etcd, "orch-a");
-    cfg.agent_etcd = etcd.endpoints_on(gateway);
-    cfg.job_labels = vec![("baton.run".into(), fleet.run_id().to_owned())];
-    let orch = Orchestrator::start(cfg).await;
+    // Registered below with their zones (not `SimFleet::leader`'s group only).
+    let orch = Orchestrator::start(sim.config("orch-a")).await;
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let api = orch.api.clone();
 
@@ -186,7 +176,7 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
 
     // --- 2. Rolling to 2.0.0 with a canary and a pause.
     let engine_before = engine_counters(&api).await;
-    let requests_before = etcd_requests(&etcd).await;
+    let requests_before = etcd_requests(etcd).await;
     let t2 = Instant::now();
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",
@@ -221,7 +211,7 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
         .await
         .expect("resume");
     let (v2, polls_2) = follow(&api, "u-v2", UpgradePhase::Succeeded).await;
-    let requests_after = etcd_requests(&etcd).await;
+    let requests_after = etcd_requests(etcd).await;
     assert_eq!(
         v2.upgrade.phase,
         UpgradePhase::Succeeded,
@@ -318,5 +308,5 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
     eprintln!("u-v2 wrote {} events", events.len());
     orch.stop().await;
     drop(images);
-    fleet.destroy().expect("fleet cleanup");
+    sim.fleet.destroy().expect("fleet cleanup");
 }

@@ -15,11 +15,12 @@ use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
 use baton_protocol::etcd::Client;
 use baton_protocol::manifest::Manifest;
+use baton_tests::bundles;
+pub use baton_tests::bundles::RemoveImages;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
 use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
-use baton_tests::{bundles, docker};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -323,17 +324,6 @@ async fn build(ctx: &Path, tag: &str) {
         "build {tag}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Removes the listed local images when dropped, also on panic.
-pub struct RemoveImages(pub Vec<String>);
-
-impl Drop for RemoveImages {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = docker::run_blocking(&["rmi", "--force", image]);
-        }
-    }
 }
 
 /// A TCP port that accepts connections and never answers: a Docker endpoint on which every
