@@ -311,9 +311,12 @@ pub async fn push_job_bundle(
     tag
 }
 
+/// Builds without the build cache: tests running side by side build identical contexts, and
+/// one test's `rmi --force` of its image would otherwise delete the cached layers another
+/// test's build is using at that moment ("No such image: sha256:…").
 async fn build(ctx: &Path, tag: &str) {
     let out = tokio::process::Command::new("docker")
-        .args(["build", "--quiet", "--tag", tag])
+        .args(["build", "--quiet", "--no-cache", "--tag", tag])
         .arg(ctx)
         .env("DOCKER_BUILDKIT", "0")
         .output()
