@@ -6,21 +6,23 @@ CARGO ?= cargo
 
 # Static binaries (they run FROM scratch): the downloader is a bundle image's entrypoint.
 STATIC_TARGET := x86_64-unknown-linux-gnu
+# Cargo's target folder (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
-STATIC_DIR := target/$(STATIC_TARGET)/debug
+STATIC_DIR := $(TARGET_DIR)/$(STATIC_TARGET)/debug
 # The sample bundles (images/sample-bundle/<version>) and the agent each one carries, built
 # with BATON_BUILD_VERSION=<version> in the static target folder (switching versions
 # rebuilds only the protocol and agent crates, not the dependencies) and copied aside.
 BUNDLE_VERSIONS := 1.0.0 2.0.0
-BUNDLE_AGENTS := target/bundle-agents
-BUNDLE_SOURCES := target/bundle-sources
+BUNDLE_AGENTS := $(TARGET_DIR)/bundle-agents
+BUNDLE_SOURCES := $(TARGET_DIR)/bundle-sources
 BUNDLE_REPO ?= 127.0.0.1:5000/baton/bundle
 # Set to --push to push the sample bundles to BUNDLE_REPO's registry.
 BUNDLE_PUSH ?=
 # Static orchestrators built as these versions (the self-update test starts 2.0.0), in
 # $(BUNDLE_ORCHESTRATORS)/<version>/, and the image `make orchestrator-image` builds of each.
 ORCHESTRATOR_VERSIONS ?= 2.0.0
-BUNDLE_ORCHESTRATORS := target/bundle-orchestrators
+BUNDLE_ORCHESTRATORS := $(TARGET_DIR)/bundle-orchestrators
 ORCHESTRATOR_REPO ?= baton/orchestrator
 # More flags for `baton-demo up` (see `target/debug/baton-demo up --help`); the ports also
 # follow BATON_DEMO_ETCD_PORT, BATON_DEMO_REGISTRY_PORT and BATON_DEMO_API_PORT.
@@ -74,7 +76,7 @@ bundles: static bundle-agents
 	$(CARGO) build -p baton-orchestrator --bin batonctl
 	@for v in $(BUNDLE_VERSIONS); do \
 	    images/sample-bundle/prepare.sh $$v $(BUNDLE_SOURCES)/$$v >/dev/null || exit 1; \
-	    target/debug/batonctl bundle build $(BUNDLE_SOURCES)/$$v --tag $(BUNDLE_REPO):$$v \
+	    $(TARGET_DIR)/debug/batonctl bundle build $(BUNDLE_SOURCES)/$$v --tag $(BUNDLE_REPO):$$v \
 	        --agent $(BUNDLE_AGENTS)/$$v/baton-agent $(BUNDLE_PUSH) || exit 1; \
 	done
 
@@ -94,12 +96,12 @@ test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 # the first); `make demo-down` removes it.
 demo: deps static bundle-agents bundle-orchestrators
 	$(CARGO) build -p baton-orchestrator -p baton-tests --bins
-	target/debug/baton-demo up $(DEMO_FLAGS)
+	$(TARGET_DIR)/debug/baton-demo up $(DEMO_FLAGS)
 
 # Stops and removes everything `make demo` started (nothing running: nothing to do).
 demo-down:
 	@$(CARGO) build --quiet -p baton-tests --bin baton-demo
-	target/debug/baton-demo down
+	$(TARGET_DIR)/debug/baton-demo down
 
 clean:
 	$(CARGO) clean
