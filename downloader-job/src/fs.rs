@@ -233,11 +233,7 @@ impl DurableFs for dyn HostFs + '_ {
 /// fsyncs the folder.
 pub fn replace_symlink(fs: &dyn HostFs, link: &Path, target: &Path) -> Result<(), JobError> {
     let dir = parent_of(link);
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = temp_path(dir, &name);
+    let tmp = durable::temp_beside(link);
     fs.symlink(target, &tmp)
         .map_err(|e| JobError::io(&tmp, "create link", e))?;
     if let Err(e) = fs.rename(&tmp, link) {

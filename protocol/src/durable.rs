@@ -109,6 +109,16 @@ pub fn temp_path(dir: &Path, what: &str) -> PathBuf {
     ))
 }
 
+/// A fresh temporary name in the folder of `path`, for an entry that will be renamed over
+/// it.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    temp_path(parent_of(path), &name)
+}
+
 /// The folder holding `path` (its parent; `.` for a bare name).
 pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {
@@ -132,11 +142,7 @@ where
     E: From<DurableError>,
 {
     let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = temp_path(dir, &name);
+    let tmp = temp_beside(path);
     let result = (|| {
         let mut file = fs
             .create_new(&tmp, mode)
