@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use baton_protocol::agent_config::AgentConfigError;
 use baton_protocol::manifest::ManifestError;
+use baton_systemd_bus::BusError;
 
 /// Why the job failed or refused the bundle.
 #[derive(Debug, thiserror::Error)]
@@ -64,18 +65,9 @@ pub enum JobError {
     /// The agent configuration given to the job is invalid.
     #[error(transparent)]
     AgentConfig(#[from] AgentConfigError),
-    /// A call to the host's systemd failed.
-    #[error("systemd over {socket}: {method} {unit}: {source}")]
-    Systemd {
-        /// The D-Bus socket.
-        socket: PathBuf,
-        /// The D-Bus method.
-        method: &'static str,
-        /// The unit (or job) it was about.
-        unit: String,
-        /// The D-Bus error.
-        source: zbus::Error,
-    },
+    /// A call to the host's systemd failed (the error names the socket, method and unit).
+    #[error("{}", systemd_line(.0))]
+    Systemd(#[source] BusError),
     /// The agent's unit did not become active.
     #[error(
         "{unit_path}: {unit} did not become active within {timeout:?} (ActiveState={active}, SubState={sub}){rollback}"
@@ -94,6 +86,44 @@ pub enum JobError {
         /// What the job did about it (`; rolled back to agent 1.0.0, which is active`).
         rollback: String,
     },
+}
+
+/// A failed systemd call, as the job has always put it: `systemd over <socket>: <method>
+/// <unit>: <error>`.
+fn systemd_line(e: &BusError) -> String {
+    match e {
+        BusError::Call {
+            socket,
+            method,
+            unit,
+            source,
+        } => format!(
+            "systemd over {}: {method} {unit}: {source}",
+            socket.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
+impl From<BusError> for JobError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Connect { socket, source } => {
+                JobError::io(socket, "connect to the host's system bus", source)
+            }
+            call => JobError::Systemd(call),
+        }
+    }
+}
+
+impl From<baton_protocol::durable::DurableError> for JobError {
+    fn from(e: baton_protocol::durable::DurableError) -> Self {
+        JobError::Io {
+            path: e.path,
+            action: e.action,
+            source: e.source,
+        }
+    }
 }
 
 impl JobError {

@@ -1,6 +1,7 @@
 //! Host file system side effects behind [`HostFs`], and the durable-write helpers built on
 //! it: a file is written to a temporary name in its final folder, fsynced, renamed into
-//! place and the folder fsynced; a fsync error fails the step.
+//! place and the folder fsynced; a fsync error fails the step. The write itself is the one
+//! every part shares, [`baton_protocol::durable`], run over [`HostFs`].
 //!
 //! Every operation takes the full path it acts on (under the host root the job was given),
 //! so tests run against a temp dir; [`testing::FaultyFs`] fails every mutating operation from
@@ -11,7 +12,8 @@ use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton_protocol::durable::{self, DurableFs};
 
 use crate::error::JobError;
 use crate::layout::TEMP_PREFIX;
@@ -150,24 +152,7 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// A fresh name for a temporary entry in `dir`, starting with [`TEMP_PREFIX`].
-pub fn temp_path(dir: &Path, what: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(
-        "{TEMP_PREFIX}{what}-{}-{nanos:08x}-{n}",
-        std::process::id()
-    ))
-}
-
-/// The folder holding `path` (its parent; `.` for a bare name).
-pub fn parent_of(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
-}
+pub use baton_protocol::durable::{parent_of, temp_path};
 
 /// Makes sure `dir` exists as a folder, creating missing ancestors (mode `0755`) and
 /// fsyncing each parent after a creation. Returns whether anything was created.
@@ -208,47 +193,47 @@ pub fn write_atomic(
 }
 
 /// Like [`write_atomic`], with the content produced by `fill` (which streams into the temp
-/// file and may refuse it, e.g. on a digest mismatch; the temp file is then removed).
+/// file and may refuse it, e.g. on a digest mismatch; the temp file is then removed). The
+/// steps are the shared [`baton_protocol::durable::write_with`].
 pub fn write_atomic_with(
     fs: &dyn HostFs,
     path: &Path,
     mode: u32,
     fill: impl FnOnce(&mut dyn FileSink, &Path) -> Result<(), JobError>,
 ) -> Result<(), JobError> {
-    let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = temp_path(dir, &name);
-    let result = (|| {
-        let mut sink = fs
-            .create_file(&tmp, mode)
-            .map_err(|e| JobError::io(&tmp, "create", e))?;
-        fill(sink.as_mut(), &tmp)?;
-        sink.flush().map_err(|e| JobError::io(&tmp, "write", e))?;
-        sink.sync().map_err(|e| JobError::io(&tmp, "fsync", e))?;
-        drop(sink);
-        fs.rename(&tmp, path)
-            .map_err(|e| JobError::io(path, "rename into place", e))
-    })();
-    if result.is_err() {
-        // Best effort: a leftover temp file is harmless and removed by the next run.
-        let _ = fs.remove_file(&tmp);
-        return result;
+    durable::write_with(fs, path, mode, |sink, tmp| fill(sink.as_mut(), tmp))
+}
+
+/// The host file system as the shared durable write sees it.
+impl DurableFs for dyn HostFs + '_ {
+    type File = Box<dyn FileSink>;
+
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Self::File> {
+        self.create_file(path, mode)
     }
-    fs.sync_dir(dir).map_err(|e| JobError::io(dir, "fsync", e))
+
+    fn sync_file(&self, file: &mut Self::File) -> io::Result<()> {
+        file.sync()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        HostFs::rename(self, from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        HostFs::sync_dir(self, dir)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        HostFs::remove_file(self, path)
+    }
 }
 
 /// Points the symlink `link` at `target`, atomically (a temp link renamed over it), and
 /// fsyncs the folder.
 pub fn replace_symlink(fs: &dyn HostFs, link: &Path, target: &Path) -> Result<(), JobError> {
     let dir = parent_of(link);
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = temp_path(dir, &name);
+    let tmp = durable::temp_beside(link);
     fs.symlink(target, &tmp)
         .map_err(|e| JobError::io(&tmp, "create link", e))?;
     if let Err(e) = fs.rename(&tmp, link) {
@@ -314,7 +299,7 @@ pub fn remove_temp_entries(fs: &dyn HostFs, dir: &Path) -> Result<usize, JobErro
 #[cfg(test)]
 pub mod testing {
     use std::sync::Mutex;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 

@@ -56,6 +56,7 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         boot_id_file: settings.boot_id_file.clone(),
         kernel_release_file: settings.kernel_release_file.clone(),
         container_prefix: settings.container_prefix.clone(),
+        health_settle_secs: baton_protocol::agent_config::DEFAULT_HEALTH_SETTLE_SECS,
         tls: settings.tls.clone(),
     };
     let text = format!(

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
+use baton_systemd_bus::{Systemd, UnitStatus, wait_active};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, AgentInstall};
@@ -15,7 +16,6 @@ use crate::fs::HostFs;
 use crate::host_files::{AgentSettings, agent_config_text, agent_unit_text, write_if_changed};
 use crate::layout::{AGENT_UNIT, CURRENT_LINK, HostLayout};
 use crate::stage::{StageAction, stage};
-use crate::systemd::{Systemd, UnitStatus, wait_active};
 
 /// Schema of the [`Summary`] line.
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
@@ -278,6 +278,7 @@ async fn start_and_wait<S: Systemd>(
         config.poll_interval,
     )
     .await
+    .map_err(JobError::from)
 }
 
 /// When the agent's inputs (the `current` link, the current binary, its configuration and
@@ -316,7 +317,7 @@ mod tests {
     use crate::bundle::testing::write_bundle;
     use crate::fs::RealFs;
     use crate::fs::testing::{FaultyFs, leak};
-    use crate::systemd::testing::FakeSystemd;
+    use baton_systemd_bus::fake::FakeSystemd;
 
     fn config(dir: &Path, version: &str) -> JobConfig {
         let bundle_dir = dir.join(format!("bundle-{version}"));
@@ -484,7 +485,7 @@ mod tests {
         let cfg = config(dir.path(), "1.0.0");
         run(&cfg, &RealFs, &systemd).await.unwrap();
         // As if the agent had been started long ago, before `current` was switched.
-        systemd.state.lock().unwrap().active_enter_usec = 1;
+        systemd.lock().active_enter_usec = 1;
         let s = run(&cfg, &RealFs, &systemd).await.unwrap();
         assert_eq!(s.agent.action, AgentAction::Restarted);
     }

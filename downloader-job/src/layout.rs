@@ -25,9 +25,9 @@ pub const CURRENT_LINK: &str = "current";
 pub const PREVIOUS_LINK: &str = "previous";
 /// The bundle's manifest inside its staged folder (and at the top of the bundle).
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Prefix of the job's temporary names; entries starting with `.` under `bundles/` and
-/// `agent/` are never bundles or agent versions.
-pub const TEMP_PREFIX: &str = ".baton-tmp-";
+/// Prefix of the job's temporary names (the shared durable write's); entries starting with
+/// `.` under `bundles/` and `agent/` are never bundles or agent versions.
+pub use baton_protocol::durable::TEMP_PREFIX;
 
 /// The host's paths under the root the job sees it at.
 #[derive(Debug, Clone)]

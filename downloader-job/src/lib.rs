@@ -11,7 +11,7 @@
 //! - [`stage`]: staging `/var/lib/baton/bundles/<version>/` atomically;
 //! - [`agent`]: the versioned agent binary and the `current`/`previous` links;
 //! - [`host_files`]: `/etc/baton/agent.toml` and `baton-agent.service`;
-//! - [`systemd`]: the host's systemd behind [`systemd::Systemd`] (D-Bus implementation);
+//! - the host's systemd is `baton_systemd_bus::Systemd` (D-Bus, shared with the agent);
 //! - [`job`]: the whole run and its JSON [`job::Summary`].
 
 pub mod agent;
@@ -23,7 +23,6 @@ pub mod host_files;
 pub mod job;
 pub mod layout;
 pub mod stage;
-pub mod systemd;
 pub mod verify;
 
 pub use error::JobError;

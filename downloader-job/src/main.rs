@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use baton_downloader::cli::{Cli, LogFormat};
 use baton_downloader::fs::RealFs;
-use baton_downloader::systemd::DbusSystemd;
 use baton_downloader::{JobError, run};
 use clap::Parser;
 
@@ -29,7 +28,7 @@ async fn job(cli: &Cli) -> Result<baton_downloader::Summary, JobError> {
     let config = cli.config();
     // Refuse a bad bundle before touching the host's bus: check it first, then connect.
     baton_downloader::bundle::Bundle::open(&config.bundle_dir)?;
-    let systemd = DbusSystemd::connect(&config.dbus_socket).await?;
+    let systemd = baton_systemd_bus::Bus::connect(&config.dbus_socket).await?;
     run(&config, &RealFs, &systemd).await
 }
 

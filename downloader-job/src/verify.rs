@@ -1,18 +1,16 @@
 //! Verification of a package against its manifest entry: the size first (from the file's
 //! metadata, before reading a byte), then the sha256 computed while the bytes are streamed
-//! to their destination — one pass, never more than the declared size read.
+//! to their destination — one pass, never more than the declared size read (the shared
+//! [`baton_protocol::digest::copy_hashed`]).
 
 use std::io::{Read, Write};
 use std::path::Path;
 
+use baton_protocol::digest::{StreamError, copy_hashed};
 use baton_protocol::manifest::FileEntry;
-use sha2::{Digest, Sha256};
 
 use crate::error::JobError;
 use crate::fs::HostFs;
-
-/// Bytes read per step.
-const CHUNK: usize = 64 * 1024;
 
 /// Refuses a file whose size (from its metadata) differs from the manifest's.
 pub fn check_size(
@@ -41,45 +39,32 @@ pub fn copy_verified(
     src: &Path,
     field: &str,
     entry: &FileEntry,
-    mut sink: Option<(&mut dyn Write, &Path)>,
+    sink: Option<(&mut dyn Write, &Path)>,
 ) -> Result<u64, JobError> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut total: u64 = 0;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(JobError::io(src, "read", e)),
-        };
-        total += n as u64;
-        if total > entry.size {
-            return Err(JobError::SizeMismatch {
-                path: src.to_owned(),
-                field: field.to_owned(),
-                expected: entry.size,
-                actual: total,
-            });
-        }
-        let chunk = &buf[..n];
-        hasher.update(chunk);
-        if let Some((w, dest)) = sink.as_mut() {
-            w.write_all(chunk)
-                .map_err(|e| JobError::io(*dest, "write", e))?;
-        }
-    }
-    check_size(src, field, entry, total)?;
-    let actual = hex::encode(hasher.finalize());
-    if actual != entry.sha256 {
+    let (writer, dest) = match sink {
+        Some((w, dest)) => (Some(w), Some(dest)),
+        None => (None, None),
+    };
+    let hashed = copy_hashed(reader, writer, entry.size).map_err(|e| match e {
+        StreamError::Read(e) => JobError::io(src, "read", e),
+        StreamError::Write(e) => JobError::io(dest.unwrap_or(src), "write", e),
+        StreamError::TooLarge { read, .. } => JobError::SizeMismatch {
+            path: src.to_owned(),
+            field: field.to_owned(),
+            expected: entry.size,
+            actual: read,
+        },
+    })?;
+    check_size(src, field, entry, hashed.bytes)?;
+    if hashed.sha256 != entry.sha256 {
         return Err(JobError::DigestMismatch {
             path: src.to_owned(),
             field: field.to_owned(),
             expected: entry.sha256.clone(),
-            actual,
+            actual: hashed.sha256,
         });
     }
-    Ok(total)
+    Ok(hashed.bytes)
 }
 
 /// Whether the file at `path` on the host is a regular file with the manifest entry's size
@@ -110,10 +95,7 @@ pub fn file_matches(
     }
 }
 
-/// The lowercase hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use baton_protocol::digest::sha256_hex;
 
 #[cfg(test)]
 mod tests {

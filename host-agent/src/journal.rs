@@ -8,10 +8,10 @@
 //! in the next boot knows the reboot happened and only checks the host.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use baton_protocol::UpgradeId;
+use baton_protocol::durable::{self, DurableError};
 use baton_protocol::manifest::ComponentKind;
 use serde::{Deserialize, Serialize};
 
@@ -119,12 +119,31 @@ pub struct Journal {
 
 /// The journal file could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("journal {path}: {reason}")]
-pub struct JournalError {
-    /// The file.
-    pub path: PathBuf,
-    /// Why.
-    pub reason: String,
+pub enum JournalError {
+    /// The file could not be read.
+    #[error("journal {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a journal (or one could not be encoded).
+    #[error("journal {}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The file could not be written durably.
+    #[error("journal {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The step that failed.
+        source: DurableError,
+    },
 }
 
 /// The journal's file.
@@ -135,49 +154,28 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Reads the journal, if there is one.
 pub fn load(state_dir: &Path) -> Result<Option<Journal>, JournalError> {
     let path = path(state_dir);
-    let err = |reason: String| JournalError {
-        path: path.clone(),
-        reason,
-    };
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| err(e.to_string())),
+            .map_err(|source| JournalError::Json { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err(e.to_string())),
+        Err(source) => Err(JournalError::Read { path, source }),
     }
 }
 
-/// Writes the journal durably: temp file, fsync, rename, fsync the folder. An fsync error
-/// is fatal for the step that wanted the write.
+/// Writes the journal durably (`baton_protocol::durable`: temp file, fsync, rename, fsync
+/// the folder). An fsync error is fatal for the step that wanted the write.
 pub fn save(state_dir: &Path, journal: &Journal) -> Result<(), JournalError> {
-    let bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError {
-        path: path(state_dir),
-        reason: e.to_string(),
-    })?;
-    write_durably(&path(state_dir), &bytes).map_err(|e| JournalError {
-        path: path(state_dir),
-        reason: e.to_string(),
-    })
+    let path = path(state_dir);
+    let bytes = match serde_json::to_vec_pretty(journal) {
+        Ok(bytes) => bytes,
+        Err(source) => return Err(JournalError::Json { path, source }),
+    };
+    durable::write(&path, &bytes, FILE_MODE).map_err(|source| JournalError::Write { path, source })
 }
 
-/// Temp file in the same folder, fsync, rename over `path`, fsync the folder.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
+/// Mode of the agent's own state files (journal, installed record).
+pub const FILE_MODE: u32 = 0o644;
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,124 @@
 //! Every change the agent makes to its host goes through [`HostOps`]: files, systemd, the
 //! host's Docker Engine, the bootloader's entry files, and reboot. The real implementation is
-//! in `real_host.rs`; [`RecordingHost`] records calls for unit tests.
+//! in `real_host.rs` (systemd there is the shared `baton_systemd_bus::Systemd` trait, Docker
+//! is bollard); [`RecordingHost`] records calls for unit tests of the agent's logic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
-/// A host operation failed; the message names the file, unit or container.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct OpError(pub String);
+use baton_protocol::durable::DurableError;
+use baton_systemd_bus::BusError;
+
+/// A host operation failed; every variant names the file, unit, container or component.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// A file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    File {
+        /// What was being done (`read`, `remove`, `backup`, …).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A durable write (temp file, fsync, rename, fsync folder) failed.
+    #[error("install {}: {source}", dest.display())]
+    Install {
+        /// The destination.
+        dest: PathBuf,
+        /// The step that failed, naming its file.
+        source: DurableError,
+    },
+    /// A systemd call failed (the error names the socket, method and unit).
+    #[error(transparent)]
+    Systemd(#[from] BusError),
+    /// The agent has no connection to systemd.
+    #[error("systemd: no connection to the system bus")]
+    NoBus,
+    /// Blocking host work has no async runtime to run a bus or Docker call on.
+    #[error("{what}: no async runtime to run the call on")]
+    NoRuntime {
+        /// The call.
+        what: &'static str,
+    },
+    /// A stop job did not finish in time.
+    #[error("stop {unit}: still stopping after {after:?}")]
+    StopTimeout {
+        /// The unit.
+        unit: String,
+        /// How long the agent waited.
+        after: Duration,
+    },
+    /// A unit failed to start.
+    #[error("unit {unit} failed to start")]
+    UnitFailed {
+        /// The unit.
+        unit: String,
+    },
+    /// A unit did not become (and stay) active in time.
+    #[error("unit {unit} is {state}, not active, after {settle:?}")]
+    UnitNotActive {
+        /// The unit.
+        unit: String,
+        /// Its last `ActiveState`.
+        state: String,
+        /// How long the agent waited.
+        settle: Duration,
+    },
+    /// A Docker Engine call failed.
+    #[error("docker {action} {name}: {source}")]
+    Docker {
+        /// The call (`load`, `create`, `start`, `rm`, `inspect`).
+        action: &'static str,
+        /// The container, image or archive.
+        name: String,
+        /// The engine's error.
+        source: bollard::errors::Error,
+    },
+    /// The engine reported an error while loading an image archive.
+    #[error("docker load {}: {message}", archive.display())]
+    LoadFailed {
+        /// The archive.
+        archive: PathBuf,
+        /// The engine's message.
+        message: String,
+    },
+    /// A service container did not run (healthy) in time.
+    #[error("container {name} is not running and healthy after {settle:?}")]
+    ContainerUnhealthy {
+        /// The container.
+        name: String,
+        /// How long the agent waited.
+        settle: Duration,
+    },
+    /// A component lacks a field its kind needs.
+    #[error("component {component}: no {what}")]
+    Incomplete {
+        /// The component.
+        component: String,
+        /// The missing field (`image`, `image archive`, `release`).
+        what: &'static str,
+    },
+    /// A health check command could not be run.
+    #[error("health check {program}: {source}")]
+    CheckCommand {
+        /// The program.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A manifest health check did not pass.
+    #[error("component {component}: health check {check} failed")]
+    CheckFailed {
+        /// The component.
+        component: String,
+        /// The check, as the manifest has it.
+        check: String,
+    },
+}
 
 /// Result of a host operation.
 pub type OpResult<T> = Result<T, OpError>;

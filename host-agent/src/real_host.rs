@@ -1,18 +1,33 @@
 //! The real [`HostOps`]: files under a root folder (`/` on a host, a temp dir in tests),
-//! systemd over the system bus (D-Bus), the host's Docker Engine through its API on a unix
-//! socket, the bootloader's entry files, and reboot.
+//! systemd through the shared [`Systemd`] trait (the host's system bus, D-Bus), the host's
+//! Docker Engine through bollard on its unix socket, the bootloader's entry files, and
+//! reboot.
+//!
+//! Host operations run on blocking threads; the async bus and Docker calls are run to
+//! completion on the agent's runtime from there.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-use baton_systemd_bus::{Bus, BusError, JobRef};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use baton_protocol::durable;
+use baton_systemd_bus::{Bus, JobRef, Systemd};
+use bollard::models::{
+    ContainerCreateBody, HealthStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions,
+    RemoveContainerOptionsBuilder, StartContainerOptions,
+};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 
-use crate::journal::write_durably;
 use crate::ops::{HostOps, OpError, OpResult};
 
 /// Where the host's Docker Engine listens.
@@ -20,18 +35,24 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// How long a stop may take before it counts as failed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Seconds one Docker API request may take (an image load streams within this).
+const DOCKER_TIMEOUT_SECS: u64 = 300;
+/// Bytes of an image archive sent per chunk.
+const CHUNK: usize = 64 * 1024;
 
-/// The host the agent runs on.
-#[derive(Debug, Clone)]
-pub struct RealHost {
+/// The host the agent runs on, with its systemd reached through `S`.
+#[derive(Debug)]
+pub struct RealHost<S = Bus> {
     root: PathBuf,
     docker_socket: PathBuf,
-    /// systemd, and the runtime its async client runs on (host operations run on blocking
-    /// threads and wait for the bus calls).
-    systemd: Option<(Bus, Handle)>,
+    systemd: Option<S>,
+    /// The runtime the async bus and Docker clients run on.
+    runtime: Option<Handle>,
+    /// The Docker client, once connected (the API version is agreed on first use).
+    docker: Mutex<Option<Docker>>,
 }
 
-impl RealHost {
+impl RealHost<Bus> {
     /// Operates on the files of the host whose root is `root`; systemd operations fail
     /// until [`RealHost::with_systemd`] gives it a bus.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -40,146 +61,142 @@ impl RealHost {
             docker_socket: root.join(DOCKER_SOCKET.trim_start_matches('/')),
             root,
             systemd: None,
+            runtime: Handle::try_current().ok(),
+            docker: Mutex::new(None),
         }
     }
+}
 
-    /// Operates on `root` with the host's systemd reached through `bus`, whose calls run on
-    /// `runtime`.
-    pub fn with_systemd(root: impl Into<PathBuf>, bus: Bus, runtime: Handle) -> Self {
+impl<S: Systemd> RealHost<S> {
+    /// Operates on `root` with the host's systemd reached through `systemd`, whose calls
+    /// (and Docker's) run on `runtime`.
+    pub fn with_systemd(root: impl Into<PathBuf>, systemd: S, runtime: Handle) -> Self {
+        let root = root.into();
         Self {
-            systemd: Some((bus, runtime)),
-            ..Self::new(root)
+            docker_socket: root.join(DOCKER_SOCKET.trim_start_matches('/')),
+            root,
+            systemd: Some(systemd),
+            runtime: Some(runtime),
+            docker: Mutex::new(None),
         }
     }
 
-    /// Runs one bus call to completion from a blocking thread.
-    fn bus<T, F>(&self, call: impl FnOnce(Bus) -> F) -> OpResult<T>
-    where
-        F: std::future::Future<Output = Result<T, BusError>>,
-    {
-        let (bus, runtime) = self
-            .systemd
+    fn block_on<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = OpResult<T>>,
+    ) -> OpResult<T> {
+        self.runtime
             .as_ref()
-            .ok_or_else(|| OpError("systemd: no connection to the system bus".to_owned()))?;
-        runtime
-            .block_on(call(bus.clone()))
-            .map_err(|e| OpError(e.to_string()))
+            .ok_or(OpError::NoRuntime { what })?
+            .block_on(call)
+    }
+
+    /// Runs one systemd call to completion from a blocking thread.
+    fn systemd<'a, T, F>(&'a self, call: impl FnOnce(&'a S) -> F) -> OpResult<T>
+    where
+        F: Future<Output = Result<T, baton_systemd_bus::BusError>>,
+    {
+        let systemd = self.systemd.as_ref().ok_or(OpError::NoBus)?;
+        self.block_on("systemd", async move { Ok(call(systemd).await?) })
+    }
+
+    /// Runs Docker calls to completion from a blocking thread.
+    fn docker<T, F>(&self, call: impl FnOnce(Docker) -> F) -> OpResult<T>
+    where
+        F: Future<Output = OpResult<T>>,
+    {
+        self.block_on("docker", async move {
+            let docker = self.docker_client().await?;
+            call(docker).await
+        })
+    }
+
+    /// The Docker client, connected on first use.
+    async fn docker_client(&self) -> OpResult<Docker> {
+        let cached = self
+            .docker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(docker) = cached {
+            return Ok(docker);
+        }
+        let socket = self.docker_socket.display().to_string();
+        let err = |source| OpError::Docker {
+            action: "connect",
+            name: socket.clone(),
+            source,
+        };
+        let docker = Docker::connect_with_unix(&socket, DOCKER_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .map_err(err)?
+            .negotiate_version()
+            .await
+            .map_err(err)?;
+        *self.docker.lock().unwrap_or_else(|e| e.into_inner()) = Some(docker.clone());
+        Ok(docker)
     }
 
     fn path(&self, p: &Path) -> PathBuf {
         self.root.join(p.strip_prefix("/").unwrap_or(p))
     }
 
-    /// One request to the Docker Engine API (HTTP/1.0, so the answer is not chunked).
-    fn docker(&self, method: &str, path: &str, body: Option<Body<'_>>) -> OpResult<(u16, Vec<u8>)> {
-        let what = || format!("docker {method} {path}");
-        let mut stream = UnixStream::connect(&self.docker_socket).map_err(|e| {
-            OpError(format!(
-                "{}: connect {}: {e}",
-                what(),
-                self.docker_socket.display()
-            ))
-        })?;
-        let io = |e: std::io::Error| OpError(format!("{}: {e}", what()));
-        match body {
-            None => {
-                write!(stream, "{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n").map_err(io)?
+    fn inspect(&self, name: &str) -> OpResult<Option<bollard::models::ContainerInspectResponse>> {
+        self.docker(|docker| async move {
+            match docker
+                .inspect_container(name, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(found) => Ok(Some(found)),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(source) => Err(OpError::Docker {
+                    action: "inspect",
+                    name: name.to_owned(),
+                    source,
+                }),
             }
-            Some(Body::Json(json)) => {
-                write!(
-                    stream,
-                    "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    json.len()
-                )
-                .map_err(io)?;
-                stream.write_all(json.as_bytes()).map_err(io)?;
-            }
-            Some(Body::File(file)) => {
-                let mut f = std::fs::File::open(file)
-                    .map_err(|e| OpError(format!("{}: open {}: {e}", what(), file.display())))?;
-                let len = f.metadata().map_err(io)?.len();
-                write!(
-                    stream,
-                    "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: {len}\r\n\r\n"
-                )
-                .map_err(io)?;
-                std::io::copy(&mut f, &mut stream).map_err(io)?;
-            }
-        }
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).map_err(io)?;
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| OpError(format!("{}: malformed response", what())))?;
-        let status = std::str::from_utf8(&response[..split])
-            .ok()
-            .and_then(|head| head.split_whitespace().nth(1))
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| OpError(format!("{}: malformed status line", what())))?;
-        Ok((status, response[split + 4..].to_vec()))
-    }
-
-    fn docker_ok(&self, method: &str, path: &str, body: Option<Body<'_>>) -> OpResult<Vec<u8>> {
-        let (status, body) = self.docker(method, path, body)?;
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(OpError(format!(
-                "docker {method} {path}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            )))
-        }
-    }
-
-    fn inspect(&self, name: &str) -> OpResult<Option<serde_json::Value>> {
-        let (status, body) = self.docker("GET", &format!("/containers/{name}/json"), None)?;
-        match status {
-            404 => Ok(None),
-            200 => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| OpError(format!("docker inspect {name}: {e}"))),
-            _ => Err(OpError(format!("docker inspect {name}: HTTP {status}"))),
-        }
+        })
     }
 }
 
-enum Body<'a> {
-    Json(String),
-    File(&'a Path),
+/// Whether the engine answered 404: no such container.
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The file at `path` as a stream of chunks, for a request body.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::try_unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; CHUNK];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((bytes::Bytes::from(buf), file)))
+    })
 }
 
 fn fsync_dir(dir: &Path) -> OpResult<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| OpError(format!("fsync {}: {e}", dir.display())))
+    durable::sync_dir(dir).map_err(|source| OpError::Install {
+        dest: dir.to_owned(),
+        source,
+    })
 }
 
-impl HostOps for RealHost {
+impl<S: Systemd> HostOps for RealHost<S> {
     fn install_file(&self, source: &Path, dest: &Path, mode: u32) -> OpResult<()> {
-        let source = self.path(source);
         let dest = self.path(dest);
-        let err = |what: &str, e: std::io::Error| {
-            OpError(format!("install {}: {what}: {e}", dest.display()))
-        };
-        let dir = dest.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(|e| err("create folder", e))?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.baton-new"));
-        {
-            let mut from = std::fs::File::open(&source)
-                .map_err(|e| err(&format!("open {}", source.display()), e))?;
-            let mut to = std::fs::File::create(&tmp).map_err(|e| err("create temp file", e))?;
-            std::io::copy(&mut from, &mut to).map_err(|e| err("copy", e))?;
-            to.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| err("chmod", e))?;
-            to.sync_all().map_err(|e| err("fsync", e))?;
-        }
-        std::fs::rename(&tmp, &dest).map_err(|e| err("rename", e))?;
-        fsync_dir(dir)
+        durable::copy(&self.path(source), &dest, mode)
+            .map_err(|source| OpError::Install { dest, source })
     }
 
     fn backup_file(&self, path: &Path, backup: &Path) -> OpResult<bool> {
@@ -188,7 +205,11 @@ impl HostOps for RealHost {
         }
         let mode = std::fs::metadata(self.path(path))
             .map(|m| m.permissions().mode() & 0o7777)
-            .map_err(|e| OpError(format!("backup {}: {e}", path.display())))?;
+            .map_err(|source| OpError::File {
+                action: "backup",
+                path: path.to_owned(),
+                source,
+            })?;
         self.install_file(path, backup, mode)?;
         Ok(true)
     }
@@ -196,40 +217,42 @@ impl HostOps for RealHost {
     fn remove_file(&self, path: &Path) -> OpResult<()> {
         let full = self.path(path);
         match std::fs::remove_file(&full) {
-            Ok(()) => fsync_dir(full.parent().unwrap_or(Path::new("/"))),
+            Ok(()) => fsync_dir(durable::parent_of(&full)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(OpError(format!("remove {}: {e}", path.display()))),
+            Err(source) => Err(OpError::File {
+                action: "remove",
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
     fn daemon_reload(&self) -> OpResult<()> {
-        self.bus(|bus| async move { bus.reload().await })
+        self.systemd(|s| s.reload())
     }
 
     fn enable_unit(&self, unit: &str) -> OpResult<()> {
-        self.bus(|bus| async move { bus.enable(unit).await })
+        self.systemd(|s| s.enable(unit))
     }
 
     fn disable_unit(&self, unit: &str) -> OpResult<()> {
-        self.bus(|bus| async move { bus.disable(unit).await })
+        self.systemd(|s| s.disable(unit))
     }
 
     fn restart_unit(&self, unit: &str) -> OpResult<()> {
         // Queued, not awaited: the unit's health is judged by `unit_state`.
-        self.bus(|bus| async move { bus.restart(unit).await.map(|_| ()) })
+        self.systemd(|s| s.restart(unit)).map(|_| ())
     }
 
     fn stop_unit(&self, unit: &str) -> OpResult<()> {
-        let job: JobRef = self.bus(|bus| async move { bus.stop(unit).await })?;
+        let job: JobRef = self.systemd(|s| s.stop(unit))?;
         let deadline = Instant::now() + STOP_TIMEOUT;
-        while self.bus(|bus| {
-            let job = job.clone();
-            async move { bus.job_pending(&job).await }
-        })? {
+        while self.systemd(|s| s.job_pending(&job))? {
             if Instant::now() > deadline {
-                return Err(OpError(format!(
-                    "stop {unit}: still stopping after {STOP_TIMEOUT:?}"
-                )));
+                return Err(OpError::StopTimeout {
+                    unit: unit.to_owned(),
+                    after: STOP_TIMEOUT,
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -237,73 +260,128 @@ impl HostOps for RealHost {
     }
 
     fn unit_state(&self, unit: &str) -> OpResult<String> {
-        self.bus(|bus| async move { bus.status(unit).await.map(|s| s.active_state) })
+        self.systemd(|s| async move { s.status(unit).await.map(|st| st.active_state) })
     }
 
     fn load_image(&self, archive: &Path) -> OpResult<()> {
         let archive = self.path(archive);
-        let body = self.docker_ok("POST", "/images/load?quiet=1", Some(Body::File(&archive)))?;
-        // Errors during the load arrive in the (200) JSON stream.
-        let text = String::from_utf8_lossy(&body);
-        if text.contains("\"error\"") {
-            return Err(OpError(format!(
-                "docker load {}: {}",
-                archive.display(),
-                text.trim()
-            )));
-        }
-        Ok(())
+        self.docker(|docker| async move {
+            let file = tokio::fs::File::open(&archive)
+                .await
+                .map_err(|source| OpError::File {
+                    action: "open",
+                    path: archive.clone(),
+                    source,
+                })?;
+            let options = ImportImageOptionsBuilder::new().quiet(true).build();
+            let body = bollard::body_try_stream(file_chunks(file));
+            let mut progress = docker.import_image(options, body, None);
+            let failed = |message| OpError::LoadFailed {
+                archive: archive.clone(),
+                message,
+            };
+            // Errors during the load arrive in the (200) JSON stream.
+            while let Some(item) = progress.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(message) =
+                            info.error_detail.and_then(|d| d.message).or(info.error)
+                        {
+                            return Err(failed(message));
+                        }
+                    }
+                    Err(bollard::errors::Error::DockerStreamError { error }) => {
+                        return Err(failed(error));
+                    }
+                    Err(source) => {
+                        return Err(OpError::Docker {
+                            action: "load",
+                            name: archive.display().to_string(),
+                            source,
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn recreate_container(&self, name: &str, image: &str, args: &[String]) -> OpResult<()> {
         self.remove_container(name)?;
-        let mut spec = serde_json::json!({
-            "Image": image,
-            "HostConfig": {"RestartPolicy": {"Name": "always"}},
-            "Labels": {"baton.managed": "true"},
-        });
-        if !args.is_empty() {
-            spec["Cmd"] = serde_json::json!(args);
-        }
-        self.docker_ok(
-            "POST",
-            &format!("/containers/create?name={name}"),
-            Some(Body::Json(spec.to_string())),
-        )?;
-        self.docker_ok("POST", &format!("/containers/{name}/start"), None)
-            .map(|_| ())
+        let docker_err = |action| {
+            move |source| OpError::Docker {
+                action,
+                name: name.to_owned(),
+                source,
+            }
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            cmd: (!args.is_empty()).then(|| args.to_vec()),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ALWAYS),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            labels: Some([("baton.managed".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        };
+        self.docker(|docker| async move {
+            docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(name).build()),
+                    body,
+                )
+                .await
+                .map_err(docker_err("create"))?;
+            docker
+                .start_container(name, None::<StartContainerOptions>)
+                .await
+                .map_err(docker_err("start"))
+        })
     }
 
     fn remove_container(&self, name: &str) -> OpResult<()> {
-        let (status, body) = self.docker("DELETE", &format!("/containers/{name}?force=1"), None)?;
-        if (200..300).contains(&status) || status == 404 {
-            Ok(())
-        } else {
-            Err(OpError(format!(
-                "docker rm {name}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            )))
-        }
+        self.docker(|docker| async move {
+            let options = RemoveContainerOptionsBuilder::new().force(true).build();
+            match docker.remove_container(name, Some(options)).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(source) => Err(OpError::Docker {
+                    action: "rm",
+                    name: name.to_owned(),
+                    source,
+                }),
+            }
+        })
     }
 
     fn container_image(&self, name: &str) -> OpResult<Option<String>> {
         Ok(self
             .inspect(name)?
-            .and_then(|v| v["Config"]["Image"].as_str().map(str::to_owned)))
+            .and_then(|c| c.config)
+            .and_then(|c| c.image))
     }
 
     fn container_healthy(&self, name: &str) -> OpResult<bool> {
-        let Some(v) = self.inspect(name)? else {
+        let Some(state) = self.inspect(name)?.and_then(|c| c.state) else {
             return Ok(false);
         };
-        let running = v["State"]["Running"].as_bool().unwrap_or(false);
-        let health = v["State"]["Health"]["Status"].as_str();
-        Ok(running && health.is_none_or(|h| h == "healthy"))
+        let running = state.running.unwrap_or(false);
+        // A container without a health check has no health status.
+        let health = state.health.and_then(|h| h.status);
+        Ok(running && matches!(health, None | Some(HealthStatusEnum::HEALTHY)))
     }
 
     fn run_check(&self, argv: &[String], timeout_secs: u32) -> OpResult<bool> {
         let Some((program, args)) = argv.split_first() else {
             return Ok(false);
+        };
+        let check_err = |source| OpError::CheckCommand {
+            program: program.clone(),
+            source,
         };
         let mut child = Command::new(program)
             .args(args)
@@ -311,7 +389,7 @@ impl HostOps for RealHost {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| OpError(format!("health check {program}: {e}")))?;
+            .map_err(check_err)?;
         let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
         loop {
             match child.try_wait() {
@@ -324,7 +402,7 @@ impl HostOps for RealHost {
                     let _ = child.wait();
                     return Ok(false);
                 }
-                Err(e) => return Err(OpError(format!("health check {program}: {e}"))),
+                Err(e) => return Err(check_err(e)),
             }
         }
     }
@@ -361,17 +439,25 @@ impl HostOps for RealHost {
         match std::fs::read_to_string(self.path(path)) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(OpError(format!("read {}: {e}", path.display()))),
+            Err(source) => Err(OpError::File {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
     fn write_text(&self, path: &Path, text: &str) -> OpResult<()> {
-        write_durably(&self.path(path), text.as_bytes())
-            .map_err(|e| OpError(format!("write {}: {e}", path.display())))
+        durable::write(&self.path(path), text.as_bytes(), 0o644).map_err(|source| {
+            OpError::Install {
+                dest: path.to_owned(),
+                source,
+            }
+        })
     }
 
     fn reboot(&self) -> OpResult<()> {
-        self.bus(|bus| async move { bus.reboot().await })
+        self.systemd(|s| s.reboot())
     }
 }
 
@@ -433,5 +519,58 @@ mod tests {
                 .run_check(&["sleep".into(), "5".into()], 1)
                 .expect("sleep")
         );
+    }
+
+    #[test]
+    fn systemd_calls_go_through_the_shared_trait() {
+        use baton_systemd_bus::fake::FakeSystemd;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let root = tempfile::tempdir().expect("tmp");
+        let host =
+            RealHost::with_systemd(root.path(), FakeSystemd::new(), runtime.handle().clone());
+        host.daemon_reload().expect("reload");
+        host.enable_unit("baton-echo.service").expect("enable");
+        host.restart_unit("baton-echo.service").expect("restart");
+        assert_eq!(
+            host.unit_state("baton-echo.service").expect("state"),
+            "active"
+        );
+        // A stop is waited for until its job is gone.
+        host.systemd
+            .as_ref()
+            .expect("fake")
+            .lock()
+            .stop_pending_polls = 2;
+        host.stop_unit("baton-echo.service").expect("stop");
+        assert_eq!(
+            host.systemd
+                .as_ref()
+                .expect("fake")
+                .lock()
+                .stop_pending_polls,
+            0
+        );
+        host.reboot().expect("reboot");
+        assert_eq!(
+            host.systemd.as_ref().expect("fake").calls(),
+            [
+                "Reload",
+                "EnableUnitFiles baton-echo.service",
+                "RestartUnit baton-echo.service",
+                "StopUnit baton-echo.service",
+                "StartUnit reboot.target"
+            ]
+        );
+    }
+
+    #[test]
+    fn systemd_without_a_bus_names_the_problem() {
+        let host = RealHost::new("/");
+        let err = host.daemon_reload().expect_err("no bus");
+        assert!(err.to_string().contains("no connection"), "{err}");
     }
 }

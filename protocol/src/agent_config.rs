@@ -24,6 +24,10 @@ pub const DEFAULT_BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 /// Where the kernel publishes its release.
 pub const DEFAULT_KERNEL_RELEASE_FILE: &str = "/proc/sys/kernel/osrelease";
 
+/// Default time, in seconds, a unit or container may take to become healthy after it is
+/// applied (a unit must then stay active for a quarter of it).
+pub const DEFAULT_HEALTH_SETTLE_SECS: u64 = 12;
+
 /// The configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentConfigError {
@@ -70,6 +74,12 @@ fn default_kernel_release_file() -> PathBuf {
 fn default_boot_id_file() -> PathBuf {
     PathBuf::from(DEFAULT_BOOT_ID_FILE)
 }
+fn default_health_settle_secs() -> u64 {
+    DEFAULT_HEALTH_SETTLE_SECS
+}
+fn is_default_health_settle(secs: &u64) -> bool {
+    *secs == DEFAULT_HEALTH_SETTLE_SECS
+}
 
 /// `/etc/baton/agent.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +109,14 @@ pub struct AgentConfig {
     /// in the simulated fleet, where hosts share one Docker Engine, `<host>-`.
     #[serde(default)]
     pub container_prefix: String,
+    /// How long (seconds) a unit or container may take to become healthy after it is
+    /// applied. Left out of the written file when it is the default, so files written
+    /// before the setting existed stay byte for byte the same.
+    #[serde(
+        default = "default_health_settle_secs",
+        skip_serializing_if = "is_default_health_settle"
+    )]
+    pub health_settle_secs: u64,
     /// TLS for `https://` etcd endpoints (`[tls]`: `ca_file`, optional `cert_file` and
     /// `key_file`, optional `domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +191,12 @@ impl AgentConfig {
                 format!("{} must be between 2 and 300", config.lease_ttl_secs),
             ));
         }
+        if !(1..=600).contains(&config.health_settle_secs) {
+            return Err(invalid(
+                "health_settle_secs",
+                format!("{} must be between 1 and 600", config.health_settle_secs),
+            ));
+        }
         for (field, p) in [
             ("state_dir", &config.state_dir),
             ("boot_id_file", &config.boot_id_file),
@@ -183,6 +207,11 @@ impl AgentConfig {
             }
         }
         Ok(config)
+    }
+
+    /// How long a unit or container may take to become healthy after it is applied.
+    pub fn health_settle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.health_settle_secs)
     }
 
     /// The TOML text of this configuration.
@@ -206,9 +235,24 @@ mod tests {
         .expect("valid");
         assert_eq!(c.prefix, "/baton");
         assert_eq!(c.lease_ttl_secs, 10);
+        assert_eq!(c.health_settle_secs, DEFAULT_HEALTH_SETTLE_SECS);
+        assert!(
+            !c.to_toml().contains("health_settle_secs"),
+            "the default is not written: {}",
+            c.to_toml()
+        );
         assert_eq!(
             AgentConfig::parse(Path::new("x"), &c.to_toml()).expect("again"),
             c
+        );
+        let short = AgentConfig {
+            health_settle_secs: 1,
+            ..c
+        };
+        assert!(short.to_toml().contains("health_settle_secs = 1"));
+        assert_eq!(
+            AgentConfig::parse(Path::new("x"), &short.to_toml()).expect("short"),
+            short
         );
     }
 
@@ -247,6 +291,10 @@ mod tests {
             (
                 "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\nprefix = \"b\"",
                 "prefix",
+            ),
+            (
+                "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\nhealth_settle_secs = 0",
+                "health_settle_secs",
             ),
             (
                 "host_id = \"h\"\netcd_endpoints = [\"http://x\"]\ncolour = 1",

@@ -1,6 +1,8 @@
 //! Baton's shared contract, used by every part.
 //!
 //! - [`agent_config`]: the agent's configuration file, written by the downloader job;
+//! - [`durable`]: durable, atomic file writes (temp file, fsync, rename, fsync folder);
+//! - [`digest`]: sha256 while streaming, with a size cap;
 //! - [`keys`]: the etcd keyspace (the only place keys are built or parsed);
 //! - [`names`]: validated host ids, group names and upgrade ids;
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
@@ -9,7 +11,9 @@
 //! - [`etcd`]: compare-and-swap, resumable watches, kept leases, leader election.
 
 pub mod agent_config;
+pub mod digest;
 pub mod documents;
+pub mod durable;
 pub mod etcd;
 pub mod keys;
 pub mod manifest;

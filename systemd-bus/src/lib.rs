@@ -1,10 +1,16 @@
-//! The host's systemd over its system bus (D-Bus, zbus on tokio): the manager calls Baton
-//! makes — reload, enable/disable, start/restart/stop, unit status, jobs, reboot.
+//! The host's systemd: the one [`Systemd`] trait for the manager calls Baton makes —
+//! reload, enable/disable, start/restart/stop, unit status, jobs, reboot — its real
+//! implementation over the system bus ([`Bus`], D-Bus with zbus on tokio), and a recording
+//! fake ([`fake::FakeSystemd`]) for unit tests.
 //!
 //! Shared by the downloader job (which reaches the host's bus through a bind-mounted socket
 //! from a sibling container) and the agent (on the host itself). Both run as root, which the
 //! bus policy lets manage units.
 
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,6 +75,59 @@ impl UnitStatus {
 /// A job systemd queued (its object path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRef(pub String);
+
+/// The systemd manager calls Baton makes. [`Bus`] is the real one; [`fake::FakeSystemd`]
+/// records calls for tests.
+pub trait Systemd: Send + Sync {
+    /// `daemon-reload`.
+    fn reload(&self) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// The unit file's state (`enabled`, `disabled`, `static`, …).
+    fn unit_file_state(&self, unit: &str) -> impl Future<Output = Result<String, BusError>> + Send;
+    /// Enables the unit file (`systemctl enable`, without the reload).
+    fn enable(&self, unit: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Disables the unit file (`systemctl disable`, without the reload).
+    fn disable(&self, unit: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// The unit's current state.
+    fn status(&self, unit: &str) -> impl Future<Output = Result<UnitStatus, BusError>> + Send;
+    /// Clears a failed state (and the start rate limit).
+    fn reset_failed(&self, unit: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Queues a start job.
+    fn start(&self, unit: &str) -> impl Future<Output = Result<JobRef, BusError>> + Send;
+    /// Queues a restart job (starts the unit if it is not running).
+    fn restart(&self, unit: &str) -> impl Future<Output = Result<JobRef, BusError>> + Send;
+    /// Queues a stop job.
+    fn stop(&self, unit: &str) -> impl Future<Output = Result<JobRef, BusError>> + Send;
+    /// Asks systemd to reboot the host (`systemctl reboot`).
+    fn reboot(&self) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Whether the job is still queued or running.
+    fn job_pending(&self, job: &JobRef) -> impl Future<Output = Result<bool, BusError>> + Send;
+}
+
+/// Waits until `job` has finished and `unit` is active, polling every `poll`; on timeout
+/// returns the unit's last status as the inner error.
+pub async fn wait_active<S: Systemd + ?Sized>(
+    systemd: &S,
+    unit: &str,
+    job: &JobRef,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Result<UnitStatus, UnitStatus>, BusError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut job_done = false;
+    loop {
+        if !job_done {
+            job_done = !systemd.job_pending(job).await?;
+        }
+        let status = systemd.status(unit).await?;
+        if job_done && status.is_active() {
+            return Ok(Ok(status));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Err(status));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
 
 /// A connection to a host's systemd.
 #[derive(Debug, Clone)]
@@ -179,19 +238,21 @@ impl Bus {
             Err(_) => Err(self.error("Get", unit)(timed_out())),
         }
     }
+}
 
+impl Systemd for Bus {
     /// `daemon-reload`.
-    pub async fn reload(&self) -> Result<(), BusError> {
+    async fn reload(&self) -> Result<(), BusError> {
         self.manager_call::<_, ()>("Reload", "", &()).await
     }
 
     /// The unit file's state (`enabled`, `disabled`, `static`, …).
-    pub async fn unit_file_state(&self, unit: &str) -> Result<String, BusError> {
+    async fn unit_file_state(&self, unit: &str) -> Result<String, BusError> {
         self.manager_call("GetUnitFileState", unit, &(unit,)).await
     }
 
     /// Enables the unit file (`systemctl enable`, without the reload).
-    pub async fn enable(&self, unit: &str) -> Result<(), BusError> {
+    async fn enable(&self, unit: &str) -> Result<(), BusError> {
         // (files, runtime, force) -> (carries_install_info, changes)
         let _: (bool, Vec<(String, String, String)>) = self
             .manager_call("EnableUnitFiles", unit, &(vec![unit], false, true))
@@ -200,7 +261,7 @@ impl Bus {
     }
 
     /// Disables the unit file (`systemctl disable`, without the reload).
-    pub async fn disable(&self, unit: &str) -> Result<(), BusError> {
+    async fn disable(&self, unit: &str) -> Result<(), BusError> {
         // (files, runtime) -> changes
         let _: Vec<(String, String, String)> = self
             .manager_call("DisableUnitFiles", unit, &(vec![unit], false))
@@ -209,7 +270,7 @@ impl Bus {
     }
 
     /// The unit's current state.
-    pub async fn status(&self, unit: &str) -> Result<UnitStatus, BusError> {
+    async fn status(&self, unit: &str) -> Result<UnitStatus, BusError> {
         let path: OwnedObjectPath = self.manager_call("LoadUnit", unit, &(unit,)).await?;
         Ok(UnitStatus {
             active_state: self.unit_property(unit, &path, "ActiveState").await?,
@@ -221,13 +282,13 @@ impl Bus {
     }
 
     /// Clears a failed state (and the start rate limit).
-    pub async fn reset_failed(&self, unit: &str) -> Result<(), BusError> {
+    async fn reset_failed(&self, unit: &str) -> Result<(), BusError> {
         self.manager_call::<_, ()>("ResetFailedUnit", unit, &(unit,))
             .await
     }
 
     /// Queues a start job.
-    pub async fn start(&self, unit: &str) -> Result<JobRef, BusError> {
+    async fn start(&self, unit: &str) -> Result<JobRef, BusError> {
         let job: OwnedObjectPath = self
             .manager_call("StartUnit", unit, &(unit, "replace"))
             .await?;
@@ -235,7 +296,7 @@ impl Bus {
     }
 
     /// Queues a restart job (starts the unit if it is not running).
-    pub async fn restart(&self, unit: &str) -> Result<JobRef, BusError> {
+    async fn restart(&self, unit: &str) -> Result<JobRef, BusError> {
         let job: OwnedObjectPath = self
             .manager_call("RestartUnit", unit, &(unit, "replace"))
             .await?;
@@ -243,7 +304,7 @@ impl Bus {
     }
 
     /// Queues a stop job.
-    pub async fn stop(&self, unit: &str) -> Result<JobRef, BusError> {
+    async fn stop(&self, unit: &str) -> Result<JobRef, BusError> {
         let job: OwnedObjectPath = self
             .manager_call("StopUnit", unit, &(unit, "replace"))
             .await?;
@@ -251,7 +312,7 @@ impl Bus {
     }
 
     /// Asks systemd to reboot the host (`systemctl reboot`): queues `reboot.target`.
-    pub async fn reboot(&self) -> Result<(), BusError> {
+    async fn reboot(&self) -> Result<(), BusError> {
         let _: OwnedObjectPath = self
             .manager_call(
                 "StartUnit",
@@ -263,7 +324,7 @@ impl Bus {
     }
 
     /// Whether the job is still queued or running.
-    pub async fn job_pending(&self, job: &JobRef) -> Result<bool, BusError> {
+    async fn job_pending(&self, job: &JobRef) -> Result<bool, BusError> {
         let proxy = self
             .proxy(&job.0, JOB_INTERFACE)
             .await

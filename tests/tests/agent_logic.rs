@@ -76,6 +76,8 @@ async fn setup(daemon_content: &str) -> Setup {
         boot_id_file: dir.path().join("boot-id"),
         kernel_release_file: dir.path().join("kernel"),
         container_prefix: "h1-".into(),
+        // Short, so checks of the fake host need not wait the real default.
+        health_settle_secs: 1,
         tls: None,
     };
     let fake = Arc::new(RecordingHost::default());

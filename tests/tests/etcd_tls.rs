@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_agent::agent::Agent;
 use baton_agent::ops::RecordingHost;
-use baton_protocol::agent_config::AgentConfig;
+use baton_protocol::agent_config::{self, AgentConfig};
 use baton_protocol::documents::Alive;
 use baton_protocol::etcd::{self, EtcdTls};
 use baton_protocol::{HostId, HostKey, Keyspace};
@@ -86,6 +86,7 @@ async fn an_agent_with_a_tls_section_keeps_its_alive_key() {
         boot_id_file: dir.path().join("boot-id"),
         kernel_release_file: dir.path().join("kernel"),
         container_prefix: String::new(),
+        health_settle_secs: agent_config::DEFAULT_HEALTH_SETTLE_SECS,
         tls: etcd.client_tls().cloned(),
     };
     // The same validation the agent's config file gets.

@@ -7,18 +7,21 @@ use super::{Context, retry_until};
 use crate::journal::Step;
 use crate::ops::{HostOps, OpError, OpResult};
 
-fn image(component: &Component) -> OpResult<&str> {
+pub(super) fn image(component: &Component) -> OpResult<&str> {
     component
         .image
         .as_deref()
-        .ok_or_else(|| OpError(format!("component {}: no image", component.name)))
+        .ok_or_else(|| OpError::Incomplete {
+            component: component.name.clone(),
+            what: "image",
+        })
 }
 
 pub(super) fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
-    let archive = component
-        .files
-        .first()
-        .ok_or_else(|| OpError(format!("component {}: no image archive", component.name)))?;
+    let archive = component.files.first().ok_or_else(|| OpError::Incomplete {
+        component: component.name.clone(),
+        what: "image archive",
+    })?;
     ops.load_image(&ctx.source(archive))?;
     ops.recreate_container(
         &ctx.container_name(component),
@@ -36,10 +39,10 @@ pub(super) fn wait_running(
     if retry_until(ctx.settle, || ops.container_healthy(&name))? {
         Ok(())
     } else {
-        Err(OpError(format!(
-            "container {name} is not running and healthy after {:?}",
-            ctx.settle
-        )))
+        Err(OpError::ContainerUnhealthy {
+            name,
+            settle: ctx.settle,
+        })
     }
 }
 

@@ -21,7 +21,10 @@ fn release(component: &Component) -> OpResult<&str> {
     component
         .release
         .as_deref()
-        .ok_or_else(|| OpError(format!("component {}: no release", component.name)))
+        .ok_or_else(|| OpError::Incomplete {
+            component: component.name.clone(),
+            what: "release",
+        })
 }
 
 pub(super) fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {

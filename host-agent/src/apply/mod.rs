@@ -1,6 +1,6 @@
 //! Applying one component of a staged bundle, checking it, and rolling it back, per kind:
 //! `file.rs`, `service.rs`, `container.rs`, `kernel.rs`. Everything goes through
-//! [`HostOps`]; the order and the bookkeeping are the caller's (`agent.rs` with `plan.rs`).
+//! [`HostOps`]; the order and the bookkeeping are the caller's (`agent/` with `plan.rs`).
 
 mod container;
 mod file;
@@ -98,42 +98,37 @@ pub fn restart(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpRes
         ComponentKind::Service => {
             ops.restart_unit(component.unit.as_deref().unwrap_or(&component.name))
         }
-        ComponentKind::Container => {
-            let image = component
-                .image
-                .as_deref()
-                .ok_or_else(|| OpError(format!("component {}: no image", component.name)))?;
-            ops.recreate_container(&ctx.container_name(component), image, &component.args)
-        }
+        ComponentKind::Container => ops.recreate_container(
+            &ctx.container_name(component),
+            container::image(component)?,
+            &component.args,
+        ),
         ComponentKind::File | ComponentKind::Kernel => Ok(()),
     }
 }
 
 /// Checks `component` after applying: the kind's own condition (a service's unit active, a
 /// container running) and the manifest's health checks. `Err` carries the reason.
-pub fn check(ops: &dyn HostOps, ctx: &Context, component: &Component) -> Result<(), String> {
-    let fail = |e: OpError| e.0;
+pub fn check(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
     match component.kind {
-        ComponentKind::Service => service::wait_active(ops, ctx, component).map_err(fail)?,
-        ComponentKind::Container => container::wait_running(ops, ctx, component).map_err(fail)?,
+        ComponentKind::Service => service::wait_active(ops, ctx, component)?,
+        ComponentKind::Container => container::wait_running(ops, ctx, component)?,
         ComponentKind::File | ComponentKind::Kernel => {}
     }
     for check in &component.health {
         let ok = match check {
             // Covered by the kind's own condition above.
             HealthCheck::UnitActive | HealthCheck::ContainerRunning => true,
-            HealthCheck::Command { argv, timeout_secs } => {
-                ops.run_check(argv, *timeout_secs).map_err(fail)?
-            }
+            HealthCheck::Command { argv, timeout_secs } => ops.run_check(argv, *timeout_secs)?,
             HealthCheck::Http { url, timeout_secs } => {
-                retry_until(ctx.settle, || ops.http_check(url, *timeout_secs)).map_err(fail)?
+                retry_until(ctx.settle, || ops.http_check(url, *timeout_secs))?
             }
         };
         if !ok {
-            return Err(format!(
-                "component {}: health check {check:?} failed",
-                component.name
-            ));
+            return Err(OpError::CheckFailed {
+                component: component.name.clone(),
+                check: format!("{check:?}"),
+            });
         }
     }
     Ok(())

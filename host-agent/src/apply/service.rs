@@ -37,14 +37,19 @@ pub(super) fn wait_active(ops: &dyn HostOps, ctx: &Context, component: &Componen
                     return Ok(());
                 }
             }
-            "failed" => return Err(OpError(format!("unit {unit} failed to start"))),
+            "failed" => {
+                return Err(OpError::UnitFailed {
+                    unit: unit.to_owned(),
+                });
+            }
             _ => active_since = None,
         }
         if std::time::Instant::now() >= deadline {
-            return Err(OpError(format!(
-                "unit {unit} is {state}, not active, after {:?}",
-                ctx.settle
-            )));
+            return Err(OpError::UnitNotActive {
+                unit: unit.to_owned(),
+                state,
+                settle: ctx.settle,
+            });
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -1,0 +1,300 @@
+//! The agent: keep an etcd session (liveness lease + `alive`), watch this host's `desired`
+//! key, and on start and on every change compare desired with what the host has and act on
+//! the difference. One module per job:
+//!
+//! - `session.rs`: the etcd session (lease, `alive`, the watch) and its retry loop;
+//! - `reconcile.rs`: desired vs journal, and the journaled upgrade (`install`, `replace`)
+//!   driven with `plan::next`;
+//! - `reboot.rs`: `reboot` (journaled: asked in one boot, checked and `Done` in the next);
+//! - `restart.rs`: `restart` of the managed services, and their check after a reboot;
+//! - `hand_over.rs`: the daisy-chain hand-over to the next host.
+//!
+//! This file holds what they share: the agent, its errors, the local records it reads
+//! (boot id, kernel, `installed.json`, staged manifests), and outcome reporting.
+//!
+//! Errors never end the daemon: the session is re-established with backoff.
+
+mod hand_over;
+mod reboot;
+mod reconcile;
+mod restart;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use baton_protocol::agent_config::AgentConfig;
+use baton_protocol::documents::{self, DocumentError, Installed};
+use baton_protocol::durable::{self, DurableError};
+use baton_protocol::etcd::EtcdError;
+use baton_protocol::keys::KeyError;
+use baton_protocol::manifest::{Manifest, ManifestError};
+use baton_protocol::{HostState, Keyspace};
+
+use crate::apply::Context;
+use crate::journal::{self, Journal, Outcome};
+use crate::ops::{HostOps, OpError};
+use crate::plan::Observed;
+use crate::report::Reporter;
+
+/// The `status.step` of a `reboot` until the host goes down.
+const REBOOT_STEP: &str = "reboot host";
+
+/// Something the agent could not do; the session is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// etcd failed.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// The configured key prefix is invalid.
+    #[error("agent config prefix: {0}")]
+    Prefix(#[from] KeyError),
+    /// A local file could not be read.
+    #[error("read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The local record of what is installed is not valid.
+    #[error(transparent)]
+    Installed(#[from] DocumentError),
+    /// The local record of what is installed could not be written.
+    #[error("write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The step that failed.
+        source: DurableError,
+    },
+    /// A journal step names a component the staged manifest does not have.
+    #[error("component {component} is not in the bundle manifest")]
+    NotInManifest {
+        /// The component.
+        component: String,
+    },
+}
+
+/// A staged bundle could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The bundle's manifest is not on the host.
+    #[error(
+        "bundle {version} is not staged ({}: {source}); run the downloader job first",
+        path.display()
+    )]
+    NotStaged {
+        /// The bundle version.
+        version: String,
+        /// The manifest's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The staged manifest is refused.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The field at fault and why.
+        source: ManifestError,
+    },
+}
+
+/// Why the managed services could not be restarted or are not healthy.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    /// The installed bundle could not be read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A service or check failed.
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// Nothing is installed.
+    #[error("no bundle is installed: nothing to restart")]
+    NothingInstalled,
+}
+
+/// The agent.
+pub struct Agent {
+    config: AgentConfig,
+    keyspace: Keyspace,
+    ops: Arc<dyn HostOps>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("host", &self.config.host_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `drive` ended with.
+enum Driven {
+    /// Nothing more to do until `desired` changes.
+    Settled,
+    /// A reboot was requested: do nothing more in this boot.
+    Rebooting,
+}
+
+impl Agent {
+    /// An agent for the host described by `config`, acting through `ops`.
+    pub fn new(config: AgentConfig, ops: Arc<dyn HostOps>) -> Result<Self, AgentError> {
+        let keyspace = Keyspace::new(&config.prefix)?;
+        Ok(Self {
+            config,
+            keyspace,
+            ops,
+        })
+    }
+
+    /// Where the components of bundle `version` are applied from, for upgrade `id`.
+    fn context(&self, version: &str, id: &baton_protocol::UpgradeId) -> Context {
+        Context {
+            bundle_dir: self.bundle_dir(version),
+            backup_dir: self.config.state_dir.join("backup").join(id.as_str()),
+            container_prefix: self.config.container_prefix.clone(),
+            settle: self.config.health_settle(),
+        }
+    }
+
+    fn boot_id(&self) -> Result<String, AgentError> {
+        read_trimmed(&self.config.boot_id_file)
+    }
+
+    fn observed(&self) -> Result<Observed, AgentError> {
+        Ok(Observed {
+            boot_id: self.boot_id()?,
+            booted_kernel: read_trimmed(&self.config.kernel_release_file).ok(),
+        })
+    }
+
+    fn installed_path(&self) -> PathBuf {
+        self.config.state_dir.join("installed.json")
+    }
+
+    /// What the host runs, from the agent's local record, with the live agent version and
+    /// kernel.
+    fn installed_now(&self) -> Result<Installed, AgentError> {
+        let mut installed = match std::fs::read(self.installed_path()) {
+            Ok(bytes) => documents::decode::<Installed>(
+                &self.installed_path().display().to_string(),
+                &bytes,
+            )?,
+            Err(_) => Installed {
+                schema_version: documents::SCHEMA_VERSION,
+                bundle_version: None,
+                agent_version: String::new(),
+                kernel: None,
+                components: Default::default(),
+                updated_at: documents::now(),
+            },
+        };
+        installed.agent_version = baton_protocol::VERSION.to_owned();
+        installed.kernel = read_trimmed(&self.config.kernel_release_file).ok();
+        Ok(installed)
+    }
+
+    fn save_installed(&self, installed: &Installed) -> Result<(), AgentError> {
+        let path = self.installed_path();
+        durable::write(&path, &documents::encode(installed), journal::FILE_MODE)
+            .map_err(|source| AgentError::Write { path, source })
+    }
+
+    fn bundle_dir(&self, version: &str) -> PathBuf {
+        self.config.state_dir.join("bundles").join(version)
+    }
+
+    fn manifest(&self, version: &str) -> Result<Manifest, BundleError> {
+        let path = self.bundle_dir(version).join("manifest.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(source) => {
+                return Err(BundleError::NotStaged {
+                    version: version.to_owned(),
+                    path,
+                    source,
+                });
+            }
+        };
+        Manifest::parse(&bytes).map_err(|source| BundleError::Invalid { path, source })
+    }
+
+    async fn report_outcome(
+        &self,
+        journal: &Journal,
+        reporter: &Reporter,
+    ) -> Result<(), AgentError> {
+        let id = Some(&journal.upgrade_id);
+        let started = Some(journal.started_at.as_str());
+        match &journal.outcome {
+            Some(Outcome::Done) => {
+                reporter.installed(&self.installed_now()?).await?;
+                let message = done_message(journal);
+                reporter
+                    .status(id, HostState::Done, None, &message, started)
+                    .await?;
+            }
+            Some(Outcome::RolledBack { reason }) => {
+                reporter
+                    .status(id, HostState::RolledBack, None, reason, started)
+                    .await?;
+            }
+            Some(Outcome::Failed { reason }) => {
+                reporter
+                    .status(id, HostState::Failed, None, reason, started)
+                    .await?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// What `Done` says: the version reached, that the managed services were restarted, or that
+/// the host resumed after the reboot (in which boot).
+fn done_message(journal: &Journal) -> String {
+    match &journal.reboot {
+        Some(reboot) => {
+            let boots = format!(
+                "boot {} (asked in boot {})",
+                reboot.resumed_in.as_deref().unwrap_or("?"),
+                reboot.requested_in.as_deref().unwrap_or("?")
+            );
+            if journal.version.is_empty() {
+                format!("resumed after the reboot in {boots}; no bundle installed")
+            } else {
+                format!(
+                    "resumed after the reboot in {boots}; managed services of {} healthy",
+                    journal.version
+                )
+            }
+        }
+        None if journal.steps.is_empty() => {
+            format!("managed services of {} restarted", journal.version)
+        }
+        None => format!("on {}", journal.version),
+    }
+}
+
+/// Runs blocking host work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn read_trimmed(path: &Path) -> Result<String, AgentError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| AgentError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}

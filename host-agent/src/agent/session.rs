@@ -1,0 +1,88 @@
+//! The agent's etcd session: connect, grant the liveness lease, write `alive` bound to it,
+//! tell systemd `READY=1`, publish `installed`, then reconcile on start and on every change
+//! of this host's `desired` key. [`Agent::run`] re-establishes a failed session with
+//! backoff: errors never end the daemon.
+
+use std::future::Future;
+use std::time::Duration;
+
+use baton_protocol::HostKey;
+use baton_protocol::documents::{self, Alive};
+use baton_protocol::etcd::{self, EtcdError, KeptLease, ResumableWatch};
+
+use super::{Agent, AgentError, Driven};
+use crate::notify;
+use crate::report::Reporter;
+
+/// Longest pause before re-establishing a failed etcd session.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+impl Agent {
+    /// Runs until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        if let Some(interval) = notify::watchdog_interval() {
+            tokio::spawn(notify::watchdog(interval));
+        }
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                result = self.session() => match result {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(host = %self.config.host_id, %error, retry_in = ?backoff, "agent session failed");
+                    }
+                },
+                () = &mut shutdown => {
+                    notify::notify("STOPPING=1");
+                    tracing::info!(host = %self.config.host_id, "shutting down");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = &mut shutdown => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One etcd session: lease, `alive`, then reconcile on every change of `desired`.
+    async fn session(&self) -> Result<(), AgentError> {
+        let client =
+            etcd::connect_tls(&self.config.etcd_endpoints, self.config.tls.as_ref()).await?;
+        let reporter = Reporter::new(
+            client.clone(),
+            self.keyspace.clone(),
+            self.config.host_id.clone(),
+        );
+        let lease = KeptLease::grant(&client, self.config.lease_ttl_secs).await?;
+        let alive = Alive {
+            schema_version: documents::SCHEMA_VERSION,
+            agent_version: baton_protocol::VERSION.to_owned(),
+            boot_id: self.boot_id()?,
+            pid: std::process::id(),
+            since: documents::now(),
+        };
+        reporter.alive(&alive, &lease).await?;
+        notify::notify("READY=1");
+        tracing::info!(host = %self.config.host_id, version = baton_protocol::VERSION, boot_id = %alive.boot_id, "agent session up");
+        reporter.installed(&self.installed_now()?).await?;
+
+        let mut watch = ResumableWatch::new(client.clone(), reporter.key(HostKey::Desired));
+        loop {
+            match self.reconcile(&client, &reporter).await? {
+                Driven::Settled => {}
+                Driven::Rebooting => {
+                    // The host is going down; stay alive (and holding the lease) until it does.
+                    lease.lost().await;
+                    return Err(EtcdError::LeaseLost { lease: lease.id() }.into());
+                }
+            }
+            tokio::select! {
+                update = watch.next() => { update?; }
+                () = lease.lost() => return Err(EtcdError::LeaseLost { lease: lease.id() }.into()),
+            }
+        }
+    }
+}
