@@ -358,7 +358,7 @@ pub enum Strategy {
 }
 
 /// What happened to one host in an upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum HostOutcomeState {
     /// Not started.
     Pending,

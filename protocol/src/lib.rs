@@ -6,9 +6,11 @@
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
 //! - [`state`]: host states and upgrade phases with their transition rules;
 //! - [`manifest`]: the bundle manifest and its validation;
+//! - [`api`]: the REST API's request and answer bodies;
 //! - [`etcd`]: compare-and-swap, resumable watches, kept leases, leader election.
 
 pub mod agent_config;
+pub mod api;
 pub mod documents;
 pub mod etcd;
 pub mod keys;
