@@ -7,10 +7,15 @@
 //! - [`state`]: host states and upgrade phases with their transition rules;
 //! - [`manifest`]: the bundle manifest and its validation;
 //! - [`api`]: the REST API's request and answer bodies;
-//! - [`etcd`]: compare-and-swap, resumable watches, kept leases, leader election.
+//! - [`etcd`]: the etcd TLS settings; with the `etcd` feature also compare-and-swap,
+//!   resumable watches, kept leases, leader election;
+//! - `docker` (feature `docker`): connecting to a Docker Engine, pulling images, reading a
+//!   bundle image's manifest.
 
 pub mod agent_config;
 pub mod api;
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod documents;
 pub mod etcd;
 pub mod keys;

@@ -1,21 +1,14 @@
 //! The API's one error type: a status and a message naming what is wrong, answered as
-//! `{"error": "<message>"}`.
+//! `{"error": "<message>"}` (the protocol's [`ErrorBody`]).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use baton_protocol::api::ErrorBody;
 use baton_protocol::etcd::EtcdError;
-use serde::{Deserialize, Serialize};
 
 use crate::resolve::ResolveError;
 use crate::validate::FieldError;
-
-/// The body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What is wrong, naming the field, key, host or upgrade.
-    pub error: String,
-}
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

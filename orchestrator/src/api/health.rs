@@ -7,10 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use baton_protocol::api::Health;
 use baton_protocol::documents::{HostStatus, Upgrade, decode};
 use baton_protocol::keys::Key;
 use baton_protocol::{HostKey, HostState};
-use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -20,19 +20,6 @@ use crate::store;
 
 /// How long the readiness probe waits for etcd.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `GET /healthz` and `GET /readyz` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-    /// The orchestrator's version.
-    pub version: String,
-    /// This replica's name.
-    pub replica: String,
-    /// `leader` or `follower`.
-    pub role: String,
-}
 
 fn health(state: &AppState) -> Health {
     Health {

@@ -5,43 +5,17 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use baton_protocol::documents::{
-    Alive, Desired, HostSpec, HostStatus, Installed, Maintenance, MaintenanceMode, now,
-};
+use baton_protocol::api::{HostInfo, RegisterHost};
+use baton_protocol::documents::{HostSpec, Maintenance, now};
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey};
-use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
-use crate::request::RegisterHost;
 use crate::store::{self, Written};
 use crate::validate;
 use crate::view::{FleetView, HostDocs, Part};
-
-/// One host, merged from its keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostInfo {
-    /// The host id.
-    pub id: HostId,
-    /// Its registration (absent: an agent reports for a host nobody registered).
-    pub spec: Option<HostSpec>,
-    /// Its agent's liveness (absent: the agent is not running or cannot reach etcd).
-    pub alive: Option<Alive>,
-    /// What it was last told to do.
-    pub desired: Option<Desired>,
-    /// What its agent reports doing.
-    pub status: Option<HostStatus>,
-    /// What it runs.
-    pub installed: Option<Installed>,
-    /// Its own maintenance mode.
-    pub maintenance: Option<Maintenance>,
-    /// Its group's maintenance mode.
-    pub group_maintenance: Option<Maintenance>,
-    /// The mode in force: its own if set, else its group's.
-    pub effective_maintenance: MaintenanceMode,
-}
 
 /// The merged view of `host` in `view`.
 pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {

@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use baton_protocol::api::SetMaintenance;
 use baton_protocol::documents::{HostSpec, Maintenance, MaintenanceMode, SCHEMA_VERSION, now};
 use baton_protocol::etcd;
 use baton_protocol::{GroupName, HostKey};
@@ -14,7 +15,6 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::hosts::path_host;
 use crate::api::json::ApiJson;
-use crate::request::SetMaintenance;
 use crate::store::{self, Written};
 
 async fn set(state: &AppState, key: &str, req: SetMaintenance) -> Result<Maintenance, ApiError> {

@@ -4,11 +4,10 @@
 //!
 //! A refused request writes nothing: every check comes before the one transaction.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
     Active, Event, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
     Timestamp, Upgrade, decode, now,
@@ -17,54 +16,15 @@ use baton_protocol::etcd;
 use baton_protocol::keys::Key;
 use baton_protocol::{UpgradeId, UpgradePhase};
 use etcd_client::TxnOp;
-use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
-use crate::control::{self, Command};
+use crate::control;
 use crate::engine::execute::EVENT_SOURCE;
-use crate::request::{Control, StartUpgrade};
 use crate::store::{self, CreateRefused, Written};
 use crate::view::Part;
 use crate::{plan, validate};
-
-/// An upgrade record with its hosts counted by state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpgradeInfo {
-    /// The record, as stored.
-    #[serde(flatten)]
-    pub upgrade: Upgrade,
-    /// Hosts per outcome state (`Pending`, `Downloaded`, `Dispatched`, `Succeeded`, …).
-    pub counts: BTreeMap<String, usize>,
-    /// Whether `active` names it.
-    pub active: bool,
-}
-
-impl UpgradeInfo {
-    /// `upgrade` with its counts.
-    pub fn new(upgrade: Upgrade, active: bool) -> Self {
-        let mut counts = BTreeMap::new();
-        for h in upgrade.hosts.values() {
-            *counts.entry(format!("{:?}", h.state)).or_insert(0) += 1;
-        }
-        Self {
-            upgrade,
-            counts,
-            active,
-        }
-    }
-}
-
-/// One event of an upgrade's audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventInfo {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The event.
-    #[serde(flatten)]
-    pub event: Event,
-}
 
 fn path_upgrade(id: &str) -> Result<UpgradeId, ApiError> {
     UpgradeId::new(id).map_err(|e| ApiError::bad_request(format!("id: {e}")))

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 
 use baton_protocol::UpgradePhase;
-
-use crate::api::hosts::HostInfo;
-use crate::api::upgrades::UpgradeInfo;
+use baton_protocol::api::{HostInfo, UpgradeInfo};
+use baton_protocol::documents::HostOutcomeState;
 
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -90,7 +89,7 @@ pub fn hosts_table(hosts: &[HostInfo]) -> String {
 fn succeeded_of(u: &UpgradeInfo) -> String {
     format!(
         "{}/{}",
-        u.counts.get("Succeeded").copied().unwrap_or(0),
+        u.count(HostOutcomeState::Succeeded),
         u.upgrade.hosts.len()
     )
 }
@@ -210,8 +209,7 @@ pub fn watch_lines(
 #[cfg(test)]
 mod tests {
     use baton_protocol::documents::{
-        BatchSize, HostOutcome, HostOutcomeState, HostStatus, MaintenanceMode, SCHEMA_VERSION,
-        Strategy, Upgrade,
+        BatchSize, HostOutcome, HostStatus, MaintenanceMode, SCHEMA_VERSION, Strategy, Upgrade,
     };
     use baton_protocol::{HostId, HostState, UpgradeId};
 
