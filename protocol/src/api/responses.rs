@@ -102,70 +102,36 @@ pub struct EventInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::documents::{BatchSize, HostOutcome, SCHEMA_VERSION, Strategy};
-    use crate::names::UpgradeId;
-    use crate::state::UpgradePhase;
+    use serde_json::json;
 
-    fn upgrade(states: &[(&str, HostOutcomeState)]) -> Upgrade {
-        Upgrade {
-            schema_version: SCHEMA_VERSION,
-            id: UpgradeId::new("u1").expect("id"),
-            bundle: "r@sha256:0".into(),
-            version: "2.0.0".into(),
-            strategy: Strategy::Rolling {
-                batch: BatchSize::Count(1),
-                canary: 0,
-                pause_after_canary: false,
-                zone_label: None,
-                max_failures: 0,
-            },
-            selector: BTreeMap::new(),
-            phase: UpgradePhase::Installing,
-            paused_from: None,
-            hosts: states
-                .iter()
-                .map(|(h, state)| {
-                    (
-                        HostId::new(*h).expect("id"),
-                        HostOutcome {
-                            state: *state,
-                            reason: String::new(),
-                            batch: Some(0),
-                            dispatched_at: None,
-                        },
-                    )
-                })
-                .collect(),
-            reason: None,
-            agent_version: None,
-            phase_since: None,
-            canary_approved: false,
-            events: 0,
-            listed: false,
-            task: None,
-            orchestrator: None,
-            skip_paused: false,
-            created_at: "t".into(),
-            updated_at: "t".into(),
-        }
+    use super::*;
+
+    /// An upgrade record whose hosts are in `states`, as stored.
+    fn upgrade(states: &[(&str, &str)]) -> Upgrade {
+        let hosts: serde_json::Map<String, serde_json::Value> = states
+            .iter()
+            .map(|(h, state)| ((*h).to_owned(), json!({"state": state, "batch": 0})))
+            .collect();
+        serde_json::from_value(json!({
+            "schema_version": 1, "id": "u1", "bundle": "r@sha256:0", "version": "2.0.0",
+            "strategy": {"kind": "daisy-chain"}, "selector": {}, "phase": "Installing",
+            "hosts": hosts, "created_at": "t", "updated_at": "t",
+        }))
+        .expect("an upgrade record")
     }
 
     #[test]
     fn counts_are_keyed_by_the_state_names() {
         let info = UpgradeInfo::new(
             upgrade(&[
-                ("h1", HostOutcomeState::Succeeded),
-                ("h2", HostOutcomeState::Downloaded),
-                ("h3", HostOutcomeState::Downloaded),
+                ("h1", "Succeeded"),
+                ("h2", "Downloaded"),
+                ("h3", "Downloaded"),
             ]),
             true,
         );
         let json = serde_json::to_value(&info).expect("json");
-        assert_eq!(
-            json["counts"],
-            serde_json::json!({"Downloaded": 2, "Succeeded": 1})
-        );
+        assert_eq!(json["counts"], json!({"Downloaded": 2, "Succeeded": 1}));
         assert_eq!(info.count(HostOutcomeState::Downloaded), 2);
         assert_eq!(info.count(HostOutcomeState::Failed), 0);
         let back: UpgradeInfo = serde_json::from_value(json).expect("parse");
@@ -175,7 +141,7 @@ mod tests {
     #[test]
     fn an_unknown_count_key_is_refused() {
         let mut json = serde_json::to_value(UpgradeInfo::new(upgrade(&[]), false)).expect("json");
-        json["counts"] = serde_json::json!({"Bogus": 1});
+        json["counts"] = json!({"Bogus": 1});
         assert!(serde_json::from_value::<UpgradeInfo>(json).is_err());
     }
 }
