@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use baton_protocol::api::Health;
+use baton_protocol::api::{ErrorBody, Health};
 use baton_protocol::documents::{HostStatus, Upgrade, decode};
 use baton_protocol::keys::Key;
 use baton_protocol::{HostKey, HostState};
@@ -35,11 +35,32 @@ fn health(state: &AppState) -> Health {
 }
 
 /// `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    summary = "The process answers: its version, replica and role",
+    responses(
+        (status = 200, description = "the process answers", body = Health),
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
     Json(health(&state))
 }
 
 /// `GET /readyz`: 200 once etcd answers a read, else 503 saying why.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    summary = "etcd answers",
+    responses(
+        (status = 200, description = "ready", body = Health),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let read = store::read_active(state.client(), state.keyspace());
     match tokio::time::timeout(READY_TIMEOUT, read).await {
@@ -53,6 +74,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    summary = "Prometheus metrics: upgrades by phase, hosts by state, leader flag, engine counters",
+    responses(
+        (status = 200, description = "text exposition 0.0.4", body = String, content_type = "text/plain"),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = tokio::time::timeout(READY_TIMEOUT, snapshot(&state))
         .await

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use baton_protocol::api::{HostInfo, RegisterHost};
+use baton_protocol::api::{ErrorBody, HostInfo, RegisterHost};
 use baton_protocol::documents::{HostSpec, Maintenance, now};
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey};
@@ -36,6 +36,17 @@ pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {
 }
 
 /// `GET /v1/hosts`: every host with any document, in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    operation_id = "listHosts",
+    tag = "hosts",
+    summary = "Every host, merged from its keys",
+    responses(
+        (status = 200, description = "hosts in id order", body = Vec<HostInfo>),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<HostInfo>>, ApiError> {
     let view = store::read_view(
         state.client(),
@@ -57,6 +68,22 @@ pub fn path_host(host: &str) -> Result<HostId, ApiError> {
 }
 
 /// `GET /v1/hosts/{host}`.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{host}",
+    operation_id = "showHost",
+    tag = "hosts",
+    summary = "One host: spec, alive, desired, status, installed, maintenance",
+    params(
+        ("host" = String, Path, description = "host id"),
+    ),
+    responses(
+        (status = 200, description = "the host", body = HostInfo),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(host): Path<String>,
@@ -83,6 +110,22 @@ pub async fn show(
 
 /// `POST /v1/hosts`: 201 when registered, 200 when an existing registration was updated (or
 /// already so). Labels and endpoints may change; `registered_at` is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/hosts",
+    operation_id = "registerHost",
+    tag = "hosts",
+    summary = "Register (or update) a host",
+    request_body = RegisterHost,
+    responses(
+        (status = 201, description = "registered", body = HostSpec),
+        (status = 200, description = "updated, or already so", body = HostSpec),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 422, description = "a field's value is refused (bad image, unknown host, empty selection, bad batch…); the message names the field", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterHost>,

@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use baton_protocol::api::SetMaintenance;
+use baton_protocol::api::{ErrorBody, SetMaintenance};
 use baton_protocol::documents::{HostSpec, Maintenance, MaintenanceMode, SCHEMA_VERSION, now};
 use baton_protocol::etcd;
 use baton_protocol::{GroupName, HostKey};
@@ -57,6 +57,24 @@ async fn set(state: &AppState, key: &str, req: SetMaintenance) -> Result<Mainten
 }
 
 /// `PUT /v1/hosts/{host}/maintenance` (the host must be registered).
+#[utoipa::path(
+    put,
+    path = "/v1/hosts/{host}/maintenance",
+    operation_id = "setHostMaintenance",
+    tag = "maintenance",
+    summary = "Set the maintenance mode of a host",
+    params(
+        ("host" = String, Path, description = "host id"),
+    ),
+    request_body = SetMaintenance,
+    responses(
+        (status = 200, description = "the mode set", body = Maintenance),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn host(
     State(state): State<AppState>,
     Path(host): Path<String>,
@@ -77,6 +95,23 @@ pub async fn host(
 }
 
 /// `PUT /v1/groups/{group}/maintenance`.
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{group}/maintenance",
+    operation_id = "setGroupMaintenance",
+    tag = "maintenance",
+    summary = "Set the maintenance mode of a group",
+    params(
+        ("group" = String, Path, description = "group name"),
+    ),
+    request_body = SetMaintenance,
+    responses(
+        (status = 200, description = "the mode set", body = Maintenance),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn group(
     State(state): State<AppState>,
     Path(group): Path<String>,

@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
+use baton_protocol::api::{Command, Control, ErrorBody, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
     Active, Event, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
     Timestamp, Upgrade, decode, now,
@@ -37,6 +37,17 @@ async fn active_id(state: &AppState) -> Result<Option<UpgradeId>, ApiError> {
 }
 
 /// `GET /v1/upgrades`: every upgrade, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrades",
+    operation_id = "listUpgrades",
+    tag = "upgrades",
+    summary = "Every upgrade, oldest first",
+    responses(
+        (status = 200, description = "upgrades", body = Vec<UpgradeInfo>),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UpgradeInfo>>, ApiError> {
     let ks = state.keyspace();
     let (kvs, _) = store::read_prefix(state.client(), &ks.upgrades_prefix()).await?;
@@ -69,6 +80,22 @@ async fn read(state: &AppState, id: &UpgradeId) -> Result<etcd::Versioned<Upgrad
 }
 
 /// `GET /v1/upgrades/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrades/{id}",
+    operation_id = "showUpgrade",
+    tag = "upgrades",
+    summary = "One upgrade",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    responses(
+        (status = 200, description = "the upgrade", body = UpgradeInfo),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -80,6 +107,22 @@ pub async fn show(
 }
 
 /// `GET /v1/upgrades/{id}/events`: the audit trail, in order.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrades/{id}/events",
+    operation_id = "upgradeEvents",
+    tag = "upgrades",
+    summary = "The upgrade's audit trail",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    responses(
+        (status = 200, description = "events in order", body = Vec<EventInfo>),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -142,6 +185,22 @@ fn active_conflict(id: Option<String>) -> ApiError {
 
 /// `POST /v1/upgrades`: 201 with the stored record; 4xx naming the field, 409 if an upgrade
 /// is active, 503 on a follower.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades",
+    operation_id = "startUpgrade",
+    tag = "upgrades",
+    summary = "Start an upgrade: validated, the image resolved to a digest once, stored with the active key in one transaction",
+    request_body = StartUpgrade,
+    responses(
+        (status = 201, description = "created", body = UpgradeInfo),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 422, description = "a field's value is refused (bad image, unknown host, empty selection, bad batch…); the message names the field", body = ErrorBody),
+        (status = 502, description = "the Docker Engine or the registry failed while resolving the bundle", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<StartUpgrade>,
@@ -320,6 +379,24 @@ async fn command(
 }
 
 /// `POST /v1/upgrades/{id}/pause`.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades/{id}/pause",
+    operation_id = "pauseUpgrade",
+    tag = "upgrades",
+    summary = "Pause: in-flight hosts finish, nothing new starts",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    request_body = Option<Control>,
+    responses(
+        (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -329,6 +406,24 @@ pub async fn pause(
 }
 
 /// `POST /v1/upgrades/{id}/resume`.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades/{id}/resume",
+    operation_id = "resumeUpgrade",
+    tag = "upgrades",
+    summary = "Resume where it was paused (after canaries: approve them)",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    request_body = Option<Control>,
+    responses(
+        (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -338,6 +433,24 @@ pub async fn resume(
 }
 
 /// `POST /v1/upgrades/{id}/abort`.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades/{id}/abort",
+    operation_id = "abortUpgrade",
+    tag = "upgrades",
+    summary = "Abort: nothing new starts; the active key is cleared",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    request_body = Option<Control>,
+    responses(
+        (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
+        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
+        (status = 404, description = "no such host or upgrade", body = ErrorBody),
+        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
+        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+    )
+)]
 pub async fn abort(
     State(state): State<AppState>,
     Path(id): Path<String>,

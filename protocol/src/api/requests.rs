@@ -10,6 +10,7 @@ use crate::documents::MaintenanceMode;
 
 /// `POST /v1/hosts`: register (or re-register) a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterHost {
     /// The host id (a key segment: `[A-Za-z0-9._-]`, 1..=63).
@@ -36,6 +37,7 @@ pub struct RegisterHost {
 
 /// A strategy's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// Batches of hosts (backward-compatible bundles).
@@ -48,6 +50,7 @@ pub enum StrategyKind {
 
 /// `strategy.batch`: exactly one of `count` and `percent`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// Hosts per batch.
@@ -60,6 +63,7 @@ pub struct BatchRequest {
 
 /// `strategy`: flat, so every refusal names its field (`strategy.batch.count`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StrategyRequest {
     /// `rolling`, `all-at-once` or `daisy-chain`.
@@ -86,6 +90,7 @@ pub struct StrategyRequest {
 
 /// `POST /v1/upgrades`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StartUpgrade {
     /// The bundle image: a tag (resolved to a digest once) or `repo@sha256:…`.
@@ -132,6 +137,7 @@ impl Command {
 /// `POST /v1/upgrades/{id}/pause|resume|abort`: an optional reason, kept in the upgrade
 /// record and its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// Why, for the record.
@@ -141,6 +147,7 @@ pub struct Control {
 
 /// `PUT /v1/hosts/{host}/maintenance` and `PUT /v1/groups/{group}/maintenance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMaintenance {
     /// `none`, `paused`, `autohealing-off`, `restart` or `replace`.

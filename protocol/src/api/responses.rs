@@ -13,6 +13,7 @@ use crate::names::HostId;
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What is wrong, naming the field, key, host or upgrade.
     pub error: String,
@@ -20,6 +21,7 @@ pub struct ErrorBody {
 
 /// `GET /healthz` and `GET /readyz` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`.
     pub status: String,
@@ -33,6 +35,7 @@ pub struct Health {
 
 /// One host, merged from its keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostInfo {
     /// The host id.
     pub id: HostId,
@@ -60,12 +63,13 @@ pub type Counts = BTreeMap<HostOutcomeState, usize>;
 
 /// An upgrade record with its hosts counted by state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeInfo {
     /// The record, as stored.
     #[serde(flatten)]
     pub upgrade: Upgrade,
     /// Hosts per outcome state (`Pending`, `Downloaded`, `Dispatched`, `Succeeded`, …).
-    pub counts: Counts,
+    pub counts: BTreeMap<HostOutcomeState, usize>,
     /// Whether `active` names it.
     pub active: bool,
 }
@@ -92,6 +96,7 @@ impl UpgradeInfo {
 
 /// One event of an upgrade's audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventInfo {
     /// Its sequence number.
     pub seq: u64,
