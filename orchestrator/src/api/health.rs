@@ -7,13 +7,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use baton_protocol::api::{ErrorBody, Health};
+use baton_protocol::api::Health;
 use baton_protocol::documents::{HostStatus, Upgrade, decode};
 use baton_protocol::keys::Key;
 use baton_protocol::{HostKey, HostState};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::Unavailable;
 use crate::leader::Role;
 use crate::metrics::{self, Snapshot};
 use crate::store;
@@ -58,7 +59,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
     summary = "etcd answers",
     responses(
         (status = 200, description = "ready", body = Health),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
@@ -82,7 +83,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     summary = "Prometheus metrics: upgrades by phase, hosts by state, leader flag, engine counters",
     responses(
         (status = 200, description = "text exposition 0.0.4", body = String, content_type = "text/plain"),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

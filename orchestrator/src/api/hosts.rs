@@ -5,13 +5,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use baton_protocol::api::{ErrorBody, HostInfo, RegisterHost};
+use baton_protocol::api::{HostInfo, RegisterHost};
 use baton_protocol::documents::{HostSpec, Maintenance, now};
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable, Unprocessable};
 use crate::api::json::ApiJson;
 use crate::store::{self, Written};
 use crate::validate;
@@ -44,7 +45,7 @@ pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {
     summary = "Every host, merged from its keys",
     responses(
         (status = 200, description = "hosts in id order", body = Vec<HostInfo>),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<HostInfo>>, ApiError> {
@@ -79,9 +80,9 @@ pub fn path_host(host: &str) -> Result<HostId, ApiError> {
     ),
     responses(
         (status = 200, description = "the host", body = HostInfo),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn show(
@@ -120,10 +121,10 @@ pub async fn show(
     responses(
         (status = 201, description = "registered", body = HostSpec),
         (status = 200, description = "updated, or already so", body = HostSpec),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 422, description = "a field's value is refused (bad image, unknown host, empty selection, bad batch…); the message names the field", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn register(

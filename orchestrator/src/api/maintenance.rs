@@ -6,13 +6,14 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use baton_protocol::api::{ErrorBody, SetMaintenance};
+use baton_protocol::api::SetMaintenance;
 use baton_protocol::documents::{HostSpec, Maintenance, MaintenanceMode, SCHEMA_VERSION, now};
 use baton_protocol::etcd;
 use baton_protocol::{GroupName, HostKey};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable};
 use crate::api::hosts::path_host;
 use crate::api::json::ApiJson;
 use crate::store::{self, Written};
@@ -69,10 +70,10 @@ async fn set(state: &AppState, key: &str, req: SetMaintenance) -> Result<Mainten
     request_body = SetMaintenance,
     responses(
         (status = 200, description = "the mode set", body = Maintenance),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn host(
@@ -107,9 +108,9 @@ pub async fn host(
     request_body = SetMaintenance,
     responses(
         (status = 200, description = "the mode set", body = Maintenance),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn group(

@@ -4,9 +4,13 @@
 //! serves and that every schema it references is defined.
 
 use axum::Json;
+use baton_protocol::api::ErrorBody;
 use serde_json::Value;
 use utoipa::OpenApi;
 
+use crate::api::error::responses::{
+    BadGateway, BadRequest, Conflict, NotFound, Unavailable, Unprocessable,
+};
 use crate::api::{health, hosts, maintenance, upgrades};
 
 /// The API's description: paths from the handlers, schemas from the types they name.
@@ -33,7 +37,11 @@ use crate::api::{health, hosts, maintenance, upgrades};
         upgrades::pause,
         upgrades::resume,
         upgrades::abort,
-    )
+    ),
+    components(
+        // The error answers' body, which the reusable responses below carry.
+        schemas(ErrorBody),
+        responses(BadRequest, NotFound, Conflict, Unprocessable, BadGateway, Unavailable))
 )]
 struct ApiDoc;
 
@@ -83,12 +91,14 @@ mod tests {
         assert_eq!(documented, served);
         // Every reference resolves.
         let text = doc.to_string();
-        for name in text.split("#/components/schemas/").skip(1) {
-            let name = name.split('"').next().expect("name");
-            assert!(
-                doc["components"]["schemas"].get(name).is_some(),
-                "{name} is referenced but not defined"
-            );
+        for kind in ["schemas", "responses"] {
+            for name in text.split(&format!("#/components/{kind}/")).skip(1) {
+                let name = name.split('"').next().expect("name");
+                assert!(
+                    doc["components"][kind].get(name).is_some(),
+                    "{kind}: {name} is referenced but not defined"
+                );
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use baton_protocol::api::{Command, Control, ErrorBody, EventInfo, StartUpgrade, UpgradeInfo};
+use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
     Active, Event, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
     Timestamp, Upgrade, decode, now,
@@ -19,6 +19,9 @@ use etcd_client::TxnOp;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::{
+    BadGateway, BadRequest, Conflict, NotFound, Unavailable, Unprocessable,
+};
 use crate::api::json::ApiJson;
 use crate::control;
 use crate::engine::execute::EVENT_SOURCE;
@@ -45,7 +48,7 @@ async fn active_id(state: &AppState) -> Result<Option<UpgradeId>, ApiError> {
     summary = "Every upgrade, oldest first",
     responses(
         (status = 200, description = "upgrades", body = Vec<UpgradeInfo>),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UpgradeInfo>>, ApiError> {
@@ -91,9 +94,9 @@ async fn read(state: &AppState, id: &UpgradeId) -> Result<etcd::Versioned<Upgrad
     ),
     responses(
         (status = 200, description = "the upgrade", body = UpgradeInfo),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn show(
@@ -118,9 +121,9 @@ pub async fn show(
     ),
     responses(
         (status = 200, description = "events in order", body = Vec<EventInfo>),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn events(
@@ -194,11 +197,11 @@ fn active_conflict(id: Option<String>) -> ApiError {
     request_body = StartUpgrade,
     responses(
         (status = 201, description = "created", body = UpgradeInfo),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 422, description = "a field's value is refused (bad image, unknown host, empty selection, bad batch…); the message names the field", body = ErrorBody),
-        (status = 502, description = "the Docker Engine or the registry failed while resolving the bundle", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn create(
@@ -391,10 +394,10 @@ async fn command(
     request_body = Option<Control>,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn pause(
@@ -418,10 +421,10 @@ pub async fn pause(
     request_body = Option<Control>,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn resume(
@@ -445,10 +448,10 @@ pub async fn resume(
     request_body = Option<Control>,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
-        (status = 400, description = "the body is not JSON of the expected shape, or a path segment is not a valid name; the message names the field", body = ErrorBody),
-        (status = 404, description = "no such host or upgrade", body = ErrorBody),
-        (status = 409, description = "conflicts with the current state (an upgrade is active; the command does not apply)", body = ErrorBody),
-        (status = 503, description = "not the leader (the message names it) or etcd unreachable", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn abort(
