@@ -73,7 +73,7 @@ orchestrator-image: bundle-orchestrators
 
 # The sample bundle images $(BUNDLE_REPO):<version> (add BUNDLE_PUSH=--push to push them).
 bundles: static bundle-agents
-	$(CARGO) build -p baton-orchestrator --bin batonctl
+	$(CARGO) build -p batonctl --bin batonctl
 	@for v in $(BUNDLE_VERSIONS); do \
 	    images/sample-bundle/prepare.sh $$v $(BUNDLE_SOURCES)/$$v >/dev/null || exit 1; \
 	    $(TARGET_DIR)/debug/batonctl bundle build $(BUNDLE_SOURCES)/$$v --tag $(BUNDLE_REPO):$$v \
@@ -82,7 +82,7 @@ bundles: static bundle-agents
 
 # baton-orchestrator and batonctl, which the demo and its end-to-end test run as processes.
 orchestrator-bins: deps
-	$(CARGO) build -p baton-orchestrator --bins
+	$(CARGO) build -p baton-orchestrator -p batonctl --bins
 
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
@@ -95,7 +95,7 @@ test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 # A local fleet upgraded from bundle 1.0.0 to 2.0.0 (the orchestrator too), left running (a second run replaces
 # the first); `make demo-down` removes it.
 demo: deps static bundle-agents bundle-orchestrators
-	$(CARGO) build -p baton-orchestrator -p baton-tests --bins
+	$(CARGO) build -p baton-orchestrator -p batonctl -p baton-tests --bins
 	$(TARGET_DIR)/debug/baton-demo up $(DEMO_FLAGS)
 
 # Stops and removes everything `make demo` started (nothing running: nothing to do).

@@ -2,31 +2,10 @@
 //! record: what it becomes, or why the command does not apply (answered 409).
 
 use baton_protocol::UpgradePhase as P;
+use baton_protocol::api::Command;
 use baton_protocol::documents::{Timestamp, Upgrade};
 
 use crate::engine::decide::canaries_done;
-
-/// An operator's command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Stop dispatching; in-flight hosts finish.
-    Pause,
-    /// Continue from where it was paused (after canaries: approve them).
-    Resume,
-    /// End it now; hosts already told to install finish on their own.
-    Abort,
-}
-
-impl Command {
-    /// Its name in routes and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::Pause => "pause",
-            Command::Resume => "resume",
-            Command::Abort => "abort",
-        }
-    }
-}
 
 /// The command does not apply to the upgrade as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,8 +1,11 @@
 //! Docker Engine endpoints: the `docker` field of a host spec (`unix:///path` or
-//! `tcp://host:port`) parsed once, and connections to it through bollard.
+//! `tcp://host:port`) parsed once, and connections to it through bollard. Pulling and the
+//! rest are the protocol's ([`baton_protocol::docker`]).
 
 use std::fmt;
 
+use baton_protocol::docker::Quiet;
+pub use baton_protocol::docker::is_not_found;
 use bollard::{API_DEFAULT_VERSION, Docker};
 
 /// Seconds a single Docker API request may take (a bundle pull streams within this).
@@ -114,28 +117,12 @@ impl Endpoint {
     }
 }
 
-/// Whether the engine answered 404: no such container or image.
-pub fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-/// Pulls `image` unless the engine has it already.
+/// Pulls `image` unless the engine has it already (quietly); the error as the engine's
+/// callers report it.
 pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(), String> {
-    match docker.inspect_image(image).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => {
-            crate::bundle::image::pull(docker, image, &crate::bundle::Quiet)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        Err(e) => Err(format!("docker inspect image {image}: {e}")),
-    }
+    baton_protocol::docker::ensure_image(docker, image, &Quiet)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 impl fmt::Display for Endpoint {

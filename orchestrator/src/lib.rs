@@ -8,26 +8,23 @@
 //! - [`leader`]: the election and the leader's engine lifetime;
 //! - [`engine`]: the upgrade engine (pure decisions, guarded commits, downloader jobs);
 //! - [`control`]: pause, resume, abort;
-//! - [`validate`], [`plan`], [`request`]: request bodies, their checks, the batch plan;
+//! - [`validate`], [`plan`]: checks of request bodies (the protocol's
+//!   [`api`](baton_protocol::api) types), the batch plan;
 //! - [`resolve`]: bundle tag → digest and manifest, once;
 //! - [`store`], [`view`]: etcd reads and guarded writes, and the view they build;
 //! - [`docker`]: Docker Engine endpoints;
-//! - [`metrics`]: Prometheus metrics;
-//! - [`client`]: the API client `batonctl` and the tests use; [`display`]: what it prints;
-//! - [`bundle`]: building and inspecting bundle images.
+//! - [`metrics`]: Prometheus metrics.
+//!
+//! The operator CLI, its API client and the bundle builder are the `batonctl` crate.
 
 pub mod api;
-pub mod bundle;
-pub mod client;
 pub mod config;
 pub mod control;
-pub mod display;
 pub mod docker;
 pub mod engine;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
-pub mod request;
 pub mod resolve;
 pub mod server;
 pub mod store;

@@ -1,17 +1,18 @@
 //! Resolving a requested bundle image, once, when an upgrade is created: pull it through the
 //! orchestrator's Docker Engine, pin it to the digest the registry serves
-//! (`repo@sha256:…`, from the image's `RepoDigests`), and read its manifest (the bundle
-//! module's `inspect`: a container is created, never started, the manifest copied out).
+//! (`repo@sha256:…`, from the image's `RepoDigests`), and read its manifest (the protocol's
+//! [`read_manifest`], which `batonctl bundle inspect` uses too: a container is created, never
+//! started, the manifest copied out).
 //! From then on only the pinned reference is used.
 
 use std::future::Future;
 use std::pin::Pin;
 
+use baton_protocol::docker::{self, DockerError, Quiet, read_manifest, split_reference};
 use baton_protocol::manifest::Manifest;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
-use crate::bundle::{self, BundleError};
 use crate::docker::Endpoint;
 
 /// A bundle pinned by digest, with its manifest.
@@ -79,7 +80,7 @@ impl DockerResolver {
             .get_or_try_init(|| async {
                 match &self.endpoint {
                     Some(e) => e.connect().await.map_err(|e| unavailable(e.to_string())),
-                    None => bundle::image::connect()
+                    None => docker::connect()
                         .await
                         .map_err(|e| unavailable(e.to_string())),
                 }
@@ -89,7 +90,7 @@ impl DockerResolver {
 
     async fn resolve_now(&self, image: &str) -> Result<Resolved, ResolveError> {
         let docker = self.docker(image).await?;
-        bundle::image::pull(docker, image, &bundle::Quiet)
+        docker::pull(docker, image, &Quiet)
             .await
             .map_err(|e| classify(image, e))?;
         let inspected =
@@ -107,7 +108,7 @@ impl DockerResolver {
                 "the registry reported no digest for it (RepoDigests {digests:?}); push it to a registry first"
             ),
         })?;
-        let manifest = bundle::inspect(docker, &pinned, &bundle::Quiet)
+        let manifest = read_manifest(docker, &pinned, &Quiet)
             .await
             .map_err(|e| classify(image, e))?;
         Ok(Resolved { pinned, manifest })
@@ -123,11 +124,11 @@ impl Resolver for DockerResolver {
 /// The pinned reference for `image` among an image's `RepoDigests`.
 pub fn pin(image: &str, repo_digests: &[String]) -> Option<String> {
     if let Some((name, digest)) = image.split_once('@') {
-        let (repository, _) = bundle::image::split_reference(name);
+        let (repository, _) = split_reference(name);
         let wanted = format!("{repository}@{digest}");
         return repo_digests.contains(&wanted).then_some(wanted);
     }
-    let (repository, _) = bundle::image::split_reference(image);
+    let (repository, _) = split_reference(image);
     repo_digests
         .iter()
         .find(|d| {
@@ -137,34 +138,14 @@ pub fn pin(image: &str, repo_digests: &[String]) -> Option<String> {
         .cloned()
 }
 
-fn classify(image: &str, e: BundleError) -> ResolveError {
-    let message = e.to_string();
-    let lower = message.to_lowercase();
-    let refused = matches!(
-        e,
-        BundleError::NotABundle { .. }
-            | BundleError::Manifest { .. }
-            | BundleError::Reference { .. }
-    ) || [
-        "not found",
-        "manifest unknown",
-        "does not exist",
-        "unauthorized",
-        "denied",
-        "no such image",
-    ]
-    .iter()
-    .any(|s| lower.contains(s));
+fn classify(image: &str, e: DockerError) -> ResolveError {
+    let refused = e.is_refusal();
+    let reason = e.to_string();
+    let image = image.to_owned();
     if refused {
-        ResolveError::Refused {
-            image: image.to_owned(),
-            reason: message,
-        }
+        ResolveError::Refused { image, reason }
     } else {
-        ResolveError::Unavailable {
-            image: image.to_owned(),
-            reason: message,
-        }
+        ResolveError::Unavailable { image, reason }
     }
 }
 

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use baton_protocol::api::{RegisterHost, StartUpgrade, StrategyKind, StrategyRequest};
 use baton_protocol::documents::{BatchSize, HostSpec, SCHEMA_VERSION, Strategy, Timestamp};
 use baton_protocol::manifest::{Manifest, ManifestError, check_absolute_path, check_image_ref};
 use baton_protocol::names::check_name;
 use baton_protocol::{HostId, UpgradeId};
 
 use crate::docker::Endpoint;
-use crate::request::{RegisterHost, StartUpgrade, StrategyKind, StrategyRequest};
 
 /// A request field was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,7 +347,7 @@ pub fn bundle_fits(strategy: &Strategy, manifest: &Manifest) -> Result<(), Field
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::BatchRequest;
+    use baton_protocol::api::BatchRequest;
 
     fn rolling() -> StrategyRequest {
         StrategyRequest {

@@ -106,6 +106,7 @@ fn schema() -> u32 {
 
 /// `hosts/<host>/spec`: how to reach and address a host. Written at registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostSpec {
     /// Always [`SCHEMA_VERSION`] when written by this build.
     #[serde(default = "schema")]
@@ -143,6 +144,7 @@ impl Document for HostSpec {
 /// `hosts/<host>/alive`: the agent is up. Bound to the agent's lease, so it vanishes when the
 /// agent dies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alive {
     /// Schema version.
     #[serde(default = "schema")]
@@ -163,6 +165,7 @@ impl Document for Alive {
 
 /// What the orchestrator asks of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum DesiredAction {
     /// Install the bundle's components.
@@ -177,6 +180,7 @@ pub enum DesiredAction {
 
 /// `hosts/<host>/desired`: the orchestrator's (or the previous host's) instruction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Desired {
     /// Schema version.
     #[serde(default = "schema")]
@@ -202,6 +206,7 @@ impl Document for Desired {
 
 /// `hosts/<host>/status`: what the agent is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostStatus {
     /// Schema version.
     #[serde(default = "schema")]
@@ -230,6 +235,7 @@ impl Document for HostStatus {
 
 /// `hosts/<host>/installed`: what the host runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Installed {
     /// Schema version.
     #[serde(default = "schema")]
@@ -255,6 +261,7 @@ impl Document for Installed {
 
 /// A maintenance mode (see `docs/operations.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum MaintenanceMode {
     /// Normal operation.
@@ -286,6 +293,7 @@ impl MaintenanceMode {
 
 /// `hosts/<host>/maintenance` and `groups/<group>/maintenance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Maintenance {
     /// Schema version.
     #[serde(default = "schema")]
@@ -308,6 +316,7 @@ impl Document for Maintenance {
 
 /// How many hosts a rolling batch holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BatchSize {
     /// A number of hosts (at least 1).
@@ -329,6 +338,7 @@ impl BatchSize {
 
 /// How hosts are dispatched during the install phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Strategy {
     /// Batches of hosts, for backward-compatible bundles.
@@ -358,7 +368,8 @@ pub enum Strategy {
 }
 
 /// What happened to one host in an upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HostOutcomeState {
     /// Not started.
     Pending,
@@ -376,6 +387,7 @@ pub enum HostOutcomeState {
 
 /// One host's outcome in an upgrade record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostOutcome {
     /// Where the host stands.
     pub state: HostOutcomeState,
@@ -393,6 +405,7 @@ pub struct HostOutcome {
 
 /// `upgrades/<id>`: one upgrade, its request, phase and per-host outcomes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Upgrade {
     /// Schema version.
     #[serde(default = "schema")]
@@ -462,6 +475,7 @@ impl Document for Upgrade {
 
 /// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrchestratorUpdate {
     /// The orchestrator image of the bundle's version, as the manifest names it.
     pub image: String,
@@ -475,6 +489,7 @@ pub struct OrchestratorUpdate {
 
 /// Why the orchestrator created an upgrade record itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskKind {
     /// A host registered after the fleet's upgrade selected its hosts is brought to its
@@ -505,6 +520,7 @@ impl TaskKind {
 
 /// `upgrades/<id>.task`: what a record created by the orchestrator is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     /// The kind.
     pub kind: TaskKind,
@@ -566,6 +582,7 @@ impl Document for Candidate {
 
 /// `events/<id>/<seq>`: one entry of an upgrade's audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Schema version.
     #[serde(default = "schema")]

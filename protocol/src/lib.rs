@@ -8,10 +8,17 @@
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
 //! - [`state`]: host states and upgrade phases with their transition rules;
 //! - [`manifest`]: the bundle manifest and its validation;
-//! - [`etcd`]: compare-and-swap, resumable watches, kept leases, leader election.
+//! - [`api`]: the REST API's request and answer bodies;
+//! - [`etcd`]: the etcd TLS settings; with the `etcd` feature also compare-and-swap,
+//!   resumable watches, kept leases, leader election;
+//! - `docker` (feature `docker`): connecting to a Docker Engine, pulling images, reading a
+//!   bundle image's manifest.
 
 pub mod agent_config;
+pub mod api;
 pub mod digest;
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod documents;
 pub mod durable;
 pub mod etcd;

@@ -22,6 +22,7 @@ pub struct TransitionError {
 
 /// What a host's agent is doing (`status.state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HostState {
     /// Nothing to do: no upgrade has touched the host yet, or it was reset.
     Idle,
@@ -121,6 +122,7 @@ impl fmt::Display for HostState {
 
 /// Where an upgrade stands (`upgrades/<id>.phase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UpgradePhase {
     /// Accepted and recorded; nothing has run yet.
     Pending,

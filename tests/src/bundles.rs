@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use baton_downloader::Summary;
-use baton_orchestrator::bundle::{self, BuildOptions, Built};
 use baton_protocol::documents::{Alive, decode};
 use baton_protocol::keys::HostKey;
 use baton_protocol::{HostId, Keyspace};
+use batonctl::bundle::{self, BuildOptions, Built};
 
 use crate::docker;
 use crate::etcd::EtcdServer;
@@ -181,7 +181,7 @@ pub async fn build_bundle(
     agent: &Path,
     downloader: &Path,
 ) -> Built {
-    let docker = bundle::image::connect().await.expect("connect to Docker");
+    let docker = bundle::connect().await.expect("connect to Docker");
     let started = Instant::now();
     let built = bundle::build(
         &docker,

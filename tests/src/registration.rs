@@ -1,6 +1,6 @@
 //! How the tests and the demo register a simulated host with the orchestrator.
 
-use baton_orchestrator::request::RegisterHost;
+use baton_protocol::api::RegisterHost;
 
 use crate::fleet::{self, Host};
 use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};

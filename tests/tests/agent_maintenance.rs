@@ -23,15 +23,15 @@ mod orchestrator_support;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::hosts::HostInfo;
-use baton_orchestrator::api::upgrades::{EventInfo, UpgradeInfo};
-use baton_orchestrator::client::ApiClient;
-use baton_orchestrator::request::SetMaintenance;
+use baton_protocol::api::HostInfo;
+use baton_protocol::api::SetMaintenance;
+use baton_protocol::api::{EventInfo, UpgradeInfo};
 use baton_protocol::documents::{DesiredAction, MaintenanceMode, Upgrade};
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, systemctl};
 use baton_tests::docker;
 use baton_tests::fleet::Host;
+use batonctl::client::ApiClient;
 use orchestrator_support::SimFleet;
 use serde_json::json;
 

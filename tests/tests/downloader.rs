@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use baton_downloader::job::AgentAction;
 use baton_downloader::stage::StageAction;
-use baton_orchestrator::bundle::{self, BuildOptions};
 use baton_protocol::agent_config::AgentConfig;
 use baton_tests::bundles::{
     RemoveImages, VERSIONS, agent_main_pid, binaries, build_bundle, derived_bundle, prepare_source,
@@ -29,6 +28,7 @@ use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions, Host};
 use baton_tests::registry::Registry;
 use baton_tests::simhost_image::BOOT_ID_PATH;
+use batonctl::bundle::{self, BuildOptions};
 
 /// Every entry under the host's folder: type, mode, owner, and content (or link target).
 type Snapshot = BTreeMap<PathBuf, String>;
@@ -151,8 +151,8 @@ async fn downloader_installs_the_agent_idempotently_refuses_bad_bundles_and_upgr
     let (v2, v2_source) = &built[1];
 
     // The bundle's manifest, read back out of the image.
-    let docker_api = bundle::image::connect().await.expect("connect");
-    let inspected = bundle::inspect(&docker_api, &v1.tag, &bundle::Quiet)
+    let docker_api = bundle::connect().await.expect("connect");
+    let inspected = bundle::read_manifest(&docker_api, &v1.tag, &bundle::Quiet)
         .await
         .expect("inspect v1");
     assert_eq!(inspected, v1.manifest);
@@ -381,7 +381,7 @@ async fn downloader_installs_the_agent_idempotently_refuses_bad_bundles_and_upgr
 async fn bundle_build_refuses_bad_sources_before_building() {
     require_docker().await;
     let bins = binaries();
-    let docker_api = bundle::image::connect().await.expect("connect");
+    let docker_api = bundle::connect().await.expect("connect");
     let source = tempfile::tempdir().expect("temp dir");
     prepare_source("1.0.0", source.path()).await;
     let template_path = source.path().join(bundle::TEMPLATE_FILE);

@@ -12,15 +12,15 @@ mod orchestrator_support;
 
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::client::ApiClient;
-use baton_orchestrator::control::Command;
-use baton_orchestrator::request::RegisterHost;
+use baton_protocol::api::Command;
+use baton_protocol::api::RegisterHost;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{HostOutcomeState, Strategy};
 use baton_protocol::{HostId, UpgradePhase};
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
+use batonctl::client::ApiClient;
 use orchestrator_support::{
     Orchestrator, RemoveImages, black_hole, config, keys_under, keyspace, push_tiny_bundle,
     tiny_manifest,

@@ -12,12 +12,12 @@ mod orchestrator_support;
 
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::client::ApiClient;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{Desired, HostStatus, Installed};
 use baton_protocol::etcd::{self, Client};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
+use batonctl::client::ApiClient;
 use orchestrator_support::{Orchestrator, SimFleet};
 use serde_json::json;
 

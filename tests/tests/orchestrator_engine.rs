@@ -22,11 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::config::Config;
-use baton_orchestrator::control::Command;
-use baton_orchestrator::request::RegisterHost;
+use baton_protocol::api::Command;
+use baton_protocol::api::RegisterHost;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{
     self, Alive, Desired, HostOutcomeState, HostStatus, SCHEMA_VERSION, Upgrade,
 };
@@ -35,6 +34,7 @@ use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePha
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
+use batonctl::client::ApiClient;
 use orchestrator_support::{Orchestrator, RemoveImages, keys_under, push_job_bundle};
 use serde_json::json;
 

@@ -20,16 +20,16 @@ mod orchestrator_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::client::ApiClient;
-use baton_orchestrator::control::Command;
-use baton_orchestrator::display;
+use baton_protocol::api::Command;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::HostOutcomeState;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registration::registration;
 use baton_tests::simhost_image::BOOTED_KERNEL_PATH;
+use batonctl::client::ApiClient;
+use batonctl::display;
 use orchestrator_support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
@@ -205,8 +205,8 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
             host.id
         );
     }
-    assert_eq!(paused.counts.get("Succeeded"), Some(&1));
-    assert_eq!(paused.counts.get("Downloaded"), Some(&3));
+    assert_eq!(paused.count(HostOutcomeState::Succeeded), 1);
+    assert_eq!(paused.count(HostOutcomeState::Downloaded), 3);
     api.command("u-v2", Command::Resume, None)
         .await
         .expect("resume");

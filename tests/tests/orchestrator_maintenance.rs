@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::{EventInfo, UpgradeInfo};
-use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::config::Config;
-use baton_orchestrator::request::{RegisterHost, SetMaintenance};
+use baton_protocol::api::{EventInfo, UpgradeInfo};
+use baton_protocol::api::{RegisterHost, SetMaintenance};
 use baton_protocol::documents::{
     self, Alive, Desired, DesiredAction, HostOutcomeState, HostStatus, Installed, Maintenance,
     MaintenanceMode, SCHEMA_VERSION, TaskKind, Upgrade,
@@ -34,6 +33,7 @@ use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePha
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
+use batonctl::client::ApiClient;
 use orchestrator_support::{Orchestrator, RemoveImages, push_job_bundle};
 use serde_json::json;
 

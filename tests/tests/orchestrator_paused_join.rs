@@ -16,15 +16,15 @@ mod orchestrator_support;
 
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::engine::decide::HELD;
-use baton_orchestrator::request::SetMaintenance;
+use baton_protocol::api::SetMaintenance;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{HostOutcomeState, MaintenanceMode};
 use baton_protocol::{HostId, HostState, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::fleet::Host;
 use baton_tests::registration::registration;
+use batonctl::client::ApiClient;
 use orchestrator_support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 

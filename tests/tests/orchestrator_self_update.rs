@@ -18,14 +18,14 @@ mod orchestrator_support;
 
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::client::ApiClient;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{
     RemoveImages, binaries, build_bundle, build_orchestrator_image, orchestrator_binary,
     prepare_source, set_orchestrator_image,
 };
 use baton_tests::docker;
+use batonctl::client::ApiClient;
 use orchestrator_support::{SimFleet, keys_under};
 use serde_json::json;
 

@@ -1,20 +1,45 @@
 //! The API's one error type: a status and a message naming what is wrong, answered as
-//! `{"error": "<message>"}`.
+//! `{"error": "<message>"}` (the protocol's [`ErrorBody`]).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use baton_protocol::api::ErrorBody;
 use baton_protocol::etcd::EtcdError;
-use serde::{Deserialize, Serialize};
 
 use crate::resolve::ResolveError;
 use crate::validate::FieldError;
 
-/// The body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What is wrong, naming the field, key, host or upgrade.
-    pub error: String,
+/// OpenAPI's description of the error answers, one reusable response per status.
+pub mod responses {
+    use baton_protocol::api::ErrorBody;
+    use utoipa::ToResponse;
+
+    /// The body is not JSON of the expected shape, or a path segment is not a valid name;
+    /// the message names the field.
+    #[derive(Debug, ToResponse)]
+    pub struct BadRequest(pub ErrorBody);
+
+    /// No such host or upgrade.
+    #[derive(Debug, ToResponse)]
+    pub struct NotFound(pub ErrorBody);
+
+    /// Conflicts with the current state (an upgrade is active; the command does not apply).
+    #[derive(Debug, ToResponse)]
+    pub struct Conflict(pub ErrorBody);
+
+    /// A field's value is refused (bad image, unknown host, empty selection, bad batch…);
+    /// the message names the field.
+    #[derive(Debug, ToResponse)]
+    pub struct Unprocessable(pub ErrorBody);
+
+    /// The Docker Engine or the registry failed while resolving the bundle.
+    #[derive(Debug, ToResponse)]
+    pub struct BadGateway(pub ErrorBody);
+
+    /// Not the leader (the message names it) or etcd unreachable.
+    #[derive(Debug, ToResponse)]
+    pub struct Unavailable(pub ErrorBody);
 }
 
 /// An error answer.

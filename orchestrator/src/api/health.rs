@@ -7,32 +7,20 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use baton_protocol::api::Health;
 use baton_protocol::documents::{HostStatus, Upgrade, decode};
 use baton_protocol::keys::Key;
 use baton_protocol::{HostKey, HostState};
-use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::Unavailable;
 use crate::leader::Role;
 use crate::metrics::{self, Snapshot};
 use crate::store;
 
 /// How long the readiness probe waits for etcd.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `GET /healthz` and `GET /readyz` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-    /// The orchestrator's version.
-    pub version: String,
-    /// This replica's name.
-    pub replica: String,
-    /// `leader` or `follower`.
-    pub role: String,
-}
 
 fn health(state: &AppState) -> Health {
     Health {
@@ -48,11 +36,32 @@ fn health(state: &AppState) -> Health {
 }
 
 /// `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    summary = "The process answers: its version, replica and role",
+    responses(
+        (status = 200, description = "the process answers", body = Health),
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
     Json(health(&state))
 }
 
 /// `GET /readyz`: 200 once etcd answers a read, else 503 saying why.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    summary = "etcd answers",
+    responses(
+        (status = 200, description = "ready", body = Health),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let read = store::read_active(state.client(), state.keyspace());
     match tokio::time::timeout(READY_TIMEOUT, read).await {
@@ -66,6 +75,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    summary = "Prometheus metrics: upgrades by phase, hosts by state, leader flag, engine counters",
+    responses(
+        (status = 200, description = "text exposition 0.0.4", body = String, content_type = "text/plain"),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = tokio::time::timeout(READY_TIMEOUT, snapshot(&state))
         .await

@@ -5,43 +5,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use baton_protocol::documents::{
-    Alive, Desired, HostSpec, HostStatus, Installed, Maintenance, MaintenanceMode, now,
-};
+use baton_protocol::api::{HostInfo, RegisterHost};
+use baton_protocol::documents::{HostSpec, Maintenance, now};
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey};
-use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable, Unprocessable};
 use crate::api::json::ApiJson;
-use crate::request::RegisterHost;
 use crate::store::{self, Written};
 use crate::validate;
 use crate::view::{FleetView, HostDocs, Part};
-
-/// One host, merged from its keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostInfo {
-    /// The host id.
-    pub id: HostId,
-    /// Its registration (absent: an agent reports for a host nobody registered).
-    pub spec: Option<HostSpec>,
-    /// Its agent's liveness (absent: the agent is not running or cannot reach etcd).
-    pub alive: Option<Alive>,
-    /// What it was last told to do.
-    pub desired: Option<Desired>,
-    /// What its agent reports doing.
-    pub status: Option<HostStatus>,
-    /// What it runs.
-    pub installed: Option<Installed>,
-    /// Its own maintenance mode.
-    pub maintenance: Option<Maintenance>,
-    /// Its group's maintenance mode.
-    pub group_maintenance: Option<Maintenance>,
-    /// The mode in force: its own if set, else its group's.
-    pub effective_maintenance: MaintenanceMode,
-}
 
 /// The merged view of `host` in `view`.
 pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {
@@ -62,6 +37,17 @@ pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {
 }
 
 /// `GET /v1/hosts`: every host with any document, in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    operation_id = "listHosts",
+    tag = "hosts",
+    summary = "Every host, merged from its keys",
+    responses(
+        (status = 200, description = "hosts in id order", body = Vec<HostInfo>),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<HostInfo>>, ApiError> {
     let view = store::read_view(
         state.client(),
@@ -83,6 +69,22 @@ pub fn path_host(host: &str) -> Result<HostId, ApiError> {
 }
 
 /// `GET /v1/hosts/{host}`.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{host}",
+    operation_id = "showHost",
+    tag = "hosts",
+    summary = "One host: spec, alive, desired, status, installed, maintenance",
+    params(
+        ("host" = String, Path, description = "host id"),
+    ),
+    responses(
+        (status = 200, description = "the host", body = HostInfo),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(host): Path<String>,
@@ -109,6 +111,22 @@ pub async fn show(
 
 /// `POST /v1/hosts`: 201 when registered, 200 when an existing registration was updated (or
 /// already so). Labels and endpoints may change; `registered_at` is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/hosts",
+    operation_id = "registerHost",
+    tag = "hosts",
+    summary = "Register (or update) a host",
+    request_body = RegisterHost,
+    responses(
+        (status = 201, description = "registered", body = HostSpec),
+        (status = 200, description = "updated, or already so", body = HostSpec),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterHost>,

@@ -57,7 +57,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{RegisterHost, StartUpgrade};
+    use baton_protocol::api::{Control, RegisterHost, StartUpgrade};
 
     fn refusal<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> String {
         let err = parse::<T>(body.as_bytes()).expect_err(body);
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn an_empty_body_is_an_empty_object() {
-        let c: crate::request::Control = parse(b"").expect("empty");
+        let c: Control = parse(b"").expect("empty");
         assert_eq!(c.reason, None);
     }
 }

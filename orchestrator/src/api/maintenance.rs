@@ -6,15 +6,16 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use baton_protocol::api::SetMaintenance;
 use baton_protocol::documents::{HostSpec, Maintenance, MaintenanceMode, SCHEMA_VERSION, now};
 use baton_protocol::etcd;
 use baton_protocol::{GroupName, HostKey};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable};
 use crate::api::hosts::path_host;
 use crate::api::json::ApiJson;
-use crate::request::SetMaintenance;
 use crate::store::{self, Written};
 
 async fn set(state: &AppState, key: &str, req: SetMaintenance) -> Result<Maintenance, ApiError> {
@@ -57,6 +58,24 @@ async fn set(state: &AppState, key: &str, req: SetMaintenance) -> Result<Mainten
 }
 
 /// `PUT /v1/hosts/{host}/maintenance` (the host must be registered).
+#[utoipa::path(
+    put,
+    path = "/v1/hosts/{host}/maintenance",
+    operation_id = "setHostMaintenance",
+    tag = "maintenance",
+    summary = "Set the maintenance mode of a host",
+    params(
+        ("host" = String, Path, description = "host id"),
+    ),
+    request_body = SetMaintenance,
+    responses(
+        (status = 200, description = "the mode set", body = Maintenance),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn host(
     State(state): State<AppState>,
     Path(host): Path<String>,
@@ -77,6 +96,23 @@ pub async fn host(
 }
 
 /// `PUT /v1/groups/{group}/maintenance`.
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{group}/maintenance",
+    operation_id = "setGroupMaintenance",
+    tag = "maintenance",
+    summary = "Set the maintenance mode of a group",
+    params(
+        ("group" = String, Path, description = "group name"),
+    ),
+    request_body = SetMaintenance,
+    responses(
+        (status = 200, description = "the mode set", body = Maintenance),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn group(
     State(state): State<AppState>,
     Path(group): Path<String>,

@@ -7,7 +7,7 @@
 //! - [`hosts`]: registration and the merged view of each host;
 //! - [`upgrades`]: starting, listing, showing, pausing, resuming and aborting upgrades;
 //! - [`maintenance`]: maintenance modes of hosts and groups;
-//! - [`openapi`]: the hand-written OpenAPI document;
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and the wire types;
 //! - [`json`], [`error`]: request bodies and error answers.
 
 pub mod error;

@@ -4,11 +4,10 @@
 //!
 //! A refused request writes nothing: every check comes before the one transaction.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
     Active, Event, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
     Timestamp, Upgrade, decode, now,
@@ -17,54 +16,18 @@ use baton_protocol::etcd;
 use baton_protocol::keys::Key;
 use baton_protocol::{UpgradeId, UpgradePhase};
 use etcd_client::TxnOp;
-use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::error::responses::{
+    BadGateway, BadRequest, Conflict, NotFound, Unavailable, Unprocessable,
+};
 use crate::api::json::ApiJson;
-use crate::control::{self, Command};
+use crate::control;
 use crate::engine::execute::EVENT_SOURCE;
-use crate::request::{Control, StartUpgrade};
 use crate::store::{self, CreateRefused, Written};
 use crate::view::Part;
 use crate::{plan, validate};
-
-/// An upgrade record with its hosts counted by state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpgradeInfo {
-    /// The record, as stored.
-    #[serde(flatten)]
-    pub upgrade: Upgrade,
-    /// Hosts per outcome state (`Pending`, `Downloaded`, `Dispatched`, `Succeeded`, …).
-    pub counts: BTreeMap<String, usize>,
-    /// Whether `active` names it.
-    pub active: bool,
-}
-
-impl UpgradeInfo {
-    /// `upgrade` with its counts.
-    pub fn new(upgrade: Upgrade, active: bool) -> Self {
-        let mut counts = BTreeMap::new();
-        for h in upgrade.hosts.values() {
-            *counts.entry(format!("{:?}", h.state)).or_insert(0) += 1;
-        }
-        Self {
-            upgrade,
-            counts,
-            active,
-        }
-    }
-}
-
-/// One event of an upgrade's audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventInfo {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The event.
-    #[serde(flatten)]
-    pub event: Event,
-}
 
 fn path_upgrade(id: &str) -> Result<UpgradeId, ApiError> {
     UpgradeId::new(id).map_err(|e| ApiError::bad_request(format!("id: {e}")))
@@ -77,6 +40,17 @@ async fn active_id(state: &AppState) -> Result<Option<UpgradeId>, ApiError> {
 }
 
 /// `GET /v1/upgrades`: every upgrade, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrades",
+    operation_id = "listUpgrades",
+    tag = "upgrades",
+    summary = "Every upgrade, oldest first",
+    responses(
+        (status = 200, description = "upgrades", body = Vec<UpgradeInfo>),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UpgradeInfo>>, ApiError> {
     let ks = state.keyspace();
     let (kvs, _) = store::read_prefix(state.client(), &ks.upgrades_prefix()).await?;
@@ -109,6 +83,22 @@ async fn read(state: &AppState, id: &UpgradeId) -> Result<etcd::Versioned<Upgrad
 }
 
 /// `GET /v1/upgrades/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrades/{id}",
+    operation_id = "showUpgrade",
+    tag = "upgrades",
+    summary = "One upgrade",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    responses(
+        (status = 200, description = "the upgrade", body = UpgradeInfo),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -120,6 +110,22 @@ pub async fn show(
 }
 
 /// `GET /v1/upgrades/{id}/events`: the audit trail, in order.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrades/{id}/events",
+    operation_id = "upgradeEvents",
+    tag = "upgrades",
+    summary = "The upgrade's audit trail",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    responses(
+        (status = 200, description = "events in order", body = Vec<EventInfo>),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -182,6 +188,22 @@ fn active_conflict(id: Option<String>) -> ApiError {
 
 /// `POST /v1/upgrades`: 201 with the stored record; 4xx naming the field, 409 if an upgrade
 /// is active, 503 on a follower.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades",
+    operation_id = "startUpgrade",
+    tag = "upgrades",
+    summary = "Start an upgrade: validated, the image resolved to a digest once, stored with the active key in one transaction",
+    request_body = StartUpgrade,
+    responses(
+        (status = 201, description = "created", body = UpgradeInfo),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<StartUpgrade>,
@@ -360,6 +382,24 @@ async fn command(
 }
 
 /// `POST /v1/upgrades/{id}/pause`.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades/{id}/pause",
+    operation_id = "pauseUpgrade",
+    tag = "upgrades",
+    summary = "Pause: in-flight hosts finish, nothing new starts",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    request_body = Option<Control>,
+    responses(
+        (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -369,6 +409,24 @@ pub async fn pause(
 }
 
 /// `POST /v1/upgrades/{id}/resume`.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades/{id}/resume",
+    operation_id = "resumeUpgrade",
+    tag = "upgrades",
+    summary = "Resume where it was paused (after canaries: approve them)",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    request_body = Option<Control>,
+    responses(
+        (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -378,6 +436,24 @@ pub async fn resume(
 }
 
 /// `POST /v1/upgrades/{id}/abort`.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrades/{id}/abort",
+    operation_id = "abortUpgrade",
+    tag = "upgrades",
+    summary = "Abort: nothing new starts; the active key is cleared",
+    params(
+        ("id" = String, Path, description = "upgrade id"),
+    ),
+    request_body = Option<Control>,
+    responses(
+        (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn abort(
     State(state): State<AppState>,
     Path(id): Path<String>,

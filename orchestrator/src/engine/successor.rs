@@ -29,7 +29,6 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::bundle;
 use crate::docker::{Endpoint, ensure_image, is_not_found};
 use crate::engine::downloader::LABEL_PURPOSE;
 use crate::store;
@@ -195,7 +194,9 @@ pub async fn stop(successor: &Successor) {
 async fn connect(successor: &Successor) -> Result<Docker, String> {
     match &successor.settings.docker {
         Some(e) => e.connect().await.map_err(|e| e.to_string()),
-        None => bundle::image::connect().await.map_err(|e| e.to_string()),
+        None => baton_protocol::docker::connect()
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -1,30 +1,45 @@
 //! etcd helpers every part uses: connecting, compare-and-swap updates, resumable watches,
-//! leases kept alive with a loss signal, and leader election.
+//! leases kept alive with a loss signal, and leader election — behind the `etcd` cargo
+//! feature, so a part that only names the TLS settings ([`EtcdTls`], always here: the
+//! downloader job writes them into the agent's configuration) does not build the gRPC stack.
 
+#[cfg(feature = "etcd")]
 mod cas;
+#[cfg(feature = "etcd")]
 mod election;
+#[cfg(feature = "etcd")]
 mod lease;
 mod tls;
+#[cfg(feature = "etcd")]
 mod watch;
 
+#[cfg(feature = "etcd")]
 use std::time::Duration;
 
+#[cfg(feature = "etcd")]
 pub use cas::{
     Change, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, put_leased, read,
     update,
 };
+#[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
+#[cfg(feature = "etcd")]
 pub use etcd_client::Client;
+#[cfg(feature = "etcd")]
 pub use lease::KeptLease;
 pub use tls::EtcdTls;
+#[cfg(feature = "etcd")]
 pub use watch::{KvChange, ResumableWatch, WatchUpdate, fresh_changes};
 
+#[cfg(feature = "etcd")]
 use crate::documents::DocumentError;
 
 /// How long connecting may take.
+#[cfg(feature = "etcd")]
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An etcd operation failed.
+#[cfg(feature = "etcd")]
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     /// The request failed (connection, timeout, server error).
@@ -64,6 +79,7 @@ pub enum EtcdError {
     },
 }
 
+#[cfg(feature = "etcd")]
 impl EtcdError {
     pub(crate) fn request(
         op: &'static str,
@@ -75,11 +91,13 @@ impl EtcdError {
 }
 
 /// Connects to etcd with Baton's timeouts; `endpoints` like `http://127.0.0.1:2379`.
+#[cfg(feature = "etcd")]
 pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
     connect_tls(endpoints, None).await
 }
 
 /// Connects to etcd, over TLS when `tls` is given (`https://` endpoints).
+#[cfg(feature = "etcd")]
 pub async fn connect_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client, EtcdError> {
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)

@@ -1,12 +1,9 @@
 //! TLS for etcd connections: PEM files named in configuration (CA, optional client
 //! certificate and key for client-certificate authentication).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use etcd_client::{Certificate, Identity, TlsOptions};
 use serde::{Deserialize, Serialize};
-
-use super::EtcdError;
 
 /// The TLS files for talking to etcd over `https://`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +46,11 @@ impl EtcdTls {
     }
 
     /// Reads the files into the client's TLS options.
-    pub fn options(&self) -> Result<TlsOptions, EtcdError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| EtcdError::Tls {
+    #[cfg(feature = "etcd")]
+    pub fn options(&self) -> Result<etcd_client::TlsOptions, super::EtcdError> {
+        use etcd_client::{Certificate, Identity, TlsOptions};
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| super::EtcdError::Tls {
                 path: path.to_owned(),
                 source,
             })

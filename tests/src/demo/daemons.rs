@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::client::ApiClient;
 use baton_protocol::etcd;
+use batonctl::client::ApiClient;
 
 use super::state::{Daemon, DemoState};
 use super::{DemoError, api_error, io_error};

@@ -41,12 +41,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::api::health::Health;
-use baton_orchestrator::api::upgrades::UpgradeInfo;
-use baton_orchestrator::bundle::{self, BuildOptions, BundleError, Progress};
-use baton_orchestrator::client::{ApiClient, ClientError};
+use baton_protocol::api::Health;
+use baton_protocol::api::UpgradeInfo;
 use baton_protocol::etcd::{self, EtcdError};
 use baton_protocol::{Keyspace, UpgradePhase};
+use batonctl::bundle::{self, BuildOptions, BundleError, Progress};
+use batonctl::client::{ApiClient, ClientError};
 
 use crate::bundles::{self, VERSIONS};
 use crate::docker::{self, DockerError};
@@ -364,7 +364,7 @@ async fn preflight(config: &DemoConfig) -> Result<bundles::Binaries, DemoError> 
     for bin in [config.orchestrator_bin(), config.batonctl_bin()] {
         if !bin.is_file() {
             return Err(DemoError::Setup(format!(
-                "{} is missing: build it first (`cargo build -p baton-orchestrator --bins`; \
+                "{} is missing: build it first (`cargo build -p baton-orchestrator -p batonctl --bins`; \
                  `make demo` and `make test` do)",
                 bin.display()
             )));
@@ -617,11 +617,11 @@ async fn build_bundles(
     state: &DemoState,
     binaries: &bundles::Binaries,
 ) -> Result<BTreeMap<String, String>, DemoError> {
-    let docker = bundle::image::connect()
+    let docker = bundle::connect()
         .await
         .map_err(|source| DemoError::Bundle {
             version: VERSIONS.join(", "),
-            source,
+            source: source.into(),
         })?;
     let orchestrator =
         bundles::find_orchestrator_binary(ORCHESTRATOR_V2).map_err(DemoError::Setup)?;
@@ -630,7 +630,7 @@ async fn build_bundles(
     bundles::build_orchestrator_image(&orchestrator, &tag)
         .await
         .map_err(DemoError::Setup)?;
-    let orchestrator_image = bundle::image::push(&docker, &tag, &Indented)
+    let orchestrator_image = bundle::push(&docker, &tag, &Indented)
         .await
         .map_err(|source| DemoError::Bundle {
             version: format!("{ORCHESTRATOR_V2} (the orchestrator image)"),
@@ -672,7 +672,7 @@ async fn build_bundles(
 
 /// `--api URL` when the API is not where `batonctl` looks by default.
 fn batonctl_args(state: &DemoState) -> Vec<String> {
-    if state.api == baton_orchestrator::client::DEFAULT_API {
+    if state.api == batonctl::client::DEFAULT_API {
         Vec::new()
     } else {
         vec!["--api".to_owned(), state.api.clone()]

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use baton_orchestrator::display;
 use baton_protocol::documents::Installed;
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey, Keyspace};
+use batonctl::display;
 
 use super::commands::{shell_line, shown};
 use super::state::{DemoHost, DemoState};

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use baton_orchestrator::api::health::Health;
-use baton_orchestrator::client::ApiClient;
-use baton_orchestrator::display;
+use baton_protocol::api::Health;
+use batonctl::client::ApiClient;
+use batonctl::display;
 
 use super::daemons::{is_running, stop};
 use super::state::{DemoState, owner_of, remove_state_dir};

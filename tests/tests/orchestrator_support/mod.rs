@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::client::ApiClient;
 use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
 use baton_protocol::etcd::Client;
@@ -21,6 +20,7 @@ use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
 use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
+use batonctl::client::ApiClient;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use baton_protocol::docker::DockerError;
 use baton_protocol::manifest::ManifestError;
 
 /// Why a bundle could not be built, pushed or inspected.
@@ -96,30 +97,10 @@ pub enum BundleError {
         /// What differs.
         reason: String,
     },
-    /// A Docker Engine API call failed.
-    #[error("docker {action}: {source}")]
-    Docker {
-        /// The call and its subject (`build 127.0.0.1:5000/baton/bundle:2.0.0`).
-        action: String,
-        /// The error.
-        source: bollard::errors::Error,
-    },
-    /// The Docker Engine reported a failure in a build, push or pull stream.
-    #[error("docker {action}: {message}")]
-    Engine {
-        /// The call and its subject.
-        action: String,
-        /// The engine's message.
-        message: String,
-    },
-    /// The image is not a bundle.
-    #[error("image {image}: {reason}")]
-    NotABundle {
-        /// The image.
-        image: String,
-        /// Why.
-        reason: String,
-    },
+    /// A Docker Engine call failed (connect, build, push, pull, inspect), or the image is
+    /// not a bundle.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
 }
 
 impl BundleError {
@@ -132,8 +113,17 @@ impl BundleError {
         }
     }
 
+    /// A Docker Engine error in `action`, for `map_err`.
     pub(crate) fn docker(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
-        let action = action.into();
-        move |source| BundleError::Docker { action, source }
+        let docker = DockerError::docker(action);
+        move |source| BundleError::Docker(docker(source))
+    }
+
+    /// The engine reported `message` as the failure of `action`.
+    pub(crate) fn engine(action: impl Into<String>, message: impl Into<String>) -> Self {
+        BundleError::Docker(DockerError::Engine {
+            action: action.into(),
+            message: message.into(),
+        })
     }
 }

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 
 use baton_protocol::UpgradePhase;
-
-use crate::api::hosts::HostInfo;
-use crate::api::upgrades::UpgradeInfo;
+use baton_protocol::api::{HostInfo, UpgradeInfo};
+use baton_protocol::documents::HostOutcomeState;
 
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -90,7 +89,7 @@ pub fn hosts_table(hosts: &[HostInfo]) -> String {
 fn succeeded_of(u: &UpgradeInfo) -> String {
     format!(
         "{}/{}",
-        u.counts.get("Succeeded").copied().unwrap_or(0),
+        u.count(HostOutcomeState::Succeeded),
         u.upgrade.hosts.len()
     )
 }
@@ -209,55 +208,21 @@ pub fn watch_lines(
 
 #[cfg(test)]
 mod tests {
-    use baton_protocol::documents::{
-        BatchSize, HostOutcome, HostOutcomeState, HostStatus, MaintenanceMode, SCHEMA_VERSION,
-        Strategy, Upgrade,
-    };
+    use baton_protocol::documents::{HostStatus, MaintenanceMode, SCHEMA_VERSION, Upgrade};
     use baton_protocol::{HostId, HostState, UpgradeId};
 
     use super::*;
 
+    /// Upgrade `u1` to 2.0.0 in `phase`, with host `h1` in `h1`, as the API answers it.
     fn upgrade(phase: UpgradePhase, h1: HostOutcomeState) -> UpgradeInfo {
-        UpgradeInfo::new(
-            Upgrade {
-                schema_version: SCHEMA_VERSION,
-                id: UpgradeId::new("u1").expect("id"),
-                bundle: "r@sha256:0".into(),
-                version: "2.0.0".into(),
-                strategy: Strategy::Rolling {
-                    batch: BatchSize::Count(1),
-                    canary: 0,
-                    pause_after_canary: false,
-                    zone_label: None,
-                    max_failures: 0,
-                },
-                selector: BTreeMap::new(),
-                phase,
-                paused_from: None,
-                hosts: [(
-                    HostId::new("h1").expect("id"),
-                    HostOutcome {
-                        state: h1,
-                        reason: String::new(),
-                        batch: Some(0),
-                        dispatched_at: None,
-                    },
-                )]
-                .into(),
-                reason: None,
-                agent_version: None,
-                phase_since: None,
-                canary_approved: false,
-                events: 0,
-                listed: false,
-                task: None,
-                orchestrator: None,
-                skip_paused: false,
-                created_at: "t".into(),
-                updated_at: "t".into(),
-            },
-            true,
-        )
+        let record: Upgrade = serde_json::from_value(serde_json::json!({
+            "schema_version": SCHEMA_VERSION, "id": "u1", "bundle": "r@sha256:0",
+            "version": "2.0.0", "strategy": {"kind": "rolling", "batch": {"count": 1}},
+            "selector": {}, "phase": phase, "hosts": {"h1": {"state": h1, "batch": 0}},
+            "created_at": "t", "updated_at": "t",
+        }))
+        .expect("an upgrade record");
+        UpgradeInfo::new(record, true)
     }
 
     fn host(state: HostState, step: Option<&str>) -> HostInfo {

@@ -15,8 +15,7 @@ use crate::bundle::template::Prepared;
 
 /// Where the downloader is in the image (the entrypoint).
 pub const DOWNLOADER_PATH: &str = "/baton-downloader";
-/// Where the bundle is in the image.
-pub const BUNDLE_DIR: &str = "/bundle";
+pub use baton_protocol::docker::BUNDLE_DIR;
 /// Image label: the bundle version.
 pub const LABEL_VERSION: &str = "io.baton.bundle.version";
 /// Image label: the agent version.

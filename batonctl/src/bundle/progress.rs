@@ -1,11 +1,8 @@
 //! Progress lines for long work (hashing, sending the build context, building, pushing):
-//! to stderr for the command line, nowhere for callers that want silence.
+//! to stderr for the command line, nowhere ([`Quiet`]) for callers that want silence. The
+//! [`Progress`] trait is the protocol's, which reports pulls the same way.
 
-/// Receives one line per step of progress.
-pub trait Progress: Send + Sync {
-    /// Reports one line.
-    fn line(&self, line: &str);
-}
+pub use baton_protocol::docker::{Progress, Quiet};
 
 /// Progress on stderr.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,14 +12,6 @@ impl Progress for Stderr {
     fn line(&self, line: &str) {
         eprintln!("{line}");
     }
-}
-
-/// No progress output.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn line(&self, _line: &str) {}
 }
 
 /// `12.3 MiB`.

@@ -1,4 +1,5 @@
-//! Building, pushing and inspecting bundle images through the Docker Engine API (bollard).
+//! Building and pushing bundle images through the Docker Engine API (bollard); reading a
+//! bundle image's manifest back is the protocol's [`read_manifest`](baton_protocol::docker::read_manifest).
 //!
 //! The build context is produced by [`write_context`] on a blocking thread and streamed to
 //! the engine through a bounded channel, so a bundle of any size is never held in memory.
@@ -8,18 +9,15 @@
 
 use std::path::PathBuf;
 
-use baton_protocol::manifest::{MAX_MANIFEST_BYTES, Manifest, check_image_ref};
+use baton_protocol::docker::{DockerError, split_reference};
+use baton_protocol::manifest::{Manifest, check_image_ref};
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    PushImageOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::bundle::context::{BUNDLE_DIR, write_context};
+use crate::bundle::context::write_context;
 use crate::bundle::error::BundleError;
 use crate::bundle::progress::{Progress, human_bytes};
 use crate::bundle::template::{Prepared, Sources, prepare};
@@ -61,28 +59,6 @@ pub struct Built {
     pub pushed: Option<String>,
     /// Bytes of files sent in the build context.
     pub context_bytes: u64,
-}
-
-/// Connects to the Docker Engine named by `DOCKER_HOST` (default: the local socket) and
-/// agrees on an API version it speaks (Docker 20.10 speaks 1.41).
-pub async fn connect() -> Result<Docker, BundleError> {
-    let docker = Docker::connect_with_defaults().map_err(BundleError::docker("connect"))?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(BundleError::docker("version"))
-}
-
-/// `<repository>` and `<tag>` of a reference (`latest` when it names no tag).
-pub fn split_reference(reference: &str) -> (&str, &str) {
-    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
-    match reference[name_start..].rfind(':') {
-        Some(i) => (
-            &reference[..name_start + i],
-            &reference[name_start + i + 1..],
-        ),
-        None => (reference, "latest"),
-    }
 }
 
 /// Prepares (validates) the bundle, builds its image and, if asked, pushes it.
@@ -238,15 +214,15 @@ async fn build_image(
     let (file_bytes, sent) = match written {
         Err(e) if !is_receiver_gone(&e) => return Err(e),
         Err(e) => {
-            return Err(BundleError::Engine {
+            return Err(BundleError::engine(
                 action,
-                message: engine_error.unwrap_or_else(|| e.to_string()),
-            });
+                engine_error.unwrap_or_else(|| e.to_string()),
+            ));
         }
         Ok(v) => v,
     };
     if let Some(message) = engine_error {
-        return Err(BundleError::Engine { action, message });
+        return Err(BundleError::engine(action, message));
     }
     progress.line(&format!("  sent build context: {}", human_bytes(sent)));
     let image_id = match image_id {
@@ -330,9 +306,9 @@ pub async fn push(
     let mut digest = None;
     let mut last_status: Option<String> = None;
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| stream_error(&action, e))?;
+        let info = item.map_err(DockerError::stream(&action))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
-            return Err(BundleError::Engine { action, message: e });
+            return Err(BundleError::engine(action, e));
         }
         let Some(status) = info.status else { continue };
         // "<tag>: digest: sha256:<hex> size: <n>"
@@ -356,183 +332,11 @@ pub async fn push(
             .unwrap_or_default()
             .into_iter()
             .find_map(|d| d.strip_prefix(&format!("{repository}@")).map(str::to_owned))
-            .ok_or_else(|| BundleError::Engine {
-                action: action.clone(),
-                message: "the registry reported no digest".into(),
+            .ok_or_else(|| {
+                BundleError::engine(action.clone(), "the registry reported no digest")
             })?,
     };
     let pinned = format!("{repository}@{digest}");
     progress.line(&format!("pushed {pinned}"));
     Ok(pinned)
-}
-
-/// Reads `/bundle/manifest.json` out of a bundle image (pulled if not present locally)
-/// without running it: a container is created, the file copied out, the container removed.
-pub async fn inspect(
-    docker: &Docker,
-    image: &str,
-    progress: &dyn Progress,
-) -> Result<Manifest, BundleError> {
-    check_image_ref("IMAGE", image).map_err(|source| BundleError::Reference {
-        reference: image.to_owned(),
-        source,
-    })?;
-    if let Err(e) = docker.inspect_image(image).await {
-        if !matches!(
-            e,
-            bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                ..
-            }
-        ) {
-            return Err(BundleError::Docker {
-                action: format!("inspect {image}"),
-                source: e,
-            });
-        }
-        pull(docker, image, progress).await?;
-    }
-    let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
-        labels: Some([("io.baton.purpose".to_owned(), "bundle-inspect".to_owned())].into()),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
-        .await
-        .map_err(BundleError::docker(format!(
-            "create a container of {image}"
-        )))?;
-    let copied = copy_manifest(docker, &created.id, image).await;
-    let removed = docker
-        .remove_container(
-            &created.id,
-            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-        )
-        .await
-        .map_err(BundleError::docker(format!(
-            "remove container {}",
-            created.id
-        )));
-    let bytes = copied?;
-    removed?;
-    let path = format!("{image}:{BUNDLE_DIR}/manifest.json");
-    Manifest::parse(&bytes).map_err(|source| BundleError::Manifest {
-        path: PathBuf::from(path),
-        source,
-    })
-}
-
-async fn copy_manifest(
-    docker: &Docker,
-    container: &str,
-    image: &str,
-) -> Result<Vec<u8>, BundleError> {
-    let path = format!("{BUNDLE_DIR}/manifest.json");
-    let options = DownloadFromContainerOptionsBuilder::new()
-        .path(&path)
-        .build();
-    let mut stream = docker.download_from_container(container, Some(options));
-    let mut archive = Vec::new();
-    // The manifest plus tar headers; a bigger answer is not a bundle's manifest.
-    let cap = MAX_MANIFEST_BYTES + 64 * 1024;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            } => BundleError::NotABundle {
-                image: image.to_owned(),
-                reason: format!("it has no {path}"),
-            },
-            e => BundleError::Docker {
-                action: format!("copy {path} from {image}"),
-                source: e,
-            },
-        })?;
-        archive.extend_from_slice(&chunk);
-        if archive.len() > cap {
-            return Err(BundleError::NotABundle {
-                image: image.to_owned(),
-                reason: format!("{path} is larger than {MAX_MANIFEST_BYTES} bytes"),
-            });
-        }
-    }
-    let mut tar = tar::Archive::new(archive.as_slice());
-    let entries = tar
-        .entries()
-        .map_err(|e| BundleError::io(&path, "read archive", e))?;
-    let Some(entry) = entries.into_iter().next() else {
-        return Err(BundleError::NotABundle {
-            image: image.to_owned(),
-            reason: format!("the engine returned no {path}"),
-        });
-    };
-    let mut entry = entry.map_err(|e| BundleError::io(&path, "read archive", e))?;
-    if !entry.header().entry_type().is_file() {
-        return Err(BundleError::NotABundle {
-            image: image.to_owned(),
-            reason: format!("{path} is not a regular file"),
-        });
-    }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut entry, &mut bytes)
-        .map_err(|e| BundleError::io(&path, "read archive", e))?;
-    Ok(bytes)
-}
-
-/// An error in the Engine's progress stream of a push or pull.
-fn stream_error(action: &str, e: bollard::errors::Error) -> BundleError {
-    match e {
-        bollard::errors::Error::DockerStreamError { error } => BundleError::Engine {
-            action: action.to_owned(),
-            message: error,
-        },
-        source => BundleError::Docker {
-            action: action.to_owned(),
-            source,
-        },
-    }
-}
-
-/// Pulls `image` from its registry.
-pub async fn pull(
-    docker: &Docker,
-    image: &str,
-    progress: &dyn Progress,
-) -> Result<(), BundleError> {
-    progress.line(&format!("pulling {image}"));
-    let action = format!("pull {image}");
-    let options = CreateImageOptionsBuilder::new().from_image(image).build();
-    let mut stream = docker.create_image(Some(options), None, None);
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| stream_error(&action, e))?;
-        if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
-            return Err(BundleError::Engine { action, message: e });
-        }
-        if let (Some(status), None) = (info.status, info.progress) {
-            progress.line(&format!("  {status}"));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_split_into_repository_and_tag() {
-        assert_eq!(
-            split_reference("127.0.0.1:5000/baton/bundle:2.0.0"),
-            ("127.0.0.1:5000/baton/bundle", "2.0.0")
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/baton/bundle"),
-            ("127.0.0.1:5000/baton/bundle", "latest")
-        );
-        assert_eq!(split_reference("bundle:1"), ("bundle", "1"));
-    }
 }

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::documents::MaintenanceMode;
+
 /// `POST /v1/hosts`: register (or re-register) a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterHost {
     /// The host id (a key segment: `[A-Za-z0-9._-]`, 1..=63).
@@ -34,6 +37,7 @@ pub struct RegisterHost {
 
 /// A strategy's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// Batches of hosts (backward-compatible bundles).
@@ -46,6 +50,7 @@ pub enum StrategyKind {
 
 /// `strategy.batch`: exactly one of `count` and `percent`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// Hosts per batch.
@@ -58,6 +63,7 @@ pub struct BatchRequest {
 
 /// `strategy`: flat, so every refusal names its field (`strategy.batch.count`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StrategyRequest {
     /// `rolling`, `all-at-once` or `daisy-chain`.
@@ -84,6 +90,7 @@ pub struct StrategyRequest {
 
 /// `POST /v1/upgrades`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StartUpgrade {
     /// The bundle image: a tag (resolved to a digest once) or `repo@sha256:…`.
@@ -105,9 +112,32 @@ pub struct StartUpgrade {
     pub skip_paused: Option<bool>,
 }
 
+/// An operator's command on an upgrade: `POST /v1/upgrades/{id}/pause|resume|abort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop dispatching; in-flight hosts finish.
+    Pause,
+    /// Continue from where it was paused (after canaries: approve them).
+    Resume,
+    /// End it now; hosts already told to install finish on their own.
+    Abort,
+}
+
+impl Command {
+    /// Its name in routes and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Abort => "abort",
+        }
+    }
+}
+
 /// `POST /v1/upgrades/{id}/pause|resume|abort`: an optional reason, kept in the upgrade
 /// record and its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// Why, for the record.
@@ -117,10 +147,11 @@ pub struct Control {
 
 /// `PUT /v1/hosts/{host}/maintenance` and `PUT /v1/groups/{group}/maintenance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMaintenance {
     /// `none`, `paused`, `autohealing-off`, `restart` or `replace`.
-    pub mode: baton_protocol::documents::MaintenanceMode,
+    pub mode: MaintenanceMode,
     /// Why.
     #[serde(default)]
     pub reason: String,

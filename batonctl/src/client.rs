@@ -1,8 +1,13 @@
-//! A small client of the REST API, used by `batonctl` and the tests: JSON in, JSON out; an
-//! error answer becomes [`ClientError::Status`] carrying the status and the server's message.
+//! A small client of the REST API, used by `batonctl` and the tests: JSON in, JSON out (the
+//! protocol's [`api`](baton_protocol::api) types); an error answer becomes
+//! [`ClientError::Status`] carrying the status and the server's message.
 
 use std::time::Duration;
 
+use baton_protocol::api::{
+    Command, Control, ErrorBody, EventInfo, HostInfo, RegisterHost, SetMaintenance, StartUpgrade,
+    UpgradeInfo,
+};
 use baton_protocol::documents::{HostSpec, Maintenance};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,12 +17,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::api::error::ErrorBody;
-use crate::api::hosts::HostInfo;
-use crate::api::upgrades::{EventInfo, UpgradeInfo};
-use crate::control::Command;
-use crate::request::{Control, RegisterHost, SetMaintenance, StartUpgrade};
 
 /// Default API address (`--api`, `BATON_API`).
 pub const DEFAULT_API: &str = "http://127.0.0.1:7480";
@@ -56,6 +55,16 @@ pub enum ClientError {
         status: StatusCode,
         /// The server's `error` message (or the body).
         message: String,
+    },
+    /// The request body could not be encoded.
+    #[error("{method} {url}: encoding the request: {source}")]
+    Encode {
+        /// The method.
+        method: Method,
+        /// The URL.
+        url: String,
+        /// The encoding error.
+        source: serde_json::Error,
     },
     /// The answer is not what was expected.
     #[error("{method} {url}: unexpected answer: {source}")]
@@ -193,6 +202,19 @@ impl ApiClient {
         })
     }
 
+    fn encode<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(body).map_err(|source| ClientError::Encode {
+            method,
+            url: format!("{}{path}", self.base),
+            source,
+        })
+    }
+
     /// `GET path`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, None).await
@@ -204,7 +226,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let body = serde_json::to_vec(body).unwrap_or_default();
+        let body = self.encode(Method::POST, path, body)?;
         self.call(Method::POST, path, Some(body)).await
     }
 
@@ -214,7 +236,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let body = serde_json::to_vec(body).unwrap_or_default();
+        let body = self.encode(Method::PUT, path, body)?;
         self.call(Method::PUT, path, Some(body)).await
     }
 

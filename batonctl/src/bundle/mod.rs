@@ -8,17 +8,21 @@
 //!   digests and validated before anything is built;
 //! - [`binaries`]: the downloader and agent binaries put into the bundle, and their checks;
 //! - [`context`]: the build context, streamed to the Docker Engine as a tar;
-//! - [`image`]: building, pushing and inspecting through the Docker Engine API (bollard);
+//! - [`build`]: building and pushing through the Docker Engine API (bollard);
 //! - [`progress`]: progress lines for long work.
+//!
+//! Connecting to the engine and reading a bundle image's manifest are the protocol's
+//! ([`baton_protocol::docker`]), shared with the orchestrator, and re-exported here.
 
 pub mod binaries;
+pub mod build;
 pub mod context;
 pub mod error;
-pub mod image;
 pub mod progress;
 pub mod template;
 
+pub use baton_protocol::docker::{connect, read_manifest};
+pub use build::{BuildOptions, Built, build, push};
 pub use error::BundleError;
-pub use image::{BuildOptions, Built, build, inspect};
 pub use progress::{Progress, Quiet, Stderr};
 pub use template::{Prepared, TEMPLATE_FILE, prepare};

@@ -1,0 +1,422 @@
+//! `batonctl`'s command line: every subcommand, flag and default (clap derive), and the
+//! REST request bodies the flags make.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_protocol::api::{
+    BatchRequest, RegisterHost, SetMaintenance, StartUpgrade, StrategyKind, StrategyRequest,
+};
+use baton_protocol::documents::MaintenanceMode;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::DEFAULT_API;
+
+/// Baton's operator command line: register hosts, start and follow upgrades through the
+/// orchestrator's REST API; build, push and inspect update bundles.
+#[derive(Debug, Parser)]
+#[command(name = "batonctl", version = baton_protocol::VERSION)]
+pub struct Cli {
+    /// The orchestrator's API (any replica answers reads; writes go to the leader).
+    #[arg(long, env = "BATON_API", default_value = DEFAULT_API, global = true)]
+    pub api: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print batonctl's version.
+    Version,
+    /// Register and inspect hosts.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Start, follow and steer upgrades.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
+    /// Build, push and inspect update bundles (container images; see docs/bundle.md).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Register a host (or update its registration).
+    Add(HostAdd),
+    /// List hosts: labels, agent version, state, bundle, maintenance.
+    Ls,
+    /// Show one host: spec, alive, desired, status, installed, maintenance (JSON).
+    Show {
+        /// The host id.
+        host: String,
+    },
+    /// Set a host's maintenance mode.
+    Maintenance {
+        /// The host id.
+        host: String,
+        /// The mode.
+        #[arg(value_enum)]
+        mode: Mode,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// With mode `restart`: reboot the host instead of restarting its managed services.
+        #[arg(long)]
+        reboot: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    None,
+    Paused,
+    AutohealingOff,
+    Restart,
+    Replace,
+}
+
+#[derive(Debug, Args)]
+pub struct HostAdd {
+    /// The host id.
+    pub id: String,
+    /// The host's Docker Engine: unix:///var/run/docker.sock or tcp://host:port.
+    #[arg(long)]
+    pub docker: String,
+    /// A label, KEY=VALUE (repeat): group, zone, …
+    #[arg(long = "label", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// A bind mount of the downloader job, HOST_PATH=ENGINE_PATH (repeat).
+    #[arg(long = "path-map", value_parser = key_value)]
+    pub path_map: Vec<(String, String)>,
+    /// The agent's boot id file, if not the kernel's.
+    #[arg(long)]
+    pub boot_id_file: Option<String>,
+    /// The agent's kernel release file, if not the kernel's.
+    #[arg(long)]
+    pub kernel_release_file: Option<String>,
+    /// Prefix of the agent's service container names.
+    #[arg(long)]
+    pub container_prefix: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Start an upgrade.
+    Start(Box<UpgradeStart>),
+    /// List upgrades (* marks the active one).
+    Ls,
+    /// Show one upgrade (JSON), with its events if asked.
+    Show {
+        /// The upgrade id.
+        id: String,
+        /// Also print its audit trail.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Pause: in-flight hosts finish, nothing new starts.
+    Pause(UpgradeControl),
+    /// Resume a paused upgrade (after canaries: approve them).
+    Resume(UpgradeControl),
+    /// Abort: nothing new starts; the upgrade ends.
+    Abort(UpgradeControl),
+    /// Follow an upgrade until it ends: a line per phase and host state change. Exits 0 if
+    /// it succeeded, 1 otherwise.
+    Watch {
+        /// The upgrade id (default: the active one).
+        id: Option<String>,
+        /// Polling interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeControl {
+    /// The upgrade id.
+    pub id: String,
+    /// Why, for the record.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Rolling,
+    AllAtOnce,
+    DaisyChain,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeStart {
+    /// The bundle image (a tag is resolved to a digest once).
+    pub image: String,
+    /// How hosts are dispatched.
+    #[arg(long, value_enum, default_value = "rolling")]
+    pub strategy: Kind,
+    /// Rolling: hosts per batch.
+    #[arg(long, allow_negative_numbers = true)]
+    pub batch: Option<i64>,
+    /// Rolling: percent of the selected hosts per batch.
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "batch")]
+    pub batch_percent: Option<i64>,
+    /// Rolling: canary hosts, first and alone.
+    #[arg(long, allow_negative_numbers = true)]
+    pub canary: Option<i64>,
+    /// Rolling: pause after the canaries until resumed.
+    #[arg(long)]
+    pub pause_after_canary: bool,
+    /// Rolling: a batch never spans two values of this label.
+    #[arg(long)]
+    pub zone_label: Option<String>,
+    /// Rolling: failed hosts tolerated.
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_failures: Option<i64>,
+    /// All-at-once: accept that every selected host is down together.
+    #[arg(long)]
+    pub allow_downtime: bool,
+    /// Skip hosts whose maintenance mode is `paused` (reported `Skipped`) instead of
+    /// waiting until the mode is lifted.
+    #[arg(long)]
+    pub skip_paused: bool,
+    /// Select hosts by label, KEY=VALUE (repeat).
+    #[arg(long = "selector", value_parser = key_value)]
+    pub selector: Vec<(String, String)>,
+    /// Only this host (repeat).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// The upgrade id [default: u-<version>-<date>-<time>].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Follow it until it ends (as `upgrade watch`).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Build a bundle image from a source folder holding manifest.template.json and the
+    /// component files; refuses bad input before anything is built.
+    Build(BuildArgs),
+    /// Print the manifest of a bundle image (pulled if needed; the image is not run).
+    Inspect {
+        /// The bundle image, e.g. 127.0.0.1:5000/baton/bundle@sha256:…
+        image: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The bundle source folder.
+    pub dir: PathBuf,
+    /// Image reference to build, e.g. 127.0.0.1:5000/baton/bundle:2.0.0
+    #[arg(long)]
+    pub tag: String,
+    /// Push the image to its registry and print the pinned reference (`repo@sha256:…`).
+    #[arg(long)]
+    pub push: bool,
+    /// The bundle's baton-agent binary (built with BATON_BUILD_VERSION=<agent version>)
+    /// [default: target/x86_64-unknown-linux-gnu/debug/baton-agent]
+    #[arg(long, env = "BATON_BUNDLE_AGENT")]
+    pub agent: Option<PathBuf>,
+    /// The static baton-downloader binary, the image's entrypoint
+    /// [default: target/x86_64-unknown-linux-gnu/debug/baton-downloader]
+    #[arg(long, env = "BATON_BUNDLE_DOWNLOADER")]
+    pub downloader: Option<PathBuf>,
+    /// Do not require `<agent> --version` to report the manifest's agent version.
+    #[arg(long)]
+    pub no_agent_version_check: bool,
+    /// Also write the completed manifest to this file.
+    #[arg(long)]
+    pub manifest_out: Option<PathBuf>,
+}
+
+/// A `KEY=VALUE` flag without the `=` or with an empty key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not KEY=VALUE")]
+pub struct NotKeyValue(String);
+
+/// Parses `KEY=VALUE` (the value may be empty or hold more `=`).
+pub fn key_value(s: &str) -> Result<(String, String), NotKeyValue> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(NotKeyValue(s.to_owned())),
+    }
+}
+
+impl From<Mode> for MaintenanceMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::None => MaintenanceMode::None,
+            Mode::Paused => MaintenanceMode::Paused,
+            Mode::AutohealingOff => MaintenanceMode::AutohealingOff,
+            Mode::Restart => MaintenanceMode::Restart,
+            Mode::Replace => MaintenanceMode::Replace,
+        }
+    }
+}
+
+impl From<Kind> for StrategyKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Rolling => StrategyKind::Rolling,
+            Kind::AllAtOnce => StrategyKind::AllAtOnce,
+            Kind::DaisyChain => StrategyKind::DaisyChain,
+        }
+    }
+}
+
+impl HostAdd {
+    /// The `POST /v1/hosts` body.
+    pub fn request(self) -> RegisterHost {
+        RegisterHost {
+            id: self.id,
+            labels: self.labels.into_iter().collect(),
+            docker: self.docker,
+            path_map: self.path_map.into_iter().collect(),
+            boot_id_file: self.boot_id_file,
+            kernel_release_file: self.kernel_release_file,
+            container_prefix: self.container_prefix,
+        }
+    }
+}
+
+/// The `PUT /v1/hosts/{host}/maintenance` body.
+pub fn maintenance(mode: Mode, reason: String, reboot: bool) -> SetMaintenance {
+    SetMaintenance {
+        mode: mode.into(),
+        reason,
+        reboot,
+    }
+}
+
+impl UpgradeStart {
+    /// The `POST /v1/upgrades` body; flags left out stay out of the body (the server's
+    /// defaults apply).
+    pub fn request(&self) -> StartUpgrade {
+        let batch =
+            (self.batch.is_some() || self.batch_percent.is_some()).then_some(BatchRequest {
+                count: self.batch,
+                percent: self.batch_percent,
+            });
+        StartUpgrade {
+            image: self.image.clone(),
+            strategy: StrategyRequest {
+                kind: self.strategy.into(),
+                batch,
+                canary: self.canary,
+                pause_after_canary: self.pause_after_canary.then_some(true),
+                zone_label: self.zone_label.clone(),
+                max_failures: self.max_failures,
+                allow_downtime: self.allow_downtime.then_some(true),
+            },
+            selector: self.selector.iter().cloned().collect::<BTreeMap<_, _>>(),
+            hosts: (!self.hosts.is_empty()).then(|| self.hosts.clone()),
+            id: self.id.clone(),
+            skip_paused: self.skip_paused.then_some(true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("batonctl").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn key_values_need_a_key() {
+        assert_eq!(
+            key_value("zone=a=b").expect("ok"),
+            ("zone".to_owned(), "a=b".to_owned())
+        );
+        assert_eq!(
+            key_value("k=").expect("ok"),
+            ("k".to_owned(), String::new())
+        );
+        for bad in ["", "=v", "novalue"] {
+            assert!(key_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upgrade_start_flags_make_the_request() {
+        let cli = parse(&[
+            "upgrade",
+            "start",
+            "r/b:2",
+            "--batch",
+            "2",
+            "--canary",
+            "1",
+            "--pause-after-canary",
+            "--selector",
+            "group=g",
+            "--host",
+            "h1",
+        ]);
+        let Command::Upgrade(UpgradeCommand::Start(start)) = cli.command else {
+            panic!("not upgrade start");
+        };
+        let req = start.request();
+        assert_eq!(
+            serde_json::to_value(&req).expect("json"),
+            serde_json::json!({
+                "image": "r/b:2",
+                "strategy": {"kind": "rolling", "batch": {"count": 2}, "canary": 1,
+                    "pause_after_canary": true},
+                "selector": {"group": "g"},
+                "hosts": ["h1"],
+            })
+        );
+    }
+
+    #[test]
+    fn a_bare_upgrade_start_leaves_the_defaults_to_the_server() {
+        let cli = parse(&[
+            "upgrade",
+            "start",
+            "r/b:2",
+            "--strategy",
+            "all-at-once",
+            "--allow-downtime",
+        ]);
+        let Command::Upgrade(UpgradeCommand::Start(start)) = cli.command else {
+            panic!("not upgrade start");
+        };
+        assert_eq!(
+            serde_json::to_value(start.request()).expect("json"),
+            serde_json::json!({
+                "image": "r/b:2",
+                "strategy": {"kind": "all-at-once", "allow_downtime": true},
+            })
+        );
+    }
+
+    #[test]
+    fn host_add_flags_make_the_registration() {
+        let cli = parse(&[
+            "host",
+            "add",
+            "h1",
+            "--docker",
+            "tcp://d:2375",
+            "--label",
+            "group=g",
+            "--path-map",
+            "/var/lib/baton=/srv/h1",
+        ]);
+        let Command::Host(HostCommand::Add(add)) = cli.command else {
+            panic!("not host add");
+        };
+        let req = add.request();
+        assert_eq!(req.labels.get("group").map(String::as_str), Some("g"));
+        assert_eq!(
+            req.path_map.get("/var/lib/baton").map(String::as_str),
+            Some("/srv/h1")
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! `batonctl`, Baton's operator command line, as a library (the binary is a thin `main.rs`;
+//! the tests and the demo use the client, the display and the bundle builder directly).
+//!
+//! - [`cli`]: subcommands and flags, and the request bodies they make;
+//! - [`commands`]: running a command line; [`watch`]: following an upgrade;
+//! - [`client`]: the REST API client; [`display`]: tables and progress lines;
+//! - [`bundle`]: building, pushing and inspecting bundle images;
+//! - [`error`]: what a command can fail with.
+//!
+//! It talks to the orchestrator only through its REST API: the wire types are the
+//! protocol's ([`baton_protocol::api`]), never the server's.
+
+pub mod bundle;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod display;
+pub mod error;
+pub mod watch;
+
+pub use commands::run;
+pub use error::CtlError;
