@@ -301,6 +301,28 @@ impl World {
             .collect()
     }
 
+    /// Every event of the upgrade as (host, kind, revision of the transaction that wrote it).
+    async fn event_revisions(&self, id: &str) -> Vec<(String, String, i64)> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                Keyspace::default().events_prefix(&UpgradeId::new(id).expect("upgrade id")),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("get events");
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let event: documents::Event =
+                    serde_json::from_slice(kv.value()).expect("event document");
+                let host = event.host.map(|h| h.to_string()).unwrap_or_default();
+                (host, event.kind.to_string(), kv.create_revision())
+            })
+            .collect()
+    }
+
     async fn dispatch_events(&self, api: &ApiClient, id: &str) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for e in api.events(id).await.expect("events") {
@@ -470,25 +492,28 @@ async fn rolling_upgrade_with_canary_pause_zones_and_a_tolerated_failure() {
             "{h} overlapped across zones: {overlapping:?}"
         );
     }
-    // The next batch starts as soon as the last host of the previous one is done.
-    let mut by_start = log.clone();
-    by_start.sort_by_key(|(_, s, _)| *s);
-    let h3_done = by_start
-        .iter()
-        .find(|(h, _, _)| h == "h3")
-        .unwrap()
-        .2
-        .unwrap();
-    let h2_done = by_start
-        .iter()
-        .find(|(h, _, _)| h == "h2")
-        .unwrap()
-        .2
-        .unwrap();
-    let h4_start = by_start.iter().find(|(h, _, _)| h == "h4").unwrap().1;
-    let gap = h4_start.duration_since(h2_done.max(h3_done));
-    eprintln!("TIMING from the batch's last Done to the next batch's dispatch seen: {gap:?}");
-    assert!(gap < Duration::from_millis(900), "{gap:?}");
+    // The next batch starts as soon as the last host of the previous one is done: h4 is
+    // dispatched in the very transaction that records the outcome of the last of h2 and h3
+    // (not on a later pass or tick).
+    let revisions = w.event_revisions(&id).await;
+    let at = |host: &str, kinds: &[&str]| -> Vec<i64> {
+        revisions
+            .iter()
+            .filter(|(h, k, _)| h == host && kinds.contains(&k.as_str()))
+            .map(|(_, _, r)| *r)
+            .collect()
+    };
+    let outcomes = ["host-succeeded", "host-failed"];
+    let last_done = at("h2", &outcomes)
+        .into_iter()
+        .chain(at("h3", &outcomes))
+        .max()
+        .expect("h2 and h3 have outcomes");
+    assert_eq!(
+        at("h4", &["host-dispatched"]),
+        [last_done],
+        "h4 dispatched with the previous batch's last outcome: {revisions:?}"
+    );
     orch.stop().await;
 }
 
