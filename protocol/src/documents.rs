@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{GroupName, HostId, UpgradeId};
-use crate::state::{HostState, UpgradePhase};
+use crate::state::{HostState, TransitionError, UpgradePhase};
 
 /// The schema version this build writes and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -358,12 +358,16 @@ pub enum Strategy {
 }
 
 /// What happened to one host in an upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum HostOutcomeState {
     /// Not started.
     Pending,
     /// The downloader job ran; the bundle is staged.
     Downloaded,
+    /// Not dispatched yet, and its maintenance mode is `paused`: nothing is started on it and
+    /// the upgrade waits for it; back to where it was ([`HostOutcome::held_from`]) once the
+    /// mode is lifted.
+    Held,
     /// Its `desired` key was written.
     Dispatched,
     /// Done and healthy.
@@ -372,6 +376,62 @@ pub enum HostOutcomeState {
     Failed,
     /// Skipped (paused for maintenance).
     Skipped,
+}
+
+impl HostOutcomeState {
+    /// Every state, in declaration order.
+    pub const ALL: [HostOutcomeState; 7] = [
+        HostOutcomeState::Pending,
+        HostOutcomeState::Downloaded,
+        HostOutcomeState::Held,
+        HostOutcomeState::Dispatched,
+        HostOutcomeState::Succeeded,
+        HostOutcomeState::Failed,
+        HostOutcomeState::Skipped,
+    ];
+
+    /// The legal transitions out of `self` (staying is always allowed).
+    pub fn successors(self) -> &'static [HostOutcomeState] {
+        use HostOutcomeState::*;
+        match self {
+            Pending => &[Downloaded, Held, Failed, Skipped],
+            // A heal succeeds without a dispatch: the agent is back on the bundle's version.
+            Downloaded => &[Dispatched, Held, Succeeded, Failed, Skipped],
+            // Released to where it was; an agent that misses its timeout fails meanwhile.
+            Held => &[Pending, Downloaded, Failed, Skipped],
+            Dispatched => &[Succeeded, Failed],
+            Succeeded | Failed | Skipped => &[],
+        }
+    }
+
+    /// Whether `self -> to` is allowed.
+    pub fn can_transition_to(self, to: HostOutcomeState) -> bool {
+        self == to || self.successors().contains(&to)
+    }
+
+    /// `Ok` if `self -> to` is allowed, else an error naming both states.
+    pub fn check_transition(self, to: HostOutcomeState) -> Result<(), TransitionError> {
+        if self.can_transition_to(to) {
+            Ok(())
+        } else {
+            Err(TransitionError {
+                what: "host outcome",
+                from: format!("{self:?}"),
+                to: format!("{to:?}"),
+            })
+        }
+    }
+
+    /// Still to be worked on (or being worked on) in its upgrade.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            HostOutcomeState::Pending
+                | HostOutcomeState::Downloaded
+                | HostOutcomeState::Held
+                | HostOutcomeState::Dispatched
+        )
+    }
 }
 
 /// One host's outcome in an upgrade record.
@@ -389,6 +449,19 @@ pub struct HostOutcome {
     /// When its `desired` key was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatched_at: Option<Timestamp>,
+    /// The state it was held in, while [`HostOutcomeState::Held`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<HostOutcomeState>,
+}
+
+impl HostOutcome {
+    /// Where the host is in its upgrade, held or not: [`Self::held_from`] while held.
+    pub fn stage(&self) -> HostOutcomeState {
+        match (self.state, self.held_from) {
+            (HostOutcomeState::Held, Some(from)) => from,
+            (state, _) => state,
+        }
+    }
 }
 
 /// `upgrades/<id>`: one upgrade, its request, phase and per-host outcomes.
@@ -458,6 +531,22 @@ pub struct Upgrade {
 
 impl Document for Upgrade {
     const KIND: &'static str = "upgrade";
+}
+
+impl Upgrade {
+    /// Daisy-chain: the host that takes the baton after batch `after` — the one of the
+    /// lowest later batch (by id within it) still waiting to be dispatched (`Downloaded`);
+    /// held, skipped, failed and dispatched hosts are passed over. The orchestrator names it
+    /// in a host's `desired`, and a host handing over names the one after its successor.
+    pub fn next_in_chain(&self, after: u32) -> Option<HostId> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.state == HostOutcomeState::Downloaded)
+            .map(|(id, h)| (h.batch.unwrap_or(0), id))
+            .filter(|(batch, _)| *batch > after)
+            .min()
+            .map(|(_, id)| id.clone())
+    }
 }
 
 /// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).
@@ -577,8 +666,8 @@ pub struct Event {
     /// The host concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostId>,
-    /// Short machine-readable kind, e.g. `host-dispatched`.
-    pub kind: String,
+    /// What kind of event, e.g. `host-dispatched`.
+    pub kind: EventKind,
     /// What happened, for people.
     pub message: String,
 }
@@ -587,9 +676,190 @@ impl Document for Event {
     const KIND: &'static str = "event";
 }
 
+/// What kind of event an [`Event`] is; stored as its kebab-case name (`host-dispatched`).
+/// A name this build does not know (written by a newer one) is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// An upgrade or task record was created (`created`).
+    Created,
+    /// The upgrade moved to another phase (`phase`).
+    Phase,
+    /// A host's downloader job staged the bundle (`host-downloaded`).
+    HostDownloaded,
+    /// A host was told to install (`host-dispatched`).
+    HostDispatched,
+    /// A host succeeded (`host-succeeded`); a restart task's is its resume event.
+    HostSucceeded,
+    /// A host failed (`host-failed`).
+    HostFailed,
+    /// A host was skipped (`host-skipped`).
+    HostSkipped,
+    /// A paused host the upgrade waits for, or its release (`host-held`).
+    HostHeld,
+    /// A host's outcome changed otherwise (`host-state`).
+    HostState,
+    /// A self-update's new version leads from here (`orchestrator-handover`).
+    OrchestratorHandover,
+    /// The maintenance mode a task carried out was set back to `none`
+    /// (`maintenance-cleared`).
+    MaintenanceCleared,
+    /// A kind this build does not know.
+    Other(String),
+}
+
+impl EventKind {
+    /// Every kind this build writes.
+    pub const KNOWN: [EventKind; 11] = [
+        EventKind::Created,
+        EventKind::Phase,
+        EventKind::HostDownloaded,
+        EventKind::HostDispatched,
+        EventKind::HostSucceeded,
+        EventKind::HostFailed,
+        EventKind::HostSkipped,
+        EventKind::HostHeld,
+        EventKind::HostState,
+        EventKind::OrchestratorHandover,
+        EventKind::MaintenanceCleared,
+    ];
+
+    /// The stored name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Phase => "phase",
+            EventKind::HostDownloaded => "host-downloaded",
+            EventKind::HostDispatched => "host-dispatched",
+            EventKind::HostSucceeded => "host-succeeded",
+            EventKind::HostFailed => "host-failed",
+            EventKind::HostSkipped => "host-skipped",
+            EventKind::HostHeld => "host-held",
+            EventKind::HostState => "host-state",
+            EventKind::OrchestratorHandover => "orchestrator-handover",
+            EventKind::MaintenanceCleared => "maintenance-cleared",
+            EventKind::Other(name) => name,
+        }
+    }
+
+    /// The kind stored as `name`.
+    pub fn from_name(name: &str) -> EventKind {
+        Self::KNOWN
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .unwrap_or_else(|| EventKind::Other(name.to_owned()))
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for EventKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(EventKind::from_name(&name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every legal host outcome transition, written out so a change to the rules shows up here.
+    const OUTCOME_LEGAL: &[(HostOutcomeState, HostOutcomeState)] = {
+        use HostOutcomeState::*;
+        &[
+            (Pending, Downloaded),
+            (Pending, Held),
+            (Pending, Failed),
+            (Pending, Skipped),
+            (Downloaded, Dispatched),
+            (Downloaded, Held),
+            (Downloaded, Succeeded),
+            (Downloaded, Failed),
+            (Downloaded, Skipped),
+            (Held, Pending),
+            (Held, Downloaded),
+            (Held, Failed),
+            (Held, Skipped),
+            (Dispatched, Succeeded),
+            (Dispatched, Failed),
+        ]
+    };
+
+    #[test]
+    fn outcome_table_is_exactly_the_rules() {
+        for from in HostOutcomeState::ALL {
+            for to in HostOutcomeState::ALL {
+                let legal = from == to || OUTCOME_LEGAL.contains(&(from, to));
+                assert_eq!(
+                    from.check_transition(to).is_ok(),
+                    legal,
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        let err = HostOutcomeState::Succeeded
+            .check_transition(HostOutcomeState::Pending)
+            .expect_err("settled");
+        assert_eq!(
+            err.to_string(),
+            "illegal host outcome transition Succeeded -> Pending"
+        );
+        for state in HostOutcomeState::ALL {
+            assert_eq!(state.is_open(), !state.successors().is_empty(), "{state:?}");
+        }
+    }
+
+    #[test]
+    fn event_kinds_keep_their_stored_names() {
+        for kind in EventKind::KNOWN {
+            let json = serde_json::to_string(&kind).expect("json");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<EventKind>(&json).expect("back"), kind);
+        }
+        assert_eq!(EventKind::HostDispatched, "host-dispatched");
+        let newer: EventKind = serde_json::from_str("\"host-signed\"").expect("unknown kind");
+        assert_eq!(newer, EventKind::Other("host-signed".into()));
+        assert_eq!(serde_json::to_string(&newer).expect("json"), "\"host-signed\"");
+    }
+
+    #[test]
+    fn the_chain_passes_over_hosts_not_waiting_for_dispatch() {
+        use HostOutcomeState::*;
+        let text = br#"{"schema_version":1,"id":"u1","bundle":"r@sha256:00","version":"2.0.0","strategy":{"kind":"daisy-chain"},"phase":"Installing","hosts":{
+            "h1":{"state":"Dispatched","batch":0},"h2":{"state":"Skipped","batch":1},
+            "h3":{"state":"Held","batch":2,"held_from":"Downloaded"},"h4":{"state":"Downloaded","batch":3},
+            "h5":{"state":"Downloaded","batch":4}},"created_at":"t","updated_at":"t"}"#;
+        let u: Upgrade = serde_json::from_slice(text).expect("record");
+        let id = |h: &str| HostId::new(h).expect("id");
+        assert_eq!(u.next_in_chain(0), Some(id("h4")));
+        assert_eq!(u.next_in_chain(3), Some(id("h5")));
+        assert_eq!(u.next_in_chain(4), None);
+        assert_eq!(u.hosts[&id("h3")].stage(), Downloaded);
+        assert_eq!(u.hosts[&id("h4")].stage(), Downloaded);
+        assert_eq!(u.hosts[&id("h1")].stage(), Dispatched);
+    }
 
     fn status() -> HostStatus {
         HostStatus {

@@ -1,16 +1,20 @@
 //! Baton's shared contract, used by every part.
 //!
 //! - [`agent_config`]: the agent's configuration file, written by the downloader job;
+//! - [`cli`]: what the binaries' command lines share (etcd TLS flags, logging, config file);
 //! - [`keys`]: the etcd keyspace (the only place keys are built or parsed);
 //! - [`names`]: validated host ids, group names and upgrade ids;
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
 //! - [`state`]: host states and upgrade phases with their transition rules;
 //! - [`manifest`]: the bundle manifest and its validation;
+//! - [`job`]: the downloader job's settings and its summary line;
 //! - [`etcd`]: compare-and-swap, resumable watches, kept leases, leader election.
 
 pub mod agent_config;
+pub mod cli;
 pub mod documents;
 pub mod etcd;
+pub mod job;
 pub mod keys;
 pub mod manifest;
 pub mod names;

@@ -4,7 +4,7 @@
 //! has run on the host, and `status` moving `Updating` → `Done` (or `RolledBack`, or the
 //! agent vanishing) when `desired` names a new upgrade. The downloader job is a real
 //! container run through the Docker Engine API from a small bundle image (a static busybox
-//! script that records its flags in the host's folder and prints a summary line).
+//! script that records its settings in the host's folder and prints a summary line).
 //!
 //! Covered: rolling with a canary and a pause for approval, zones and batches, a tolerated
 //! failure, prompt progress on `Done`; a leader killed mid-upgrade and a successor that
@@ -31,6 +31,7 @@ use baton_protocol::documents::{
     self, Alive, Desired, HostOutcomeState, HostStatus, SCHEMA_VERSION, Upgrade,
 };
 use baton_protocol::etcd::{self, Client, KeptLease};
+use baton_protocol::job::JobSettings;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePhase};
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
@@ -46,12 +47,12 @@ async fn require_docker() {
     }
 }
 
-/// The downloader job of the test bundle: records its flags, fails if the host holds a
+/// The downloader job of the test bundle: records its settings, fails if the host holds a
 /// `fail-download` file, else prints a summary line.
 const JOB_SCRIPT: &str = r#"
 B=/busybox
 $B mkdir -p /host/var/lib/baton
-echo "$@" > /host/var/lib/baton/job-args
+echo "$BATON_JOB_SETTINGS" > /host/var/lib/baton/job-args
 if [ -e /host/var/lib/baton/fail-download ]; then
     echo "baton-downloader: error: /bundle/manifest.json: this host was told to fail" >&2
     exit 1
@@ -415,14 +416,15 @@ async fn rolling_upgrade_with_canary_pause_zones_and_a_tolerated_failure() {
         HostOutcomeState::Succeeded
     );
     for h in ["h1", "h2", "h3", "h4", "h5"] {
-        let args = job_args(&w.root(h));
-        assert!(
-            args.contains(&format!(
-                "--host-id {h} --etcd-endpoint {}",
-                w.etcd.endpoint()
-            )) && args.contains("--prefix /baton")
-                && args.contains("--boot-id-file /run/baton/boot-id"),
-            "{h}: {args:?}"
+        let text = job_args(&w.root(h));
+        let settings = JobSettings::parse(text.trim()).expect("the job's settings");
+        assert_eq!(settings.host_id.as_str(), h, "{text}");
+        assert_eq!(settings.etcd_endpoints, [w.etcd.endpoint()], "{text}");
+        assert_eq!(settings.prefix, "/baton", "{text}");
+        assert_eq!(
+            settings.boot_id_file,
+            Path::new("/run/baton/boot-id"),
+            "{text}"
         );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
