@@ -9,10 +9,10 @@ use std::time::Duration;
 use baton_protocol::agent_config::{
     DEFAULT_BOOT_ID_FILE, DEFAULT_KERNEL_RELEASE_FILE, DEFAULT_LEASE_TTL_SECS,
 };
+use baton_protocol::cli::EtcdTlsArgs;
 use baton_protocol::etcd::EtcdTls;
 use baton_protocol::job::{JobSettings, JobSettingsError, SETTINGS_ENV};
 use baton_protocol::keys::DEFAULT_PREFIX;
-use baton_protocol::cli::EtcdTlsArgs;
 use clap::Parser;
 
 use crate::host_files::AgentSettings;
@@ -182,7 +182,8 @@ mod tests {
 
     #[test]
     fn settings_replace_the_agent_flags() {
-        let json = r#"{"host_id":"h2","etcd_endpoints":["http://c:2379"],"container_prefix":"h2-"}"#;
+        let json =
+            r#"{"host_id":"h2","etcd_endpoints":["http://c:2379"],"container_prefix":"h2-"}"#;
         let cli = Cli::try_parse_from(["baton-downloader", "--settings", json]).unwrap();
         let c = cli.config();
         assert_eq!(c.agent.host_id, "h2");

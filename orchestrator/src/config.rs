@@ -237,8 +237,11 @@ impl Config {
 
     /// The configuration from `args` (program name first), the environment and the
     /// `--config` file they name.
-    pub fn load_from(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Self, ConfigError> {
-        let args = with_config_file::<Config>(args.into_iter().map(Into::into).collect(), "config")?;
+    pub fn load_from(
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Result<Self, ConfigError> {
+        let args =
+            with_config_file::<Config>(args.into_iter().map(Into::into).collect(), "config")?;
         Ok(Config::try_parse_from(args)?)
     }
 
@@ -392,13 +395,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("orchestrator.toml");
         std::fs::write(&file, full.successor_file().expect("toml")).expect("write");
-        let again = Config::load_from([
-            "x",
-            "--config",
-            &file.display().to_string(),
-            "--replica=r2",
-        ])
-        .expect("file parses");
+        let again =
+            Config::load_from(["x", "--config", &file.display().to_string(), "--replica=r2"])
+                .expect("file parses");
         let mut expected = full.clone();
         expected.config = Some(file.clone());
         expected.replica = Some("r2".into());

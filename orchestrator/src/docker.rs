@@ -296,7 +296,11 @@ fn pack(name: &str, files: &[ContainerFile]) -> Result<Vec<u8>, ContainerError> 
         header.set_mode(f.mode);
         header.set_entry_type(tar::EntryType::Regular);
         archive
-            .append_data(&mut header, f.path.trim_start_matches('/'), f.contents.as_slice())
+            .append_data(
+                &mut header,
+                f.path.trim_start_matches('/'),
+                f.contents.as_slice(),
+            )
             .map_err(pack_err)?;
     }
     archive.into_inner().map_err(|source| ContainerError::Pack {

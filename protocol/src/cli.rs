@@ -60,11 +60,15 @@ impl EtcdTlsArgs {
 
     /// The files named (mounted where another process must read them).
     pub fn files(&self) -> Vec<PathBuf> {
-        [&self.etcd_ca_file, &self.etcd_cert_file, &self.etcd_key_file]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        [
+            &self.etcd_ca_file,
+            &self.etcd_cert_file,
+            &self.etcd_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 }
 
@@ -362,14 +366,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_the_key() {
-        let err = parse("sideways = 1\n", &[]).expect_err("unknown").to_string();
+        let err = parse("sideways = 1\n", &[])
+            .expect_err("unknown")
+            .to_string();
         assert!(err.contains(".toml: sideways: no such setting"), "{err}");
-        let err = parse("timeout = \"soon\"\n", &[]).expect_err("bad").to_string();
+        let err = parse("timeout = \"soon\"\n", &[])
+            .expect_err("bad")
+            .to_string();
         assert!(err.contains(".toml: timeout: "), "{err}");
         let err = parse("timeout = [", &[]).expect_err("toml").to_string();
         assert!(err.contains(".toml"), "{err}");
         let err = with_config_file::<Cli>(
-            vec!["x".into(), "--config".into(), "/nonexistent/baton.toml".into()],
+            vec![
+                "x".into(),
+                "--config".into(),
+                "/nonexistent/baton.toml".into(),
+            ],
             "config",
         )
         .expect_err("missing")

@@ -836,12 +836,18 @@ mod tests {
         for kind in EventKind::KNOWN {
             let json = serde_json::to_string(&kind).expect("json");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
-            assert_eq!(serde_json::from_str::<EventKind>(&json).expect("back"), kind);
+            assert_eq!(
+                serde_json::from_str::<EventKind>(&json).expect("back"),
+                kind
+            );
         }
         assert_eq!(EventKind::HostDispatched, "host-dispatched");
         let newer: EventKind = serde_json::from_str("\"host-signed\"").expect("unknown kind");
         assert_eq!(newer, EventKind::Other("host-signed".into()));
-        assert_eq!(serde_json::to_string(&newer).expect("json"), "\"host-signed\"");
+        assert_eq!(
+            serde_json::to_string(&newer).expect("json"),
+            "\"host-signed\""
+        );
     }
 
     #[test]

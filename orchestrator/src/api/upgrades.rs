@@ -10,8 +10,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::documents::{
-    Active, Event, EventKind, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
-    Timestamp, Upgrade, decode, now,
+    Active, Event, EventKind, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION,
+    Strategy, Timestamp, Upgrade, decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;

@@ -26,8 +26,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use crate::docker::{
-    ContainerError, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE,
-    find_or_create,
+    ContainerError, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE, find_or_create,
 };
 use crate::engine::model::DownloadOutcome;
 

@@ -8,8 +8,8 @@
 //! (with `active` for a join) and clearing a maintenance mode a task carried out.
 
 use baton_protocol::documents::{
-    Desired, DesiredAction, Event, EventKind, HostOutcomeState, Maintenance, MaintenanceMode, SCHEMA_VERSION,
-    TaskKind, Timestamp, Upgrade,
+    Desired, DesiredAction, Event, EventKind, HostOutcomeState, Maintenance, MaintenanceMode,
+    SCHEMA_VERSION, TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::etcd::{Client, EtcdError, Versioned};
 use baton_protocol::{HostId, HostKey, Keyspace};

@@ -263,9 +263,12 @@ impl Engine {
             // part again (one range read, at start and after a compaction).
             WatchUpdate::Snapshot { .. } => {
                 Counters::inc(&self.counters.reads);
-                match store::read_prefix(&self.etcd.client, &part.prefix(&self.etcd.keyspace)).await {
+                match store::read_prefix(&self.etcd.client, &part.prefix(&self.etcd.keyspace)).await
+                {
                     Ok((kvs, revision)) => {
-                        self.seen.view.load(&self.etcd.keyspace, part, &kvs, revision);
+                        self.seen
+                            .view
+                            .load(&self.etcd.keyspace, part, &kvs, revision);
                         self.seen.loaded.insert(part);
                     }
                     Err(error) => {
@@ -302,7 +305,8 @@ impl Engine {
         };
         let Some(active) = active else { return true };
         let live = self
-            .seen.view
+            .seen
+            .view
             .upgrades
             .get(&active.value.upgrade_id)
             .is_some_and(|u| !u.value.phase.is_terminal());
@@ -344,7 +348,8 @@ impl Engine {
             .flat_map(|u| u.value.hosts.keys());
         let hosts: BTreeSet<&HostId> = view.hosts.keys().chain(in_upgrades).collect();
         let absent = |h: &HostId| view.hosts.get(h).is_none_or(|d| d.alive.is_none());
-        self.seen.missing_since
+        self.seen
+            .missing_since
             .retain(|h, _| hosts.contains(h) && absent(h));
         for host in hosts {
             if absent(host) {
@@ -355,7 +360,8 @@ impl Engine {
 
     /// How long each host without an `alive` key has been so.
     fn alive_missing_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
-        self.seen.missing_since
+        self.seen
+            .missing_since
             .iter()
             .map(|(h, since)| (h.clone(), now.duration_since(*since)))
             .collect()
@@ -364,7 +370,8 @@ impl Engine {
     async fn pass(&mut self) {
         self.track_alive(Instant::now());
         let in_progress: Vec<UpgradeId> = self
-            .seen.view
+            .seen
+            .view
             .upgrades
             .values()
             .filter(|u| !u.value.phase.is_terminal())
@@ -389,7 +396,8 @@ impl Engine {
     fn drop_unwanted_successors(&mut self) {
         let view = &self.seen.view;
         let ended: Vec<UpgradeId> = self
-            .successors.started
+            .successors
+            .started
             .iter()
             // One still starting is looked at again once it answers.
             .filter(|(_, (_, state))| *state != SuccessorState::Starting)
@@ -443,10 +451,12 @@ impl Engine {
     /// Decides and carries out what the leader takes on by itself ([`tasks`]).
     async fn tasks_pass(&mut self) {
         let now = Instant::now();
-        self.probes.answers
+        self.probes
+            .answers
             .retain(|_, (at, _)| now.duration_since(*at) < PROBE_FRESH);
         let answers: BTreeMap<HostId, bool> = self
-            .probes.answers
+            .probes
+            .answers
             .iter()
             .map(|(h, (_, a))| (h.clone(), *a))
             .collect();
@@ -551,7 +561,8 @@ impl Engine {
             return;
         }
         let Some(endpoint) = self
-            .seen.view
+            .seen
+            .view
             .hosts
             .get(&host)
             .and_then(|d| d.spec.as_ref())
@@ -577,13 +588,15 @@ impl Engine {
         let missing = self.alive_missing_for(Instant::now());
         let claimed = claimed_by_tasks(&self.seen.view, id);
         let running: BTreeSet<HostId> = self
-            .jobs.running
+            .jobs
+            .running
             .keys()
             .filter(|(u, _)| u == id)
             .map(|(_, h)| h.clone())
             .collect();
         let finished: BTreeMap<HostId, DownloadOutcome> = self
-            .jobs.finished
+            .jobs
+            .finished
             .iter()
             .filter(|((u, _), _)| u == id)
             .map(|((_, h), o)| (h.clone(), o.clone()))
@@ -658,7 +671,8 @@ impl Engine {
             return;
         }
         let Some(spec) = self
-            .seen.view
+            .seen
+            .view
             .hosts
             .get(&host)
             .and_then(|d| d.spec.as_ref())

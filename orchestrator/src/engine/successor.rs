@@ -30,8 +30,8 @@ use sha2::{Digest, Sha256};
 
 use crate::bundle;
 use crate::docker::{
-    ContainerError, ContainerFile, DockerEndpointError, Endpoint, Found, IfStopped,
-    LABEL_PURPOSE, find_or_create,
+    ContainerError, ContainerFile, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE,
+    find_or_create,
 };
 use crate::engine::model::SuccessorState;
 use crate::store;
@@ -71,7 +71,9 @@ pub enum SuccessorError {
     #[error(transparent)]
     Docker(#[from] ContainerError),
     /// The container runs another version than the bundle's.
-    #[error("container {container} from {image} runs orchestrator version {found}, not the bundle's {version}")]
+    #[error(
+        "container {container} from {image} runs orchestrator version {found}, not the bundle's {version}"
+    )]
     WrongVersion {
         /// The container.
         container: String,
@@ -282,11 +284,7 @@ async fn start(s: &Successor, docker: &Docker) -> Result<(), SuccessorError> {
 
 /// Waits until the container's replica campaigns announcing the version; fails as soon as
 /// the container stops, or at the timeout.
-async fn wait_ready(
-    s: &Successor,
-    docker: &Docker,
-    client: &Client,
-) -> Result<(), SuccessorError> {
+async fn wait_ready(s: &Successor, docker: &Docker, client: &Client) -> Result<(), SuccessorError> {
     let name = s.container_name();
     let election = format!("{}/", s.keyspace.leader());
     let deadline = Instant::now() + s.settings.timeout;

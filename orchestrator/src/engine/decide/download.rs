@@ -3,8 +3,8 @@
 //! whose maintenance mode is `paused` held or skipped before anything starts on them.
 
 use baton_protocol::HostId;
-use baton_protocol::documents::{HostOutcomeState as O, MaintenanceMode};
 use baton_protocol::UpgradePhase as P;
+use baton_protocol::documents::{HostOutcomeState as O, MaintenanceMode};
 
 use super::{Action, Decision};
 use crate::engine::model::{DownloadOutcome, Limits, Observed, SuccessorState};

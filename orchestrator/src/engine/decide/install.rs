@@ -2,9 +2,7 @@
 //! batch (with the daisy chain's next host), dispatched hosts judged from their status and
 //! liveness, and the pause after the canaries.
 
-use baton_protocol::documents::{
-    HostOutcomeState as O, HostStatus, Strategy, TaskKind, Upgrade,
-};
+use baton_protocol::documents::{HostOutcomeState as O, HostStatus, Strategy, TaskKind, Upgrade};
 use baton_protocol::{HostId, HostState, UpgradePhase as P};
 
 use super::{Action, Decision, canaries_done, is_open};

@@ -41,9 +41,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use baton_protocol::documents::{
-    HostOutcomeState as O, Strategy, TaskKind, Timestamp, Upgrade,
-};
+use baton_protocol::documents::{HostOutcomeState as O, Strategy, TaskKind, Timestamp, Upgrade};
 use baton_protocol::{HostId, UpgradeId, UpgradePhase as P};
 
 use crate::engine::model::{Limits, Observed};
@@ -279,7 +277,6 @@ impl Decision {
             reason,
         });
     }
-
 }
 
 /// Hosts open in an in-progress task record other than `except`: heals, restarts and

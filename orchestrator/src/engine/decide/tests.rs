@@ -1008,7 +1008,10 @@ fn holding_keeps_where_the_host_was_and_releasing_returns_it_there() {
         };
         apply(&mut u, &hold, &now);
         let h = &u.hosts[&id("h1")];
-        assert_eq!((h.state, h.held_from, h.stage()), (O::Held, Some(from), from));
+        assert_eq!(
+            (h.state, h.held_from, h.stage()),
+            (O::Held, Some(from), from)
+        );
         assert!(from.check_transition(O::Held).is_ok());
         let release = Action::Hold {
             host: id("h1"),
