@@ -11,31 +11,31 @@
 //! - [`dispatch`]: starting the downloader job on a host, through the host's Docker Engine;
 //! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
 //!   then handed the leadership);
+//! - `drive` and `upkeep`: the engine's passes over upgrades and over its own tasks;
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
 //!   creates are then driven like upgrades.
 
 pub mod decide;
 pub mod dispatch;
+mod drive;
 pub mod execute;
 pub mod model;
 pub mod successor;
 pub mod tasks;
+mod upkeep;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use baton_protocol::documents::{self, Maintenance, Upgrade};
-use baton_protocol::etcd::{Client, ResumableWatch, Versioned, WatchUpdate};
-use baton_protocol::{HostId, HostKey, Keyspace, UpgradeId};
+use baton_protocol::etcd::{Client, ResumableWatch, WatchUpdate};
+use baton_protocol::{HostId, Keyspace, UpgradeId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::engine::decide::{Action, claimed_by_tasks, next_actions};
-use crate::engine::model::{DownloadOutcome, Limits, Observed, SuccessorState};
+use crate::engine::model::{DownloadOutcome, Limits, SuccessorState};
 use crate::engine::successor::{SelfUpdate, Successor};
-use crate::engine::tasks::{FleetObserved, TaskAction, next_tasks};
 use crate::metrics::Counters;
 use crate::store;
 use crate::view::{FleetView, Part};
@@ -389,332 +389,6 @@ impl Engine {
                 .is_some_and(|u| !u.value.phase.is_terminal())
         });
         self.tasks_pass().await;
-    }
-
-    /// A new orchestrator version that got ready after its upgrade ended (aborted while it
-    /// started) is not handed anything: it is stopped.
-    fn drop_unwanted_successors(&mut self) {
-        let view = &self.seen.view;
-        let ended: Vec<UpgradeId> = self
-            .successors
-            .started
-            .iter()
-            // One still starting is looked at again once it answers.
-            .filter(|(_, (_, state))| *state != SuccessorState::Starting)
-            .filter(|(u, _)| {
-                view.upgrades
-                    .get(*u)
-                    .is_none_or(|u| u.value.phase.is_terminal())
-            })
-            .map(|(u, _)| u.clone())
-            .collect();
-        for id in ended {
-            if let Some((successor, state)) = self.successors.started.remove(&id)
-                && matches!(state, SuccessorState::Ready { .. })
-            {
-                self.tasks
-                    .spawn(async move { successor::stop(&successor).await });
-            }
-        }
-    }
-
-    /// Starts this upgrade's new orchestrator version in the background, once.
-    fn start_successor(&mut self, upgrade: &Upgrade) {
-        let Some(update) = &upgrade.orchestrator else {
-            return;
-        };
-        if self.successors.started.contains_key(&upgrade.id) {
-            return;
-        }
-        let successor = Successor {
-            upgrade: upgrade.id.clone(),
-            version: upgrade.version.clone(),
-            image: update.image.clone(),
-            keyspace: self.etcd.keyspace.clone(),
-            settings: self.config.self_update.clone(),
-            labels: self.config.job_labels.clone(),
-        };
-        tracing::info!(upgrade = %upgrade.id, image = %update.image, container = %successor.container_name(), "self-update: starting orchestrator {}", upgrade.version);
-        self.successors.started.insert(
-            upgrade.id.clone(),
-            (successor.clone(), SuccessorState::Starting),
-        );
-        let client = self.etcd.client.clone();
-        let results = self.successors.results.clone();
-        let id = upgrade.id.clone();
-        self.tasks.spawn(async move {
-            let state = successor::run(successor, client).await;
-            let _ = results.send((id, state));
-        });
-    }
-
-    /// Decides and carries out what the leader takes on by itself ([`tasks`]).
-    async fn tasks_pass(&mut self) {
-        let now = Instant::now();
-        self.probes
-            .answers
-            .retain(|_, (at, _)| now.duration_since(*at) < PROBE_FRESH);
-        let answers: BTreeMap<HostId, bool> = self
-            .probes
-            .answers
-            .iter()
-            .map(|(h, (_, a))| (h.clone(), *a))
-            .collect();
-        let missing = self.alive_missing_for(now);
-        let actions = next_tasks(
-            &FleetObserved {
-                view: &self.seen.view,
-                alive_missing_for: &missing,
-                docker_answers: &answers,
-                now: SystemTime::now(),
-            },
-            &self.config.limits,
-        );
-        for action in actions {
-            self.carry_out(action).await;
-        }
-    }
-
-    async fn carry_out(&mut self, action: TaskAction) {
-        let now = documents::now();
-        let writer = self.writer();
-        match action {
-            TaskAction::Probe { host } => self.probe(host),
-            TaskAction::Create {
-                upgrade,
-                message,
-                take_active,
-            } => match execute::create_task(writer, &upgrade, &message, take_active, &now).await {
-                Ok(Some((record, revision))) => {
-                    Counters::inc(&self.counters.commits);
-                    tracing::info!(task = %record.id, %message, "task created");
-                    self.seen.view.wrote_upgrade(record, revision);
-                }
-                Ok(None) => {
-                    Counters::inc(&self.counters.conflicts);
-                    tracing::debug!(task = %upgrade.id, "task not created (id taken, an upgrade active, or leadership lost)");
-                }
-                Err(error) => {
-                    tracing::warn!(task = %upgrade.id, %error, "could not create a task; retrying");
-                }
-            },
-            TaskAction::ClearHost {
-                host,
-                read_at,
-                record,
-                message,
-            } => {
-                let key = self.etcd.keyspace.host(&host, HostKey::Maintenance);
-                if let Some(m) = self.clear(&key, read_at, &record, &message).await {
-                    self.seen.view.hosts.entry(host).or_default().maintenance = Some(m);
-                }
-            }
-            TaskAction::ClearGroup {
-                group,
-                read_at,
-                record,
-                message,
-            } => {
-                let key = self.etcd.keyspace.group_maintenance(&group);
-                if let Some(m) = self.clear(&key, read_at, &record, &message).await {
-                    self.seen.view.groups.insert(group, m);
-                }
-            }
-        }
-    }
-
-    /// Clears a maintenance key; returns it as written.
-    async fn clear(
-        &mut self,
-        key: &str,
-        read_at: i64,
-        record: &UpgradeId,
-        message: &str,
-    ) -> Option<Versioned<Maintenance>> {
-        let current = self.seen.view.upgrades.get(record)?.clone();
-        let now = documents::now();
-        let writer = self.writer();
-        match execute::clear_maintenance(writer, key, read_at, &current, message, &now).await {
-            Ok(Some((upgrade, cleared, revision))) => {
-                Counters::inc(&self.counters.commits);
-                tracing::info!(%key, task = %record, %message, "maintenance mode cleared");
-                self.seen.view.wrote_upgrade(upgrade, revision);
-                Some(Versioned {
-                    value: cleared,
-                    mod_revision: revision,
-                })
-            }
-            Ok(None) => {
-                Counters::inc(&self.counters.conflicts);
-                None
-            }
-            Err(error) => {
-                tracing::warn!(%key, %error, "could not clear a maintenance mode; retrying");
-                None
-            }
-        }
-    }
-
-    /// Asks the host's Docker Engine whether it answers, in the background.
-    fn probe(&mut self, host: HostId) {
-        if self.probes.probing.contains(&host) {
-            return;
-        }
-        let Some(endpoint) = self
-            .seen
-            .view
-            .hosts
-            .get(&host)
-            .and_then(|d| d.spec.as_ref())
-            .map(|s| s.value.docker.clone())
-        else {
-            return;
-        };
-        self.probes.probing.insert(host.clone());
-        let results = self.probes.results.clone();
-        self.tasks.spawn(async move {
-            let answers = tokio::time::timeout(PROBE_TIMEOUT, docker_answers(&endpoint))
-                .await
-                .unwrap_or(false);
-            tracing::debug!(%host, %endpoint, answers, "docker probe");
-            let _ = results.send((host, answers));
-        });
-    }
-
-    async fn decide_and_commit(&mut self, id: &UpgradeId) {
-        let Some(current) = self.seen.view.upgrades.get(id).cloned() else {
-            return;
-        };
-        let missing = self.alive_missing_for(Instant::now());
-        let claimed = claimed_by_tasks(&self.seen.view, id);
-        let running: BTreeSet<HostId> = self
-            .jobs
-            .running
-            .keys()
-            .filter(|(u, _)| u == id)
-            .map(|(_, h)| h.clone())
-            .collect();
-        let finished: BTreeMap<HostId, DownloadOutcome> = self
-            .jobs
-            .finished
-            .iter()
-            .filter(|((u, _), _)| u == id)
-            .map(|((_, h), o)| (h.clone(), o.clone()))
-            .collect();
-        let actions = next_actions(
-            &current.value,
-            &Observed {
-                view: &self.seen.view,
-                alive_missing_for: &missing,
-                downloads_running: &running,
-                downloads_finished: &finished,
-                claimed: &claimed,
-                orchestrator_version: baton_protocol::VERSION,
-                successor: self.successors.started.get(id).map(|(_, state)| state),
-                now: SystemTime::now(),
-            },
-            &self.config.limits,
-        );
-        if actions.is_empty() {
-            return;
-        }
-        let (downloads, record): (Vec<Action>, Vec<Action>) = actions
-            .into_iter()
-            .partition(|a| matches!(a, Action::Download { .. } | Action::StartSuccessor));
-        if !record.is_empty() {
-            let now = documents::now();
-            let writer = self.writer();
-            let committed = execute::commit(writer, &current, &record, &self.seen.view, &now).await;
-            match committed {
-                Ok(Some(c)) => {
-                    Counters::inc(&self.counters.commits);
-                    for a in &record {
-                        tracing::info!(upgrade = %id, action = ?a, "committed");
-                        match a {
-                            Action::Record { host, .. } => {
-                                self.jobs.finished.remove(&(id.clone(), host.clone()));
-                            }
-                            Action::HandOver { container } => {
-                                self.successors.handed_over = Some(container.clone());
-                            }
-                            _ => {}
-                        }
-                    }
-                    for (host, desired) in c.desired {
-                        self.seen.view.wrote_desired(&host, desired, c.revision);
-                    }
-                    self.seen.view.wrote_upgrade(c.upgrade, c.revision);
-                }
-                Ok(None) => {
-                    Counters::inc(&self.counters.conflicts);
-                    tracing::debug!(upgrade = %id, "something changed since the read; deciding again");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(upgrade = %id, %error, "could not commit; retrying");
-                    return;
-                }
-            }
-        }
-        for action in downloads {
-            match action {
-                Action::Download { host } => self.start_download(id, &current.value, host),
-                Action::StartSuccessor => self.start_successor(&current.value),
-                _ => {}
-            }
-        }
-    }
-
-    fn start_download(&mut self, id: &UpgradeId, upgrade: &Upgrade, host: HostId) {
-        let key = (id.clone(), host.clone());
-        if self.jobs.running.contains_key(&key) {
-            return;
-        }
-        let Some(spec) = self
-            .seen
-            .view
-            .hosts
-            .get(&host)
-            .and_then(|d| d.spec.as_ref())
-            .map(|s| s.value.clone())
-        else {
-            self.jobs.finished.insert(
-                key,
-                DownloadOutcome::Failed("the host is no longer registered".to_owned()),
-            );
-            return;
-        };
-        let job = dispatch::Job {
-            upgrade: id.clone(),
-            host: spec,
-            bundle: upgrade.bundle.clone(),
-            agent_etcd: self.config.agent_etcd.clone(),
-            prefix: self.etcd.keyspace.prefix().to_owned(),
-            labels: self.config.job_labels.clone(),
-            tls: self.config.agent_tls.clone(),
-            timeout: self.config.job_timeout,
-            attempts: self.config.job_attempts,
-        };
-        tracing::info!(upgrade = %id, %host, container = %job.container_name(), "starting the downloader job");
-        Counters::inc(&self.counters.jobs_started);
-        Counters::inc(&self.counters.jobs_running);
-        let results = self.jobs.results.clone();
-        let handle = self.tasks.spawn(async move {
-            let outcome = dispatch::run(job).await;
-            let _ = results.send((key, outcome));
-        });
-        self.jobs.running.insert((id.clone(), host), handle);
-    }
-}
-
-/// Whether the Docker Engine at `endpoint` answers a ping.
-async fn docker_answers(endpoint: &str) -> bool {
-    let Ok(endpoint) = crate::docker::Endpoint::parse(endpoint) else {
-        return false;
-    };
-    match endpoint.connect().await {
-        Ok(docker) => docker.ping().await.is_ok(),
-        Err(_) => false,
     }
 }
 
