@@ -10,8 +10,10 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::events::EventKind;
 use crate::names::{GroupName, HostId, UpgradeId};
-use crate::state::{HostState, TransitionError, UpgradePhase};
+pub use crate::state::HostOutcomeState;
+use crate::state::{HostState, UpgradePhase};
 
 /// The schema version this build writes and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -357,83 +359,6 @@ pub enum Strategy {
     DaisyChain,
 }
 
-/// What happened to one host in an upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum HostOutcomeState {
-    /// Not started.
-    Pending,
-    /// The downloader job ran; the bundle is staged.
-    Downloaded,
-    /// Not dispatched yet, and its maintenance mode is `paused`: nothing is started on it and
-    /// the upgrade waits for it; back to where it was ([`HostOutcome::held_from`]) once the
-    /// mode is lifted.
-    Held,
-    /// Its `desired` key was written.
-    Dispatched,
-    /// Done and healthy.
-    Succeeded,
-    /// Failed or rolled back.
-    Failed,
-    /// Skipped (paused for maintenance).
-    Skipped,
-}
-
-impl HostOutcomeState {
-    /// Every state, in declaration order.
-    pub const ALL: [HostOutcomeState; 7] = [
-        HostOutcomeState::Pending,
-        HostOutcomeState::Downloaded,
-        HostOutcomeState::Held,
-        HostOutcomeState::Dispatched,
-        HostOutcomeState::Succeeded,
-        HostOutcomeState::Failed,
-        HostOutcomeState::Skipped,
-    ];
-
-    /// The legal transitions out of `self` (staying is always allowed).
-    pub fn successors(self) -> &'static [HostOutcomeState] {
-        use HostOutcomeState::*;
-        match self {
-            Pending => &[Downloaded, Held, Failed, Skipped],
-            // A heal succeeds without a dispatch: the agent is back on the bundle's version.
-            Downloaded => &[Dispatched, Held, Succeeded, Failed, Skipped],
-            // Released to where it was; an agent that misses its timeout fails meanwhile.
-            Held => &[Pending, Downloaded, Failed, Skipped],
-            Dispatched => &[Succeeded, Failed],
-            Succeeded | Failed | Skipped => &[],
-        }
-    }
-
-    /// Whether `self -> to` is allowed.
-    pub fn can_transition_to(self, to: HostOutcomeState) -> bool {
-        self == to || self.successors().contains(&to)
-    }
-
-    /// `Ok` if `self -> to` is allowed, else an error naming both states.
-    pub fn check_transition(self, to: HostOutcomeState) -> Result<(), TransitionError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(TransitionError {
-                what: "host outcome",
-                from: format!("{self:?}"),
-                to: format!("{to:?}"),
-            })
-        }
-    }
-
-    /// Still to be worked on (or being worked on) in its upgrade.
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            HostOutcomeState::Pending
-                | HostOutcomeState::Downloaded
-                | HostOutcomeState::Held
-                | HostOutcomeState::Dispatched
-        )
-    }
-}
-
 /// One host's outcome in an upgrade record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostOutcome {
@@ -676,179 +601,9 @@ impl Document for Event {
     const KIND: &'static str = "event";
 }
 
-/// What kind of event an [`Event`] is; stored as its kebab-case name (`host-dispatched`).
-/// A name this build does not know (written by a newer one) is kept as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    /// An upgrade or task record was created (`created`).
-    Created,
-    /// The upgrade moved to another phase (`phase`).
-    Phase,
-    /// A host's downloader job staged the bundle (`host-downloaded`).
-    HostDownloaded,
-    /// A host was told to install (`host-dispatched`).
-    HostDispatched,
-    /// A host succeeded (`host-succeeded`); a restart task's is its resume event.
-    HostSucceeded,
-    /// A host failed (`host-failed`).
-    HostFailed,
-    /// A host was skipped (`host-skipped`).
-    HostSkipped,
-    /// A paused host the upgrade waits for, or its release (`host-held`).
-    HostHeld,
-    /// A host's outcome changed otherwise (`host-state`).
-    HostState,
-    /// A self-update's new version leads from here (`orchestrator-handover`).
-    OrchestratorHandover,
-    /// The maintenance mode a task carried out was set back to `none`
-    /// (`maintenance-cleared`).
-    MaintenanceCleared,
-    /// A kind this build does not know.
-    Other(String),
-}
-
-impl EventKind {
-    /// Every kind this build writes.
-    pub const KNOWN: [EventKind; 11] = [
-        EventKind::Created,
-        EventKind::Phase,
-        EventKind::HostDownloaded,
-        EventKind::HostDispatched,
-        EventKind::HostSucceeded,
-        EventKind::HostFailed,
-        EventKind::HostSkipped,
-        EventKind::HostHeld,
-        EventKind::HostState,
-        EventKind::OrchestratorHandover,
-        EventKind::MaintenanceCleared,
-    ];
-
-    /// The stored name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Phase => "phase",
-            EventKind::HostDownloaded => "host-downloaded",
-            EventKind::HostDispatched => "host-dispatched",
-            EventKind::HostSucceeded => "host-succeeded",
-            EventKind::HostFailed => "host-failed",
-            EventKind::HostSkipped => "host-skipped",
-            EventKind::HostHeld => "host-held",
-            EventKind::HostState => "host-state",
-            EventKind::OrchestratorHandover => "orchestrator-handover",
-            EventKind::MaintenanceCleared => "maintenance-cleared",
-            EventKind::Other(name) => name,
-        }
-    }
-
-    /// The kind stored as `name`.
-    pub fn from_name(name: &str) -> EventKind {
-        Self::KNOWN
-            .into_iter()
-            .find(|k| k.as_str() == name)
-            .unwrap_or_else(|| EventKind::Other(name.to_owned()))
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for EventKind {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for EventKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl Serialize for EventKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for EventKind {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        Ok(EventKind::from_name(&name))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every legal host outcome transition, written out so a change to the rules shows up here.
-    const OUTCOME_LEGAL: &[(HostOutcomeState, HostOutcomeState)] = {
-        use HostOutcomeState::*;
-        &[
-            (Pending, Downloaded),
-            (Pending, Held),
-            (Pending, Failed),
-            (Pending, Skipped),
-            (Downloaded, Dispatched),
-            (Downloaded, Held),
-            (Downloaded, Succeeded),
-            (Downloaded, Failed),
-            (Downloaded, Skipped),
-            (Held, Pending),
-            (Held, Downloaded),
-            (Held, Failed),
-            (Held, Skipped),
-            (Dispatched, Succeeded),
-            (Dispatched, Failed),
-        ]
-    };
-
-    #[test]
-    fn outcome_table_is_exactly_the_rules() {
-        for from in HostOutcomeState::ALL {
-            for to in HostOutcomeState::ALL {
-                let legal = from == to || OUTCOME_LEGAL.contains(&(from, to));
-                assert_eq!(
-                    from.check_transition(to).is_ok(),
-                    legal,
-                    "{from:?} -> {to:?}"
-                );
-            }
-        }
-        let err = HostOutcomeState::Succeeded
-            .check_transition(HostOutcomeState::Pending)
-            .expect_err("settled");
-        assert_eq!(
-            err.to_string(),
-            "illegal host outcome transition Succeeded -> Pending"
-        );
-        for state in HostOutcomeState::ALL {
-            assert_eq!(state.is_open(), !state.successors().is_empty(), "{state:?}");
-        }
-    }
-
-    #[test]
-    fn event_kinds_keep_their_stored_names() {
-        for kind in EventKind::KNOWN {
-            let json = serde_json::to_string(&kind).expect("json");
-            assert_eq!(json, format!("\"{}\"", kind.as_str()));
-            assert_eq!(
-                serde_json::from_str::<EventKind>(&json).expect("back"),
-                kind
-            );
-        }
-        assert_eq!(EventKind::HostDispatched, "host-dispatched");
-        let newer: EventKind = serde_json::from_str("\"host-signed\"").expect("unknown kind");
-        assert_eq!(newer, EventKind::Other("host-signed".into()));
-        assert_eq!(
-            serde_json::to_string(&newer).expect("json"),
-            "\"host-signed\""
-        );
-    }
 
     #[test]
     fn the_chain_passes_over_hosts_not_waiting_for_dispatch() {

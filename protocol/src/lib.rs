@@ -5,6 +5,7 @@
 //! - [`keys`]: the etcd keyspace (the only place keys are built or parsed);
 //! - [`names`]: validated host ids, group names and upgrade ids;
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
+//! - [`events`]: the kinds of the events of an upgrade's audit trail;
 //! - [`state`]: host states and upgrade phases with their transition rules;
 //! - [`manifest`]: the bundle manifest and its validation;
 //! - [`job`]: the downloader job's settings and its summary line;
@@ -14,6 +15,7 @@ pub mod agent_config;
 pub mod cli;
 pub mod documents;
 pub mod etcd;
+pub mod events;
 pub mod job;
 pub mod keys;
 pub mod manifest;
@@ -23,7 +25,7 @@ pub mod state;
 
 pub use keys::{HostKey, Key, Keyspace};
 pub use names::{GroupName, HostId, UpgradeId};
-pub use state::{HostState, UpgradePhase};
+pub use state::{HostOutcomeState, HostState, UpgradePhase};
 
 /// Version of this build of Baton (all parts share it). Bundles are built with
 /// `BATON_BUILD_VERSION` set to the bundle's version, so the agent and orchestrator they
