@@ -7,10 +7,11 @@ use std::fmt;
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
-    StartContainerOptions, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    RemoveContainerOptionsBuilder, StartContainerOptions, UploadToContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
+use futures::StreamExt;
 
 /// Seconds a single Docker API request may take (a bundle pull streams within this).
 const REQUEST_TIMEOUT_SECS: u64 = 300;
@@ -180,20 +181,40 @@ impl ContainerError {
     }
 }
 
+/// Connects to the Docker Engine named by `DOCKER_HOST` (default: the local socket) and
+/// agrees on an API version it speaks.
+pub async fn connect_default() -> Result<Docker, DockerEndpointError> {
+    let connect_err = |source| DockerEndpointError::Connect {
+        endpoint: std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into()),
+        source,
+    };
+    let docker = Docker::connect_with_defaults().map_err(connect_err)?;
+    docker.negotiate_version().await.map_err(connect_err)
+}
+
 /// Pulls `image` unless the engine has it already.
 pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(), ContainerError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => {
-            crate::bundle::image::pull(docker, image, &crate::bundle::Quiet)
-                .await
-                .map_err(|e| ContainerError::Pull {
-                    image: image.to_owned(),
-                    reason: e.to_string(),
-                })
-        }
+        Err(e) if is_not_found(&e) => pull(docker, image).await,
         Err(e) => Err(ContainerError::request("inspect image", image)(e)),
     }
+}
+
+/// Pulls `image` from its registry.
+pub async fn pull(docker: &Docker, image: &str) -> Result<(), ContainerError> {
+    let options = CreateImageOptionsBuilder::new().from_image(image).build();
+    let mut stream = docker.create_image(Some(options), None, None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(ContainerError::request("pull", image))?;
+        if let Some(reason) = info.error_detail.and_then(|d| d.message).or(info.error) {
+            return Err(ContainerError::Pull {
+                image: image.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What to do with a stopped container of the name [`find_or_create`] looks for.

@@ -28,10 +28,9 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::bundle;
 use crate::docker::{
     ContainerError, ContainerFile, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE,
-    find_or_create,
+    connect_default, find_or_create,
 };
 use crate::engine::model::SuccessorState;
 use crate::store;
@@ -64,9 +63,6 @@ pub enum SuccessorError {
     /// The leader's Docker Engine could not be reached.
     #[error("docker: {0}")]
     Endpoint(#[from] DockerEndpointError),
-    /// The default Docker Engine could not be reached.
-    #[error("docker: {0}")]
-    Connect(String),
     /// A request to it failed.
     #[error(transparent)]
     Docker(#[from] ContainerError),
@@ -239,9 +235,7 @@ pub async fn stop(successor: &Successor) {
 async fn connect(successor: &Successor) -> Result<Docker, SuccessorError> {
     match &successor.settings.docker {
         Some(e) => Ok(e.connect().await?),
-        None => bundle::image::connect()
-            .await
-            .map_err(|e| SuccessorError::Connect(e.to_string())),
+        None => Ok(connect_default().await?),
     }
 }
 
