@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::HostId;
 use crate::agent_config::{
-    DEFAULT_BOOT_ID_FILE, DEFAULT_KERNEL_RELEASE_FILE, DEFAULT_LEASE_TTL_SECS,
+    DEFAULT_LEASE_TTL_SECS, default_boot_id_file, default_kernel_release_file, default_prefix,
+    default_ttl as default_lease_ttl,
 };
 use crate::etcd::EtcdTls;
-use crate::keys::DEFAULT_PREFIX;
 
 /// The environment variable carrying the job's [`JobSettings`] as JSON.
 pub const SETTINGS_ENV: &str = "BATON_JOB_SETTINGS";
@@ -56,19 +56,6 @@ pub struct JobSettings {
 fn settings_schema() -> u32 {
     SETTINGS_SCHEMA_VERSION
 }
-fn default_prefix() -> String {
-    DEFAULT_PREFIX.to_owned()
-}
-fn default_lease_ttl() -> i64 {
-    DEFAULT_LEASE_TTL_SECS
-}
-fn default_boot_id_file() -> PathBuf {
-    PathBuf::from(DEFAULT_BOOT_ID_FILE)
-}
-fn default_kernel_release_file() -> PathBuf {
-    PathBuf::from(DEFAULT_KERNEL_RELEASE_FILE)
-}
-
 /// The job's settings could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{SETTINGS_ENV}: {field}: {reason}")]
@@ -250,6 +237,7 @@ fn kebab<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent_config::DEFAULT_BOOT_ID_FILE;
 
     #[test]
     fn settings_round_trip_with_defaults_and_name_the_bad_field() {

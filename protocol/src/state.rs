@@ -22,6 +22,25 @@ pub struct TransitionError {
     pub to: String,
 }
 
+/// `Ok` if `from -> to` is allowed by `successors` (staying put always is), else an error
+/// naming both, for the state machines below.
+fn check<T: Copy + PartialEq + fmt::Debug>(
+    what: &'static str,
+    from: T,
+    to: T,
+    successors: &[T],
+) -> Result<(), TransitionError> {
+    if from == to || successors.contains(&to) {
+        Ok(())
+    } else {
+        Err(TransitionError {
+            what,
+            from: format!("{from:?}"),
+            to: format!("{to:?}"),
+        })
+    }
+}
+
 /// What a host's agent is doing (`status.state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum HostState {
@@ -77,20 +96,12 @@ impl HostState {
 
     /// Whether `self -> to` is allowed.
     pub fn can_transition_to(self, to: HostState) -> bool {
-        self == to || self.successors().contains(&to)
+        check("", self, to, self.successors()).is_ok()
     }
 
     /// `Ok` if `self -> to` is allowed, else an error naming both states.
     pub fn check_transition(self, to: HostState) -> Result<(), TransitionError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(TransitionError {
-                what: "host state",
-                from: self.to_string(),
-                to: to.to_string(),
-            })
-        }
+        check("host state", self, to, self.successors())
     }
 
     /// A settled state: the agent is not working on the host.
@@ -178,20 +189,12 @@ impl UpgradePhase {
 
     /// Whether `self -> to` is allowed (staying put is a progress update and always allowed).
     pub fn can_transition_to(self, to: UpgradePhase) -> bool {
-        self == to || self.successors().contains(&to)
+        check("", self, to, self.successors()).is_ok()
     }
 
     /// `Ok` if `self -> to` is allowed, else an error naming both phases.
     pub fn check_transition(self, to: UpgradePhase) -> Result<(), TransitionError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(TransitionError {
-                what: "upgrade phase",
-                from: self.to_string(),
-                to: to.to_string(),
-            })
-        }
+        check("upgrade phase", self, to, self.successors())
     }
 
     /// The upgrade is over; `active` must no longer name it.
@@ -258,20 +261,12 @@ impl HostOutcomeState {
 
     /// Whether `self -> to` is allowed.
     pub fn can_transition_to(self, to: HostOutcomeState) -> bool {
-        self == to || self.successors().contains(&to)
+        check("", self, to, self.successors()).is_ok()
     }
 
     /// `Ok` if `self -> to` is allowed, else an error naming both states.
     pub fn check_transition(self, to: HostOutcomeState) -> Result<(), TransitionError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(TransitionError {
-                what: "host outcome",
-                from: format!("{self:?}"),
-                to: format!("{to:?}"),
-            })
-        }
+        check("host outcome", self, to, self.successors())
     }
 
     /// Still to be worked on (or being worked on) in its upgrade.
