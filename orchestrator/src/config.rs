@@ -1,6 +1,6 @@
-//! The orchestrator's configuration: flags, environment variables, and an optional TOML file
-//! (`--config`) whose keys are the flags' names with `_` for `-`; flags and environment win
-//! over the file. A self-update hands the new version the leader's whole configuration as
+//! The orchestrator's configuration: flags, an optional TOML file (`--config`) whose keys are
+//! the flags' names with `_` for `-`, and environment variables, in that order of precedence
+//! (so a self-update's file wins over the orchestrator image's `BATON_LISTEN`). A self-update hands the new version the leader's whole configuration as
 //! such a file ([`Config::successor_file`]).
 
 use std::collections::BTreeMap;
@@ -97,7 +97,7 @@ fn labels<S: Serializer>(labels: &[(String, String)], s: S) -> Result<S::Ok, S::
 #[command(name = "baton-orchestrator", version = baton_protocol::VERSION)]
 pub struct Config {
     /// A TOML file with any of these settings, by the flag's name with `_` for `-`
-    /// (`download_timeout = "10m"`); flags and environment variables win over it.
+    /// (`download_timeout = "10m"`); flags win over it, and it over environment variables.
     #[arg(long, env = "BATON_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,

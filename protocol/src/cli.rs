@@ -1,7 +1,8 @@
 //! What the binaries' command lines share: the etcd TLS flags ([`EtcdTlsArgs`]), logging
 //! setup ([`init_logging`]), and an optional TOML configuration file whose keys are the
-//! flags' names ([`with_config_file`]), so a daemon can be configured by file, flags or
-//! environment with one definition of each setting (its clap argument).
+//! flags' names ([`with_config_file`]), so a daemon can be configured by flags, file or
+//! environment (in that order of precedence) with one definition of each setting (its clap
+//! argument).
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -199,8 +200,9 @@ pub enum ConfigFileError {
 /// The command line `args` (program name first) with the settings of the configuration
 /// file named by the argument `config` (`--config FILE`, or its environment variable)
 /// put in front: each key is a flag's name with `_` for `-` (`download_timeout = "10m"`,
-/// `etcd = ["http://…"]`, `log_json = true`). Flags and environment variables win over the
-/// file. A key that names no flag, or a value the flag refuses, is an error naming the file
+/// `etcd = ["http://…"]`, `log_json = true`). Flags win over the file, and the file over
+/// environment variables (which in a container are often the image's defaults: the
+/// orchestrator image sets `BATON_LISTEN`). A key that names no flag, or a value the flag refuses, is an error naming the file
 /// and the key. Without a file, or if the command line does not parse, `args` is returned
 /// unchanged (parsing it again reports the problem).
 pub fn with_config_file<C: CommandFactory>(
@@ -236,7 +238,7 @@ pub fn with_config_file<C: CommandFactory>(
             .ok_or_else(|| key_error("no such setting".to_owned()))?;
         let given = matches!(
             matches.value_source(arg.get_id().as_str()),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            Some(ValueSource::CommandLine)
         );
         if given {
             continue;
