@@ -1,6 +1,7 @@
-//! The job's command line. Every flag has a `BATON_*` environment fallback, so whoever runs
-//! the job (the orchestrator through the host's Docker Engine, or an operator with
-//! `docker run`) can pass settings either way.
+//! The job's command line. The agent's settings come as one typed value
+//! ([`JobSettings`], JSON in `--settings` or `BATON_JOB_SETTINGS`: what the orchestrator
+//! passes) or, for an operator with `docker run`, as separate flags. Every flag has a
+//! `BATON_*` environment fallback.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,9 +9,11 @@ use std::time::Duration;
 use baton_protocol::agent_config::{
     DEFAULT_BOOT_ID_FILE, DEFAULT_KERNEL_RELEASE_FILE, DEFAULT_LEASE_TTL_SECS,
 };
+use baton_protocol::cli::EtcdTlsArgs;
 use baton_protocol::etcd::EtcdTls;
+use baton_protocol::job::{JobSettings, JobSettingsError, SETTINGS_ENV};
 use baton_protocol::keys::DEFAULT_PREFIX;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::host_files::AgentSettings;
 use crate::job::{DEFAULT_ACTIVE_TIMEOUT, JobConfig, POLL_INTERVAL};
@@ -21,14 +24,26 @@ pub const DEFAULT_BUNDLE_DIR: &str = "/bundle";
 /// Where the host's root is mounted in the job's container.
 pub const DEFAULT_HOST_ROOT: &str = "/host";
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line.
-    Json,
+/// The flags `--settings` replaces.
+const AGENT_FLAGS: [&str; 11] = [
+    "host_id",
+    "etcd_endpoints",
+    "prefix",
+    "lease_ttl_secs",
+    "boot_id_file",
+    "kernel_release_file",
+    "container_prefix",
+    "etcd_ca_file",
+    "etcd_domain",
+    "etcd_cert_file",
+    "etcd_key_file",
+];
+
+fn settings(text: &str) -> Result<JobSettings, JobSettingsError> {
+    JobSettings::parse(text)
 }
+
+pub use baton_protocol::cli::LogFormat;
 
 /// Verify this bundle's packages and stage them on the host (host paths under --host-root),
 /// then install and (re)start the bundle's baton-agent through the host's systemd.
@@ -47,15 +62,19 @@ pub struct Cli {
     /// The host's system bus socket [default: <host-root>/run/dbus/system_bus_socket].
     #[arg(long, env = "BATON_DBUS_SOCKET")]
     pub dbus_socket: Option<PathBuf>,
+    /// The agent's settings as one JSON value (see `baton_protocol::job::JobSettings`);
+    /// replaces the agent flags below.
+    #[arg(long, env = SETTINGS_ENV, value_parser = settings, conflicts_with_all = AGENT_FLAGS)]
+    pub settings: Option<JobSettings>,
     /// This host's id, written to the agent's configuration.
-    #[arg(long, env = "BATON_HOST_ID")]
-    pub host_id: String,
+    #[arg(long, env = "BATON_HOST_ID", required_unless_present = "settings")]
+    pub host_id: Option<String>,
     /// etcd endpoint(s) for the agent, e.g. http://10.0.0.1:2379 (repeat or comma-separate).
     #[arg(
         long = "etcd-endpoint",
         env = "BATON_ETCD_ENDPOINTS",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "settings"
     )]
     pub etcd_endpoints: Vec<String>,
     /// etcd key prefix for the agent.
@@ -74,18 +93,9 @@ pub struct Cli {
     /// where hosts share one Docker Engine, uses `<host>-`).
     #[arg(long, env = "BATON_CONTAINER_PREFIX", default_value = "")]
     pub container_prefix: String,
-    /// CA certificate (PEM, a path on the host) for `https://` etcd endpoints, for the agent.
-    #[arg(long, env = "BATON_ETCD_CA_FILE")]
-    pub etcd_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM, on the host) the agent presents to etcd.
-    #[arg(long, env = "BATON_ETCD_CERT_FILE", requires = "etcd_ca_file")]
-    pub etcd_cert_file: Option<PathBuf>,
-    /// The client certificate's key (PEM, on the host).
-    #[arg(long, env = "BATON_ETCD_KEY_FILE", requires = "etcd_ca_file")]
-    pub etcd_key_file: Option<PathBuf>,
-    /// Name to verify etcd's certificate against, if not the endpoint's host.
-    #[arg(long, env = "BATON_ETCD_DOMAIN", requires = "etcd_ca_file")]
-    pub etcd_domain: Option<String>,
+    /// TLS for the agent's `https://` etcd endpoints (paths on the host).
+    #[command(flatten)]
+    pub tls: EtcdTlsArgs,
     /// Seconds the (re)started agent gets to become active.
     #[arg(long, env = "BATON_ACTIVE_TIMEOUT_SECS", default_value_t = DEFAULT_ACTIVE_TIMEOUT.as_secs())]
     pub active_timeout_secs: u64,
@@ -105,23 +115,42 @@ impl Cli {
             bundle_dir: self.bundle.clone(),
             host_root: self.host_root.clone(),
             dbus_socket,
-            agent: AgentSettings {
-                host_id: self.host_id.clone(),
-                etcd_endpoints: self.etcd_endpoints.clone(),
-                prefix: self.prefix.clone(),
-                lease_ttl_secs: self.lease_ttl_secs,
-                boot_id_file: self.boot_id_file.clone(),
-                kernel_release_file: self.kernel_release_file.clone(),
-                container_prefix: self.container_prefix.clone(),
-                tls: self.etcd_ca_file.clone().map(|ca_file| EtcdTls {
-                    ca_file,
-                    cert_file: self.etcd_cert_file.clone(),
-                    key_file: self.etcd_key_file.clone(),
-                    domain: self.etcd_domain.clone(),
-                }),
-            },
+            agent: self.agent_settings(),
             active_timeout: Duration::from_secs(self.active_timeout_secs),
             poll_interval: POLL_INTERVAL,
+        }
+    }
+}
+
+impl Cli {
+    /// What goes into the agent's configuration: `--settings`, else the agent flags.
+    fn agent_settings(&self) -> AgentSettings {
+        if let Some(s) = &self.settings {
+            return AgentSettings {
+                host_id: s.host_id.to_string(),
+                etcd_endpoints: s.etcd_endpoints.clone(),
+                prefix: s.prefix.clone(),
+                lease_ttl_secs: s.lease_ttl_secs,
+                boot_id_file: s.boot_id_file.clone(),
+                kernel_release_file: s.kernel_release_file.clone(),
+                container_prefix: s.container_prefix.clone(),
+                tls: s.tls.clone(),
+            };
+        }
+        AgentSettings {
+            host_id: self.host_id.clone().unwrap_or_default(),
+            etcd_endpoints: self.etcd_endpoints.clone(),
+            prefix: self.prefix.clone(),
+            lease_ttl_secs: self.lease_ttl_secs,
+            boot_id_file: self.boot_id_file.clone(),
+            kernel_release_file: self.kernel_release_file.clone(),
+            container_prefix: self.container_prefix.clone(),
+            tls: self.tls.etcd_ca_file.clone().map(|ca_file| EtcdTls {
+                ca_file,
+                cert_file: self.tls.etcd_cert_file.clone(),
+                key_file: self.tls.etcd_key_file.clone(),
+                domain: self.tls.etcd_domain.clone(),
+            }),
         }
     }
 }
@@ -149,6 +178,26 @@ mod tests {
         assert_eq!(c.agent.etcd_endpoints, ["http://a:2379", "http://b:2379"]);
         assert_eq!(c.agent.prefix, "/baton");
         assert_eq!(c.active_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn settings_replace_the_agent_flags() {
+        let json =
+            r#"{"host_id":"h2","etcd_endpoints":["http://c:2379"],"container_prefix":"h2-"}"#;
+        let cli = Cli::try_parse_from(["baton-downloader", "--settings", json]).unwrap();
+        let c = cli.config();
+        assert_eq!(c.agent.host_id, "h2");
+        assert_eq!(c.agent.etcd_endpoints, ["http://c:2379"]);
+        assert_eq!(c.agent.container_prefix, "h2-");
+        assert_eq!(c.agent.prefix, "/baton");
+        assert!(
+            Cli::try_parse_from(["baton-downloader", "--settings", json, "--host-id", "h1"])
+                .is_err()
+        );
+        let err = Cli::try_parse_from(["baton-downloader", "--settings", "{}"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host_id"), "{err}");
     }
 
     #[test]

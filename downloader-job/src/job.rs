@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
+pub use baton_protocol::job::{
+    AgentAction, AgentSummary, FileAction, SUMMARY_SCHEMA_VERSION, Summary,
+};
 use baton_systemd_bus::{Systemd, UnitStatus, wait_active};
-use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, AgentInstall};
 use crate::bundle::Bundle;
@@ -17,8 +19,6 @@ use crate::host_files::{AgentSettings, agent_config_text, agent_unit_text, write
 use crate::layout::{AGENT_UNIT, CURRENT_LINK, HostLayout};
 use crate::stage::{StageAction, stage};
 
-/// Schema of the [`Summary`] line.
-pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
 /// Default time the agent gets to become active.
 pub const DEFAULT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the unit's state is polled while waiting.
@@ -39,89 +39,6 @@ pub struct JobConfig {
     pub active_timeout: Duration,
     /// How often its state is polled meanwhile.
     pub poll_interval: Duration,
-}
-
-/// What happened to the agent's service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AgentAction {
-    /// First agent on this host: installed, enabled and started.
-    Installed,
-    /// Its binary, configuration or unit changed: restarted.
-    Restarted,
-    /// Nothing changed but it was not running: started.
-    Started,
-    /// Nothing changed and it is active: left alone.
-    Unchanged,
-}
-
-/// Whether a host file was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FileAction {
-    /// Written (it was missing or different).
-    Written,
-    /// Already as wanted.
-    Unchanged,
-}
-
-impl FileAction {
-    fn from_written(written: bool) -> Self {
-        if written {
-            FileAction::Written
-        } else {
-            FileAction::Unchanged
-        }
-    }
-}
-
-/// The agent part of the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentSummary {
-    /// The bundle's agent version, now current.
-    pub version: String,
-    /// What was done to the service.
-    pub action: AgentAction,
-    /// The version that was current before, if another one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<String>,
-}
-
-/// The job's result: its last stdout line, one JSON object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
-    /// [`SUMMARY_SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The bundle version.
-    pub version: String,
-    /// Files in the bundle (agent included), all verified.
-    pub files: usize,
-    /// Their total size in bytes.
-    pub bytes: u64,
-    /// What staging did.
-    pub bundle: StageAction,
-    /// The agent.
-    pub agent: AgentSummary,
-    /// `/etc/baton/agent.toml`.
-    pub config: FileAction,
-    /// `/etc/systemd/system/baton-agent.service`.
-    pub unit: FileAction,
-    /// Whether anything on the host changed.
-    pub changed: bool,
-}
-
-impl Summary {
-    /// The summary in a job's log: its last line that parses as one.
-    pub fn from_log(log: &str) -> Option<Summary> {
-        log.lines()
-            .rev()
-            .find_map(|line| serde_json::from_str::<Summary>(line.trim()).ok())
-    }
-
-    /// The JSON line.
-    pub fn to_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
 }
 
 /// Runs the job against the host's file system and systemd.

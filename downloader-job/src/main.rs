@@ -2,27 +2,13 @@
 //! logging (stderr), runs the job against the real file system and the host's systemd, and
 //! prints the JSON summary (stdout) or one error line (stderr, exit 1).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use baton_downloader::cli::{Cli, LogFormat};
+use baton_downloader::cli::Cli;
 use baton_downloader::fs::RealFs;
 use baton_downloader::{JobError, run};
+use baton_protocol::cli::{Logging, init_logging};
 use clap::Parser;
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    match format {
-        LogFormat::Pretty => builder.compact().init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 async fn job(cli: &Cli) -> Result<baton_downloader::Summary, JobError> {
     let config = cli.config();
@@ -35,7 +21,12 @@ async fn job(cli: &Cli) -> Result<baton_downloader::Summary, JobError> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Logs go to stderr: stdout carries only the summary.
+    init_logging(Logging {
+        format: cli.log_format,
+        stderr: true,
+        timestamps: true,
+    });
     match job(&cli).await {
         Ok(summary) => {
             println!("{}", summary.to_line());

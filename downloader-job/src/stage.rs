@@ -14,7 +14,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use baton_protocol::manifest::{FileEntry, MAX_MANIFEST_BYTES};
-use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::error::JobError;
@@ -22,17 +21,7 @@ use crate::fs::{HostFs, ensure_dir, read_existing, remove_temp_entries, temp_pat
 use crate::layout::{HostLayout, MANIFEST_FILE};
 use crate::verify::{copy_verified, file_matches};
 
-/// What staging did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StageAction {
-    /// The version was not on the host; it is now.
-    Staged,
-    /// A different or incomplete copy of the version was replaced.
-    Replaced,
-    /// The host already held exactly this bundle.
-    Unchanged,
-}
+pub use baton_protocol::job::StageAction;
 
 /// The outcome of staging.
 #[derive(Debug, Clone)]

@@ -1,20 +1,26 @@
-//! The orchestrator's configuration, from flags or environment variables.
+//! The orchestrator's configuration: flags, an optional TOML file (`--config`) whose keys are
+//! the flags' names with `_` for `-`, and environment variables, in that order of precedence
+//! (so a self-update's file wins over the orchestrator image's `BATON_LISTEN`). A self-update hands the new version the leader's whole configuration as
+//! such a file ([`Config::successor_file`]).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use baton_protocol::cli::{ConfigFileError, EtcdTlsArgs, TlsFlagError, tls_from, with_config_file};
 use baton_protocol::etcd::EtcdTls;
 use clap::Parser;
+use serde::{Serialize, Serializer};
 
 use crate::docker::Endpoint;
 use crate::engine::EngineConfig;
-use crate::engine::decide::{
+use crate::engine::dispatch::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
+use crate::engine::model::{
     DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEAL_GRACE,
     DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
-use crate::engine::downloader::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
 use crate::engine::successor::SelfUpdate;
 
 /// Default REST listen address.
@@ -26,44 +32,90 @@ pub const DEFAULT_LEADER_TTL_SECS: i64 = 10;
 /// Default time a self-updated orchestrator gets to join the election.
 pub const DEFAULT_SELF_UPDATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 90s, 10m)"))
+/// A flag's value refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// Not a duration.
+    #[error("{value:?}: {source} (e.g. 90s, 10m)")]
+    Duration {
+        /// The value.
+        value: String,
+        /// Why.
+        source: humantime::DurationError,
+    },
+    /// Not `KEY=VALUE`.
+    #[error("{0:?} is not KEY=VALUE")]
+    Label(String),
 }
 
-fn label(s: &str) -> Result<(String, String), String> {
+/// The configuration could not be read or is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line (or a variable) does not parse: clap's error, with usage.
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+    /// The configuration file, naming it (and the key).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// TLS settings, naming the flag.
+    #[error(transparent)]
+    Tls(#[from] TlsFlagError),
+    /// `--docker`.
+    #[error("--docker: {0}")]
+    Docker(#[from] crate::docker::DockerEndpointError),
+    /// `--prefix`.
+    #[error("--prefix: {0}")]
+    Prefix(#[from] baton_protocol::keys::KeyError),
+}
+
+fn duration(s: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(s).map_err(|source| ValueError::Duration {
+        value: s.to_owned(),
+        source,
+    })
+}
+
+fn label(s: &str) -> Result<(String, String), ValueError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
+        _ => Err(ValueError::Label(s.to_owned())),
     }
+}
+
+fn human<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn labels<S: Serializer>(labels: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(labels.iter().map(|(k, v)| format!("{k}={v}")))
 }
 
 /// Baton orchestrator (system-updater): upgrades the fleet from update bundles, host by host
 /// or batch by batch, coordinated through etcd. Serves the REST API on every replica; the
 /// elected leader runs upgrades.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "baton-orchestrator", version = baton_protocol::VERSION)]
 pub struct Config {
+    /// A TOML file with any of these settings, by the flag's name with `_` for `-`
+    /// (`download_timeout = "10m"`); flags win over it, and it over environment variables.
+    #[arg(long, env = "BATON_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// etcd endpoints, comma-separated.
     #[arg(long, env = "BATON_ETCD", value_delimiter = ',', default_value = DEFAULT_ETCD)]
     pub etcd: Vec<String>,
     /// etcd endpoints as the hosts' agents reach them (written into their configuration by
     /// the downloader job), comma-separated [default: --etcd].
     #[arg(long, env = "BATON_AGENT_ETCD", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agent_etcd: Vec<String>,
-    /// CA certificate (PEM) for `https://` etcd endpoints.
-    #[arg(long, env = "BATON_ETCD_CA_FILE")]
-    pub etcd_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) the orchestrator presents to etcd.
-    #[arg(long, env = "BATON_ETCD_CERT_FILE", requires = "etcd_ca_file")]
-    pub etcd_cert_file: Option<PathBuf>,
-    /// The client certificate's key (PEM).
-    #[arg(long, env = "BATON_ETCD_KEY_FILE", requires = "etcd_ca_file")]
-    pub etcd_key_file: Option<PathBuf>,
-    /// Name to verify etcd's certificate against, if not the endpoint's host.
-    #[arg(long, env = "BATON_ETCD_DOMAIN", requires = "etcd_ca_file")]
-    pub etcd_domain: Option<String>,
+    /// TLS for the orchestrator's own etcd connection.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: EtcdTlsArgs,
     /// CA certificate for the agents (a path on the hosts), passed to the downloader job.
     #[arg(long, env = "BATON_AGENT_ETCD_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_etcd_ca_file: Option<PathBuf>,
     /// The agents' client certificate (a path on the hosts).
     #[arg(
@@ -71,6 +123,7 @@ pub struct Config {
         env = "BATON_AGENT_ETCD_CERT_FILE",
         requires = "agent_etcd_ca_file"
     )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_etcd_cert_file: Option<PathBuf>,
     /// The agents' client key (a path on the hosts).
     #[arg(
@@ -78,9 +131,11 @@ pub struct Config {
         env = "BATON_AGENT_ETCD_KEY_FILE",
         requires = "agent_etcd_ca_file"
     )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_etcd_key_file: Option<PathBuf>,
     /// Name the agents verify etcd's certificate against.
     #[arg(long, env = "BATON_AGENT_ETCD_DOMAIN", requires = "agent_etcd_ca_file")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_etcd_domain: Option<String>,
     /// Key prefix of Baton's keyspace in etcd.
     #[arg(long, env = "BATON_PREFIX", default_value = baton_protocol::keys::DEFAULT_PREFIX)]
@@ -91,9 +146,11 @@ pub struct Config {
     /// URL under which other replicas' clients reach this one's API, announced in the
     /// election so followers can name the leader's [default: http://<listen>].
     #[arg(long, env = "BATON_ADVERTISE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
     /// Name this replica announces in the leader election (default: orchestrator-<pid>).
     #[arg(long, env = "BATON_REPLICA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
     /// Leadership lease TTL in seconds.
     #[arg(long, env = "BATON_LEADER_TTL", default_value_t = DEFAULT_LEADER_TTL_SECS)]
@@ -101,35 +158,42 @@ pub struct Config {
     /// The Docker Engine used to resolve bundle tags to digests and read their manifests:
     /// unix:///path or tcp://host:port [default: DOCKER_HOST, else the local socket].
     #[arg(long, env = "BATON_DOCKER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<String>,
     /// Downloader jobs running at once.
     #[arg(long, env = "BATON_DOWNLOAD_CONCURRENCY", default_value_t = DEFAULT_DOWNLOAD_CONCURRENCY)]
     pub download_concurrency: usize,
     /// Time one downloader job attempt may take.
     #[arg(long, env = "BATON_DOWNLOAD_TIMEOUT", value_parser = duration, default_value = "10m")]
+    #[serde(serialize_with = "human")]
     pub download_timeout: Duration,
     /// Attempts per downloader job (the job is idempotent).
     #[arg(long, env = "BATON_DOWNLOAD_ATTEMPTS", default_value_t = DEFAULT_ATTEMPTS)]
     pub download_attempts: u32,
     /// Time agents get to report the bundle's agent version once the bundle is staged.
     #[arg(long, env = "BATON_AGENT_TIMEOUT", value_parser = duration, default_value = "3m")]
+    #[serde(serialize_with = "human")]
     pub agent_timeout: Duration,
     /// Time a dispatched host's agent may be gone (a reboot) before the host counts as failed.
     #[arg(long, env = "BATON_HEALTH_TIMEOUT", value_parser = duration, default_value = "3m")]
+    #[serde(serialize_with = "human")]
     pub health_timeout: Duration,
     /// Time a registered host's agent may be gone, while its Docker Engine answers, before
     /// the downloader job of its current bundle is run again to revive it (autohealing;
     /// maintenance mode `autohealing-off` turns it off for a host or group).
     #[arg(long, env = "BATON_HEAL_GRACE", value_parser = duration, default_value = "30s")]
+    #[serde(serialize_with = "human")]
     pub heal_grace: Duration,
     /// Label for downloader job containers (and a self-updated orchestrator's container),
     /// KEY=VALUE (repeat).
     #[arg(long = "job-label", env = "BATON_JOB_LABELS", value_delimiter = ',', value_parser = label)]
+    #[serde(rename = "job_label", serialize_with = "labels")]
     pub job_labels: Vec<(String, String)>,
     /// Time a new orchestrator version (from a bundle's orchestrator image, started in a
     /// container on --docker's engine) gets to join the election before the self-update,
     /// and with it the upgrade, fails.
     #[arg(long, env = "BATON_SELF_UPDATE_TIMEOUT", value_parser = duration, default_value = "2m")]
+    #[serde(serialize_with = "human")]
     pub self_update_timeout: Duration,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "BATON_LOG_JSON")]
@@ -140,12 +204,10 @@ impl Config {
     /// A configuration with every default, talking to `etcd` (for tests and embedding).
     pub fn new(etcd: Vec<String>) -> Self {
         Self {
+            config: None,
             etcd,
             agent_etcd: Vec::new(),
-            etcd_ca_file: None,
-            etcd_cert_file: None,
-            etcd_key_file: None,
-            etcd_domain: None,
+            tls: EtcdTlsArgs::default(),
             agent_etcd_ca_file: None,
             agent_etcd_cert_file: None,
             agent_etcd_key_file: None,
@@ -168,66 +230,34 @@ impl Config {
         }
     }
 
-    /// The command line that reproduces this configuration, but for `--replica` and
-    /// `--docker`: a self-update starts the new version with it (and names those two itself).
-    /// Keep in step with the fields: the round-trip test below sets every one.
-    pub fn args(&self) -> Vec<String> {
-        let mut args: Vec<String> = Vec::new();
-        let mut flag = |name: &str, value: String| {
-            args.push(format!("--{name}"));
-            args.push(value);
-        };
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let time = |d: Duration| humantime::format_duration(d).to_string();
-        flag("etcd", self.etcd.join(","));
-        if !self.agent_etcd.is_empty() {
-            flag("agent-etcd", self.agent_etcd.join(","));
-        }
-        let optional = [
-            ("etcd-ca-file", path(&self.etcd_ca_file)),
-            ("etcd-cert-file", path(&self.etcd_cert_file)),
-            ("etcd-key-file", path(&self.etcd_key_file)),
-            ("etcd-domain", self.etcd_domain.clone()),
-            ("agent-etcd-ca-file", path(&self.agent_etcd_ca_file)),
-            ("agent-etcd-cert-file", path(&self.agent_etcd_cert_file)),
-            ("agent-etcd-key-file", path(&self.agent_etcd_key_file)),
-            ("agent-etcd-domain", self.agent_etcd_domain.clone()),
-            ("advertise", self.advertise.clone()),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                flag(name, v);
-            }
-        }
-        flag("prefix", self.prefix.clone());
-        flag("listen", self.listen.to_string());
-        flag("leader-ttl", self.leader_ttl.to_string());
-        flag(
-            "download-concurrency",
-            self.download_concurrency.to_string(),
-        );
-        flag("download-timeout", time(self.download_timeout));
-        flag("download-attempts", self.download_attempts.to_string());
-        flag("agent-timeout", time(self.agent_timeout));
-        flag("health-timeout", time(self.health_timeout));
-        flag("heal-grace", time(self.heal_grace));
-        for (k, v) in &self.job_labels {
-            flag("job-label", format!("{k}={v}"));
-        }
-        flag("self-update-timeout", time(self.self_update_timeout));
-        if self.log_json {
-            args.push("--log-json".to_owned());
-        }
-        args
+    /// The configuration from the process's command line, environment and `--config` file.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// The configuration from `args` (program name first), the environment and the
+    /// `--config` file they name.
+    pub fn load_from(
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Result<Self, ConfigError> {
+        let args =
+            with_config_file::<Config>(args.into_iter().map(Into::into).collect(), "config")?;
+        Ok(Config::try_parse_from(args)?)
+    }
+
+    /// This configuration as a `--config` file for a self-update's new version: everything
+    /// but `--replica` and `--docker`, which the new version is given by flag.
+    pub fn successor_file(&self) -> Result<String, ConfigFileError> {
+        let mut own = self.clone();
+        own.config = None;
+        own.replica = None;
+        own.docker = None;
+        baton_protocol::cli::config_file_text(&own)
     }
 
     /// The Docker Engine the orchestrator resolves bundles on (and starts its successor on).
-    pub fn docker_endpoint(&self) -> Result<Option<Endpoint>, String> {
-        self.docker
-            .as_deref()
-            .map(Endpoint::parse)
-            .transpose()
-            .map_err(|e| format!("--docker: {e}"))
+    pub fn docker_endpoint(&self) -> Result<Option<Endpoint>, ConfigError> {
+        Ok(self.docker.as_deref().map(Endpoint::parse).transpose()?)
     }
 
     /// The replica's name in the election.
@@ -238,19 +268,13 @@ impl Config {
     }
 
     /// TLS for the orchestrator's etcd connection; `Err` names the flag at fault.
-    pub fn etcd_tls(&self) -> Result<Option<EtcdTls>, String> {
-        tls(
-            "--etcd",
-            &self.etcd_ca_file,
-            &self.etcd_cert_file,
-            &self.etcd_key_file,
-            &self.etcd_domain,
-        )
+    pub fn etcd_tls(&self) -> Result<Option<EtcdTls>, TlsFlagError> {
+        self.tls.tls("--etcd")
     }
 
     /// TLS settings for the agents (paths on the hosts); `Err` names the flag at fault.
-    pub fn agent_tls(&self) -> Result<Option<EtcdTls>, String> {
-        tls(
+    pub fn agent_tls(&self) -> Result<Option<EtcdTls>, TlsFlagError> {
+        tls_from(
             "--agent-etcd",
             &self.agent_etcd_ca_file,
             &self.agent_etcd_cert_file,
@@ -279,45 +303,13 @@ impl Config {
             job_labels: self.job_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             agent_tls: self.agent_tls().ok().flatten(),
             self_update: SelfUpdate {
-                args: self.args(),
+                config: self.successor_file().unwrap_or_default(),
                 docker: self.docker_endpoint().ok().flatten(),
-                etcd_files: [
-                    &self.etcd_ca_file,
-                    &self.etcd_cert_file,
-                    &self.etcd_key_file,
-                ]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect(),
+                etcd_files: self.tls.files(),
                 timeout: self.self_update_timeout,
             },
         }
     }
-}
-
-fn tls(
-    flag: &str,
-    ca_file: &Option<PathBuf>,
-    cert_file: &Option<PathBuf>,
-    key_file: &Option<PathBuf>,
-    domain: &Option<String>,
-) -> Result<Option<EtcdTls>, String> {
-    let Some(ca_file) = ca_file.clone() else {
-        return Ok(None);
-    };
-    let tls = EtcdTls {
-        ca_file,
-        cert_file: cert_file.clone(),
-        key_file: key_file.clone(),
-        domain: domain.clone(),
-    };
-    tls.check()
-        .map_err(|(field, reason)| match field.strip_prefix("tls.") {
-            Some(f) => format!("{flag}-{}: {reason}", f.replace('_', "-")),
-            None => format!("{flag}-cert-file and {flag}-key-file: {reason}"),
-        })?;
-    Ok(Some(tls))
 }
 
 #[cfg(test)]
@@ -359,16 +351,17 @@ mod tests {
             "/etc/baton/c.pem",
         ])
         .expect("flags");
-        let err = c.agent_tls().expect_err("cert without key");
+        let err = c.agent_tls().expect_err("cert without key").to_string();
         assert!(
             err.starts_with("--agent-etcd-cert-file and --agent-etcd-key-file:"),
             "{err}"
         );
         let c = Config::try_parse_from(["x", "--etcd-ca-file", "ca.pem"]).expect("flags");
-        let err = c.etcd_tls().expect_err("relative");
+        let err = c.etcd_tls().expect_err("relative").to_string();
         assert!(err.starts_with("--etcd-ca-file:"), "{err}");
         assert!(Config::try_parse_from(["x", "--etcd-domain", "etcd"]).is_err());
-        // `args` reproduces a configuration with every field set.
+        // The successor's file reproduces a configuration with every field set (but the
+        // replica and the Docker Engine, which the successor is given by flag).
         let full = Config::try_parse_from([
             "x",
             "--etcd=https://10.0.0.1:2379,https://10.0.0.2:2379",
@@ -384,6 +377,8 @@ mod tests {
             "--prefix=/fleet",
             "--listen=0.0.0.0:7481",
             "--advertise=http://o1:7481",
+            "--replica=r1",
+            "--docker=unix:///var/run/docker.sock",
             "--leader-ttl=7",
             "--download-concurrency=9",
             "--download-timeout=7m",
@@ -397,9 +392,25 @@ mod tests {
             "--log-json",
         ])
         .expect("every flag");
-        let again = Config::try_parse_from(std::iter::once("x".to_owned()).chain(full.args()))
-            .expect("args parse");
-        assert_eq!(format!("{again:?}"), format!("{full:?}"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("orchestrator.toml");
+        std::fs::write(&file, full.successor_file().expect("toml")).expect("write");
+        let again =
+            Config::load_from(["x", "--config", &file.display().to_string(), "--replica=r2"])
+                .expect("file parses");
+        let mut expected = full.clone();
+        expected.config = Some(file.clone());
+        expected.replica = Some("r2".into());
+        expected.docker = None;
+        assert_eq!(format!("{again:?}"), format!("{expected:?}"));
+        std::fs::write(&file, "download_timeout = \"soon\"\n").expect("write");
+        let err = Config::load_from(["x", "--config", &file.display().to_string()])
+            .expect_err("bad value")
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}: download_timeout: ", file.display())),
+            "{err}"
+        );
         // The test constructor matches the command line's defaults.
         let parsed = Config::try_parse_from(["baton-orchestrator"]).expect("defaults");
         let built = Config::new(vec![DEFAULT_ETCD.to_owned()]);

@@ -104,6 +104,7 @@ mod tests {
                     reason: String::new(),
                     batch: Some(0),
                     dispatched_at: None,
+                    held_from: None,
                 },
             )]
             .into(),

@@ -1,11 +1,17 @@
 //! Docker Engine endpoints: the `docker` field of a host spec (`unix:///path` or
-//! `tcp://host:port`) parsed once, and connections to it through bollard. Pulling and the
-//! rest are the protocol's ([`baton_protocol::docker`]).
+//! `tcp://host:port`) parsed once, and connections to it through bollard; and the one way
+//! the engine starts a container it names ([`find_or_create`]), so a container a previous
+//! leader started is found instead of being started twice. Pulling and reading images are
+//! the protocol's ([`baton_protocol::docker`]).
 
 use std::fmt;
 
-use baton_protocol::docker::Quiet;
-pub use baton_protocol::docker::is_not_found;
+use baton_protocol::docker::{DockerError, Quiet};
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
+    StartContainerOptions, UploadToContainerOptionsBuilder,
+};
 use bollard::{API_DEFAULT_VERSION, Docker};
 
 /// Seconds a single Docker API request may take (a bundle pull streams within this).
@@ -117,12 +123,169 @@ impl Endpoint {
     }
 }
 
-/// Pulls `image` unless the engine has it already (quietly); the error as the engine's
-/// callers report it.
-pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(), String> {
-    baton_protocol::docker::ensure_image(docker, image, &Quiet)
+/// Whether the engine answered 404: no such container or image.
+pub use baton_protocol::docker::is_not_found;
+
+/// Label on every container the engine starts, saying what for (`downloader`,
+/// `orchestrator`).
+pub const LABEL_PURPOSE: &str = "io.baton.purpose";
+
+/// A Docker Engine request about a container or an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The request itself failed.
+    #[error("docker {op} {name}: {source}")]
+    Request {
+        /// What was asked (`inspect`, `create`, …).
+        op: &'static str,
+        /// The container or image.
+        name: String,
+        /// The engine's answer.
+        source: bollard::errors::Error,
+    },
+    /// A file for the container could not be packed.
+    #[error("packing {path} for {name}: {source}")]
+    Pack {
+        /// The container.
+        name: String,
+        /// The file's path in it.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The image could not be found or pulled.
+    #[error(transparent)]
+    Image(#[from] DockerError),
+}
+
+impl ContainerError {
+    /// A mapper for `map_err`: request `op` about `name` failed.
+    pub fn request(
+        op: &'static str,
+        name: &str,
+    ) -> impl FnOnce(bollard::errors::Error) -> ContainerError {
+        let name = name.to_owned();
+        move |source| ContainerError::Request { op, name, source }
+    }
+}
+
+/// Pulls `image` unless the engine has it already (quietly).
+pub async fn ensure_image(docker: &Docker, image: &str) -> Result<(), ContainerError> {
+    Ok(baton_protocol::docker::ensure_image(docker, image, &Quiet).await?)
+}
+
+/// What to do with a stopped container of the name [`find_or_create`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfStopped {
+    /// Keep it: it ended while nobody watched, and its log holds the outcome.
+    Keep,
+    /// Remove it and start afresh (an earlier attempt failed).
+    Replace,
+}
+
+/// What [`find_or_create`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The container runs already (an earlier attempt or leader started it).
+    Running,
+    /// It exists and has stopped (kept, see [`IfStopped::Keep`]).
+    Stopped,
+    /// It was created from `body` (its image pulled if missing) and started.
+    Started,
+}
+
+/// A file put into a container before it starts (absolute path, contents, mode).
+#[derive(Debug, Clone)]
+pub struct ContainerFile {
+    /// Where, e.g. `/etc/baton/orchestrator.toml`.
+    pub path: String,
+    /// What.
+    pub contents: Vec<u8>,
+    /// Its permissions, e.g. `0o600`.
+    pub mode: u32,
+}
+
+/// Finds the container `name`, or creates it from `body`, puts `files` into it and starts
+/// it.
+pub async fn find_or_create(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+    files: &[ContainerFile],
+    if_stopped: IfStopped,
+) -> Result<Found, ContainerError> {
+    match docker
+        .inspect_container(name, None::<InspectContainerOptions>)
         .await
-        .map_err(|e| e.to_string())
+    {
+        Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true) => {
+            return Ok(Found::Running);
+        }
+        Ok(_) if if_stopped == IfStopped::Keep => return Ok(Found::Stopped),
+        Ok(_) => docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+            .map_err(ContainerError::request("remove", name))?,
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(ContainerError::request("inspect", name)(e)),
+    }
+    if let Some(image) = &body.image {
+        ensure_image(docker, image).await?;
+    }
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(name).build()),
+            body,
+        )
+        .await
+        .map_err(ContainerError::request("create", name))?;
+    if !files.is_empty() {
+        let archive = pack(name, files)?;
+        docker
+            .upload_to_container(
+                name,
+                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                bollard::body_full(archive.into()),
+            )
+            .await
+            .map_err(ContainerError::request("upload files to", name))?;
+    }
+    docker
+        .start_container(name, None::<StartContainerOptions>)
+        .await
+        .map_err(ContainerError::request("start", name))?;
+    Ok(Found::Started)
+}
+
+/// A tar archive of `files`, paths relative to the root.
+fn pack(name: &str, files: &[ContainerFile]) -> Result<Vec<u8>, ContainerError> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for f in files {
+        let pack_err = |source| ContainerError::Pack {
+            name: name.to_owned(),
+            path: f.path.clone(),
+            source,
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(f.contents.len() as u64);
+        header.set_mode(f.mode);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive
+            .append_data(
+                &mut header,
+                f.path.trim_start_matches('/'),
+                f.contents.as_slice(),
+            )
+            .map_err(pack_err)?;
+    }
+    archive.into_inner().map_err(|source| ContainerError::Pack {
+        name: name.to_owned(),
+        path: String::new(),
+        source,
+    })
 }
 
 impl fmt::Display for Endpoint {

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::engine::Exit;
 use crate::leader::{self, Campaign, Role};
 use crate::metrics::Counters;
@@ -27,7 +27,7 @@ const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
 pub enum RunError {
     /// Bad configuration (names the flag).
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// The listen address could not be bound or served.
     #[error("REST API on {addr}: {source}")]
     Listen {
@@ -72,11 +72,10 @@ pub async fn serve(
     resolver: Option<Arc<dyn Resolver>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let keyspace =
-        Keyspace::new(&config.prefix).map_err(|e| RunError::Config(format!("--prefix: {e}")))?;
-    let docker = config.docker_endpoint().map_err(RunError::Config)?;
-    let tls = config.etcd_tls().map_err(RunError::Config)?;
-    config.agent_tls().map_err(RunError::Config)?;
+    let keyspace = Keyspace::new(&config.prefix).map_err(ConfigError::from)?;
+    let docker = config.docker_endpoint()?;
+    let tls = config.etcd_tls().map_err(ConfigError::from)?;
+    config.agent_tls().map_err(ConfigError::from)?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen.to_string(),
         source,

@@ -59,19 +59,19 @@ pub enum AgentConfigError {
     },
 }
 
-fn default_prefix() -> String {
+pub(crate) fn default_prefix() -> String {
     DEFAULT_PREFIX.to_owned()
 }
-fn default_ttl() -> i64 {
+pub(crate) fn default_ttl() -> i64 {
     DEFAULT_LEASE_TTL_SECS
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
 }
-fn default_kernel_release_file() -> PathBuf {
+pub(crate) fn default_kernel_release_file() -> PathBuf {
     PathBuf::from(DEFAULT_KERNEL_RELEASE_FILE)
 }
-fn default_boot_id_file() -> PathBuf {
+pub(crate) fn default_boot_id_file() -> PathBuf {
     PathBuf::from(DEFAULT_BOOT_ID_FILE)
 }
 fn default_health_settle_secs() -> u64 {

@@ -10,7 +10,9 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::events::EventKind;
 use crate::names::{GroupName, HostId, UpgradeId};
+pub use crate::state::HostOutcomeState;
 use crate::state::{HostState, UpgradePhase};
 
 /// The schema version this build writes and the newest it reads.
@@ -367,24 +369,6 @@ pub enum Strategy {
     DaisyChain,
 }
 
-/// What happened to one host in an upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum HostOutcomeState {
-    /// Not started.
-    Pending,
-    /// The downloader job ran; the bundle is staged.
-    Downloaded,
-    /// Its `desired` key was written.
-    Dispatched,
-    /// Done and healthy.
-    Succeeded,
-    /// Failed or rolled back.
-    Failed,
-    /// Skipped (paused for maintenance).
-    Skipped,
-}
-
 /// One host's outcome in an upgrade record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -401,6 +385,19 @@ pub struct HostOutcome {
     /// When its `desired` key was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatched_at: Option<Timestamp>,
+    /// The state it was held in, while [`HostOutcomeState::Held`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<HostOutcomeState>,
+}
+
+impl HostOutcome {
+    /// Where the host is in its upgrade, held or not: [`Self::held_from`] while held.
+    pub fn stage(&self) -> HostOutcomeState {
+        match (self.state, self.held_from) {
+            (HostOutcomeState::Held, Some(from)) => from,
+            (state, _) => state,
+        }
+    }
 }
 
 /// `upgrades/<id>`: one upgrade, its request, phase and per-host outcomes.
@@ -471,6 +468,22 @@ pub struct Upgrade {
 
 impl Document for Upgrade {
     const KIND: &'static str = "upgrade";
+}
+
+impl Upgrade {
+    /// Daisy-chain: the host that takes the baton after batch `after` — the one of the
+    /// lowest later batch (by id within it) still waiting to be dispatched (`Downloaded`);
+    /// held, skipped, failed and dispatched hosts are passed over. The orchestrator names it
+    /// in a host's `desired`, and a host handing over names the one after its successor.
+    pub fn next_in_chain(&self, after: u32) -> Option<HostId> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.state == HostOutcomeState::Downloaded)
+            .map(|(id, h)| (h.batch.unwrap_or(0), id))
+            .filter(|(batch, _)| *batch > after)
+            .min()
+            .map(|(_, id)| id.clone())
+    }
 }
 
 /// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).
@@ -594,8 +607,9 @@ pub struct Event {
     /// The host concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostId>,
-    /// Short machine-readable kind, e.g. `host-dispatched`.
-    pub kind: String,
+    /// What kind of event, e.g. `host-dispatched`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "host-dispatched"))]
+    pub kind: EventKind,
     /// What happened, for people.
     pub message: String,
 }
@@ -607,6 +621,23 @@ impl Document for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chain_passes_over_hosts_not_waiting_for_dispatch() {
+        use HostOutcomeState::*;
+        let text = br#"{"schema_version":1,"id":"u1","bundle":"r@sha256:00","version":"2.0.0","strategy":{"kind":"daisy-chain"},"phase":"Installing","hosts":{
+            "h1":{"state":"Dispatched","batch":0},"h2":{"state":"Skipped","batch":1},
+            "h3":{"state":"Held","batch":2,"held_from":"Downloaded"},"h4":{"state":"Downloaded","batch":3},
+            "h5":{"state":"Downloaded","batch":4}},"created_at":"t","updated_at":"t"}"#;
+        let u: Upgrade = serde_json::from_slice(text).expect("record");
+        let id = |h: &str| HostId::new(h).expect("id");
+        assert_eq!(u.next_in_chain(0), Some(id("h4")));
+        assert_eq!(u.next_in_chain(3), Some(id("h5")));
+        assert_eq!(u.next_in_chain(4), None);
+        assert_eq!(u.hosts[&id("h3")].stage(), Downloaded);
+        assert_eq!(u.hosts[&id("h4")].stage(), Downloaded);
+        assert_eq!(u.hosts[&id("h1")].stage(), Dispatched);
+    }
 
     fn status() -> HostStatus {
         HostStatus {

@@ -3,12 +3,15 @@
 //! - [`agent_config`]: the agent's configuration file, written by the downloader job;
 //! - [`durable`]: durable, atomic file writes (temp file, fsync, rename, fsync folder);
 //! - [`digest`]: sha256 while streaming, with a size cap;
+//! - [`cli`]: what the binaries' command lines share (etcd TLS flags, logging, config file);
 //! - [`keys`]: the etcd keyspace (the only place keys are built or parsed);
 //! - [`names`]: validated host ids, group names and upgrade ids;
 //! - [`documents`]: the JSON documents stored under the keys, with `schema_version`;
+//! - [`events`]: the kinds of the events of an upgrade's audit trail;
 //! - [`state`]: host states and upgrade phases with their transition rules;
 //! - [`manifest`]: the bundle manifest and its validation;
 //! - [`api`]: the REST API's request and answer bodies;
+//! - [`job`]: the downloader job's settings and its summary line;
 //! - [`etcd`]: the etcd TLS settings; with the `etcd` feature also compare-and-swap,
 //!   resumable watches, kept leases, leader election;
 //! - `docker` (feature `docker`): connecting to a Docker Engine, pulling images, reading a
@@ -16,12 +19,15 @@
 
 pub mod agent_config;
 pub mod api;
+pub mod cli;
 pub mod digest;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod documents;
 pub mod durable;
 pub mod etcd;
+pub mod events;
+pub mod job;
 pub mod keys;
 pub mod manifest;
 pub mod names;
@@ -30,7 +36,7 @@ pub mod state;
 
 pub use keys::{HostKey, Key, Keyspace};
 pub use names::{GroupName, HostId, UpgradeId};
-pub use state::{HostState, UpgradePhase};
+pub use state::{HostOutcomeState, HostState, UpgradePhase};
 
 /// Version of this build of Baton (all parts share it). Bundles are built with
 /// `BATON_BUILD_VERSION` set to the bundle's version, so the agent and orchestrator they

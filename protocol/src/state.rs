@@ -1,8 +1,10 @@
-//! Host states and upgrade phases as data plus pure transition rules.
+//! Host states, upgrade phases and hosts' outcomes in an upgrade as data plus pure
+//! transition rules.
 //!
 //! The transition tables here are the single source of truth: the agent checks every status
 //! change it makes against [`HostState::check_transition`], the orchestrator every phase change
-//! against [`UpgradePhase::check_transition`]. Side effects live elsewhere.
+//! against [`UpgradePhase::check_transition`]; [`HostOutcomeState::successors`] says how a
+//! host's outcome in an upgrade record may move. Side effects live elsewhere.
 
 use std::fmt;
 
@@ -18,6 +20,25 @@ pub struct TransitionError {
     pub from: String,
     /// Where it was asked to go.
     pub to: String,
+}
+
+/// `Ok` if `from -> to` is allowed by `successors` (staying put always is), else an error
+/// naming both, for the state machines below.
+fn check<T: Copy + PartialEq + fmt::Debug>(
+    what: &'static str,
+    from: T,
+    to: T,
+    successors: &[T],
+) -> Result<(), TransitionError> {
+    if from == to || successors.contains(&to) {
+        Ok(())
+    } else {
+        Err(TransitionError {
+            what,
+            from: format!("{from:?}"),
+            to: format!("{to:?}"),
+        })
+    }
 }
 
 /// What a host's agent is doing (`status.state`).
@@ -76,20 +97,12 @@ impl HostState {
 
     /// Whether `self -> to` is allowed.
     pub fn can_transition_to(self, to: HostState) -> bool {
-        self == to || self.successors().contains(&to)
+        check("", self, to, self.successors()).is_ok()
     }
 
     /// `Ok` if `self -> to` is allowed, else an error naming both states.
     pub fn check_transition(self, to: HostState) -> Result<(), TransitionError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(TransitionError {
-                what: "host state",
-                from: self.to_string(),
-                to: to.to_string(),
-            })
-        }
+        check("host state", self, to, self.successors())
     }
 
     /// A settled state: the agent is not working on the host.
@@ -178,20 +191,12 @@ impl UpgradePhase {
 
     /// Whether `self -> to` is allowed (staying put is a progress update and always allowed).
     pub fn can_transition_to(self, to: UpgradePhase) -> bool {
-        self == to || self.successors().contains(&to)
+        check("", self, to, self.successors()).is_ok()
     }
 
     /// `Ok` if `self -> to` is allowed, else an error naming both phases.
     pub fn check_transition(self, to: UpgradePhase) -> Result<(), TransitionError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(TransitionError {
-                what: "upgrade phase",
-                from: self.to_string(),
-                to: to.to_string(),
-            })
-        }
+        check("upgrade phase", self, to, self.successors())
     }
 
     /// The upgrade is over; `active` must no longer name it.
@@ -206,6 +211,76 @@ impl UpgradePhase {
 impl fmt::Display for UpgradePhase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What happened to one host in an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum HostOutcomeState {
+    /// Not started.
+    Pending,
+    /// The downloader job ran; the bundle is staged.
+    Downloaded,
+    /// Not dispatched yet, and its maintenance mode is `paused`: nothing is started on it and
+    /// the upgrade waits for it; back to where it was (`HostOutcome::held_from`) once the
+    /// mode is lifted.
+    Held,
+    /// Its `desired` key was written.
+    Dispatched,
+    /// Done and healthy.
+    Succeeded,
+    /// Failed or rolled back.
+    Failed,
+    /// Skipped (paused for maintenance).
+    Skipped,
+}
+
+impl HostOutcomeState {
+    /// Every state, in declaration order.
+    pub const ALL: [HostOutcomeState; 7] = [
+        HostOutcomeState::Pending,
+        HostOutcomeState::Downloaded,
+        HostOutcomeState::Held,
+        HostOutcomeState::Dispatched,
+        HostOutcomeState::Succeeded,
+        HostOutcomeState::Failed,
+        HostOutcomeState::Skipped,
+    ];
+
+    /// The legal transitions out of `self` (staying is always allowed).
+    pub fn successors(self) -> &'static [HostOutcomeState] {
+        use HostOutcomeState::*;
+        match self {
+            Pending => &[Downloaded, Held, Failed, Skipped],
+            // A heal succeeds without a dispatch: the agent is back on the bundle's version.
+            Downloaded => &[Dispatched, Held, Succeeded, Failed, Skipped],
+            // Released to where it was; an agent that misses its timeout fails meanwhile.
+            Held => &[Pending, Downloaded, Failed, Skipped],
+            Dispatched => &[Succeeded, Failed],
+            Succeeded | Failed | Skipped => &[],
+        }
+    }
+
+    /// Whether `self -> to` is allowed.
+    pub fn can_transition_to(self, to: HostOutcomeState) -> bool {
+        check("", self, to, self.successors()).is_ok()
+    }
+
+    /// `Ok` if `self -> to` is allowed, else an error naming both states.
+    pub fn check_transition(self, to: HostOutcomeState) -> Result<(), TransitionError> {
+        check("host outcome", self, to, self.successors())
+    }
+
+    /// Still to be worked on (or being worked on) in its upgrade.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            HostOutcomeState::Pending
+                | HostOutcomeState::Downloaded
+                | HostOutcomeState::Held
+                | HostOutcomeState::Dispatched
+        )
     }
 }
 
@@ -355,6 +430,52 @@ mod tests {
         ) {
             let legal = from == to || PHASE_LEGAL.contains(&(from, to));
             prop_assert_eq!(from.check_transition(to).is_ok(), legal);
+        }
+    }
+
+    /// Every legal host outcome transition, written out so a change to the rules shows up here.
+    const OUTCOME_LEGAL: &[(HostOutcomeState, HostOutcomeState)] = {
+        use HostOutcomeState::*;
+        &[
+            (Pending, Downloaded),
+            (Pending, Held),
+            (Pending, Failed),
+            (Pending, Skipped),
+            (Downloaded, Dispatched),
+            (Downloaded, Held),
+            (Downloaded, Succeeded),
+            (Downloaded, Failed),
+            (Downloaded, Skipped),
+            (Held, Pending),
+            (Held, Downloaded),
+            (Held, Failed),
+            (Held, Skipped),
+            (Dispatched, Succeeded),
+            (Dispatched, Failed),
+        ]
+    };
+
+    #[test]
+    fn outcome_table_is_exactly_the_rules() {
+        for from in HostOutcomeState::ALL {
+            for to in HostOutcomeState::ALL {
+                let legal = from == to || OUTCOME_LEGAL.contains(&(from, to));
+                assert_eq!(
+                    from.check_transition(to).is_ok(),
+                    legal,
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        let err = HostOutcomeState::Succeeded
+            .check_transition(HostOutcomeState::Pending)
+            .expect_err("settled");
+        assert_eq!(
+            err.to_string(),
+            "illegal host outcome transition Succeeded -> Pending"
+        );
+        for state in HostOutcomeState::ALL {
+            assert_eq!(state.is_open(), !state.successors().is_empty(), "{state:?}");
         }
     }
 }

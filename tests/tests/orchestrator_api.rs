@@ -649,10 +649,10 @@ async fn the_orchestrator_talks_to_etcd_over_tls_with_a_client_certificate() {
         etcd.endpoint()
     );
     let mut cfg = config(&etcd, "orch-tls");
-    cfg.etcd_ca_file = Some(tls.ca_file.clone());
-    cfg.etcd_cert_file = tls.cert_file.clone();
-    cfg.etcd_key_file = tls.key_file.clone();
-    cfg.etcd_domain = tls.domain.clone();
+    cfg.tls.etcd_ca_file = Some(tls.ca_file.clone());
+    cfg.tls.etcd_cert_file = tls.cert_file.clone();
+    cfg.tls.etcd_key_file = tls.key_file.clone();
+    cfg.tls.etcd_domain = tls.domain.clone();
     let orch = Orchestrator::start(cfg).await;
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let ready: Value = orch.api.get("/readyz").await.expect("ready over TLS");

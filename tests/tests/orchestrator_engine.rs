@@ -4,7 +4,7 @@
 //! has run on the host, and `status` moving `Updating` → `Done` (or `RolledBack`, or the
 //! agent vanishing) when `desired` names a new upgrade. The downloader job is a real
 //! container run through the Docker Engine API from a small bundle image (a static busybox
-//! script that records its flags in the host's folder and prints a summary line).
+//! script that records its settings in the host's folder and prints a summary line).
 //!
 //! Covered: rolling with a canary and a pause for approval, zones and batches, a tolerated
 //! failure, prompt progress on `Done`; a leader killed mid-upgrade and a successor that
@@ -30,6 +30,7 @@ use baton_protocol::documents::{
     self, Alive, Desired, HostOutcomeState, HostStatus, SCHEMA_VERSION, Upgrade,
 };
 use baton_protocol::etcd::{self, Client, KeptLease};
+use baton_protocol::job::JobSettings;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePhase};
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
@@ -46,12 +47,12 @@ async fn require_docker() {
     }
 }
 
-/// The downloader job of the test bundle: records its flags, fails if the host holds a
+/// The downloader job of the test bundle: records its settings, fails if the host holds a
 /// `fail-download` file, else prints a summary line.
 const JOB_SCRIPT: &str = r#"
 B=/busybox
 $B mkdir -p /host/var/lib/baton
-echo "$@" > /host/var/lib/baton/job-args
+echo "$BATON_JOB_SETTINGS" > /host/var/lib/baton/job-args
 if [ -e /host/var/lib/baton/fail-download ]; then
     echo "baton-downloader: error: /bundle/manifest.json: this host was told to fail" >&2
     exit 1
@@ -301,6 +302,28 @@ impl World {
             .collect()
     }
 
+    /// Every event of the upgrade as (host, kind, revision of the transaction that wrote it).
+    async fn event_revisions(&self, id: &str) -> Vec<(String, String, i64)> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                Keyspace::default().events_prefix(&UpgradeId::new(id).expect("upgrade id")),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("get events");
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let event: documents::Event =
+                    serde_json::from_slice(kv.value()).expect("event document");
+                let host = event.host.map(|h| h.to_string()).unwrap_or_default();
+                (host, event.kind.to_string(), kv.create_revision())
+            })
+            .collect()
+    }
+
     async fn dispatch_events(&self, api: &ApiClient, id: &str) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for e in api.events(id).await.expect("events") {
@@ -393,14 +416,15 @@ async fn rolling_upgrade_with_canary_pause_zones_and_a_tolerated_failure() {
         HostOutcomeState::Succeeded
     );
     for h in ["h1", "h2", "h3", "h4", "h5"] {
-        let args = job_args(&w.root(h));
-        assert!(
-            args.contains(&format!(
-                "--host-id {h} --etcd-endpoint {}",
-                w.etcd.endpoint()
-            )) && args.contains("--prefix /baton")
-                && args.contains("--boot-id-file /run/baton/boot-id"),
-            "{h}: {args:?}"
+        let text = job_args(&w.root(h));
+        let settings = JobSettings::parse(text.trim()).expect("the job's settings");
+        assert_eq!(settings.host_id.as_str(), h, "{text}");
+        assert_eq!(settings.etcd_endpoints, [w.etcd.endpoint()], "{text}");
+        assert_eq!(settings.prefix, "/baton", "{text}");
+        assert_eq!(
+            settings.boot_id_file,
+            Path::new("/run/baton/boot-id"),
+            "{text}"
         );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -470,25 +494,28 @@ async fn rolling_upgrade_with_canary_pause_zones_and_a_tolerated_failure() {
             "{h} overlapped across zones: {overlapping:?}"
         );
     }
-    // The next batch starts as soon as the last host of the previous one is done.
-    let mut by_start = log.clone();
-    by_start.sort_by_key(|(_, s, _)| *s);
-    let h3_done = by_start
-        .iter()
-        .find(|(h, _, _)| h == "h3")
-        .unwrap()
-        .2
-        .unwrap();
-    let h2_done = by_start
-        .iter()
-        .find(|(h, _, _)| h == "h2")
-        .unwrap()
-        .2
-        .unwrap();
-    let h4_start = by_start.iter().find(|(h, _, _)| h == "h4").unwrap().1;
-    let gap = h4_start.duration_since(h2_done.max(h3_done));
-    eprintln!("TIMING from the batch's last Done to the next batch's dispatch seen: {gap:?}");
-    assert!(gap < Duration::from_millis(900), "{gap:?}");
+    // The next batch starts as soon as the last host of the previous one is done: h4 is
+    // dispatched in the very transaction that records the outcome of the last of h2 and h3
+    // (not on a later pass or tick).
+    let revisions = w.event_revisions(&id).await;
+    let at = |host: &str, kinds: &[&str]| -> Vec<i64> {
+        revisions
+            .iter()
+            .filter(|(h, k, _)| h == host && kinds.contains(&k.as_str()))
+            .map(|(_, _, r)| *r)
+            .collect()
+    };
+    let outcomes = ["host-succeeded", "host-failed"];
+    let last_done = at("h2", &outcomes)
+        .into_iter()
+        .chain(at("h3", &outcomes))
+        .max()
+        .expect("h2 and h3 have outcomes");
+    assert_eq!(
+        at("h4", &["host-dispatched"]),
+        [last_done],
+        "h4 dispatched with the previous batch's last outcome: {revisions:?}"
+    );
     orch.stop().await;
 }
 

@@ -16,9 +16,7 @@ mod orchestrator_support;
 
 use std::time::{Duration, Instant};
 
-use baton_orchestrator::engine::decide::HELD;
-use baton_protocol::api::SetMaintenance;
-use baton_protocol::api::UpgradeInfo;
+use baton_protocol::api::{SetMaintenance, UpgradeInfo};
 use baton_protocol::documents::{HostOutcomeState, MaintenanceMode};
 use baton_protocol::{HostId, HostState, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
@@ -149,11 +147,14 @@ async fn a_paused_host_is_skipped_or_waited_for_and_a_late_host_joins() {
     .expect("start u-wait");
     let held = until("h2 held", || async {
         let u = api.upgrade("u-wait").await.expect("upgrade");
-        (outcome(&u, h2).reason == HELD).then_some(u)
+        (outcome(&u, h2).state == HostOutcomeState::Held).then_some(u)
     })
     .await;
     assert_eq!(held.upgrade.phase, UpgradePhase::Downloading);
-    assert_eq!(outcome(&held, h2).state, HostOutcomeState::Pending);
+    assert_eq!(
+        outcome(&held, h2).held_from,
+        Some(HostOutcomeState::Pending)
+    );
     let events = api.events("u-wait").await.expect("events");
     assert!(
         events.iter().any(|e| e.event.kind == "host-held"),
@@ -164,7 +165,7 @@ async fn a_paused_host_is_skipped_or_waited_for_and_a_late_host_joins() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = api.upgrade("u-wait").await.expect("upgrade");
     assert_eq!(still.upgrade.phase, UpgradePhase::Downloading);
-    assert_eq!(outcome(&still, h2).reason, HELD);
+    assert_eq!(outcome(&still, h2).state, HostOutcomeState::Held);
     untouched(&client, h2).await;
     set_mode(&api, h2, MaintenanceMode::None).await;
     let waited = ended(&api, "u-wait").await;

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
-    Active, Event, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION, Strategy,
-    Timestamp, Upgrade, decode, now,
+    Active, Event, EventKind, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION,
+    Strategy, Timestamp, Upgrade, decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;
@@ -166,13 +166,13 @@ fn strategy_kind(strategy: &Strategy) -> &'static str {
     }
 }
 
-fn event(now: &Timestamp, kind: &str, message: String) -> Event {
+fn event(now: &Timestamp, kind: EventKind, message: String) -> Event {
     Event {
         schema_version: SCHEMA_VERSION,
         at: now.clone(),
         source: EVENT_SOURCE.to_owned(),
         host: None,
-        kind: kind.to_owned(),
+        kind,
         message,
     }
 }
@@ -253,6 +253,7 @@ pub async fn create(
                         reason: String::new(),
                         batch: Some(batch),
                         dispatched_at: None,
+                        held_from: None,
                     },
                 )
             })
@@ -277,7 +278,7 @@ pub async fn create(
     };
     let created = event(
         &now,
-        "created",
+        EventKind::Created,
         format!(
             "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {})",
             upgrade.version,
@@ -355,7 +356,7 @@ async fn command(
         ];
         let mut ops = vec![
             store::put(&key, &next),
-            store::put(&event_key, &event(&now, "phase", message)),
+            store::put(&event_key, &event(&now, EventKind::Phase, message)),
         ];
         if next.phase.is_terminal()
             && let Some(active) = store::read_active(state.client(), ks).await?

@@ -8,8 +8,8 @@
 //! (with `active` for a join) and clearing a maintenance mode a task carried out.
 
 use baton_protocol::documents::{
-    Desired, DesiredAction, Event, HostOutcomeState, Maintenance, MaintenanceMode, SCHEMA_VERSION,
-    TaskKind, Timestamp, Upgrade,
+    Desired, DesiredAction, Event, EventKind, HostOutcomeState, Maintenance, MaintenanceMode,
+    SCHEMA_VERSION, TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::etcd::{Client, EtcdError, Versioned};
 use baton_protocol::{HostId, HostKey, Keyspace};
@@ -41,7 +41,7 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
         Action::Download { .. } | Action::StartSuccessor => return None,
         Action::HandOver { container } => (
             None,
-            "orchestrator-handover",
+            EventKind::OrchestratorHandover,
             format!(
                 "orchestrator {} campaigns from container {container}; orchestrator {} hands leadership over and exits",
                 upgrade.version,
@@ -50,7 +50,7 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
         ),
         Action::Phase { to, reason } => (
             None,
-            "phase",
+            EventKind::Phase,
             match reason {
                 Some(r) => format!("{} -> {to}: {r}", upgrade.phase),
                 None => format!("{} -> {to}", upgrade.phase),
@@ -62,11 +62,13 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             reason,
         } => {
             let kind = match state {
-                HostOutcomeState::Downloaded => "host-downloaded",
-                HostOutcomeState::Succeeded => "host-succeeded",
-                HostOutcomeState::Failed => "host-failed",
-                HostOutcomeState::Skipped => "host-skipped",
-                HostOutcomeState::Pending | HostOutcomeState::Dispatched => "host-state",
+                HostOutcomeState::Downloaded => EventKind::HostDownloaded,
+                HostOutcomeState::Succeeded => EventKind::HostSucceeded,
+                HostOutcomeState::Failed => EventKind::HostFailed,
+                HostOutcomeState::Skipped => EventKind::HostSkipped,
+                HostOutcomeState::Pending
+                | HostOutcomeState::Held
+                | HostOutcomeState::Dispatched => EventKind::HostState,
             };
             let message = if reason.is_empty() {
                 format!("{state:?}: on {}", upgrade.version)
@@ -77,7 +79,7 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
         }
         Action::Hold { host, held } => (
             Some(host.clone()),
-            "host-held",
+            EventKind::HostHeld,
             if *held {
                 "maintenance mode paused: the upgrade waits for this host (nothing is started on it until the mode is lifted)".to_owned()
             } else {
@@ -101,7 +103,7 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             if let Some(next) = next_host {
                 message.push_str(&format!("; then hands over to {next}"));
             }
-            (Some(host.clone()), "host-dispatched", message)
+            (Some(host.clone()), EventKind::HostDispatched, message)
         }
     };
     Some(Event {
@@ -109,7 +111,7 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
         at: now.clone(),
         source: EVENT_SOURCE.to_owned(),
         host,
-        kind: kind.to_owned(),
+        kind,
         message,
     })
 }
@@ -268,7 +270,7 @@ pub async fn create_task(
         at: now.clone(),
         source: EVENT_SOURCE.to_owned(),
         host: record.task.as_ref().map(|t| t.host.clone()),
-        kind: "created".to_owned(),
+        kind: EventKind::Created,
         message: message.to_owned(),
     };
     let event_key = keyspace.event(&record.id, record.events);
@@ -316,7 +318,7 @@ pub async fn clear_maintenance(
         at: now.clone(),
         source: EVENT_SOURCE.to_owned(),
         host: upgrade.task.as_ref().map(|t| t.host.clone()),
-        kind: "maintenance-cleared".to_owned(),
+        kind: EventKind::MaintenanceCleared,
         message: message.to_owned(),
     };
     let event_key = keyspace.event(&upgrade.id, upgrade.events);

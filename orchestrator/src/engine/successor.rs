@@ -23,14 +23,16 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    InspectContainerOptions, LogsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::docker::{Endpoint, ensure_image, is_not_found};
-use crate::engine::downloader::LABEL_PURPOSE;
+use crate::docker::{
+    ContainerError, ContainerFile, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE,
+    find_or_create,
+};
+use crate::engine::model::SuccessorState;
 use crate::store;
 
 /// How often the election and the container are looked at while waiting.
@@ -38,11 +40,15 @@ const POLL: Duration = Duration::from_millis(500);
 /// Where the Docker Engine is when neither `--docker` nor `DOCKER_HOST` says.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
+/// Where the new version finds the leader's configuration, in its container.
+pub const CONFIG_PATH: &str = "/etc/baton/orchestrator.toml";
+
 /// The self-update part of the engine's configuration (from [`crate::config::Config`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelfUpdate {
-    /// The leader's own command line, but for `--replica` and `--docker`.
-    pub args: Vec<String>,
+    /// The leader's own configuration as a `--config` file (TOML), but for `--replica` and
+    /// `--docker` ([`crate::config::Config::successor_file`]).
+    pub config: String,
     /// The leader's Docker Engine (`--docker`; `None`: `DOCKER_HOST`, else the local socket).
     pub docker: Option<Endpoint>,
     /// The etcd TLS files, mounted read-only at the same paths.
@@ -51,18 +57,53 @@ pub struct SelfUpdate {
     pub timeout: Duration,
 }
 
-/// Where a self-update stands, as the engine tells the decision function.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SuccessorState {
-    /// Started (or being started); not in the election yet.
-    Starting,
-    /// Campaigning in the election as `replica`, from `container`.
-    Ready {
+/// Why a self-update failed (recorded, as text, in the upgrade's reason).
+#[derive(Debug, thiserror::Error)]
+pub enum SuccessorError {
+    /// The leader's Docker Engine could not be reached.
+    #[error("docker: {0}")]
+    Endpoint(#[from] DockerEndpointError),
+    /// A request to it failed.
+    #[error(transparent)]
+    Docker(#[from] ContainerError),
+    /// The container runs another version than the bundle's.
+    #[error(
+        "container {container} from {image} runs orchestrator version {found}, not the bundle's {version}"
+    )]
+    WrongVersion {
         /// The container.
         container: String,
+        /// Its image.
+        image: String,
+        /// The version it announces.
+        found: String,
+        /// The bundle's.
+        version: String,
     },
-    /// It did not become ready; why. Its container is stopped.
-    Failed(String),
+    /// The container stopped before it campaigned.
+    #[error("container {container} from {image} stopped (exit code {exit_code}): {last_line}")]
+    Stopped {
+        /// The container.
+        container: String,
+        /// Its image.
+        image: String,
+        /// Its exit code.
+        exit_code: i64,
+        /// Its telling log line.
+        last_line: String,
+    },
+    /// It did not campaign in time.
+    #[error("container {container} from {image} did not campaign in {election} within {}", humantime::format_duration(*.timeout))]
+    TimedOut {
+        /// The container.
+        container: String,
+        /// Its image.
+        image: String,
+        /// The election's prefix.
+        election: String,
+        /// The limit.
+        timeout: Duration,
+    },
 }
 
 /// One self-update: the new version of an upgrade, started from `image`.
@@ -89,7 +130,7 @@ impl Successor {
         let mut hash = Sha256::new();
         hash.update(self.keyspace.prefix());
         hash.update([0]);
-        hash.update(self.settings.args.join(" "));
+        hash.update(&self.settings.config);
         hash.update([0]);
         hash.update(self.upgrade.as_str());
         let short = hex::encode(&hash.finalize()[..5]);
@@ -113,10 +154,10 @@ impl Successor {
         }
     }
 
-    /// The new version's command line: the leader's, named after the container, on the same
-    /// Docker Engine.
+    /// The new version's command line: the leader's configuration (put into the container
+    /// as [`CONFIG_PATH`]), named after the container, on the same Docker Engine.
     pub fn args(&self) -> Vec<String> {
-        let mut args = self.settings.args.clone();
+        let mut args = vec!["--config".to_owned(), CONFIG_PATH.to_owned()];
         args.extend(["--replica".to_owned(), self.container_name()]);
         let docker = match (&self.settings.docker, self.socket()) {
             (Some(Endpoint::Tcp { host, port }), _) => Some(format!("tcp://{host}:{port}")),
@@ -154,7 +195,7 @@ pub async fn run(successor: Successor, client: Client) -> SuccessorState {
     let name = successor.container_name();
     let docker = match connect(&successor).await {
         Ok(d) => d,
-        Err(reason) => return SuccessorState::Failed(reason),
+        Err(reason) => return SuccessorState::Failed(reason.to_string()),
     };
     let started = Instant::now();
     let outcome = match start(&successor, &docker).await {
@@ -172,7 +213,7 @@ pub async fn run(successor: Successor, client: Client) -> SuccessorState {
             if let Err(e) = docker.stop_container(&name, Some(options)).await {
                 tracing::debug!(container = %name, error = %e, "could not stop");
             }
-            SuccessorState::Failed(reason)
+            SuccessorState::Failed(reason.to_string())
         }
     }
 }
@@ -191,41 +232,19 @@ pub async fn stop(successor: &Successor) {
     }
 }
 
-async fn connect(successor: &Successor) -> Result<Docker, String> {
+async fn connect(successor: &Successor) -> Result<Docker, SuccessorError> {
     match &successor.settings.docker {
-        Some(e) => e.connect().await.map_err(|e| e.to_string()),
-        None => baton_protocol::docker::connect()
+        Some(e) => Ok(e.connect().await?),
+        None => Ok(baton_protocol::docker::connect()
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(ContainerError::from)?),
     }
 }
 
-/// Creates and starts the container, unless it runs already (an earlier leader started it).
-async fn start(s: &Successor, docker: &Docker) -> Result<(), String> {
+/// Creates and starts the container, unless it runs already (an earlier leader started it);
+/// one stopped by an earlier failed attempt is replaced.
+async fn start(s: &Successor, docker: &Docker) -> Result<(), SuccessorError> {
     let name = s.container_name();
-    let docker_err = |what: String| move |e: bollard::errors::Error| format!("docker {what}: {e}");
-    match docker
-        .inspect_container(&name, None::<InspectContainerOptions>)
-        .await
-    {
-        Ok(info) if info.state.as_ref().and_then(|st| st.running) == Some(true) => {
-            tracing::info!(container = %name, "the new orchestrator version runs already; waiting for it");
-            return Ok(());
-        }
-        Ok(_) => {
-            // Stopped by an earlier failed attempt: start afresh.
-            docker
-                .remove_container(
-                    &name,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
-                .await
-                .map_err(docker_err(format!("remove {name}")))?;
-        }
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(docker_err(format!("inspect {name}"))(e)),
-    }
-    ensure_image(docker, &s.image).await?;
     let body = ContainerCreateBody {
         image: Some(s.image.clone()),
         cmd: Some(s.args()),
@@ -241,23 +260,27 @@ async fn start(s: &Successor, docker: &Docker) -> Result<(), String> {
         }),
         ..Default::default()
     };
-    tracing::info!(container = %name, image = %s.image, version = %s.version, "starting the new orchestrator version");
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-            body,
-        )
-        .await
-        .map_err(docker_err(format!("create {name} from {}", s.image)))?;
-    docker
-        .start_container(&name, None::<StartContainerOptions>)
-        .await
-        .map_err(docker_err(format!("start {name}")))
+    // Copied in rather than bind-mounted: the leader's configuration may come from flags
+    // and environment only, and its files need not be on the Docker Engine's machine.
+    let config = ContainerFile {
+        path: CONFIG_PATH.to_owned(),
+        contents: s.settings.config.clone().into_bytes(),
+        mode: 0o644,
+    };
+    match find_or_create(docker, &name, body, &[config], IfStopped::Replace).await? {
+        Found::Running | Found::Stopped => {
+            tracing::info!(container = %name, "the new orchestrator version runs already; waiting for it");
+        }
+        Found::Started => {
+            tracing::info!(container = %name, image = %s.image, version = %s.version, "started the new orchestrator version");
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the container's replica campaigns announcing the version; fails as soon as
 /// the container stops, or at the timeout.
-async fn wait_ready(s: &Successor, docker: &Docker, client: &Client) -> Result<(), String> {
+async fn wait_ready(s: &Successor, docker: &Docker, client: &Client) -> Result<(), SuccessorError> {
     let name = s.container_name();
     let election = format!("{}/", s.keyspace.leader());
     let deadline = Instant::now() + s.settings.timeout;
@@ -265,33 +288,35 @@ async fn wait_ready(s: &Successor, docker: &Docker, client: &Client) -> Result<(
         if let Some(candidate) = candidate(client, &election, &name).await {
             return match candidate.version.as_deref() {
                 Some(v) if v == s.version => Ok(()),
-                other => Err(format!(
-                    "container {name} from {} runs orchestrator version {}, not the bundle's {}",
-                    s.image,
-                    other.unwrap_or("(unknown)"),
-                    s.version
-                )),
+                other => Err(SuccessorError::WrongVersion {
+                    container: name,
+                    image: s.image.clone(),
+                    found: other.unwrap_or("(unknown)").to_owned(),
+                    version: s.version.clone(),
+                }),
             };
         }
         let info = docker
             .inspect_container(&name, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| format!("docker inspect {name}: {e}"))?;
+            .map_err(ContainerError::request("inspect", &name))?;
         let state = info.state.unwrap_or_default();
         if state.running != Some(true) || state.restarting == Some(true) {
-            return Err(format!(
-                "container {name} from {} stopped (exit code {}): {}",
-                s.image,
-                state.exit_code.unwrap_or(-1),
-                last_log_line(docker, &name).await
-            ));
+            let last_line = last_log_line(docker, &name).await;
+            return Err(SuccessorError::Stopped {
+                container: name,
+                image: s.image.clone(),
+                exit_code: state.exit_code.unwrap_or(-1),
+                last_line,
+            });
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "container {name} from {} did not campaign in {election} within {}",
-                s.image,
-                humantime::format_duration(s.settings.timeout)
-            ));
+            return Err(SuccessorError::TimedOut {
+                container: name,
+                image: s.image.clone(),
+                election,
+                timeout: s.settings.timeout,
+            });
         }
         tokio::time::sleep(POLL).await;
     }
@@ -350,7 +375,7 @@ mod tests {
             image: "127.0.0.1:5000/baton/orchestrator:2.0.0".to_owned(),
             keyspace: Keyspace::new("/baton").expect("prefix"),
             settings: SelfUpdate {
-                args: vec!["--etcd".into(), "http://127.0.0.1:2379".into()],
+                config: "etcd = [\"http://127.0.0.1:2379\"]\n".into(),
                 docker: docker.map(|d| Endpoint::parse(d).expect("endpoint")),
                 etcd_files: vec![PathBuf::from("/etc/baton/ca.pem")],
                 timeout: Duration::from_secs(60),
@@ -360,15 +385,15 @@ mod tests {
     }
 
     #[test]
-    fn the_new_version_gets_the_same_flags_the_socket_and_the_tls_files() {
+    fn the_new_version_gets_the_config_file_the_socket_and_the_tls_files() {
         let s = successor(Some("unix:///run/docker.sock"));
         let name = s.container_name();
         assert!(name.starts_with("baton-orchestrator-2-0-0-"), "{name}");
         assert_eq!(
             s.args(),
             [
-                "--etcd",
-                "http://127.0.0.1:2379",
+                "--config",
+                CONFIG_PATH,
                 "--replica",
                 name.as_str(),
                 "--docker",

@@ -35,7 +35,8 @@ use baton_protocol::documents::{
 };
 use baton_protocol::{GroupName, HostId, UpgradeId, UpgradePhase as P};
 
-use crate::engine::decide::{Limits, is_open};
+use crate::engine::decide::is_open;
+use crate::engine::model::Limits;
 use crate::view::FleetView;
 
 /// Longest wait between failed heals of one host, as a multiple of the grace period.
@@ -270,6 +271,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
                 reason: String::new(),
                 batch: Some(0),
                 dispatched_at: None,
+                held_from: None,
             },
         )]
         .into(),

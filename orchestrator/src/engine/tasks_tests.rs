@@ -12,7 +12,7 @@ use baton_protocol::etcd::Versioned;
 use baton_protocol::{GroupName, HostId, UpgradeId, UpgradePhase as P};
 
 use super::*;
-use crate::engine::decide::Limits;
+use crate::engine::model::Limits;
 use crate::view::FleetView;
 
 const T0: &str = "2026-01-01T00:00:00.000Z";
@@ -242,6 +242,7 @@ fn record(
                         batch: Some(0),
                         dispatched_at: matches!(s, O::Succeeded | O::Dispatched)
                             .then(|| T0.to_owned()),
+                        held_from: None,
                     },
                 )
             })

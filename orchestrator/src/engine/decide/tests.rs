@@ -13,6 +13,9 @@ use baton_protocol::etcd::Versioned;
 use baton_protocol::{HostId, HostState as H, UpgradeId, UpgradePhase as P};
 
 use super::*;
+use crate::engine::model::{
+    DownloadOutcome, Limits, MAX_DISPATCH_PER_PASS, Observed, SuccessorState,
+};
 use crate::view::FleetView;
 
 const T0: &str = "2026-01-01T00:00:00.000Z";
@@ -62,6 +65,7 @@ impl Fx {
                         reason: String::new(),
                         batch: Some(*b),
                         dispatched_at: None,
+                        held_from: None,
                     },
                 )
             })
@@ -224,9 +228,11 @@ impl Fx {
         self
     }
 
-    /// The upgrade holds `h` (its maintenance mode was `paused`).
+    /// The upgrade holds `h` where it is (its maintenance mode was `paused`).
     fn held(mut self, h: &str) -> Self {
-        self.upgrade.hosts.get_mut(&id(h)).expect("host").reason = HELD.to_owned();
+        let outcome = self.upgrade.hosts.get_mut(&id(h)).expect("host");
+        outcome.held_from = Some(outcome.state);
+        outcome.state = O::Held;
         self
     }
 
@@ -686,6 +692,14 @@ fn decisions_table() {
             &["hold h2"],
         ),
         (
+            "a host held after its download is released to its batch and dispatched",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Succeeded)
+                .host("h2", O::Downloaded)
+                .held("h2"),
+            &["release h2", "dispatch h2"],
+        ),
+        (
             "a daisy chain does not hand over to a held host",
             installing_on_2(chain.clone())
                 .host("h2", O::Downloaded)
@@ -980,4 +994,32 @@ fn pausing_remembers_the_phase() {
             .unwrap_or_default()
             .contains("canaries done")
     );
+}
+
+#[test]
+fn holding_keeps_where_the_host_was_and_releasing_returns_it_there() {
+    let now = T0.to_owned();
+    for from in [O::Pending, O::Downloaded] {
+        let mut u = Fx::new(rolling(1, 0, false, 0), &[("h1", 0)]).upgrade;
+        u.hosts.get_mut(&id("h1")).expect("h1").state = from;
+        let hold = Action::Hold {
+            host: id("h1"),
+            held: true,
+        };
+        apply(&mut u, &hold, &now);
+        let h = &u.hosts[&id("h1")];
+        assert_eq!(
+            (h.state, h.held_from, h.stage()),
+            (O::Held, Some(from), from)
+        );
+        assert!(from.check_transition(O::Held).is_ok());
+        let release = Action::Hold {
+            host: id("h1"),
+            held: false,
+        };
+        apply(&mut u, &release, &now);
+        let h = &u.hosts[&id("h1")];
+        assert_eq!((h.state, h.held_from), (from, None));
+        assert!(O::Held.check_transition(from).is_ok());
+    }
 }

@@ -1,7 +1,8 @@
-//! Runs the downloader job on one host through that host's Docker Engine (bollard): the
-//! bundle image, pulled by digest, with the host's paths bind-mounted under `/host` (from
-//! the spec's `path_map`), no network, the agent's settings as flags; waits for it, reads
-//! the summary line from its log, removes the container.
+//! Dispatches the downloader job to one host: starts the bundle image as a container
+//! through that host's Docker Engine (bollard), pulled by digest, with the host's paths
+//! bind-mounted under `/host` (from the spec's `path_map`), no network, and the agent's
+//! settings as one typed value ([`JobSettings`] in `BATON_JOB_SETTINGS`); waits for it,
+//! reads the [`Summary`] line from its log, removes the container.
 //!
 //! The container is named after the upgrade and the host, so a job started by a previous
 //! leader is found and waited for instead of being started twice. Attempts are retried
@@ -10,21 +11,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use baton_downloader::Summary;
+use std::path::PathBuf;
+
 use baton_protocol::UpgradeId;
 use baton_protocol::documents::HostSpec;
 use baton_protocol::etcd::EtcdTls;
+use baton_protocol::job::{JobSettings, SETTINGS_ENV, Summary};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
-use crate::docker::{Endpoint, ensure_image, is_not_found};
-use crate::engine::decide::DownloadOutcome;
+use crate::docker::{
+    ContainerError, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE, find_or_create,
+};
+use crate::engine::model::DownloadOutcome;
 
 /// Default time one attempt may take (pull, verify and stage, agent restart).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -41,8 +45,38 @@ pub const DEFAULT_HOST_PATHS: &[&str] = &[
     "/etc/systemd/system",
     "/run/dbus",
 ];
-/// Label on every job container.
-pub const LABEL_PURPOSE: &str = "io.baton.purpose";
+
+/// Why one attempt of a job failed (recorded, as text, as the host's failure reason).
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// The host's Docker Engine could not be reached.
+    #[error("docker: {0}")]
+    Endpoint(#[from] DockerEndpointError),
+    /// A request to it failed.
+    #[error("{source} (on {endpoint})")]
+    Docker {
+        /// The host's Docker Engine.
+        endpoint: String,
+        /// The request.
+        source: ContainerError,
+    },
+    /// The job ended without a summary; its last error line.
+    #[error("exit code {code}: {last_line}")]
+    Job {
+        /// Its exit code.
+        code: i64,
+        /// Its last non-empty stderr line.
+        last_line: String,
+    },
+    /// The attempt took too long.
+    #[error("timed out after {secs}s (attempt {attempt})")]
+    TimedOut {
+        /// The limit.
+        secs: u64,
+        /// Which attempt.
+        attempt: u32,
+    },
+}
 
 /// What one job needs.
 #[derive(Debug, Clone)]
@@ -73,43 +107,26 @@ impl Job {
         format!("baton-download-{}-{}", self.upgrade, self.host.host)
     }
 
-    /// The job's flags (docs/bundle.md).
-    pub fn args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--host-id".to_owned(),
-            self.host.host.to_string(),
-            "--etcd-endpoint".to_owned(),
-            self.agent_etcd.join(","),
-            "--prefix".to_owned(),
-            self.prefix.clone(),
-        ];
-        let optional = [
-            ("--boot-id-file", &self.host.boot_id_file),
-            ("--kernel-release-file", &self.host.kernel_release_file),
-            ("--container-prefix", &self.host.container_prefix),
-        ];
-        for (flag, value) in optional {
-            if let Some(v) = value {
-                args.push(flag.to_owned());
-                args.push(v.clone());
-            }
+    /// The job's settings: what goes into the host's agent configuration (docs/bundle.md).
+    pub fn settings(&self) -> JobSettings {
+        let mut settings = JobSettings::new(self.host.host.clone(), self.agent_etcd.clone());
+        settings.prefix = self.prefix.clone();
+        if let Some(f) = &self.host.boot_id_file {
+            settings.boot_id_file = PathBuf::from(f);
         }
-        if let Some(tls) = &self.tls {
-            let path = |p: &std::path::Path| p.display().to_string();
-            let tls_flags = [
-                ("--etcd-ca-file", Some(path(&tls.ca_file))),
-                ("--etcd-cert-file", tls.cert_file.as_deref().map(path)),
-                ("--etcd-key-file", tls.key_file.as_deref().map(path)),
-                ("--etcd-domain", tls.domain.clone()),
-            ];
-            for (flag, value) in tls_flags {
-                if let Some(v) = value {
-                    args.push(flag.to_owned());
-                    args.push(v);
-                }
-            }
+        if let Some(f) = &self.host.kernel_release_file {
+            settings.kernel_release_file = PathBuf::from(f);
         }
-        args
+        if let Some(p) = &self.host.container_prefix {
+            settings.container_prefix = p.clone();
+        }
+        settings.tls = self.tls.clone();
+        settings
+    }
+
+    /// The job container's environment: its settings as one JSON value.
+    pub fn env(&self) -> Vec<String> {
+        vec![format!("{SETTINGS_ENV}={}", self.settings().to_json())]
     }
 
     /// Bind mounts: `<engine path>:/host<host path>` for every entry of the path map.
@@ -157,10 +174,10 @@ pub async fn run(job: Job) -> DownloadOutcome {
             Ok(result) => result,
             Err(_) => {
                 remove_quietly(&job).await;
-                Err(format!(
-                    "timed out after {}s (attempt {attempt})",
-                    job.timeout.as_secs()
-                ))
+                Err(AttemptError::TimedOut {
+                    secs: job.timeout.as_secs(),
+                    attempt,
+                })
             }
         };
         match result {
@@ -170,7 +187,7 @@ pub async fn run(job: Job) -> DownloadOutcome {
             }
             Err(reason) => {
                 tracing::warn!(%host, upgrade = %job.upgrade, attempt, %reason, "downloader job failed");
-                last = reason;
+                last = reason.to_string();
             }
         }
         if attempt < job.attempts {
@@ -180,9 +197,8 @@ pub async fn run(job: Job) -> DownloadOutcome {
     DownloadOutcome::Failed(format!("{last} (after {} attempt(s))", job.attempts.max(1)))
 }
 
-async fn connect(job: &Job) -> Result<Docker, String> {
-    let endpoint = Endpoint::parse(&job.host.docker).map_err(|e| format!("docker: {e}"))?;
-    endpoint.connect().await.map_err(|e| e.to_string())
+async fn connect(job: &Job) -> Result<Docker, DockerEndpointError> {
+    Endpoint::parse(&job.host.docker)?.connect().await
 }
 
 async fn remove_quietly(job: &Job) {
@@ -196,90 +212,63 @@ async fn remove_quietly(job: &Job) {
     }
 }
 
-async fn attempt_once(job: &Job) -> Result<String, String> {
+async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
     let docker = connect(job).await?;
     let name = job.container_name();
-    let docker_err = |what: &str| {
-        let what = format!("docker {what} on {}", job.host.docker);
-        move |e: bollard::errors::Error| format!("{what}: {e}")
+    let on_host = |source| AttemptError::Docker {
+        endpoint: job.host.docker.clone(),
+        source,
     };
-    let existing = match docker
-        .inspect_container(
-            &name,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-    {
-        Ok(info) => Some(info),
-        Err(e) if is_not_found(&e) => None,
-        Err(e) => return Err(docker_err(&format!("inspect {name}"))(e)),
-    };
-    let running = existing
-        .as_ref()
-        .and_then(|i| i.state.as_ref())
-        .and_then(|s| s.running)
-        .unwrap_or(false);
-    if existing.is_some() && running {
-        tracing::info!(host = %job.host.host, container = %name, "a downloader job from an earlier attempt or leader is running; waiting for it");
-    } else if existing.is_some() {
-        // It ended while nobody watched; its log holds the outcome.
-        tracing::info!(host = %job.host.host, container = %name, "reading a finished downloader job");
-    } else {
-        ensure_image(&docker, &job.bundle)
-            .await
-            .map_err(|e| format!("{e} (on {})", job.host.docker))?;
-        let body = ContainerCreateBody {
-            image: Some(job.bundle.clone()),
-            cmd: Some(job.args()),
-            labels: Some(job.labels()),
-            host_config: Some(HostConfig {
-                binds: Some(job.binds()),
-                network_mode: Some("none".to_owned()),
-                ..Default::default()
-            }),
+    let body = ContainerCreateBody {
+        image: Some(job.bundle.clone()),
+        env: Some(job.env()),
+        labels: Some(job.labels()),
+        host_config: Some(HostConfig {
+            binds: Some(job.binds()),
+            network_mode: Some("none".to_owned()),
             ..Default::default()
-        };
-        docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-                body,
-            )
-            .await
-            .map_err(docker_err(&format!("create {name}")))?;
-        docker
-            .start_container(
-                &name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .map_err(docker_err(&format!("start {name}")))?;
+        }),
+        ..Default::default()
+    };
+    match find_or_create(&docker, &name, body, &[], IfStopped::Keep)
+        .await
+        .map_err(on_host)?
+    {
+        Found::Running => {
+            tracing::info!(host = %job.host.host, container = %name, "a downloader job from an earlier attempt or leader is running; waiting for it");
+        }
+        // It ended while nobody watched; its log holds the outcome.
+        Found::Stopped => {
+            tracing::info!(host = %job.host.host, container = %name, "reading a finished downloader job");
+        }
+        Found::Started => {}
     }
     let code = wait(&docker, &name)
         .await
-        .map_err(docker_err(&format!("wait {name}")))?;
+        .map_err(|e| on_host(ContainerError::request("wait", &name)(e)))?;
     let (stdout, stderr) = logs(&docker, &name)
         .await
-        .map_err(docker_err(&format!("logs {name}")))?;
+        .map_err(|e| on_host(ContainerError::request("logs", &name)(e)))?;
     docker
         .remove_container(
             &name,
             Some(RemoveContainerOptionsBuilder::new().force(true).build()),
         )
         .await
-        .map_err(docker_err(&format!("remove {name}")))?;
+        .map_err(|e| on_host(ContainerError::request("remove", &name)(e)))?;
     if code == 0
         && let Some(summary) = Summary::from_log(&stdout)
     {
-        return Ok(describe(&summary));
+        return Ok(summary.describe());
     }
-    let last = stderr
+    let last_line = stderr
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("no error line")
         .trim()
         .to_owned();
-    Err(format!("exit code {code}: {last}"))
+    Err(AttemptError::Job { code, last_line })
 }
 
 /// Waits for the container to stop; returns its exit code.
@@ -309,29 +298,6 @@ async fn logs(docker: &Docker, name: &str) -> Result<(String, String), bollard::
         }
     }
     Ok((out, err))
-}
-
-/// One line for the record: what the job changed.
-pub fn describe(s: &Summary) -> String {
-    let mut line = format!(
-        "bundle {} {}, agent {} {}",
-        s.version,
-        name(&s.bundle),
-        s.agent.version,
-        name(&s.agent.action)
-    );
-    if let Some(previous) = &s.agent.previous {
-        line.push_str(&format!(" (was {previous})"));
-    }
-    line
-}
-
-/// The kebab-case name a downloader enum serialises to.
-fn name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -368,22 +334,20 @@ mod tests {
     }
 
     #[test]
-    fn flags_carry_the_agent_settings_of_the_spec() {
+    fn settings_carry_the_agent_settings_of_the_spec() {
+        let settings = job(&[]).settings();
+        assert_eq!(settings.host_id.as_str(), "host-1");
         assert_eq!(
-            job(&[]).args(),
-            [
-                "--host-id",
-                "host-1",
-                "--etcd-endpoint",
-                "http://10.0.0.1:2379,http://10.0.0.2:2379",
-                "--prefix",
-                "/baton",
-                "--boot-id-file",
-                "/run/baton/boot-id",
-                "--container-prefix",
-                "host-1-"
-            ]
+            settings.etcd_endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
         );
+        assert_eq!(settings.prefix, "/baton");
+        assert_eq!(settings.boot_id_file, PathBuf::from("/run/baton/boot-id"));
+        assert_eq!(
+            settings.kernel_release_file,
+            PathBuf::from(baton_protocol::agent_config::DEFAULT_KERNEL_RELEASE_FILE)
+        );
+        assert_eq!(settings.container_prefix, "host-1-");
         assert_eq!(job(&[]).container_name(), "baton-download-u1-host-1");
         let mut tls = job(&[]);
         tls.tls = Some(EtcdTls {
@@ -392,10 +356,14 @@ mod tests {
             key_file: None,
             domain: Some("etcd".into()),
         });
-        let args = tls.args().join(" ");
-        assert!(
-            args.ends_with("--etcd-ca-file /etc/baton/ca.pem --etcd-domain etcd"),
-            "{args}"
+        let env = tls.env();
+        let json = env[0]
+            .strip_prefix("BATON_JOB_SETTINGS=")
+            .expect("one variable");
+        assert_eq!(
+            JobSettings::parse(json).expect("parses").tls,
+            tls.tls,
+            "{json}"
         );
     }
 

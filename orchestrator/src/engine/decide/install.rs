@@ -1,0 +1,210 @@
+//! `Installing`: batch by batch, `desired` written for the hosts of the lowest unfinished
+//! batch (with the daisy chain's next host), dispatched hosts judged from their status and
+//! liveness, and the pause after the canaries.
+
+use baton_protocol::documents::{HostOutcomeState as O, HostStatus, Strategy, TaskKind, Upgrade};
+use baton_protocol::{HostId, HostState, UpgradePhase as P};
+
+use super::{Action, Decision, canaries_done, is_open};
+use crate::engine::model::{Limits, Observed};
+
+impl Decision {
+    pub(super) fn judge_dispatched(&mut self, o: &Observed<'_>, limits: &Limits) {
+        for host in self.hosts_in(O::Dispatched) {
+            if let Some((state, reason)) = judge(&self.u, &host, o, limits) {
+                self.record(host, state, reason);
+            }
+        }
+    }
+
+    pub(super) fn installing(&mut self, o: &Observed<'_>, limits: &Limits) {
+        let current = self
+            .u
+            .hosts
+            .values()
+            .filter(|h| is_open(h.state))
+            .map(|h| h.batch.unwrap_or(0))
+            .min();
+        let Some(current) = current else {
+            self.finish();
+            return;
+        };
+        if self.canary_pause_due(current) {
+            let canaries: Vec<String> = self
+                .u
+                .hosts
+                .iter()
+                .filter(|(_, h)| h.batch == Some(0))
+                .map(|(id, h)| format!("{id} {:?}", h.state))
+                .collect();
+            self.push(Action::Phase {
+                to: P::Paused,
+                reason: Some(format!(
+                    "canaries done ({}); resume to continue",
+                    canaries.join(", ")
+                )),
+            });
+            return;
+        }
+        let batch_of = |u: &Upgrade, b: u32| -> Vec<HostId> {
+            u.hosts
+                .iter()
+                .filter(|(_, h)| h.batch.unwrap_or(0) == b && h.state == O::Downloaded)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let ready: Vec<HostId> = batch_of(&self.u, current)
+            .into_iter()
+            .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
+            .collect();
+        if self
+            .u
+            .task
+            .as_ref()
+            .is_some_and(|t| t.kind == TaskKind::Heal)
+        {
+            // The agent is back on the bundle's version: that was all a heal was for.
+            let progressed = !ready.is_empty();
+            for host in ready {
+                let reason = format!("agent back on {}", self.u.version);
+                self.record(host, O::Succeeded, reason);
+            }
+            if progressed {
+                // Nothing left to wait for: finish in this pass.
+                self.installing(o, limits);
+            }
+            return;
+        }
+        let daisy = matches!(self.u.strategy, Strategy::DaisyChain);
+        for host in ready.into_iter().take(limits.max_dispatch) {
+            let next_host = if daisy {
+                self.u.next_in_chain(current)
+            } else {
+                None
+            };
+            let handed_over = o
+                .view
+                .hosts
+                .get(&host)
+                .and_then(|d| d.desired.as_ref())
+                .is_some_and(|d| d.value.upgrade_id == self.u.id);
+            self.push(Action::Dispatch {
+                host,
+                next_host,
+                write_desired: !handed_over,
+            });
+        }
+    }
+
+    pub(super) fn canary_pause_due(&self, current: u32) -> bool {
+        let Strategy::Rolling {
+            canary,
+            pause_after_canary,
+            ..
+        } = &self.u.strategy
+        else {
+            return false;
+        };
+        *canary > 0
+            && *pause_after_canary
+            && !self.u.canary_approved
+            && current > 0
+            && canaries_done(&self.u)
+            && self
+                .u
+                .hosts
+                .values()
+                .filter(|h| h.batch.unwrap_or(0) > 0)
+                .all(|h| h.dispatched_at.is_none())
+    }
+}
+
+/// A dispatched host's outcome, once there is one.
+fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Option<(O, String)> {
+    let docs = o.view.hosts.get(host);
+    let status = docs
+        .and_then(|d| d.status.as_ref())
+        .map(|s| &s.value)
+        .filter(|s| s.upgrade_id.as_ref() == Some(&u.id));
+    let alive = docs.and_then(|d| d.alive.as_ref()).map(|a| &a.value);
+    let gone_for = match alive {
+        Some(_) => None,
+        None => o
+            .alive_missing_for
+            .get(host)
+            .copied()
+            .filter(|d| *d >= limits.health_timeout),
+    };
+    let state = status.map(|s| s.state);
+    match state {
+        Some(HostState::Done) => match alive {
+            Some(a)
+                if u.agent_version
+                    .as_ref()
+                    .is_none_or(|v| *v == a.agent_version) =>
+            {
+                Some((O::Succeeded, resumed(u, host, status)))
+            }
+            Some(a) => Some((
+                O::Failed,
+                format!(
+                    "reported Done but its agent reports {}, not {}",
+                    a.agent_version,
+                    u.agent_version.as_deref().unwrap_or("?")
+                ),
+            )),
+            None => gone_for.map(|d| {
+                (
+                    O::Failed,
+                    format!(
+                        "reported Done but its agent has not been alive for {}s",
+                        d.as_secs()
+                    ),
+                )
+            }),
+        },
+        Some(s) if s.is_failure() => {
+            let message = status.map(|s| s.message.as_str()).unwrap_or_default();
+            Some((O::Failed, format!("{s}: {message}")))
+        }
+        _ => gone_for.map(|d| {
+            let doing = match status {
+                Some(s) => format!(
+                    "while {}{}",
+                    s.state,
+                    s.step
+                        .as_deref()
+                        .map(|st| format!(" ({st})"))
+                        .unwrap_or_default()
+                ),
+                None => "before it started".to_owned(),
+            };
+            (
+                O::Failed,
+                format!(
+                    "agent not alive for {}s {doing}; health timeout {}s",
+                    d.as_secs(),
+                    limits.health_timeout.as_secs()
+                ),
+            )
+        }),
+    }
+}
+
+/// The note on a host's success: for a restart task, that the host resumed (after the
+/// reboot, or after its managed services were restarted), with what its agent reported —
+/// the `host-succeeded` event of the task is its resume event. Empty otherwise.
+fn resumed(u: &Upgrade, host: &HostId, status: Option<&HostStatus>) -> String {
+    let Some(task) = u.task.as_ref().filter(|t| t.kind == TaskKind::Restart) else {
+        return String::new();
+    };
+    let after = if task.reboot {
+        "the reboot"
+    } else {
+        "its managed services were restarted"
+    };
+    match status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()) {
+        Some(reported) => format!("{host} resumed after {after}; agent: {reported}"),
+        None => format!("{host} resumed after {after}"),
+    }
+}

@@ -1,0 +1,199 @@
+//! Driving the upgrades in progress: each pass decides ([`super::decide`]) and commits
+//! ([`super::execute`]) per upgrade, then starts the downloader jobs
+//! ([`super::dispatch`]) and self-updates ([`super::successor`]) the decisions ask for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Instant, SystemTime};
+
+use baton_protocol::documents::{self, Upgrade};
+use baton_protocol::{HostId, UpgradeId};
+
+use super::decide::{Action, claimed_by_tasks, next_actions};
+use super::model::{DownloadOutcome, Observed, SuccessorState};
+use super::successor::{self, Successor};
+use super::{Engine, dispatch, execute};
+use crate::metrics::Counters;
+
+impl Engine {
+    /// A new orchestrator version that got ready after its upgrade ended (aborted while it
+    /// started) is not handed anything: it is stopped.
+    pub(super) fn drop_unwanted_successors(&mut self) {
+        let view = &self.seen.view;
+        let ended: Vec<UpgradeId> = self
+            .successors
+            .started
+            .iter()
+            // One still starting is looked at again once it answers.
+            .filter(|(_, (_, state))| *state != SuccessorState::Starting)
+            .filter(|(u, _)| {
+                view.upgrades
+                    .get(*u)
+                    .is_none_or(|u| u.value.phase.is_terminal())
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        for id in ended {
+            if let Some((successor, state)) = self.successors.started.remove(&id)
+                && matches!(state, SuccessorState::Ready { .. })
+            {
+                self.tasks
+                    .spawn(async move { successor::stop(&successor).await });
+            }
+        }
+    }
+
+    /// Starts this upgrade's new orchestrator version in the background, once.
+    pub(super) fn start_successor(&mut self, upgrade: &Upgrade) {
+        let Some(update) = &upgrade.orchestrator else {
+            return;
+        };
+        if self.successors.started.contains_key(&upgrade.id) {
+            return;
+        }
+        let successor = Successor {
+            upgrade: upgrade.id.clone(),
+            version: upgrade.version.clone(),
+            image: update.image.clone(),
+            keyspace: self.etcd.keyspace.clone(),
+            settings: self.config.self_update.clone(),
+            labels: self.config.job_labels.clone(),
+        };
+        tracing::info!(upgrade = %upgrade.id, image = %update.image, container = %successor.container_name(), "self-update: starting orchestrator {}", upgrade.version);
+        self.successors.started.insert(
+            upgrade.id.clone(),
+            (successor.clone(), SuccessorState::Starting),
+        );
+        let client = self.etcd.client.clone();
+        let results = self.successors.results.clone();
+        let id = upgrade.id.clone();
+        self.tasks.spawn(async move {
+            let state = successor::run(successor, client).await;
+            let _ = results.send((id, state));
+        });
+    }
+
+    pub(super) async fn decide_and_commit(&mut self, id: &UpgradeId) {
+        let Some(current) = self.seen.view.upgrades.get(id).cloned() else {
+            return;
+        };
+        let missing = self.alive_missing_for(Instant::now());
+        let claimed = claimed_by_tasks(&self.seen.view, id);
+        let running: BTreeSet<HostId> = self
+            .jobs
+            .running
+            .keys()
+            .filter(|(u, _)| u == id)
+            .map(|(_, h)| h.clone())
+            .collect();
+        let finished: BTreeMap<HostId, DownloadOutcome> = self
+            .jobs
+            .finished
+            .iter()
+            .filter(|((u, _), _)| u == id)
+            .map(|((_, h), o)| (h.clone(), o.clone()))
+            .collect();
+        let actions = next_actions(
+            &current.value,
+            &Observed {
+                view: &self.seen.view,
+                alive_missing_for: &missing,
+                downloads_running: &running,
+                downloads_finished: &finished,
+                claimed: &claimed,
+                orchestrator_version: baton_protocol::VERSION,
+                successor: self.successors.started.get(id).map(|(_, state)| state),
+                now: SystemTime::now(),
+            },
+            &self.config.limits,
+        );
+        if actions.is_empty() {
+            return;
+        }
+        let (downloads, record): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Download { .. } | Action::StartSuccessor));
+        if !record.is_empty() {
+            let now = documents::now();
+            let writer = self.writer();
+            let committed = execute::commit(writer, &current, &record, &self.seen.view, &now).await;
+            match committed {
+                Ok(Some(c)) => {
+                    Counters::inc(&self.counters.commits);
+                    for a in &record {
+                        tracing::info!(upgrade = %id, action = ?a, "committed");
+                        match a {
+                            Action::Record { host, .. } => {
+                                self.jobs.finished.remove(&(id.clone(), host.clone()));
+                            }
+                            Action::HandOver { container } => {
+                                self.successors.handed_over = Some(container.clone());
+                            }
+                            _ => {}
+                        }
+                    }
+                    for (host, desired) in c.desired {
+                        self.seen.view.wrote_desired(&host, desired, c.revision);
+                    }
+                    self.seen.view.wrote_upgrade(c.upgrade, c.revision);
+                }
+                Ok(None) => {
+                    Counters::inc(&self.counters.conflicts);
+                    tracing::debug!(upgrade = %id, "something changed since the read; deciding again");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(upgrade = %id, %error, "could not commit; retrying");
+                    return;
+                }
+            }
+        }
+        for action in downloads {
+            match action {
+                Action::Download { host } => self.start_download(id, &current.value, host),
+                Action::StartSuccessor => self.start_successor(&current.value),
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn start_download(&mut self, id: &UpgradeId, upgrade: &Upgrade, host: HostId) {
+        let key = (id.clone(), host.clone());
+        if self.jobs.running.contains_key(&key) {
+            return;
+        }
+        let Some(spec) = self
+            .seen
+            .view
+            .hosts
+            .get(&host)
+            .and_then(|d| d.spec.as_ref())
+            .map(|s| s.value.clone())
+        else {
+            self.jobs.finished.insert(
+                key,
+                DownloadOutcome::Failed("the host is no longer registered".to_owned()),
+            );
+            return;
+        };
+        let job = dispatch::Job {
+            upgrade: id.clone(),
+            host: spec,
+            bundle: upgrade.bundle.clone(),
+            agent_etcd: self.config.agent_etcd.clone(),
+            prefix: self.etcd.keyspace.prefix().to_owned(),
+            labels: self.config.job_labels.clone(),
+            tls: self.config.agent_tls.clone(),
+            timeout: self.config.job_timeout,
+            attempts: self.config.job_attempts,
+        };
+        tracing::info!(upgrade = %id, %host, container = %job.container_name(), "starting the downloader job");
+        Counters::inc(&self.counters.jobs_started);
+        Counters::inc(&self.counters.jobs_running);
+        let results = self.jobs.results.clone();
+        let handle = self.tasks.spawn(async move {
+            let outcome = dispatch::run(job).await;
+            let _ = results.send((key, outcome));
+        });
+        self.jobs.running.insert((id.clone(), host), handle);
+    }
+}
