@@ -11,8 +11,8 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 STATIC_DIR := $(TARGET_DIR)/$(STATIC_TARGET)/debug
 # The sample bundles (images/sample-bundle/<version>) and the agent each one carries, built
-# with BATON_BUILD_VERSION=<version> in the static target folder (switching versions
-# rebuilds only the protocol and agent crates, not the dependencies) and copied aside.
+# with BATON_BUILD_VERSION=<version> in the static target folder (the version is stamped in
+# the agent crate itself, so switching versions rebuilds only that crate) and copied aside.
 BUNDLE_VERSIONS := 1.0.0 2.0.0
 BUNDLE_AGENTS := $(TARGET_DIR)/bundle-agents
 BUNDLE_SOURCES := $(TARGET_DIR)/bundle-sources
@@ -87,8 +87,7 @@ orchestrator-bins: deps
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
 # versioned agents; the self-update test the versioned orchestrator; the demo's test the
-# orchestrator's binaries). bundle-orchestrators follows bundle-agents, whose last version
-# it shares, so the static protocol crate is not built again.
+# orchestrator's binaries).
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(CARGO) test --workspace --locked
 

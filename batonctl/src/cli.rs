@@ -16,7 +16,7 @@ use crate::client::DEFAULT_API;
 /// Baton's operator command line: register hosts, start and follow upgrades through the
 /// orchestrator's REST API; build, push and inspect update bundles.
 #[derive(Debug, Parser)]
-#[command(name = "batonctl", version = baton_protocol::VERSION)]
+#[command(name = "batonctl", version = crate::VERSION)]
 pub struct Cli {
     /// The orchestrator's API (any replica answers reads; writes go to the leader).
     #[arg(long, env = "BATON_API", default_value = DEFAULT_API, global = true)]

@@ -25,7 +25,7 @@ fn pretty<T: serde::Serialize>(value: &T) -> Result<(), CtlError> {
 /// succeed).
 pub async fn run(cli: Cli) -> Result<bool, CtlError> {
     match cli.command {
-        Command::Version => println!("batonctl {}", baton_protocol::VERSION),
+        Command::Version => println!("batonctl {}", crate::VERSION),
         Command::Bundle(command) => bundle(command).await?,
         Command::Host(command) => host(&ApiClient::new(&cli.api)?, command).await?,
         Command::Upgrade(command) => return upgrade(&ApiClient::new(&cli.api)?, command).await,

@@ -20,3 +20,6 @@ pub mod watch;
 
 pub use commands::run;
 pub use error::CtlError;
+
+/// The version this build reports (see [`baton_protocol::build_version`]).
+pub const VERSION: &str = baton_protocol::build_version!();

@@ -51,7 +51,7 @@ pub use baton_protocol::cli::LogFormat;
 /// Prints one JSON summary line on stdout on success; on failure exits 1 with one line on
 /// stderr naming the file and the reason.
 #[derive(Debug, Parser)]
-#[command(name = "baton-downloader", version = baton_protocol::VERSION)]
+#[command(name = "baton-downloader", version = crate::VERSION)]
 pub struct Cli {
     /// Where the bundle's files are (its manifest.json at the top).
     #[arg(long, env = "BATON_BUNDLE_DIR", default_value = DEFAULT_BUNDLE_DIR)]

@@ -27,3 +27,6 @@ pub mod verify;
 
 pub use error::JobError;
 pub use job::{JobConfig, Summary, run};
+
+/// The version this build reports (see [`baton_protocol::build_version`]).
+pub const VERSION: &str = baton_protocol::build_version!();

@@ -11,3 +11,6 @@ pub mod ops;
 pub mod plan;
 pub mod real_host;
 pub mod report;
+
+/// The version this build reports (see [`baton_protocol::build_version`]).
+pub const VERSION: &str = baton_protocol::build_version!();

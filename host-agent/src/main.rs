@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use baton_protocol::agent_config::{self, AgentConfig};
+use baton_protocol::cli::{Logging, init_logging};
 use clap::Parser;
 use tokio::runtime::Handle;
 
 /// Baton host agent: watches this host's keys in etcd, applies updates, reports status.
 #[derive(Debug, Parser)]
-#[command(name = "baton-agent", version = baton_protocol::VERSION)]
+#[command(name = "baton-agent", version = baton_agent::VERSION)]
 struct Cli {
     /// The agent's configuration file (TOML: host_id, etcd_endpoints, prefix, …).
     #[arg(long, env = "BATON_AGENT_CONFIG", default_value = agent_config::DEFAULT_PATH)]
@@ -22,16 +23,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .without_time();
-    if cli.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    // No timestamps: the journal adds its own.
+    init_logging(Logging {
+        timestamps: false,
+        ..Logging::daemon(cli.log_json)
+    });
     let config = AgentConfig::load(&cli.config)?;
     let socket = std::path::Path::new(baton_systemd_bus::SYSTEM_BUS_SOCKET);
     let bus = baton_systemd_bus::Bus::connect(socket)

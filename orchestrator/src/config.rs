@@ -94,7 +94,7 @@ fn labels<S: Serializer>(labels: &[(String, String)], s: S) -> Result<S::Ok, S::
 /// or batch by batch, coordinated through etcd. Serves the REST API on every replica; the
 /// elected leader runs upgrades.
 #[derive(Debug, Clone, Parser, Serialize)]
-#[command(name = "baton-orchestrator", version = baton_protocol::VERSION)]
+#[command(name = "baton-orchestrator", version = crate::VERSION)]
 pub struct Config {
     /// A TOML file with any of these settings, by the flag's name with `_` for `-`
     /// (`download_timeout = "10m"`); flags win over it, and it over environment variables.

@@ -65,7 +65,7 @@ pub fn candidate(replica: String, api: Option<String>) -> Candidate {
         schema_version: SCHEMA_VERSION,
         replica,
         api,
-        version: Some(baton_protocol::VERSION.to_owned()),
+        version: Some(crate::VERSION.to_owned()),
         since: documents::now(),
     }
 }

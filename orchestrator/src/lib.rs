@@ -30,3 +30,6 @@ pub mod server;
 pub mod store;
 pub mod validate;
 pub mod view;
+
+/// The version this build reports (see [`baton_protocol::build_version`]).
+pub const VERSION: &str = baton_protocol::build_version!();

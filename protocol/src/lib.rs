@@ -38,10 +38,17 @@ pub use keys::{HostKey, Key, Keyspace};
 pub use names::{GroupName, HostId, UpgradeId};
 pub use state::{HostOutcomeState, HostState, UpgradePhase};
 
-/// Version of this build of Baton (all parts share it). Bundles are built with
-/// `BATON_BUILD_VERSION` set to the bundle's version, so the agent and orchestrator they
-/// carry report it.
-pub const VERSION: &str = match option_env!("BATON_BUILD_VERSION") {
-    Some(v) => v,
-    None => env!("CARGO_PKG_VERSION"),
-};
+/// The version a binary reports, stamped where it is built: `BATON_BUILD_VERSION` if set
+/// (bundles are built with it set to the bundle's version, so the agent and orchestrator
+/// they carry report it), else the workspace's version. A macro rather than a constant so
+/// the variable is read by the crate that expands it: building another version rebuilds
+/// that crate only, not `protocol` and everything above it.
+#[macro_export]
+macro_rules! build_version {
+    () => {
+        match option_env!("BATON_BUILD_VERSION") {
+            Some(v) => v,
+            None => env!("CARGO_PKG_VERSION"),
+        }
+    };
+}

@@ -86,7 +86,7 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
 
     // --- Health, readiness, metrics, OpenAPI.
     let health: Value = api.get("/healthz").await.expect("healthz");
-    assert_eq!(health["version"], baton_protocol::VERSION);
+    assert_eq!(health["version"], baton_orchestrator::VERSION);
     assert_eq!(health["replica"], "orch-a");
     let ready: Value = api.get("/readyz").await.expect("readyz");
     assert_eq!(ready["status"], "ok");

@@ -83,7 +83,7 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
     let bins = binaries();
     let new_orchestrator = orchestrator_binary("2.0.0");
     assert_ne!(
-        baton_protocol::VERSION,
+        baton_orchestrator::VERSION,
         "2.0.0",
         "the test's orchestrator must run another version than the bundle's"
     );
@@ -176,7 +176,7 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
         );
     }
     let health: serde_json::Value = api.get("/healthz").await.expect("healthz");
-    assert_eq!(health["version"], baton_protocol::VERSION, "{health}");
+    assert_eq!(health["version"], baton_orchestrator::VERSION, "{health}");
     assert_eq!(health["role"], "leader", "{health}");
     for host in fleet.hosts() {
         let prefix = format!("/baton/hosts/{}/", host.name());

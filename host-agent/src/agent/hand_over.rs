@@ -2,7 +2,7 @@
 //! `next_host` writes that host's `desired` (the same upgrade), naming the host after it
 //! from the upgrade's batch plan, so the upgrade continues with no orchestrator running.
 
-use baton_protocol::documents::{self, Desired, HostOutcomeState, Upgrade};
+use baton_protocol::documents::{self, Desired, Upgrade};
 use baton_protocol::etcd::{self, Change};
 use baton_protocol::{HostId, HostKey};
 
@@ -22,7 +22,11 @@ impl Agent {
         let upgrade = etcd::read::<Upgrade>(client, &self.keyspace.upgrade(&desired.upgrade_id))
             .await?
             .map(|v| v.value);
-        let after_next = upgrade.as_ref().and_then(|u| host_after(u, next));
+        // The orchestrator's own rule ([`Upgrade::next_in_chain`]), from the next host's batch.
+        let after_next = upgrade.as_ref().and_then(|u| {
+            let batch = u.hosts.get(next)?.batch.unwrap_or(0);
+            u.next_in_chain(batch)
+        });
         let key = self.keyspace.host(next, HostKey::Desired);
         let handed =
             etcd::update::<Desired, std::convert::Infallible, _>(client, &key, |current| {
@@ -42,17 +46,4 @@ impl Agent {
         }
         Ok(())
     }
-}
-
-/// The host dispatched after `host` in `upgrade`'s batch plan: the one with the next
-/// higher batch number (hosts skipped for maintenance are passed over).
-fn host_after(upgrade: &Upgrade, host: &HostId) -> Option<HostId> {
-    let batch = upgrade.hosts.get(host)?.batch?;
-    upgrade
-        .hosts
-        .iter()
-        .filter(|(_, h)| h.state != HostOutcomeState::Skipped)
-        .filter_map(|(id, h)| h.batch.filter(|b| *b > batch).map(|b| (b, id)))
-        .min()
-        .map(|(_, id)| id.clone())
 }

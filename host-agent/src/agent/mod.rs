@@ -195,7 +195,7 @@ impl Agent {
                 updated_at: documents::now(),
             },
         };
-        installed.agent_version = baton_protocol::VERSION.to_owned();
+        installed.agent_version = crate::VERSION.to_owned();
         installed.kernel = read_trimmed(&self.config.kernel_release_file).ok();
         Ok(installed)
     }

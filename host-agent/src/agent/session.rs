@@ -59,14 +59,14 @@ impl Agent {
         let lease = KeptLease::grant(&client, self.config.lease_ttl_secs).await?;
         let alive = Alive {
             schema_version: documents::SCHEMA_VERSION,
-            agent_version: baton_protocol::VERSION.to_owned(),
+            agent_version: crate::VERSION.to_owned(),
             boot_id: self.boot_id()?,
             pid: std::process::id(),
             since: documents::now(),
         };
         reporter.alive(&alive, &lease).await?;
         notify::notify("READY=1");
-        tracing::info!(host = %self.config.host_id, version = baton_protocol::VERSION, boot_id = %alive.boot_id, "agent session up");
+        tracing::info!(host = %self.config.host_id, version = crate::VERSION, boot_id = %alive.boot_id, "agent session up");
         reporter.installed(&self.installed_now()?).await?;
 
         let mut watch = ResumableWatch::new(client.clone(), reporter.key(HostKey::Desired));

@@ -25,7 +25,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 fn health(state: &AppState) -> Health {
     Health {
         status: "ok".to_owned(),
-        version: baton_protocol::VERSION.to_owned(),
+        version: crate::VERSION.to_owned(),
         replica: state.replica().to_owned(),
         role: match state.role() {
             Role::Leader { .. } => "leader",
@@ -93,7 +93,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .and_then(Result::ok);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(baton_protocol::VERSION, state.counters(), snapshot.as_ref()),
+        metrics::render(crate::VERSION, state.counters(), snapshot.as_ref()),
     )
 }
 

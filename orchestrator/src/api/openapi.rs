@@ -61,7 +61,7 @@ pub async fn serve() -> Json<Value> {
 /// The document, with this build's version.
 pub fn document() -> Value {
     let mut doc = ApiDoc::openapi();
-    doc.info.version = baton_protocol::VERSION.to_owned();
+    doc.info.version = crate::VERSION.to_owned();
     serde_json::to_value(doc).unwrap_or_else(|e| {
         // The document is built from types: it always serialises; say so if it ever does not.
         serde_json::json!({"error": format!("OpenAPI document: {e}")})
@@ -129,7 +129,7 @@ mod tests {
         let modes = &schemas["MaintenanceMode"]["enum"];
         assert!(modes.to_string().contains("autohealing-off"), "{modes}");
         assert!(schemas["UpgradeInfo"].to_string().contains("counts"));
-        assert_eq!(doc["info"]["version"], baton_protocol::VERSION);
+        assert_eq!(doc["info"]["version"], crate::VERSION);
         let body = &doc["paths"]["/v1/upgrades"]["post"]["requestBody"];
         assert!(body.to_string().contains("StartUpgrade"), "{body}");
     }

@@ -100,7 +100,7 @@ impl Engine {
                 downloads_running: &running,
                 downloads_finished: &finished,
                 claimed: &claimed,
-                orchestrator_version: baton_protocol::VERSION,
+                orchestrator_version: crate::VERSION,
                 successor: self.successors.started.get(id).map(|(_, state)| state),
                 now: SystemTime::now(),
             },

@@ -45,7 +45,7 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             format!(
                 "orchestrator {} campaigns from container {container}; orchestrator {} hands leadership over and exits",
                 upgrade.version,
-                baton_protocol::VERSION
+                crate::VERSION
             ),
         ),
         Action::Phase { to, reason } => (

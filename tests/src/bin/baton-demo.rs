@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 /// A local Baton fleet: simulated hosts, etcd, a registry and the orchestrator, upgraded
 /// from bundle 1.0.0 to 2.0.0 and left running to explore.
 #[derive(Debug, Parser)]
-#[command(name = "baton-demo", version = baton_protocol::VERSION)]
+#[command(name = "baton-demo", version = baton_protocol::build_version!())]
 struct Cli {
     /// Folder of the demo's state file, logs and data [default: $TMPDIR/baton-demo].
     #[arg(long, env = "BATON_DEMO_DIR", global = true)]
