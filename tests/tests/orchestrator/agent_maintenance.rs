@@ -16,10 +16,6 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -32,7 +28,7 @@ use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source,
 use baton_tests::docker;
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
-use orchestrator_support::SimFleet;
+use crate::support::SimFleet;
 use serde_json::json;
 
 /// The orchestrator's `--heal-grace` here.

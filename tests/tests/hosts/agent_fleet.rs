@@ -7,8 +7,6 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,6 @@
 //! reads, refuse writes naming the leader, and take over when it resigns; without etcd a
 //! replica is alive but not ready.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::Command;
@@ -21,7 +17,7 @@ use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
 use batonctl::client::ApiClient;
-use orchestrator_support::{
+use crate::support::{
     Orchestrator, RemoveImages, black_hole, config, keys_under, keyspace, push_tiny_bundle,
     tiny_manifest,
 };

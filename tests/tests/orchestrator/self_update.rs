@@ -12,10 +12,6 @@
 //!
 //! Needs `make static bundle-agents bundle-orchestrators` (which `make test` runs first).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::UpgradeInfo;
@@ -26,7 +22,7 @@ use baton_tests::bundles::{
 };
 use baton_tests::docker;
 use batonctl::client::ApiClient;
-use orchestrator_support::{SimFleet, keys_under};
+use crate::support::{SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest the upgrade of the fleet may take.

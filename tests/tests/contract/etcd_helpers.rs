@@ -2,8 +2,6 @@
 //! a watch that was down across a compaction, a lost lease, and leader failover on a
 //! 3-member cluster.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -13,10 +13,6 @@
 //! all-at-once upgrade before any host is touched. The real agent on simulated hosts is
 //! covered by `orchestrator_fleet.rs`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,7 +32,7 @@ use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
 use batonctl::client::ApiClient;
-use orchestrator_support::{Orchestrator, RemoveImages, keys_under, push_job_bundle};
+use crate::support::{Orchestrator, RemoveImages, keys_under, push_job_bundle};
 use serde_json::json;
 
 const BUNDLE_VERSION: &str = "9.0.0";
@@ -214,7 +210,7 @@ impl World {
     }
 
     fn config(&self, replica: &str) -> Config {
-        let mut c = orchestrator_support::config(&self.etcd, replica);
+        let mut c = crate::support::config(&self.etcd, replica);
         c.download_attempts = 2;
         c.health_timeout = Duration::from_secs(2);
         c.agent_timeout = Duration::from_secs(30);

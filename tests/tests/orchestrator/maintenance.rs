@@ -12,10 +12,6 @@
 //! and `replace` on a group carried out and cleared, a restart's resume event; a dead agent healed within the grace period, and not healed
 //! while its host is `autohealing-off`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +30,7 @@ use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
 use batonctl::client::ApiClient;
-use orchestrator_support::{Orchestrator, RemoveImages, push_job_bundle};
+use crate::support::{Orchestrator, RemoveImages, push_job_bundle};
 use serde_json::json;
 
 const BUNDLE_VERSION: &str = "9.0.0";
@@ -199,7 +195,7 @@ impl World {
     }
 
     fn config(&self) -> Config {
-        let mut c = orchestrator_support::config(&self.etcd, "orch-a");
+        let mut c = crate::support::config(&self.etcd, "orch-a");
         c.download_attempts = 1;
         c.health_timeout = Duration::from_secs(5);
         c.agent_timeout = Duration::from_secs(30);

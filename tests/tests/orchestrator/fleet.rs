@@ -13,10 +13,6 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -30,7 +26,7 @@ use baton_tests::registration::registration;
 use baton_tests::simhost_image::BOOTED_KERNEL_PATH;
 use batonctl::client::ApiClient;
 use batonctl::display;
-use orchestrator_support::{Orchestrator, SimFleet, keys_under};
+use crate::support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest an upgrade of the fleet may take.

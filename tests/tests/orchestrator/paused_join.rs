@@ -10,10 +10,6 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::{SetMaintenance, UpgradeInfo};
@@ -23,7 +19,7 @@ use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source}
 use baton_tests::fleet::Host;
 use baton_tests::registration::registration;
 use batonctl::client::ApiClient;
-use orchestrator_support::{Orchestrator, SimFleet, keys_under};
+use crate::support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest one upgrade (or a join) may take.

@@ -2,8 +2,6 @@
 //! configured files, refuse to talk without them, and an agent configured with a `[tls]`
 //! section keeps its liveness key on a TLS-only etcd.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,6 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod orchestrator_support;
-
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::UpgradeInfo;
@@ -18,7 +14,7 @@ use baton_protocol::etcd::{self, Client};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use batonctl::client::ApiClient;
-use orchestrator_support::{Orchestrator, SimFleet};
+use crate::support::{Orchestrator, SimFleet};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(600);

@@ -9,8 +9,6 @@
 //! bundle-agents` (which `make test` runs first).
 
 // Test helpers panic with a message on any failure, like the tests themselves.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

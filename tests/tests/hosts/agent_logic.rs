@@ -2,8 +2,6 @@
 //! for the host (files, systemd, Docker, reboot). The same paths on real simulated hosts are
 //! covered by the fleet tests.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

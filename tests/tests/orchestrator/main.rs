@@ -1,0 +1,20 @@
+//! The orchestrator against a real etcd, registry and Docker Engine: the REST API, the
+//! engine with stand-in agents, and whole upgrades on the simulated fleet with the real
+//! agents (daisy chain, maintenance, paused hosts, self-update).
+//!
+//! Needs `make static bundle-agents bundle-orchestrators` (which `make test` runs first).
+//!
+//! One test binary for these (each module was a binary of its own): one link instead of
+//! several; the harness still runs two tests at a time on two cores.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod agent_maintenance;
+mod api;
+mod daisy;
+mod engine;
+mod fleet;
+mod maintenance;
+mod paused_join;
+mod self_update;
+mod support;
