@@ -81,7 +81,10 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
     // The rolling upgrade succeeded on every host, after 1.0.0 did, and began with the
     // orchestrator upgrading itself: the demo's process handed over to bundle 2.0.0's.
     assert_eq!(report.upgrade.upgrade.phase, UpgradePhase::Succeeded);
-    assert_eq!(report.orchestrator_before.version, baton_orchestrator::VERSION);
+    assert_eq!(
+        report.orchestrator_before.version,
+        baton_orchestrator::VERSION
+    );
     assert_eq!(report.orchestrator_after.version, ORCHESTRATOR_V2);
     assert_eq!(report.orchestrator_after.role, "leader");
     let handover = report

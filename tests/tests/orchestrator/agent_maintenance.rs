@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::support::SimFleet;
 use baton_protocol::api::HostInfo;
 use baton_protocol::api::SetMaintenance;
 use baton_protocol::api::{EventInfo, UpgradeInfo};
@@ -28,7 +29,6 @@ use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source,
 use baton_tests::docker;
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
-use crate::support::SimFleet;
 use serde_json::json;
 
 /// The orchestrator's `--heal-grace` here.

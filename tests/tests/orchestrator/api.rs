@@ -8,6 +8,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    Orchestrator, RemoveImages, black_hole, config, keys_under, keyspace, push_tiny_bundle,
+    tiny_manifest,
+};
 use baton_protocol::api::Command;
 use baton_protocol::api::RegisterHost;
 use baton_protocol::api::UpgradeInfo;
@@ -17,10 +21,6 @@ use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
 use batonctl::client::ApiClient;
-use crate::support::{
-    Orchestrator, RemoveImages, black_hole, config, keys_under, keyspace, push_tiny_bundle,
-    tiny_manifest,
-};
 use serde_json::{Value, json};
 
 async fn require_docker() {

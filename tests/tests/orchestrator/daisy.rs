@@ -8,13 +8,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::{Orchestrator, SimFleet};
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{Desired, HostStatus, Installed};
 use baton_protocol::etcd::{self, Client};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use batonctl::client::ApiClient;
-use crate::support::{Orchestrator, SimFleet};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(600);

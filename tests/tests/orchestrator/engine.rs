@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Orchestrator, RemoveImages, keys_under, push_job_bundle};
 use baton_orchestrator::config::Config;
 use baton_protocol::api::Command;
 use baton_protocol::api::RegisterHost;
@@ -32,7 +33,6 @@ use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
 use batonctl::client::ApiClient;
-use crate::support::{Orchestrator, RemoveImages, keys_under, push_job_bundle};
 use serde_json::json;
 
 const BUNDLE_VERSION: &str = "9.0.0";

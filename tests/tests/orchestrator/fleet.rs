@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{Orchestrator, SimFleet, keys_under};
 use baton_protocol::api::Command;
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::HostOutcomeState;
@@ -26,7 +27,6 @@ use baton_tests::registration::registration;
 use baton_tests::simhost_image::BOOTED_KERNEL_PATH;
 use batonctl::client::ApiClient;
 use batonctl::display;
-use crate::support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest an upgrade of the fleet may take.

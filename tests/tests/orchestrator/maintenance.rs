@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Orchestrator, RemoveImages, push_job_bundle};
 use baton_orchestrator::config::Config;
 use baton_protocol::api::{EventInfo, UpgradeInfo};
 use baton_protocol::api::{RegisterHost, SetMaintenance};
@@ -30,7 +31,6 @@ use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
 use batonctl::client::ApiClient;
-use crate::support::{Orchestrator, RemoveImages, push_job_bundle};
 use serde_json::json;
 
 const BUNDLE_VERSION: &str = "9.0.0";

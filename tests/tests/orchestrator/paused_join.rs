@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::{Orchestrator, SimFleet, keys_under};
 use baton_protocol::api::{SetMaintenance, UpgradeInfo};
 use baton_protocol::documents::{HostOutcomeState, MaintenanceMode};
 use baton_protocol::{HostId, HostState, UpgradePhase};
@@ -19,7 +20,6 @@ use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source}
 use baton_tests::fleet::Host;
 use baton_tests::registration::registration;
 use batonctl::client::ApiClient;
-use crate::support::{Orchestrator, SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest one upgrade (or a join) may take.

@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::{SimFleet, keys_under};
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::{
@@ -22,7 +23,6 @@ use baton_tests::bundles::{
 };
 use baton_tests::docker;
 use batonctl::client::ApiClient;
-use crate::support::{SimFleet, keys_under};
 use serde_json::json;
 
 /// Longest the upgrade of the fleet may take.
