@@ -24,11 +24,10 @@ pub fn host_spec(req: &RegisterHost, registered_at: Timestamp) -> Result<HostSpe
     Endpoint::parse(&req.docker).map_err(|e| FieldError::new("docker", e.to_string()))?;
     for (host_path, engine_path) in &req.path_map {
         let field = format!("path_map[{host_path:?}]");
-        if host_path != "/" {
-            check_absolute_path(&field, host_path).map_err(FieldError::from_manifest)?;
-        }
-        if engine_path != "/" {
-            check_absolute_path(&field, engine_path).map_err(FieldError::from_manifest)?;
+        for path in [host_path, engine_path] {
+            if path != "/" {
+                check_absolute_path(&field, path).map_err(FieldError::from_manifest)?;
+            }
         }
     }
     optional_absolute("boot_id_file", &req.boot_id_file)?;

@@ -14,19 +14,36 @@ fn non_negative(field: &str, value: Option<i64>) -> Result<u32, FieldError> {
     }
 }
 
+/// A field set that only `kinds` takes is refused, naming it.
+fn only(field: &str, present: bool, kinds: &str) -> Result<(), FieldError> {
+    if present {
+        Err(FieldError::new(
+            format!("strategy.{field}"),
+            format!("only {kinds} takes it"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The fields only rolling takes, refused (the first one set) for the other kinds.
+fn no_rolling_fields(req: &StrategyRequest) -> Result<(), FieldError> {
+    let rolling_fields = [
+        ("batch", req.batch.is_some()),
+        ("canary", req.canary.is_some()),
+        ("pause_after_canary", req.pause_after_canary.is_some()),
+        ("zone_label", req.zone_label.is_some()),
+        ("max_failures", req.max_failures.is_some()),
+    ];
+    for (field, present) in rolling_fields {
+        only(field, present, "rolling")?;
+    }
+    Ok(())
+}
+
 /// `strategy` → the protocol's strategy. Fields that belong to another kind are refused, so
 /// a typo'd kind is not silently ignored.
 pub fn strategy(req: &StrategyRequest) -> Result<Strategy, FieldError> {
-    let only = |field: &str, present: bool, kinds: &str| {
-        if present {
-            Err(FieldError::new(
-                format!("strategy.{field}"),
-                format!("only {kinds} takes it"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
     match req.kind {
         StrategyKind::Rolling => {
             only(
@@ -79,15 +96,7 @@ pub fn strategy(req: &StrategyRequest) -> Result<Strategy, FieldError> {
             })
         }
         StrategyKind::AllAtOnce => {
-            only("batch", req.batch.is_some(), "rolling")?;
-            only("canary", req.canary.is_some(), "rolling")?;
-            only(
-                "pause_after_canary",
-                req.pause_after_canary.is_some(),
-                "rolling",
-            )?;
-            only("zone_label", req.zone_label.is_some(), "rolling")?;
-            only("max_failures", req.max_failures.is_some(), "rolling")?;
+            no_rolling_fields(req)?;
             if req.allow_downtime != Some(true) {
                 return Err(FieldError::new(
                     "strategy.allow_downtime",
@@ -99,15 +108,7 @@ pub fn strategy(req: &StrategyRequest) -> Result<Strategy, FieldError> {
             })
         }
         StrategyKind::DaisyChain => {
-            only("batch", req.batch.is_some(), "rolling")?;
-            only("canary", req.canary.is_some(), "rolling")?;
-            only(
-                "pause_after_canary",
-                req.pause_after_canary.is_some(),
-                "rolling",
-            )?;
-            only("zone_label", req.zone_label.is_some(), "rolling")?;
-            only("max_failures", req.max_failures.is_some(), "rolling")?;
+            no_rolling_fields(req)?;
             only(
                 "allow_downtime",
                 req.allow_downtime.is_some(),
