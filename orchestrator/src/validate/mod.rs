@@ -1,10 +1,10 @@
 //! Validation of API requests, as pure functions: each refusal is a [`FieldError`] naming
 //! the request field at fault (`strategy.batch.count`, `hosts[2]`, `path_map["/x"]`), so the
-//! API can answer `{"error": "<field>: <reason>"}` before anything is written.//!
-//! By subject: [`upgrades`](self::upgrades) (the request to start one: image, id, host
-//! selection, bundle against strategy), [`strategy`](self::strategy), [`hosts`](self::hosts)
-//! (host registration), and the label checks they share in [`fields`](self::fields); all
-//! are reachable from here.
+//! API can answer `{"error": "<field>: <reason>"}` before anything is written.
+//!
+//! By subject: `upgrades` (the request to start one: image, id, host selection, bundle
+//! against strategy), `strategy`, `hosts` (host registration), and the label checks they
+//! share in `fields`; all are reachable from here.
 
 mod fields;
 mod hosts;

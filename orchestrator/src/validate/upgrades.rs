@@ -1,6 +1,6 @@
 //! The request to start an upgrade (`POST /v1/upgrades`): its image and id, the hosts it
 //! selects, and whether the bundle fits the strategy. The strategy itself is checked in
-//! [`strategy`](super::strategy).
+//! `strategy`.
 
 use std::collections::BTreeMap;
 
