@@ -1,0 +1,166 @@
+//! The documents under `hosts/<host>/`: its registration (`spec`), its agent's liveness
+//! (`alive`), the instruction it is given (`desired`), what its agent reports (`status`) and
+//! what it runs (`installed`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Document, Timestamp, schema};
+use crate::names::{HostId, UpgradeId};
+use crate::state::HostState;
+
+/// `hosts/<host>/spec`: how to reach and address a host. Written at registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostSpec {
+    /// Always [`SCHEMA_VERSION`](super::SCHEMA_VERSION) when written by this build.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// The host's id (same as in the key).
+    pub host: HostId,
+    /// Labels used to select hosts: `group`, `zone`, anything else.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The host's Docker Engine endpoint: `unix:///var/run/docker.sock` or `tcp://ip:port`.
+    pub docker: String,
+    /// Host path → path the Docker Engine sees for it, used for the downloader job's bind
+    /// mounts (identity on a real host; a per-host folder in the simulated fleet).
+    #[serde(default)]
+    pub path_map: BTreeMap<String, String>,
+    /// The agent's `boot_id_file` (`--boot-id-file` of the downloader job), when the host
+    /// does not use the kernel's (simulated hosts: `/run/baton/boot-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_file: Option<String>,
+    /// The agent's `kernel_release_file` (`--kernel-release-file`), when not the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release_file: Option<String>,
+    /// The agent's `container_prefix` (`--container-prefix`), when the host shares its
+    /// Docker Engine with others (simulated fleet: `<host>-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_prefix: Option<String>,
+    /// When it was registered.
+    pub registered_at: Timestamp,
+}
+
+impl Document for HostSpec {
+    const KIND: &'static str = "host spec";
+}
+
+/// `hosts/<host>/alive`: the agent is up. Bound to the agent's lease, so it vanishes when the
+/// agent dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Alive {
+    /// Schema version.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// Version of the running `baton-agent`.
+    pub agent_version: String,
+    /// Identity of the current boot (changes on every reboot).
+    pub boot_id: String,
+    /// The agent's process id.
+    pub pid: u32,
+    /// When this agent process started.
+    pub since: Timestamp,
+}
+
+impl Document for Alive {
+    const KIND: &'static str = "alive";
+}
+
+/// What the orchestrator asks of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum DesiredAction {
+    /// Install the bundle's components.
+    Install,
+    /// Reinstall the host's Baton-managed components from the bundle.
+    Replace,
+    /// Restart the host's Baton-managed services.
+    Restart,
+    /// Reboot the host.
+    Reboot,
+}
+
+/// `hosts/<host>/desired`: the orchestrator's (or the previous host's) instruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Desired {
+    /// Schema version.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// The upgrade this belongs to.
+    pub upgrade_id: UpgradeId,
+    /// Target bundle version.
+    pub version: String,
+    /// The bundle image, by digest (`registry/name@sha256:…`).
+    pub bundle: String,
+    /// What to do.
+    pub action: DesiredAction,
+    /// Daisy-chain: the host to hand the baton to when this one is done and healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_host: Option<HostId>,
+    /// When it was written.
+    pub issued_at: Timestamp,
+}
+
+impl Document for Desired {
+    const KIND: &'static str = "desired";
+}
+
+/// `hosts/<host>/status`: what the agent is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostStatus {
+    /// Schema version.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// The upgrade being worked on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_id: Option<UpgradeId>,
+    /// The host state.
+    pub state: HostState,
+    /// The current step, e.g. `apply daemon baton-echo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Human-readable detail (the reason, on failure).
+    #[serde(default)]
+    pub message: String,
+    /// When work on this upgrade started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When this status was written.
+    pub updated_at: Timestamp,
+}
+
+impl Document for HostStatus {
+    const KIND: &'static str = "host status";
+}
+
+/// `hosts/<host>/installed`: what the host runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Installed {
+    /// Schema version.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// The bundle version the host is on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_version: Option<String>,
+    /// Version of the running agent.
+    pub agent_version: String,
+    /// The running kernel release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Component name → installed version.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    /// When this was written.
+    pub updated_at: Timestamp,
+}
+
+impl Document for Installed {
+    const KIND: &'static str = "installed";
+}

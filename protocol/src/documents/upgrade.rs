@@ -1,0 +1,163 @@
+//! The upgrade record (`upgrades/<id>`): its request, phase and per-host outcomes, the
+//! daisy chain's order, and the orchestrator self-update it may carry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Document, Strategy, Task, Timestamp, schema};
+use crate::names::{HostId, UpgradeId};
+use crate::state::{HostOutcomeState, UpgradePhase};
+
+/// One host's outcome in an upgrade record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostOutcome {
+    /// Where the host stands.
+    pub state: HostOutcomeState,
+    /// Detail (the failure reason).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The install batch the host belongs to (0 first; with canaries, batch 0 holds them),
+    /// fixed when the upgrade is created so every leader follows the same plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    /// When its `desired` key was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at: Option<Timestamp>,
+    /// The state it was held in, while [`HostOutcomeState::Held`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<HostOutcomeState>,
+}
+
+impl HostOutcome {
+    /// Where the host is in its upgrade, held or not: [`Self::held_from`] while held.
+    pub fn stage(&self) -> HostOutcomeState {
+        match (self.state, self.held_from) {
+            (HostOutcomeState::Held, Some(from)) => from,
+            (state, _) => state,
+        }
+    }
+}
+
+/// `upgrades/<id>`: one upgrade, its request, phase and per-host outcomes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Upgrade {
+    /// Schema version.
+    #[serde(default = "schema")]
+    pub schema_version: u32,
+    /// Its id (same as in the key).
+    pub id: UpgradeId,
+    /// The bundle image resolved to a digest at creation.
+    pub bundle: String,
+    /// The bundle's version.
+    pub version: String,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Label selector the hosts were chosen by.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// The phase.
+    pub phase: UpgradePhase,
+    /// The phase it was paused in, while `Paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_from: Option<UpgradePhase>,
+    /// Per-host outcome, for every selected host.
+    #[serde(default)]
+    pub hosts: BTreeMap<HostId, HostOutcome>,
+    /// Why it failed, was aborted or paused (or, when it succeeded, which failures it
+    /// tolerated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The bundle's agent version (manifest `agent.version`): every selected host's agent must
+    /// report it before anything is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// When the current phase was entered (timeouts count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Timestamp>,
+    /// An operator resumed the upgrade after its canaries (`pause_after_canary`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary_approved: bool,
+    /// Events written so far under `events/<id>/`: the next one's `<seq>`. Bumped in the
+    /// same transaction that writes the event, so sequence numbers are never reused.
+    #[serde(default)]
+    pub events: u64,
+    /// The request named its hosts (`hosts`) instead of selecting them by labels only: hosts
+    /// registered later do not join it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listed: bool,
+    /// Hosts in maintenance mode `paused` are skipped (reported `Skipped`) instead of waited
+    /// for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_paused: bool,
+    /// Set when the orchestrator created the record itself, for one host (absent: an
+    /// operator's request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    /// The bundle carries an orchestrator image (manifest `orchestrator_image`): before the
+    /// download phase the leader starts it and hands leadership over to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<OrchestratorUpdate>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When this record last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Document for Upgrade {
+    const KIND: &'static str = "upgrade";
+}
+
+impl Upgrade {
+    /// Daisy-chain: the host that takes the baton after batch `after` — the one of the
+    /// lowest later batch (by id within it) still waiting to be dispatched (`Downloaded`);
+    /// held, skipped, failed and dispatched hosts are passed over. The orchestrator names it
+    /// in a host's `desired`, and a host handing over names the one after its successor.
+    pub fn next_in_chain(&self, after: u32) -> Option<HostId> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.state == HostOutcomeState::Downloaded)
+            .map(|(id, h)| (h.batch.unwrap_or(0), id))
+            .filter(|(batch, _)| *batch > after)
+            .min()
+            .map(|(_, id)| id.clone())
+    }
+}
+
+/// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OrchestratorUpdate {
+    /// The orchestrator image of the bundle's version, as the manifest names it.
+    pub image: String,
+    /// The container the new version runs in, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// When the previous leader handed leadership over to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_passes_over_hosts_not_waiting_for_dispatch() {
+        use HostOutcomeState::*;
+        let text = br#"{"schema_version":1,"id":"u1","bundle":"r@sha256:00","version":"2.0.0","strategy":{"kind":"daisy-chain"},"phase":"Installing","hosts":{
+            "h1":{"state":"Dispatched","batch":0},"h2":{"state":"Skipped","batch":1},
+            "h3":{"state":"Held","batch":2,"held_from":"Downloaded"},"h4":{"state":"Downloaded","batch":3},
+            "h5":{"state":"Downloaded","batch":4}},"created_at":"t","updated_at":"t"}"#;
+        let u: Upgrade = serde_json::from_slice(text).expect("record");
+        let id = |h: &str| HostId::new(h).expect("id");
+        assert_eq!(u.next_in_chain(0), Some(id("h4")));
+        assert_eq!(u.next_in_chain(3), Some(id("h5")));
+        assert_eq!(u.next_in_chain(4), None);
+        assert_eq!(u.hosts[&id("h3")].stage(), Downloaded);
+        assert_eq!(u.hosts[&id("h4")].stage(), Downloaded);
+        assert_eq!(u.hosts[&id("h1")].stage(), Dispatched);
+    }
+}
