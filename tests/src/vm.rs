@@ -471,18 +471,16 @@ impl Vm {
                     return Ok(line.to_owned());
                 }
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(VmError::Exited {
-                        vm: self.name.clone(),
-                        status,
-                        waiting_for: pattern.to_owned(),
-                        stderr: std::fs::read_to_string(&self.qemu_log).unwrap_or_default(),
-                        log: self.serial_log.clone(),
-                        log_tail: tail(&output, LOG_TAIL_LINES),
-                    });
-                }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(VmError::Exited {
+                    vm: self.name.clone(),
+                    status,
+                    waiting_for: pattern.to_owned(),
+                    stderr: std::fs::read_to_string(&self.qemu_log).unwrap_or_default(),
+                    log: self.serial_log.clone(),
+                    log_tail: tail(&output, LOG_TAIL_LINES),
+                });
             }
             if Instant::now() >= deadline {
                 return Err(VmError::Timeout {
