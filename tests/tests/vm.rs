@@ -11,6 +11,9 @@ use baton_tests::vm::{self, Vm, VmConfig};
 /// room for a slower machine without hiding a hang for long.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The port a Docker Engine serves TLS on.
+const DOCKER_TLS_PORT: u16 = 2376;
+
 /// The boot loader entry kernel-install made for the base kernel.
 fn base_entry() -> String {
     format!("debian-{}.conf", vm::BASE_KERNEL_RELEASE)
@@ -34,9 +37,13 @@ async fn boots_debian_kernel_through_systemd_boot_to_multi_user() {
     }
 
     let started = Instant::now();
-    let mut machine = Vm::start(&image, VmConfig::new("boot"))
+    // The Docker Engine's TLS port, as the next tier will use it: QEMU
+    // must accept the forward.
+    let config = VmConfig::new("boot").forward(DOCKER_TLS_PORT);
+    let mut machine = Vm::start(&image, config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert!(machine.host_port(DOCKER_TLS_PORT).is_some(), "{machine:?}");
     let ready = machine
         .wait_for_serial(vm::READY_MARKER, BOOT_TIMEOUT)
         .await
@@ -66,6 +73,13 @@ async fn boots_debian_kernel_through_systemd_boot_to_multi_user() {
     assert!(
         report.iter().any(|l| l == "multi-user.target: active"),
         "the guest did not report multi-user.target active:\n{report:#?}"
+    );
+
+    // systemd-networkd got an address from QEMU's user network (DHCP).
+    let network = section(&report, "network");
+    assert!(
+        network.iter().any(|l| l.contains("inet 10.0.2.15/24")),
+        "the guest has no address on QEMU's user network:\n{network:#?}"
     );
 
     // What the guest's bootctl reads: systemd-boot is the boot loader that
@@ -99,14 +113,16 @@ async fn boots_debian_kernel_through_systemd_boot_to_multi_user() {
 
 /// The report lines after the heading `name` up to the next heading.
 fn section<'a>(report: &'a [String], name: &str) -> &'a [String] {
-    let headings = ["bootctl status", "bootctl list"];
+    let headings = ["bootctl status", "bootctl list", "network"];
     let Some(start) = report.iter().position(|l| l == name) else {
         panic!("the guest printed no {name:?} section:\n{report:#?}");
     };
     let rest = &report[start + 1..];
     let end = rest
         .iter()
-        .position(|l| headings.contains(&l.as_str()) || l.starts_with("ready "))
+        .position(|l| {
+            headings.contains(&l.as_str()) || l.starts_with("ready ") || l.starts_with("multi-user")
+        })
         .unwrap_or(rest.len());
     &rest[..end]
 }
