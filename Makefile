@@ -1,5 +1,5 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
-.PHONY: all deps build test fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins \
+.PHONY: all deps build test test-vm fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins \
 	bundle-orchestrators orchestrator-image
 
 CARGO ?= cargo
@@ -87,9 +87,16 @@ orchestrator-bins: deps
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
 # versioned agents; the self-update test the versioned orchestrator; the demo's test the
-# orchestrator's binaries).
+# orchestrator's binaries). Then the VM tier, as its own step (`cargo test --workspace`
+# leaves it out: tests/Cargo.toml marks it `test = false`).
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(CARGO) test --workspace --locked
+	$(CARGO) test -p baton-tests --test vm --locked
+
+# The virtual-machine tier alone: QEMU VMs (TCG, UEFI, systemd-boot) booting the Debian disk
+# of images/vmhost (built on first use, a few minutes; cached in /var/cache/baton-vmhost).
+test-vm: deps
+	$(CARGO) test -p baton-tests --test vm --locked
 
 # A local fleet upgraded from bundle 1.0.0 to 2.0.0 (the orchestrator too), left running (a second run replaces
 # the first); `make demo-down` removes it.

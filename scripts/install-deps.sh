@@ -20,6 +20,15 @@ want docker docker.io
 # A static /bin/busybox for FROM-scratch sample images (the dynamic `busybox` package does
 # not run there).
 if ! dpkg -s busybox-static >/dev/null 2>&1; then need="$need busybox-static"; fi
+# The virtual-machine tier (images/vmhost, `make test-vm`): QEMU (alone: `qemu-utils` may
+# conflict with it and a raw disk needs no qemu-img), UEFI firmware, and the tools that
+# make a GPT disk image from plain files without a loop device.
+want qemu-system-x86_64 qemu-system-x86
+if [ ! -e /usr/share/OVMF/OVMF_CODE.fd ]; then need="$need ovmf"; fi
+want mkfs.vfat dosfstools
+want mcopy mtools
+want sfdisk fdisk
+want mkfs.ext4 e2fsprogs
 
 if [ -n "$need" ]; then
     echo "installing:$need"

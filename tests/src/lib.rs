@@ -1,6 +1,6 @@
-//! Test harness for Baton: real etcd servers and clusters, a real OCI registry, and a fleet
-//! of simulated hosts (containers running systemd). Used by the integration tests in
-//! `tests/tests/` and by `make demo`.
+//! Test harness for Baton: real etcd servers and clusters, a real OCI registry, a fleet of
+//! simulated hosts (containers running systemd), and virtual machines booting a real Debian
+//! disk under QEMU. Used by the integration tests in `tests/tests/` and by `make demo`.
 
 pub mod bundles;
 pub mod demo;
@@ -11,3 +11,4 @@ pub mod pki;
 pub mod registration;
 pub mod registry;
 pub mod simhost_image;
+pub mod vm;
