@@ -19,17 +19,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const INSTALL_HINT: &str =
     "the `etcd` binary was not found: install Debian's etcd-server package (`make deps` does it)";
 
-/// A harness failure, naming what it was doing.
-#[derive(Debug)]
-pub struct HarnessError(pub String);
-
-impl std::fmt::Display for HarnessError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for HarnessError {}
+pub use crate::error::HarnessError;
 
 /// Picks a free TCP port on `ip` (the kernel's choice for port 0).
 pub fn free_port(ip: IpAddr) -> Result<u16, HarnessError> {

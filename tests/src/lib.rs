@@ -5,6 +5,7 @@
 pub mod bundles;
 pub mod demo;
 pub mod docker;
+pub mod error;
 pub mod etcd;
 pub mod fleet;
 pub mod pki;

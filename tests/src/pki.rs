@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::etcd::HarnessError;
+use crate::error::HarnessError;
 
 /// The PEM files of a test PKI.
 #[derive(Debug, Clone)]
