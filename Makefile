@@ -88,15 +88,16 @@ orchestrator-bins: deps
 # Docker and simulated hosts (the downloader tests use the static binaries and the
 # versioned agents; the self-update test the versioned orchestrator; the demo's test the
 # orchestrator's binaries). Then the VM tier, as its own step (`cargo test --workspace`
-# leaves it out: tests/Cargo.toml marks it `test = false`).
+# leaves it out: tests/Cargo.toml marks it `test = false`); named with --workspace so the
+# crates keep the features they were built with and nothing is compiled again.
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(CARGO) test --workspace --locked
-	$(CARGO) test -p baton-tests --test vm --locked
+	$(CARGO) test --workspace --test vm --locked
 
 # The virtual-machine tier alone: QEMU VMs (TCG, UEFI, systemd-boot) booting the Debian disk
 # of images/vmhost (built on first use, a few minutes; cached in /var/cache/baton-vmhost).
 test-vm: deps
-	$(CARGO) test -p baton-tests --test vm --locked
+	$(CARGO) test --workspace --test vm --locked
 
 # A local fleet upgraded from bundle 1.0.0 to 2.0.0 (the orchestrator too), left running (a second run replaces
 # the first); `make demo-down` removes it.
