@@ -9,6 +9,7 @@ pub mod error;
 pub mod etcd;
 pub mod fleet;
 pub mod pki;
+pub mod recipe;
 pub mod registration;
 pub mod registry;
 pub mod simhost_image;

@@ -1,18 +1,14 @@
 //! The simulated-host image (recipe in `images/simhost/`): its tag, built
 //! on demand, and the files its simulated bootloader reads and writes.
 //!
-//! The recipe's `build.sh` is the only place computing the tag (a content
-//! hash of the recipe folder) and deciding whether to build; it serialises
-//! concurrent builds with a lock file, so parallel test binaries build at
-//! most once. This module only calls it (`build.sh ensure`) and remembers the
-//! answer for the rest of the process.
-
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+//! The recipe's `build.sh` computes the tag and builds ([`crate::recipe`]);
+//! parallel test binaries build at most once. This module calls it and
+//! remembers the answer for the rest of the process.
 
 use tokio::sync::OnceCell;
 
 use crate::docker::{self, DockerError};
+use crate::recipe::{self, RecipeError};
 
 /// Release of the kernel the image ships and boots by default. Mirrors
 /// `base_kernel` in `images/simhost/build.sh` (the fleet test checks that a
@@ -46,74 +42,18 @@ pub fn kernel_path(release: &str) -> String {
 pub enum ImageError {
     #[error(transparent)]
     Docker(#[from] DockerError),
-    #[error("could not run {script}: {source}")]
-    Spawn {
-        script: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{script} {action} failed ({status}); last output:\n{log_tail}")]
-    Failed {
-        script: PathBuf,
-        action: &'static str,
-        status: std::process::ExitStatus,
-        log_tail: String,
-    },
-    #[error("{script} {action} printed no image tag (stdout: {stdout:?})")]
-    NoTag {
-        script: PathBuf,
-        action: &'static str,
-        stdout: String,
-    },
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
 }
 
-/// The recipe folder, `images/simhost/` of this workspace.
-pub fn recipe_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .join("images")
-        .join("simhost")
-}
-
-fn build_script() -> PathBuf {
-    recipe_dir().join("build.sh")
-}
+/// The recipe's folder name under `images/`.
+const RECIPE: &str = "simhost";
 
 async fn call_script(action: &'static str) -> Result<String, ImageError> {
-    let script = build_script();
-    let out = tokio::process::Command::new("bash")
-        .arg(&script)
-        .arg(action)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| ImageError::Spawn {
-            script: script.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = stderr.lines().collect();
-        let log_tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        return Err(ImageError::Failed {
-            script,
-            action,
-            status: out.status,
-            log_tail,
-        });
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    match stdout.lines().last().map(str::trim) {
-        Some(tag) if tag.starts_with("baton-simhost:") => Ok(tag.to_owned()),
-        _ => Err(ImageError::NoTag {
-            script,
-            action,
-            stdout,
-        }),
-    }
+    Ok(recipe::run(RECIPE, action, "an image tag", |line| {
+        line.starts_with("baton-simhost:")
+    })
+    .await?)
 }
 
 /// The tag of the image for the current recipe (built or not).

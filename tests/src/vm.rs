@@ -8,9 +8,8 @@
 //! console written to a log file the tests read: what booted is checked on
 //! the console, not taken from what an agent reports.
 //!
-//! The recipe's `build.sh` is the only place computing the disk's cache
-//! folder (a content hash of the recipe) and deciding whether to build; this
-//! module calls `build.sh ensure` once per process.
+//! The recipe's `build.sh` computes the disk's cache folder and builds
+//! ([`crate::recipe`]); this module calls it once per process.
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener};
@@ -19,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
+
+use crate::recipe::{self, RecipeError};
 
 /// The kernel installed on the disk, booted by default. Mirrors the first of
 /// `kernels` in `images/vmhost/build.sh` (the boot test checks they agree).
@@ -61,19 +62,8 @@ pub enum VmError {
         program: String,
         source: std::io::Error,
     },
-    #[error("{script} {action} failed ({status}); last output:\n{log_tail}")]
-    BuildFailed {
-        script: PathBuf,
-        action: &'static str,
-        status: std::process::ExitStatus,
-        log_tail: String,
-    },
-    #[error("{script} {action} printed no disk folder (stdout: {stdout:?})")]
-    NoFolder {
-        script: PathBuf,
-        action: &'static str,
-        stdout: String,
-    },
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -166,47 +156,12 @@ impl VmImage {
     }
 }
 
-/// The recipe folder, `images/vmhost/` of this workspace.
-pub fn recipe_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .join("images")
-        .join("vmhost")
-}
-
 async fn call_script(action: &'static str) -> Result<PathBuf, VmError> {
-    let script = recipe_dir().join("build.sh");
-    let out = tokio::process::Command::new("bash")
-        .arg(&script)
-        .arg(action)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| VmError::Spawn {
-            program: script.display().to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(VmError::BuildFailed {
-            script,
-            action,
-            status: out.status,
-            log_tail: tail(&String::from_utf8_lossy(&out.stderr), 40),
-        });
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    match stdout.lines().last().map(str::trim) {
-        Some(dir) if dir.starts_with('/') => Ok(PathBuf::from(dir)),
-        _ => Err(VmError::NoFolder {
-            script,
-            action,
-            stdout,
-        }),
-    }
+    let dir = recipe::run("vmhost", action, "the disk's folder", |line| {
+        line.starts_with('/')
+    })
+    .await?;
+    Ok(PathBuf::from(dir))
 }
 
 /// Returns the disk for the current recipe, building it first if it is not
