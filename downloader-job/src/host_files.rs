@@ -57,6 +57,7 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         kernel_release_file: settings.kernel_release_file.clone(),
         container_prefix: settings.container_prefix.clone(),
         health_settle_secs: baton_protocol::agent_config::DEFAULT_HEALTH_SETTLE_SECS,
+        bootloader: baton_protocol::agent_config::Bootloader::default(),
         tls: settings.tls.clone(),
     };
     let text = format!(

@@ -102,6 +102,32 @@ pub enum OpError {
         /// The missing field (`image`, `image archive`, `release`).
         what: &'static str,
     },
+    /// A program the agent runs on the host (a package manager, a boot loader's tool)
+    /// could not be started or did not exit 0.
+    #[error("{command}: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Why: the spawn error, or the exit status and the end of its output.
+        detail: String,
+    },
+    /// No boot loader the agent can drive was found for a `kernel` component.
+    #[error(
+        "kernel {component}: no boot loader found (no /boot/baton, no systemd-boot on a UEFI \
+         host, no /boot/grub/grub.cfg); set `bootloader` in /etc/baton/agent.toml"
+    )]
+    NoBootloader {
+        /// The component.
+        component: String,
+    },
+    /// The boot loader cannot do what a kernel step needs; says what to change.
+    #[error("kernel {component}: {reason}")]
+    Bootloader {
+        /// The component.
+        component: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// A health check command could not be run.
     #[error("health check {program}: {source}")]
     CheckCommand {
@@ -164,6 +190,11 @@ pub trait HostOps: Send + Sync {
     fn write_text(&self, path: &Path, text: &str) -> OpResult<()>;
     /// Asks systemd to reboot the host. Returns once the request was accepted.
     fn reboot(&self) -> OpResult<()>;
+    /// Runs a program to completion and returns its standard output if it exits 0. No
+    /// time limit: installing a kernel package (its initramfs) may take minutes.
+    fn run(&self, argv: &[&str]) -> OpResult<String>;
+    /// Whether `path` exists on the host.
+    fn exists(&self, path: &Path) -> bool;
 }
 
 /// One recorded call.
@@ -193,6 +224,8 @@ pub enum Call {
     Write(PathBuf, String),
     /// `reboot`.
     Reboot,
+    /// `run(argv)`.
+    Run(Vec<String>),
 }
 
 /// A fake host for unit tests: records calls, keeps files and containers in memory, and
@@ -209,6 +242,9 @@ struct FakeState {
     containers: BTreeMap<String, String>,
     failed_units: Vec<String>,
     failing_checks: bool,
+    /// `run` answers: the first entry whose command line starts with the key.
+    outputs: Vec<(String, Result<String, String>)>,
+    paths: Vec<PathBuf>,
 }
 
 impl RecordingHost {
@@ -232,6 +268,30 @@ impl RecordingHost {
         self.lock()
             .files
             .insert(path.to_owned(), content.to_owned());
+    }
+
+    /// Answers `run` of a command line starting with `prefix` with `stdout` (exit 0), or
+    /// with a failure when `stdout` is `Err`. Later answers for the same prefix win.
+    pub fn answer(&self, prefix: &str, stdout: Result<&str, &str>) {
+        let answer = stdout.map(str::to_owned).map_err(str::to_owned);
+        self.lock().outputs.insert(0, (prefix.to_owned(), answer));
+    }
+
+    /// Makes `exists(path)` true.
+    pub fn add_path(&self, path: &Path) {
+        self.lock().paths.push(path.to_owned());
+    }
+
+    /// The command lines `run` was given, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.lock()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Run(argv) => Some(argv.join(" ")),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A file's content.
@@ -340,5 +400,22 @@ impl HostOps for RecordingHost {
     fn reboot(&self) -> OpResult<()> {
         self.lock().calls.push(Call::Reboot);
         Ok(())
+    }
+    fn run(&self, argv: &[&str]) -> OpResult<String> {
+        let mut s = self.lock();
+        s.calls
+            .push(Call::Run(argv.iter().map(|a| (*a).to_owned()).collect()));
+        let command = argv.join(" ");
+        let answer = s
+            .outputs
+            .iter()
+            .find(|(prefix, _)| command.starts_with(prefix.as_str()))
+            .map(|(_, answer)| answer.clone())
+            .unwrap_or_else(|| Ok(String::new()));
+        answer.map_err(|detail| OpError::Command { command, detail })
+    }
+    fn exists(&self, path: &Path) -> bool {
+        let s = self.lock();
+        s.paths.iter().any(|p| p == path) || s.files.contains_key(path)
     }
 }

@@ -26,7 +26,7 @@ pub enum Action {
     Check(usize),
     /// Record a reboot request for kernel step `i` and reboot.
     Reboot(usize),
-    /// Back from a reboot: the expected kernel booted; make it the default.
+    /// Back from a reboot, or not needing one: the step's kernel runs; make it the default.
     ConfirmKernel(usize),
     /// Back from a reboot but the new kernel is not running: roll back.
     KernelDidNotBoot {
@@ -85,6 +85,14 @@ pub fn next(
     for (i, step) in journal.steps.iter().enumerate() {
         match &step.state {
             StepState::Verified => continue,
+            // A kernel that already runs needs no reboot: it only becomes the default.
+            StepState::Pending
+                if step.kind == baton_protocol::manifest::ComponentKind::Kernel
+                    && observed.booted_kernel.is_some()
+                    && observed.booted_kernel == kernel_release(i) =>
+            {
+                return Action::ConfirmKernel(i);
+            }
             StepState::Pending => return Action::Begin(i),
             StepState::Applying => return Action::Apply(i),
             StepState::Applied => {
@@ -191,6 +199,11 @@ mod tests {
                 vec![(File, Verified), (Kernel, Pending)],
                 obs("b1", "k1"),
                 Action::Begin(1),
+            ),
+            (
+                vec![(File, Verified), (Kernel, Pending)],
+                obs("b1", "k2"),
+                Action::ConfirmKernel(1),
             ),
             (
                 vec![(File, Verified), (Kernel, Applying)],

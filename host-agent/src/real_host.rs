@@ -459,6 +459,46 @@ impl<S: Systemd> HostOps for RealHost<S> {
     fn reboot(&self) -> OpResult<()> {
         self.systemd(|s| s.reboot())
     }
+
+    fn run(&self, argv: &[&str]) -> OpResult<String> {
+        let command = argv.join(" ");
+        let failed = |detail: String| OpError::Command {
+            command: command.clone(),
+            detail,
+        };
+        let Some((program, args)) = argv.split_first() else {
+            return Err(failed("empty command".to_owned()));
+        };
+        tracing::info!(%command, "run");
+        // Programs run on the host itself: `root` is only ever not `/` in unit tests of
+        // the file operations, which run nothing.
+        let output = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| failed(format!("cannot start: {e}")))?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stdout));
+        Err(failed(format!("{}: {}", output.status, tail(&text, 600))))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.path(path).exists()
+    }
+}
+
+/// The last `max` bytes of `text` (on a character boundary), trimmed: the end of a failed
+/// program's output is where it says why.
+fn tail(text: &str, max: usize) -> &str {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 #[cfg(test)]

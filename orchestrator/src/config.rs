@@ -14,7 +14,7 @@ use baton_protocol::etcd::EtcdTls;
 use clap::Parser;
 use serde::{Serialize, Serializer};
 
-use crate::docker::Endpoint;
+use crate::docker::{DockerTls, Endpoint};
 use crate::engine::EngineConfig;
 use crate::engine::dispatch::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
 use crate::engine::model::{
@@ -160,6 +160,28 @@ pub struct Config {
     #[arg(long, env = "BATON_DOCKER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<String>,
+    /// CA certificate that hosts' `tcp://` Docker Engines' server certificates are checked
+    /// against; with --docker-tls-cert-file and --docker-tls-key-file, every `tcp://`
+    /// engine is reached over TLS with that client certificate (dockerd `--tlsverify`).
+    #[arg(long, env = "BATON_DOCKER_TLS_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_tls_ca_file: Option<PathBuf>,
+    /// The orchestrator's client certificate for Docker Engines.
+    #[arg(
+        long,
+        env = "BATON_DOCKER_TLS_CERT_FILE",
+        requires = "docker_tls_ca_file"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_tls_cert_file: Option<PathBuf>,
+    /// The orchestrator's client key for Docker Engines.
+    #[arg(
+        long,
+        env = "BATON_DOCKER_TLS_KEY_FILE",
+        requires = "docker_tls_ca_file"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_tls_key_file: Option<PathBuf>,
     /// Downloader jobs running at once.
     #[arg(long, env = "BATON_DOWNLOAD_CONCURRENCY", default_value_t = DEFAULT_DOWNLOAD_CONCURRENCY)]
     pub download_concurrency: usize,
@@ -218,6 +240,9 @@ impl Config {
             replica: None,
             leader_ttl: DEFAULT_LEADER_TTL_SECS,
             docker: None,
+            docker_tls_ca_file: None,
+            docker_tls_cert_file: None,
+            docker_tls_key_file: None,
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
             download_timeout: DEFAULT_TIMEOUT,
             download_attempts: DEFAULT_ATTEMPTS,
@@ -283,6 +308,39 @@ impl Config {
         )
     }
 
+    /// The client certificate for hosts' `tcp://` Docker Engines, checked: the three files
+    /// go together and exist.
+    pub fn docker_tls(&self) -> Result<Option<DockerTls>, TlsFlagError> {
+        let tls = tls_from(
+            "--docker-tls",
+            &self.docker_tls_ca_file,
+            &self.docker_tls_cert_file,
+            &self.docker_tls_key_file,
+            &None,
+        )?;
+        let missing = |flag: &str| TlsFlagError {
+            flag: flag.to_owned(),
+            reason: "Docker Engines with --tlsverify need a client certificate and key".to_owned(),
+        };
+        match (self.docker_tls_ca_file.is_some(), tls) {
+            (false, _)
+                if self.docker_tls_cert_file.is_some() || self.docker_tls_key_file.is_some() =>
+            {
+                Err(missing("--docker-tls-ca-file"))
+            }
+            (_, None) => Ok(None),
+            (_, Some(tls)) => Ok(Some(DockerTls {
+                ca_file: tls.ca_file,
+                cert_file: tls
+                    .cert_file
+                    .ok_or_else(|| missing("--docker-tls-cert-file"))?,
+                key_file: tls
+                    .key_file
+                    .ok_or_else(|| missing("--docker-tls-key-file"))?,
+            })),
+        }
+    }
+
     /// The engine's part of the configuration.
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
@@ -302,9 +360,11 @@ impl Config {
             job_attempts: self.download_attempts.max(1),
             job_labels: self.job_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             agent_tls: self.agent_tls().ok().flatten(),
+            docker_tls: self.docker_tls().ok().flatten(),
             self_update: SelfUpdate {
                 config: self.successor_file().unwrap_or_default(),
                 docker: self.docker_endpoint().ok().flatten(),
+                docker_tls: self.docker_tls().ok().flatten(),
                 etcd_files: self.tls.files(),
                 timeout: self.self_update_timeout,
             },

@@ -5,6 +5,7 @@
 //! the protocol's ([`baton_protocol::docker`]).
 
 use std::fmt;
+use std::path::PathBuf;
 
 use baton_protocol::docker::{DockerError, Quiet};
 use bollard::models::ContainerCreateBody;
@@ -17,12 +18,26 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 /// Seconds a single Docker API request may take (a bundle pull streams within this).
 const REQUEST_TIMEOUT_SECS: u64 = 300;
 
+/// The orchestrator's client certificate for `tcp://` Docker Engines that require TLS
+/// (dockerd `--tlsverify`), and the CA their server certificates are checked against.
+/// One identity for every host's engine; with it, every `tcp://` endpoint is TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerTls {
+    /// The CA certificate (PEM).
+    pub ca_file: PathBuf,
+    /// The client certificate (PEM).
+    pub cert_file: PathBuf,
+    /// The client key (PEM).
+    pub key_file: PathBuf,
+}
+
 /// A Docker Engine endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// A local socket, e.g. `unix:///var/run/docker.sock`.
     Unix(String),
-    /// A TCP address (plain HTTP), e.g. `tcp://10.0.0.7:2375`.
+    /// A TCP address, e.g. `tcp://10.0.0.7:2376`: TLS with the orchestrator's client
+    /// certificate when it has one ([`DockerTls`]), plain HTTP otherwise.
     Tcp {
         /// Host name or address.
         host: String,
@@ -102,17 +117,26 @@ impl Endpoint {
         ))
     }
 
-    /// Connects (lazily: nothing is sent) and agrees on an API version the engine speaks.
-    pub async fn connect(&self) -> Result<Docker, DockerEndpointError> {
+    /// Connects (lazily: nothing is sent) and agrees on an API version the engine speaks;
+    /// a `tcp://` endpoint over TLS when `tls` is given.
+    pub async fn connect(&self, tls: Option<&DockerTls>) -> Result<Docker, DockerEndpointError> {
         let connect_err = |source| DockerEndpointError::Connect {
             endpoint: self.to_string(),
             source,
         };
-        let docker = match self {
-            Endpoint::Unix(path) => {
+        let docker = match (self, tls) {
+            (Endpoint::Unix(path), _) => {
                 Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
             }
-            Endpoint::Tcp { host, port } => Docker::connect_with_http(
+            (Endpoint::Tcp { host, port }, Some(tls)) => Docker::connect_with_ssl(
+                &format!("{host}:{port}"),
+                &tls.key_file,
+                &tls.cert_file,
+                &tls.ca_file,
+                REQUEST_TIMEOUT_SECS,
+                API_DEFAULT_VERSION,
+            ),
+            (Endpoint::Tcp { host, port }, None) => Docker::connect_with_http(
                 &format!("{host}:{port}"),
                 REQUEST_TIMEOUT_SECS,
                 API_DEFAULT_VERSION,

@@ -13,7 +13,7 @@ use baton_protocol::manifest::Manifest;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
-use crate::docker::Endpoint;
+use crate::docker::{DockerTls, Endpoint};
 
 /// A bundle pinned by digest, with its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +59,17 @@ pub trait Resolver: Send + Sync {
 #[derive(Debug)]
 pub struct DockerResolver {
     endpoint: Option<Endpoint>,
+    tls: Option<DockerTls>,
     docker: OnceCell<Docker>,
 }
 
 impl DockerResolver {
     /// Uses `endpoint`, or the engine named by `DOCKER_HOST` (default: the local socket).
-    pub fn new(endpoint: Option<Endpoint>) -> Self {
+    /// A `tcp://` endpoint is reached over TLS with `tls`, when given.
+    pub fn new(endpoint: Option<Endpoint>, tls: Option<DockerTls>) -> Self {
         Self {
             endpoint,
+            tls,
             docker: OnceCell::new(),
         }
     }
@@ -79,7 +82,10 @@ impl DockerResolver {
         self.docker
             .get_or_try_init(|| async {
                 match &self.endpoint {
-                    Some(e) => e.connect().await.map_err(|e| unavailable(e.to_string())),
+                    Some(e) => e
+                        .connect(self.tls.as_ref())
+                        .await
+                        .map_err(|e| unavailable(e.to_string())),
                     None => docker::connect()
                         .await
                         .map_err(|e| unavailable(e.to_string())),

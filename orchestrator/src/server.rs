@@ -76,12 +76,13 @@ pub async fn serve(
     let docker = config.docker_endpoint()?;
     let tls = config.etcd_tls().map_err(ConfigError::from)?;
     config.agent_tls().map_err(ConfigError::from)?;
+    let docker_tls = config.docker_tls().map_err(ConfigError::from)?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen.to_string(),
         source,
     })?;
     let replica = config.replica_name();
-    let resolver = resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker)));
+    let resolver = resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker, docker_tls)));
     tokio::pin!(shutdown);
     let Some(client) = connect(&config.etcd, tls.as_ref(), &mut shutdown).await else {
         return Ok(());

@@ -81,6 +81,32 @@ fn is_default_health_settle(secs: &u64) -> bool {
     *secs == DEFAULT_HEALTH_SETTLE_SECS
 }
 
+/// Which boot loader installs and boots a `kernel` component.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootloader {
+    /// Found on the host when a kernel is first applied: the simulated boot loader if its
+    /// folder `/boot/baton` exists, systemd-boot on a UEFI host where `bootctl is-installed`
+    /// succeeds, GRUB where `/boot/grub/grub.cfg` exists.
+    #[default]
+    Auto,
+    /// systemd-boot: Boot Loader Specification entries made by `kernel-install`, a one-shot
+    /// boot with `bootctl set-oneshot`, the default set with `bootctl set-default`.
+    SystemdBoot,
+    /// GRUB with `GRUB_DEFAULT=saved`: entries made by `update-grub`, a one-shot boot with
+    /// `grub-reboot`, the default set with `grub-set-default`.
+    Grub,
+    /// The simulated fleet's boot loader: the files `/boot/baton/default` and
+    /// `/boot/baton/oneshot`, read at its simulated boot.
+    Simulated,
+}
+
+impl Bootloader {
+    fn is_auto(&self) -> bool {
+        *self == Bootloader::Auto
+    }
+}
+
 /// `/etc/baton/agent.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +143,10 @@ pub struct AgentConfig {
         skip_serializing_if = "is_default_health_settle"
     )]
     pub health_settle_secs: u64,
+    /// The boot loader for `kernel` components (`auto`, `systemd-boot`, `grub`,
+    /// `simulated`); left out of the written file when `auto`.
+    #[serde(default, skip_serializing_if = "Bootloader::is_auto")]
+    pub bootloader: Bootloader,
     /// TLS for `https://` etcd endpoints (`[tls]`: `ca_file`, optional `cert_file` and
     /// `key_file`, optional `domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -160,6 +160,8 @@ impl Agent {
             backup_dir: self.config.state_dir.join("backup").join(id.as_str()),
             container_prefix: self.config.container_prefix.clone(),
             settle: self.config.health_settle(),
+            bootloader: self.config.bootloader,
+            kernel_release_file: self.config.kernel_release_file.clone(),
         }
     }
 

@@ -284,7 +284,7 @@ impl Agent {
                 Action::ConfirmKernel(i) => {
                     let c = step_of(i)?;
                     work(HostState::Verifying, "verify", &c, "").await?;
-                    match blocking(move || apply::confirm_kernel(ops.as_ref(), &c)).await {
+                    match blocking(move || apply::confirm_kernel(ops.as_ref(), &ctx, &c)).await {
                         Ok(()) => journal.steps[i].state = StepState::Verified,
                         Err(e) => journal.rollback_reason = Some(e.to_string()),
                     }

@@ -17,6 +17,8 @@ use crate::ops::{HostOps, OpError, OpResult};
 
 pub use kernel::{DEFAULT_ENTRY, ONESHOT_ENTRY, confirm as confirm_kernel};
 
+use baton_protocol::agent_config::Bootloader;
+
 /// Where things are for one upgrade.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -28,6 +30,10 @@ pub struct Context {
     pub container_prefix: String,
     /// How long a unit or container may take to become healthy.
     pub settle: Duration,
+    /// The boot loader setting for kernels.
+    pub bootloader: Bootloader,
+    /// The file holding the running kernel's release.
+    pub kernel_release_file: PathBuf,
 }
 
 impl Context {
@@ -50,18 +56,22 @@ impl Context {
     }
 }
 
-/// The files a component replaces on the host (its destinations, plus the boot entry for a
-/// kernel), which are backed up before it is applied.
-fn replaced_paths(component: &Component) -> Vec<String> {
+/// The files a component replaces on the host (its destinations, plus what a kernel's boot
+/// loader changes in files), which are backed up before it is applied.
+fn replaced_paths(
+    ops: &dyn HostOps,
+    ctx: &Context,
+    component: &Component,
+) -> OpResult<Vec<String>> {
     let mut paths: Vec<String> = component
         .files
         .iter()
         .filter_map(|f| f.dest.clone())
         .collect();
     if component.kind == ComponentKind::Kernel {
-        paths.push(DEFAULT_ENTRY.to_owned());
+        paths.extend(kernel::replaced_paths(ops, ctx, component)?);
     }
-    paths
+    Ok(paths)
 }
 
 /// Backs up what `component` will replace and records it in `step`.
@@ -71,7 +81,7 @@ pub fn begin(
     component: &Component,
     step: &mut Step,
 ) -> OpResult<()> {
-    for dest in replaced_paths(component) {
+    for dest in replaced_paths(ops, ctx, component)? {
         let existed = ops.backup_file(Path::new(&dest), &ctx.backup_of(&component.name, &dest))?;
         step.existed.insert(dest, existed);
     }
@@ -149,7 +159,7 @@ pub fn roll_back(
         ComponentKind::File => Ok(()),
         ComponentKind::Service => service::roll_back(ops, ctx, component, step),
         ComponentKind::Container => container::roll_back(ops, ctx, component, step),
-        ComponentKind::Kernel => kernel::roll_back(ops, component),
+        ComponentKind::Kernel => kernel::roll_back(ops, ctx, component),
     }
 }
 

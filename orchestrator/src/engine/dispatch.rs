@@ -26,7 +26,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use crate::docker::{
-    ContainerError, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE, find_or_create,
+    ContainerError, DockerEndpointError, DockerTls, Endpoint, Found, IfStopped, LABEL_PURPOSE,
+    find_or_create,
 };
 use crate::engine::model::DownloadOutcome;
 
@@ -95,6 +96,8 @@ pub struct Job {
     pub labels: BTreeMap<String, String>,
     /// TLS for the agent's etcd connection (paths on the host).
     pub tls: Option<EtcdTls>,
+    /// The orchestrator's client certificate for the host's `tcp://` Docker Engine.
+    pub docker_tls: Option<DockerTls>,
     /// Time per attempt.
     pub timeout: Duration,
     /// Attempts.
@@ -198,7 +201,9 @@ pub async fn run(job: Job) -> DownloadOutcome {
 }
 
 async fn connect(job: &Job) -> Result<Docker, DockerEndpointError> {
-    Endpoint::parse(&job.host.docker)?.connect().await
+    Endpoint::parse(&job.host.docker)?
+        .connect(job.docker_tls.as_ref())
+        .await
 }
 
 async fn remove_quietly(job: &Job) {
@@ -328,6 +333,7 @@ mod tests {
             prefix: "/baton".into(),
             labels: BTreeMap::new(),
             tls: None,
+            docker_tls: None,
             timeout: DEFAULT_TIMEOUT,
             attempts: 1,
         }

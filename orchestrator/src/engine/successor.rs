@@ -51,6 +51,8 @@ pub struct SelfUpdate {
     pub config: String,
     /// The leader's Docker Engine (`--docker`; `None`: `DOCKER_HOST`, else the local socket).
     pub docker: Option<Endpoint>,
+    /// The client certificate for a `tcp://` --docker engine.
+    pub docker_tls: Option<crate::docker::DockerTls>,
     /// The etcd TLS files, mounted read-only at the same paths.
     pub etcd_files: Vec<PathBuf>,
     /// Time the new version gets to join the election.
@@ -234,7 +236,7 @@ pub async fn stop(successor: &Successor) {
 
 async fn connect(successor: &Successor) -> Result<Docker, SuccessorError> {
     match &successor.settings.docker {
-        Some(e) => Ok(e.connect().await?),
+        Some(e) => Ok(e.connect(successor.settings.docker_tls.as_ref()).await?),
         None => Ok(baton_protocol::docker::connect()
             .await
             .map_err(ContainerError::from)?),
@@ -377,6 +379,7 @@ mod tests {
             settings: SelfUpdate {
                 config: "etcd = [\"http://127.0.0.1:2379\"]\n".into(),
                 docker: docker.map(|d| Endpoint::parse(d).expect("endpoint")),
+                docker_tls: None,
                 etcd_files: vec![PathBuf::from("/etc/baton/ca.pem")],
                 timeout: Duration::from_secs(60),
             },

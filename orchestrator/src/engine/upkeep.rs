@@ -138,10 +138,12 @@ impl Engine {
         };
         self.probes.probing.insert(host.clone());
         let results = self.probes.results.clone();
+        let tls = self.config.docker_tls.clone();
         self.tasks.spawn(async move {
-            let answers = tokio::time::timeout(PROBE_TIMEOUT, docker_answers(&endpoint))
-                .await
-                .unwrap_or(false);
+            let answers =
+                tokio::time::timeout(PROBE_TIMEOUT, docker_answers(&endpoint, tls.as_ref()))
+                    .await
+                    .unwrap_or(false);
             tracing::debug!(%host, %endpoint, answers, "docker probe");
             let _ = results.send((host, answers));
         });
@@ -149,11 +151,11 @@ impl Engine {
 }
 
 /// Whether the Docker Engine at `endpoint` answers a ping.
-async fn docker_answers(endpoint: &str) -> bool {
+async fn docker_answers(endpoint: &str, tls: Option<&crate::docker::DockerTls>) -> bool {
     let Ok(endpoint) = crate::docker::Endpoint::parse(endpoint) else {
         return false;
     };
-    match endpoint.connect().await {
+    match endpoint.connect(tls).await {
         Ok(docker) => docker.ping().await.is_ok(),
         Err(_) => false,
     }

@@ -41,7 +41,8 @@ pub struct FileEntry {
     /// Path inside the bundle, relative (e.g. `packages/hello/baton-hello`).
     pub path: String,
     /// Where it is installed on the host, absolute (e.g. `/usr/local/bin/baton-hello`).
-    /// Not used for the agent or for a container image archive.
+    /// Not used for the agent, a container image archive, or a kernel's distribution
+    /// package (a `.deb`, installed with `dpkg -i`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,
     /// Size in bytes.

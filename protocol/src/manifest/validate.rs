@@ -161,6 +161,18 @@ impl Manifest {
                 ComponentKind::Kernel => {
                     check_name("kernel release", &required(&c.release, "release")?)
                         .map_err(|e| ManifestError::new(at("release"), e.reason))?;
+                    // A file without `dest` is the kernel as its distribution ships it,
+                    // installed by the package manager (what a real boot loader needs).
+                    if let Some(j) = c
+                        .files
+                        .iter()
+                        .position(|f| f.dest.is_none() && !f.path.ends_with(".deb"))
+                    {
+                        return Err(ManifestError::new(
+                            at(&format!("files[{j}].path")),
+                            "a kernel file without dest must be a Debian package (.deb)",
+                        ));
+                    }
                     if !c.reboot {
                         return Err(ManifestError::new(
                             at("reboot"),

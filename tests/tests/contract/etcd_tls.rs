@@ -85,6 +85,7 @@ async fn an_agent_with_a_tls_section_keeps_its_alive_key() {
         kernel_release_file: dir.path().join("kernel"),
         container_prefix: String::new(),
         health_settle_secs: agent_config::DEFAULT_HEALTH_SETTLE_SECS,
+        bootloader: agent_config::Bootloader::default(),
         tls: etcd.client_tls().cloned(),
     };
     // The same validation the agent's config file gets.

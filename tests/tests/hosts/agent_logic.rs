@@ -76,6 +76,7 @@ async fn setup(daemon_content: &str) -> Setup {
         container_prefix: "h1-".into(),
         // Short, so checks of the fake host need not wait the real default.
         health_settle_secs: 1,
+        bootloader: baton_protocol::agent_config::Bootloader::Simulated,
         tls: None,
     };
     let fake = Arc::new(RecordingHost::default());

@@ -1,0 +1,186 @@
+//! systemd-boot (UEFI). The kernel package's hooks call `kernel-install`, which writes a
+//! Boot Loader Specification entry on the ESP — with a boot counter in its file name when
+//! `/etc/kernel/tries` exists, so systemd-boot itself counts failed boots and
+//! `systemd-bless-boot` marks a good one. The agent:
+//! - pins the running kernel's entry as the default (`bootctl set-default`), since
+//!   otherwise systemd-boot boots the newest version it finds;
+//! - boots the new entry once (`bootctl set-oneshot`: the firmware variable
+//!   `LoaderEntryOneShot`, which systemd-boot deletes as it reads it, so a kernel that
+//!   does not come up falls back to the default on the next boot);
+//! - makes it the default after it was verified running.
+//!
+//! Entries are found in `bootctl list` by their `version`, so the agent never guesses an
+//! entry's file name, token or counter.
+
+use baton_protocol::manifest::Component;
+
+use super::super::Context;
+use super::{BootLoader, package, running};
+use crate::ops::{HostOps, OpError, OpResult};
+
+pub(super) struct SystemdBoot;
+
+/// One entry of `bootctl list`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Entry {
+    id: String,
+    version: Option<String>,
+    linux: Option<String>,
+}
+
+/// Parses `bootctl list`: blocks of `key: value` lines separated by blank lines.
+fn parse_list(text: &str) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    let mut current = Entry::default();
+    for line in text.lines().chain(std::iter::once("")) {
+        let line = line.trim();
+        if line.is_empty() {
+            if !current.id.is_empty() {
+                entries.push(std::mem::take(&mut current));
+            }
+            current = Entry::default();
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "id" => current.id = value,
+            "version" => current.version = Some(value),
+            "linux" => current.linux = Some(value),
+            _ => {}
+        }
+    }
+    entries
+}
+
+/// The entry that boots `release`: its `version`, or else its kernel path, names it.
+fn entry_for<'a>(entries: &'a [Entry], release: &str) -> Option<&'a Entry> {
+    entries
+        .iter()
+        .find(|e| e.version.as_deref() == Some(release))
+        .or_else(|| {
+            entries.iter().find(|e| {
+                e.linux
+                    .as_deref()
+                    .is_some_and(|l| l.split('/').any(|part| part == release))
+            })
+        })
+}
+
+fn entry_id(ops: &dyn HostOps, component: &Component, release: &str) -> OpResult<String> {
+    let list = ops.run(&["bootctl", "list", "--no-pager"])?;
+    entry_for(&parse_list(&list), release)
+        .map(|e| e.id.clone())
+        .ok_or_else(|| OpError::Bootloader {
+            component: component.name.clone(),
+            reason: format!(
+                "`bootctl list` has no entry for kernel {release}; is the kernel package's \
+                 kernel-install hook (systemd-boot's) in place?"
+            ),
+        })
+}
+
+impl BootLoader for SystemdBoot {
+    fn install(
+        &self,
+        ops: &dyn HostOps,
+        ctx: &Context,
+        component: &Component,
+        release: &str,
+    ) -> OpResult<()> {
+        let debs = package::packages(ctx, component)?;
+        // Pinned before the new entry exists: from then on the default is explicit.
+        if let Some(running) = running(ops, ctx)?
+            && running != release
+        {
+            let current = entry_id(ops, component, &running)?;
+            ops.run(&["bootctl", "set-default", &current])?;
+        }
+        package::install(ops, &debs)?;
+        let next = entry_id(ops, component, release)?;
+        ops.run(&["bootctl", "set-oneshot", &next]).map(drop)
+    }
+
+    fn make_default(
+        &self,
+        ops: &dyn HostOps,
+        component: &Component,
+        release: &str,
+    ) -> OpResult<()> {
+        let id = entry_id(ops, component, release)?;
+        ops.run(&["bootctl", "set-default", &id]).map(drop)
+    }
+
+    fn abandon(
+        &self,
+        ops: &dyn HostOps,
+        ctx: &Context,
+        component: &Component,
+        release: &str,
+        running: Option<&str>,
+    ) -> OpResult<()> {
+        // An empty id removes the one-shot, in case the reboot never happened.
+        ops.run(&["bootctl", "set-oneshot", ""])?;
+        if running != Some(release) {
+            package::purge(ops, &package::packages(ctx, component)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// `bootctl list` of systemd 252 (Debian bookworm) with a counted entry.
+    pub(crate) const LIST: &str = "Boot Loader Entries:
+         type: Boot Loader Specification Type #1 (.conf)
+        title: Debian GNU/Linux 12 (bookworm) (default) (selected)
+           id: debian-6.1.0-50-cloud-amd64.conf
+       source: /boot/efi/loader/entries/debian-6.1.0-50-cloud-amd64.conf
+     sort-key: debian
+      version: 6.1.0-50-cloud-amd64
+        linux: /debian/6.1.0-50-cloud-amd64/linux
+       initrd: /debian/6.1.0-50-cloud-amd64/initrd.img-6.1.0-50-cloud-amd64
+      options: root=PARTUUID=6b1c2a6e ro console=ttyS0,115200 panic=10
+
+         type: Boot Loader Specification Type #1 (.conf)
+        title: Debian GNU/Linux 12 (bookworm)
+           id: debian-6.1.0-51-cloud-amd64.conf
+       source: /boot/efi/loader/entries/debian-6.1.0-51-cloud-amd64+3.conf
+   tries left: 3
+     sort-key: debian
+      version: 6.1.0-51-cloud-amd64
+        linux: /debian/6.1.0-51-cloud-amd64/linux
+
+         type: Automatic
+        title: Reboot Into Firmware Interface
+           id: auto-reboot-to-firmware-setup
+";
+
+    #[test]
+    fn finds_entries_by_version_counter_or_not() {
+        let entries = parse_list(LIST);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(
+            entry_for(&entries, "6.1.0-51-cloud-amd64").map(|e| e.id.as_str()),
+            Some("debian-6.1.0-51-cloud-amd64.conf")
+        );
+        assert_eq!(
+            entry_for(&entries, "6.1.0-50-cloud-amd64").map(|e| e.id.as_str()),
+            Some("debian-6.1.0-50-cloud-amd64.conf")
+        );
+        assert_eq!(entry_for(&entries, "6.1.0-5"), None);
+    }
+
+    #[test]
+    fn finds_an_entry_without_version_by_its_kernel_path() {
+        let entries = parse_list("   id: a.conf\n linux: /t/6.1.0-9/linux\n");
+        assert_eq!(
+            entry_for(&entries, "6.1.0-9").map(|e| e.id.as_str()),
+            Some("a.conf")
+        );
+    }
+}
