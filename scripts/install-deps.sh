@@ -21,14 +21,19 @@ want docker docker.io
 # not run there).
 if ! dpkg -s busybox-static >/dev/null 2>&1; then need="$need busybox-static"; fi
 # The virtual-machine tier (images/vmhost, `make test-vm`): QEMU (alone: `qemu-utils` may
-# conflict with it and a raw disk needs no qemu-img), UEFI firmware, and the tools that
-# make a GPT disk image from plain files without a loop device.
+# conflict with it and a raw disk needs no qemu-img; SeaBIOS comes with it), UEFI firmware,
+# the tools that make the disk images (the UEFI one from plain files, the BIOS one on a
+# loop device for grub-install), and setpriv, which ties each QEMU to the test's life.
 want qemu-system-x86_64 qemu-system-x86
 if [ ! -e /usr/share/OVMF/OVMF_CODE.fd ]; then need="$need ovmf"; fi
 want mkfs.vfat dosfstools
 want mcopy mtools
 want sfdisk fdisk
 want mkfs.ext4 e2fsprogs
+want losetup mount
+want partx util-linux
+want setpriv util-linux
+want dpkg-deb dpkg
 
 if [ -n "$need" ]; then
     echo "installing:$need"

@@ -1,5 +1,7 @@
 //! A throwaway certificate authority for tests, made with the `openssl` command: a CA, a
 //! server certificate for 127.0.0.1 and a client certificate (ECDSA P-256, valid 2 days).
+//! [`TestPki`] serves etcd; [`DockerTlsPki`] a VM's Docker Engine, split into what the
+//! engine holds and what its client (the orchestrator, the tests) holds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +13,7 @@ use crate::error::HarnessError;
 pub struct TestPki {
     /// CA certificate.
     pub ca: PathBuf,
-    /// Server certificate (subjectAltName IP:127.0.0.1).
+    /// Server certificate (subjectAltName IP:127.0.0.1, or what [`TestPki::generate_for`] got).
     pub server_cert: PathBuf,
     /// Server key.
     pub server_key: PathBuf,
@@ -45,6 +47,12 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), HarnessError> {
 impl TestPki {
     /// Generates the files in `dir`.
     pub fn generate(dir: &Path) -> Result<Self, HarnessError> {
+        Self::generate_for(dir, "IP:127.0.0.1")
+    }
+
+    /// Generates the files in `dir`, the server certificate with `subject_alt_names`
+    /// (openssl's syntax: `IP:127.0.0.1,DNS:localhost`).
+    pub fn generate_for(dir: &Path, subject_alt_names: &str) -> Result<Self, HarnessError> {
         let ec = [
             "-newkey",
             "ec",
@@ -56,11 +64,10 @@ impl TestPki {
         ca.extend(ec);
         ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
         openssl(dir, &ca)?;
+        let server_ext =
+            format!("subjectAltName={subject_alt_names}\nextendedKeyUsage=serverAuth\n");
         for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-            ),
+            ("server", server_ext.as_str()),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             let (key, csr, pem, extfile) = (
@@ -103,6 +110,52 @@ impl TestPki {
             server_key: dir.join("server.key"),
             client_cert: dir.join("client.pem"),
             client_key: dir.join("client.key"),
+        })
+    }
+}
+
+/// What a Docker Engine serving TLS holds (`dockerd --tlsverify`): the CA its clients'
+/// certificates must be signed by, its certificate and key.
+#[derive(Debug, Clone)]
+pub struct DockerServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a client of that engine holds (`docker --tlsverify --tlscacert … --tlscert …
+/// --tlskey …`, or bollard's SSL connector): the CA that signed the engine's certificate,
+/// the client's certificate and key.
+#[derive(Debug, Clone)]
+pub struct DockerClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A PKI for Docker Engines reached over TCP+TLS through a port forwarded to the test
+/// machine's loopback: the server certificate names `127.0.0.1` and `localhost`.
+#[derive(Debug, Clone)]
+pub struct DockerTlsPki {
+    pub server: DockerServerTls,
+    pub client: DockerClientTls,
+}
+
+impl DockerTlsPki {
+    /// Generates the CA, the engine's and the client's certificates and keys in `dir`.
+    pub fn generate(dir: &Path) -> Result<Self, HarnessError> {
+        let pki = TestPki::generate_for(dir, "IP:127.0.0.1,DNS:localhost")?;
+        Ok(Self {
+            server: DockerServerTls {
+                ca: pki.ca.clone(),
+                cert: pki.server_cert,
+                key: pki.server_key,
+            },
+            client: DockerClientTls {
+                ca: pki.ca,
+                cert: pki.client_cert,
+                key: pki.client_key,
+            },
         })
     }
 }

@@ -1,26 +1,28 @@
-//! The virtual-machine tier: a VM boots the disk of `images/vmhost/` under
-//! QEMU (TCG, UEFI firmware) through systemd-boot into Debian's kernel and
-//! systemd's `multi-user.target`, all read from its serial console.
+//! The virtual-machine tier: VMs boot the disks of `images/vmhost/` under
+//! QEMU (TCG), one with UEFI firmware and systemd-boot, one with a BIOS and
+//! GRUB, into Debian's kernel and systemd's `multi-user.target`, all read
+//! from their serial consoles; each gets a seed (Docker's TLS, a loopback
+//! proxy) and serves what the orchestrator and the downloader job will use.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use baton_tests::vm::{self, Vm, VmConfig};
+use baton_tests::pki::{DockerClientTls, DockerTlsPki};
+use baton_tests::vm::{self, Firmware, Vm, VmConfig, VmSeed};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A boot under TCG took 1.5 to 2 minutes on a 2-core machine shared with
-/// other builds (the Docker Engine's start is a third of it); this leaves
-/// room for a slower machine without hiding a hang for long.
+/// A boot under TCG took 30 to 60 s on a 2-core machine (two VMs side by
+/// side, the Docker Engine's start a quarter of it); this leaves room for a
+/// slower, busier machine without hiding a hang for long.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The port a Docker Engine serves TLS on.
-const DOCKER_TLS_PORT: u16 = 2376;
-
-/// The boot loader entry kernel-install made for the base kernel.
-fn base_entry() -> String {
-    format!("debian-{}.conf", vm::BASE_KERNEL_RELEASE)
-}
+/// What the test machine's loopback listener answers, over HTTP/1.0.
+const LOOPBACK_BODY: &str = "baton-loopback-ok";
 
 #[tokio::test]
-async fn boots_debian_kernel_through_systemd_boot_to_multi_user() {
+async fn boots_uefi_and_bios_disks_with_a_seed() {
+    let started = Instant::now();
     let image = vm::ensure_image().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         image.kernel_releases().unwrap(),
@@ -35,85 +37,252 @@ async fn boots_debian_kernel_through_systemd_boot_to_multi_user() {
             deb.display()
         );
     }
+    check_broken_kernel_package(&image);
 
-    let started = Instant::now();
-    // The Docker Engine's TLS port, as the next tier will use it: QEMU
-    // must accept the forward.
-    let config = VmConfig::new("boot").forward(DOCKER_TLS_PORT);
-    let mut machine = Vm::start(&image, config)
-        .await
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = DockerTlsPki::generate(pki_dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let (port, served) = serve_loopback().await;
+    let seed = VmSeed::new().docker_tls(pki.server.clone()).loopback(port);
+
+    let mut uefi = Vm::start(
+        &image,
+        VmConfig::new("uefi")
+            .firmware(Firmware::Uefi)
+            .seed(seed.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut bios = Vm::start(
+        &image,
+        VmConfig::new("bios").firmware(Firmware::Bios).seed(seed),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tokio::join!(
+        check_vm(&mut uefi, &pki.client, port),
+        check_vm(&mut bios, &pki.client, port)
+    );
+    assert!(
+        served.load(Ordering::SeqCst) >= 2,
+        "the loopback listener served {} requests, not one per VM",
+        served.load(Ordering::SeqCst)
+    );
+    eprintln!(
+        "vm: both VMs checked {:.1} s after the test started",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The broken kernel is Debian's next kernel without `virtio_blk`.
+fn check_broken_kernel_package(image: &vm::VmImage) {
+    let broken = image
+        .broken_kernel_package()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(machine.host_port(DOCKER_TLS_PORT).is_some(), "{machine:?}");
+    let good = image
+        .kernel_package(vm::NEXT_KERNEL_RELEASE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(broken.file_name(), good.file_name());
+    let list = |deb: &std::path::Path| {
+        let out = std::process::Command::new("dpkg-deb")
+            .arg("-c")
+            .arg(deb)
+            .output()
+            .unwrap_or_else(|e| panic!("dpkg-deb (Debian's dpkg): {e}"));
+        assert!(out.status.success(), "dpkg-deb -c {}", deb.display());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(list(&good).contains("/virtio_blk.ko"));
+    let contents = list(&broken);
+    assert!(
+        !contents.contains("/virtio_blk.ko") && contents.contains("/virtio_net.ko"),
+        "{} still has virtio_blk or lost other modules",
+        broken.display()
+    );
+}
+
+/// Serves [`LOOPBACK_BODY`] on the test machine's 127.0.0.1 and counts the
+/// requests.
+async fn serve_loopback() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the listener's address: {e}"))
+        .port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{LOOPBACK_BODY}",
+                    LOOPBACK_BODY.len()
+                );
+                if stream.write_all(response.as_bytes()).await.is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, served)
+}
+
+async fn check_vm(machine: &mut Vm, tls: &DockerClientTls, loopback_port: u16) {
+    let name = machine.name().to_owned();
+    let firmware = machine.firmware();
     let ready = machine
         .wait_for_serial(vm::READY_MARKER, BOOT_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "vm: {} reached multi-user.target in {:.1} s",
-        machine.name(),
-        started.elapsed().as_secs_f64()
+        "vm: {name} ({firmware}) reached multi-user.target in {:.1} s",
+        machine.uptime().as_secs_f64()
     );
     let console = machine.serial_output();
 
-    // The firmware ran systemd-boot, which booted Debian's kernel, once.
+    // The firmware ran the boot loader, which booted Debian's kernel, once.
     assert_eq!(
         machine.booted_kernels(),
         [vm::BASE_KERNEL_RELEASE],
-        "console:\n{console}"
+        "{name}: console:\n{console}"
     );
     assert!(
         ready.contains(&format!("{}{} ", vm::READY_MARKER, vm::BASE_KERNEL_RELEASE)),
-        "ready line: {ready}"
+        "{name}: ready line: {ready}"
     );
 
     // systemd as PID 1 reached the target: the report unit runs after it and
-    // asks systemd (its own status line for the target comes only after the
-    // unit gives the console back, if at all).
+    // asks systemd.
     let report = machine.report_lines();
     assert!(
         report.iter().any(|l| l == "multi-user.target: active"),
-        "the guest did not report multi-user.target active:\n{report:#?}"
+        "{name}: the guest did not report multi-user.target active:\n{report:#?}"
     );
-
-    // systemd-networkd got an address from QEMU's user network (DHCP).
     let network = section(&report, "network");
     assert!(
         network.iter().any(|l| l.contains("inet 10.0.2.15/24")),
-        "the guest has no address on QEMU's user network:\n{network:#?}"
+        "{name}: the guest has no address on QEMU's user network:\n{network:#?}"
+    );
+    let loader = format!("boot-loader: {}", firmware.boot_loader_report());
+    assert!(
+        report.contains(&loader),
+        "{name}: the guest did not report {loader:?}:\n{report:#?}"
+    );
+    match firmware {
+        Firmware::Uefi => check_systemd_boot(&name, &report),
+        Firmware::Bios => check_grub(&name, &report),
+    }
+
+    // The seed's Docker TLS: the engine answers a client with the
+    // certificate, and refuses one without.
+    let version = machine
+        .docker_cli(tls, &["version", "--format", "{{.Server.Version}}"])
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(!version.trim().is_empty(), "{name}: no server version");
+    let Some(endpoint) = machine.docker_endpoint() else {
+        panic!(
+            "{name}: the seed's Docker TLS did not forward port {}",
+            vm::DOCKER_TLS_PORT
+        );
+    };
+    let refused = tokio::process::Command::new("docker")
+        .args(["-H", &endpoint, "--tls", "--tlscacert"])
+        .arg(&tls.ca)
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("docker CLI (scripts/install-deps.sh): {e}"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("certificate"),
+        "{name}: the engine answered a client without a certificate: {}{stderr}",
+        String::from_utf8_lossy(&refused.stdout)
     );
 
-    // What the guest's bootctl reads: systemd-boot is the boot loader that
-    // ran, and `bootctl list` shows the entry kernel-install made as the
-    // default and as the one systemd-boot selected (LoaderEntrySelected).
-    let status = section(&report, "bootctl status");
-    let list = section(&report, "bootctl list");
-    let entry = base_entry();
+    // The seed's loopback proxy: the guest's 127.0.0.1:<port> is the test
+    // machine's.
+    let url = format!("http://127.0.0.1:{loopback_port}/");
+    let body = machine
+        .guest_exec(tls, &["wget", "-q", "-O", "-", &url])
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(body, LOOPBACK_BODY, "{name}: {url} in the guest");
+    // guest_exec runs in the guest's host PID namespace: systemd is PID 1.
+    let init = machine
+        .guest_exec(tls, &["cat", "/proc/1/comm"])
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(init.trim(), "systemd", "{name}: PID 1 in guest_exec");
+    eprintln!(
+        "vm: {name} ({firmware}) checked {:.1} s after QEMU started",
+        machine.uptime().as_secs_f64()
+    );
+}
+
+/// What the guest's bootctl reads: systemd-boot is the boot loader that ran,
+/// and `bootctl list` shows the entry kernel-install made as the default and
+/// as the one systemd-boot selected (LoaderEntrySelected).
+fn check_systemd_boot(name: &str, report: &[String]) {
+    let status = section(report, "bootctl status");
+    let list = section(report, "bootctl list");
+    let entry = format!("debian-{}.conf", vm::BASE_KERNEL_RELEASE);
     assert!(
         status.iter().any(|l| l.contains("Product: systemd-boot")),
-        "bootctl status shows no systemd-boot:\n{report:#?}"
+        "{name}: bootctl status shows no systemd-boot:\n{report:#?}"
     );
     let id = list
         .iter()
         .position(|l| l.trim() == format!("id: {entry}"))
-        .unwrap_or_else(|| panic!("bootctl list does not list {entry}:\n{report:#?}"));
+        .unwrap_or_else(|| panic!("{name}: bootctl list does not list {entry}:\n{report:#?}"));
     let title = id
         .checked_sub(1)
         .map(|i| list[i].as_str())
         .unwrap_or_default();
     assert!(
         title.contains("(default)") && title.contains("(selected)"),
-        "{entry} is not the default and selected entry:\n{list:#?}"
+        "{name}: {entry} is not the default and selected entry:\n{list:#?}"
     );
     assert!(
         list.iter()
             .any(|l| l.trim() == format!("linux: /debian/{}/linux", vm::BASE_KERNEL_RELEASE)),
-        "the entry's kernel is not where kernel-install puts it:\n{list:#?}"
+        "{name}: the entry's kernel is not where kernel-install puts it:\n{list:#?}"
+    );
+}
+
+/// GRUB booted the kernel update-grub listed, from the root's UUID, and its
+/// environment block is readable (grub-reboot and grub-set-default write it).
+fn check_grub(name: &str, report: &[String]) {
+    let cmdline = report
+        .iter()
+        .find_map(|l| l.strip_prefix("cmdline: "))
+        .unwrap_or_else(|| panic!("{name}: no cmdline in the report:\n{report:#?}"));
+    assert!(
+        cmdline.starts_with(&format!(
+            "BOOT_IMAGE=/boot/vmlinuz-{} root=UUID=",
+            vm::BASE_KERNEL_RELEASE
+        )),
+        "{name}: GRUB booted {cmdline:?}"
+    );
+    let env = section(report, "grub-editenv list");
+    assert!(
+        env.iter().all(|l| !l.contains("error")),
+        "{name}: grub-editenv list failed:\n{env:#?}"
     );
 }
 
 /// The report lines after the heading `name` up to the next heading.
 fn section<'a>(report: &'a [String], name: &str) -> &'a [String] {
-    let headings = ["bootctl status", "bootctl list", "network"];
+    let headings = [
+        "bootctl status",
+        "bootctl list",
+        "grub-editenv list",
+        "network",
+    ];
     let Some(start) = report.iter().position(|l| l == name) else {
         panic!("the guest printed no {name:?} section:\n{report:#?}");
     };
