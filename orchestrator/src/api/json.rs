@@ -9,6 +9,10 @@ use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
+use crate::api::gate;
+
+/// Time a client has to send a request's body once its header arrived.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A JSON request body of type `T`.
 #[derive(Debug, Clone)]
@@ -47,9 +51,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
+        let read = Bytes::from_request(req, state);
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
             .await
-            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body: not received within {}s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                // Past the size limit (a body that did not declare its length): 413.
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    gate::too_large(gate::MAX_BODY as u64 + 1)
+                } else {
+                    ApiError::bad_request(format!("request body: {e}"))
+                }
+            })?;
         parse(&bytes).map(ApiJson)
     }
 }
