@@ -16,5 +16,6 @@ mod engine;
 mod fleet;
 mod maintenance;
 mod paused_join;
+mod security;
 mod self_update;
 mod support;
