@@ -11,6 +11,7 @@
 //! - [`gate`]: the checks before every handler (`Host`, `Origin`, `Content-Type`, size,
 //!   the route's access);
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and the wire types;
+//! - [`limits`]: the limits the API enforces, as the OpenAPI document states them;
 //! - [`json`], [`error`]: request bodies and error answers.
 
 pub mod error;
@@ -18,6 +19,7 @@ pub mod gate;
 pub mod health;
 pub mod hosts;
 pub mod json;
+pub mod limits;
 pub mod maintenance;
 pub mod openapi;
 pub mod tokens;

@@ -77,6 +77,7 @@ pub fn document() -> Value {
         serde_json::json!({"error": format!("OpenAPI document: {e}")})
     });
     add_gate(&mut doc);
+    crate::api::limits::state(&mut doc);
     doc
 }
 
@@ -91,10 +92,13 @@ fn add_gate(doc: &mut Value) {
     let reference =
         |name: &str| serde_json::json!({"$ref": format!("#/components/responses/{name}")});
     for route in ROUTES {
-        let op = &mut doc["paths"][route.path][route.verb.name()];
-        if !op.is_object() {
+        let Some(op) = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(route.path))
+            .and_then(|p| p.get_mut(route.verb.name()))
+        else {
             continue;
-        }
+        };
         let Access::Role(role) = route.access else {
             op["security"] = serde_json::json!([]);
             continue;
@@ -142,6 +146,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_gate_and_the_limits_are_documented() {
+        let doc = document();
+        assert_eq!(
+            doc["paths"]["/healthz"]["get"]["security"],
+            serde_json::json!([])
+        );
+        assert!(doc["paths"]["/healthz"]["get"].get("parameters").is_none());
+        let create = &doc["paths"]["/v1/upgrades"]["post"];
+        for status in ["401", "403", "413", "415"] {
+            assert!(create["responses"].get(status).is_some(), "{status}");
+        }
+        let show = &doc["paths"]["/v1/hosts/{host}"]["get"];
+        assert_eq!(
+            show["parameters"][0]["schema"]["pattern"],
+            crate::api::limits::NAME
+        );
+        let modes = doc["components"]["schemas"]["SetMaintenance"]["oneOf"].to_string();
+        assert!(
+            modes.contains("restart") && modes.contains("[false]"),
+            "{modes}"
+        );
     }
 
     #[test]

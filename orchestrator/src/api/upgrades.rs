@@ -392,7 +392,7 @@ async fn command(
     params(
         ("id" = String, Path, description = "upgrade id"),
     ),
-    request_body = Option<Control>,
+    request_body = Control,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
         (status = 400, response = BadRequest),
@@ -419,7 +419,7 @@ pub async fn pause(
     params(
         ("id" = String, Path, description = "upgrade id"),
     ),
-    request_body = Option<Control>,
+    request_body = Control,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
         (status = 400, response = BadRequest),
@@ -446,7 +446,7 @@ pub async fn resume(
     params(
         ("id" = String, Path, description = "upgrade id"),
     ),
-    request_body = Option<Control>,
+    request_body = Control,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
         (status = 400, response = BadRequest),
