@@ -14,6 +14,7 @@ mod api;
 mod daisy;
 mod engine;
 mod fleet;
+mod fuzz;
 mod maintenance;
 mod paused_join;
 mod security;
