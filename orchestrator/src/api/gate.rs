@@ -108,7 +108,15 @@ pub async fn check(State(gate): State<Gate>, request: Request, next: Next) -> Re
         return e.into_response();
     }
     match auth::authorize(&gate.state, request.headers(), gate.access, &gate.route).await {
-        Ok(_) => next.run(request).await,
+        Ok(caller) => {
+            // Who changed what: the log names the token of every write.
+            if let Some(caller) = caller
+                && request.method() != Method::GET
+            {
+                tracing::info!(token = %caller.name, role = %caller.role, route = %gate.route, path = %request.uri().path(), "API write");
+            }
+            next.run(request).await
+        }
         Err(e) => e.into_response(),
     }
 }

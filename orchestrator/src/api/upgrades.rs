@@ -295,6 +295,16 @@ pub async fn create(
     );
     let event_key = ks.event(&id, upgrade.events);
     upgrade.events += 1;
+    if let Some(size) = store::oversized(&upgrade) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "hosts: the upgrade of {} hosts would be a record of {size} bytes, more than the {} etcd is given at once; select fewer hosts (selector, hosts) and upgrade in several steps",
+                upgrade.hosts.len(),
+                store::MAX_VALUE_BYTES
+            ),
+        ));
+    }
     let upgrade_key = ks.upgrade(&id);
     let active = Active {
         schema_version: SCHEMA_VERSION,
