@@ -22,6 +22,7 @@ use crate::engine::model::{
     DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
 use crate::engine::successor::SelfUpdate;
+use crate::listen::ApiTransport;
 
 /// Default REST listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
@@ -72,30 +73,6 @@ pub enum ConfigError {
     /// The API's TLS files.
     #[error(transparent)]
     ApiTls(#[from] crate::listen::TlsError),
-}
-
-/// How the API is served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiTransport {
-    /// https with this certificate chain and key.
-    Tls {
-        /// The certificate chain.
-        cert_file: PathBuf,
-        /// The key.
-        key_file: PathBuf,
-    },
-    /// Plain HTTP on loopback (`--insecure-http`).
-    PlainLoopback,
-}
-
-impl ApiTransport {
-    /// `https` or `http`.
-    pub fn scheme(&self) -> &'static str {
-        match self {
-            ApiTransport::Tls { .. } => "https",
-            ApiTransport::PlainLoopback => "http",
-        }
-    }
 }
 
 fn duration(s: &str) -> Result<Duration, ValueError> {
@@ -360,19 +337,14 @@ impl Config {
     /// How the API is served on `listen`: TLS when its files are given; plain HTTP only on
     /// loopback and only with --insecure-http. `Err` says what to give.
     pub fn api_transport(&self, listen: SocketAddr) -> Result<ApiTransport, ConfigError> {
-        match (&self.api_tls_cert_file, &self.api_tls_key_file) {
-            (Some(cert_file), Some(key_file)) => Ok(ApiTransport::Tls {
-                cert_file: cert_file.clone(),
-                key_file: key_file.clone(),
-            }),
-            _ if !listen.ip().is_loopback() => Err(ConfigError::Listen(format!(
-                "--listen {listen}: the API is served there only over TLS; give --api-tls-cert-file and --api-tls-key-file (plain HTTP is for loopback addresses, with --insecure-http)"
-            ))),
-            _ if !self.insecure_http => Err(ConfigError::Listen(format!(
-                "--listen {listen}: give --api-tls-cert-file and --api-tls-key-file to serve https, or --insecure-http to serve plain HTTP on this loopback address"
-            ))),
-            _ => Ok(ApiTransport::PlainLoopback),
-        }
+        crate::listen::transport(
+            listen,
+            self.api_tls_cert_file
+                .as_deref()
+                .zip(self.api_tls_key_file.as_deref()),
+            self.insecure_http,
+        )
+        .map_err(ConfigError::Listen)
     }
 
     /// Files a self-updated successor needs at the same paths (read-only bind mounts): the
@@ -489,22 +461,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_only_on_loopback_and_when_asked() {
-        let loopback: SocketAddr = "127.0.0.1:7480".parse().expect("addr");
-        let any: SocketAddr = "0.0.0.0:7480".parse().expect("addr");
-        let c = Config::try_parse_from(["x"]).expect("defaults");
-        let err = c
-            .api_transport(loopback)
-            .expect_err("not asked")
-            .to_string();
-        assert!(err.contains("--insecure-http"), "{err}");
-        let c = Config::try_parse_from(["x", "--insecure-http"]).expect("flags");
-        assert_eq!(
-            c.api_transport(loopback).expect("asked"),
-            ApiTransport::PlainLoopback
-        );
-        let err = c.api_transport(any).expect_err("not loopback").to_string();
-        assert!(err.contains("--api-tls-cert-file"), "{err}");
+    fn tls_flags_go_together_and_exclude_plain_http() {
         assert!(Config::try_parse_from(["x", "--api-tls-cert-file", "/c.pem"]).is_err());
         assert!(
             Config::try_parse_from([
@@ -515,6 +472,12 @@ mod tests {
             ])
             .is_err()
         );
+        let c = Config::try_parse_from(["x"]).expect("defaults");
+        let err = c
+            .api_transport(c.listen)
+            .expect_err("not asked")
+            .to_string();
+        assert!(err.contains("--insecure-http"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`BODY_READ_TIMEOUT`](crate::api::json::BODY_READ_TIMEOUT).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,52 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time in-flight requests get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTransport {
+    /// https with this certificate chain and key.
+    Tls {
+        /// The certificate chain.
+        cert_file: PathBuf,
+        /// The key.
+        key_file: PathBuf,
+    },
+    /// Plain HTTP on loopback (`--insecure-http`).
+    PlainLoopback,
+}
+
+impl ApiTransport {
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            ApiTransport::Tls { .. } => "https",
+            ApiTransport::PlainLoopback => "http",
+        }
+    }
+}
+
+/// How the API is served on `listen`: TLS with `tls` (certificate, key); plain HTTP only on
+/// loopback and only when `insecure_http` asks for it. `Err` says what to give.
+pub fn transport(
+    listen: SocketAddr,
+    tls: Option<(&Path, &Path)>,
+    insecure_http: bool,
+) -> Result<ApiTransport, String> {
+    match tls {
+        Some((cert, key)) => Ok(ApiTransport::Tls {
+            cert_file: cert.to_owned(),
+            key_file: key.to_owned(),
+        }),
+        None if !listen.ip().is_loopback() => Err(format!(
+            "--listen {listen}: the API is served there only over TLS; give --api-tls-cert-file and --api-tls-key-file (plain HTTP is for loopback addresses, with --insecure-http)"
+        )),
+        None if !insecure_http => Err(format!(
+            "--listen {listen}: give --api-tls-cert-file and --api-tls-key-file to serve https, or --insecure-http to serve plain HTTP on this loopback address"
+        )),
+        None => Ok(ApiTransport::PlainLoopback),
+    }
+}
 
 /// The API's TLS files could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -140,5 +187,29 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("API requests still running after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback_and_when_asked() {
+        let loopback: SocketAddr = "127.0.0.1:7480".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:7480".parse().expect("addr");
+        let err = transport(loopback, None, false).expect_err("not asked");
+        assert!(err.contains("--insecure-http"), "{err}");
+        assert_eq!(
+            transport(loopback, None, true).expect("asked"),
+            ApiTransport::PlainLoopback
+        );
+        let err = transport(any, None, true).expect_err("not loopback");
+        assert!(err.contains("--api-tls-cert-file"), "{err}");
+        let files = (Path::new("/c.pem"), Path::new("/k.pem"));
+        assert_eq!(
+            transport(any, Some(files), false).expect("TLS").scheme(),
+            "https"
+        );
     }
 }

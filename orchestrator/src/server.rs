@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use crate::api::gate::WebPolicy;
 use crate::api::{self, AppState};
 use crate::auth;
-use crate::config::{ApiTransport, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::engine::Exit;
 use crate::leader::{self, Campaign, Role};
-use crate::listen;
+use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
 use crate::resolve::{DockerResolver, Resolver};
 
