@@ -32,6 +32,7 @@ all: build
 
 deps:
 	@scripts/install-deps.sh
+	@scripts/install-schemathesis.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets

@@ -11,18 +11,41 @@ use baton_protocol::api::{
 use baton_protocol::documents::MaintenanceMode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::client::DEFAULT_API;
+use baton_protocol::documents::ApiRole;
 
 /// Baton's operator command line: register hosts, start and follow upgrades through the
 /// orchestrator's REST API; build, push and inspect update bundles.
+///
+/// The API's address, token file and CA file come from the flags, else the environment,
+/// else the config file (`~/.config/baton/batonctl.toml`: `api`, `token_file`, `ca_file`).
+/// The token itself may also come from BATON_TOKEN; batonctl never prints it.
 #[derive(Debug, Parser)]
 #[command(name = "batonctl", version = crate::VERSION)]
 pub struct Cli {
-    /// The orchestrator's API (any replica answers reads; writes go to the leader).
-    #[arg(long, env = "BATON_API", default_value = DEFAULT_API, global = true)]
-    pub api: String,
+    #[command(flatten)]
+    pub connection: Connection,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the API is and the credentials for it.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The orchestrator's API (any replica answers reads; writes go to the leader)
+    /// [default: https://127.0.0.1:7480].
+    #[arg(long, env = "BATON_API", global = true)]
+    pub api: Option<String>,
+    /// A file holding the API token (as `token create` prints it).
+    #[arg(long, env = "BATON_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the API's certificate is checked against [default: the
+    /// system's roots].
+    #[arg(long, env = "BATON_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// The config file [default: $XDG_CONFIG_HOME/baton/batonctl.toml, else
+    /// ~/.config/baton/batonctl.toml].
+    #[arg(long, env = "BATONCTL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +61,49 @@ pub enum Command {
     /// Build, push and inspect update bundles (container images; see docs/bundle.md).
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it (only it, on stdout) this once: redirect it into a file.
+    Create {
+        /// Its name (`[A-Za-z0-9._-]`, 1..=63).
+        name: String,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// List tokens: name, role, created (never a token).
+    Ls,
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// A token's role.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Reads and metrics.
+    Viewer,
+    /// Also upgrades and maintenance.
+    Operator,
+    /// Also hosts and tokens.
+    Admin,
+}
+
+impl From<RoleArg> for ApiRole {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Viewer => ApiRole::Viewer,
+            RoleArg::Operator => ApiRole::Operator,
+            RoleArg::Admin => ApiRole::Admin,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

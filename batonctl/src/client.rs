@@ -1,17 +1,23 @@
 //! A small client of the REST API, used by `batonctl` and the tests: JSON in, JSON out (the
 //! protocol's [`api`](baton_protocol::api) types); an error answer becomes
-//! [`ClientError::Status`] carrying the status and the server's message.
+//! [`ClientError::Status`] carrying the status and the server's message. It speaks https
+//! (checking the server against a CA file, or the system's roots) and plain http, and sends
+//! a bearer token when it has one; the token never appears in its `Debug` output or errors.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_protocol::api::{
-    Command, Control, ErrorBody, EventInfo, HostInfo, RegisterHost, SetMaintenance, StartUpgrade,
-    UpgradeInfo,
+    Command, Control, CreateToken, CreatedToken, ErrorBody, EventInfo, HostInfo, RegisterHost,
+    SetMaintenance, StartUpgrade, TokenInfo, UpgradeInfo,
 };
 use baton_protocol::documents::{HostSpec, Maintenance};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -19,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Default API address (`--api`, `BATON_API`).
-pub const DEFAULT_API: &str = "http://127.0.0.1:7480";
+pub const DEFAULT_API: &str = "https://127.0.0.1:7480";
 /// Longest a request may take (creating an upgrade pulls the bundle).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -33,6 +39,16 @@ pub enum ClientError {
         url: String,
         /// Why.
         reason: &'static str,
+    },
+    /// A file named by a flag could not be used.
+    #[error("{flag} {path}: {reason}")]
+    File {
+        /// The flag (`--ca-file`, `--token-file`).
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The request could not be made.
     #[error("{method} {url}: {reason}")]
@@ -102,32 +118,162 @@ impl ClientError {
     }
 }
 
+/// How a client proves itself and checks the server.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The bearer token sent with every request.
+    pub token: Option<String>,
+    /// CA certificate (PEM) the server's certificate must chain to [default: the system's
+    /// roots].
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// A token read from `path` (surrounding whitespace trimmed).
+    pub fn read_token(path: &Path) -> Result<String, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClientError::File {
+            flag: "--token-file",
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ClientError::File {
+                flag: "--token-file",
+                path: path.to_owned(),
+                reason: "is empty".to_owned(),
+            });
+        }
+        Ok(token.to_owned())
+    }
+}
+
 /// A client of one orchestrator replica.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    authorization: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("token", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// TLS settings: the CA file's certificates, else the system's roots; none for a plain
+/// `http://` client (which never uses them).
+fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let file_error = |path: &Path, reason: String| ClientError::File {
+        flag: "--ca-file",
+        path: path.to_owned(),
+        reason,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| ClientError::Url {
+            url: String::new(),
+            reason: "TLS: the crypto provider offers no protocol version",
+        })?;
+    if !https {
+        return Ok(builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth());
+    }
+    let config = match ca_file {
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            let certs =
+                CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e.to_string()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| file_error(path, e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| file_error(path, e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(file_error(path, "holds no PEM certificate".to_owned()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .with_native_roots()
+            .map_err(|e| ClientError::File {
+                flag: "--ca-file",
+                path: PathBuf::from("(system roots)"),
+                reason: format!("{e}; give the API's CA with --ca-file"),
+            })?
+            .with_no_client_auth(),
+    };
+    Ok(config)
 }
 
 impl ApiClient {
-    /// A client of the API at `base` (`http://host:port`).
+    /// A client of the API at `base` (`http://host:port`) without credentials.
     pub fn new(base: &str) -> Result<Self, ClientError> {
+        Self::with(base, &Credentials::default())
+    }
+
+    /// A client of the API at `base` (`https://host:port`, or `http://` on loopback) with
+    /// `credentials`.
+    pub fn with(base: &str, credentials: &Credentials) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/');
-        let Some(rest) = base.strip_prefix("http://") else {
+        let (https, rest) = if let Some(rest) = base.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            (false, rest)
+        } else {
             return Err(ClientError::Url {
                 url: base.to_owned(),
-                reason: "must start with http://",
+                reason: "must start with https:// (or http://)",
             });
         };
         if rest.is_empty() || rest.contains('/') {
             return Err(ClientError::Url {
                 url: base.to_owned(),
-                reason: "must be http://host:port",
+                reason: "must be https://host:port",
             });
         }
+        let tls = tls_config(https, credentials.ca_file.as_deref())?;
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let authorization = match &credentials.token {
+            Some(token) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        ClientError::Url {
+                            url: base.to_owned(),
+                            reason: "the token holds characters a header cannot carry",
+                        }
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         Ok(Self {
             base: base.to_owned(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            authorization,
         })
     }
 
@@ -136,11 +282,30 @@ impl ApiClient {
         &self.base
     }
 
-    /// Sends a request; returns the status and body whatever the status.
+    /// Sends a request with this client's token and, with a body, `Content-Type:
+    /// application/json`; returns the status and body whatever the status.
     pub async fn raw(
         &self,
         method: Method,
         path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let json = [("content-type", "application/json")];
+        let headers: &[(&str, &str)] = if body.is_some() || method != Method::GET {
+            &json
+        } else {
+            &[]
+        };
+        self.send(method, path, headers, body).await
+    }
+
+    /// Sends a request with this client's token and exactly `headers` besides (no
+    /// `Content-Type` unless given); returns the status and body whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let url = format!("{}{path}", self.base);
@@ -150,18 +315,26 @@ impl ApiClient {
             reason,
         };
         let mut builder = Request::builder().method(method.clone()).uri(&url);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| fail(e.to_string()))?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| fail(format!("{e} (is the orchestrator running there?)")))?;
+            let response = self.http.request(request).await.map_err(|e| {
+                // The connector's error says why (refused, certificate not trusted…).
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason = format!("{reason}: {s}");
+                    source = s.source();
+                }
+                fail(format!("{reason} (is the orchestrator running there?)"))
+            })?;
             let status = response.status();
             let bytes = response
                 .into_body()
@@ -240,6 +413,26 @@ impl ApiClient {
         self.call(Method::PUT, path, Some(body)).await
     }
 
+    /// `DELETE path`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// `POST /v1/tokens`: the new token, shown this once.
+    pub async fn create_token(&self, req: &CreateToken) -> Result<CreatedToken, ClientError> {
+        self.post("/v1/tokens", req).await
+    }
+
+    /// `GET /v1/tokens`.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.get("/v1/tokens").await
+    }
+
+    /// `DELETE /v1/tokens/{name}`.
+    pub async fn revoke_token(&self, name: &str) -> Result<TokenInfo, ClientError> {
+        self.delete(&format!("/v1/tokens/{name}")).await
+    }
+
     /// `GET /v1/hosts`.
     pub async fn hosts(&self) -> Result<Vec<HostInfo>, ClientError> {
         self.get("/v1/hosts").await
@@ -305,13 +498,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_http_base_urls() {
+    fn base_urls_are_scheme_host_port() {
         assert_eq!(
             ApiClient::new("http://127.0.0.1:7480/").expect("ok").base(),
             "http://127.0.0.1:7480"
         );
-        for bad in ["https://x:1", "127.0.0.1:7480", "http://", "http://x:1/v1"] {
+        for bad in ["ftp://x:1", "127.0.0.1:7480", "http://", "https://x:1/v1"] {
             assert!(ApiClient::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_token_never_shows() {
+        let secret = format!("baton_ci_{}", "a".repeat(64));
+        let credentials = Credentials {
+            token: Some(secret.clone()),
+            ca_file: None,
+        };
+        let client = ApiClient::with("http://127.0.0.1:1", &credentials).expect("client");
+        assert!(!format!("{client:?}").contains(&secret));
+        assert!(!format!("{credentials:?}").contains(&secret));
     }
 }

@@ -7,10 +7,13 @@ use std::time::Duration;
 use baton_protocol::api::Command as ApiCommand;
 
 use crate::bundle::{self, binaries::default_static_binary};
-use crate::cli::{self, BundleCommand, Cli, Command, HostCommand, UpgradeCommand, UpgradeControl};
+use crate::cli::{
+    self, BundleCommand, Cli, Command, HostCommand, TokenCommand, UpgradeCommand, UpgradeControl,
+};
 use crate::client::ApiClient;
 use crate::display;
 use crate::error::CtlError;
+use crate::settings;
 use crate::watch::watch;
 
 /// Interval of `upgrade start --watch`.
@@ -27,10 +30,36 @@ pub async fn run(cli: Cli) -> Result<bool, CtlError> {
     match cli.command {
         Command::Version => println!("batonctl {}", crate::VERSION),
         Command::Bundle(command) => bundle(command).await?,
-        Command::Host(command) => host(&ApiClient::new(&cli.api)?, command).await?,
-        Command::Upgrade(command) => return upgrade(&ApiClient::new(&cli.api)?, command).await,
+        Command::Host(command) => host(&settings::client(&cli.connection)?, command).await?,
+        Command::Upgrade(command) => {
+            return upgrade(&settings::client(&cli.connection)?, command).await;
+        }
+        Command::Token(command) => token(&settings::client(&cli.connection)?, &command).await?,
     }
     Ok(true)
+}
+
+async fn token(api: &ApiClient, command: &TokenCommand) -> Result<(), CtlError> {
+    match command {
+        TokenCommand::Create { name, role } => {
+            let created = api
+                .create_token(&baton_protocol::api::CreateToken {
+                    name: name.clone(),
+                    role: (*role).into(),
+                })
+                .await?;
+            // stdout holds the token and nothing else, for `> file`; what it is goes to
+            // stderr.
+            eprintln!(
+                "token {} (role {}) created; it is shown only now",
+                created.info.name, created.info.role
+            );
+            println!("{}", created.token);
+        }
+        TokenCommand::Ls => println!("{}", display::tokens_table(&api.tokens().await?)),
+        TokenCommand::Revoke { name } => pretty(&api.revoke_token(name).await?)?,
+    }
+    Ok(())
 }
 
 async fn host(api: &ApiClient, command: HostCommand) -> Result<(), CtlError> {

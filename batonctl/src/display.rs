@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use baton_protocol::UpgradePhase;
-use baton_protocol::api::{HostInfo, UpgradeInfo};
+use baton_protocol::api::{HostInfo, TokenInfo, UpgradeInfo};
 use baton_protocol::documents::HostOutcomeState;
 
 /// Left-aligned columns, two spaces apart.
@@ -84,6 +84,15 @@ pub fn hosts_table(hosts: &[HostInfo]) -> String {
         ],
         &rows,
     )
+}
+
+/// `batonctl token ls`: names, roles and creation times (the API never returns a token).
+pub fn tokens_table(tokens: &[TokenInfo]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| vec![t.name.clone(), t.role.to_string(), t.created_at.clone()])
+        .collect();
+    table(&["NAME", "ROLE", "CREATED"], &rows)
 }
 
 fn succeeded_of(u: &UpgradeInfo) -> String {

@@ -12,6 +12,9 @@ pub enum CtlError {
     /// An API call failed (or the API URL is not usable).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The config file could not be read.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// The Docker Engine could not be reached.
     #[error(transparent)]
     Docker(#[from] DockerError),

@@ -3,7 +3,8 @@
 //!
 //! - [`cli`]: subcommands and flags, and the request bodies they make;
 //! - [`commands`]: running a command line; [`watch`]: following an upgrade;
-//! - [`client`]: the REST API client; [`display`]: tables and progress lines;
+//! - [`client`]: the REST API client; [`settings`]: its address and credentials (flags,
+//!   environment, config file); [`display`]: tables and progress lines;
 //! - [`bundle`]: building, pushing and inspecting bundle images;
 //! - [`error`]: what a command can fail with.
 //!
@@ -16,6 +17,7 @@ pub mod client;
 pub mod commands;
 pub mod display;
 pub mod error;
+pub mod settings;
 pub mod watch;
 
 pub use commands::run;

@@ -22,6 +22,7 @@ use crate::engine::model::{
     DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
 use crate::engine::successor::SelfUpdate;
+use crate::listen::ApiTransport;
 
 /// Default REST listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
@@ -66,6 +67,12 @@ pub enum ConfigError {
     /// `--prefix`.
     #[error("--prefix: {0}")]
     Prefix(#[from] baton_protocol::keys::KeyError),
+    /// How the API is served.
+    #[error("{0}")]
+    Listen(String),
+    /// The API's TLS files.
+    #[error(transparent)]
+    ApiTls(#[from] crate::listen::TlsError),
 }
 
 fn duration(s: &str) -> Result<Duration, ValueError> {
@@ -148,6 +155,47 @@ pub struct Config {
     #[arg(long, env = "BATON_ADVERTISE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// The API's TLS certificate chain (PEM); with --api-tls-key-file the API speaks https.
+    #[arg(long, env = "BATON_API_TLS_CERT_FILE", requires = "api_tls_key_file")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_tls_cert_file: Option<PathBuf>,
+    /// The API's TLS private key (PEM).
+    #[arg(long, env = "BATON_API_TLS_KEY_FILE", requires = "api_tls_cert_file")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_tls_key_file: Option<PathBuf>,
+    /// Serve the API as plain HTTP: only on a loopback --listen address, and only without
+    /// the TLS files. Anyone on the machine can then read the tokens sent to it.
+    #[arg(
+        long,
+        env = "BATON_INSECURE_HTTP",
+        conflicts_with = "api_tls_cert_file"
+    )]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
+    /// A file holding an admin API token: created (mode 0600) with a fresh token named
+    /// `admin` if it does not exist; its hash is stored in etcd at start. Every replica
+    /// should get the same file (or create one before the first start).
+    #[arg(long, env = "BATON_ADMIN_TOKEN_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Another `Host` the API answers to, host:port (repeat); it always answers to its
+    /// listen address (loopback names on a loopback or unspecified one) and --advertise.
+    #[arg(
+        long = "api-allowed-host",
+        env = "BATON_API_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "api_allowed_host", skip_serializing_if = "Vec::is_empty")]
+    pub api_allowed_hosts: Vec<String>,
+    /// A browser origin allowed to call the API, scheme://host[:port] (repeat); by default
+    /// a request carrying any `Origin` is refused.
+    #[arg(
+        long = "api-allowed-origin",
+        env = "BATON_API_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "api_allowed_origin", skip_serializing_if = "Vec::is_empty")]
+    pub api_allowed_origins: Vec<String>,
     /// Name this replica announces in the leader election (default: orchestrator-<pid>).
     #[arg(long, env = "BATON_REPLICA")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -237,6 +285,12 @@ impl Config {
             prefix: baton_protocol::keys::DEFAULT_PREFIX.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
             advertise: None,
+            api_tls_cert_file: None,
+            api_tls_key_file: None,
+            insecure_http: false,
+            admin_token_file: None,
+            api_allowed_hosts: Vec::new(),
+            api_allowed_origins: Vec::new(),
             replica: None,
             leader_ttl: DEFAULT_LEADER_TTL_SECS,
             docker: None,
@@ -278,6 +332,36 @@ impl Config {
         own.replica = None;
         own.docker = None;
         baton_protocol::cli::config_file_text(&own)
+    }
+
+    /// How the API is served on `listen`: TLS when its files are given; plain HTTP only on
+    /// loopback and only with --insecure-http. `Err` says what to give.
+    pub fn api_transport(&self, listen: SocketAddr) -> Result<ApiTransport, ConfigError> {
+        crate::listen::transport(
+            listen,
+            self.api_tls_cert_file
+                .as_deref()
+                .zip(self.api_tls_key_file.as_deref()),
+            self.insecure_http,
+        )
+        .map_err(ConfigError::Listen)
+    }
+
+    /// Files a self-updated successor needs at the same paths (read-only bind mounts): the
+    /// etcd TLS files, the API's TLS files and the admin token file.
+    pub fn mounted_files(&self) -> Vec<PathBuf> {
+        let mut files = self.tls.files();
+        files.extend(
+            [
+                &self.api_tls_cert_file,
+                &self.api_tls_key_file,
+                &self.admin_token_file,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned(),
+        );
+        files
     }
 
     /// The Docker Engine the orchestrator resolves bundles on (and starts its successor on).
@@ -365,7 +449,7 @@ impl Config {
                 config: self.successor_file().unwrap_or_default(),
                 docker: self.docker_endpoint().ok().flatten(),
                 docker_tls: self.docker_tls().ok().flatten(),
-                etcd_files: self.tls.files(),
+                mounted_files: self.mounted_files(),
                 timeout: self.self_update_timeout,
             },
         }
@@ -375,6 +459,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_flags_go_together_and_exclude_plain_http() {
+        assert!(Config::try_parse_from(["x", "--api-tls-cert-file", "/c.pem"]).is_err());
+        assert!(
+            Config::try_parse_from([
+                "x",
+                "--insecure-http",
+                "--api-tls-cert-file=/c",
+                "--api-tls-key-file=/k"
+            ])
+            .is_err()
+        );
+        let c = Config::try_parse_from(["x"]).expect("defaults");
+        let err = c
+            .api_transport(c.listen)
+            .expect_err("not asked")
+            .to_string();
+        assert!(err.contains("--insecure-http"), "{err}");
+    }
 
     #[test]
     fn defaults_and_overrides() {
@@ -436,7 +540,13 @@ mod tests {
             "--agent-etcd-domain=etcd.internal",
             "--prefix=/fleet",
             "--listen=0.0.0.0:7481",
-            "--advertise=http://o1:7481",
+            "--advertise=https://o1:7481",
+            "--api-tls-cert-file=/etc/baton/api.pem",
+            "--api-tls-key-file=/etc/baton/api.key",
+            "--admin-token-file=/etc/baton/admin-token",
+            "--api-allowed-host=baton.lan:7481",
+            "--api-allowed-host=o1.lan:7481",
+            "--api-allowed-origin=https://ui.example",
             "--replica=r1",
             "--docker=unix:///var/run/docker.sock",
             "--leader-ttl=7",
@@ -470,6 +580,14 @@ mod tests {
         assert!(
             err.starts_with(&format!("{}: download_timeout: ", file.display())),
             "{err}"
+        );
+        assert_eq!(
+            full.api_transport(full.listen).expect("TLS").scheme(),
+            "https"
+        );
+        assert!(
+            full.mounted_files()
+                .contains(&PathBuf::from("/etc/baton/admin-token"))
         );
         // The test constructor matches the command line's defaults.
         let parsed = Config::try_parse_from(["baton-orchestrator"]).expect("defaults");

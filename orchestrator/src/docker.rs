@@ -94,9 +94,11 @@ impl Endpoint {
             let (host, port) = addr
                 .rsplit_once(':')
                 .ok_or_else(|| invalid("must be tcp://host:port"))?;
-            let port: u16 = port
-                .parse()
-                .ok()
+            // Digits only and no leading zero: one spelling per port (`u16::from_str` would
+            // also take `+80` and `080`).
+            let port: u16 = Some(port)
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0'))
+                .and_then(|p| p.parse().ok())
                 .filter(|p| *p > 0)
                 .ok_or_else(|| invalid("has a port that is not 1..=65535"))?;
             let host_ok = !host.is_empty()

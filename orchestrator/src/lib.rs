@@ -3,8 +3,8 @@
 //! upgrade engine; every replica serves the API (writes only on the leader).
 //!
 //! - [`server`]: one replica — `run(config, shutdown)`;
-//! - [`config`]: flags and environment;
-//! - [`api`]: the REST API (axum);
+//! - [`config`]: flags and environment; [`listen`]: the API's listener (TLS, timeouts);
+//! - [`api`]: the REST API (axum); [`auth`]: who may call it (bearer tokens, roles);
 //! - [`leader`]: the election and the leader's engine lifetime;
 //! - [`engine`]: the upgrade engine (pure decisions, guarded commits, downloader jobs);
 //! - [`control`]: pause, resume, abort;
@@ -18,11 +18,13 @@
 //! The operator CLI, its API client and the bundle builder are the `batonctl` crate.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod docker;
 pub mod engine;
 pub mod leader;
+pub mod listen;
 pub mod metrics;
 pub mod plan;
 pub mod resolve;

@@ -12,10 +12,13 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
+use crate::api::gate::WebPolicy;
 use crate::api::{self, AppState};
+use crate::auth;
 use crate::config::{Config, ConfigError};
 use crate::engine::Exit;
 use crate::leader::{self, Campaign, Role};
+use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
 use crate::resolve::{DockerResolver, Resolver};
 
@@ -28,6 +31,9 @@ pub enum RunError {
     /// Bad configuration (names the flag).
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The admin token file could not be used.
+    #[error(transparent)]
+    AdminToken(#[from] auth::token::BootstrapError),
     /// The listen address could not be bound or served.
     #[error("REST API on {addr}: {source}")]
     Listen {
@@ -73,6 +79,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let keyspace = Keyspace::new(&config.prefix).map_err(ConfigError::from)?;
+    let transport = config.api_transport(config.listen)?;
+    let acceptor = match &transport {
+        ApiTransport::Tls {
+            cert_file,
+            key_file,
+        } => Some(listen::acceptor(cert_file, key_file).map_err(ConfigError::from)?),
+        ApiTransport::PlainLoopback => None,
+    };
     let docker = config.docker_endpoint()?;
     let tls = config.etcd_tls().map_err(ConfigError::from)?;
     config.agent_tls().map_err(ConfigError::from)?;
@@ -87,6 +101,19 @@ pub async fn serve(
     let Some(client) = connect(&config.etcd, tls.as_ref(), &mut shutdown).await else {
         return Ok(());
     };
+    if let Some(file) = &config.admin_token_file {
+        let name = tokio::select! {
+            named = auth::token::bootstrap_admin(&client, &keyspace, file) => named?,
+            () = &mut shutdown => return Ok(()),
+        };
+        tracing::info!(token = %name, file = %file.display(), "admin token ready");
+    }
+    let web = WebPolicy::new(
+        addr,
+        config.advertise.as_deref(),
+        &config.api_allowed_hosts,
+        &config.api_allowed_origins,
+    );
     let counters = Arc::new(Counters::default());
     let (role_tx, role_rx) = watch::channel(Role::Follower);
     let state = AppState::new(
@@ -96,17 +123,22 @@ pub async fn serve(
         resolver,
         counters.clone(),
         replica.clone(),
+        web,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api =
-        axum::serve(listener, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api = listen::serve(
+        listener,
+        acceptor,
+        api::router(state),
+        stopped(stop_rx.clone()),
+    );
     let api_url = config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{}://{addr}", transport.scheme()));
     tracing::info!(%replica, api = %api_url, "orchestrator up");
     let campaign = Campaign {
         client,
@@ -124,10 +156,8 @@ pub async fn serve(
         }
     };
     let api = async {
-        api.await.map_err(|source| RunError::Listen {
-            addr: addr.to_string(),
-            source,
-        })
+        api.await;
+        Ok(())
     };
     let signal = async {
         tokio::select! {

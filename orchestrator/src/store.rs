@@ -75,6 +75,16 @@ pub fn fence(leadership_key: &str) -> Compare {
     Compare::version(leadership_key, CompareOp::Greater, 0)
 }
 
+/// Largest document the orchestrator writes: etcd refuses a request above 1.5 MiB by
+/// default (`--max-request-bytes`), and a transaction carries more than one value.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// The encoded size of `doc` if it is larger than [`MAX_VALUE_BYTES`].
+pub fn oversized<T: Document>(doc: &T) -> Option<usize> {
+    let size = encode(doc).len();
+    (size > MAX_VALUE_BYTES).then_some(size)
+}
+
 /// A put of a document.
 pub fn put<T: Document>(key: &str, doc: &T) -> TxnOp {
     TxnOp::put(key, encode(doc), None)
@@ -177,4 +187,24 @@ pub async fn read_active(
     keyspace: &Keyspace,
 ) -> Result<Option<Versioned<Active>>, EtcdError> {
     baton_protocol::etcd::read::<Active>(client, &keyspace.active()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_protocol::documents::{Maintenance, MaintenanceMode, SCHEMA_VERSION};
+
+    #[test]
+    fn documents_etcd_would_refuse_are_found_before_writing() {
+        let doc = |reason: String| Maintenance {
+            schema_version: SCHEMA_VERSION,
+            mode: MaintenanceMode::Paused,
+            reason,
+            since: "2026-11-29T00:00:00.000Z".into(),
+            reboot: false,
+        };
+        assert_eq!(oversized(&doc("disk".into())), None);
+        let size = oversized(&doc("x".repeat(MAX_VALUE_BYTES))).expect("too large");
+        assert!(size > MAX_VALUE_BYTES);
+    }
 }

@@ -2,11 +2,12 @@
 //!
 //! Layout under a configurable prefix (default `/baton`), see `docs/keyspace.md`:
 //! `hosts/<host>/{spec,alive,desired,status,installed,maintenance}`,
-//! `groups/<group>/maintenance`, `upgrades/<id>`, `active`, `leader`, `events/<id>/<seq>`.
+//! `groups/<group>/maintenance`, `upgrades/<id>`, `active`, `leader`, `events/<id>/<seq>`,
+//! `tokens/<name>`.
 
 use std::fmt;
 
-use crate::names::{GroupName, HostId, NameError, UpgradeId};
+use crate::names::{GroupName, HostId, NameError, TokenName, UpgradeId};
 
 /// The prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "/baton";
@@ -109,6 +110,8 @@ pub enum Key {
     Leader,
     /// `events/<id>/<seq>`.
     Event(UpgradeId, u64),
+    /// `tokens/<name>`.
+    Token(TokenName),
 }
 
 /// Builds and parses keys under one prefix.
@@ -224,6 +227,16 @@ impl Keyspace {
         format!("{}/events/{id}/{seq:0SEQ_WIDTH$}", self.prefix)
     }
 
+    /// `<prefix>/tokens/<name>`: an API token's role and hash.
+    pub fn token(&self, name: &TokenName) -> String {
+        format!("{}/tokens/{name}", self.prefix)
+    }
+
+    /// `<prefix>/tokens/`.
+    pub fn tokens_prefix(&self) -> String {
+        format!("{}/tokens/", self.prefix)
+    }
+
     /// Parses a key read from etcd.
     pub fn parse(&self, key: &str) -> Result<Key, KeyError> {
         let unknown = || KeyError::Unknown {
@@ -249,6 +262,7 @@ impl Keyspace {
             )),
             ["upgrades", id] => Ok(Key::Upgrade(UpgradeId::new(*id).map_err(name_err)?)),
             ["active"] => Ok(Key::Active),
+            ["tokens", name] => Ok(Key::Token(TokenName::new(*name).map_err(name_err)?)),
             ["leader", ..] => Ok(Key::Leader),
             ["events", id, seq] if seq.len() == SEQ_WIDTH => {
                 let seq = seq.parse().map_err(|_| unknown())?;
@@ -282,6 +296,8 @@ mod tests {
         assert_eq!(ks.active(), "/baton/active");
         assert_eq!(ks.leader(), "/baton/leader");
         assert_eq!(ks.event(&id, 7), "/baton/events/u1/00000000000000000007");
+        let ci = TokenName::new("ci").expect("name");
+        assert_eq!(ks.token(&ci), "/baton/tokens/ci");
     }
 
     #[test]
@@ -301,6 +317,8 @@ mod tests {
         assert_eq!(ks.parse(&ks.active()), Ok(Key::Active));
         assert_eq!(ks.parse(&format!("{}/694d", ks.leader())), Ok(Key::Leader));
         assert_eq!(ks.parse(&ks.event(&id, 42)), Ok(Key::Event(id, 42)));
+        let ci = TokenName::new("ci").expect("name");
+        assert_eq!(ks.parse(&ks.token(&ci)), Ok(Key::Token(ci)));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod shutdown;
 pub mod state;
 
 pub use keys::{HostKey, Key, Keyspace};
-pub use names::{GroupName, HostId, UpgradeId};
+pub use names::{GroupName, HostId, TokenName, UpgradeId};
 pub use state::{HostOutcomeState, HostState, UpgradePhase};
 
 /// The version a binary reports, stamped where it is built: `BATON_BUILD_VERSION` if set

@@ -1,4 +1,5 @@
-//! Validated names that become etcd key segments: host ids, group names and upgrade ids.
+//! Validated names that become etcd key segments: host ids, group names, upgrade ids and
+//! API token names.
 //!
 //! A name is one key segment, so it must never contain `/` or be `.`/`..`; it is kept to a
 //! conservative character set so it is also a valid hostname label, container name part and
@@ -115,6 +116,11 @@ name_type!(
     /// One upgrade, e.g. `u-20261121-2330-2.0.0`.
     UpgradeId,
     "upgrade id"
+);
+name_type!(
+    /// An API token's name, e.g. `ci`.
+    TokenName,
+    "token name"
 );
 
 #[cfg(test)]

@@ -45,6 +45,17 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), HarnessError> {
 }
 
 impl TestPki {
+    /// The files generated in `dir` earlier.
+    pub fn at(dir: &Path) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+
     /// Generates the files in `dir`.
     pub fn generate(dir: &Path) -> Result<Self, HarnessError> {
         Self::generate_for(dir, "IP:127.0.0.1")
@@ -104,13 +115,7 @@ impl TestPki {
                 ],
             )?;
         }
-        Ok(Self {
-            ca: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
-        })
+        Ok(Self::at(dir))
     }
 }
 

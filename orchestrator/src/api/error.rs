@@ -2,7 +2,7 @@
 //! `{"error": "<message>"}` (the protocol's [`ErrorBody`]).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use baton_protocol::api::ErrorBody;
 use baton_protocol::etcd::EtcdError;
@@ -19,6 +19,24 @@ pub mod responses {
     /// the message names the field.
     #[derive(Debug, ToResponse)]
     pub struct BadRequest(pub ErrorBody);
+
+    /// No valid credential: `Authorization: Bearer <token>` is missing, malformed, unknown or
+    /// revoked.
+    #[derive(Debug, ToResponse)]
+    pub struct Unauthorized(pub ErrorBody);
+
+    /// The token's role is too low for the route, or `Origin`/`Host` is not one the server
+    /// was configured for.
+    #[derive(Debug, ToResponse)]
+    pub struct Forbidden(pub ErrorBody);
+
+    /// The body is larger than the server accepts.
+    #[derive(Debug, ToResponse)]
+    pub struct TooLarge(pub ErrorBody);
+
+    /// A write without `Content-Type: application/json`.
+    #[derive(Debug, ToResponse)]
+    pub struct UnsupportedMediaType(pub ErrorBody);
 
     /// No such host or upgrade.
     #[derive(Debug, ToResponse)]
@@ -65,6 +83,17 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 401: no valid credential.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403: the caller may not do this, or the request comes from a place (`Origin`,
+    /// `Host`) the server does not serve.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
@@ -88,13 +117,21 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = %self.status, error = %self.message, "request refused");
         }
-        (
-            self.status,
+        let status = self.status;
+        let mut response = (
+            status,
             Json(ErrorBody {
                 error: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"baton\""),
+            );
+        }
+        response
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request bodies: JSON read with the path of the field at fault in every error, so a wrong
 //! type deep inside (`strategy.batch.count: invalid type: string "x", expected i64`) or an
-//! unknown field (`strategy.bogus: unknown field "bogus"`) says where it is. An empty body reads
-//! as `{}` (commands without arguments).
+//! unknown field (`strategy.bogus: unknown field "bogus"`) says where it is. An empty body, or
+//! `null`, reads as `{}` (commands without arguments).
 
 use axum::async_trait;
 use axum::body::Bytes;
@@ -9,6 +9,10 @@ use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
+use crate::api::gate;
+
+/// Time a client has to send a request's body once its header arrived.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A JSON request body of type `T`.
 #[derive(Debug, Clone)]
@@ -16,26 +20,45 @@ pub struct ApiJson<T>(pub T);
 
 /// Parses a request body.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let trimmed = bytes.trim_ascii();
+    let text: &[u8] = if trimmed.is_empty() || trimmed == b"null" {
         b"{}"
     } else {
         bytes
     };
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("malformed JSON: {inner}"))
-        } else if path == "." {
+        if path == "." {
             ApiError::bad_request(format!("request body: {inner}"))
         } else {
             ApiError::bad_request(format!("{path}: {inner}"))
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    Ok(value)
+    })
+}
+
+/// JSON has one number type: `2.0` is the integer 2 to JSON Schema (and so to the OpenAPI
+/// document), so a whole number written with a fraction reads as an integer.
+fn integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| is below 2^53.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = f as i64;
+                *value = serde_json::Value::from(whole);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integers),
+        _ => {}
+    }
 }
 
 #[async_trait]
@@ -47,9 +70,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
+        let read = Bytes::from_request(req, state);
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
             .await
-            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+            .map_err(|_| {
+                ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body: not received within {}s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                // Past the size limit (a body that did not declare its length): 413.
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    gate::too_large(gate::MAX_BODY as u64 + 1)
+                } else {
+                    ApiError::bad_request(format!("request body: {e}"))
+                }
+            })?;
         parse(&bytes).map(ApiJson)
     }
 }
@@ -103,6 +143,18 @@ mod tests {
             let message = refusal::<StartUpgrade>(body);
             assert!(message.contains(want), "{body}: {message}");
         }
+        let start: StartUpgrade = parse(
+            b"{\"image\":\"x\",\"strategy\":{\"kind\":\"rolling\",\"canary\":2.0,\"batch\":{\"count\":1e0}}}",
+        )
+        .expect("whole numbers with a fraction are integers");
+        assert_eq!(start.strategy.canary, Some(2));
+        let message = refusal::<StartUpgrade>(
+            "{\"image\":\"x\",\"strategy\":{\"kind\":\"rolling\",\"canary\":2.5}}",
+        );
+        assert!(
+            message.starts_with("strategy.canary: invalid type"),
+            "{message}"
+        );
         let message = refusal::<RegisterHost>("{\"id\":\"h\",\"docker\":\"x\",\"labels\":[]}");
         assert!(message.starts_with("labels: invalid type"), "{message}");
     }
@@ -110,6 +162,8 @@ mod tests {
     #[test]
     fn an_empty_body_is_an_empty_object() {
         let c: Control = parse(b"").expect("empty");
+        assert_eq!(c.reason, None);
+        let c: Control = parse(b" null ").expect("null");
         assert_eq!(c.reason, None);
     }
 }

@@ -7,27 +7,39 @@
 //! - [`hosts`]: registration and the merged view of each host;
 //! - [`upgrades`]: starting, listing, showing, pausing, resuming and aborting upgrades;
 //! - [`maintenance`]: maintenance modes of hosts and groups;
+//! - [`tokens`]: API tokens (create, list, revoke);
+//! - [`gate`]: the checks before every handler (`Host`, `Origin`, `Content-Type`, size,
+//!   the route's access);
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and the wire types;
+//! - [`limits`]: the limits the API enforces, as the OpenAPI document states them;
 //! - [`json`], [`error`]: request bodies and error answers.
 
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod hosts;
 pub mod json;
+pub mod limits;
 pub mod maintenance;
 pub mod openapi;
+pub mod tokens;
 pub mod upgrades;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post, put};
+use axum::middleware;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use baton_protocol::Keyspace;
+use baton_protocol::documents::ApiRole;
 use baton_protocol::etcd::{Client, Election};
 use tokio::sync::watch;
 
 use crate::api::error::ApiError;
+use crate::api::gate::{Gate, WebPolicy};
+use crate::auth::Access;
 use crate::leader::{self, Role};
 use crate::metrics::Counters;
 use crate::resolve::Resolver;
@@ -46,6 +58,7 @@ struct Inner {
     resolver: Arc<dyn Resolver>,
     counters: Arc<Counters>,
     replica: String,
+    web: WebPolicy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +79,7 @@ impl AppState {
         resolver: Arc<dyn Resolver>,
         counters: Arc<Counters>,
         replica: String,
+        web: WebPolicy,
     ) -> Self {
         let election = Election::new(client.clone(), keyspace.leader());
         Self {
@@ -77,6 +91,7 @@ impl AppState {
                 resolver,
                 counters,
                 replica,
+                web,
             }),
         }
     }
@@ -111,6 +126,11 @@ impl AppState {
         &self.inner.replica
     }
 
+    /// Where requests may come from.
+    pub fn web(&self) -> &WebPolicy {
+        &self.inner.web
+    }
+
     /// The leadership key fencing writes, or 503 naming the leader.
     pub async fn require_leader(&self) -> Result<String, ApiError> {
         match self.role() {
@@ -131,44 +151,164 @@ impl AppState {
     }
 }
 
-/// Every route: (method, path as in the OpenAPI document).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("get", "/v1/hosts"),
-    ("post", "/v1/hosts"),
-    ("get", "/v1/hosts/{host}"),
-    ("put", "/v1/hosts/{host}/maintenance"),
-    ("put", "/v1/groups/{group}/maintenance"),
-    ("get", "/v1/upgrades"),
-    ("post", "/v1/upgrades"),
-    ("get", "/v1/upgrades/{id}"),
-    ("get", "/v1/upgrades/{id}/events"),
-    ("post", "/v1/upgrades/{id}/pause"),
-    ("post", "/v1/upgrades/{id}/resume"),
-    ("post", "/v1/upgrades/{id}/abort"),
+/// An HTTP method the API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    /// Lowercase, as in the OpenAPI document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Put => "put",
+            Verb::Delete => "delete",
+        }
+    }
+
+    /// The method.
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+            Verb::Delete => Method::DELETE,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One route: what it is, who may call it and what serves it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The method.
+    pub verb: Verb,
+    /// The path as in the OpenAPI document (`/v1/hosts/{host}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// The handler, for that method.
+    pub handler: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+impl Route {
+    /// `METHOD /path`.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.verb.method(), self.path)
+    }
+}
+
+const ANYONE: Access = Access::Anyone;
+const VIEWER: Access = Access::Role(ApiRole::Viewer);
+const OPERATOR: Access = Access::Role(ApiRole::Operator);
+const ADMIN: Access = Access::Role(ApiRole::Admin);
+
+const fn route(
+    verb: Verb,
+    path: &'static str,
+    access: Access,
+    handler: fn(MethodFilter) -> MethodRouter<AppState>,
+) -> Route {
+    Route {
+        verb,
+        path,
+        access,
+        handler,
+    }
+}
+
+/// Every route and the role it needs: the router is built from this table, the OpenAPI
+/// document is checked against it, and the access tests walk it.
+pub const ROUTES: &[Route] = &[
+    route(Verb::Get, "/healthz", ANYONE, |m| on(m, health::healthz)),
+    route(Verb::Get, "/readyz", ANYONE, |m| on(m, health::readyz)),
+    route(Verb::Get, "/metrics", VIEWER, |m| on(m, health::metrics)),
+    route(Verb::Get, "/openapi.json", VIEWER, |m| {
+        on(m, openapi::serve)
+    }),
+    route(Verb::Get, "/v1/hosts", VIEWER, |m| on(m, hosts::list)),
+    route(Verb::Post, "/v1/hosts", ADMIN, |m| on(m, hosts::register)),
+    route(Verb::Get, "/v1/hosts/{host}", VIEWER, |m| {
+        on(m, hosts::show)
+    }),
+    route(Verb::Put, "/v1/hosts/{host}/maintenance", OPERATOR, |m| {
+        on(m, maintenance::host)
+    }),
+    route(Verb::Put, "/v1/groups/{group}/maintenance", OPERATOR, |m| {
+        on(m, maintenance::group)
+    }),
+    route(Verb::Get, "/v1/upgrades", VIEWER, |m| on(m, upgrades::list)),
+    route(Verb::Post, "/v1/upgrades", OPERATOR, |m| {
+        on(m, upgrades::create)
+    }),
+    route(Verb::Get, "/v1/upgrades/{id}", VIEWER, |m| {
+        on(m, upgrades::show)
+    }),
+    route(Verb::Get, "/v1/upgrades/{id}/events", VIEWER, |m| {
+        on(m, upgrades::events)
+    }),
+    route(Verb::Post, "/v1/upgrades/{id}/pause", OPERATOR, |m| {
+        on(m, upgrades::pause)
+    }),
+    route(Verb::Post, "/v1/upgrades/{id}/resume", OPERATOR, |m| {
+        on(m, upgrades::resume)
+    }),
+    route(Verb::Post, "/v1/upgrades/{id}/abort", OPERATOR, |m| {
+        on(m, upgrades::abort)
+    }),
+    route(Verb::Get, "/v1/tokens", ADMIN, |m| on(m, tokens::list)),
+    route(Verb::Post, "/v1/tokens", ADMIN, |m| on(m, tokens::create)),
+    route(Verb::Delete, "/v1/tokens/{name}", ADMIN, |m| {
+        on(m, tokens::revoke)
+    }),
 ];
 
-/// The API's router.
+/// `/v1/hosts/{host}` as axum 0.7 writes it: `/v1/hosts/:host`.
+fn axum_path(path: &str) -> String {
+    path.split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(param) => format!(":{param}"),
+                None => segment.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The API's router: every route of [`ROUTES`] behind its [`gate`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::serve))
-        .route("/v1/hosts", get(hosts::list).post(hosts::register))
-        .route("/v1/hosts/:host", get(hosts::show))
-        .route("/v1/hosts/:host/maintenance", put(maintenance::host))
-        .route("/v1/groups/:group/maintenance", put(maintenance::group))
-        .route("/v1/upgrades", get(upgrades::list).post(upgrades::create))
-        .route("/v1/upgrades/:id", get(upgrades::show))
-        .route("/v1/upgrades/:id/events", get(upgrades::events))
-        .route("/v1/upgrades/:id/pause", post(upgrades::pause))
-        .route("/v1/upgrades/:id/resume", post(upgrades::resume))
-        .route("/v1/upgrades/:id/abort", post(upgrades::abort))
+    let mut router = Router::new();
+    for r in ROUTES {
+        let gate = Gate {
+            state: state.clone(),
+            access: r.access,
+            route: r.name(),
+        };
+        let handler = (r.handler)(r.verb.filter())
+            .route_layer(middleware::from_fn_with_state(gate, gate::check));
+        router = router.route(&axum_path(r.path), handler);
+    }
+    router
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(gate::MAX_BODY))
         .with_state(state)
 }
 
@@ -177,4 +317,41 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         "no route {method} {}; see GET /openapi.json",
         uri.path()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_axum_paths() {
+        assert_eq!(
+            axum_path("/v1/hosts/{host}/maintenance"),
+            "/v1/hosts/:host/maintenance"
+        );
+        assert_eq!(axum_path("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn only_probes_are_open_and_writes_need_more_than_reading() {
+        for r in ROUTES {
+            let open = r.access == Access::Anyone;
+            assert_eq!(
+                open,
+                ["/healthz", "/readyz"].contains(&r.path),
+                "{}",
+                r.name()
+            );
+            if r.verb != Verb::Get {
+                assert!(
+                    matches!(r.access, Access::Role(role) if role >= ApiRole::Operator),
+                    "{}",
+                    r.name()
+                );
+            }
+            if r.path.starts_with("/v1/tokens") {
+                assert_eq!(r.access, ADMIN, "{}", r.name());
+            }
+        }
+    }
 }

@@ -2,6 +2,10 @@
 //! `#[utoipa::path]` attributes and the protocol's wire types, so the schemas are the types
 //! the server reads and writes. A test checks that it lists exactly the routes the router
 //! serves and that every schema it references is defined.
+//!
+//! What the [`gate`](crate::api::gate) checks before any handler is added from the route
+//! table, so the document states it for every route: the bearer security scheme (none for
+//! the probes), 401 and 403 where a role is needed, 413 and 415 on writes.
 
 use axum::Json;
 use baton_protocol::api::ErrorBody;
@@ -9,16 +13,18 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::api::error::responses::{
-    BadGateway, BadRequest, Conflict, NotFound, Unavailable, Unprocessable,
+    BadGateway, BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedMediaType,
 };
-use crate::api::{health, hosts, maintenance, upgrades};
+use crate::api::{ROUTES, Verb, health, hosts, maintenance, tokens, upgrades};
+use crate::auth::Access;
 
 /// The API's description: paths from the handlers, schemas from the types they name.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Baton orchestrator",
-        description = "Upgrades a fleet from update bundles, coordinated through etcd. Reads are served by every replica; writes by the leader only (others answer 503 naming it). Errors are {\"error\": \"<field or key>: <what is wrong>\"}; a refused request writes nothing."
+        description = "Upgrades a fleet from update bundles, coordinated through etcd. Every route but /healthz and /readyz takes Authorization: Bearer <token> with a role (viewer: reads; operator: upgrades and maintenance; admin: hosts and tokens). Writes send Content-Type: application/json, bodies of at most 64 KiB. Reads are served by every replica; writes by the leader only (others answer 503 naming it). Errors are {\"error\": \"<field or key>: <what is wrong>\"}; a refused request writes nothing."
     ),
     paths(
         health::healthz,
@@ -37,11 +43,15 @@ use crate::api::{health, hosts, maintenance, upgrades};
         upgrades::pause,
         upgrades::resume,
         upgrades::abort,
+        tokens::list,
+        tokens::create,
+        tokens::revoke,
     ),
     components(
         // The error answers' body, which the reusable responses below carry.
         schemas(ErrorBody),
-        responses(BadRequest, NotFound, Conflict, Unprocessable, BadGateway, Unavailable))
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge,
+            UnsupportedMediaType, Unprocessable, BadGateway, Unavailable))
 )]
 struct ApiDoc;
 
@@ -58,14 +68,50 @@ pub async fn serve() -> Json<Value> {
     Json(document())
 }
 
-/// The document, with this build's version.
+/// The document, with this build's version and the gate's rules.
 pub fn document() -> Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = crate::VERSION.to_owned();
-    serde_json::to_value(doc).unwrap_or_else(|e| {
+    let mut doc = serde_json::to_value(doc).unwrap_or_else(|e| {
         // The document is built from types: it always serialises; say so if it ever does not.
         serde_json::json!({"error": format!("OpenAPI document: {e}")})
-    })
+    });
+    add_gate(&mut doc);
+    crate::api::limits::state(&mut doc);
+    doc
+}
+
+/// The gate's rules, from the route table: security, and the answers it gives.
+fn add_gate(doc: &mut Value) {
+    doc["components"]["securitySchemes"]["bearer"] = serde_json::json!({
+        "type": "http",
+        "scheme": "bearer",
+        "description": "baton_<name>_<64 hex digits>, from `batonctl token create` or the orchestrator's --admin-token-file"
+    });
+    doc["security"] = serde_json::json!([{"bearer": []}]);
+    let reference =
+        |name: &str| serde_json::json!({"$ref": format!("#/components/responses/{name}")});
+    for route in ROUTES {
+        let Some(op) = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(route.path))
+            .and_then(|p| p.get_mut(route.verb.name()))
+        else {
+            continue;
+        };
+        let Access::Role(role) = route.access else {
+            op["security"] = serde_json::json!([]);
+            continue;
+        };
+        op["description"] = Value::String(format!("Needs role {role} or higher."));
+        let responses = &mut op["responses"];
+        responses["401"] = reference("Unauthorized");
+        responses["403"] = reference("Forbidden");
+        if route.verb != Verb::Get {
+            responses["413"] = reference("TooLarge");
+            responses["415"] = reference("UnsupportedMediaType");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +132,7 @@ mod tests {
         }
         let served: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .map(|r| (r.verb.name().to_owned(), r.path.to_owned()))
             .collect();
         assert_eq!(documented, served);
         // Every reference resolves.
@@ -100,6 +146,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_gate_and_the_limits_are_documented() {
+        let doc = document();
+        assert_eq!(
+            doc["paths"]["/healthz"]["get"]["security"],
+            serde_json::json!([])
+        );
+        assert!(doc["paths"]["/healthz"]["get"].get("parameters").is_none());
+        let create = &doc["paths"]["/v1/upgrades"]["post"];
+        for status in ["401", "403", "413", "415"] {
+            assert!(create["responses"].get(status).is_some(), "{status}");
+        }
+        let show = &doc["paths"]["/v1/hosts/{host}"]["get"];
+        assert_eq!(
+            show["parameters"][0]["schema"]["pattern"],
+            crate::api::limits::NAME
+        );
+        let modes = doc["components"]["schemas"]["SetMaintenance"]["oneOf"].to_string();
+        assert!(
+            modes.contains("restart") && modes.contains("[false]"),
+            "{modes}"
+        );
     }
 
     #[test]

@@ -295,6 +295,16 @@ pub async fn create(
     );
     let event_key = ks.event(&id, upgrade.events);
     upgrade.events += 1;
+    if let Some(size) = store::oversized(&upgrade) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "hosts: the upgrade of {} hosts would be a record of {size} bytes, more than the {} etcd is given at once; select fewer hosts (selector, hosts) and upgrade in several steps",
+                upgrade.hosts.len(),
+                store::MAX_VALUE_BYTES
+            ),
+        ));
+    }
     let upgrade_key = ks.upgrade(&id);
     let active = Active {
         schema_version: SCHEMA_VERSION,
@@ -392,7 +402,7 @@ async fn command(
     params(
         ("id" = String, Path, description = "upgrade id"),
     ),
-    request_body = Option<Control>,
+    request_body = Control,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
         (status = 400, response = BadRequest),
@@ -419,7 +429,7 @@ pub async fn pause(
     params(
         ("id" = String, Path, description = "upgrade id"),
     ),
-    request_body = Option<Control>,
+    request_body = Control,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
         (status = 400, response = BadRequest),
@@ -446,7 +456,7 @@ pub async fn resume(
     params(
         ("id" = String, Path, description = "upgrade id"),
     ),
-    request_body = Option<Control>,
+    request_body = Control,
     responses(
         (status = 200, description = "the upgrade after the command", body = UpgradeInfo),
         (status = 400, response = BadRequest),

@@ -53,8 +53,9 @@ pub struct SelfUpdate {
     pub docker: Option<Endpoint>,
     /// The client certificate for a `tcp://` --docker engine.
     pub docker_tls: Option<crate::docker::DockerTls>,
-    /// The etcd TLS files, mounted read-only at the same paths.
-    pub etcd_files: Vec<PathBuf>,
+    /// Files the new version reads (etcd and API TLS files, the admin token file), mounted
+    /// read-only at the same paths.
+    pub mounted_files: Vec<PathBuf>,
     /// Time the new version gets to join the election.
     pub timeout: Duration,
 }
@@ -172,10 +173,10 @@ impl Successor {
         args
     }
 
-    /// Bind mounts: the Docker socket, and the etcd TLS files read-only, at their paths.
+    /// Bind mounts: the Docker socket, and the mounted files read-only, at their paths.
     pub fn binds(&self) -> Vec<String> {
         let socket = self.socket().map(|s| format!("{s}:{s}"));
-        let files = self.settings.etcd_files.iter().map(|f| {
+        let files = self.settings.mounted_files.iter().map(|f| {
             let f = f.display();
             format!("{f}:{f}:ro")
         });
@@ -380,7 +381,7 @@ mod tests {
                 config: "etcd = [\"http://127.0.0.1:2379\"]\n".into(),
                 docker: docker.map(|d| Endpoint::parse(d).expect("endpoint")),
                 docker_tls: None,
-                etcd_files: vec![PathBuf::from("/etc/baton/ca.pem")],
+                mounted_files: vec![PathBuf::from("/etc/baton/ca.pem")],
                 timeout: Duration::from_secs(60),
             },
             labels: [("run".to_owned(), "r1".to_owned())].into(),

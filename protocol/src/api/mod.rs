@@ -6,7 +6,9 @@ pub mod requests;
 pub mod responses;
 
 pub use requests::{
-    BatchRequest, Command, Control, RegisterHost, SetMaintenance, StartUpgrade, StrategyKind,
-    StrategyRequest,
+    BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, StartUpgrade,
+    StrategyKind, StrategyRequest,
 };
-pub use responses::{Counts, ErrorBody, EventInfo, Health, HostInfo, UpgradeInfo};
+pub use responses::{
+    Counts, CreatedToken, ErrorBody, EventInfo, Health, HostInfo, TokenInfo, UpgradeInfo,
+};

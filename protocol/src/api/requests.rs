@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::documents::MaintenanceMode;
+use crate::documents::{ApiRole, MaintenanceMode};
 
 /// `POST /v1/hosts`: register (or re-register) a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,4 +158,16 @@ pub struct SetMaintenance {
     /// Mode `restart` only: reboot the host instead of restarting its managed services.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reboot: bool,
+}
+
+/// `POST /v1/tokens`: create an API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// The token's name (a key segment: `[A-Za-z0-9._-]`, 1..=63, starting with a letter or
+    /// digit); `DELETE /v1/tokens/{name}` revokes it.
+    pub name: String,
+    /// What it may do.
+    pub role: ApiRole,
 }

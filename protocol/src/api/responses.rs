@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::documents::{
-    Alive, Desired, Event, HostOutcomeState, HostSpec, HostStatus, Installed, Maintenance,
-    MaintenanceMode, Upgrade,
+    Alive, ApiRole, ApiToken, Desired, Event, HostOutcomeState, HostSpec, HostStatus, Installed,
+    Maintenance, MaintenanceMode, Upgrade,
 };
 use crate::names::HostId;
 
@@ -148,5 +148,49 @@ mod tests {
         let mut json = serde_json::to_value(UpgradeInfo::new(upgrade(&[]), false)).expect("json");
         json["counts"] = json!({"Bogus": 1});
         assert!(serde_json::from_value::<UpgradeInfo>(json).is_err());
+    }
+}
+
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    /// The token's name.
+    pub name: String,
+    /// What it may do.
+    pub role: ApiRole,
+    /// When it was created.
+    pub created_at: String,
+}
+
+impl From<&ApiToken> for TokenInfo {
+    fn from(t: &ApiToken) -> Self {
+        Self {
+            name: t.name.to_string(),
+            role: t.role,
+            created_at: t.created_at.clone(),
+        }
+    }
+}
+
+/// `POST /v1/tokens`'s answer: the only time the token itself is ever shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedToken {
+    /// The token's name, role and creation time.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The bearer token (`Authorization: Bearer <token>`); store it now, it cannot be read
+    /// again.
+    pub token: String,
+}
+
+/// Debug output never shows the token.
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("info", &self.info)
+            .field("token", &"<redacted>")
+            .finish()
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! This module owns the schema version, [`encode`] and [`decode`]; the documents live in
 //! files by subject (a host's, maintenance, the upgrade record with its strategy and task,
-//! the replicas' coordination, events) and are all reachable from here.
+//! the replicas' coordination, events, API tokens) and are all reachable from here.
 
 mod coordination;
 mod event;
@@ -14,6 +14,7 @@ mod host;
 mod maintenance;
 mod strategy;
 mod task;
+mod token;
 mod upgrade;
 
 use std::time::SystemTime;
@@ -27,6 +28,7 @@ pub use self::host::{Alive, Desired, DesiredAction, HostSpec, HostStatus, Instal
 pub use self::maintenance::{Maintenance, MaintenanceMode};
 pub use self::strategy::{BatchSize, Strategy};
 pub use self::task::{Task, TaskKind};
+pub use self::token::{ApiRole, ApiToken};
 pub use self::upgrade::{HostOutcome, OrchestratorUpdate, Upgrade};
 pub use crate::events::EventKind;
 pub use crate::state::HostOutcomeState;

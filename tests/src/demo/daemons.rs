@@ -8,11 +8,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use baton_protocol::etcd;
-use batonctl::client::ApiClient;
 
 use super::state::{Daemon, DemoState};
 use super::{DemoError, api_error, io_error};
 use crate::fleet;
+use crate::pki::TestPki;
 use crate::registry::{self, REGISTRY_BIN};
 
 /// How long a detached process may take to answer after start.
@@ -218,8 +218,20 @@ pub(super) async fn start_orchestrator(
     detach: bool,
 ) -> Result<(), DemoError> {
     let run_id = state.run_id.clone().unwrap_or_default();
-    let listen = state.api.trim_start_matches("http://").to_owned();
+    let listen = state.api.trim_start_matches("https://").to_owned();
+    // The API over TLS with a certificate of the demo's own CA, and its admin token in a
+    // file only the demo's user can read.
+    let pki_dir = state.state_dir.join(super::state::API_PKI_DIR);
+    std::fs::create_dir_all(&pki_dir).map_err(io_error(&pki_dir))?;
+    let pki = TestPki::generate(&pki_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let token_file = state.token_file();
     let args = [
+        "--api-tls-cert-file",
+        &pki.server_cert.display().to_string(),
+        "--api-tls-key-file",
+        &pki.server_key.display().to_string(),
+        "--admin-token-file",
+        &token_file.display().to_string(),
         "--etcd",
         &state.etcd,
         "--agent-etcd",
@@ -242,7 +254,7 @@ pub(super) async fn start_orchestrator(
     )?;
     state.processes.push(daemon.clone());
     state.save()?;
-    let api = ApiClient::new(&state.api).map_err(api_error("API URL"))?;
+    let api = state.api_client().map_err(api_error("API URL"))?;
     wait_ready(&daemon, || {
         let api = api.clone();
         async move {

@@ -307,7 +307,12 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     check_ports(config)?;
 
     let (state, hosts) = start_fleet(config, &binaries, &say).await?;
-    let api = ApiClient::new(&state.api).map_err(api_error("API URL"))?;
+    let api = state.api_client().map_err(api_error("API URL"))?;
+    say.step(&format!(
+        "the API speaks https (CA {}); the admin token is in {} (mode 0600)",
+        state.api_pki().ca.display(),
+        state.token_file().display()
+    ));
     for (host, demo_host) in hosts.iter().zip(&state.hosts) {
         let request = registration(host, &[("group", GROUP), (ZONE_LABEL, &demo_host.zone)]);
         api.register(&request)
@@ -424,7 +429,7 @@ async fn start_fleet(
         etcd: format!("http://127.0.0.1:{}", config.etcd_port),
         agent_etcd: None,
         registry: format!("127.0.0.1:{}", config.registry_port),
-        api: format!("http://127.0.0.1:{}", config.api_port),
+        api: format!("https://127.0.0.1:{}", config.api_port),
         batonctl: config.batonctl_bin(),
         run_id: None,
         network: None,
@@ -528,20 +533,16 @@ async fn roll_out_v2(
         r#"{{"id": "{UPGRADE_V2}", "image": "{}", "strategy": {{"kind": "rolling", "canary": 1, "batch": {{"percent": 50}}, "zone_label": "{ZONE_LABEL}", "max_failures": 0}}}}"#,
         bundle_tag(state, "2.0.0")
     );
-    let curl = [
-        "curl",
-        "-sS",
-        "--fail-with-body",
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &body,
-        &format!("{}/v1/upgrades", state.api),
-    ]
-    .map(str::to_owned);
-    println!("\n    $ {}\n", shell_line(&curl));
+    // Run by the shell exactly as printed: the token is read from its file there, never
+    // written on a command line.
+    let line = format!(
+        "{} -X POST -H 'content-type: application/json' -d {} {}/v1/upgrades",
+        curl_prefix(state),
+        shell_line(&[body]),
+        state.api
+    );
+    let curl = ["sh".to_owned(), "-c".to_owned(), line.clone()];
+    println!("\n    $ {line}\n");
     let answer = run_captured(&curl).await?;
     let created: UpgradeInfo = serde_json::from_str(&answer).map_err(|e| DemoError::Command {
         command: shell_line(&curl),
@@ -670,13 +671,29 @@ async fn build_bundles(
     Ok(pinned)
 }
 
-/// `--api URL` when the API is not where `batonctl` looks by default.
+/// `batonctl`'s connection flags: the token file and the CA, and `--api URL` when the API
+/// is not where `batonctl` looks by default.
 fn batonctl_args(state: &DemoState) -> Vec<String> {
-    if state.api == batonctl::client::DEFAULT_API {
-        Vec::new()
-    } else {
-        vec!["--api".to_owned(), state.api.clone()]
+    let mut args = Vec::new();
+    if state.api != batonctl::client::DEFAULT_API {
+        args.extend(["--api".to_owned(), state.api.clone()]);
     }
+    args.extend([
+        "--token-file".to_owned(),
+        state.token_file().display().to_string(),
+        "--ca-file".to_owned(),
+        state.api_pki().ca.display().to_string(),
+    ]);
+    args
+}
+
+/// `curl` with the demo's CA and its admin token read from the token file by the shell.
+fn curl_prefix(state: &DemoState) -> String {
+    format!(
+        "curl -sS --fail-with-body --cacert {} -H \"Authorization: Bearer $(cat {})\"",
+        shell_line(&[state.api_pki().ca.display().to_string()]),
+        shell_line(&[state.token_file().display().to_string()]),
+    )
 }
 
 /// The upgrade once `batonctl` following it (`watched`) returned: an upgrade that did not

@@ -6,7 +6,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use batonctl::client::{ApiClient, ClientError, Credentials};
+
 use super::{DemoError, STATE_FILE, io_error};
+use crate::pki::TestPki;
+
+/// The admin token's file in the state folder.
+pub const TOKEN_FILE: &str = "token";
+/// The API's certificates' folder in the state folder.
+pub const API_PKI_DIR: &str = "api-pki";
 
 /// Version of the state file's format.
 pub(super) const STATE_SCHEMA: u32 = 1;
@@ -62,7 +70,7 @@ pub struct DemoState {
     pub agent_etcd: Option<String>,
     /// `127.0.0.1:5000`.
     pub registry: String,
-    /// `http://127.0.0.1:7480`.
+    /// `https://127.0.0.1:7480`.
     pub api: String,
     /// Where `batonctl` is.
     pub batonctl: PathBuf,
@@ -81,6 +89,30 @@ pub struct DemoState {
 impl DemoState {
     pub(super) fn path(&self) -> PathBuf {
         self.state_dir.join(STATE_FILE)
+    }
+
+    /// The admin API token's file (written by the orchestrator's --admin-token-file).
+    pub fn token_file(&self) -> PathBuf {
+        self.state_dir.join(TOKEN_FILE)
+    }
+
+    /// The API's certificates: a CA and the orchestrator's certificate for 127.0.0.1.
+    pub fn api_pki(&self) -> TestPki {
+        TestPki::at(&self.state_dir.join(API_PKI_DIR))
+    }
+
+    /// A client of the demo's API: https, checked against the demo's CA, with the admin
+    /// token once the orchestrator has written it.
+    pub fn api_client(&self) -> Result<ApiClient, ClientError> {
+        let token_file = self.token_file();
+        let credentials = Credentials {
+            token: token_file
+                .exists()
+                .then(|| Credentials::read_token(&token_file))
+                .transpose()?,
+            ca_file: Some(self.api_pki().ca),
+        };
+        ApiClient::with(&self.api, &credentials)
     }
 
     /// Writes the state file atomically (temp file, rename).

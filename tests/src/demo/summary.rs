@@ -154,10 +154,10 @@ pub fn print_explore(state: &DemoState) {
     let batonctl = batonctl_line(state);
     let etcdctl = etcdctl(state);
     println!(
-        "\nThe fleet keeps running (state: {}). Explore it:\n\
-         \n  curl -s {api}/v1/hosts/{host}\
-         \n  curl -s {api}/v1/upgrades/{UPGRADE_V2}\
-         \n  curl -s {api}/metrics | grep ^baton_\
+        "\nThe fleet keeps running (state: {}). The API's admin token: {token}. Explore it:\n\
+         \n  {curl} {api}/v1/hosts/{host}\
+         \n  {curl} {api}/v1/upgrades/{UPGRADE_V2}\
+         \n  {curl} {api}/metrics | grep ^baton_\
          \n  {batonctl} host ls\
          \n  {batonctl} upgrade ls\
          \n  {batonctl} upgrade show {UPGRADE_V2} --events\
@@ -169,6 +169,8 @@ pub fn print_explore(state: &DemoState) {
          \n\nLogs: {dir}/{{etcd,registry,orchestrator}}.log. Stop and remove everything: {down}",
         state.path().display(),
         api = state.api,
+        curl = super::curl_prefix(state),
+        token = state.token_file().display(),
         dir = state.state_dir.display(),
         down = down_command(&state.state_dir),
     );

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use baton_protocol::api::Health;
-use batonctl::client::ApiClient;
 use batonctl::display;
 
 use super::daemons::{is_running, stop};
@@ -105,7 +104,7 @@ pub async fn status(state_dir: &Path) -> Result<bool, DemoError> {
         state_dir.display(),
         state.started_at
     );
-    let api = ApiClient::new(&state.api).map_err(api_error("API URL"))?;
+    let api = state.api_client().map_err(api_error("API URL"))?;
     for daemon in &state.processes {
         let running = is_running(daemon);
         // The demo's orchestrator exits once it has handed over to bundle 2.0.0's.

@@ -1,5 +1,6 @@
 //! Shared by the orchestrator tests: an orchestrator replica run in-process on a free
-//! loopback port against a real etcd, tiny bundle images built with the real Docker Engine
+//! loopback port against a real etcd, serving https with a test certificate and reached with
+//! the admin token of its admin token file, tiny bundle images built with the real Docker Engine
 //! and pushed to a real registry, a snapshot of the whole keyspace to prove that a refused
 //! request wrote nothing, and the real parts of a test on the simulated fleet.
 
@@ -7,20 +8,23 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use baton_orchestrator::auth::Token;
 use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
+use baton_protocol::TokenName;
 use baton_protocol::etcd::Client;
 use baton_protocol::manifest::Manifest;
 use baton_tests::bundles;
 pub use baton_tests::bundles::RemoveImages;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
+use baton_tests::pki::TestPki;
 use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
-use batonctl::client::ApiClient;
+use batonctl::client::{ApiClient, Credentials};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,14 +45,20 @@ impl Orchestrator {
         let listener = server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;
+        let credentials = credentials(&config);
+        let scheme = if config.api_tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let replica = config.replica_name();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(config, listener, None, async move {
             let _ = stopped.await;
         }));
-        let url = format!("http://{addr}");
+        let url = format!("{scheme}://{addr}");
         Orchestrator {
-            api: ApiClient::new(&url).expect("client"),
+            api: ApiClient::with(&url, &credentials).expect("client"),
             url,
             replica,
             stop: Some(stop),
@@ -108,12 +118,62 @@ impl Drop for Orchestrator {
     }
 }
 
-/// A configuration for replica `replica` against `etcd`, with short timeouts.
+/// A configuration for replica `replica` against `etcd`, with short timeouts, serving https
+/// with the test certificate of `etcd`'s folder and the admin token file there (every
+/// replica of a test shares both).
 pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     let mut c = Config::new(etcd.endpoints());
     c.replica = Some(replica.to_owned());
     c.leader_ttl = 3;
+    let api = api_files(etcd);
+    c.api_tls_cert_file = Some(api.pki.server_cert);
+    c.api_tls_key_file = Some(api.pki.server_key);
+    c.admin_token_file = Some(api.admin_token_file);
     c
+}
+
+/// The API's files of one test: a PKI and an admin token file, beside `etcd`'s data.
+pub struct ApiFiles {
+    pub pki: TestPki,
+    pub admin_token_file: PathBuf,
+}
+
+/// Makes (once) and returns the API files of `etcd`'s test.
+pub fn api_files(etcd: &EtcdServer) -> ApiFiles {
+    let dir = etcd.dir().join("api");
+    let pki = if dir.join("server.pem").exists() {
+        TestPki::at(&dir)
+    } else {
+        std::fs::create_dir_all(&dir).expect("API folder");
+        TestPki::generate(&dir).expect("API test PKI")
+    };
+    // Made here, as an operator would, so the test's client has the token before the
+    // orchestrator starts; the orchestrator stores its hash when it starts.
+    let admin_token_file = dir.join("admin-token");
+    if !admin_token_file.exists() {
+        let token = Token::generate(TokenName::new("admin").expect("name"));
+        std::fs::write(&admin_token_file, format!("{}\n", token.expose())).expect("token file");
+    }
+    ApiFiles {
+        pki,
+        admin_token_file,
+    }
+}
+
+/// The client credentials that go with `config`: its admin token and the CA of its
+/// certificate (the test PKI keeps `ca.pem` beside the server certificate).
+pub fn credentials(config: &Config) -> Credentials {
+    Credentials {
+        token: config
+            .admin_token_file
+            .as_deref()
+            .map(|f| Credentials::read_token(f).expect("admin token file")),
+        ca_file: config
+            .api_tls_cert_file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("ca.pem")),
+    }
 }
 
 /// The real parts of a test on the simulated fleet: a registry, the hosts, and an etcd
