@@ -10,7 +10,11 @@
 //! - makes it the default after it was verified running.
 //!
 //! Entries are found in `bootctl list` by their `version`, so the agent never guesses an
-//! entry's file name, token or counter.
+//! entry's file name, token or counter. The one-shot names the entry's file as it is on
+//! the ESP, boot counter included: systemd-boot 252 (Debian bookworm) matches
+//! `LoaderEntryOneShot` against file names with their counter, where `bootctl list`
+//! shows ids without it. The default names the id without the counter, which is the file
+//! name once `systemd-bless-boot` has marked the entry good.
 
 use baton_protocol::manifest::Component;
 
@@ -24,8 +28,21 @@ pub(super) struct SystemdBoot;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Entry {
     id: String,
+    /// The entry file's path.
+    source: Option<String>,
     version: Option<String>,
     linux: Option<String>,
+}
+
+impl Entry {
+    /// The name systemd-boot knows the entry by at the next boot: its file's name.
+    fn file_name(&self) -> &str {
+        self.source
+            .as_deref()
+            .and_then(|s| s.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.id)
+    }
 }
 
 /// Parses `bootctl list`: blocks of `key: value` lines separated by blank lines.
@@ -47,6 +64,7 @@ fn parse_list(text: &str) -> Vec<Entry> {
         let value = value.trim().to_owned();
         match key.trim() {
             "id" => current.id = value,
+            "source" => current.source = Some(value),
             "version" => current.version = Some(value),
             "linux" => current.linux = Some(value),
             _ => {}
@@ -69,10 +87,10 @@ fn entry_for<'a>(entries: &'a [Entry], release: &str) -> Option<&'a Entry> {
         })
 }
 
-fn entry_id(ops: &dyn HostOps, component: &Component, release: &str) -> OpResult<String> {
+fn entry(ops: &dyn HostOps, component: &Component, release: &str) -> OpResult<Entry> {
     let list = ops.run(&["bootctl", "list", "--no-pager"])?;
     entry_for(&parse_list(&list), release)
-        .map(|e| e.id.clone())
+        .cloned()
         .ok_or_else(|| OpError::Bootloader {
             component: component.name.clone(),
             reason: format!(
@@ -95,12 +113,13 @@ impl BootLoader for SystemdBoot {
         if let Some(running) = running(ops, ctx)?
             && running != release
         {
-            let current = entry_id(ops, component, &running)?;
-            ops.run(&["bootctl", "set-default", &current])?;
+            let current = entry(ops, component, &running)?;
+            ops.run(&["bootctl", "set-default", &current.id])?;
         }
         package::install(ops, &debs)?;
-        let next = entry_id(ops, component, release)?;
-        ops.run(&["bootctl", "set-oneshot", &next]).map(drop)
+        let next = entry(ops, component, release)?;
+        ops.run(&["bootctl", "set-oneshot", next.file_name()])
+            .map(drop)
     }
 
     fn make_default(
@@ -109,7 +128,7 @@ impl BootLoader for SystemdBoot {
         component: &Component,
         release: &str,
     ) -> OpResult<()> {
-        let id = entry_id(ops, component, release)?;
+        let id = entry(ops, component, release)?.id;
         ops.run(&["bootctl", "set-default", &id]).map(drop)
     }
 
@@ -164,6 +183,8 @@ pub(super) mod tests {
     fn finds_entries_by_version_counter_or_not() {
         let entries = parse_list(LIST);
         assert_eq!(entries.len(), 3);
+        let counted = entry_for(&entries, "6.1.0-51-cloud-amd64").expect("51");
+        assert_eq!(counted.file_name(), "debian-6.1.0-51-cloud-amd64+3.conf");
         assert_eq!(
             entry_for(&entries, "6.1.0-51-cloud-amd64").map(|e| e.id.as_str()),
             Some("debian-6.1.0-51-cloud-amd64.conf")

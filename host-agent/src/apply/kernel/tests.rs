@@ -64,7 +64,7 @@ fn systemd_boot_pins_the_running_entry_installs_the_package_and_boots_it_once() 
             format!("bootctl set-default debian-{RUNNING}.conf"),
             format!("env DEBIAN_FRONTEND=noninteractive dpkg -i {DEB}"),
             "bootctl list --no-pager".to_owned(),
-            format!("bootctl set-oneshot debian-{NEW}.conf"),
+            format!("bootctl set-oneshot debian-{NEW}+3.conf"),
         ]
     );
 }

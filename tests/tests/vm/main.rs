@@ -1,0 +1,16 @@
+//! The virtual-machine tier (`make test-vm`; `make test` runs it as its own step): QEMU
+//! VMs booting the Debian disks of `images/vmhost/`, one with UEFI firmware and
+//! systemd-boot, one with a BIOS and GRUB.
+//!
+//! - `boot.rs`: both disks boot, with their seed (Docker's TLS, a loopback proxy);
+//! - `fleet.rs`: the two VMs as a fleet, driven through the orchestrator's REST API, with
+//!   real kernel upgrades and a kernel that cannot boot.
+//!
+//! Needs `make static bundle-agents` (which `make test` runs first).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod boot;
+mod fleet;
+#[path = "../orchestrator/support.rs"]
+mod support;
