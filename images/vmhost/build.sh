@@ -57,7 +57,10 @@ kernels=(6.1.0-50-cloud-amd64 6.1.0-51-cloud-amd64)
 # variants share, then each variant's boot loader, whose postinst registers
 # the installed kernel with it.
 bootstrap_packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,procps,ca-certificates
-apt_packages=(docker.io "linux-image-${kernels[0]}")
+# apparmor: Debian's kernel enables AppArmor, and then dockerd runs containers
+# under its docker-default profile, which it loads with apparmor_parser; without
+# the package every unprivileged container (the downloader job) fails to start.
+apt_packages=(docker.io apparmor "linux-image-${kernels[0]}")
 
 # Fixed identifiers (every VM is a copy of one disk), so the kernel command
 # line and fstab name the partitions, not the disk.

@@ -248,7 +248,7 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
         }
         Found::Started => {}
     }
-    let code = wait(&docker, &name)
+    let (code, engine_error) = wait(&docker, &name)
         .await
         .map_err(|e| on_host(ContainerError::request("wait", &name)(e)))?;
     let (stdout, stderr) = logs(&docker, &name)
@@ -266,27 +266,34 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
     {
         return Ok(summary.describe());
     }
-    let last_line = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no error line")
-        .trim()
-        .to_owned();
+    let last_line = match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => line.trim().to_owned(),
+        None => engine_error.unwrap_or_else(|| "no error line".to_owned()),
+    };
     Err(AttemptError::Job { code, last_line })
 }
 
-/// Waits for the container to stop; returns its exit code.
-async fn wait(docker: &Docker, name: &str) -> Result<i64, bollard::errors::Error> {
+/// Waits for the container to stop; returns its exit code and the engine's error, if it
+/// gave one (a container that could not start: a mount, the runtime).
+async fn wait(
+    docker: &Docker,
+    name: &str,
+) -> Result<(i64, Option<String>), bollard::errors::Error> {
     let options = WaitContainerOptionsBuilder::new()
         .condition("not-running")
         .build();
     let mut stream = docker.wait_container(name, Some(options));
+    let engine_error = |e: String| Some(e).filter(|e| !e.trim().is_empty());
     match stream.next().await {
-        Some(Ok(resp)) => Ok(resp.status_code),
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Ok(resp)) => Ok((
+            resp.status_code,
+            resp.error.and_then(|e| e.message).and_then(engine_error),
+        )),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, error })) => {
+            Ok((code, engine_error(error)))
+        }
         Some(Err(e)) => Err(e),
-        None => Ok(-1),
+        None => Ok((-1, None)),
     }
 }
 
