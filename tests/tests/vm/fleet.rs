@@ -38,6 +38,39 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// under TCG take a few minutes each).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// `kill -9` of the agent's process alone (not its unit's other processes), with the
+/// guest's own `pkill` (busybox's lacks it), in the guest's namespaces.
+const GUEST_KILL_AGENT: [&str; 13] = [
+    "nsenter",
+    "-t",
+    "1",
+    "-m",
+    "-u",
+    "-i",
+    "-n",
+    "-p",
+    "--",
+    "/usr/bin/pkill",
+    "-9",
+    "-x",
+    "baton-agent",
+];
+
+/// Keeps each VM's serial console after the test, passed or not, in the test's target
+/// folder (`target/tmp/vm-fleet-<name>.log`): the record of every boot.
+struct KeepConsoles(Vec<(String, std::path::PathBuf)>);
+
+impl Drop for KeepConsoles {
+    fn drop(&mut self) {
+        for (name, log) in &self.0 {
+            let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vm-fleet-{name}.log"));
+            if std::fs::copy(log, &kept).is_ok() {
+                eprintln!("the serial console of {name}: {}", kept.display());
+            }
+        }
+    }
+}
+
 /// The sample daemon and utility of sample bundle `version`, and `kernel_deb` as the
 /// kernel, in `dir`, ready for `bundle build`.
 fn bundle_source(dir: &Path, version: &str, agent: &str, kernel_deb: &Path, release: &str) {
@@ -169,7 +202,7 @@ async fn kill_agent_in_kernel_step(
         });
         if in_kernel {
             let out = machine
-                .guest_exec(client, &["pkill", "-9", "-x", "baton-agent"])
+                .guest_exec(client, &GUEST_KILL_AGENT)
                 .await
                 .unwrap_or_else(|e| panic!("kill the agent of {host}: {e}"));
             eprintln!("killed the agent of {host} in its kernel step {out}");
@@ -220,6 +253,13 @@ async fn kernels_are_upgraded_on_systemd_boot_and_grub_and_a_bad_kernel_falls_ba
     let (mut uefi, mut bios) = (
         uefi.unwrap_or_else(|e| panic!("{e}")),
         bios.unwrap_or_else(|e| panic!("{e}")),
+    );
+
+    let _consoles = KeepConsoles(
+        [&uefi, &bios]
+            .iter()
+            .map(|m| (m.name().to_owned(), m.serial_log_path().to_owned()))
+            .collect(),
     );
 
     // The bundles are built while the VMs boot.
