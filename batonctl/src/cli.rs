@@ -179,6 +179,9 @@ pub struct UpgradeStart {
     /// waiting until the mode is lifted.
     #[arg(long)]
     pub skip_paused: bool,
+    /// Allow moving hosts to a lower version than they run (refused otherwise).
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// Select hosts by label, KEY=VALUE (repeat).
     #[arg(long = "selector", value_parser = key_value)]
     pub selector: Vec<(String, String)>,
@@ -314,6 +317,7 @@ impl UpgradeStart {
             hosts: (!self.hosts.is_empty()).then(|| self.hosts.clone()),
             id: self.id.clone(),
             skip_paused: self.skip_paused.then_some(true),
+            allow_downgrade: self.allow_downgrade.then_some(true),
         }
     }
 }

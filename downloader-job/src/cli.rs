@@ -96,6 +96,12 @@ pub struct Cli {
     /// TLS for the agent's `https://` etcd endpoints (paths on the host).
     #[command(flatten)]
     pub tls: EtcdTlsArgs,
+    /// The bundle image this job runs from, pinned by digest (`repo@sha256:…`): recorded
+    /// beside the staged bundle, whose agent installs it only for a `desired` naming that
+    /// digest. Without it the bundle is staged but not installable. `image` in --settings
+    /// takes its place.
+    #[arg(long, env = "BATON_BUNDLE_IMAGE")]
+    pub image: Option<String>,
     /// Seconds the (re)started agent gets to become active.
     #[arg(long, env = "BATON_ACTIVE_TIMEOUT_SECS", default_value_t = DEFAULT_ACTIVE_TIMEOUT.as_secs())]
     pub active_timeout_secs: u64,
@@ -116,6 +122,11 @@ impl Cli {
             host_root: self.host_root.clone(),
             dbus_socket,
             agent: self.agent_settings(),
+            image: self
+                .settings
+                .as_ref()
+                .and_then(|s| s.image.clone())
+                .or_else(|| self.image.clone()),
             active_timeout: Duration::from_secs(self.active_timeout_secs),
             poll_interval: POLL_INTERVAL,
         }

@@ -51,6 +51,11 @@ pub struct JobSettings {
     /// TLS for the agent's `https://` etcd endpoints (files on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+    /// The bundle image the job runs from, pinned by digest: the job records the digest
+    /// beside the staged bundle, and the agent installs the bundle only for a `desired`
+    /// naming that digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 fn settings_schema() -> u32 {
@@ -79,6 +84,7 @@ impl JobSettings {
             kernel_release_file: default_kernel_release_file(),
             container_prefix: String::new(),
             tls: None,
+            image: None,
         }
     }
 

@@ -44,6 +44,10 @@ impl Agent {
                 .is_some_and(|j| j.upgrade_id == desired.upgrade_id)
             {
                 // Already handled: make sure the outcome is reported.
+            } else if let Err(e) = desired.validate() {
+                self.refuse(desired, &format!("{}: {}", e.field, e.reason), reporter)
+                    .await?;
+                return Ok(Driven::Settled);
             } else if desired.action == DesiredAction::Restart {
                 self.restart_services(desired, reporter).await?;
                 return Ok(Driven::Settled);
@@ -54,6 +58,7 @@ impl Agent {
                 let fresh = Journal {
                     upgrade_id: desired.upgrade_id.clone(),
                     version: installed.bundle_version.unwrap_or_default(),
+                    bundle_digest: None,
                     started_at: documents::now(),
                     previous: Previous::default(),
                     steps: Vec::new(),
@@ -74,33 +79,16 @@ impl Agent {
                 journal = Some(fresh);
             } else {
                 // Install, and Replace (reinstall every component of the bundle, even at the
-                // version the host already runs): a new journal applies them all.
-                match self.manifest(&desired.version) {
+                // version the host already runs): a new journal applies them all — from the
+                // bundle staged from the image `desired` names, and nothing else.
+                match self.desired_bundle(desired) {
                     Ok(manifest) => {
                         let fresh = self.new_journal(desired, &manifest)?;
                         journal::save(state_dir, &fresh)?;
                         journal = Some(fresh);
                     }
                     Err(e) => {
-                        let reason = e.to_string();
-                        reporter
-                            .status(
-                                Some(&desired.upgrade_id),
-                                HostState::Updating,
-                                Some("read bundle"),
-                                "",
-                                None,
-                            )
-                            .await?;
-                        reporter
-                            .status(
-                                Some(&desired.upgrade_id),
-                                HostState::Failed,
-                                None,
-                                &reason,
-                                None,
-                            )
-                            .await?;
+                        self.refuse(desired, &e.to_string(), reporter).await?;
                         return Ok(Driven::Settled);
                     }
                 }
@@ -124,11 +112,42 @@ impl Agent {
         Ok(driven)
     }
 
+    /// Reports a `desired` refused before anything was started: `Failed` with the reason,
+    /// nothing touched on the host.
+    async fn refuse(
+        &self,
+        desired: &Desired,
+        reason: &str,
+        reporter: &Reporter,
+    ) -> Result<(), AgentError> {
+        tracing::warn!(upgrade = %desired.upgrade_id, %reason, "desired refused");
+        reporter
+            .status(
+                Some(&desired.upgrade_id),
+                HostState::Updating,
+                Some("read bundle"),
+                "",
+                None,
+            )
+            .await?;
+        reporter
+            .status(
+                Some(&desired.upgrade_id),
+                HostState::Failed,
+                None,
+                reason,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
     fn new_journal(&self, desired: &Desired, manifest: &Manifest) -> Result<Journal, AgentError> {
         let installed = self.installed_now()?;
         Ok(Journal {
             upgrade_id: desired.upgrade_id.clone(),
             version: desired.version.clone(),
+            bundle_digest: desired.validate().ok().map(str::to_owned),
             started_at: documents::now(),
             previous: Previous {
                 bundle_version: installed.bundle_version,
@@ -169,7 +188,12 @@ impl Agent {
         let state_dir = self.config.state_dir.clone();
         let id = journal.upgrade_id.clone();
         let started = journal.started_at.clone();
-        let manifest = match self.manifest(&journal.version) {
+        // Resumed: still only the bundle staged from the image the upgrade began with.
+        let manifest = match &journal.bundle_digest {
+            Some(digest) => self.staged(&journal.version, digest),
+            None => self.manifest(&journal.version),
+        };
+        let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
                 journal.outcome = Some(Outcome::Failed {

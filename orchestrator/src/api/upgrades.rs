@@ -265,6 +265,7 @@ pub async fn create(
         events: 0,
         listed: req.hosts.is_some(),
         skip_paused: req.skip_paused.unwrap_or(false),
+        allow_downgrade: req.allow_downgrade.unwrap_or(false),
         task: None,
         orchestrator: resolved.manifest.orchestrator_image.clone().map(|image| {
             OrchestratorUpdate {

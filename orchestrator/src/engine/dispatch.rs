@@ -124,6 +124,7 @@ impl Job {
             settings.container_prefix = p.clone();
         }
         settings.tls = self.tls.clone();
+        settings.image = Some(self.bundle.clone());
         settings
     }
 
@@ -354,6 +355,7 @@ mod tests {
             PathBuf::from(baton_protocol::agent_config::DEFAULT_KERNEL_RELEASE_FILE)
         );
         assert_eq!(settings.container_prefix, "host-1-");
+        assert_eq!(settings.image.as_deref(), Some("r/b@sha256:00"));
         assert_eq!(job(&[]).container_name(), "baton-download-u1-host-1");
         let mut tls = job(&[]);
         tls.tls = Some(EtcdTls {

@@ -155,6 +155,7 @@ mod tests {
             hosts: hosts.map(|h| h.iter().map(|s| (*s).to_owned()).collect()),
             id: None,
             skip_paused: None,
+            allow_downgrade: None,
         }
     }
 

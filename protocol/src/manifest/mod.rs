@@ -15,6 +15,7 @@ mod validate;
 
 pub use self::checks::{
     check_absolute_path, check_image_ref, check_relative_path, check_sha256, check_version,
+    image_digest,
 };
 pub use self::types::{AgentPackage, Component, ComponentKind, FileEntry, HealthCheck, Manifest};
 

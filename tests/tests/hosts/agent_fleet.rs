@@ -107,6 +107,7 @@ impl World {
             bundle: self.bundles[name].clone(),
             action: DesiredAction::Install,
             next_host: None,
+            allow_downgrade: false,
             issued_at: documents::now(),
         }
     }

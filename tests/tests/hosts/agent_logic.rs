@@ -11,6 +11,7 @@ use baton_agent::ops::{Call, RecordingHost};
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::documents::{self, Desired, DesiredAction, HostStatus, Installed};
 use baton_protocol::etcd;
+use baton_protocol::staged::{STAGED_RECORD_FILE, StagedBundle};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
 use baton_tests::etcd::EtcdServer;
 
@@ -29,6 +30,20 @@ fn manifest(version: &str, daemon_content: &str) -> String {
         ]
     })
     .to_string()
+}
+
+/// The image digest the test bundles are staged from.
+fn digest() -> String {
+    format!("sha256:{SHA}")
+}
+
+/// Stages bundle `version` in `dir` as the downloader job leaves it: its manifest and the
+/// record of the image it came from.
+fn stage(dir: &Path, version: &str, daemon_content: &str) {
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("manifest.json"), manifest(version, daemon_content)).expect("manifest");
+    let record = StagedBundle::new(version, &digest()).expect("record");
+    std::fs::write(dir.join(STAGED_RECORD_FILE), record.to_json()).expect("record");
 }
 
 struct Setup {
@@ -57,11 +72,7 @@ async fn setup(daemon_content: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("bundles/2.0.0")).expect("dir");
-    std::fs::write(
-        state.join("bundles/2.0.0/manifest.json"),
-        manifest("2.0.0", daemon_content),
-    )
-    .expect("manifest");
+    stage(&state.join("bundles/2.0.0"), "2.0.0", daemon_content);
     std::fs::write(dir.path().join("boot-id"), "boot-1\n").expect("boot id");
     std::fs::write(dir.path().join("kernel"), "6.1.0-baton1\n").expect("kernel");
     let host = HostId::new("h1").expect("host");
@@ -138,24 +149,43 @@ async fn desire_action(s: &Setup, id: &str, action: DesiredAction) {
 }
 
 async fn desire_full(s: &Setup, id: &str, action: DesiredAction, next_host: Option<&str>) {
-    let desired = Desired {
+    let mut desired = desired(
+        id,
+        "2.0.0",
+        &format!("127.0.0.1:5000/baton/bundle@{}", digest()),
+    );
+    desired.action = action;
+    desired.next_host = next_host.map(|h| HostId::new(h).expect("host"));
+    put_desired(s, &desired).await;
+}
+
+fn desired(id: &str, version: &str, bundle: &str) -> Desired {
+    Desired {
         schema_version: documents::SCHEMA_VERSION,
         upgrade_id: UpgradeId::new(id).expect("id"),
-        version: "2.0.0".into(),
-        bundle: "127.0.0.1:5000/baton/bundle@sha256:".to_owned() + SHA,
-        action,
-        next_host: next_host.map(|h| HostId::new(h).expect("host")),
+        version: version.into(),
+        bundle: bundle.into(),
+        action: DesiredAction::Install,
+        next_host: None,
+        allow_downgrade: false,
         issued_at: documents::now(),
-    };
+    }
+}
+
+async fn put_desired(s: &Setup, desired: &Desired) {
     s.client
         .kv_client()
         .put(
             s.ks.host(&s.host, HostKey::Desired),
-            documents::encode(&desired),
+            documents::encode(desired),
             None,
         )
         .await
         .expect("put desired");
+}
+
+fn installs(s: &Setup) -> usize {
+    count(&s.fake.calls(), |c| matches!(c, Call::Install(_)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,5 +450,78 @@ async fn a_done_host_hands_the_baton_to_the_next_in_the_daisy_chain() {
         Some("h3"),
         "{handed:?}"
     );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_naming_no_staged_verified_bundle_fails_with_nothing_installed() {
+    let s = setup("echo-v2").await;
+    // A bundle someone put outside bundles/, reachable from it by `..`, with a manifest and
+    // a record naming the right digest: a traversing version must not reach it.
+    stage(&s.dir.path().join("planted"), "2.0.0", "echo-evil");
+    // A bundle staged without the record of its image (a job not told its digest).
+    let unrecorded = s.config.state_dir.join("bundles/3.0.0");
+    stage(&unrecorded, "3.0.0", "echo-v3");
+    std::fs::remove_file(unrecorded.join(STAGED_RECORD_FILE)).expect("remove record");
+    let pinned = format!("127.0.0.1:5000/baton/bundle@{}", digest());
+    let other = format!("127.0.0.1:5000/baton/bundle@sha256:{}", "0".repeat(64));
+    let cases = [
+        (
+            "f-traverse",
+            "../../planted",
+            pinned.as_str(),
+            "desired.version",
+        ),
+        ("f-absolute", "/tmp", pinned.as_str(), "desired.version"),
+        (
+            "f-unstaged",
+            "9.9.9",
+            pinned.as_str(),
+            "bundle 9.9.9 is not staged",
+        ),
+        (
+            "f-unrecorded",
+            "3.0.0",
+            pinned.as_str(),
+            "no record of the image",
+        ),
+        (
+            "f-other-image",
+            "2.0.0",
+            other.as_str(),
+            "not from desired.bundle's sha256:0000",
+        ),
+        (
+            "f-tag",
+            "2.0.0",
+            "127.0.0.1:5000/baton/bundle:2.0.0",
+            "desired.bundle",
+        ),
+    ];
+    for (id, version, bundle, reason) in cases {
+        put_desired(&s, &desired(id, version, bundle)).await;
+        let status = wait_state_of(
+            &s,
+            id,
+            &[HostState::Done, HostState::Failed, HostState::RolledBack],
+        )
+        .await;
+        assert_eq!(status.state, HostState::Failed, "{id}: {status:?}");
+        assert!(
+            status.message.contains(reason),
+            "{id}: {reason:?} not in {status:?}"
+        );
+        assert_eq!(installs(&s), 0, "{id}: {:?}", s.fake.calls());
+        assert!(
+            baton_agent::journal::load(&s.config.state_dir)
+                .expect("journal")
+                .is_none(),
+            "{id}: a journal was started"
+        );
+    }
+    // The staged, recorded bundle named by its digest still installs.
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert_eq!(installs(&s), 3);
     s.task.abort();
 }

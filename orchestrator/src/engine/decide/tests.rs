@@ -89,6 +89,7 @@ impl Fx {
             task: None,
             orchestrator: None,
             skip_paused: false,
+            allow_downgrade: false,
             created_at: T0.into(),
             updated_at: T0.into(),
         };
@@ -216,6 +217,7 @@ impl Fx {
                 bundle: self.upgrade.bundle.clone(),
                 action: DesiredAction::Install,
                 next_host: None,
+                allow_downgrade: false,
                 issued_at: T0.into(),
             },
             mod_revision: 7,
