@@ -10,38 +10,40 @@ use baton_agent::agent::Agent;
 use baton_agent::ops::{Call, RecordingHost};
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::documents::{self, Desired, DesiredAction, HostStatus, Installed};
-use baton_protocol::etcd;
 use baton_protocol::staged::{STAGED_RECORD_FILE, StagedBundle};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
+use baton_protocol::{digest, etcd};
 use baton_tests::etcd::EtcdServer;
 
 const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-fn manifest(version: &str, daemon_content: &str) -> String {
-    serde_json::json!({
-        "schema_version": 1, "version": version, "backward_compatible": true,
-        "agent": {"version": version, "file": {"path": "agent/baton-agent", "size": 0, "sha256": SHA, "mode": "0755"}},
-        "components": [
-            {"name": "baton-hello", "version": version, "kind": "file", "order": 10,
-             "files": [{"path": "hello", "dest": "/usr/local/bin/baton-hello", "size": 0, "sha256": SHA, "mode": "0755"}]},
-            {"name": "baton-echo", "version": version, "kind": "service", "unit": "baton-echo.service", "order": 20,
-             "files": [{"path": daemon_content, "dest": "/usr/local/sbin/baton-echo", "size": 0, "sha256": SHA, "mode": "0755"},
-                       {"path": "echo.service", "dest": "/etc/systemd/system/baton-echo.service", "size": 0, "sha256": SHA}]}
-        ]
-    })
-    .to_string()
-}
 
 /// The image digest the test bundles are staged from.
 fn digest() -> String {
     format!("sha256:{SHA}")
 }
 
-/// Stages bundle `version` in `dir` as the downloader job leaves it: its manifest and the
-/// record of the image it came from.
+/// Stages bundle `version` in `dir` as the downloader job leaves it: every file (its
+/// content is its name), the manifest naming their sizes and digests, and the record of
+/// the image the bundle came from. The daemon's binary is the file `daemon_content`.
 fn stage(dir: &Path, version: &str, daemon_content: &str) {
     std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(dir.join("manifest.json"), manifest(version, daemon_content)).expect("manifest");
+    let file = |path: &str, dest: &str, mode: &str| {
+        std::fs::write(dir.join(path), path).expect("staged file");
+        serde_json::json!({"path": path, "dest": dest, "size": path.len(),
+                           "sha256": digest::sha256_hex(path.as_bytes()), "mode": mode})
+    };
+    let manifest = serde_json::json!({
+        "schema_version": 1, "version": version, "backward_compatible": true,
+        "agent": {"version": version, "file": {"path": "agent/baton-agent", "size": 0, "sha256": SHA, "mode": "0755"}},
+        "components": [
+            {"name": "baton-hello", "version": version, "kind": "file", "order": 10,
+             "files": [file("hello", "/usr/local/bin/baton-hello", "0755")]},
+            {"name": "baton-echo", "version": version, "kind": "service", "unit": "baton-echo.service", "order": 20,
+             "files": [file(daemon_content, "/usr/local/sbin/baton-echo", "0755"),
+                       file("echo.service", "/etc/systemd/system/baton-echo.service", "0644")]}
+        ]
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
     let record = StagedBundle::new(version, &digest()).expect("record");
     std::fs::write(dir.join(STAGED_RECORD_FILE), record.to_json()).expect("record");
 }
@@ -523,5 +525,57 @@ async fn a_desired_naming_no_staged_verified_bundle_fails_with_nothing_installed
     let status = install(&s).await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
     assert_eq!(installs(&s), 3);
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_staged_file_rolls_back_naming_the_file() {
+    let s = setup("echo-v2").await;
+    s.fake
+        .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
+    s.fake
+        .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    // The staged daemon binary, one byte changed after the job verified it.
+    let staged = s.config.state_dir.join("bundles/2.0.0/echo-v2");
+    std::fs::write(&staged, "echo-v3").expect("flip a byte");
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::RolledBack, "{status:?}");
+    let named = format!("{}: sha256 ", staged.display());
+    assert!(
+        status.message.contains(&named),
+        "{named:?} not in {status:?}"
+    );
+    assert!(
+        status.message.contains("does not match the manifest"),
+        "{status:?}"
+    );
+    // The utility applied before it is back on its previous content; the daemon and its
+    // unit were never replaced, and the daemon was not restarted.
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/bin/baton-hello"))
+            .as_deref(),
+        Some("hello-v1")
+    );
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/sbin/baton-echo"))
+            .as_deref(),
+        Some("echo-v1")
+    );
+    assert_eq!(
+        s.fake
+            .file(Path::new("/etc/systemd/system/baton-echo.service")),
+        None
+    );
+    let calls = s.fake.calls();
+    assert!(
+        !calls.contains(&Call::Install("/usr/local/sbin/baton-echo".into())),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.contains(&Call::Restart("baton-echo.service".into())),
+        "{calls:?}"
+    );
     s.task.abort();
 }

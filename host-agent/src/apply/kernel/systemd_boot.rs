@@ -98,6 +98,7 @@ impl BootLoader for SystemdBoot {
             let current = entry_id(ops, component, &running)?;
             ops.run(&["bootctl", "set-default", &current])?;
         }
+        package::verify(ops, ctx, component)?;
         package::install(ops, &debs)?;
         let next = entry_id(ops, component, release)?;
         ops.run(&["bootctl", "set-oneshot", &next]).map(drop)
