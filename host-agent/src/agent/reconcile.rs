@@ -7,7 +7,7 @@
 use baton_protocol::documents::{self, Desired, DesiredAction};
 use baton_protocol::etcd;
 use baton_protocol::manifest::{Component, Manifest};
-use baton_protocol::{HostKey, HostState};
+use baton_protocol::{HostKey, HostState, version};
 
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
 use crate::apply;
@@ -81,6 +81,10 @@ impl Agent {
                 // Install, and Replace (reinstall every component of the bundle, even at the
                 // version the host already runs): a new journal applies them all — from the
                 // bundle staged from the image `desired` names, and nothing else.
+                if let Some(reason) = self.undeclared_downgrade(desired)? {
+                    self.refuse(desired, &reason, reporter).await?;
+                    return Ok(Driven::Settled);
+                }
                 match self.desired_bundle(desired) {
                     Ok(manifest) => {
                         let fresh = self.new_journal(desired, &manifest)?;
@@ -110,6 +114,25 @@ impl Agent {
             self.hand_over(client, desired, next).await?;
         }
         Ok(driven)
+    }
+
+    /// Why `desired` may not be installed if it would move the host to a lower version than
+    /// it runs without saying so (`allow_downgrade`, set by the orchestrator only when the
+    /// upgrade's request asked for it).
+    fn undeclared_downgrade(&self, desired: &Desired) -> Result<Option<String>, AgentError> {
+        if desired.allow_downgrade {
+            return Ok(None);
+        }
+        let installed = self.installed_now()?;
+        Ok(installed
+            .bundle_version
+            .filter(|current| version::is_downgrade(current, &desired.version))
+            .map(|current| {
+                format!(
+                    "downgrade from {current} to {} refused: desired.allow_downgrade is not set",
+                    desired.version
+                )
+            }))
     }
 
     /// Reports a `desired` refused before anything was started: `Failed` with the reason,

@@ -579,3 +579,39 @@ async fn a_flipped_byte_in_a_staged_file_rolls_back_naming_the_file() {
     );
     s.task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_is_installed_only_when_desired_allows_it() {
+    let s = setup("echo-v2").await;
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    stage(
+        &s.config.state_dir.join("bundles/1.0.0"),
+        "1.0.0",
+        "echo-v1",
+    );
+    let before = installs(&s);
+    let pinned = format!("127.0.0.1:5000/baton/bundle@{}", digest());
+
+    put_desired(&s, &desired("u-down", "1.0.0", &pinned)).await;
+    let settled = [HostState::Done, HostState::Failed, HostState::RolledBack];
+    let status = wait_state_of(&s, "u-down", &settled).await;
+    assert_eq!(status.state, HostState::Failed, "{status:?}");
+    for want in ["downgrade from 2.0.0 to 1.0.0", "allow_downgrade"] {
+        assert!(status.message.contains(want), "{want:?} not in {status:?}");
+    }
+    assert_eq!(installs(&s), before, "{:?}", s.fake.calls());
+
+    let mut allowed = desired("u-down-allowed", "1.0.0", &pinned);
+    allowed.allow_downgrade = true;
+    put_desired(&s, &allowed).await;
+    let status = wait_state_of(&s, "u-down-allowed", &settled).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/sbin/baton-echo"))
+            .as_deref(),
+        Some("echo-v1")
+    );
+    s.task.abort();
+}
