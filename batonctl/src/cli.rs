@@ -229,6 +229,14 @@ pub struct BuildArgs {
     /// Do not require `<agent> --version` to report the manifest's agent version.
     #[arg(long)]
     pub no_agent_version_check: bool,
+    /// A destination the bundle may install to (repeat or comma-separate; an entry ending
+    /// in `/` covers a folder), as the hosts' agents allow it (`install_allow`)
+    /// [default: /usr/local/, /opt/, /etc/systemd/system/, /boot/].
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// A destination that may carry setuid or setgid bits (repeat or comma-separate).
+    #[arg(long = "allow-setuid", value_delimiter = ',')]
+    pub allow_setuid: Vec<String>,
     /// Also write the completed manifest to this file.
     #[arg(long)]
     pub manifest_out: Option<PathBuf>,

@@ -57,6 +57,16 @@ pub async fn run<S: Systemd>(
     let bundle = Bundle::open(&config.bundle_dir)?;
     let manifest = bundle.manifest();
     tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");
+    // Where the bundle installs, checked against the policy the agent gets: a bundle the
+    // agent would refuse is not staged.
+    config
+        .agent
+        .install
+        .check(manifest)
+        .map_err(|source| JobError::Manifest {
+            path: bundle.manifest_path(),
+            source,
+        })?;
     let record = config
         .image
         .as_deref()
@@ -279,6 +289,7 @@ mod tests {
                 kernel_release_file: "/run/baton/booted-kernel".into(),
                 container_prefix: String::new(),
                 tls: None,
+                install: baton_protocol::manifest::InstallPolicy::default(),
             },
             image: Some(IMAGE.into()),
             active_timeout: Duration::from_millis(300),
@@ -446,6 +457,22 @@ mod tests {
         let systemd = FakeSystemd::new();
         let err = run(&cfg, &RealFs, &systemd).await.unwrap_err();
         assert!(err.to_string().starts_with("--image: "), "{err}");
+        assert!(!cfg.host_root.exists());
+        assert!(systemd.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bundle_installing_outside_the_allow_list_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), "1.0.0");
+        // The test bundle installs under /usr/local/bin and /boot.
+        cfg.agent.install.allow = vec!["/opt/".into(), "/boot/".into()];
+        let systemd = FakeSystemd::new();
+        let err = run(&cfg, &RealFs, &systemd).await.unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("manifest.json"), "{err}");
+        assert!(err.contains(".dest"), "{err}");
+        assert!(err.contains("outside the install allow-list"), "{err}");
         assert!(!cfg.host_root.exists());
         assert!(systemd.calls().is_empty());
     }

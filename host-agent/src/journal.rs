@@ -48,7 +48,7 @@ pub struct Step {
     /// Whether each destination existed before (dest → existed), recorded at backup.
     #[serde(default)]
     pub existed: BTreeMap<String, bool>,
-    /// For containers: the image the service container ran before.
+    /// For containers: the ID of the image the service container ran before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_image: Option<String>,
 }

@@ -195,7 +195,8 @@ pub trait HostOps: Send + Sync {
     fn recreate_container(&self, name: &str, image: &str, args: &[String]) -> OpResult<()>;
     /// Removes the container `name` if it exists.
     fn remove_container(&self, name: &str) -> OpResult<()>;
-    /// The image the container `name` runs, if it exists.
+    /// The ID (`sha256:…`) of the image the container `name` runs, if it exists; what a
+    /// rollback recreates it from.
     fn container_image(&self, name: &str) -> OpResult<Option<String>>;
     /// Whether the container runs (and is healthy, if it has a health check).
     fn container_healthy(&self, name: &str) -> OpResult<bool>;

@@ -457,10 +457,9 @@ impl<S: Systemd> HostOps for RealHost<S> {
     }
 
     fn container_image(&self, name: &str) -> OpResult<Option<String>> {
-        Ok(self
-            .inspect(name)?
-            .and_then(|c| c.config)
-            .and_then(|c| c.image))
+        // The image ID the container runs, not the tag it was created from: a rollback must
+        // get exactly that image back, even if the tag was moved since.
+        Ok(self.inspect(name)?.and_then(|c| c.image))
     }
 
     fn container_healthy(&self, name: &str) -> OpResult<bool> {

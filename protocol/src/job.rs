@@ -13,6 +13,8 @@ use crate::agent_config::{
     default_ttl as default_lease_ttl,
 };
 use crate::etcd::EtcdTls;
+#[cfg(doc)]
+use crate::manifest::DEFAULT_INSTALL_ALLOW;
 
 /// The environment variable carrying the job's [`JobSettings`] as JSON.
 pub const SETTINGS_ENV: &str = "BATON_JOB_SETTINGS";
@@ -56,6 +58,13 @@ pub struct JobSettings {
     /// naming that digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The agent's `install_allow` (default: [`DEFAULT_INSTALL_ALLOW`]): where bundles may
+    /// install files; the job refuses a bundle installing elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_allow: Option<Vec<String>>,
+    /// The agent's `install_setuid`: destinations that may carry setuid or setgid bits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install_setuid: Vec<String>,
 }
 
 fn settings_schema() -> u32 {
@@ -85,6 +94,8 @@ impl JobSettings {
             container_prefix: String::new(),
             tls: None,
             image: None,
+            install_allow: None,
+            install_setuid: Vec::new(),
         }
     }
 

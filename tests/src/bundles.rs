@@ -193,6 +193,7 @@ pub async fn build_bundle(
             push: true,
             check_agent_version: true,
             manifest_out: None,
+            install: baton_protocol::manifest::InstallPolicy::default(),
         },
         &bundle::Stderr,
     )

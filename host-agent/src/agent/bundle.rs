@@ -3,7 +3,7 @@
 //! (`bundle.json`, [`StagedBundle`]). A bundle is used for a `desired` only when its
 //! version is a version (never a path), its manifest says that version, and its record
 //! names the image digest the `desired` names: the agent installs only what the job staged
-//! and verified under that digest.
+//! and verified under that digest, and only to destinations its install policy allows.
 
 use std::path::PathBuf;
 
@@ -127,8 +127,16 @@ impl Agent {
     }
 
     /// The manifest of bundle `version`, if it was staged from the image `digest`.
+    /// Its destinations must be allowed by this host's install policy (`agent.toml`).
     pub(super) fn staged(&self, version: &str, digest: &str) -> Result<Manifest, BundleError> {
         let manifest = self.manifest(version)?;
+        self.config
+            .install_policy()
+            .check(&manifest)
+            .map_err(|source| BundleError::Invalid {
+                path: self.bundle_dir(version).join("manifest.json"),
+                source,
+            })?;
         let path = self.bundle_dir(version).join(STAGED_RECORD_FILE);
         let no_record = |reason: String| BundleError::NoRecord {
             version: version.to_owned(),

@@ -90,6 +90,8 @@ async fn setup(daemon_content: &str) -> Setup {
         // Short, so checks of the fake host need not wait the real default.
         health_settle_secs: 1,
         bootloader: baton_protocol::agent_config::Bootloader::Simulated,
+        install_allow: baton_protocol::manifest::default_install_allow(),
+        install_setuid: Vec::new(),
         tls: None,
     };
     let fake = Arc::new(RecordingHost::default());
@@ -465,9 +467,24 @@ async fn a_desired_naming_no_staged_verified_bundle_fails_with_nothing_installed
     let unrecorded = s.config.state_dir.join("bundles/3.0.0");
     stage(&unrecorded, "3.0.0", "echo-v3");
     std::fs::remove_file(unrecorded.join(STAGED_RECORD_FILE)).expect("remove record");
+    // A bundle installing the agent's own configuration.
+    let hostile = s.config.state_dir.join("bundles/4.0.0");
+    stage(&hostile, "4.0.0", "echo-v4");
+    let manifest = std::fs::read_to_string(hostile.join("manifest.json")).expect("manifest");
+    std::fs::write(
+        hostile.join("manifest.json"),
+        manifest.replace("/usr/local/bin/baton-hello", "/etc/baton/agent.toml"),
+    )
+    .expect("manifest");
     let pinned = format!("127.0.0.1:5000/baton/bundle@{}", digest());
     let other = format!("127.0.0.1:5000/baton/bundle@sha256:{}", "0".repeat(64));
     let cases = [
+        (
+            "f-own-path",
+            "4.0.0",
+            pinned.as_str(),
+            "components[0].files[0].dest: \"/etc/baton/agent.toml\" is Baton's own",
+        ),
         (
             "f-traverse",
             "../../planted",

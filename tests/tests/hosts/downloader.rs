@@ -452,6 +452,7 @@ async fn bundle_build_refuses_bad_sources_before_building() {
                 push: false,
                 check_agent_version: true,
                 manifest_out: None,
+                install: baton_protocol::manifest::InstallPolicy::default(),
             },
             &bundle::Quiet,
         )
