@@ -19,7 +19,7 @@ use crate::engine::EngineConfig;
 use crate::engine::dispatch::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
 use crate::engine::model::{
     DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEAL_GRACE,
-    DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_INSTALL_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
 use crate::engine::successor::SelfUpdate;
 
@@ -200,6 +200,11 @@ pub struct Config {
     #[arg(long, env = "BATON_HEALTH_TIMEOUT", value_parser = duration, default_value = "3m")]
     #[serde(serialize_with = "human")]
     pub health_timeout: Duration,
+    /// Time a dispatched host whose agent is alive may make no progress (no change of its
+    /// `status`) before it counts as failed.
+    #[arg(long, env = "BATON_INSTALL_TIMEOUT", value_parser = duration, default_value = "30m")]
+    #[serde(serialize_with = "human")]
+    pub install_timeout: Duration,
     /// Time a registered host's agent may be gone, while its Docker Engine answers, before
     /// the downloader job of its current bundle is run again to revive it (autohealing;
     /// maintenance mode `autohealing-off` turns it off for a host or group).
@@ -248,6 +253,7 @@ impl Config {
             download_attempts: DEFAULT_ATTEMPTS,
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            install_timeout: DEFAULT_INSTALL_TIMEOUT,
             heal_grace: DEFAULT_HEAL_GRACE,
             job_labels: Vec::new(),
             self_update_timeout: DEFAULT_SELF_UPDATE_TIMEOUT,
@@ -348,6 +354,7 @@ impl Config {
                 download_concurrency: self.download_concurrency.max(1),
                 agent_timeout: self.agent_timeout,
                 health_timeout: self.health_timeout,
+                install_timeout: self.install_timeout,
                 max_dispatch: MAX_DISPATCH_PER_PASS,
                 heal_grace: self.heal_grace,
             },

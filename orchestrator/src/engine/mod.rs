@@ -113,6 +113,9 @@ struct Seen {
     loaded: BTreeSet<Part>,
     /// Since when each host has been without an `alive` key, as seen here.
     missing_since: BTreeMap<HostId, Instant>,
+    /// For each host of an upgrade in progress: the revisions of its `desired` and
+    /// `status` last seen, and since when they have been those.
+    unchanged_since: BTreeMap<HostId, ((i64, i64), Instant)>,
 }
 
 /// Downloader jobs of this leadership.
@@ -167,6 +170,7 @@ pub async fn run(
             view: FleetView::default(),
             loaded: BTreeSet::new(),
             missing_since: BTreeMap::new(),
+            unchanged_since: BTreeMap::new(),
         },
         jobs: Jobs {
             running: BTreeMap::new(),
@@ -360,6 +364,48 @@ impl Engine {
         }
     }
 
+    /// Notes since when the `desired` and `status` of each host of an upgrade in progress
+    /// have been unchanged, as seen by this replica (a new leader starts counting afresh).
+    fn track_progress(&mut self, now: Instant) {
+        let view = &self.seen.view;
+        let hosts: BTreeSet<&HostId> = view
+            .upgrades
+            .values()
+            .filter(|u| !u.value.phase.is_terminal())
+            .flat_map(|u| u.value.hosts.keys())
+            .collect();
+        let revisions = |h: &HostId| {
+            let docs = view.hosts.get(h);
+            let rev = |r: Option<i64>| r.unwrap_or(0);
+            (
+                rev(docs
+                    .and_then(|d| d.desired.as_ref())
+                    .map(|d| d.mod_revision)),
+                rev(docs.and_then(|d| d.status.as_ref()).map(|s| s.mod_revision)),
+            )
+        };
+        let seen = &mut self.seen.unchanged_since;
+        seen.retain(|h, _| hosts.contains(h));
+        for host in hosts {
+            let now_revs = revisions(host);
+            match seen.get(host) {
+                Some((revs, _)) if *revs == now_revs => {}
+                _ => {
+                    seen.insert(host.clone(), (now_revs, now));
+                }
+            }
+        }
+    }
+
+    /// How long each tracked host's `desired` and `status` have been unchanged.
+    fn unchanged_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
+        self.seen
+            .unchanged_since
+            .iter()
+            .map(|(h, (_, since))| (h.clone(), now.duration_since(*since)))
+            .collect()
+    }
+
     /// How long each host without an `alive` key has been so.
     fn alive_missing_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
         self.seen
@@ -371,6 +417,7 @@ impl Engine {
 
     async fn pass(&mut self) {
         self.track_alive(Instant::now());
+        self.track_progress(Instant::now());
         let in_progress: Vec<UpgradeId> = self
             .seen
             .view
