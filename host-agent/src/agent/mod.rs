@@ -8,6 +8,7 @@
 //! - `reboot.rs`: `reboot` (journaled: asked in one boot, checked and `Done` in the next);
 //! - `restart.rs`: `restart` of the managed services, and their check after a reboot;
 //! - `hand_over.rs`: the daisy-chain hand-over to the next host;
+//! - `prune.rs`: removing staged bundles and backups no longer needed once an upgrade is done;
 //! - `bundle.rs`: the staged bundles, used only for the version and image digest they were
 //!   staged with.
 //!
@@ -18,6 +19,7 @@
 
 mod bundle;
 mod hand_over;
+mod prune;
 mod reboot;
 mod reconcile;
 mod restart;

@@ -370,6 +370,19 @@ impl Agent {
                     installed.updated_at = documents::now();
                     self.save_installed(&installed)?;
                     journal.outcome = Some(Outcome::Done);
+                    let (state, version, previous, id) = (
+                        state_dir.clone(),
+                        journal.version.clone(),
+                        journal.previous.bundle_version.clone(),
+                        journal.upgrade_id.clone(),
+                    );
+                    let pruned = blocking(move || {
+                        super::prune::prune(&state, &version, previous.as_deref(), &id)
+                    })
+                    .await;
+                    if !pruned.is_empty() {
+                        tracing::info!(upgrade = %journal.upgrade_id, ?pruned, "pruned staged bundles and backups no longer needed");
+                    }
                 }
                 Action::FinishRolledBack => {
                     journal.outcome = Some(Outcome::RolledBack {

@@ -195,8 +195,14 @@ fn installs(s: &Setup) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_install_applies_every_component_in_order_and_reports_done() {
     let s = setup("echo-v2").await;
+    // An old bundle nothing needs any more, and one staged for a later upgrade.
+    let bundles = s.config.state_dir.join("bundles");
+    stage(&bundles.join("0.5.0"), "0.5.0", "echo-v0");
+    stage(&bundles.join("3.0.0"), "3.0.0", "echo-v3");
     let status = install(&s).await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert!(!bundles.join("0.5.0").exists(), "the old bundle is pruned");
+    assert!(bundles.join("2.0.0").exists() && bundles.join("3.0.0").exists());
 
     let installs: Vec<_> = s
         .fake
