@@ -44,7 +44,7 @@ pub fn prune(
             (modified, path, name)
         })
         .collect();
-    backups.sort_by(|a, b| b.0.cmp(&a.0));
+    backups.sort_by_key(|b| std::cmp::Reverse(b.0));
     let kept_other = backups
         .iter()
         .find(|(_, _, name)| name != done.as_str())
