@@ -1,6 +1,6 @@
 //! Every change the agent makes to its host goes through [`HostOps`]: files, systemd, the
 //! host's Docker Engine, the bootloader's entry files, and reboot. The real implementation is
-//! in `real_host.rs` (systemd there is the shared `baton_systemd_bus::Systemd` trait, Docker
+//! in `real_host/` (systemd there is the shared `baton_systemd_bus::Systemd` trait, Docker
 //! is bollard); [`RecordingHost`] records calls for unit tests of the agent's logic.
 
 use std::collections::BTreeMap;
