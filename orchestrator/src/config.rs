@@ -15,6 +15,8 @@ use clap::Parser;
 use serde::{Serialize, Serializer};
 
 use crate::docker::{DockerTls, Endpoint};
+use baton_protocol::manifest::{InstallPolicy, default_install_allow};
+
 use crate::engine::EngineConfig;
 use crate::engine::dispatch::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
 use crate::engine::model::{
@@ -66,6 +68,9 @@ pub enum ConfigError {
     /// `--prefix`.
     #[error("--prefix: {0}")]
     Prefix(#[from] baton_protocol::keys::KeyError),
+    /// `--agent-install-allow` or `--agent-install-setuid`, naming the entry.
+    #[error("{}: {}", .0.field, .0.reason)]
+    Install(baton_protocol::manifest::ManifestError),
 }
 
 fn duration(s: &str) -> Result<Duration, ValueError> {
@@ -137,6 +142,17 @@ pub struct Config {
     #[arg(long, env = "BATON_AGENT_ETCD_DOMAIN", requires = "agent_etcd_ca_file")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_etcd_domain: Option<String>,
+    /// Where bundles may install files on the hosts (the agents' `install_allow`, passed to
+    /// the downloader job), comma-separated; an entry ending in `/` covers a folder
+    /// [default: /usr/local/, /opt/, /etc/systemd/system/, /boot/].
+    #[arg(long, env = "BATON_AGENT_INSTALL_ALLOW", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agent_install_allow: Vec<String>,
+    /// Destinations on the hosts that may carry setuid or setgid bits (the agents'
+    /// `install_setuid`), comma-separated.
+    #[arg(long, env = "BATON_AGENT_INSTALL_SETUID", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agent_install_setuid: Vec<String>,
     /// Key prefix of Baton's keyspace in etcd.
     #[arg(long, env = "BATON_PREFIX", default_value = baton_protocol::keys::DEFAULT_PREFIX)]
     pub prefix: String,
@@ -239,6 +255,8 @@ impl Config {
             agent_etcd_cert_file: None,
             agent_etcd_key_file: None,
             agent_etcd_domain: None,
+            agent_install_allow: Vec::new(),
+            agent_install_setuid: Vec::new(),
             prefix: baton_protocol::keys::DEFAULT_PREFIX.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
             advertise: None,
@@ -289,6 +307,20 @@ impl Config {
     /// The Docker Engine the orchestrator resolves bundles on (and starts its successor on).
     pub fn docker_endpoint(&self) -> Result<Option<Endpoint>, ConfigError> {
         Ok(self.docker.as_deref().map(Endpoint::parse).transpose()?)
+    }
+
+    /// Where bundles may install files on the hosts; refused naming the flag and entry.
+    pub fn agent_install(&self) -> Result<InstallPolicy, ConfigError> {
+        let allow = if self.agent_install_allow.is_empty() {
+            default_install_allow()
+        } else {
+            self.agent_install_allow.clone()
+        };
+        InstallPolicy::new(
+            ("--agent-install-allow", allow),
+            ("--agent-install-setuid", self.agent_install_setuid.clone()),
+        )
+        .map_err(ConfigError::Install)
     }
 
     /// The replica's name in the election.
@@ -367,6 +399,7 @@ impl Config {
             job_attempts: self.download_attempts.max(1),
             job_labels: self.job_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             agent_tls: self.agent_tls().ok().flatten(),
+            agent_install: self.agent_install().unwrap_or_default(),
             docker_tls: self.docker_tls().ok().flatten(),
             self_update: SelfUpdate {
                 config: self.successor_file().unwrap_or_default(),
@@ -423,6 +456,17 @@ mod tests {
             err.starts_with("--agent-etcd-cert-file and --agent-etcd-key-file:"),
             "{err}"
         );
+        assert_eq!(
+            Config::try_parse_from(["x"])
+                .expect("flags")
+                .agent_install()
+                .expect("default"),
+            InstallPolicy::default()
+        );
+        let c = Config::try_parse_from(["x", "--agent-install-allow", "/usr/local/,srv/"])
+            .expect("flags");
+        let err = c.agent_install().expect_err("relative").to_string();
+        assert!(err.starts_with("--agent-install-allow[1]: "), "{err}");
         let c = Config::try_parse_from(["x", "--etcd-ca-file", "ca.pem"]).expect("flags");
         let err = c.etcd_tls().expect_err("relative").to_string();
         assert!(err.starts_with("--etcd-ca-file:"), "{err}");
@@ -452,6 +496,9 @@ mod tests {
             "--download-attempts=5",
             "--agent-timeout=61s",
             "--health-timeout=1h 2m",
+            "--install-timeout=45m",
+            "--agent-install-allow=/usr/local/,/srv/app/",
+            "--agent-install-setuid=/usr/local/bin/ping",
             "--heal-grace=45s",
             "--job-label=a=1",
             "--job-label=b=x=y",

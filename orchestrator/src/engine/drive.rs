@@ -185,6 +185,7 @@ impl Engine {
             prefix: self.etcd.keyspace.prefix().to_owned(),
             labels: self.config.job_labels.clone(),
             tls: self.config.agent_tls.clone(),
+            install: self.config.agent_install.clone(),
             docker_tls: self.config.docker_tls.clone(),
             timeout: self.config.job_timeout,
             attempts: self.config.job_attempts,

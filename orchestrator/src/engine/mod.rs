@@ -64,6 +64,8 @@ pub struct EngineConfig {
     pub job_labels: BTreeMap<String, String>,
     /// TLS settings for the agents' etcd connection (paths on the hosts).
     pub agent_tls: Option<baton_protocol::etcd::EtcdTls>,
+    /// Where bundles may install files on the hosts (the agents' install policy).
+    pub agent_install: baton_protocol::manifest::InstallPolicy,
     /// The client certificate for hosts' `tcp://` Docker Engines.
     pub docker_tls: Option<crate::docker::DockerTls>,
     /// How a self-update starts the new version.
