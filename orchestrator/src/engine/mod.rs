@@ -12,6 +12,7 @@
 //! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
 //!   then handed the leadership);
 //! - `drive` and `upkeep`: the engine's passes over upgrades and over its own tasks;
+//! - `progress`: since when each host of an upgrade in progress has made no progress;
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
 //!   creates are then driven like upgrades.
@@ -21,6 +22,7 @@ pub mod dispatch;
 mod drive;
 pub mod execute;
 pub mod model;
+mod progress;
 pub mod successor;
 pub mod tasks;
 mod upkeep;
@@ -35,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::engine::model::{DownloadOutcome, Limits, SuccessorState};
+use crate::engine::progress::Progress;
 use crate::engine::successor::{SelfUpdate, Successor};
 use crate::metrics::Counters;
 use crate::store;
@@ -115,9 +118,8 @@ struct Seen {
     loaded: BTreeSet<Part>,
     /// Since when each host has been without an `alive` key, as seen here.
     missing_since: BTreeMap<HostId, Instant>,
-    /// For each host of an upgrade in progress: the revisions of its `desired` and
-    /// `status` last seen, and since when they have been those.
-    unchanged_since: BTreeMap<HostId, ((i64, i64), Instant)>,
+    /// Whether the hosts of upgrades in progress make progress.
+    progress: Progress,
 }
 
 /// Downloader jobs of this leadership.
@@ -172,7 +174,7 @@ pub async fn run(
             view: FleetView::default(),
             loaded: BTreeSet::new(),
             missing_since: BTreeMap::new(),
-            unchanged_since: BTreeMap::new(),
+            progress: Progress::default(),
         },
         jobs: Jobs {
             running: BTreeMap::new(),
@@ -366,46 +368,9 @@ impl Engine {
         }
     }
 
-    /// Notes since when the `desired` and `status` of each host of an upgrade in progress
-    /// have been unchanged, as seen by this replica (a new leader starts counting afresh).
-    fn track_progress(&mut self, now: Instant) {
-        let view = &self.seen.view;
-        let hosts: BTreeSet<&HostId> = view
-            .upgrades
-            .values()
-            .filter(|u| !u.value.phase.is_terminal())
-            .flat_map(|u| u.value.hosts.keys())
-            .collect();
-        let revisions = |h: &HostId| {
-            let docs = view.hosts.get(h);
-            let rev = |r: Option<i64>| r.unwrap_or(0);
-            (
-                rev(docs
-                    .and_then(|d| d.desired.as_ref())
-                    .map(|d| d.mod_revision)),
-                rev(docs.and_then(|d| d.status.as_ref()).map(|s| s.mod_revision)),
-            )
-        };
-        let seen = &mut self.seen.unchanged_since;
-        seen.retain(|h, _| hosts.contains(h));
-        for host in hosts {
-            let now_revs = revisions(host);
-            match seen.get(host) {
-                Some((revs, _)) if *revs == now_revs => {}
-                _ => {
-                    seen.insert(host.clone(), (now_revs, now));
-                }
-            }
-        }
-    }
-
     /// How long each tracked host's `desired` and `status` have been unchanged.
     fn unchanged_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
-        self.seen
-            .unchanged_since
-            .iter()
-            .map(|(h, (_, since))| (h.clone(), now.duration_since(*since)))
-            .collect()
+        self.seen.progress.unchanged_for(now)
     }
 
     /// How long each host without an `alive` key has been so.
@@ -419,7 +384,7 @@ impl Engine {
 
     async fn pass(&mut self) {
         self.track_alive(Instant::now());
-        self.track_progress(Instant::now());
+        self.seen.progress.track(&self.seen.view, Instant::now());
         let in_progress: Vec<UpgradeId> = self
             .seen
             .view
