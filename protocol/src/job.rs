@@ -13,8 +13,6 @@ use crate::agent_config::{
     default_ttl as default_lease_ttl,
 };
 use crate::etcd::EtcdTls;
-#[cfg(doc)]
-use crate::manifest::DEFAULT_INSTALL_ALLOW;
 
 /// The environment variable carrying the job's [`JobSettings`] as JSON.
 pub const SETTINGS_ENV: &str = "BATON_JOB_SETTINGS";
@@ -58,7 +56,8 @@ pub struct JobSettings {
     /// naming that digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// The agent's `install_allow` (default: [`DEFAULT_INSTALL_ALLOW`]): where bundles may
+    /// The agent's `install_allow` (default:
+    /// [`DEFAULT_INSTALL_ALLOW`](crate::manifest::DEFAULT_INSTALL_ALLOW)): where bundles may
     /// install files; the job refuses a bundle installing elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_allow: Option<Vec<String>>,
