@@ -245,6 +245,9 @@ pub struct UpgradeStart {
     /// waiting until the mode is lifted.
     #[arg(long)]
     pub skip_paused: bool,
+    /// Allow moving hosts to a lower version than they run (refused otherwise).
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// Select hosts by label, KEY=VALUE (repeat).
     #[arg(long = "selector", value_parser = key_value)]
     pub selector: Vec<(String, String)>,
@@ -292,6 +295,14 @@ pub struct BuildArgs {
     /// Do not require `<agent> --version` to report the manifest's agent version.
     #[arg(long)]
     pub no_agent_version_check: bool,
+    /// A destination the bundle may install to (repeat or comma-separate; an entry ending
+    /// in `/` covers a folder), as the hosts' agents allow it (`install_allow`)
+    /// [default: /usr/local/, /opt/, /etc/systemd/system/, /boot/].
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// A destination that may carry setuid or setgid bits (repeat or comma-separate).
+    #[arg(long = "allow-setuid", value_delimiter = ',')]
+    pub allow_setuid: Vec<String>,
     /// Also write the completed manifest to this file.
     #[arg(long)]
     pub manifest_out: Option<PathBuf>,
@@ -380,6 +391,7 @@ impl UpgradeStart {
             hosts: (!self.hosts.is_empty()).then(|| self.hosts.clone()),
             id: self.id.clone(),
             skip_paused: self.skip_paused.then_some(true),
+            allow_downgrade: self.allow_downgrade.then_some(true),
         }
     }
 }

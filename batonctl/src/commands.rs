@@ -2,6 +2,7 @@
 //! prints the answer — JSON for single records, tables for lists, progress lines for
 //! `upgrade watch`.
 
+use baton_protocol::manifest::{InstallPolicy, default_install_allow};
 use std::time::Duration;
 
 use baton_protocol::api::Command as ApiCommand;
@@ -132,6 +133,19 @@ async fn bundle(command: BundleCommand) -> Result<(), CtlError> {
     let docker = bundle::connect().await?;
     match command {
         BundleCommand::Build(args) => {
+            let allow = if args.allow.is_empty() {
+                default_install_allow()
+            } else {
+                args.allow
+            };
+            let install =
+                InstallPolicy::new(("--allow", allow), ("--allow-setuid", args.allow_setuid))
+                    .map_err(|source| {
+                        CtlError::Build(bundle::BundleError::Manifest {
+                            path: args.dir.clone(),
+                            source,
+                        })
+                    })?;
             let options = bundle::BuildOptions {
                 dir: args.dir,
                 tag: args.tag,
@@ -144,6 +158,7 @@ async fn bundle(command: BundleCommand) -> Result<(), CtlError> {
                 push: args.push,
                 check_agent_version: !args.no_agent_version_check,
                 manifest_out: args.manifest_out,
+                install,
             };
             let built = bundle::build(&docker, &options, &bundle::Stderr)
                 .await

@@ -59,6 +59,11 @@ impl Bundle {
         &self.root
     }
 
+    /// The manifest's file in the bundle, for messages.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.root.join(MANIFEST_FILE)
+    }
+
     /// The validated manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

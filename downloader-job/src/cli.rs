@@ -13,6 +13,7 @@ use baton_protocol::cli::EtcdTlsArgs;
 use baton_protocol::etcd::EtcdTls;
 use baton_protocol::job::{JobSettings, JobSettingsError, SETTINGS_ENV};
 use baton_protocol::keys::DEFAULT_PREFIX;
+use baton_protocol::manifest::{InstallPolicy, default_install_allow};
 use clap::Parser;
 
 use crate::host_files::AgentSettings;
@@ -25,7 +26,9 @@ pub const DEFAULT_BUNDLE_DIR: &str = "/bundle";
 pub const DEFAULT_HOST_ROOT: &str = "/host";
 
 /// The flags `--settings` replaces.
-const AGENT_FLAGS: [&str; 11] = [
+const AGENT_FLAGS: [&str; 13] = [
+    "install_allow",
+    "install_setuid",
     "host_id",
     "etcd_endpoints",
     "prefix",
@@ -96,6 +99,20 @@ pub struct Cli {
     /// TLS for the agent's `https://` etcd endpoints (paths on the host).
     #[command(flatten)]
     pub tls: EtcdTlsArgs,
+    /// Where bundles may install files, for the agent's `install_allow` (repeat or
+    /// comma-separate; an entry ending in `/` covers a folder) [default: /usr/local/, /opt/,
+    /// /etc/systemd/system/, /boot/]. A bundle installing elsewhere is refused.
+    #[arg(long, env = "BATON_INSTALL_ALLOW", value_delimiter = ',')]
+    pub install_allow: Vec<String>,
+    /// Destinations that may carry setuid or setgid bits (the agent's `install_setuid`).
+    #[arg(long, env = "BATON_INSTALL_SETUID", value_delimiter = ',')]
+    pub install_setuid: Vec<String>,
+    /// The bundle image this job runs from, pinned by digest (`repo@sha256:…`): recorded
+    /// beside the staged bundle, whose agent installs it only for a `desired` naming that
+    /// digest. Without it the bundle is staged but not installable. `image` in --settings
+    /// takes its place.
+    #[arg(long, env = "BATON_BUNDLE_IMAGE")]
+    pub image: Option<String>,
     /// Seconds the (re)started agent gets to become active.
     #[arg(long, env = "BATON_ACTIVE_TIMEOUT_SECS", default_value_t = DEFAULT_ACTIVE_TIMEOUT.as_secs())]
     pub active_timeout_secs: u64,
@@ -116,6 +133,11 @@ impl Cli {
             host_root: self.host_root.clone(),
             dbus_socket,
             agent: self.agent_settings(),
+            image: self
+                .settings
+                .as_ref()
+                .and_then(|s| s.image.clone())
+                .or_else(|| self.image.clone()),
             active_timeout: Duration::from_secs(self.active_timeout_secs),
             poll_interval: POLL_INTERVAL,
         }
@@ -135,6 +157,7 @@ impl Cli {
                 kernel_release_file: s.kernel_release_file.clone(),
                 container_prefix: s.container_prefix.clone(),
                 tls: s.tls.clone(),
+                install: policy(s.install_allow.clone(), s.install_setuid.clone()),
             };
         }
         AgentSettings {
@@ -151,7 +174,20 @@ impl Cli {
                 key_file: self.tls.etcd_key_file.clone(),
                 domain: self.tls.etcd_domain.clone(),
             }),
+            install: policy(
+                (!self.install_allow.is_empty()).then(|| self.install_allow.clone()),
+                self.install_setuid.clone(),
+            ),
         }
+    }
+}
+
+/// The install policy from the given lists (its entries are checked with the rest of the
+/// agent's configuration).
+fn policy(allow: Option<Vec<String>>, setuid: Vec<String>) -> InstallPolicy {
+    InstallPolicy {
+        allow: allow.unwrap_or_else(default_install_allow),
+        setuid,
     }
 }
 

@@ -62,6 +62,13 @@ pub enum JobError {
         /// Digest of the content.
         actual: String,
     },
+    /// The bundle image the job was given (`--image`, or `image` in its settings) is not
+    /// pinned by a digest.
+    #[error("--image: {}", source.reason)]
+    Image {
+        /// Why.
+        source: ManifestError,
+    },
     /// The agent configuration given to the job is invalid.
     #[error(transparent)]
     AgentConfig(#[from] AgentConfigError),

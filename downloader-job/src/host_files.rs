@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use baton_protocol::HostId;
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::etcd::EtcdTls;
+use baton_protocol::manifest::InstallPolicy;
 
 use crate::error::JobError;
 use crate::fs::{HostFs, ensure_dir, parent_of, read_existing, write_atomic};
@@ -34,6 +35,8 @@ pub struct AgentSettings {
     pub container_prefix: String,
     /// TLS for `https://` etcd endpoints (files on the host).
     pub tls: Option<EtcdTls>,
+    /// Where bundles may install files (checked here, and by the agent).
+    pub install: InstallPolicy,
 }
 
 /// The `agent.toml` text for `settings`, validated by `AgentConfig::parse` (errors name the
@@ -58,6 +61,8 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         container_prefix: settings.container_prefix.clone(),
         health_settle_secs: baton_protocol::agent_config::DEFAULT_HEALTH_SETTLE_SECS,
         bootloader: baton_protocol::agent_config::Bootloader::default(),
+        install_allow: settings.install.allow.clone(),
+        install_setuid: settings.install.setuid.clone(),
         tls: settings.tls.clone(),
     };
     let text = format!(
@@ -140,6 +145,7 @@ mod tests {
             kernel_release_file: "/run/baton/booted-kernel".into(),
             container_prefix: String::new(),
             tls: None,
+            install: InstallPolicy::default(),
         }
     }
 

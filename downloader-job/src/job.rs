@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 pub use baton_protocol::job::{
     AgentAction, AgentSummary, FileAction, SUMMARY_SCHEMA_VERSION, Summary,
 };
+use baton_protocol::staged::{STAGED_RECORD_FILE, StagedBundle};
 use baton_systemd_bus::{Systemd, UnitStatus, wait_active};
 
 use crate::agent::{self, AgentInstall};
@@ -35,6 +36,9 @@ pub struct JobConfig {
     pub dbus_socket: PathBuf,
     /// What goes into the agent's configuration file.
     pub agent: AgentSettings,
+    /// The bundle image the job runs from, pinned by digest (recorded beside the staged
+    /// bundle).
+    pub image: Option<String>,
     /// How long the (re)started agent gets to become active.
     pub active_timeout: Duration,
     /// How often its state is polled meanwhile.
@@ -53,8 +57,36 @@ pub async fn run<S: Systemd>(
     let bundle = Bundle::open(&config.bundle_dir)?;
     let manifest = bundle.manifest();
     tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");
+    // Where the bundle installs, checked against the policy the agent gets: a bundle the
+    // agent would refuse is not staged.
+    config
+        .agent
+        .install
+        .check(manifest)
+        .map_err(|source| JobError::Manifest {
+            path: bundle.manifest_path(),
+            source,
+        })?;
+    let record = config
+        .image
+        .as_deref()
+        .map(|image| StagedBundle::new(&manifest.version, image))
+        .transpose()
+        .map_err(|source| JobError::Image { source })?;
 
     let staged = stage(fs, &bundle, &layout)?;
+    // Written once every package is verified and staged: the agent trusts the staged
+    // files for this digest only.
+    if let Some(record) = record {
+        write_if_changed(
+            fs,
+            &staged.dir.join(STAGED_RECORD_FILE),
+            &record.to_json(),
+            0o644,
+        )?;
+    } else {
+        tracing::warn!(dir = %staged.dir.display(), "no --image given: the staged bundle records no image digest, and the agent will not install it");
+    }
     let installed = agent::install(fs, &layout, manifest, &staged.dir)?;
     let config_written =
         write_if_changed(fs, &layout.agent_config(), config_text.as_bytes(), 0o644)?;
@@ -236,6 +268,9 @@ mod tests {
     use crate::fs::testing::{FaultyFs, leak};
     use baton_systemd_bus::fake::FakeSystemd;
 
+    const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+    const IMAGE: &str = "registry:5000/baton/bundle@sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
     fn config(dir: &Path, version: &str) -> JobConfig {
         let bundle_dir = dir.join(format!("bundle-{version}"));
         if !bundle_dir.exists() {
@@ -254,7 +289,9 @@ mod tests {
                 kernel_release_file: "/run/baton/booted-kernel".into(),
                 container_prefix: String::new(),
                 tls: None,
+                install: baton_protocol::manifest::InstallPolicy::default(),
             },
+            image: Some(IMAGE.into()),
             active_timeout: Duration::from_millis(300),
             poll_interval: Duration::from_millis(10),
         }
@@ -290,6 +327,11 @@ mod tests {
                 .unwrap()
                 .contains("host_id = \"host-1\"")
         );
+        // The image the bundle was staged from, by digest, beside it.
+        let record = std::fs::read(host.bundle_dir("1.0.0").join(STAGED_RECORD_FILE)).unwrap();
+        let record = StagedBundle::parse(&record).unwrap();
+        assert_eq!(record.image_digest, DIGEST);
+        assert_eq!(record.version, "1.0.0");
 
         systemd.clear();
         let fs = leak(FaultyFs::recording());
@@ -405,6 +447,34 @@ mod tests {
         systemd.lock().active_enter_usec = 1;
         let s = run(&cfg, &RealFs, &systemd).await.unwrap();
         assert_eq!(s.agent.action, AgentAction::Restarted);
+    }
+
+    #[tokio::test]
+    async fn an_image_not_pinned_by_digest_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), "1.0.0");
+        cfg.image = Some("registry:5000/baton/bundle:1.0.0".into());
+        let systemd = FakeSystemd::new();
+        let err = run(&cfg, &RealFs, &systemd).await.unwrap_err();
+        assert!(err.to_string().starts_with("--image: "), "{err}");
+        assert!(!cfg.host_root.exists());
+        assert!(systemd.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bundle_installing_outside_the_allow_list_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), "1.0.0");
+        // The test bundle installs under /usr/local/bin and /boot.
+        cfg.agent.install.allow = vec!["/opt/".into(), "/boot/".into()];
+        let systemd = FakeSystemd::new();
+        let err = run(&cfg, &RealFs, &systemd).await.unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("manifest.json"), "{err}");
+        assert!(err.contains(".dest"), "{err}");
+        assert!(err.contains("outside the install allow-list"), "{err}");
+        assert!(!cfg.host_root.exists());
+        assert!(systemd.calls().is_empty());
     }
 
     #[tokio::test]

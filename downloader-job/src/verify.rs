@@ -1,12 +1,12 @@
 //! Verification of a package against its manifest entry: the size first (from the file's
 //! metadata, before reading a byte), then the sha256 computed while the bytes are streamed
 //! to their destination — one pass, never more than the declared size read (the shared
-//! [`baton_protocol::digest::copy_hashed`]).
+//! [`baton_protocol::digest::copy_verified`]).
 
 use std::io::{Read, Write};
 use std::path::Path;
 
-use baton_protocol::digest::{StreamError, copy_hashed};
+use baton_protocol::digest::{self, StreamError, VerifyError};
 use baton_protocol::manifest::FileEntry;
 
 use crate::error::JobError;
@@ -45,25 +45,27 @@ pub fn copy_verified(
         Some((w, dest)) => (Some(w), Some(dest)),
         None => (None, None),
     };
-    let hashed = copy_hashed(reader, writer, entry.size).map_err(|e| match e {
-        StreamError::Read(e) => JobError::io(src, "read", e),
-        StreamError::Write(e) => JobError::io(dest.unwrap_or(src), "write", e),
-        StreamError::TooLarge { read, .. } => JobError::SizeMismatch {
-            path: src.to_owned(),
-            field: field.to_owned(),
-            expected: entry.size,
-            actual: read,
-        },
-    })?;
-    check_size(src, field, entry, hashed.bytes)?;
-    if hashed.sha256 != entry.sha256 {
-        return Err(JobError::DigestMismatch {
-            path: src.to_owned(),
-            field: field.to_owned(),
-            expected: entry.sha256.clone(),
-            actual: hashed.sha256,
-        });
-    }
+    let size_mismatch = |actual| JobError::SizeMismatch {
+        path: src.to_owned(),
+        field: field.to_owned(),
+        expected: entry.size,
+        actual,
+    };
+    let hashed =
+        digest::copy_verified(reader, writer, entry.size, &entry.sha256).map_err(|e| match e {
+            VerifyError::Stream(StreamError::Read(e)) => JobError::io(src, "read", e),
+            VerifyError::Stream(StreamError::Write(e)) => {
+                JobError::io(dest.unwrap_or(src), "write", e)
+            }
+            VerifyError::Stream(StreamError::TooLarge { read, .. }) => size_mismatch(read),
+            VerifyError::Size { actual, .. } => size_mismatch(actual),
+            VerifyError::Sha256 { expected, actual } => JobError::DigestMismatch {
+                path: src.to_owned(),
+                field: field.to_owned(),
+                expected,
+                actual,
+            },
+        })?;
     Ok(hashed.bytes)
 }
 

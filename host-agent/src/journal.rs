@@ -48,7 +48,7 @@ pub struct Step {
     /// Whether each destination existed before (dest → existed), recorded at backup.
     #[serde(default)]
     pub existed: BTreeMap<String, bool>,
-    /// For containers: the image the service container ran before.
+    /// For containers: the ID of the image the service container ran before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_image: Option<String>,
 }
@@ -100,6 +100,10 @@ pub struct Journal {
     pub upgrade_id: UpgradeId,
     /// Target bundle version.
     pub version: String,
+    /// The image digest the bundle must have been staged from (`desired.bundle`'s); absent
+    /// for a `reboot` and in journals of agents before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_digest: Option<String>,
     /// When the agent started on it.
     pub started_at: String,
     /// What ran before.
@@ -188,6 +192,7 @@ mod tests {
         let j = Journal {
             upgrade_id: UpgradeId::new("u1").expect("id"),
             version: "2.0.0".into(),
+            bundle_digest: None,
             started_at: "t".into(),
             previous: Previous::default(),
             steps: vec![Step {
@@ -218,6 +223,7 @@ mod tests {
         let j = Journal {
             upgrade_id: UpgradeId::new("restart-h1-1").expect("id"),
             version: "1.0.0".into(),
+            bundle_digest: None,
             started_at: "t".into(),
             previous: Previous::default(),
             steps: Vec::new(),

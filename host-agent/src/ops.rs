@@ -1,6 +1,6 @@
 //! Every change the agent makes to its host goes through [`HostOps`]: files, systemd, the
 //! host's Docker Engine, the bootloader's entry files, and reboot. The real implementation is
-//! in `real_host.rs` (systemd there is the shared `baton_systemd_bus::Systemd` trait, Docker
+//! in `real_host/` (systemd there is the shared `baton_systemd_bus::Systemd` trait, Docker
 //! is bollard); [`RecordingHost`] records calls for unit tests of the agent's logic.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use baton_protocol::digest;
 use baton_protocol::durable::DurableError;
+use baton_protocol::manifest::FileEntry;
 use baton_systemd_bus::BusError;
 
 /// A host operation failed; every variant names the file, unit, container or component.
@@ -23,6 +25,14 @@ pub enum OpError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A staged file does not match its manifest entry: nothing was installed from it.
+    #[error("{}: {reason}: the staged file does not match the manifest; nothing installed from it", file.display())]
+    Mismatch {
+        /// The staged file.
+        file: PathBuf,
+        /// How it differs.
+        reason: String,
     },
     /// A durable write (temp file, fsync, rename, fsync folder) failed.
     #[error("install {}: {source}", dest.display())]
@@ -151,11 +161,20 @@ pub type OpResult<T> = Result<T, OpError>;
 
 /// The host side effects the agent needs.
 pub trait HostOps: Send + Sync {
-    /// Installs `source` at `dest` atomically (temp file beside it, fsync, rename, fsync dir)
-    /// with `mode`.
-    fn install_file(&self, source: &Path, dest: &Path, mode: u32) -> OpResult<()>;
-    /// Copies `path` to `backup` (creating folders) if it exists; returns whether it existed.
+    /// Installs the staged file `source` at `dest` atomically (temp file beside it, fsync,
+    /// rename, fsync dir) with `file`'s mode, re-hashing it while it is copied: content
+    /// other than `file`'s size and sha256 is refused ([`OpError::Mismatch`]) and `dest`
+    /// stays as it was.
+    fn install_file(&self, source: &Path, dest: &Path, file: &FileEntry) -> OpResult<()>;
+    /// Checks the staged file `source` against `file`'s size and sha256 (for files handed
+    /// to another program: an image archive, a kernel package).
+    fn verify_staged(&self, source: &Path, file: &FileEntry) -> OpResult<()>;
+    /// Copies `path` to `backup` (creating folders), with its mode and owner, if it exists;
+    /// returns whether it existed.
     fn backup_file(&self, path: &Path, backup: &Path) -> OpResult<bool>;
+    /// Puts the backup `backup` back at `path` atomically, with the mode and owner it was
+    /// backed up with.
+    fn restore_file(&self, backup: &Path, path: &Path) -> OpResult<()>;
     /// Removes a file if present.
     fn remove_file(&self, path: &Path) -> OpResult<()>;
     /// Reloads systemd's unit files.
@@ -176,7 +195,8 @@ pub trait HostOps: Send + Sync {
     fn recreate_container(&self, name: &str, image: &str, args: &[String]) -> OpResult<()>;
     /// Removes the container `name` if it exists.
     fn remove_container(&self, name: &str) -> OpResult<()>;
-    /// The image the container `name` runs, if it exists.
+    /// The ID (`sha256:…`) of the image the container `name` runs, if it exists; what a
+    /// rollback recreates it from.
     fn container_image(&self, name: &str) -> OpResult<Option<String>>;
     /// Whether the container runs (and is healthy, if it has a health check).
     fn container_healthy(&self, name: &str) -> OpResult<bool>;
@@ -204,6 +224,8 @@ pub enum Call {
     Install(PathBuf),
     /// `backup_file(path)`.
     Backup(PathBuf),
+    /// `restore_file(path)`.
+    Restore(PathBuf),
     /// `remove_file(path)`.
     Remove(PathBuf),
     /// `daemon_reload`.
@@ -263,7 +285,9 @@ impl RecordingHost {
         self.lock().failing_checks = true;
     }
 
-    /// Puts a file in the fake's file table (its content is the source path for installs).
+    /// Puts a file in the fake's file table. A staged file the table does not hold is read
+    /// from the real file system, and one that is not there either has its own path as its
+    /// content (only logic that ignores content may rely on that: it is never re-hashed).
     pub fn set_file(&self, path: &Path, content: &str) {
         self.lock()
             .files
@@ -299,6 +323,26 @@ impl RecordingHost {
         self.lock().files.get(path).cloned()
     }
 
+    /// A staged file's content, re-hashed against `file` like the real host does (with the
+    /// shared [`digest::copy_verified`]) unless it is only a path stand-in.
+    fn staged_content(&self, source: &Path, file: &FileEntry) -> OpResult<String> {
+        let known = self.lock().files.get(source).cloned();
+        let bytes = match known {
+            Some(content) => content.into_bytes(),
+            None => match std::fs::read(source) {
+                Ok(bytes) => bytes,
+                Err(_) => return Ok(source.display().to_string()),
+            },
+        };
+        digest::copy_verified(&mut bytes.as_slice(), None, file.size, &file.sha256).map_err(
+            |e| OpError::Mismatch {
+                file: source.to_owned(),
+                reason: e.to_string(),
+            },
+        )?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
         // A poisoned lock only happens after a test already panicked.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -306,16 +350,15 @@ impl RecordingHost {
 }
 
 impl HostOps for RecordingHost {
-    fn install_file(&self, source: &Path, dest: &Path, _mode: u32) -> OpResult<()> {
+    fn install_file(&self, source: &Path, dest: &Path, file: &FileEntry) -> OpResult<()> {
+        let content = self.staged_content(source, file)?;
         let mut s = self.lock();
         s.calls.push(Call::Install(dest.to_owned()));
-        let content = s
-            .files
-            .get(source)
-            .cloned()
-            .unwrap_or_else(|| source.display().to_string());
         s.files.insert(dest.to_owned(), content);
         Ok(())
+    }
+    fn verify_staged(&self, source: &Path, file: &FileEntry) -> OpResult<()> {
+        self.staged_content(source, file).map(drop)
     }
     fn backup_file(&self, path: &Path, backup: &Path) -> OpResult<bool> {
         let mut s = self.lock();
@@ -327,6 +370,17 @@ impl HostOps for RecordingHost {
             }
             None => Ok(false),
         }
+    }
+    fn restore_file(&self, backup: &Path, path: &Path) -> OpResult<()> {
+        let mut s = self.lock();
+        s.calls.push(Call::Restore(path.to_owned()));
+        let content = s.files.get(backup).cloned().ok_or_else(|| OpError::File {
+            action: "restore",
+            path: backup.to_owned(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        s.files.insert(path.to_owned(), content);
+        Ok(())
     }
     fn remove_file(&self, path: &Path) -> OpResult<()> {
         let mut s = self.lock();

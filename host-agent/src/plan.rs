@@ -140,6 +140,7 @@ mod tests {
         Journal {
             upgrade_id: UpgradeId::new("u1").expect("id"),
             version: "2.0.0".into(),
+            bundle_digest: None,
             started_at: "t".into(),
             previous: Previous::default(),
             steps: states

@@ -15,11 +15,13 @@ use clap::Parser;
 use serde::{Serialize, Serializer};
 
 use crate::docker::{DockerTls, Endpoint};
+use baton_protocol::manifest::{InstallPolicy, default_install_allow};
+
 use crate::engine::EngineConfig;
 use crate::engine::dispatch::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
 use crate::engine::model::{
     DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEAL_GRACE,
-    DEFAULT_HEALTH_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_INSTALL_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
 use crate::engine::successor::SelfUpdate;
 use crate::listen::ApiTransport;
@@ -73,6 +75,9 @@ pub enum ConfigError {
     /// The API's TLS files.
     #[error(transparent)]
     ApiTls(#[from] crate::listen::TlsError),
+    /// `--agent-install-allow` or `--agent-install-setuid`, naming the entry.
+    #[error("{}: {}", .0.field, .0.reason)]
+    Install(baton_protocol::manifest::ManifestError),
 }
 
 fn duration(s: &str) -> Result<Duration, ValueError> {
@@ -144,6 +149,17 @@ pub struct Config {
     #[arg(long, env = "BATON_AGENT_ETCD_DOMAIN", requires = "agent_etcd_ca_file")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_etcd_domain: Option<String>,
+    /// Where bundles may install files on the hosts (the agents' `install_allow`, passed to
+    /// the downloader job), comma-separated; an entry ending in `/` covers a folder
+    /// [default: /usr/local/, /opt/, /etc/systemd/system/, /boot/].
+    #[arg(long, env = "BATON_AGENT_INSTALL_ALLOW", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agent_install_allow: Vec<String>,
+    /// Destinations on the hosts that may carry setuid or setgid bits (the agents'
+    /// `install_setuid`), comma-separated.
+    #[arg(long, env = "BATON_AGENT_INSTALL_SETUID", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agent_install_setuid: Vec<String>,
     /// Key prefix of Baton's keyspace in etcd.
     #[arg(long, env = "BATON_PREFIX", default_value = baton_protocol::keys::DEFAULT_PREFIX)]
     pub prefix: String,
@@ -248,6 +264,11 @@ pub struct Config {
     #[arg(long, env = "BATON_HEALTH_TIMEOUT", value_parser = duration, default_value = "3m")]
     #[serde(serialize_with = "human")]
     pub health_timeout: Duration,
+    /// Time a dispatched host whose agent is alive may make no progress (no change of its
+    /// `status`) before it counts as failed.
+    #[arg(long, env = "BATON_INSTALL_TIMEOUT", value_parser = duration, default_value = "30m")]
+    #[serde(serialize_with = "human")]
+    pub install_timeout: Duration,
     /// Time a registered host's agent may be gone, while its Docker Engine answers, before
     /// the downloader job of its current bundle is run again to revive it (autohealing;
     /// maintenance mode `autohealing-off` turns it off for a host or group).
@@ -282,6 +303,8 @@ impl Config {
             agent_etcd_cert_file: None,
             agent_etcd_key_file: None,
             agent_etcd_domain: None,
+            agent_install_allow: Vec::new(),
+            agent_install_setuid: Vec::new(),
             prefix: baton_protocol::keys::DEFAULT_PREFIX.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
             advertise: None,
@@ -302,6 +325,7 @@ impl Config {
             download_attempts: DEFAULT_ATTEMPTS,
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            install_timeout: DEFAULT_INSTALL_TIMEOUT,
             heal_grace: DEFAULT_HEAL_GRACE,
             job_labels: Vec::new(),
             self_update_timeout: DEFAULT_SELF_UPDATE_TIMEOUT,
@@ -369,6 +393,20 @@ impl Config {
         Ok(self.docker.as_deref().map(Endpoint::parse).transpose()?)
     }
 
+    /// Where bundles may install files on the hosts; refused naming the flag and entry.
+    pub fn agent_install(&self) -> Result<InstallPolicy, ConfigError> {
+        let allow = if self.agent_install_allow.is_empty() {
+            default_install_allow()
+        } else {
+            self.agent_install_allow.clone()
+        };
+        InstallPolicy::new(
+            ("--agent-install-allow", allow),
+            ("--agent-install-setuid", self.agent_install_setuid.clone()),
+        )
+        .map_err(ConfigError::Install)
+    }
+
     /// The replica's name in the election.
     pub fn replica_name(&self) -> String {
         self.replica
@@ -432,6 +470,7 @@ impl Config {
                 download_concurrency: self.download_concurrency.max(1),
                 agent_timeout: self.agent_timeout,
                 health_timeout: self.health_timeout,
+                install_timeout: self.install_timeout,
                 max_dispatch: MAX_DISPATCH_PER_PASS,
                 heal_grace: self.heal_grace,
             },
@@ -444,6 +483,7 @@ impl Config {
             job_attempts: self.download_attempts.max(1),
             job_labels: self.job_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             agent_tls: self.agent_tls().ok().flatten(),
+            agent_install: self.agent_install().unwrap_or_default(),
             docker_tls: self.docker_tls().ok().flatten(),
             self_update: SelfUpdate {
                 config: self.successor_file().unwrap_or_default(),
@@ -520,6 +560,17 @@ mod tests {
             err.starts_with("--agent-etcd-cert-file and --agent-etcd-key-file:"),
             "{err}"
         );
+        assert_eq!(
+            Config::try_parse_from(["x"])
+                .expect("flags")
+                .agent_install()
+                .expect("default"),
+            InstallPolicy::default()
+        );
+        let c = Config::try_parse_from(["x", "--agent-install-allow", "/usr/local/,srv/"])
+            .expect("flags");
+        let err = c.agent_install().expect_err("relative").to_string();
+        assert!(err.starts_with("--agent-install-allow[1]: "), "{err}");
         let c = Config::try_parse_from(["x", "--etcd-ca-file", "ca.pem"]).expect("flags");
         let err = c.etcd_tls().expect_err("relative").to_string();
         assert!(err.starts_with("--etcd-ca-file:"), "{err}");
@@ -555,6 +606,9 @@ mod tests {
             "--download-attempts=5",
             "--agent-timeout=61s",
             "--health-timeout=1h 2m",
+            "--install-timeout=45m",
+            "--agent-install-allow=/usr/local/,/srv/app/",
+            "--agent-install-setuid=/usr/local/bin/ping",
             "--heal-grace=45s",
             "--job-label=a=1",
             "--job-label=b=x=y",

@@ -117,6 +117,7 @@ mod tests {
             task: None,
             orchestrator: None,
             skip_paused: false,
+            allow_downgrade: false,
             created_at: "t".into(),
             updated_at: "t".into(),
         }

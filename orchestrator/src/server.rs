@@ -90,6 +90,7 @@ pub async fn serve(
     let docker = config.docker_endpoint()?;
     let tls = config.etcd_tls().map_err(ConfigError::from)?;
     config.agent_tls().map_err(ConfigError::from)?;
+    config.agent_install()?;
     let docker_tls = config.docker_tls().map_err(ConfigError::from)?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen.to_string(),

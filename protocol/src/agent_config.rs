@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcd::EtcdTls;
 use crate::keys::{DEFAULT_PREFIX, Keyspace};
+use crate::manifest::{DEFAULT_INSTALL_ALLOW, InstallPolicy, default_install_allow};
 use crate::names::HostId;
 
 /// Where the agent looks for its configuration.
@@ -46,6 +47,16 @@ pub enum AgentConfigError {
         path: PathBuf,
         /// The parse error (names the field and line).
         source: toml::de::Error,
+    },
+    /// An entry of a list is refused (`install_allow[2]`).
+    #[error("agent config {path}: field {field}: {reason}")]
+    Entry {
+        /// The file.
+        path: PathBuf,
+        /// The field and entry.
+        field: String,
+        /// Why.
+        reason: String,
     },
     /// A value is out of range.
     #[error("agent config {path}: field {field}: {reason}")]
@@ -147,10 +158,25 @@ pub struct AgentConfig {
     /// `simulated`); left out of the written file when `auto`.
     #[serde(default, skip_serializing_if = "Bootloader::is_auto")]
     pub bootloader: Bootloader,
+    /// Where bundles may install files: entries ending in `/` cover a folder, others one
+    /// file (Baton's own paths are refused whatever this says); left out of the written
+    /// file when it is the default ([`DEFAULT_INSTALL_ALLOW`]).
+    #[serde(
+        default = "default_install_allow",
+        skip_serializing_if = "is_default_install_allow"
+    )]
+    pub install_allow: Vec<String>,
+    /// Destinations that may carry setuid or setgid bits (default: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install_setuid: Vec<String>,
     /// TLS for `https://` etcd endpoints (`[tls]`: `ca_file`, optional `cert_file` and
     /// `key_file`, optional `domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+}
+
+fn is_default_install_allow(allow: &[String]) -> bool {
+    allow == DEFAULT_INSTALL_ALLOW
 }
 
 impl AgentConfig {
@@ -227,6 +253,15 @@ impl AgentConfig {
                 format!("{} must be between 1 and 600", config.health_settle_secs),
             ));
         }
+        InstallPolicy::new(
+            ("install_allow", config.install_allow.clone()),
+            ("install_setuid", config.install_setuid.clone()),
+        )
+        .map_err(|e| AgentConfigError::Entry {
+            path: path.to_owned(),
+            field: e.field,
+            reason: e.reason,
+        })?;
         for (field, p) in [
             ("state_dir", &config.state_dir),
             ("boot_id_file", &config.boot_id_file),
@@ -237,6 +272,14 @@ impl AgentConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Where bundles may install files (checked when the file was parsed).
+    pub fn install_policy(&self) -> InstallPolicy {
+        InstallPolicy {
+            allow: self.install_allow.clone(),
+            setuid: self.install_setuid.clone(),
+        }
     }
 
     /// How long a unit or container may take to become healthy after it is applied.
@@ -283,6 +326,33 @@ mod tests {
         assert_eq!(
             AgentConfig::parse(Path::new("x"), &short.to_toml()).expect("short"),
             short
+        );
+    }
+
+    #[test]
+    fn the_install_allow_list_defaults_and_its_entries_are_checked() {
+        let base = "host_id = \"h1\"\netcd_endpoints = [\"http://10.0.0.1:2379\"]\n";
+        let c = AgentConfig::parse(Path::new("a.toml"), base).expect("valid");
+        assert_eq!(c.install_policy(), InstallPolicy::default());
+        assert!(!c.to_toml().contains("install_allow"), "{}", c.to_toml());
+        let text = format!(
+            "{base}install_allow = [\"/usr/local/\", \"/srv/app/\"]\ninstall_setuid = [\"/usr/local/bin/ping\"]\n"
+        );
+        let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("valid");
+        assert_eq!(c.install_allow, ["/usr/local/", "/srv/app/"]);
+        assert_eq!(
+            AgentConfig::parse(Path::new("x"), &c.to_toml()).expect("again"),
+            c
+        );
+        let err = AgentConfig::parse(
+            Path::new("a.toml"),
+            &format!("{base}install_allow = [\"/usr/local/\", \"srv/\"]\n"),
+        )
+        .expect_err("relative");
+        let err = err.to_string();
+        assert!(
+            err.contains("a.toml") && err.contains("install_allow[1]"),
+            "{err}"
         );
     }
 

@@ -74,6 +74,55 @@ pub fn copy_hashed(
     })
 }
 
+/// Content did not match the size and sha256 a manifest names.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Streaming stopped (a read or write failed, or more than the size arrived).
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// Fewer bytes than the manifest names.
+    #[error("{actual} bytes, not the manifest's {expected}")]
+    Size {
+        /// The manifest's size.
+        expected: u64,
+        /// Bytes read.
+        actual: u64,
+    },
+    /// Other content.
+    #[error("sha256 {actual}, not the manifest's {expected}")]
+    Sha256 {
+        /// The manifest's digest.
+        expected: String,
+        /// The content's.
+        actual: String,
+    },
+}
+
+/// Streams `reader` into `sink` (or only hashes it) and checks it is exactly `size` bytes
+/// with sha256 `sha256`, never reading more than `size` bytes. The caller discards what
+/// reached the sink when this fails.
+pub fn copy_verified(
+    reader: &mut dyn Read,
+    sink: Option<&mut dyn Write>,
+    size: u64,
+    sha256: &str,
+) -> Result<Hashed, VerifyError> {
+    let hashed = copy_hashed(reader, sink, size)?;
+    if hashed.bytes != size {
+        return Err(VerifyError::Size {
+            expected: size,
+            actual: hashed.bytes,
+        });
+    }
+    if hashed.sha256 != sha256 {
+        return Err(VerifyError::Sha256 {
+            expected: sha256.to_owned(),
+            actual: hashed.sha256,
+        });
+    }
+    Ok(hashed)
+}
+
 /// The lowercase hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -103,6 +152,22 @@ mod tests {
         assert_eq!(h.sha256, HELLO);
         assert_eq!(out, b"hello");
         assert_eq!(sha256_hex(b"hello"), HELLO);
+    }
+
+    #[test]
+    fn verifies_size_and_digest() {
+        let mut out = Vec::new();
+        copy_verified(&mut &b"hello"[..], Some(&mut out), 5, HELLO).expect("same");
+        assert_eq!(out, b"hello");
+        let err = copy_verified(&mut &b"hellO"[..], None, 5, HELLO).expect_err("flipped");
+        assert!(matches!(err, VerifyError::Sha256 { .. }), "{err}");
+        let err = copy_verified(&mut &b"hell"[..], None, 5, HELLO).expect_err("short");
+        assert!(matches!(err, VerifyError::Size { actual: 4, .. }), "{err}");
+        let err = copy_verified(&mut &b"hello!"[..], None, 5, HELLO).expect_err("long");
+        assert!(
+            matches!(err, VerifyError::Stream(StreamError::TooLarge { .. })),
+            "{err}"
+        );
     }
 
     #[test]

@@ -67,9 +67,12 @@ impl DurableFs for StdFs {
     type File = File;
 
     fn create_new(&self, path: &Path, mode: u32) -> io::Result<File> {
+        // O_CREAT|O_EXCL, and O_NOFOLLOW: a name planted in the folder (a link to elsewhere)
+        // is never written through.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(nofollow())
             .mode(0o600)
             .open(path)?;
         // Exactly `mode`, whatever the umask.
@@ -92,6 +95,19 @@ impl DurableFs for StdFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
     }
+}
+
+fn nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Opens `path` for reading without following a symbolic link at its last component (a
+/// staged or backed-up file is a regular file; a link there is refused, `ELOOP`).
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow())
+        .open(path)
 }
 
 /// A fresh name for a temporary entry in `dir`: [`TEMP_PREFIX`], `what`, the process id,
@@ -182,7 +198,7 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DurableError> {
 pub fn copy(source: &Path, dest: &Path, mode: u32) -> Result<(), DurableError> {
     let dir = parent_of(dest);
     std::fs::create_dir_all(dir).map_err(|e| DurableError::new(dir, "create folder", e))?;
-    let mut from = File::open(source).map_err(|e| DurableError::new(source, "open", e))?;
+    let mut from = open_nofollow(source).map_err(|e| DurableError::new(source, "open", e))?;
     write_with(&StdFs, dest, mode, |file, tmp| {
         io::copy(&mut from, file)
             .map(|_| ())
@@ -222,6 +238,25 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o7777;
         assert_eq!(mode, 0o755);
         assert_eq!(names(parent_of(&path)), ["file"], "no temp file left");
+    }
+
+    #[test]
+    fn never_writes_or_reads_through_a_link() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").expect("target");
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&target, &planted).expect("link");
+        let err = StdFs.create_new(&planted, 0o644).expect_err("exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let err = open_nofollow(&planted).expect_err("a link");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        let err = copy(&planted, &dir.path().join("copy"), 0o644).expect_err("a link");
+        assert!(err.to_string().contains("planted: open"), "{err}");
+        assert_eq!(std::fs::read(&target).expect("read"), b"keep");
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub struct JobSettings {
     /// TLS for the agent's `https://` etcd endpoints (files on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+    /// The bundle image the job runs from, pinned by digest: the job records the digest
+    /// beside the staged bundle, and the agent installs the bundle only for a `desired`
+    /// naming that digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The agent's `install_allow` (default:
+    /// [`DEFAULT_INSTALL_ALLOW`](crate::manifest::DEFAULT_INSTALL_ALLOW)): where bundles may
+    /// install files; the job refuses a bundle installing elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_allow: Option<Vec<String>>,
+    /// The agent's `install_setuid`: destinations that may carry setuid or setgid bits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install_setuid: Vec<String>,
 }
 
 fn settings_schema() -> u32 {
@@ -79,6 +92,9 @@ impl JobSettings {
             kernel_release_file: default_kernel_release_file(),
             container_prefix: String::new(),
             tls: None,
+            image: None,
+            install_allow: None,
+            install_setuid: Vec::new(),
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`manifest`]: the bundle manifest and its validation;
 //! - [`api`]: the REST API's request and answer bodies;
 //! - [`job`]: the downloader job's settings and its summary line;
+//! - [`staged`]: the record of which image a staged bundle came from;
+//! - [`version`]: the order of bundle versions (what a downgrade is);
 //! - [`etcd`]: the etcd TLS settings; with the `etcd` feature also compare-and-swap,
 //!   resumable watches, kept leases, leader election;
 //! - `docker` (feature `docker`): connecting to a Docker Engine, pulling images, reading a
@@ -32,7 +34,9 @@ pub mod keys;
 pub mod manifest;
 pub mod names;
 pub mod shutdown;
+pub mod staged;
 pub mod state;
+pub mod version;
 
 pub use keys::{HostKey, Key, Keyspace};
 pub use names::{GroupName, HostId, TokenName, UpgradeId};

@@ -193,6 +193,7 @@ pub async fn build_bundle(
             push: true,
             check_agent_version: true,
             manifest_out: None,
+            install: baton_protocol::manifest::InstallPolicy::default(),
         },
         &bundle::Stderr,
     )
@@ -263,8 +264,12 @@ pub async fn run_job(host: &Host, image: &str, etcd: &[String]) -> JobRun {
     for m in &mounts {
         args.extend(["--volume", m.as_str()]);
     }
+    args.push(image);
+    // A pinned image is recorded beside the staged bundle (the agent installs only that).
+    if image.contains("@sha256:") {
+        args.extend(["--image", image]);
+    }
     args.extend([
-        image,
         "--host-id",
         host.name(),
         "--etcd-endpoint",

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use baton_protocol::docker::{DockerError, split_reference};
-use baton_protocol::manifest::{Manifest, check_image_ref};
+use baton_protocol::manifest::{InstallPolicy, Manifest, check_image_ref};
 use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bytes::Bytes;
@@ -44,6 +44,8 @@ pub struct BuildOptions {
     pub check_agent_version: bool,
     /// Also write the completed manifest here.
     pub manifest_out: Option<PathBuf>,
+    /// Where the bundle may install files (the hosts' agents check the same).
+    pub install: InstallPolicy,
 }
 
 /// A built (and maybe pushed) bundle.
@@ -90,6 +92,7 @@ pub async fn build(
         let agent = options.agent.clone();
         let downloader = options.downloader.clone();
         let check = options.check_agent_version;
+        let install = options.install.clone();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let collected = lines.clone();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -99,6 +102,7 @@ pub async fn build(
                     agent: &agent,
                     downloader: &downloader,
                     check_agent_version: check,
+                    install: &install,
                 },
                 &Collect(collected),
             )

@@ -181,6 +181,7 @@ mod tests {
                 agent: &s.agent,
                 downloader: &downloader,
                 check_agent_version: false,
+                install: &baton_protocol::manifest::InstallPolicy::default(),
             },
             &Quiet,
         )

@@ -12,7 +12,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use baton_protocol::manifest::{FileEntry, MAX_MANIFEST_BYTES, Manifest, check_relative_path};
+use baton_protocol::manifest::{
+    FileEntry, InstallPolicy, MAX_MANIFEST_BYTES, Manifest, check_relative_path,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -74,6 +76,8 @@ pub struct Sources<'a> {
     pub downloader: &'a Path,
     /// Run `<agent> --version` and require the manifest's agent version.
     pub check_agent_version: bool,
+    /// Where the bundle may install files.
+    pub install: &'a InstallPolicy,
 }
 
 /// Reads the template of `sources.dir`, completes and validates the manifest, and checks the
@@ -94,7 +98,15 @@ pub fn prepare(sources: &Sources<'_>, progress: &dyn Progress) -> Result<Prepare
             }
         }
     }
-    parse(&template_path, &probe)?;
+    let structure = parse(&template_path, &probe)?;
+    // A bundle the hosts' agents would refuse is not built.
+    sources
+        .install
+        .check(&structure)
+        .map_err(|source| BundleError::Manifest {
+            path: template_path.clone(),
+            source,
+        })?;
 
     let mut completed = template;
     let mut sources_by_field = Vec::new();
@@ -349,6 +361,7 @@ pub(crate) mod tests {
                 agent: &s.agent,
                 downloader: &downloader,
                 check_agent_version: true,
+                install: &InstallPolicy::default(),
             },
             &Quiet,
         )
@@ -402,6 +415,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn destinations_outside_the_allow_list_or_of_baton_itself_are_refused() {
+        for (dest, mode, want) in [
+            ("/etc/baton/agent.toml", "0644", "Baton's own"),
+            ("/var/lib/baton/journal.json", "0644", "Baton's own"),
+            (
+                "/usr/bin/baton-hello",
+                "0755",
+                "outside the install allow-list",
+            ),
+            ("/usr/local/bin/baton-hello", "4755", "setuid allow-list"),
+        ] {
+            let s = source("2.0.0");
+            rewrite(&s, |t| {
+                t["components"][0]["files"][0]["dest"] = dest.into();
+                t["components"][0]["files"][0]["mode"] = mode.into();
+            });
+            let err = prepare_source(&s).unwrap_err().to_string();
+            assert!(err.contains(TEMPLATE_FILE), "{dest}: {err}");
+            assert!(err.contains("components[0].files[0].dest"), "{dest}: {err}");
+            assert!(err.contains(want), "{dest}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_versions_and_duplicate_components_are_refused() {
         let s = source("2.0.0");
         rewrite(&s, |t| t["version"] = "two".into());
@@ -445,6 +482,7 @@ pub(crate) mod tests {
                 agent: &s.agent,
                 downloader: &me,
                 check_agent_version: false,
+                install: &InstallPolicy::default(),
             },
             &Quiet,
         )

@@ -7,14 +7,19 @@
 //!   driven with `plan::next`;
 //! - `reboot.rs`: `reboot` (journaled: asked in one boot, checked and `Done` in the next);
 //! - `restart.rs`: `restart` of the managed services, and their check after a reboot;
-//! - `hand_over.rs`: the daisy-chain hand-over to the next host.
+//! - `hand_over.rs`: the daisy-chain hand-over to the next host;
+//! - `prune.rs`: removing staged bundles and backups no longer needed once an upgrade is done;
+//! - `bundle.rs`: the staged bundles, used only for the version and image digest they were
+//!   staged with.
 //!
 //! This file holds what they share: the agent, its errors, the local records it reads
-//! (boot id, kernel, `installed.json`, staged manifests), and outcome reporting.
+//! (boot id, kernel, `installed.json`), and outcome reporting.
 //!
 //! Errors never end the daemon: the session is re-established with backoff.
 
+mod bundle;
 mod hand_over;
+mod prune;
 mod reboot;
 mod reconcile;
 mod restart;
@@ -28,9 +33,9 @@ use baton_protocol::documents::{self, DocumentError, Installed};
 use baton_protocol::durable::{self, DurableError};
 use baton_protocol::etcd::EtcdError;
 use baton_protocol::keys::KeyError;
-use baton_protocol::manifest::{Manifest, ManifestError};
 use baton_protocol::{HostState, Keyspace};
 
+pub use self::bundle::BundleError;
 use crate::apply::Context;
 use crate::journal::{self, Journal, Outcome};
 use crate::ops::{HostOps, OpError};
@@ -76,32 +81,6 @@ pub enum AgentError {
     NotInManifest {
         /// The component.
         component: String,
-    },
-}
-
-/// A staged bundle could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    /// The bundle's manifest is not on the host.
-    #[error(
-        "bundle {version} is not staged ({}: {source}); run the downloader job first",
-        path.display()
-    )]
-    NotStaged {
-        /// The bundle version.
-        version: String,
-        /// The manifest's path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The staged manifest is refused.
-    #[error("{}: {source}", path.display())]
-    Invalid {
-        /// The manifest's path.
-        path: PathBuf,
-        /// The field at fault and why.
-        source: ManifestError,
     },
 }
 
@@ -206,25 +185,6 @@ impl Agent {
         let path = self.installed_path();
         durable::write(&path, &documents::encode(installed), journal::FILE_MODE)
             .map_err(|source| AgentError::Write { path, source })
-    }
-
-    fn bundle_dir(&self, version: &str) -> PathBuf {
-        self.config.state_dir.join("bundles").join(version)
-    }
-
-    fn manifest(&self, version: &str) -> Result<Manifest, BundleError> {
-        let path = self.bundle_dir(version).join("manifest.json");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(source) => {
-                return Err(BundleError::NotStaged {
-                    version: version.to_owned(),
-                    path,
-                    source,
-                });
-            }
-        };
-        Manifest::parse(&bytes).map_err(|source| BundleError::Invalid { path, source })
     }
 
     async fn report_outcome(

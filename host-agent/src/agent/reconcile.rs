@@ -7,7 +7,7 @@
 use baton_protocol::documents::{self, Desired, DesiredAction};
 use baton_protocol::etcd;
 use baton_protocol::manifest::{Component, Manifest};
-use baton_protocol::{HostKey, HostState};
+use baton_protocol::{HostKey, HostState, version};
 
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
 use crate::apply;
@@ -44,6 +44,10 @@ impl Agent {
                 .is_some_and(|j| j.upgrade_id == desired.upgrade_id)
             {
                 // Already handled: make sure the outcome is reported.
+            } else if let Err(e) = desired.validate() {
+                self.refuse(desired, &format!("{}: {}", e.field, e.reason), reporter)
+                    .await?;
+                return Ok(Driven::Settled);
             } else if desired.action == DesiredAction::Restart {
                 self.restart_services(desired, reporter).await?;
                 return Ok(Driven::Settled);
@@ -54,6 +58,7 @@ impl Agent {
                 let fresh = Journal {
                     upgrade_id: desired.upgrade_id.clone(),
                     version: installed.bundle_version.unwrap_or_default(),
+                    bundle_digest: None,
                     started_at: documents::now(),
                     previous: Previous::default(),
                     steps: Vec::new(),
@@ -74,33 +79,20 @@ impl Agent {
                 journal = Some(fresh);
             } else {
                 // Install, and Replace (reinstall every component of the bundle, even at the
-                // version the host already runs): a new journal applies them all.
-                match self.manifest(&desired.version) {
+                // version the host already runs): a new journal applies them all — from the
+                // bundle staged from the image `desired` names, and nothing else.
+                if let Some(reason) = self.undeclared_downgrade(desired)? {
+                    self.refuse(desired, &reason, reporter).await?;
+                    return Ok(Driven::Settled);
+                }
+                match self.desired_bundle(desired) {
                     Ok(manifest) => {
                         let fresh = self.new_journal(desired, &manifest)?;
                         journal::save(state_dir, &fresh)?;
                         journal = Some(fresh);
                     }
                     Err(e) => {
-                        let reason = e.to_string();
-                        reporter
-                            .status(
-                                Some(&desired.upgrade_id),
-                                HostState::Updating,
-                                Some("read bundle"),
-                                "",
-                                None,
-                            )
-                            .await?;
-                        reporter
-                            .status(
-                                Some(&desired.upgrade_id),
-                                HostState::Failed,
-                                None,
-                                &reason,
-                                None,
-                            )
-                            .await?;
+                        self.refuse(desired, &e.to_string(), reporter).await?;
                         return Ok(Driven::Settled);
                     }
                 }
@@ -124,11 +116,61 @@ impl Agent {
         Ok(driven)
     }
 
+    /// Why `desired` may not be installed if it would move the host to a lower version than
+    /// it runs without saying so (`allow_downgrade`, set by the orchestrator only when the
+    /// upgrade's request asked for it).
+    fn undeclared_downgrade(&self, desired: &Desired) -> Result<Option<String>, AgentError> {
+        if desired.allow_downgrade {
+            return Ok(None);
+        }
+        let installed = self.installed_now()?;
+        Ok(installed
+            .bundle_version
+            .filter(|current| version::is_downgrade(current, &desired.version))
+            .map(|current| {
+                format!(
+                    "downgrade from {current} to {} refused: desired.allow_downgrade is not set",
+                    desired.version
+                )
+            }))
+    }
+
+    /// Reports a `desired` refused before anything was started: `Failed` with the reason,
+    /// nothing touched on the host.
+    async fn refuse(
+        &self,
+        desired: &Desired,
+        reason: &str,
+        reporter: &Reporter,
+    ) -> Result<(), AgentError> {
+        tracing::warn!(upgrade = %desired.upgrade_id, %reason, "desired refused");
+        reporter
+            .status(
+                Some(&desired.upgrade_id),
+                HostState::Updating,
+                Some("read bundle"),
+                "",
+                None,
+            )
+            .await?;
+        reporter
+            .status(
+                Some(&desired.upgrade_id),
+                HostState::Failed,
+                None,
+                reason,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
     fn new_journal(&self, desired: &Desired, manifest: &Manifest) -> Result<Journal, AgentError> {
         let installed = self.installed_now()?;
         Ok(Journal {
             upgrade_id: desired.upgrade_id.clone(),
             version: desired.version.clone(),
+            bundle_digest: desired.validate().ok().map(str::to_owned),
             started_at: documents::now(),
             previous: Previous {
                 bundle_version: installed.bundle_version,
@@ -169,7 +211,12 @@ impl Agent {
         let state_dir = self.config.state_dir.clone();
         let id = journal.upgrade_id.clone();
         let started = journal.started_at.clone();
-        let manifest = match self.manifest(&journal.version) {
+        // Resumed: still only the bundle staged from the image the upgrade began with.
+        let manifest = match &journal.bundle_digest {
+            Some(digest) => self.staged(&journal.version, digest),
+            None => self.manifest(&journal.version),
+        };
+        let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
                 journal.outcome = Some(Outcome::Failed {
@@ -323,6 +370,19 @@ impl Agent {
                     installed.updated_at = documents::now();
                     self.save_installed(&installed)?;
                     journal.outcome = Some(Outcome::Done);
+                    let (state, version, previous, id) = (
+                        state_dir.clone(),
+                        journal.version.clone(),
+                        journal.previous.bundle_version.clone(),
+                        journal.upgrade_id.clone(),
+                    );
+                    let pruned = blocking(move || {
+                        super::prune::prune(&state, &version, previous.as_deref(), &id)
+                    })
+                    .await;
+                    if !pruned.is_empty() {
+                        tracing::info!(upgrade = %journal.upgrade_id, ?pruned, "pruned staged bundles and backups no longer needed");
+                    }
                 }
                 Action::FinishRolledBack => {
                     journal.outcome = Some(Outcome::RolledBack {

@@ -62,6 +62,7 @@ impl Agent {
         let done = Journal {
             upgrade_id: id.clone(),
             version: installed.bundle_version.clone().unwrap_or_default(),
+            bundle_digest: None,
             started_at: started.clone(),
             previous: Previous::default(),
             steps: Vec::new(),

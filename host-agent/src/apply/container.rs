@@ -22,6 +22,7 @@ pub(super) fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> 
         component: component.name.clone(),
         what: "image archive",
     })?;
+    ops.verify_staged(&ctx.source(archive), archive)?;
     ops.load_image(&ctx.source(archive))?;
     ops.recreate_container(
         &ctx.container_name(component),

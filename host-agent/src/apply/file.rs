@@ -10,7 +10,7 @@ use crate::ops::{HostOps, OpResult};
 pub(super) fn apply(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
     for f in &component.files {
         if let Some(dest) = &f.dest {
-            ops.install_file(&ctx.source(f), Path::new(dest), f.mode_bits())?;
+            ops.install_file(&ctx.source(f), Path::new(dest), f)?;
         }
     }
     Ok(())

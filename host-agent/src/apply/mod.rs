@@ -172,24 +172,12 @@ fn restore_files(
     for (dest, existed) in &step.existed {
         let dest_path = Path::new(dest);
         if *existed {
-            ops.install_file(
-                &ctx.backup_of(&component.name, dest),
-                dest_path,
-                mode_of(component, dest),
-            )?;
+            ops.restore_file(&ctx.backup_of(&component.name, dest), dest_path)?;
         } else {
             ops.remove_file(dest_path)?;
         }
     }
     Ok(())
-}
-
-fn mode_of(component: &Component, dest: &str) -> u32 {
-    component
-        .files
-        .iter()
-        .find(|f| f.dest.as_deref() == Some(dest))
-        .map_or(0o644, FileEntry::mode_bits)
 }
 
 /// Calls `probe` until it says true or `within` has passed (at least once).

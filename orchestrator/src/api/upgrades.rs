@@ -228,6 +228,18 @@ pub async fn create(
     // The tag is resolved to a digest once; only the digest is stored.
     let resolved = state.resolver().resolve(&req.image).await?;
     validate::bundle_fits(&strategy, &resolved.manifest)?;
+    let running = selected
+        .iter()
+        .filter_map(|h| {
+            let installed = &view.hosts.get(h)?.installed.as_ref()?.value;
+            Some((h.clone(), installed.bundle_version.clone()?))
+        })
+        .collect();
+    validate::no_downgrade(
+        req.allow_downgrade.unwrap_or(false),
+        &resolved.manifest.version,
+        &running,
+    )?;
     let now = now();
     let id = match requested_id {
         Some(id) => id,
@@ -265,6 +277,7 @@ pub async fn create(
         events: 0,
         listed: req.hosts.is_some(),
         skip_paused: req.skip_paused.unwrap_or(false),
+        allow_downgrade: req.allow_downgrade.unwrap_or(false),
         task: None,
         orchestrator: resolved.manifest.orchestrator_image.clone().map(|image| {
             OrchestratorUpdate {

@@ -17,6 +17,7 @@ use baton_protocol::UpgradeId;
 use baton_protocol::documents::HostSpec;
 use baton_protocol::etcd::EtcdTls;
 use baton_protocol::job::{JobSettings, SETTINGS_ENV, Summary};
+use baton_protocol::manifest::InstallPolicy;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
@@ -96,6 +97,8 @@ pub struct Job {
     pub labels: BTreeMap<String, String>,
     /// TLS for the agent's etcd connection (paths on the host).
     pub tls: Option<EtcdTls>,
+    /// Where bundles may install files on the host.
+    pub install: InstallPolicy,
     /// The orchestrator's client certificate for the host's `tcp://` Docker Engine.
     pub docker_tls: Option<DockerTls>,
     /// Time per attempt.
@@ -124,6 +127,9 @@ impl Job {
             settings.container_prefix = p.clone();
         }
         settings.tls = self.tls.clone();
+        settings.image = Some(self.bundle.clone());
+        settings.install_allow = Some(self.install.allow.clone());
+        settings.install_setuid = self.install.setuid.clone();
         settings
     }
 
@@ -340,6 +346,10 @@ mod tests {
             prefix: "/baton".into(),
             labels: BTreeMap::new(),
             tls: None,
+            install: InstallPolicy {
+                allow: vec!["/usr/local/".into(), "/srv/".into()],
+                setuid: vec!["/usr/local/bin/ping".into()],
+            },
             docker_tls: None,
             timeout: DEFAULT_TIMEOUT,
             attempts: 1,
@@ -361,6 +371,12 @@ mod tests {
             PathBuf::from(baton_protocol::agent_config::DEFAULT_KERNEL_RELEASE_FILE)
         );
         assert_eq!(settings.container_prefix, "host-1-");
+        assert_eq!(settings.image.as_deref(), Some("r/b@sha256:00"));
+        assert_eq!(
+            settings.install_allow.as_deref(),
+            Some(["/usr/local/".to_owned(), "/srv/".to_owned()].as_slice())
+        );
+        assert_eq!(settings.install_setuid, ["/usr/local/bin/ping"]);
         assert_eq!(job(&[]).container_name(), "baton-download-u1-host-1");
         let mut tls = job(&[]);
         tls.tls = Some(EtcdTls {

@@ -77,6 +77,7 @@ impl Engine {
             return;
         };
         let missing = self.alive_missing_for(Instant::now());
+        let unchanged = self.unchanged_for(Instant::now());
         let claimed = claimed_by_tasks(&self.seen.view, id);
         let running: BTreeSet<HostId> = self
             .jobs
@@ -97,6 +98,7 @@ impl Engine {
             &Observed {
                 view: &self.seen.view,
                 alive_missing_for: &missing,
+                unchanged_for: &unchanged,
                 downloads_running: &running,
                 downloads_finished: &finished,
                 claimed: &claimed,
@@ -183,6 +185,7 @@ impl Engine {
             prefix: self.etcd.keyspace.prefix().to_owned(),
             labels: self.config.job_labels.clone(),
             tls: self.config.agent_tls.clone(),
+            install: self.config.agent_install.clone(),
             docker_tls: self.config.docker_tls.clone(),
             timeout: self.config.job_timeout,
             attempts: self.config.job_attempts,

@@ -145,6 +145,7 @@ pub fn desired_for(upgrade: &Upgrade, next_host: Option<HostId>, now: &Timestamp
         bundle: upgrade.bundle.clone(),
         action: desired_action(upgrade),
         next_host,
+        allow_downgrade: upgrade.allow_downgrade,
         issued_at: now.clone(),
     }
 }

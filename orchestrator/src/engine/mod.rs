@@ -12,6 +12,7 @@
 //! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
 //!   then handed the leadership);
 //! - `drive` and `upkeep`: the engine's passes over upgrades and over its own tasks;
+//! - `progress`: since when each host of an upgrade in progress has made no progress;
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
 //!   creates are then driven like upgrades.
@@ -21,6 +22,7 @@ pub mod dispatch;
 mod drive;
 pub mod execute;
 pub mod model;
+mod progress;
 pub mod successor;
 pub mod tasks;
 mod upkeep;
@@ -35,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::engine::model::{DownloadOutcome, Limits, SuccessorState};
+use crate::engine::progress::Progress;
 use crate::engine::successor::{SelfUpdate, Successor};
 use crate::metrics::Counters;
 use crate::store;
@@ -64,6 +67,8 @@ pub struct EngineConfig {
     pub job_labels: BTreeMap<String, String>,
     /// TLS settings for the agents' etcd connection (paths on the hosts).
     pub agent_tls: Option<baton_protocol::etcd::EtcdTls>,
+    /// Where bundles may install files on the hosts (the agents' install policy).
+    pub agent_install: baton_protocol::manifest::InstallPolicy,
     /// The client certificate for hosts' `tcp://` Docker Engines.
     pub docker_tls: Option<crate::docker::DockerTls>,
     /// How a self-update starts the new version.
@@ -113,6 +118,8 @@ struct Seen {
     loaded: BTreeSet<Part>,
     /// Since when each host has been without an `alive` key, as seen here.
     missing_since: BTreeMap<HostId, Instant>,
+    /// Whether the hosts of upgrades in progress make progress.
+    progress: Progress,
 }
 
 /// Downloader jobs of this leadership.
@@ -167,6 +174,7 @@ pub async fn run(
             view: FleetView::default(),
             loaded: BTreeSet::new(),
             missing_since: BTreeMap::new(),
+            progress: Progress::default(),
         },
         jobs: Jobs {
             running: BTreeMap::new(),
@@ -360,6 +368,11 @@ impl Engine {
         }
     }
 
+    /// How long each tracked host's `desired` and `status` have been unchanged.
+    fn unchanged_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
+        self.seen.progress.unchanged_for(now)
+    }
+
     /// How long each host without an `alive` key has been so.
     fn alive_missing_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
         self.seen
@@ -371,6 +384,7 @@ impl Engine {
 
     async fn pass(&mut self) {
         self.track_alive(Instant::now());
+        self.seen.progress.track(&self.seen.view, Instant::now());
         let in_progress: Vec<UpgradeId> = self
             .seen
             .view

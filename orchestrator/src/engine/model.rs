@@ -17,6 +17,10 @@ pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 4;
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Default time a dispatched host's `alive` may be away (a reboot) before it counts as failed.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
+/// Default time a dispatched host whose agent is alive may go without a change of its
+/// `status` before it counts as failed (generous: installing a kernel package, with its
+/// initramfs, reports nothing for minutes).
+pub const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Hosts dispatched per transaction (each adds a `desired` and an event to it; etcd allows
 /// 128 operations per transaction). The next pass continues.
 pub const MAX_DISPATCH_PER_PASS: usize = 32;
@@ -33,6 +37,8 @@ pub struct Limits {
     pub agent_timeout: Duration,
     /// See [`DEFAULT_HEALTH_TIMEOUT`].
     pub health_timeout: Duration,
+    /// See [`DEFAULT_INSTALL_TIMEOUT`].
+    pub install_timeout: Duration,
     /// See [`MAX_DISPATCH_PER_PASS`].
     pub max_dispatch: usize,
     /// See [`DEFAULT_HEAL_GRACE`].
@@ -45,6 +51,7 @@ impl Default for Limits {
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            install_timeout: DEFAULT_INSTALL_TIMEOUT,
             max_dispatch: MAX_DISPATCH_PER_PASS,
             heal_grace: DEFAULT_HEAL_GRACE,
         }
@@ -67,6 +74,9 @@ pub struct Observed<'a> {
     pub view: &'a FleetView,
     /// Hosts without an `alive` key, and for how long this replica has seen them so.
     pub alive_missing_for: &'a BTreeMap<HostId, Duration>,
+    /// Hosts of upgrades in progress, and for how long this replica has seen their
+    /// `desired` and `status` unchanged.
+    pub unchanged_for: &'a BTreeMap<HostId, Duration>,
     /// Hosts whose downloader job (for this upgrade) is running.
     pub downloads_running: &'a BTreeSet<HostId>,
     /// Hosts whose downloader job ended and whose outcome is not recorded yet.

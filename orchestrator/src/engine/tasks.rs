@@ -288,6 +288,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         task: Some(task),
         orchestrator: None,
         skip_paused: false,
+        allow_downgrade: false,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

@@ -256,6 +256,7 @@ fn record(
         task,
         orchestrator: None,
         skip_paused: false,
+        allow_downgrade: false,
         created_at: ts(created),
         updated_at: ts(created),
     }

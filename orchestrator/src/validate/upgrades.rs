@@ -126,6 +126,31 @@ pub fn bundle_fits(strategy: &Strategy, manifest: &Manifest) -> Result<(), Field
     ))
 }
 
+/// A downgrade is deliberate: a bundle of a lower version than a selected host runs
+/// (`running`: host → installed bundle version) is refused naming the host and both
+/// versions, unless the request says `allow_downgrade: true`.
+pub fn no_downgrade(
+    allow_downgrade: bool,
+    version: &str,
+    running: &BTreeMap<HostId, String>,
+) -> Result<(), FieldError> {
+    if allow_downgrade {
+        return Ok(());
+    }
+    match running
+        .iter()
+        .find(|(_, current)| baton_protocol::version::is_downgrade(current, version))
+    {
+        Some((host, current)) => Err(FieldError::new(
+            "allow_downgrade",
+            format!(
+                "host {host} runs {current}; bundle {version} would downgrade it: say \"allow_downgrade\": true to mean it"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +180,7 @@ mod tests {
             hosts: hosts.map(|h| h.iter().map(|s| (*s).to_owned()).collect()),
             id: None,
             skip_paused: None,
+            allow_downgrade: None,
         }
     }
 
@@ -213,5 +239,27 @@ mod tests {
         assert_eq!(err.field, "image");
         let err = image("").expect_err("empty");
         assert_eq!(err.field, "image");
+    }
+
+    fn running(hosts: &[(&str, &str)]) -> BTreeMap<HostId, String> {
+        hosts
+            .iter()
+            .map(|(h, v)| (HostId::new(*h).expect("id"), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_downgrade_is_refused_naming_the_host_and_both_versions_unless_allowed() {
+        let fleet = running(&[("h1", "1.0.0"), ("h2", "2.0.0")]);
+        let err = no_downgrade(false, "1.5.0", &fleet).expect_err("h2 runs 2.0.0");
+        assert_eq!(err.field, "allow_downgrade");
+        for want in ["h2", "2.0.0", "1.5.0"] {
+            assert!(err.reason.contains(want), "{want:?} not in {err}");
+        }
+        assert!(no_downgrade(true, "1.5.0", &fleet).is_ok());
+        assert!(no_downgrade(false, "2.0.0", &fleet).is_ok());
+        assert!(no_downgrade(false, "2.0.1-rc.1", &fleet).is_ok());
+        let err = no_downgrade(false, "2.0.0-rc.1", &fleet).expect_err("pre-release");
+        assert!(err.reason.contains("h2"), "{err}");
     }
 }

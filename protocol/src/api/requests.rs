@@ -110,6 +110,10 @@ pub struct StartUpgrade {
     /// waiting until the mode is lifted (default: wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_paused: Option<bool>,
+    /// Allow moving hosts to a lower version than they run (default: such an upgrade is
+    /// refused naming the host and both versions, and the agent refuses it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_downgrade: Option<bool>,
 }
 
 /// An operator's command on an upgrade: `POST /v1/upgrades/{id}/pause|resume|abort`.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Document, Timestamp, schema};
+use crate::manifest::{ManifestError, check_version, image_digest};
 use crate::names::{HostId, UpgradeId};
 use crate::state::HostState;
 
@@ -102,12 +103,26 @@ pub struct Desired {
     /// Daisy-chain: the host to hand the baton to when this one is done and healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_host: Option<HostId>,
+    /// The upgrade may move the host to a lower version than it runs (the request said
+    /// `allow_downgrade: true`, or it is a revert); without it the agent refuses to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
     /// When it was written.
     pub issued_at: Timestamp,
 }
 
 impl Document for Desired {
     const KIND: &'static str = "desired";
+}
+
+impl Desired {
+    /// Checks the fields the agent takes as names on the host: `version` must be a version
+    /// (it names the staged bundle's folder, so a path never gets through) and `bundle` an
+    /// image digest (or a reference pinned by one). Returns the digest, `sha256:…`.
+    pub fn validate(&self) -> Result<&str, ManifestError> {
+        check_version("desired.version", &self.version)?;
+        image_digest("desired.bundle", &self.bundle)
+    }
 }
 
 /// `hosts/<host>/status`: what the agent is doing.
@@ -163,4 +178,56 @@ pub struct Installed {
 
 impl Document for Installed {
     const KIND: &'static str = "installed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn desired(version: &str, bundle: &str) -> Desired {
+        Desired {
+            schema_version: 1,
+            upgrade_id: UpgradeId::new("u1").expect("id"),
+            version: version.into(),
+            bundle: bundle.into(),
+            action: DesiredAction::Install,
+            next_host: None,
+            allow_downgrade: false,
+            issued_at: "t".into(),
+        }
+    }
+
+    #[test]
+    fn a_desired_names_a_version_and_an_image_digest() {
+        let pinned = format!("127.0.0.1:5000/baton/bundle@{DIGEST}");
+        assert_eq!(desired("2.0.0", &pinned).validate().ok(), Some(DIGEST));
+        assert_eq!(desired("2.0.0", DIGEST).validate().ok(), Some(DIGEST));
+        for (version, bundle, field) in [
+            ("../../../tmp/evil", DIGEST, "desired.version"),
+            ("/tmp/evil", DIGEST, "desired.version"),
+            ("2.0.0/..", DIGEST, "desired.version"),
+            ("", DIGEST, "desired.version"),
+            (
+                "2.0.0",
+                "127.0.0.1:5000/baton/bundle:2.0.0",
+                "desired.bundle",
+            ),
+            ("2.0.0", "sha256:abc", "desired.bundle"),
+        ] {
+            let err = desired(version, bundle).validate().expect_err(version);
+            assert_eq!(err.field, field, "{version} {bundle}: {err}");
+        }
+    }
+
+    #[test]
+    fn allow_downgrade_is_written_only_when_set() {
+        let mut d = desired("1.0.0", DIGEST);
+        let text = String::from_utf8(crate::documents::encode(&d)).expect("utf-8");
+        assert!(!text.contains("allow_downgrade"), "{text}");
+        d.allow_downgrade = true;
+        let text = String::from_utf8(crate::documents::encode(&d)).expect("utf-8");
+        assert!(text.contains(r#""allow_downgrade":true"#), "{text}");
+    }
 }

@@ -92,6 +92,10 @@ pub struct Upgrade {
     /// for.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_paused: bool,
+    /// The request said `allow_downgrade: true`: hosts may be moved to a lower version than
+    /// they run (carried into every host's `desired`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
     /// Set when the orchestrator created the record itself, for one host (absent: an
     /// operator's request).
     #[serde(default, skip_serializing_if = "Option::is_none")]

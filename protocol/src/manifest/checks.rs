@@ -78,6 +78,28 @@ pub fn check_version(field: &str, version: &str) -> Result<(), ManifestError> {
     }
 }
 
+/// The image digest a bundle is known by: `sha256:<64 lowercase hex>`, given alone or as
+/// the digest of a pinned reference (`registry/name@sha256:…`). Returns the digest. A tag
+/// alone names no particular image, so it is refused.
+pub fn image_digest<'a>(field: &str, value: &'a str) -> Result<&'a str, ManifestError> {
+    let digest = match value.rsplit_once('@') {
+        Some((_, digest)) => {
+            check_image_ref(field, value)?;
+            digest
+        }
+        None => value,
+    };
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if check_sha256(field, hex).is_ok() => Ok(digest),
+        _ => Err(ManifestError::new(
+            field,
+            format!(
+                "{value:?} is not an image digest (sha256:<64 hex>, or a reference pinned by one)"
+            ),
+        )),
+    }
+}
+
 /// An image reference: `[registry/]name[:tag][@sha256:…]`, lowercase name, no spaces.
 pub fn check_image_ref(field: &str, image: &str) -> Result<(), ManifestError> {
     let refuse = |reason: &str| Err(ManifestError::new(field, format!("{image:?} {reason}")));
@@ -154,6 +176,26 @@ mod tests {
         }
         for bad in ["", "Baton/KV", "a b", "x:", "x@sha256:12", "/x", "a//b"] {
             assert!(check_image_ref("image", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_digests() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let digest = format!("sha256:{hex}");
+        let pinned = format!("127.0.0.1:5000/baton/bundle@{digest}");
+        assert_eq!(image_digest("bundle", &digest).ok(), Some(digest.as_str()));
+        assert_eq!(image_digest("bundle", &pinned).ok(), Some(digest.as_str()));
+        for bad in [
+            "127.0.0.1:5000/baton/bundle:2.0.0",
+            "sha256:12",
+            hex,
+            &format!("sha256:{}", hex.to_uppercase()),
+            &format!("BAD NAME@{digest}"),
+            "",
+        ] {
+            let err = image_digest("desired.bundle", bad).expect_err(bad);
+            assert_eq!(err.field, "desired.bundle", "{bad}");
         }
     }
 

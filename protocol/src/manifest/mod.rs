@@ -10,11 +10,17 @@
 //! their own input too, in `checks`; all are reachable from here.
 
 mod checks;
+mod dests;
 mod types;
 mod validate;
 
 pub use self::checks::{
     check_absolute_path, check_image_ref, check_relative_path, check_sha256, check_version,
+    image_digest,
+};
+pub use self::dests::{
+    BATON_OWN_PATHS, DEFAULT_INSTALL_ALLOW, InstallPolicy, check_install_entry,
+    default_install_allow,
 };
 pub use self::types::{AgentPackage, Component, ComponentKind, FileEntry, HealthCheck, Manifest};
 

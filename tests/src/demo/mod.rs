@@ -658,6 +658,7 @@ async fn build_bundles(
                 push: true,
                 check_agent_version: true,
                 manifest_out: None,
+                install: baton_protocol::manifest::InstallPolicy::default(),
             },
             &Indented,
         )

@@ -86,6 +86,8 @@ async fn an_agent_with_a_tls_section_keeps_its_alive_key() {
         container_prefix: String::new(),
         health_settle_secs: agent_config::DEFAULT_HEALTH_SETTLE_SECS,
         bootloader: agent_config::Bootloader::default(),
+        install_allow: baton_protocol::manifest::default_install_allow(),
+        install_setuid: Vec::new(),
         tls: etcd.client_tls().cloned(),
     };
     // The same validation the agent's config file gets.

@@ -107,6 +107,7 @@ impl World {
             bundle: self.bundles[name].clone(),
             action: DesiredAction::Install,
             next_host: None,
+            allow_downgrade: false,
             issued_at: documents::now(),
         }
     }
@@ -198,17 +199,28 @@ async fn assert_on(world: &World, host: &Host, version: &str, kernel: &str) {
             .expect("echo version"),
         version
     );
+    // The image it runs, by ID: a rollback recreates the container from the image ID it
+    // ran, not from a tag.
     let image = baton_tests::docker::output(&[
         "inspect",
         "--format",
-        "{{.Config.Image}} {{.State.Running}}",
+        "{{.Image}} {{.State.Running}}",
         &host.sibling_name("baton-kv"),
     ])
     .await
     .expect("docker inspect");
+    let want = baton_tests::docker::output(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        &format!("baton/kv:{version}"),
+    ])
+    .await
+    .expect("docker image inspect");
     assert_eq!(
         String::from_utf8_lossy(&image.stdout).trim(),
-        format!("baton/kv:{version} true")
+        format!("{} true", String::from_utf8_lossy(&want.stdout).trim())
     );
     assert_eq!(host.booted_kernel().await.expect("booted kernel"), kernel);
     assert_eq!(

@@ -10,25 +10,42 @@ use baton_agent::agent::Agent;
 use baton_agent::ops::{Call, RecordingHost};
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::documents::{self, Desired, DesiredAction, HostStatus, Installed};
-use baton_protocol::etcd;
+use baton_protocol::staged::{STAGED_RECORD_FILE, StagedBundle};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
+use baton_protocol::{digest, etcd};
 use baton_tests::etcd::EtcdServer;
 
 const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-fn manifest(version: &str, daemon_content: &str) -> String {
-    serde_json::json!({
+/// The image digest the test bundles are staged from.
+fn digest() -> String {
+    format!("sha256:{SHA}")
+}
+
+/// Stages bundle `version` in `dir` as the downloader job leaves it: every file (its
+/// content is its name), the manifest naming their sizes and digests, and the record of
+/// the image the bundle came from. The daemon's binary is the file `daemon_content`.
+fn stage(dir: &Path, version: &str, daemon_content: &str) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let file = |path: &str, dest: &str, mode: &str| {
+        std::fs::write(dir.join(path), path).expect("staged file");
+        serde_json::json!({"path": path, "dest": dest, "size": path.len(),
+                           "sha256": digest::sha256_hex(path.as_bytes()), "mode": mode})
+    };
+    let manifest = serde_json::json!({
         "schema_version": 1, "version": version, "backward_compatible": true,
         "agent": {"version": version, "file": {"path": "agent/baton-agent", "size": 0, "sha256": SHA, "mode": "0755"}},
         "components": [
             {"name": "baton-hello", "version": version, "kind": "file", "order": 10,
-             "files": [{"path": "hello", "dest": "/usr/local/bin/baton-hello", "size": 0, "sha256": SHA, "mode": "0755"}]},
+             "files": [file("hello", "/usr/local/bin/baton-hello", "0755")]},
             {"name": "baton-echo", "version": version, "kind": "service", "unit": "baton-echo.service", "order": 20,
-             "files": [{"path": daemon_content, "dest": "/usr/local/sbin/baton-echo", "size": 0, "sha256": SHA, "mode": "0755"},
-                       {"path": "echo.service", "dest": "/etc/systemd/system/baton-echo.service", "size": 0, "sha256": SHA}]}
+             "files": [file(daemon_content, "/usr/local/sbin/baton-echo", "0755"),
+                       file("echo.service", "/etc/systemd/system/baton-echo.service", "0644")]}
         ]
-    })
-    .to_string()
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
+    let record = StagedBundle::new(version, &digest()).expect("record");
+    std::fs::write(dir.join(STAGED_RECORD_FILE), record.to_json()).expect("record");
 }
 
 struct Setup {
@@ -57,11 +74,7 @@ async fn setup(daemon_content: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("bundles/2.0.0")).expect("dir");
-    std::fs::write(
-        state.join("bundles/2.0.0/manifest.json"),
-        manifest("2.0.0", daemon_content),
-    )
-    .expect("manifest");
+    stage(&state.join("bundles/2.0.0"), "2.0.0", daemon_content);
     std::fs::write(dir.path().join("boot-id"), "boot-1\n").expect("boot id");
     std::fs::write(dir.path().join("kernel"), "6.1.0-baton1\n").expect("kernel");
     let host = HostId::new("h1").expect("host");
@@ -77,6 +90,8 @@ async fn setup(daemon_content: &str) -> Setup {
         // Short, so checks of the fake host need not wait the real default.
         health_settle_secs: 1,
         bootloader: baton_protocol::agent_config::Bootloader::Simulated,
+        install_allow: baton_protocol::manifest::default_install_allow(),
+        install_setuid: Vec::new(),
         tls: None,
     };
     let fake = Arc::new(RecordingHost::default());
@@ -138,31 +153,56 @@ async fn desire_action(s: &Setup, id: &str, action: DesiredAction) {
 }
 
 async fn desire_full(s: &Setup, id: &str, action: DesiredAction, next_host: Option<&str>) {
-    let desired = Desired {
+    let mut desired = desired(
+        id,
+        "2.0.0",
+        &format!("127.0.0.1:5000/baton/bundle@{}", digest()),
+    );
+    desired.action = action;
+    desired.next_host = next_host.map(|h| HostId::new(h).expect("host"));
+    put_desired(s, &desired).await;
+}
+
+fn desired(id: &str, version: &str, bundle: &str) -> Desired {
+    Desired {
         schema_version: documents::SCHEMA_VERSION,
         upgrade_id: UpgradeId::new(id).expect("id"),
-        version: "2.0.0".into(),
-        bundle: "127.0.0.1:5000/baton/bundle@sha256:".to_owned() + SHA,
-        action,
-        next_host: next_host.map(|h| HostId::new(h).expect("host")),
+        version: version.into(),
+        bundle: bundle.into(),
+        action: DesiredAction::Install,
+        next_host: None,
+        allow_downgrade: false,
         issued_at: documents::now(),
-    };
+    }
+}
+
+async fn put_desired(s: &Setup, desired: &Desired) {
     s.client
         .kv_client()
         .put(
             s.ks.host(&s.host, HostKey::Desired),
-            documents::encode(&desired),
+            documents::encode(desired),
             None,
         )
         .await
         .expect("put desired");
 }
 
+fn installs(s: &Setup) -> usize {
+    count(&s.fake.calls(), |c| matches!(c, Call::Install(_)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_install_applies_every_component_in_order_and_reports_done() {
     let s = setup("echo-v2").await;
+    // An old bundle nothing needs any more, and one staged for a later upgrade.
+    let bundles = s.config.state_dir.join("bundles");
+    stage(&bundles.join("0.5.0"), "0.5.0", "echo-v0");
+    stage(&bundles.join("3.0.0"), "3.0.0", "echo-v3");
     let status = install(&s).await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert!(!bundles.join("0.5.0").exists(), "the old bundle is pruned");
+    assert!(bundles.join("2.0.0").exists() && bundles.join("3.0.0").exists());
 
     let installs: Vec<_> = s
         .fake
@@ -419,6 +459,182 @@ async fn a_done_host_hands_the_baton_to_the_next_in_the_daisy_chain() {
         handed.next_host.as_ref().map(HostId::as_str),
         Some("h3"),
         "{handed:?}"
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_naming_no_staged_verified_bundle_fails_with_nothing_installed() {
+    let s = setup("echo-v2").await;
+    // A bundle someone put outside bundles/, reachable from it by `..`, with a manifest and
+    // a record naming the right digest: a traversing version must not reach it.
+    stage(&s.dir.path().join("planted"), "2.0.0", "echo-evil");
+    // A bundle staged without the record of its image (a job not told its digest).
+    let unrecorded = s.config.state_dir.join("bundles/3.0.0");
+    stage(&unrecorded, "3.0.0", "echo-v3");
+    std::fs::remove_file(unrecorded.join(STAGED_RECORD_FILE)).expect("remove record");
+    // A bundle installing the agent's own configuration.
+    let hostile = s.config.state_dir.join("bundles/4.0.0");
+    stage(&hostile, "4.0.0", "echo-v4");
+    let manifest = std::fs::read_to_string(hostile.join("manifest.json")).expect("manifest");
+    std::fs::write(
+        hostile.join("manifest.json"),
+        manifest.replace("/usr/local/bin/baton-hello", "/etc/baton/agent.toml"),
+    )
+    .expect("manifest");
+    let pinned = format!("127.0.0.1:5000/baton/bundle@{}", digest());
+    let other = format!("127.0.0.1:5000/baton/bundle@sha256:{}", "0".repeat(64));
+    let cases = [
+        (
+            "f-own-path",
+            "4.0.0",
+            pinned.as_str(),
+            "components[0].files[0].dest: \"/etc/baton/agent.toml\" is Baton's own",
+        ),
+        (
+            "f-traverse",
+            "../../planted",
+            pinned.as_str(),
+            "desired.version",
+        ),
+        ("f-absolute", "/tmp", pinned.as_str(), "desired.version"),
+        (
+            "f-unstaged",
+            "9.9.9",
+            pinned.as_str(),
+            "bundle 9.9.9 is not staged",
+        ),
+        (
+            "f-unrecorded",
+            "3.0.0",
+            pinned.as_str(),
+            "no record of the image",
+        ),
+        (
+            "f-other-image",
+            "2.0.0",
+            other.as_str(),
+            "not from desired.bundle's sha256:0000",
+        ),
+        (
+            "f-tag",
+            "2.0.0",
+            "127.0.0.1:5000/baton/bundle:2.0.0",
+            "desired.bundle",
+        ),
+    ];
+    for (id, version, bundle, reason) in cases {
+        put_desired(&s, &desired(id, version, bundle)).await;
+        let status = wait_state_of(
+            &s,
+            id,
+            &[HostState::Done, HostState::Failed, HostState::RolledBack],
+        )
+        .await;
+        assert_eq!(status.state, HostState::Failed, "{id}: {status:?}");
+        assert!(
+            status.message.contains(reason),
+            "{id}: {reason:?} not in {status:?}"
+        );
+        assert_eq!(installs(&s), 0, "{id}: {:?}", s.fake.calls());
+        assert!(
+            baton_agent::journal::load(&s.config.state_dir)
+                .expect("journal")
+                .is_none(),
+            "{id}: a journal was started"
+        );
+    }
+    // The staged, recorded bundle named by its digest still installs.
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert_eq!(installs(&s), 3);
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_staged_file_rolls_back_naming_the_file() {
+    let s = setup("echo-v2").await;
+    s.fake
+        .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
+    s.fake
+        .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    // The staged daemon binary, one byte changed after the job verified it.
+    let staged = s.config.state_dir.join("bundles/2.0.0/echo-v2");
+    std::fs::write(&staged, "echo-v3").expect("flip a byte");
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::RolledBack, "{status:?}");
+    let named = format!("{}: sha256 ", staged.display());
+    assert!(
+        status.message.contains(&named),
+        "{named:?} not in {status:?}"
+    );
+    assert!(
+        status.message.contains("does not match the manifest"),
+        "{status:?}"
+    );
+    // The utility applied before it is back on its previous content; the daemon and its
+    // unit were never replaced, and the daemon was not restarted.
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/bin/baton-hello"))
+            .as_deref(),
+        Some("hello-v1")
+    );
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/sbin/baton-echo"))
+            .as_deref(),
+        Some("echo-v1")
+    );
+    assert_eq!(
+        s.fake
+            .file(Path::new("/etc/systemd/system/baton-echo.service")),
+        None
+    );
+    let calls = s.fake.calls();
+    assert!(
+        !calls.contains(&Call::Install("/usr/local/sbin/baton-echo".into())),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.contains(&Call::Restart("baton-echo.service".into())),
+        "{calls:?}"
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_is_installed_only_when_desired_allows_it() {
+    let s = setup("echo-v2").await;
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    stage(
+        &s.config.state_dir.join("bundles/1.0.0"),
+        "1.0.0",
+        "echo-v1",
+    );
+    let before = installs(&s);
+    let pinned = format!("127.0.0.1:5000/baton/bundle@{}", digest());
+
+    put_desired(&s, &desired("u-down", "1.0.0", &pinned)).await;
+    let settled = [HostState::Done, HostState::Failed, HostState::RolledBack];
+    let status = wait_state_of(&s, "u-down", &settled).await;
+    assert_eq!(status.state, HostState::Failed, "{status:?}");
+    for want in ["downgrade from 2.0.0 to 1.0.0", "allow_downgrade"] {
+        assert!(status.message.contains(want), "{want:?} not in {status:?}");
+    }
+    assert_eq!(installs(&s), before, "{:?}", s.fake.calls());
+
+    let mut allowed = desired("u-down-allowed", "1.0.0", &pinned);
+    allowed.allow_downgrade = true;
+    put_desired(&s, &allowed).await;
+    let status = wait_state_of(&s, "u-down-allowed", &settled).await;
+    assert_eq!(status.state, HostState::Done, "{status:?}");
+    assert_eq!(
+        s.fake
+            .file(Path::new("/usr/local/sbin/baton-echo"))
+            .as_deref(),
+        Some("echo-v1")
     );
     s.task.abort();
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use baton_downloader::job::AgentAction;
 use baton_downloader::stage::StageAction;
 use baton_protocol::agent_config::AgentConfig;
+use baton_protocol::staged::StagedBundle;
 use baton_tests::bundles::{
     RemoveImages, VERSIONS, agent_main_pid, binaries, build_bundle, derived_bundle, prepare_source,
     require_docker, run_job, systemctl, wait_alive,
@@ -190,6 +191,13 @@ async fn downloader_installs_the_agent_idempotently_refuses_bad_bundles_and_upgr
             );
         }
     }
+    // The image the bundle came from, by digest, for the agent to match `desired` against.
+    let record = StagedBundle::parse(&host_file(host, &format!("{staged}/bundle.json")).await)
+        .expect("staged record");
+    assert_eq!(
+        Some(record.image_digest.as_str()),
+        v1_pinned.split_once('@').map(|(_, digest)| digest)
+    );
     let agent_v1 = std::fs::read(&bins.agents[0]).expect("agent 1.0.0");
     assert_eq!(
         host_file(host, "/var/lib/baton/agent/1.0.0/baton-agent").await,
@@ -452,6 +460,7 @@ async fn bundle_build_refuses_bad_sources_before_building() {
                 push: false,
                 check_agent_version: true,
                 manifest_out: None,
+                install: baton_protocol::manifest::InstallPolicy::default(),
             },
             &bundle::Quiet,
         )

@@ -144,6 +144,15 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("h9"), "{body}");
 
+    // h4's agent reports bundle 9.0.5: the 9.0.0 bundle would downgrade it.
+    let installed = json!({"schema_version": 1, "bundle_version": "9.0.5", "agent_version": "9.0.5",
+                           "components": {}, "updated_at": "2026-11-21T23:30:00.000Z"});
+    client
+        .kv_client()
+        .put("/baton/hosts/h4/installed", installed.to_string(), None)
+        .await
+        .expect("put installed");
+
     // --- Refused requests: a 4xx naming the field, nothing written anywhere.
     let rolling = json!({"kind": "rolling", "batch": {"count": 1}});
     let start = |edit: &dyn Fn(&mut Value)| {
@@ -296,6 +305,13 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
             json!({"id": "../x", "docker": hole}).to_string(),
             422,
             &["id"],
+        ),
+        (
+            "a downgrade without allow_downgrade",
+            "/v1/upgrades",
+            start(&|v| v["hosts"] = json!(["h4"])),
+            422,
+            &["allow_downgrade", "host h4 runs 9.0.5", "bundle 9.0.0"],
         ),
         (
             "host with an http endpoint",

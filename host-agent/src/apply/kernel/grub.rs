@@ -148,6 +148,7 @@ impl BootLoader for Grub {
             let current = entry_path(ops, component, &running)?;
             ops.run(&["grub-set-default", &current])?;
         }
+        package::verify(ops, ctx, component)?;
         package::install(ops, &debs)?;
         let next = entry_path(ops, component, release)?;
         ops.run(&["grub-reboot", &next]).map(drop)

@@ -27,6 +27,14 @@ pub(super) fn packages(ctx: &Context, component: &Component) -> OpResult<Vec<Str
     Ok(debs)
 }
 
+/// Checks each package against the manifest before the package manager gets it.
+pub(super) fn verify(ops: &dyn HostOps, ctx: &Context, component: &Component) -> OpResult<()> {
+    for f in component.files.iter().filter(|f| f.dest.is_none()) {
+        ops.verify_staged(&ctx.source(f), f)?;
+    }
+    Ok(())
+}
+
 /// Installs the packages (again, if they are installed: the same result).
 pub(super) fn install(ops: &dyn HostOps, debs: &[String]) -> OpResult<()> {
     let mut argv = vec!["env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i"];

@@ -116,6 +116,7 @@ impl BootLoader for SystemdBoot {
             let current = entry(ops, component, &running)?;
             ops.run(&["bootctl", "set-default", &current.id])?;
         }
+        package::verify(ops, ctx, component)?;
         package::install(ops, &debs)?;
         let next = entry(ops, component, release)?;
         ops.run(&["bootctl", "set-oneshot", next.file_name()])

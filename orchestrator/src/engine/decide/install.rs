@@ -167,27 +167,49 @@ fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Optio
             let message = status.map(|s| s.message.as_str()).unwrap_or_default();
             Some((O::Failed, format!("{s}: {message}")))
         }
+        // Alive, but no change of `desired` or `status` for too long: no silent hang.
+        _ if alive.is_some() => o
+            .unchanged_for
+            .get(host)
+            .copied()
+            .filter(|d| *d >= limits.install_timeout)
+            .map(|d| {
+                (
+                    O::Failed,
+                    format!(
+                        "agent alive but no progress for {}s {}; install timeout {}s",
+                        d.as_secs(),
+                        doing(status),
+                        limits.install_timeout.as_secs()
+                    ),
+                )
+            }),
         _ => gone_for.map(|d| {
-            let doing = match status {
-                Some(s) => format!(
-                    "while {}{}",
-                    s.state,
-                    s.step
-                        .as_deref()
-                        .map(|st| format!(" ({st})"))
-                        .unwrap_or_default()
-                ),
-                None => "before it started".to_owned(),
-            };
             (
                 O::Failed,
                 format!(
-                    "agent not alive for {}s {doing}; health timeout {}s",
+                    "agent not alive for {}s {}; health timeout {}s",
                     d.as_secs(),
+                    doing(status),
                     limits.health_timeout.as_secs()
                 ),
             )
         }),
+    }
+}
+
+/// What a host was doing, for a failure reason: `while Updating (apply service x)`.
+fn doing(status: Option<&HostStatus>) -> String {
+    match status {
+        Some(s) => format!(
+            "while {}{}",
+            s.state,
+            s.step
+                .as_deref()
+                .map(|st| format!(" ({st})"))
+                .unwrap_or_default()
+        ),
+        None => "before it started".to_owned(),
     }
 }
 

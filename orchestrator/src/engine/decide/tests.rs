@@ -43,6 +43,7 @@ struct Fx {
     upgrade: Upgrade,
     view: FleetView,
     missing: BTreeMap<HostId, Duration>,
+    unchanged: BTreeMap<HostId, Duration>,
     running: BTreeSet<HostId>,
     finished: BTreeMap<HostId, DownloadOutcome>,
     claimed: BTreeSet<HostId>,
@@ -89,6 +90,7 @@ impl Fx {
             task: None,
             orchestrator: None,
             skip_paused: false,
+            allow_downgrade: false,
             created_at: T0.into(),
             updated_at: T0.into(),
         };
@@ -96,6 +98,7 @@ impl Fx {
             upgrade,
             view: FleetView::default(),
             missing: BTreeMap::new(),
+            unchanged: BTreeMap::new(),
             running: BTreeSet::new(),
             finished: BTreeMap::new(),
             claimed: BTreeSet::new(),
@@ -191,6 +194,12 @@ impl Fx {
         self
     }
 
+    /// `h`'s `desired` and `status` have not changed for `secs` seconds.
+    fn unchanged(mut self, h: &str, secs: u64) -> Self {
+        self.unchanged.insert(id(h), Duration::from_secs(secs));
+        self
+    }
+
     fn status(mut self, h: &str, state: H) -> Self {
         self.view.hosts.entry(id(h)).or_default().status = Some(Versioned {
             value: HostStatus {
@@ -216,6 +225,7 @@ impl Fx {
                 bundle: self.upgrade.bundle.clone(),
                 action: DesiredAction::Install,
                 next_host: None,
+                allow_downgrade: false,
                 issued_at: T0.into(),
             },
             mod_revision: 7,
@@ -306,6 +316,7 @@ impl Fx {
             download_concurrency: 2,
             agent_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(100),
+            install_timeout: Duration::from_secs(1000),
             max_dispatch: MAX_DISPATCH_PER_PASS,
             heal_grace: Duration::from_secs(30),
         };
@@ -314,6 +325,7 @@ impl Fx {
             &Observed {
                 view: &self.view,
                 alive_missing_for: &self.missing,
+                unchanged_for: &self.unchanged,
                 downloads_running: &self.running,
                 downloads_finished: &self.finished,
                 claimed: &self.claimed,
@@ -651,6 +663,38 @@ fn decisions_table() {
             &["record h1 Failed", "phase Failed"],
         ),
         (
+            "an alive host making no progress keeps its slot…",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Updating)
+                .unchanged("h1", 999),
+            &[],
+        ),
+        (
+            "…and fails after the install timeout",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Updating)
+                .unchanged("h1", 1000),
+            &["record h1 Failed", "phase Failed"],
+        ),
+        (
+            "…also when its agent never took up the desired",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .unchanged("h1", 1000),
+            &["record h1 Failed", "phase Failed"],
+        ),
+        (
+            "a gone host is judged by the health timeout, not the install timeout",
+            installing_on_2(four(rolling(1, 0, false, 0)))
+                .host("h1", O::Dispatched)
+                .status("h1", H::Rebooting)
+                .gone("h1", 99)
+                .unchanged("h1", 1000),
+            &[],
+        ),
+        (
             "a stale status of another upgrade is not this upgrade's Done",
             {
                 let mut fx = installing_on_2(four(rolling(1, 0, false, 0)))
@@ -949,6 +993,20 @@ fn failures_name_hosts_and_reasons() {
     };
     assert!(
         reason.contains("not alive for 150s while Rebooting"),
+        "{reason}"
+    );
+
+    let actions = installing_on_2(four(rolling(1, 0, false, 0)))
+        .host("h1", O::Dispatched)
+        .status("h1", H::Updating)
+        .unchanged("h1", 1200)
+        .decide();
+    let Some(Action::Record { reason, .. }) = actions.first() else {
+        panic!("{actions:?}");
+    };
+    assert!(
+        reason.contains("no progress for 1200s while Updating")
+            && reason.contains("install timeout 1000s"),
         "{reason}"
     );
 }

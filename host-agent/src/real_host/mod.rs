@@ -3,18 +3,20 @@
 //! Docker Engine through bollard on its unix socket, the bootloader's entry files, and
 //! reboot.
 //!
+//! Files are copied in `files.rs` (verified installs, backups and restores).
+//!
 //! Host operations run on blocking threads; the async bus and Docker calls are run to
 //! completion on the agent's runtime from there.
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use baton_protocol::durable;
+use baton_protocol::manifest::FileEntry;
 use baton_systemd_bus::{Bus, JobRef, Systemd};
 use bollard::models::{
     ContainerCreateBody, HealthStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
@@ -29,6 +31,8 @@ use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 
 use crate::ops::{HostOps, OpError, OpResult};
+
+mod files;
 
 /// Where the host's Docker Engine listens.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -193,25 +197,24 @@ fn fsync_dir(dir: &Path) -> OpResult<()> {
 }
 
 impl<S: Systemd> HostOps for RealHost<S> {
-    fn install_file(&self, source: &Path, dest: &Path, mode: u32) -> OpResult<()> {
-        let dest = self.path(dest);
-        durable::copy(&self.path(source), &dest, mode)
-            .map_err(|source| OpError::Install { dest, source })
+    fn install_file(&self, source: &Path, dest: &Path, file: &FileEntry) -> OpResult<()> {
+        self.install_verified(source, dest, file)
+    }
+
+    fn verify_staged(&self, source: &Path, file: &FileEntry) -> OpResult<()> {
+        self.verify(source, file)
     }
 
     fn backup_file(&self, path: &Path, backup: &Path) -> OpResult<bool> {
         if !self.path(path).exists() {
             return Ok(false);
         }
-        let mode = std::fs::metadata(self.path(path))
-            .map(|m| m.permissions().mode() & 0o7777)
-            .map_err(|source| OpError::File {
-                action: "backup",
-                path: path.to_owned(),
-                source,
-            })?;
-        self.install_file(path, backup, mode)?;
+        self.copy_as_is(path, backup, "backup")?;
         Ok(true)
+    }
+
+    fn restore_file(&self, backup: &Path, path: &Path) -> OpResult<()> {
+        self.copy_as_is(backup, path, "restore")
     }
 
     fn remove_file(&self, path: &Path) -> OpResult<()> {
@@ -359,10 +362,9 @@ impl<S: Systemd> HostOps for RealHost<S> {
     }
 
     fn container_image(&self, name: &str) -> OpResult<Option<String>> {
-        Ok(self
-            .inspect(name)?
-            .and_then(|c| c.config)
-            .and_then(|c| c.image))
+        // The image ID the container runs, not the tag it was created from: a rollback must
+        // get exactly that image back, even if the tag was moved since.
+        Ok(self.inspect(name)?.and_then(|c| c.image))
     }
 
     fn container_healthy(&self, name: &str) -> OpResult<bool> {
@@ -504,50 +506,6 @@ fn tail(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn installs_atomically_keeps_backups_and_restores() {
-        let root = tempfile::tempdir().expect("tmp");
-        let host = RealHost::new(root.path());
-        std::fs::create_dir_all(root.path().join("b")).expect("dir");
-        std::fs::write(root.path().join("b/new"), "v2").expect("write");
-        std::fs::create_dir_all(root.path().join("usr/local/bin")).expect("dir");
-        std::fs::write(root.path().join("usr/local/bin/tool"), "v1").expect("write");
-
-        let existed = host
-            .backup_file(Path::new("/usr/local/bin/tool"), Path::new("/backup/tool"))
-            .expect("backup");
-        assert!(existed);
-        host.install_file(Path::new("/b/new"), Path::new("/usr/local/bin/tool"), 0o755)
-            .expect("install");
-        let installed = root.path().join("usr/local/bin/tool");
-        assert_eq!(std::fs::read_to_string(&installed).expect("read"), "v2");
-        assert_eq!(
-            std::fs::metadata(&installed)
-                .expect("meta")
-                .permissions()
-                .mode()
-                & 0o777,
-            0o755
-        );
-        let names: Vec<_> = std::fs::read_dir(root.path().join("usr/local/bin"))
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, ["tool"], "no temp files left behind");
-        host.install_file(
-            Path::new("/backup/tool"),
-            Path::new("/usr/local/bin/tool"),
-            0o755,
-        )
-        .expect("restore");
-        assert_eq!(std::fs::read_to_string(&installed).expect("read"), "v1");
-        assert!(
-            !host
-                .backup_file(Path::new("/nope"), Path::new("/backup/nope"))
-                .expect("backup")
-        );
-    }
 
     #[test]
     fn run_check_times_out() {
