@@ -15,8 +15,7 @@ use std::path::Path;
 
 use baton_protocol::manifest::Component;
 
-use super::super::Context;
-use super::{BootLoader, package, running};
+use super::package::{EntryNames, EntryTools};
 use crate::ops::{HostOps, OpError, OpResult};
 
 /// GRUB's generated configuration, where the entries are read from.
@@ -123,61 +122,45 @@ fn entry_path(ops: &dyn HostOps, component: &Component, release: &str) -> OpResu
         })
 }
 
-impl BootLoader for Grub {
-    fn install(
-        &self,
-        ops: &dyn HostOps,
-        ctx: &Context,
-        component: &Component,
-        release: &str,
-    ) -> OpResult<()> {
-        let debs = package::packages(ctx, component)?;
+impl EntryTools for Grub {
+    fn check(&self, ops: &dyn HostOps, component: &Component) -> OpResult<()> {
         let defaults = ops.read_text(Path::new(DEFAULTS))?.unwrap_or_default();
-        if !default_is_saved(&defaults) {
-            return Err(OpError::Bootloader {
-                component: component.name.clone(),
-                reason: format!(
-                    "{DEFAULTS} must set GRUB_DEFAULT=saved (then run update-grub): \
-                     without it GRUB ignores grub-reboot and grub-set-default"
-                ),
-            });
+        if default_is_saved(&defaults) {
+            return Ok(());
         }
-        if let Some(running) = running(ops, ctx)?
-            && running != release
-        {
-            let current = entry_path(ops, component, &running)?;
-            ops.run(&["grub-set-default", &current])?;
-        }
-        package::verify(ops, ctx, component)?;
-        package::install(ops, &debs)?;
-        let next = entry_path(ops, component, release)?;
-        ops.run(&["grub-reboot", &next]).map(drop)
+        Err(OpError::Bootloader {
+            component: component.name.clone(),
+            reason: format!(
+                "{DEFAULTS} must set GRUB_DEFAULT=saved (then run update-grub): \
+                 without it GRUB ignores grub-reboot and grub-set-default"
+            ),
+        })
     }
 
-    fn make_default(
+    fn entry(
         &self,
         ops: &dyn HostOps,
         component: &Component,
         release: &str,
-    ) -> OpResult<()> {
+    ) -> OpResult<EntryNames> {
         let path = entry_path(ops, component, release)?;
-        ops.run(&["grub-set-default", &path]).map(drop)
+        Ok(EntryNames {
+            default: path.clone(),
+            once: path,
+        })
     }
 
-    fn abandon(
-        &self,
-        ops: &dyn HostOps,
-        ctx: &Context,
-        component: &Component,
-        release: &str,
-        running: Option<&str>,
-    ) -> OpResult<()> {
-        // In case the reboot never happened: no later boot starts the new kernel.
-        ops.run(&["grub-editenv", ENVIRONMENT, "unset", "next_entry"])?;
-        if running != Some(release) {
-            package::purge(ops, &package::packages(ctx, component)?)?;
-        }
-        Ok(())
+    fn set_default(&self, ops: &dyn HostOps, name: &str) -> OpResult<()> {
+        ops.run(&["grub-set-default", name]).map(drop)
+    }
+
+    fn boot_once(&self, ops: &dyn HostOps, name: &str) -> OpResult<()> {
+        ops.run(&["grub-reboot", name]).map(drop)
+    }
+
+    fn clear_once(&self, ops: &dyn HostOps) -> OpResult<()> {
+        ops.run(&["grub-editenv", ENVIRONMENT, "unset", "next_entry"])
+            .map(drop)
     }
 }
 

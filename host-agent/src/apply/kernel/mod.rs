@@ -11,8 +11,9 @@
 //! - `grub.rs`: GRUB with `GRUB_DEFAULT=saved`;
 //! - `simulated.rs`: the simulated fleet's boot loader files.
 //!
-//! The real boot loaders install the kernel the distribution's way (`package.rs`), so the
-//! boot entry and initramfs are the ones its own tools make.
+//! The real boot loaders install the kernel the distribution's way, and share the steps of
+//! the kernel step (`package.rs`); each provides only how its entries are named, made the
+//! default and booted once.
 
 mod grub;
 mod package;
@@ -74,8 +75,8 @@ fn resolve(
         })?,
     };
     Ok(match found {
-        Bootloader::SystemdBoot => &systemd_boot::SystemdBoot,
-        Bootloader::Grub => &grub::Grub,
+        Bootloader::SystemdBoot => &package::Packaged(systemd_boot::SystemdBoot),
+        Bootloader::Grub => &package::Packaged(grub::Grub),
         Bootloader::Simulated | Bootloader::Auto => &simulated::Simulated,
     })
 }

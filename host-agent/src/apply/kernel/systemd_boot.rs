@@ -18,8 +18,7 @@
 
 use baton_protocol::manifest::Component;
 
-use super::super::Context;
-use super::{BootLoader, package, running};
+use super::package::{EntryNames, EntryTools};
 use crate::ops::{HostOps, OpError, OpResult};
 
 pub(super) struct SystemdBoot;
@@ -100,53 +99,31 @@ fn entry(ops: &dyn HostOps, component: &Component, release: &str) -> OpResult<En
         })
 }
 
-impl BootLoader for SystemdBoot {
-    fn install(
+impl EntryTools for SystemdBoot {
+    fn entry(
         &self,
         ops: &dyn HostOps,
-        ctx: &Context,
         component: &Component,
         release: &str,
-    ) -> OpResult<()> {
-        let debs = package::packages(ctx, component)?;
-        // Pinned before the new entry exists: from then on the default is explicit.
-        if let Some(running) = running(ops, ctx)?
-            && running != release
-        {
-            let current = entry(ops, component, &running)?;
-            ops.run(&["bootctl", "set-default", &current.id])?;
-        }
-        package::verify(ops, ctx, component)?;
-        package::install(ops, &debs)?;
-        let next = entry(ops, component, release)?;
-        ops.run(&["bootctl", "set-oneshot", next.file_name()])
-            .map(drop)
+    ) -> OpResult<EntryNames> {
+        let entry = entry(ops, component, release)?;
+        Ok(EntryNames {
+            once: entry.file_name().to_owned(),
+            default: entry.id,
+        })
     }
 
-    fn make_default(
-        &self,
-        ops: &dyn HostOps,
-        component: &Component,
-        release: &str,
-    ) -> OpResult<()> {
-        let id = entry(ops, component, release)?.id;
-        ops.run(&["bootctl", "set-default", &id]).map(drop)
+    fn set_default(&self, ops: &dyn HostOps, name: &str) -> OpResult<()> {
+        ops.run(&["bootctl", "set-default", name]).map(drop)
     }
 
-    fn abandon(
-        &self,
-        ops: &dyn HostOps,
-        ctx: &Context,
-        component: &Component,
-        release: &str,
-        running: Option<&str>,
-    ) -> OpResult<()> {
-        // An empty id removes the one-shot, in case the reboot never happened.
-        ops.run(&["bootctl", "set-oneshot", ""])?;
-        if running != Some(release) {
-            package::purge(ops, &package::packages(ctx, component)?)?;
-        }
-        Ok(())
+    fn boot_once(&self, ops: &dyn HostOps, name: &str) -> OpResult<()> {
+        ops.run(&["bootctl", "set-oneshot", name]).map(drop)
+    }
+
+    fn clear_once(&self, ops: &dyn HostOps) -> OpResult<()> {
+        // An empty id removes the variable.
+        ops.run(&["bootctl", "set-oneshot", ""]).map(drop)
     }
 }
 
