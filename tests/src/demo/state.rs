@@ -23,6 +23,8 @@ pub(super) const STATE_SCHEMA: u32 = 1;
 const STATE_ENTRIES: &[&str] = &[
     STATE_FILE,
     STATE_TMP,
+    TOKEN_FILE,
+    API_PKI_DIR,
     "etcd",
     "etcd.log",
     "registry",
@@ -195,6 +197,9 @@ mod tests {
         std::fs::create_dir_all(dir.join("etcd/member")).unwrap();
         std::fs::write(dir.join(STATE_FILE), "{}").unwrap();
         std::fs::write(dir.join("etcd.log"), "log").unwrap();
+        std::fs::write(dir.join(TOKEN_FILE), "secret").unwrap();
+        std::fs::create_dir_all(dir.join(API_PKI_DIR)).unwrap();
+        std::fs::write(dir.join(API_PKI_DIR).join("ca.pem"), "ca").unwrap();
         assert_eq!(remove_state_dir(&dir), Ok(true));
         assert!(!dir.exists());
         assert_eq!(remove_state_dir(&dir), Ok(false));
