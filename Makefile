@@ -95,9 +95,10 @@ test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(CARGO) test --workspace --locked
 	$(CARGO) test --workspace --test vm --locked
 
-# The virtual-machine tier alone: QEMU VMs (TCG, UEFI, systemd-boot) booting the Debian disk
-# of images/vmhost (built on first use, a few minutes; cached in /var/cache/baton-vmhost).
-test-vm: deps
+# The virtual-machine tier alone: QEMU VMs (TCG; UEFI with systemd-boot, BIOS with GRUB)
+# booting the Debian disks of images/vmhost (built on first use, a few minutes; cached in
+# /var/cache/baton-vmhost), upgraded through the API by bundles carrying the static agents.
+test-vm: static bundle-agents
 	$(CARGO) test --workspace --test vm --locked
 
 # A local fleet upgraded from bundle 1.0.0 to 2.0.0 (the orchestrator too), left running (a second run replaces
