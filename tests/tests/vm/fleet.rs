@@ -30,10 +30,9 @@ use baton_tests::vm::{self, Firmware, Vm, VmConfig, VmSeed};
 use batonctl::client::ApiClient;
 use serde_json::json;
 
+use crate::boot_checks;
 use crate::support::{Orchestrator, config};
 
-/// See the boot test: a TCG boot takes 1.5 to 2 minutes here.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest one upgrade of the two VMs may take (a kernel package install and a reboot
 /// under TCG take a few minutes each).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(900);
@@ -227,15 +226,19 @@ async fn kernels_are_upgraded_on_systemd_boot_and_grub_and_a_bad_kernel_falls_ba
     let started = Instant::now();
     bundles::require_docker().await;
     let image = vm::ensure_image().await.unwrap_or_else(|e| panic!("{e}"));
+    boot_checks::check_image(&image);
     let etcd = EtcdServer::start().await.expect("etcd");
     let registry = Registry::start().await.expect("registry");
     let tls_dir = tempfile::tempdir().expect("tmp");
     let docker_pki = DockerTlsPki::generate(tls_dir.path()).unwrap_or_else(|e| panic!("{e}"));
     // The guest's 127.0.0.1:<registry port> leads to the registry, so a bundle reference
     // means the same image to the test machine's Docker and to the VMs'.
+    // And a listener of the test's own, which the boot checks reach from each guest.
+    let (loopback_port, served) = boot_checks::serve_loopback().await;
     let seed = VmSeed::new()
         .docker_tls(docker_pki.server.clone())
-        .loopback(registry.addr().port());
+        .loopback(registry.addr().port())
+        .loopback(loopback_port);
     let (uefi, bios) = tokio::join!(
         Vm::start(
             &image,
@@ -304,12 +307,15 @@ async fn kernels_are_upgraded_on_systemd_boot_and_grub_and_a_bad_kernel_falls_ba
         images.0.push(tag.clone());
         tags.insert(version, tag);
     }
-    for machine in [&mut uefi, &mut bios] {
-        machine
-            .wait_for_serial(vm::READY_MARKER, BOOT_TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    tokio::join!(
+        boot_checks::check_vm(&mut uefi, &docker_pki.client, loopback_port),
+        boot_checks::check_vm(&mut bios, &docker_pki.client, loopback_port)
+    );
+    assert!(
+        served.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the loopback listener served {} requests, not one per VM",
+        served.load(std::sync::atomic::Ordering::SeqCst)
+    );
     eprintln!(
         "TIMING vm fleet: two VMs up and three bundles built in {:?}",
         started.elapsed()

@@ -2,15 +2,16 @@
 //! VMs booting the Debian disks of `images/vmhost/`, one with UEFI firmware and
 //! systemd-boot, one with a BIOS and GRUB.
 //!
-//! - `boot.rs`: both disks boot, with their seed (Docker's TLS, a loopback proxy);
 //! - `fleet.rs`: the two VMs as a fleet, driven through the orchestrator's REST API, with
-//!   real kernel upgrades and a kernel that cannot boot.
+//!   real kernel upgrades and a kernel that cannot boot;
+//! - `boot_checks.rs`: what each VM must show once booted (boot loader, kernel, systemd,
+//!   Docker's TLS, the loopback proxy), which the fleet test checks first.
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod boot;
+mod boot_checks;
 mod fleet;
 #[path = "../orchestrator/support.rs"]
 mod support;
