@@ -8,37 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{Orchestrator, config, credentials};
+use crate::support::{Orchestrator, config, credentials, keyspace};
 use baton_orchestrator::api::{ROUTES, Route};
 use baton_orchestrator::auth::Access;
 use baton_protocol::api::{CreateToken, RegisterHost};
 use baton_protocol::documents::ApiRole;
-use baton_protocol::etcd::Client;
 use baton_tests::etcd::EtcdServer;
 use batonctl::client::{ApiClient, Credentials};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-/// Every key under `/baton/` with its value and `mod_revision`.
-async fn snapshot(client: &Client) -> BTreeMap<String, (Vec<u8>, i64)> {
-    let resp = client
-        .kv_client()
-        .get(
-            "/baton/",
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .expect("etcd get");
-    resp.kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                (kv.value().to_vec(), kv.mod_revision()),
-            )
-        })
-        .collect()
-}
 
 /// A request each route would accept from a caller with the role: path parameters name
 /// things that exist, bodies are valid. A route without one fails the test.
@@ -166,7 +144,7 @@ async fn every_route_refuses_missing_revoked_and_too_weak_credentials_writing_no
             refusals.push((format!("role {role}"), &role_clients[&role], 403));
         }
         for (who, api, want) in refusals {
-            let before = snapshot(&client).await;
+            let before = keyspace(&client).await;
             let (status, answer) = call(api, route, &path, &body).await;
             assert_eq!(status, want, "{} with {who}: {answer}", route.name());
             let message = answer["error"].as_str().unwrap_or_default();
@@ -176,7 +154,7 @@ async fn every_route_refuses_missing_revoked_and_too_weak_credentials_writing_no
                 route.name()
             );
             assert_eq!(
-                snapshot(&client).await,
+                keyspace(&client).await,
                 before,
                 "{} with {who}: etcd was written",
                 route.name()
@@ -278,7 +256,7 @@ async fn browsers_cannot_drive_it_and_big_bodies_are_refused() {
         ("a body over 64 KiB", vec![json], &big, 413, "limit"),
     ];
     for (name, headers, body, want, field) in &cases {
-        let before = snapshot(&client).await;
+        let before = keyspace(&client).await;
         let (status, answer) = api
             .send(
                 "POST".parse().unwrap(),
@@ -292,7 +270,7 @@ async fn browsers_cannot_drive_it_and_big_bodies_are_refused() {
         assert_eq!(status.as_u16(), *want, "{name}: {answer}");
         let message = answer["error"].as_str().unwrap_or_default();
         assert!(message.contains(field), "{name}: {message}");
-        assert_eq!(snapshot(&client).await, before, "{name}: etcd was written");
+        assert_eq!(keyspace(&client).await, before, "{name}: etcd was written");
     }
     // A foreign Host is refused on reads too.
     let (status, _) = api
@@ -350,7 +328,7 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
     assert!(!stored.contains(secret), "the secret is stored: {stored}");
     assert!(stored.contains("\"role\":\"operator\""), "{stored}");
     // The bootstrap admin token is stored the same way.
-    let (_, all) = (0, snapshot(&client).await);
+    let all = keyspace(&client).await;
     for (key, (value, _)) in &all {
         let value = String::from_utf8_lossy(value);
         assert!(
@@ -367,7 +345,7 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
         .expect("list");
     assert!(!String::from_utf8_lossy(&raw).contains(secret));
     // A name taken: 409, nothing written.
-    let before = snapshot(&client).await;
+    let before = keyspace(&client).await;
     let err = api
         .create_token(&CreateToken {
             name: "ci".into(),
@@ -376,7 +354,7 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
         .await
         .expect_err("taken");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(409), "{err}");
-    assert_eq!(snapshot(&client).await, before);
+    assert_eq!(keyspace(&client).await, before);
 
     // Revoked: it stops working at once.
     let ci = ApiClient::with(

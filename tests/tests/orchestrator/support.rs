@@ -228,9 +228,9 @@ impl SimFleet {
     }
 }
 
-/// Every key under `/baton/` with its `mod_revision`: equal snapshots mean nothing was
-/// written in between.
-pub async fn keyspace(client: &Client) -> BTreeMap<String, i64> {
+/// Every key under `/baton/` with its value and `mod_revision`: equal snapshots mean
+/// nothing was written in between (byte for byte).
+pub async fn keyspace(client: &Client) -> BTreeMap<String, (Vec<u8>, i64)> {
     let resp = client
         .kv_client()
         .get(
@@ -244,7 +244,7 @@ pub async fn keyspace(client: &Client) -> BTreeMap<String, i64> {
         .map(|kv| {
             (
                 String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.mod_revision(),
+                (kv.value().to_vec(), kv.mod_revision()),
             )
         })
         .collect()
