@@ -149,3 +149,39 @@ fn defaults_and_overrides() {
     let built = Config::new(vec![DEFAULT_ETCD.to_owned()]);
     assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
 }
+
+#[test]
+fn docker_tls_needs_all_three_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, "pem").expect("write");
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (file("ca.pem"), file("cert.pem"), file("key.pem"));
+    let c = Config::try_parse_from(["x"]).expect("defaults");
+    assert_eq!(c.docker_tls().expect("none"), None);
+    let c = Config::try_parse_from([
+        "x",
+        "--docker-tls-ca-file",
+        &ca,
+        "--docker-tls-cert-file",
+        &cert,
+    ])
+    .expect("flags");
+    let err = c.docker_tls().expect_err("no key").to_string();
+    assert!(err.contains("--docker-tls"), "{err}");
+    let c = Config::try_parse_from([
+        "x",
+        "--docker-tls-ca-file",
+        &ca,
+        "--docker-tls-cert-file",
+        &cert,
+        "--docker-tls-key-file",
+        &key,
+    ])
+    .expect("flags");
+    let tls = c.docker_tls().expect("valid").expect("some");
+    assert_eq!(tls.key_file.display().to_string(), key);
+    assert_eq!(c.engine().docker_tls, Some(tls));
+}
