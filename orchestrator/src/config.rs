@@ -14,8 +14,8 @@ use baton_protocol::etcd::EtcdTls;
 use clap::Parser;
 use serde::{Serialize, Serializer};
 
-use crate::docker::{DockerTls, Endpoint};
-use baton_protocol::manifest::{InstallPolicy, default_install_allow};
+use crate::docker::{DockerTls, Endpoint, TcpAccess};
+use baton_protocol::manifest::{InstallPolicy, check_absolute_path, default_install_allow};
 
 use crate::engine::EngineConfig;
 use crate::engine::dispatch::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT};
@@ -75,7 +75,8 @@ pub enum ConfigError {
     /// The API's TLS files.
     #[error(transparent)]
     ApiTls(#[from] crate::listen::TlsError),
-    /// `--agent-install-allow` or `--agent-install-setuid`, naming the entry.
+    /// `--agent-install-allow`, `--agent-install-setuid` or `--path-map-root`, naming the
+    /// entry.
     #[error("{}: {}", .0.field, .0.reason)]
     Install(baton_protocol::manifest::ManifestError),
 }
@@ -246,6 +247,26 @@ pub struct Config {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker_tls_key_file: Option<PathBuf>,
+    /// Reach `tcp://` Docker Engines over plain HTTP. Without it, and without the
+    /// --docker-tls-* files, hosts can only be registered with `unix://` endpoints: an
+    /// engine runs Baton's job as root, so whoever can talk to it owns the host.
+    #[arg(
+        long,
+        env = "BATON_ALLOW_PLAIN_DOCKER_TCP",
+        conflicts_with = "docker_tls_ca_file"
+    )]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plain_docker_tcp: bool,
+    /// A folder on hosts' Docker Engine machines under which a registration's path map may
+    /// place the host's paths (repeat; comma-separated in the environment), e.g. where
+    /// simulated hosts keep their files. Without one, a host path maps only to itself.
+    #[arg(
+        long = "path-map-root",
+        env = "BATON_PATH_MAP_ROOTS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "path_map_root", skip_serializing_if = "Vec::is_empty")]
+    pub path_map_roots: Vec<String>,
     /// Downloader jobs running at once.
     #[arg(long, env = "BATON_DOWNLOAD_CONCURRENCY", default_value_t = DEFAULT_DOWNLOAD_CONCURRENCY)]
     pub download_concurrency: usize,
@@ -320,6 +341,8 @@ impl Config {
             docker_tls_ca_file: None,
             docker_tls_cert_file: None,
             docker_tls_key_file: None,
+            allow_plain_docker_tcp: false,
+            path_map_roots: Vec::new(),
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
             download_timeout: DEFAULT_TIMEOUT,
             download_attempts: DEFAULT_ATTEMPTS,
@@ -393,6 +416,14 @@ impl Config {
         Ok(self.docker.as_deref().map(Endpoint::parse).transpose()?)
     }
 
+    /// The folders given with --path-map-root, checked: absolute and normalised.
+    pub fn path_map_roots(&self) -> Result<Vec<String>, ConfigError> {
+        for root in &self.path_map_roots {
+            check_absolute_path("--path-map-root", root).map_err(ConfigError::Install)?;
+        }
+        Ok(self.path_map_roots.clone())
+    }
+
     /// Where bundles may install files on the hosts; refused naming the flag and entry.
     pub fn agent_install(&self) -> Result<InstallPolicy, ConfigError> {
         let allow = if self.agent_install_allow.is_empty() {
@@ -463,6 +494,16 @@ impl Config {
         }
     }
 
+    /// How `tcp://` Docker Engines are reached: over TLS with the --docker-tls-* files,
+    /// plain when --allow-plain-docker-tcp says so, else not at all.
+    pub fn docker_tcp(&self) -> Result<TcpAccess, TlsFlagError> {
+        Ok(match self.docker_tls()? {
+            Some(tls) => TcpAccess::Tls(tls),
+            None if self.allow_plain_docker_tcp => TcpAccess::Plain,
+            None => TcpAccess::Refused,
+        })
+    }
+
     /// The engine's part of the configuration.
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
@@ -484,11 +525,11 @@ impl Config {
             job_labels: self.job_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             agent_tls: self.agent_tls().ok().flatten(),
             agent_install: self.agent_install().unwrap_or_default(),
-            docker_tls: self.docker_tls().ok().flatten(),
+            docker_tcp: self.docker_tcp().unwrap_or_default(),
             self_update: SelfUpdate {
                 config: self.successor_file().unwrap_or_default(),
                 docker: self.docker_endpoint().ok().flatten(),
-                docker_tls: self.docker_tls().ok().flatten(),
+                docker_tcp: self.docker_tcp().unwrap_or_default(),
                 mounted_files: self.mounted_files(),
                 timeout: self.self_update_timeout,
             },

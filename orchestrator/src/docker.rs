@@ -31,13 +31,33 @@ pub struct DockerTls {
     pub key_file: PathBuf,
 }
 
+/// How the orchestrator reaches `tcp://` Docker Engines. A host's engine runs the downloader
+/// job as root with host paths mounted: whoever can speak to it owns the host, so plain TCP
+/// is never the default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TcpAccess {
+    /// Not at all (no client certificate configured): `unix://` endpoints only.
+    #[default]
+    Refused,
+    /// Over TLS with the orchestrator's client certificate (dockerd `--tlsverify`).
+    Tls(DockerTls),
+    /// Plain HTTP, because `--allow-plain-docker-tcp` asked for it.
+    Plain,
+}
+
+impl TcpAccess {
+    /// Whether `tcp://` endpoints may be registered and reached.
+    pub fn allows_tcp(&self) -> bool {
+        !matches!(self, TcpAccess::Refused)
+    }
+}
+
 /// A Docker Engine endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// A local socket, e.g. `unix:///var/run/docker.sock`.
     Unix(String),
-    /// A TCP address, e.g. `tcp://10.0.0.7:2376`: TLS with the orchestrator's client
-    /// certificate when it has one ([`DockerTls`]), plain HTTP otherwise.
+    /// A TCP address, e.g. `tcp://10.0.0.7:2376`: reached as [`TcpAccess`] says.
     Tcp {
         /// Host name or address.
         host: String,
@@ -56,6 +76,17 @@ pub enum DockerEndpointError {
         endpoint: String,
         /// Why.
         reason: &'static str,
+    },
+    /// A `tcp://` endpoint while the orchestrator has no client certificate for engines.
+    #[error(
+        "{endpoint} is a tcp:// Docker Engine, and this orchestrator reaches those only over TLS: \
+         give it --docker-tls-ca-file, --docker-tls-cert-file and --docker-tls-key-file \
+         (or --allow-plain-docker-tcp, which lets anyone on the network path run containers as \
+         root on the host), or register the host with a unix:// endpoint"
+    )]
+    TcpRefused {
+        /// The endpoint.
+        endpoint: String,
     },
     /// bollard could not set up the connection.
     #[error("docker endpoint {endpoint}: {source}")]
@@ -119,18 +150,29 @@ impl Endpoint {
         ))
     }
 
+    /// Whether `tcp` lets the orchestrator reach this endpoint; `Err` says what to configure.
+    pub fn check_reachable(&self, tcp: &TcpAccess) -> Result<(), DockerEndpointError> {
+        match self {
+            Endpoint::Tcp { .. } if !tcp.allows_tcp() => Err(DockerEndpointError::TcpRefused {
+                endpoint: self.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Connects (lazily: nothing is sent) and agrees on an API version the engine speaks;
-    /// a `tcp://` endpoint over TLS when `tls` is given.
-    pub async fn connect(&self, tls: Option<&DockerTls>) -> Result<Docker, DockerEndpointError> {
+    /// a `tcp://` endpoint as `tcp` allows.
+    pub async fn connect(&self, tcp: &TcpAccess) -> Result<Docker, DockerEndpointError> {
         let connect_err = |source| DockerEndpointError::Connect {
             endpoint: self.to_string(),
             source,
         };
-        let docker = match (self, tls) {
+        self.check_reachable(tcp)?;
+        let docker = match (self, tcp) {
             (Endpoint::Unix(path), _) => {
                 Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
             }
-            (Endpoint::Tcp { host, port }, Some(tls)) => Docker::connect_with_ssl(
+            (Endpoint::Tcp { host, port }, TcpAccess::Tls(tls)) => Docker::connect_with_ssl(
                 &format!("{host}:{port}"),
                 &tls.key_file,
                 &tls.cert_file,
@@ -138,7 +180,7 @@ impl Endpoint {
                 REQUEST_TIMEOUT_SECS,
                 API_DEFAULT_VERSION,
             ),
-            (Endpoint::Tcp { host, port }, None) => Docker::connect_with_http(
+            (Endpoint::Tcp { host, port }, _) => Docker::connect_with_http(
                 &format!("{host}:{port}"),
                 REQUEST_TIMEOUT_SECS,
                 API_DEFAULT_VERSION,

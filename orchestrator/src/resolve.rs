@@ -13,7 +13,7 @@ use baton_protocol::manifest::Manifest;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
-use crate::docker::{DockerTls, Endpoint};
+use crate::docker::{Endpoint, TcpAccess};
 
 /// A bundle pinned by digest, with its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,17 +59,17 @@ pub trait Resolver: Send + Sync {
 #[derive(Debug)]
 pub struct DockerResolver {
     endpoint: Option<Endpoint>,
-    tls: Option<DockerTls>,
+    tcp: TcpAccess,
     docker: OnceCell<Docker>,
 }
 
 impl DockerResolver {
     /// Uses `endpoint`, or the engine named by `DOCKER_HOST` (default: the local socket).
     /// A `tcp://` endpoint is reached over TLS with `tls`, when given.
-    pub fn new(endpoint: Option<Endpoint>, tls: Option<DockerTls>) -> Self {
+    pub fn new(endpoint: Option<Endpoint>, tcp: TcpAccess) -> Self {
         Self {
             endpoint,
-            tls,
+            tcp,
             docker: OnceCell::new(),
         }
     }
@@ -83,7 +83,7 @@ impl DockerResolver {
             .get_or_try_init(|| async {
                 match &self.endpoint {
                     Some(e) => e
-                        .connect(self.tls.as_ref())
+                        .connect(&self.tcp)
                         .await
                         .map_err(|e| unavailable(e.to_string())),
                     None => docker::connect()

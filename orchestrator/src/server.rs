@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::api::gate::WebPolicy;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Policy};
 use crate::auth;
 use crate::config::{Config, ConfigError};
 use crate::engine::Exit;
@@ -21,6 +21,7 @@ use crate::leader::{self, Campaign, Role};
 use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
 use crate::resolve::{DockerResolver, Resolver};
+use crate::validate::HostPolicy;
 
 /// Longest pause between attempts to connect to etcd at start.
 const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
@@ -91,13 +92,15 @@ pub async fn serve(
     let tls = config.etcd_tls().map_err(ConfigError::from)?;
     config.agent_tls().map_err(ConfigError::from)?;
     config.agent_install()?;
-    let docker_tls = config.docker_tls().map_err(ConfigError::from)?;
+    let docker_tcp = config.docker_tcp().map_err(ConfigError::from)?;
+    let hosts = HostPolicy::new(&docker_tcp, config.path_map_roots()?);
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen.to_string(),
         source,
     })?;
     let replica = config.replica_name();
-    let resolver = resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker, docker_tls)));
+    let resolver =
+        resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker, docker_tcp.clone())));
     tokio::pin!(shutdown);
     let Some(client) = connect(&config.etcd, tls.as_ref(), &mut shutdown).await else {
         return Ok(());
@@ -124,7 +127,7 @@ pub async fn serve(
         resolver,
         counters.clone(),
         replica.clone(),
-        web,
+        Policy { web, hosts },
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -132,7 +132,7 @@ pub async fn register(
     ApiJson(req): ApiJson<RegisterHost>,
 ) -> Result<(StatusCode, Json<HostSpec>), ApiError> {
     let fence = state.require_leader().await?;
-    let mut spec = validate::host_spec(&req, now())?;
+    let mut spec = validate::host_spec(&req, state.hosts(), now())?;
     let key = state.keyspace().host(&spec.host, HostKey::Spec);
     for _ in 0..store::WRITE_ATTEMPTS {
         let existing = etcd::read::<HostSpec>(state.client(), &key).await?;

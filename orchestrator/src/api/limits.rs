@@ -8,6 +8,9 @@
 
 use serde_json::{Value, json};
 
+use crate::engine::dispatch::DEFAULT_HOST_PATHS;
+use crate::validate::HostPolicy;
+
 /// A name that becomes a key segment (host id, group, upgrade id, token name, label value).
 pub const NAME: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
 /// A label key.
@@ -31,14 +34,35 @@ pub fn absolute_path() -> String {
     format!("^(?:/{SEGMENT})+$")
 }
 
-/// A path-map entry: `/` or an absolute path.
-pub fn mapped_path() -> String {
-    format!("^(?:/|(?:/{SEGMENT})+)$")
+/// `text` as a pattern matching exactly it (a path has no other metacharacters).
+fn literal(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escape = ".^$*+?()[]{}|\\".contains(c).then_some('\\');
+            escape.into_iter().chain([c])
+        })
+        .collect()
 }
 
-/// A Docker Engine endpoint.
-pub fn docker_endpoint() -> String {
-    format!(r"^(?:unix://(?:/{SOCKET_SEGMENT})+|tcp://[A-Za-z0-9.\[\]:-]+:{PORT})$")
+/// The engine path a registration may map `host_path` to under `hosts`: the path itself, or
+/// a folder under one of the path-map roots.
+pub fn mapped_path(host_path: &str, hosts: &HostPolicy) -> String {
+    let mut choices = vec![literal(host_path)];
+    for root in &hosts.path_map_roots {
+        let root = if root == "/" { "" } else { root.as_str() };
+        choices.push(format!("{}(?:/{SEGMENT})+", literal(root)));
+    }
+    format!("^(?:{})$", choices.join("|"))
+}
+
+/// A Docker Engine endpoint; `tcp://` only when `tcp` (the orchestrator can reach those).
+pub fn docker_endpoint(tcp: bool) -> String {
+    let unix = format!("unix://(?:/{SOCKET_SEGMENT})+");
+    if tcp {
+        format!(r"^(?:{unix}|tcp://[A-Za-z0-9.\[\]:-]+:{PORT})$")
+    } else {
+        format!("^{unix}$")
+    }
 }
 
 fn name() -> Value {
@@ -57,8 +81,9 @@ fn count(min: u64) -> Value {
     json!({"type": "integer", "format": "int64", "minimum": min, "maximum": MAX_COUNT})
 }
 
-/// States the limits in `doc` (the generated document).
-pub fn state(doc: &mut Value) {
+/// States the limits in `doc` (the generated document), with what `hosts` lets a
+/// registration name.
+pub fn state(doc: &mut Value, hosts: &HostPolicy) {
     // Every path parameter is a name.
     if let Some(paths) = doc["paths"].as_object_mut() {
         for ops in paths.values_mut() {
@@ -77,11 +102,19 @@ pub fn state(doc: &mut Value) {
     let register = &mut schemas["RegisterHost"]["properties"];
     register["id"] = name();
     register["labels"] = labels();
-    register["docker"] = json!({"type": "string", "pattern": docker_endpoint()});
+    register["docker"] = json!({"type": "string", "pattern": docker_endpoint(hosts.tcp_docker)});
+    let mapped: serde_json::Map<String, Value> = DEFAULT_HOST_PATHS
+        .iter()
+        .map(|p| {
+            let engine = json!({"type": "string", "pattern": mapped_path(p, hosts)});
+            ((*p).to_owned(), engine)
+        })
+        .collect();
     register["path_map"] = json!({
         "type": "object",
-        "propertyNames": {"pattern": mapped_path()},
-        "additionalProperties": {"type": "string", "pattern": mapped_path()}
+        "description": "Where the engine finds the host paths the downloader job mounts: each is the path itself or a folder under one of the orchestrator's path-map roots.",
+        "properties": mapped,
+        "additionalProperties": false
     });
     for file in ["boot_id_file", "kernel_release_file"] {
         register[file] = optional(json!({"type": "string", "pattern": absolute_path()}));
@@ -240,7 +273,7 @@ mod tests {
             ],
         );
         agree(
-            &docker_endpoint(),
+            &docker_endpoint(true),
             "docker",
             |s| Endpoint::parse(s).is_ok(),
             &[
@@ -263,6 +296,50 @@ mod tests {
                 "tcp://h_x:1",
             ],
         );
+        agree(
+            &docker_endpoint(false),
+            "docker without tcp",
+            |s| {
+                Endpoint::parse(s)
+                    .and_then(|e| e.check_reachable(&crate::docker::TcpAccess::Refused))
+                    .is_ok()
+            },
+            &["unix:///var/run/docker.sock", "unix:///", "tcp://h:2375"],
+        );
+        let hosts = HostPolicy {
+            tcp_docker: false,
+            path_map_roots: vec!["/srv/a.b".into(), "/".into()],
+        };
+        let register = |engine: &str| {
+            let mut r = crate::validate::fixtures::register();
+            r.path_map = [("/etc/baton".to_owned(), engine.to_owned())].into();
+            r
+        };
+        for roots in [
+            Vec::new(),
+            vec!["/srv/a.b".to_owned()],
+            hosts.path_map_roots.clone(),
+        ] {
+            let hosts = HostPolicy {
+                path_map_roots: roots,
+                ..hosts.clone()
+            };
+            agree(
+                &mapped_path("/etc/baton", &hosts),
+                "mapped path",
+                |s| crate::validate::host_spec(&register(s), &hosts, "t".into()).is_ok(),
+                &[
+                    "/etc/baton",
+                    "/etc",
+                    "/srv/a.b/h1/etc/baton",
+                    "/srv/a.b",
+                    "/srv/aXb/h1",
+                    "/srv/a.b/../etc",
+                    "/x/y",
+                    "/",
+                ],
+            );
+        }
         agree(
             IMAGE,
             "image",

@@ -43,6 +43,17 @@ use crate::auth::Access;
 use crate::leader::{self, Role};
 use crate::metrics::Counters;
 use crate::resolve::Resolver;
+use crate::validate::HostPolicy;
+
+/// What the operator's configuration allows callers: where requests may come from, and what
+/// a host registration may name.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Origins and `Host` headers.
+    pub web: WebPolicy,
+    /// Docker endpoints and path maps.
+    pub hosts: HostPolicy,
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -58,7 +69,7 @@ struct Inner {
     resolver: Arc<dyn Resolver>,
     counters: Arc<Counters>,
     replica: String,
-    web: WebPolicy,
+    policy: Policy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,7 +90,7 @@ impl AppState {
         resolver: Arc<dyn Resolver>,
         counters: Arc<Counters>,
         replica: String,
-        web: WebPolicy,
+        policy: Policy,
     ) -> Self {
         let election = Election::new(client.clone(), keyspace.leader());
         Self {
@@ -91,7 +102,7 @@ impl AppState {
                 resolver,
                 counters,
                 replica,
-                web,
+                policy,
             }),
         }
     }
@@ -128,7 +139,12 @@ impl AppState {
 
     /// Where requests may come from.
     pub fn web(&self) -> &WebPolicy {
-        &self.inner.web
+        &self.inner.policy.web
+    }
+
+    /// What a host registration may name.
+    pub fn hosts(&self) -> &HostPolicy {
+        &self.inner.policy.hosts
     }
 
     /// The leadership key fencing writes, or 503 naming the leader.

@@ -8,6 +8,7 @@
 //! the probes), 401 and 403 where a role is needed, 413 and 415 on writes.
 
 use axum::Json;
+use axum::extract::State;
 use baton_protocol::api::ErrorBody;
 use serde_json::Value;
 use utoipa::OpenApi;
@@ -16,8 +17,9 @@ use crate::api::error::responses::{
     BadGateway, BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
-use crate::api::{ROUTES, Verb, health, hosts, maintenance, tokens, upgrades};
+use crate::api::{AppState, ROUTES, Verb, health, hosts, maintenance, tokens, upgrades};
 use crate::auth::Access;
+use crate::validate::HostPolicy;
 
 /// The API's description: paths from the handlers, schemas from the types they name.
 #[derive(OpenApi)]
@@ -64,12 +66,13 @@ struct ApiDoc;
     summary = "This document",
     responses((status = 200, description = "OpenAPI", body = Object))
 )]
-pub async fn serve() -> Json<Value> {
-    Json(document())
+pub async fn serve(State(state): State<AppState>) -> Json<Value> {
+    Json(document(state.hosts()))
 }
 
-/// The document, with this build's version and the gate's rules.
-pub fn document() -> Value {
+/// The document, with this build's version, the gate's rules and what `hosts` lets a
+/// registration name.
+pub fn document(hosts: &HostPolicy) -> Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = crate::VERSION.to_owned();
     let mut doc = serde_json::to_value(doc).unwrap_or_else(|e| {
@@ -77,7 +80,7 @@ pub fn document() -> Value {
         serde_json::json!({"error": format!("OpenAPI document: {e}")})
     });
     add_gate(&mut doc);
-    crate::api::limits::state(&mut doc);
+    crate::api::limits::state(&mut doc, hosts);
     doc
 }
 
@@ -123,7 +126,7 @@ mod tests {
 
     #[test]
     fn documents_exactly_the_served_routes() {
-        let doc = document();
+        let doc = document(&HostPolicy::default());
         let mut documented = BTreeSet::new();
         for (path, ops) in doc["paths"].as_object().expect("paths") {
             for method in ops.as_object().expect("operations").keys() {
@@ -150,7 +153,7 @@ mod tests {
 
     #[test]
     fn the_gate_and_the_limits_are_documented() {
-        let doc = document();
+        let doc = document(&HostPolicy::default());
         assert_eq!(
             doc["paths"]["/healthz"]["get"]["security"],
             serde_json::json!([])
@@ -174,7 +177,7 @@ mod tests {
 
     #[test]
     fn operation_ids_are_unique() {
-        let doc = document();
+        let doc = document(&HostPolicy::default());
         let mut ids = BTreeSet::new();
         for ops in doc["paths"].as_object().expect("paths").values() {
             for op in ops.as_object().expect("operations").values() {
@@ -186,7 +189,7 @@ mod tests {
 
     #[test]
     fn request_and_answer_schemas_are_the_wire_types() {
-        let doc = document();
+        let doc = document(&HostPolicy::default());
         let schemas = &doc["components"]["schemas"];
         let start = &schemas["StartUpgrade"];
         assert_eq!(start["required"], serde_json::json!(["image", "strategy"]));

@@ -183,5 +183,22 @@ fn docker_tls_needs_all_three_files() {
     .expect("flags");
     let tls = c.docker_tls().expect("valid").expect("some");
     assert_eq!(tls.key_file.display().to_string(), key);
-    assert_eq!(c.engine().docker_tls, Some(tls));
+    assert_eq!(c.engine().docker_tcp, TcpAccess::Tls(tls));
+}
+
+#[test]
+fn tcp_docker_engines_need_tls_unless_plain_is_asked_for() {
+    let c = Config::try_parse_from(["x"]).expect("defaults");
+    assert_eq!(c.docker_tcp().expect("valid"), TcpAccess::Refused);
+    let c = Config::try_parse_from(["x", "--allow-plain-docker-tcp"]).expect("flag");
+    assert_eq!(c.docker_tcp().expect("valid"), TcpAccess::Plain);
+    let err = Config::try_parse_from([
+        "x",
+        "--allow-plain-docker-tcp",
+        "--docker-tls-ca-file",
+        "/ca.pem",
+    ])
+    .expect_err("both")
+    .to_string();
+    assert!(err.contains("--allow-plain-docker-tcp"), "{err}");
 }

@@ -27,7 +27,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use crate::docker::{
-    ContainerError, DockerEndpointError, DockerTls, Endpoint, Found, IfStopped, LABEL_PURPOSE,
+    ContainerError, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE, TcpAccess,
     find_or_create,
 };
 use crate::engine::model::DownloadOutcome;
@@ -100,7 +100,7 @@ pub struct Job {
     /// Where bundles may install files on the host.
     pub install: InstallPolicy,
     /// The orchestrator's client certificate for the host's `tcp://` Docker Engine.
-    pub docker_tls: Option<DockerTls>,
+    pub docker_tcp: TcpAccess,
     /// Time per attempt.
     pub timeout: Duration,
     /// Attempts.
@@ -208,7 +208,7 @@ pub async fn run(job: Job) -> DownloadOutcome {
 
 async fn connect(job: &Job) -> Result<Docker, DockerEndpointError> {
     Endpoint::parse(&job.host.docker)?
-        .connect(job.docker_tls.as_ref())
+        .connect(&job.docker_tcp)
         .await
 }
 
@@ -350,7 +350,7 @@ mod tests {
                 allow: vec!["/usr/local/".into(), "/srv/".into()],
                 setuid: vec!["/usr/local/bin/ping".into()],
             },
-            docker_tls: None,
+            docker_tcp: TcpAccess::Refused,
             timeout: DEFAULT_TIMEOUT,
             attempts: 1,
         }

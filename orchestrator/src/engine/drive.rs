@@ -186,7 +186,7 @@ impl Engine {
             labels: self.config.job_labels.clone(),
             tls: self.config.agent_tls.clone(),
             install: self.config.agent_install.clone(),
-            docker_tls: self.config.docker_tls.clone(),
+            docker_tcp: self.config.docker_tcp.clone(),
             timeout: self.config.job_timeout,
             attempts: self.config.job_attempts,
         };

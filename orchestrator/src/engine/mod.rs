@@ -70,7 +70,7 @@ pub struct EngineConfig {
     /// Where bundles may install files on the hosts (the agents' install policy).
     pub agent_install: baton_protocol::manifest::InstallPolicy,
     /// The client certificate for hosts' `tcp://` Docker Engines.
-    pub docker_tls: Option<crate::docker::DockerTls>,
+    pub docker_tcp: crate::docker::TcpAccess,
     /// How a self-update starts the new version.
     pub self_update: SelfUpdate,
 }

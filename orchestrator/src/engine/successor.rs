@@ -52,7 +52,7 @@ pub struct SelfUpdate {
     /// The leader's Docker Engine (`--docker`; `None`: `DOCKER_HOST`, else the local socket).
     pub docker: Option<Endpoint>,
     /// The client certificate for a `tcp://` --docker engine.
-    pub docker_tls: Option<crate::docker::DockerTls>,
+    pub docker_tcp: crate::docker::TcpAccess,
     /// Files the new version reads (etcd and API TLS files, the admin token file), mounted
     /// read-only at the same paths.
     pub mounted_files: Vec<PathBuf>,
@@ -237,7 +237,7 @@ pub async fn stop(successor: &Successor) {
 
 async fn connect(successor: &Successor) -> Result<Docker, SuccessorError> {
     match &successor.settings.docker {
-        Some(e) => Ok(e.connect(successor.settings.docker_tls.as_ref()).await?),
+        Some(e) => Ok(e.connect(&successor.settings.docker_tcp).await?),
         None => Ok(baton_protocol::docker::connect()
             .await
             .map_err(ContainerError::from)?),
@@ -380,7 +380,7 @@ mod tests {
             settings: SelfUpdate {
                 config: "etcd = [\"http://127.0.0.1:2379\"]\n".into(),
                 docker: docker.map(|d| Endpoint::parse(d).expect("endpoint")),
-                docker_tls: None,
+                docker_tcp: crate::docker::TcpAccess::Refused,
                 mounted_files: vec![PathBuf::from("/etc/baton/ca.pem")],
                 timeout: Duration::from_secs(60),
             },

@@ -138,12 +138,11 @@ impl Engine {
         };
         self.probes.probing.insert(host.clone());
         let results = self.probes.results.clone();
-        let tls = self.config.docker_tls.clone();
+        let tcp = self.config.docker_tcp.clone();
         self.tasks.spawn(async move {
-            let answers =
-                tokio::time::timeout(PROBE_TIMEOUT, docker_answers(&endpoint, tls.as_ref()))
-                    .await
-                    .unwrap_or(false);
+            let answers = tokio::time::timeout(PROBE_TIMEOUT, docker_answers(&endpoint, &tcp))
+                .await
+                .unwrap_or(false);
             tracing::debug!(%host, %endpoint, answers, "docker probe");
             let _ = results.send((host, answers));
         });
@@ -151,11 +150,11 @@ impl Engine {
 }
 
 /// Whether the Docker Engine at `endpoint` answers a ping.
-async fn docker_answers(endpoint: &str, tls: Option<&crate::docker::DockerTls>) -> bool {
+async fn docker_answers(endpoint: &str, tcp: &crate::docker::TcpAccess) -> bool {
     let Ok(endpoint) = crate::docker::Endpoint::parse(endpoint) else {
         return false;
     };
-    match endpoint.connect(tls).await {
+    match endpoint.connect(tcp).await {
         Ok(docker) => docker.ping().await.is_ok(),
         Err(_) => false,
     }

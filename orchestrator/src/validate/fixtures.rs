@@ -18,8 +18,16 @@ pub(super) fn rolling() -> StrategyRequest {
     }
 }
 
+/// The policy [`register`] passes: host paths mapped under `/srv/h1`.
+pub(crate) fn policy() -> super::HostPolicy {
+    super::HostPolicy {
+        tcp_docker: false,
+        path_map_roots: vec!["/srv/h1".into()],
+    }
+}
+
 /// A valid registration of `host-1`, with labels, a path map and the optional files.
-pub(super) fn register() -> RegisterHost {
+pub(crate) fn register() -> RegisterHost {
     RegisterHost {
         id: "host-1".into(),
         labels: [("group".into(), "edge".into()), ("zone".into(), "a".into())].into(),

@@ -8,7 +8,68 @@ use baton_protocol::manifest::check_absolute_path;
 
 use super::FieldError;
 use super::fields::{MAX_LABEL_LEN, check_labels};
-use crate::docker::Endpoint;
+use crate::docker::{Endpoint, TcpAccess};
+use crate::engine::dispatch::DEFAULT_HOST_PATHS;
+
+/// What a registration may name beyond the shapes of its fields, from the orchestrator's
+/// configuration: a host's Docker Engine runs the downloader job as root with the mapped
+/// folders mounted, so which engines and folders it may name is the operator's decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPolicy {
+    /// Whether `tcp://` engines can be reached (over TLS, or plain when asked for).
+    pub tcp_docker: bool,
+    /// Folders of engines' machines under which a host's paths may be mapped
+    /// (`--path-map-root`, e.g. where simulated hosts keep their files); without one, a host
+    /// path maps only to itself.
+    pub path_map_roots: Vec<String>,
+}
+
+impl HostPolicy {
+    /// The policy of an orchestrator that reaches `tcp://` engines as `tcp` says.
+    pub fn new(tcp: &TcpAccess, path_map_roots: Vec<String>) -> Self {
+        Self {
+            tcp_docker: tcp.allows_tcp(),
+            path_map_roots,
+        }
+    }
+
+    /// Checks one path-map entry: the host path is one the job mounts, and the engine's
+    /// path is the same path or lies under a configured root.
+    fn check_mapping(&self, host_path: &str, engine_path: &str) -> Result<(), FieldError> {
+        let field = format!("path_map[{host_path:?}]");
+        if !DEFAULT_HOST_PATHS.contains(&host_path) {
+            return Err(FieldError::new(
+                &field,
+                format!(
+                    "{host_path:?} is not a path the downloader job mounts; the path map \
+                     may name {}",
+                    DEFAULT_HOST_PATHS.join(", ")
+                ),
+            ));
+        }
+        check_absolute_path(&field, engine_path).map_err(FieldError::from_manifest)?;
+        let under_root = self.path_map_roots.iter().any(|root| {
+            engine_path
+                .strip_prefix(root.as_str())
+                .is_some_and(|rest| rest.starts_with('/') || root == "/")
+        });
+        if engine_path == host_path || under_root {
+            return Ok(());
+        }
+        let roots = if self.path_map_roots.is_empty() {
+            "none is configured".to_owned()
+        } else {
+            self.path_map_roots.join(", ")
+        };
+        Err(FieldError::new(
+            &field,
+            format!(
+                "{engine_path:?} must be {host_path:?} itself or a folder under one of the \
+                 orchestrator's --path-map-root folders ({roots})"
+            ),
+        ))
+    }
+}
 
 fn optional_absolute(field: &str, path: &Option<String>) -> Result<(), FieldError> {
     match path {
@@ -17,18 +78,24 @@ fn optional_absolute(field: &str, path: &Option<String>) -> Result<(), FieldErro
     }
 }
 
-/// `POST /v1/hosts` → the spec to store.
-pub fn host_spec(req: &RegisterHost, registered_at: Timestamp) -> Result<HostSpec, FieldError> {
+/// `POST /v1/hosts` → the spec to store, if `policy` allows it.
+pub fn host_spec(
+    req: &RegisterHost,
+    policy: &HostPolicy,
+    registered_at: Timestamp,
+) -> Result<HostSpec, FieldError> {
     let host = HostId::new(req.id.as_str()).map_err(|e| FieldError::new("id", e.to_string()))?;
     check_labels("labels", &req.labels)?;
-    Endpoint::parse(&req.docker).map_err(|e| FieldError::new("docker", e.to_string()))?;
+    let tcp = if policy.tcp_docker {
+        TcpAccess::Plain
+    } else {
+        TcpAccess::Refused
+    };
+    Endpoint::parse(&req.docker)
+        .and_then(|e| e.check_reachable(&tcp))
+        .map_err(|e| FieldError::new("docker", e.to_string()))?;
     for (host_path, engine_path) in &req.path_map {
-        let field = format!("path_map[{host_path:?}]");
-        for path in [host_path, engine_path] {
-            if path != "/" {
-                check_absolute_path(&field, path).map_err(FieldError::from_manifest)?;
-            }
-        }
+        policy.check_mapping(host_path, engine_path)?;
     }
     optional_absolute("boot_id_file", &req.boot_id_file)?;
     optional_absolute("kernel_release_file", &req.kernel_release_file)?;
@@ -60,7 +127,7 @@ pub fn host_spec(req: &RegisterHost, registered_at: Timestamp) -> Result<HostSpe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::fixtures::register;
+    use crate::validate::fixtures::{policy, register};
 
     #[test]
     fn host_registrations_are_refused_naming_the_field() {
@@ -98,6 +165,40 @@ mod tests {
                 "path_map[\"/etc/baton\"]",
             ),
             (
+                "the whole host mapped",
+                |r| {
+                    r.path_map.insert("/".into(), "/".into());
+                },
+                "path_map[\"/\"]",
+            ),
+            (
+                "a path the job does not mount",
+                |r| {
+                    r.path_map.insert("/usr/bin".into(), "/usr/bin".into());
+                },
+                "path_map[\"/usr/bin\"]",
+            ),
+            (
+                "an engine folder outside the roots",
+                |r| {
+                    r.path_map.insert("/etc/baton".into(), "/etc".into());
+                },
+                "path_map[\"/etc/baton\"]",
+            ),
+            (
+                "a root's sibling",
+                |r| {
+                    r.path_map
+                        .insert("/etc/baton".into(), "/srv/h1x/etc/baton".into());
+                },
+                "path_map[\"/etc/baton\"]",
+            ),
+            (
+                "tcp docker without tls",
+                |r| r.docker = "tcp://10.0.0.7:2375".into(),
+                "docker",
+            ),
+            (
                 "relative boot id file",
                 |r| r.boot_id_file = Some("run/x".into()),
                 "boot_id_file",
@@ -108,14 +209,29 @@ mod tests {
                 "container_prefix",
             ),
         ];
+        let policy = policy();
         for (name, edit, field) in cases {
             let mut r = register();
             edit(&mut r);
-            let err = host_spec(&r, "t".into()).expect_err(name);
+            let err = host_spec(&r, &policy, "t".into()).expect_err(name);
             assert_eq!(err.field, *field, "{name}: {err}");
         }
-        let spec = host_spec(&register(), "t".into()).expect("valid");
+        let spec = host_spec(&register(), &policy, "t".into()).expect("valid");
         assert_eq!(spec.host.as_str(), "host-1");
         assert_eq!(spec.container_prefix.as_deref(), Some("host-1-"));
+    }
+
+    #[test]
+    fn the_policy_decides_tcp_engines_and_engine_folders() {
+        let mut r = register();
+        r.docker = "tcp://10.0.0.7:2376".into();
+        r.path_map = [("/etc/baton".into(), "/etc/baton".into())].into();
+        let tcp = HostPolicy::new(&TcpAccess::Plain, Vec::new());
+        host_spec(&r, &tcp, "t".into()).expect("tcp allowed, identity mapping");
+        let err = host_spec(&r, &HostPolicy::default(), "t".into()).expect_err("tcp refused");
+        assert!(err.reason.contains("--docker-tls-ca-file"), "{err}");
+        r.path_map = [("/etc/baton".into(), "/srv/h1/etc/baton".into())].into();
+        let err = host_spec(&r, &tcp, "t".into()).expect_err("no roots");
+        assert!(err.reason.contains("--path-map-root"), "{err}");
     }
 }

@@ -12,12 +12,12 @@ mod strategy;
 mod upgrades;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use baton_protocol::manifest::ManifestError;
 
 pub use self::fields::{check_label_key, check_labels};
-pub use self::hosts::host_spec;
+pub use self::hosts::{HostPolicy, host_spec};
 pub use self::strategy::strategy;
 pub use self::upgrades::{bundle_fits, image, no_downgrade, select, upgrade_id};
 

@@ -154,7 +154,7 @@ pub fn no_downgrade(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::fixtures::{register, rolling};
+    use crate::validate::fixtures::{policy, register, rolling};
     use crate::validate::host_spec;
 
     fn specs() -> BTreeMap<HostId, HostSpec> {
@@ -163,7 +163,7 @@ mod tests {
             let mut r = register();
             r.id = id.into();
             r.labels.insert("zone".into(), zone.into());
-            let spec = host_spec(&r, "t".into()).expect("spec");
+            let spec = host_spec(&r, &policy(), "t".into()).expect("spec");
             out.insert(spec.host.clone(), spec);
         }
         out

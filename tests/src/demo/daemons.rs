@@ -225,6 +225,12 @@ pub(super) async fn start_orchestrator(
     std::fs::create_dir_all(&pki_dir).map_err(io_error(&pki_dir))?;
     let pki = TestPki::generate(&pki_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
     let token_file = state.token_file();
+    // The simulated hosts' folders live under the fleet's folder on this machine.
+    let fleet_root = state
+        .fleet_root
+        .as_deref()
+        .map(|r| r.display().to_string())
+        .unwrap_or_default();
     let args = [
         "--api-tls-cert-file",
         &pki.server_cert.display().to_string(),
@@ -240,6 +246,8 @@ pub(super) async fn start_orchestrator(
         &listen,
         "--replica",
         "demo",
+        "--path-map-root",
+        &fleet_root,
         // Downloader jobs carry the fleet's run label: the fleet's cleanup removes them.
         "--job-label",
         &format!("{}={run_id}", fleet::LABEL_RUN),

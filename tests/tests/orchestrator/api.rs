@@ -75,7 +75,10 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
     )
     .await;
 
-    let orch = Orchestrator::start(config(&etcd, "orch-a")).await;
+    // The hosts below name a plain tcp:// engine (a port that never answers).
+    let mut cfg = config(&etcd, "orch-a");
+    cfg.allow_plain_docker_tcp = true;
+    let orch = Orchestrator::start(cfg).await;
     let elected = orch.wait_role("leader", Duration::from_secs(20)).await;
     eprintln!("TIMING elected in {elected:?}");
     let api = &orch.api;

@@ -393,3 +393,74 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
     assert!(untrusting.is_err(), "a missing CA file is refused");
     orch.stop().await;
 }
+
+#[tokio::test]
+async fn registrations_name_only_engines_and_folders_the_operator_allowed() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let client = etcd.client().await.expect("client");
+    // No Docker TLS identity and no --allow-plain-docker-tcp; path-map root: the
+    // temporary folder (support::config).
+    let cfg = config(&etcd, "orch-a");
+    let root = cfg.path_map_roots[0].clone();
+    let orch = Orchestrator::start(cfg).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let api = &orch.api;
+    let before = keyspace(&client).await;
+    let refused = [
+        (
+            "a plain tcp:// engine",
+            json!({"id": "h1", "docker": "tcp://127.0.0.1:2375"}),
+            "--docker-tls-ca-file",
+        ),
+        (
+            "the host's root mounted",
+            json!({"id": "h1", "docker": "unix:///var/run/docker.sock", "path_map": {"/": "/"}}),
+            "path_map[\"/\"]",
+        ),
+        (
+            "a path the job does not mount",
+            json!({"id": "h1", "docker": "unix:///var/run/docker.sock", "path_map": {"/usr/bin": "/usr/bin"}}),
+            "path_map[\"/usr/bin\"]",
+        ),
+        (
+            "an engine folder outside the roots",
+            json!({"id": "h1", "docker": "unix:///var/run/docker.sock", "path_map": {"/etc/baton": "/etc"}}),
+            "--path-map-root",
+        ),
+    ];
+    for (name, body, want) in &refused {
+        let (status, answer) = api
+            .raw(
+                "POST".parse().unwrap(),
+                "/v1/hosts",
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+            .expect("request");
+        let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status.as_u16(), 422, "{name}: {answer}");
+        assert!(error.contains(want), "{name}: {error}");
+    }
+    assert_eq!(keyspace(&client).await, before, "a refusal wrote something");
+    // The document says the same: no tcp:// engines, host paths under the root.
+    let doc: Value = api.get("/openapi.json").await.expect("openapi");
+    let register = &doc["components"]["schemas"]["RegisterHost"]["properties"];
+    assert!(
+        !register["docker"]["pattern"].to_string().contains("tcp"),
+        "{}",
+        register["docker"]
+    );
+    assert_eq!(register["path_map"]["additionalProperties"], false);
+    // Within the policy: registered.
+    let host_folder = format!("{root}/h1/etc/baton");
+    api.register(&RegisterHost {
+        id: "h1".into(),
+        docker: "unix:///var/run/docker.sock".into(),
+        path_map: [("/etc/baton".to_owned(), host_folder)].into(),
+        ..Default::default()
+    })
+    .await
+    .expect("registered within the policy");
+    orch.stop().await;
+}

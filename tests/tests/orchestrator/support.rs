@@ -129,6 +129,8 @@ pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     c.api_tls_cert_file = Some(api.pki.server_cert);
     c.api_tls_key_file = Some(api.pki.server_key);
     c.admin_token_file = Some(api.admin_token_file);
+    // Simulated hosts keep their folders under the machine's temporary folder.
+    c.path_map_roots = vec![std::env::temp_dir().display().to_string()];
     c
 }
 
