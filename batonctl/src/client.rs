@@ -15,7 +15,7 @@ use baton_protocol::api::{
 use baton_protocol::documents::{HostSpec, Maintenance};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, HeaderValue};
+use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue, LINK};
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -308,6 +308,18 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let (status, _, body) = self.exchange(method, path, headers, body).await?;
+        Ok((status, body))
+    }
+
+    /// [`send`](Self::send), with the answer's headers.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ClientError> {
         let url = format!("{}{path}", self.base);
         let fail = |reason: String| ClientError::Request {
             method: method.clone(),
@@ -336,13 +348,14 @@ impl ApiClient {
                 fail(format!("{reason} (is the orchestrator running there?)"))
             })?;
             let status = response.status();
+            let headers = response.headers().clone();
             let bytes = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| fail(format!("reading the answer: {e}")))?
                 .to_bytes();
-            Ok((status, bytes.to_vec()))
+            Ok((status, headers, bytes.to_vec()))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -355,7 +368,24 @@ impl ApiClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let (status, bytes) = self.raw(method.clone(), path, body).await?;
+        Ok(self.call_paged(method, path, body).await?.0)
+    }
+
+    /// [`call`](Self::call), with the next page's path from the answer's `Link` header.
+    async fn call_paged<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(T, Option<String>), ClientError> {
+        let json = [("content-type", "application/json")];
+        let headers: &[(&str, &str)] = if body.is_some() || method != Method::GET {
+            &json
+        } else {
+            &[]
+        };
+        let (status, answer_headers, bytes) =
+            self.exchange(method.clone(), path, headers, body).await?;
         let url = format!("{}{path}", self.base);
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
@@ -368,11 +398,32 @@ impl ApiClient {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        let value = serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
             method,
             url,
             source,
-        })
+        })?;
+        Ok((value, next_page(&answer_headers)))
+    }
+
+    /// One page of a list, and the path of the next one if there is one.
+    pub async fn page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<T>, Option<String>), ClientError> {
+        self.call_paged(Method::GET, path, None).await
+    }
+
+    /// Every item of a list, following its pages.
+    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+        let mut items = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(page) = next {
+            let (mut got, after) = self.page(&page).await?;
+            items.append(&mut got);
+            next = after;
+        }
+        Ok(items)
     }
 
     fn encode<B: Serialize>(
@@ -425,7 +476,7 @@ impl ApiClient {
 
     /// `GET /v1/tokens`.
     pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
-        self.get("/v1/tokens").await
+        self.list("/v1/tokens").await
     }
 
     /// `DELETE /v1/tokens/{name}`.
@@ -435,7 +486,7 @@ impl ApiClient {
 
     /// `GET /v1/hosts`.
     pub async fn hosts(&self) -> Result<Vec<HostInfo>, ClientError> {
-        self.get("/v1/hosts").await
+        self.list("/v1/hosts").await
     }
 
     /// `GET /v1/hosts/{host}`.
@@ -460,7 +511,7 @@ impl ApiClient {
 
     /// `GET /v1/upgrades`.
     pub async fn upgrades(&self) -> Result<Vec<UpgradeInfo>, ClientError> {
-        self.get("/v1/upgrades").await
+        self.list("/v1/upgrades").await
     }
 
     /// `GET /v1/upgrades/{id}`.
@@ -470,7 +521,7 @@ impl ApiClient {
 
     /// `GET /v1/upgrades/{id}/events`.
     pub async fn events(&self, id: &str) -> Result<Vec<EventInfo>, ClientError> {
-        self.get(&format!("/v1/upgrades/{id}/events")).await
+        self.list(&format!("/v1/upgrades/{id}/events")).await
     }
 
     /// `POST /v1/upgrades`.
@@ -493,9 +544,51 @@ impl ApiClient {
     }
 }
 
+/// The path of the next page a list's `Link` header names (`<path>; rel="next"`, RFC 8288).
+/// Only a path on the same server is followed: the client's token goes nowhere else.
+fn next_page(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let is_next = params
+                .split(';')
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+            let path = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            (is_next && path.starts_with('/') && !path.starts_with("//")).then(|| path.to_owned())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_next_link_to_the_same_server_is_followed() {
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(LINK, HeaderValue::from_str(v).expect("header"));
+            h
+        };
+        assert_eq!(
+            next_page(&headers("</v1/hosts?limit=2&after=h2>; rel=\"next\"")),
+            Some("/v1/hosts?limit=2&after=h2".to_owned())
+        );
+        assert_eq!(
+            next_page(&headers("</a>; rel=\"prev\", </b>; rel=\"next\"")),
+            Some("/b".to_owned())
+        );
+        for elsewhere in [
+            "<https://evil.example/v1/hosts>; rel=\"next\"",
+            "<//evil/x>; rel=\"next\"",
+        ] {
+            assert_eq!(next_page(&headers(elsewhere)), None, "{elsewhere}");
+        }
+        assert_eq!(next_page(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn base_urls_are_scheme_host_port() {

@@ -14,6 +14,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable, Unprocessable};
 use crate::api::json::ApiJson;
+use crate::api::page::{NamedPage, PageQuery, Paged};
 use crate::store::{self, Written};
 use crate::validate;
 use crate::view::{FleetView, HostDocs, Part};
@@ -36,31 +37,36 @@ pub fn info(view: &FleetView, host: &HostId, docs: &HostDocs) -> HostInfo {
     }
 }
 
-/// `GET /v1/hosts`: every host with any document, in id order.
+/// `GET /v1/hosts`: every host with any document, in id order, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/hosts",
     operation_id = "listHosts",
     tag = "hosts",
-    summary = "Every host, merged from its keys",
+    summary = "Every host, merged from its keys, in pages",
+    params(NamedPage),
     responses(
-        (status = 200, description = "hosts in id order", body = Vec<HostInfo>),
+        (status = 200, description = "hosts in id order", body = Vec<HostInfo>,
+            headers(("Link" = String, description = "the next page, while there is one"))),
+        (status = 400, response = BadRequest),
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<HostInfo>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    page: PageQuery,
+) -> Result<Paged<HostInfo>, ApiError> {
     let view = store::read_view(
         state.client(),
         state.keyspace(),
         &[Part::Hosts, Part::Groups],
     )
     .await?;
-    Ok(Json(
-        view.hosts
-            .iter()
-            .map(|(id, docs)| info(&view, id, docs))
-            .collect(),
-    ))
+    let hosts = page.after_key(view.hosts.iter(), |(id, _)| id.as_str());
+    Ok(page
+        .take(hosts, |(id, _)| id.to_string())
+        .map(|(id, docs)| info(&view, id, docs))
+        .answer("/v1/hosts"))
 }
 
 /// A host id from the path, or 400 naming it.

@@ -90,7 +90,11 @@ pub fn state(doc: &mut Value, hosts: &HostPolicy) {
             for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
                 let params = op.get_mut("parameters").and_then(Value::as_array_mut);
                 for param in params.into_iter().flatten() {
-                    if param["in"] == "path" {
+                    // A list's cursor names an item, like a path parameter.
+                    let named_cursor = param["in"] == "query"
+                        && param["name"] == "after"
+                        && param["schema"]["type"].to_string().contains("string");
+                    if param["in"] == "path" || named_cursor {
                         param["schema"] = name();
                     }
                 }

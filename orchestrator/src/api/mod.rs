@@ -22,6 +22,7 @@ pub mod json;
 pub mod limits;
 pub mod maintenance;
 pub mod openapi;
+pub mod page;
 pub mod tokens;
 pub mod upgrades;
 

@@ -206,4 +206,34 @@ mod tests {
         let body = &doc["paths"]["/v1/upgrades"]["post"]["requestBody"];
         assert!(body.to_string().contains("StartUpgrade"), "{body}");
     }
+
+    #[test]
+    fn lists_state_their_pages() {
+        let doc = document(&HostPolicy::default());
+        for (path, after) in [
+            ("/v1/hosts", "string"),
+            ("/v1/upgrades", "string"),
+            ("/v1/tokens", "string"),
+            ("/v1/upgrades/{id}/events", "integer"),
+        ] {
+            let op = &doc["paths"][path]["get"];
+            let params = op["parameters"].as_array().expect("parameters");
+            let find = |name: &str| {
+                params
+                    .iter()
+                    .find(|p| p["name"] == name && p["in"] == "query")
+                    .unwrap_or_else(|| panic!("{path}: no {name}"))
+            };
+            let limit = &find("limit")["schema"];
+            assert_eq!(limit["minimum"], 1, "{path}: {limit}");
+            assert_eq!(limit["maximum"], 1000, "{path}: {limit}");
+            let cursor = &find("after")["schema"];
+            assert!(cursor.to_string().contains(after), "{path}: {cursor}");
+            if after == "string" {
+                assert_eq!(cursor["pattern"], crate::api::limits::NAME, "{path}");
+            }
+            let link = &op["responses"]["200"]["headers"]["Link"];
+            assert!(link.is_object(), "{path}: no Link header");
+        }
+    }
 }

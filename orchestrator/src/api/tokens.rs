@@ -15,6 +15,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable};
 use crate::api::json::ApiJson;
+use crate::api::page::{NamedPage, PageQuery, Paged};
 use crate::auth::Token;
 use crate::store::{self, Written};
 
@@ -22,31 +23,39 @@ fn token_name(field: &str, name: &str) -> Result<TokenName, ApiError> {
     TokenName::new(name).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
 }
 
-/// `GET /v1/tokens`: every token, by name.
+/// `GET /v1/tokens`: every token, by name, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/tokens",
     operation_id = "listTokens",
     tag = "tokens",
-    summary = "Every API token: name, role, creation time (never the token)",
+    summary = "Every API token: name, role, creation time (never the token), in pages",
+    params(NamedPage),
     responses(
-        (status = 200, description = "tokens by name", body = Vec<TokenInfo>),
+        (status = 200, description = "tokens by name", body = Vec<TokenInfo>,
+            headers(("Link" = String, description = "the next page, while there is one"))),
+        (status = 400, response = BadRequest),
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    page: PageQuery,
+) -> Result<Paged<TokenInfo>, ApiError> {
     let (kvs, _) = store::read_prefix(state.client(), &state.keyspace().tokens_prefix()).await?;
-    Ok(Json(
-        kvs.iter()
-            .filter_map(|(key, value, _)| match decode::<ApiToken>(key, value) {
-                Ok(t) => Some(TokenInfo::from(&t)),
-                Err(error) => {
-                    tracing::warn!(%error, "skipping an unreadable token record");
-                    None
-                }
-            })
-            .collect(),
-    ))
+    let tokens = kvs
+        .iter()
+        .filter_map(|(key, value, _)| match decode::<ApiToken>(key, value) {
+            Ok(t) => Some(TokenInfo::from(&t)),
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable token record");
+                None
+            }
+        });
+    let tokens = page.after_key(tokens, |t| t.name.as_str());
+    Ok(page
+        .take(tokens, |t| t.name.to_string())
+        .answer("/v1/tokens"))
 }
 
 /// `POST /v1/tokens`: 201 with the token, shown this once; 409 if the name is taken.

@@ -23,6 +23,7 @@ use crate::api::error::responses::{
     BadGateway, BadRequest, Conflict, NotFound, Unavailable, Unprocessable,
 };
 use crate::api::json::ApiJson;
+use crate::api::page::{EventPage, NamedPage, PageQuery, Paged};
 use crate::control;
 use crate::engine::execute::EVENT_SOURCE;
 use crate::store::{self, CreateRefused, Written};
@@ -39,23 +40,30 @@ async fn active_id(state: &AppState) -> Result<Option<UpgradeId>, ApiError> {
         .map(|a| a.value.upgrade_id))
 }
 
-/// `GET /v1/upgrades`: every upgrade, oldest first.
+/// `GET /v1/upgrades`: every upgrade, oldest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/upgrades",
     operation_id = "listUpgrades",
     tag = "upgrades",
-    summary = "Every upgrade, oldest first",
+    summary = "Every upgrade, oldest first, in pages",
+    params(NamedPage),
     responses(
-        (status = 200, description = "upgrades", body = Vec<UpgradeInfo>),
+        (status = 200, description = "upgrades", body = Vec<UpgradeInfo>,
+            headers(("Link" = String, description = "the next page, while there is one"))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UpgradeInfo>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    page: PageQuery,
+) -> Result<Paged<UpgradeInfo>, ApiError> {
     let ks = state.keyspace();
     let (kvs, _) = store::read_prefix(state.client(), &ks.upgrades_prefix()).await?;
     let active = active_id(&state).await?;
-    let mut out: Vec<UpgradeInfo> = kvs
+    let mut all: Vec<UpgradeInfo> = kvs
         .iter()
         .filter_map(|(key, value, _)| match decode::<Upgrade>(key, value) {
             Ok(u) => Some(u),
@@ -69,10 +77,22 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UpgradeInfo>
             UpgradeInfo::new(u, is_active)
         })
         .collect();
-    out.sort_by(|a, b| {
+    all.sort_by(|a, b| {
         (&a.upgrade.created_at, &a.upgrade.id).cmp(&(&b.upgrade.created_at, &b.upgrade.id))
     });
-    Ok(Json(out))
+    // Oldest first is not the order of the ids: the cursor is found in the list.
+    let start = match &page.after {
+        None => 0,
+        Some(after) => {
+            let at = all.iter().position(|u| u.upgrade.id.as_str() == after);
+            at.map(|i| i + 1).ok_or_else(|| {
+                ApiError::not_found(format!("after: upgrade {after} does not exist"))
+            })?
+        }
+    };
+    Ok(page
+        .take(all.into_iter().skip(start), |u| u.upgrade.id.to_string())
+        .answer("/v1/upgrades"))
 }
 
 async fn read(state: &AppState, id: &UpgradeId) -> Result<etcd::Versioned<Upgrade>, ApiError> {
@@ -109,18 +129,20 @@ pub async fn show(
     Ok(Json(UpgradeInfo::new(upgrade, active)))
 }
 
-/// `GET /v1/upgrades/{id}/events`: the audit trail, in order.
+/// `GET /v1/upgrades/{id}/events`: the audit trail, in order, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/upgrades/{id}/events",
     operation_id = "upgradeEvents",
     tag = "upgrades",
-    summary = "The upgrade's audit trail",
+    summary = "The upgrade's audit trail, in pages",
     params(
         ("id" = String, Path, description = "upgrade id"),
+        EventPage,
     ),
     responses(
-        (status = 200, description = "events in order", body = Vec<EventInfo>),
+        (status = 200, description = "events in order", body = Vec<EventInfo>,
+            headers(("Link" = String, description = "the next page, while there is one"))),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
@@ -129,23 +151,30 @@ pub async fn show(
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<EventInfo>>, ApiError> {
+    page: PageQuery,
+) -> Result<Paged<EventInfo>, ApiError> {
     let id = path_upgrade(&id)?;
+    let after: Option<u64> = match &page.after {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            ApiError::bad_request(format!("after: {a:?} is not an event's seq (a number)"))
+        })?),
+    };
     read(&state, &id).await?;
     let ks = state.keyspace();
     let (kvs, _) = store::read_prefix(state.client(), &ks.events_prefix(&id)).await?;
-    Ok(Json(
-        kvs.iter()
-            .filter_map(|(key, value, _)| {
-                let Ok(Key::Event(_, seq)) = ks.parse(key) else {
-                    return None;
-                };
-                decode::<Event>(key, value)
-                    .ok()
-                    .map(|event| EventInfo { seq, event })
-            })
-            .collect(),
-    ))
+    let events = kvs.iter().filter_map(|(key, value, _)| {
+        let Ok(Key::Event(_, seq)) = ks.parse(key) else {
+            return None;
+        };
+        decode::<Event>(key, value)
+            .ok()
+            .map(|event| EventInfo { seq, event })
+    });
+    let events = events.filter(|e| after.is_none_or(|a| e.seq > a));
+    Ok(page
+        .take(events, |e| e.seq.to_string())
+        .answer(&format!("/v1/upgrades/{id}/events")))
 }
 
 /// `u-<version>-<yyyymmdd>-<hhmmss>` (UTC), or without the version if that is too long.

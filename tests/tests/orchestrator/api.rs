@@ -13,8 +13,8 @@ use crate::support::{
     tiny_manifest,
 };
 use baton_protocol::api::Command;
-use baton_protocol::api::RegisterHost;
 use baton_protocol::api::UpgradeInfo;
+use baton_protocol::api::{HostInfo, RegisterHost};
 use baton_protocol::documents::{HostOutcomeState, Strategy};
 use baton_protocol::{HostId, UpgradePhase};
 use baton_tests::docker;
@@ -129,6 +129,35 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
             send(api, "POST", "/v1/hosts", &serde_json::to_string(h).unwrap()).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["host"], h.id.as_str());
+    }
+    // Lists come in pages, linked by their `Link` header; the client follows them.
+    let (first, next) = api
+        .page::<HostInfo>("/v1/hosts?limit=3")
+        .await
+        .expect("page 1");
+    let ids: Vec<&str> = first.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids, ["h1", "h2", "h3"]);
+    let next = next.expect("a link to page 2");
+    assert_eq!(next, "/v1/hosts?limit=3&after=h3");
+    let (second, last) = api.page::<HostInfo>(&next).await.expect("page 2");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id.as_str(), "h4");
+    assert_eq!(last, None, "the last page links nowhere");
+    assert_eq!(api.hosts().await.expect("all").len(), 4);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("page=2", "page"),
+    ] {
+        let (status, body) = send(api, "GET", &format!("/v1/hosts?{query}"), "").await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{body}"
+        );
     }
     let (status, _) = send(
         api,
