@@ -16,8 +16,9 @@ use baton_protocol::documents::ApiRole;
 /// Baton's operator command line: register hosts, start and follow upgrades through the
 /// orchestrator's REST API; build, push and inspect update bundles.
 ///
-/// The API's address, token file and CA file come from the flags, else the environment,
-/// else the config file (`~/.config/baton/batonctl.toml`: `api`, `token_file`, `ca_file`).
+/// The API's address, token file, CA file and client certificate come from the flags, else
+/// the environment, else the config file (`~/.config/baton/batonctl.toml`: `api`,
+/// `token_file`, `ca_file`, `client_cert_file`, `client_key_file`).
 /// The token itself may also come from BATON_TOKEN; batonctl never prints it.
 #[derive(Debug, Parser)]
 #[command(name = "batonctl", version = crate::VERSION)]
@@ -42,6 +43,23 @@ pub struct Connection {
     /// system's roots].
     #[arg(long, env = "BATON_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) to prove who we are instead of a token (mutual TLS): its
+    /// common name names the API token whose role it gets.
+    #[arg(
+        long,
+        env = "BATON_CLIENT_CERT_FILE",
+        global = true,
+        requires = "client_key_file"
+    )]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "BATON_CLIENT_KEY_FILE",
+        global = true,
+        requires = "client_cert_file"
+    )]
+    pub client_key_file: Option<PathBuf>,
     /// The config file [default: $XDG_CONFIG_HOME/baton/batonctl.toml, else
     /// ~/.config/baton/batonctl.toml].
     #[arg(long, env = "BATONCTL_CONFIG", global = true)]
@@ -146,13 +164,16 @@ pub enum Mode {
 pub struct HostAdd {
     /// The host id.
     pub id: String,
-    /// The host's Docker Engine: unix:///var/run/docker.sock or tcp://host:port.
+    /// The host's Docker Engine: unix:///var/run/docker.sock, or tcp://host:port when the
+    /// orchestrator reaches such engines over TLS (--docker-tls-*) or is allowed plain TCP.
     #[arg(long)]
     pub docker: String,
     /// A label, KEY=VALUE (repeat): group, zone, …
     #[arg(long = "label", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
-    /// A bind mount of the downloader job, HOST_PATH=ENGINE_PATH (repeat).
+    /// Where the host's Docker Engine finds one of the paths the downloader job mounts,
+    /// HOST_PATH=ENGINE_PATH (repeat): /var/lib/baton, /etc/baton, /etc/systemd/system or
+    /// /run/dbus, each at itself or under one of the orchestrator's --path-map-root folders.
     #[arg(long = "path-map", value_parser = key_value)]
     pub path_map: Vec<(String, String)>,
     /// The agent's boot id file, if not the kernel's.

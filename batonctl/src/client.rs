@@ -126,6 +126,18 @@ pub struct Credentials {
     /// CA certificate (PEM) the server's certificate must chain to [default: the system's
     /// roots].
     pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM) to present (mutual TLS): the server takes its
+    /// common name as the name of the token whose role the client gets.
+    pub client_cert: Option<ClientCertFiles>,
+}
+
+/// A client certificate chain and its private key, in PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertFiles {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// The key.
+    pub key_file: PathBuf,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -133,6 +145,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -176,7 +189,11 @@ impl std::fmt::Debug for ApiClient {
 
 /// TLS settings: the CA file's certificates, else the system's roots; none for a plain
 /// `http://` client (which never uses them).
-fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+fn tls_config(
+    https: bool,
+    ca_file: Option<&Path>,
+    client_cert: Option<&ClientCertFiles>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let file_error = |path: &Path, reason: String| ClientError::File {
         flag: "--ca-file",
@@ -194,7 +211,7 @@ fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfi
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth());
     }
-    let config = match ca_file {
+    let builder = match ca_file {
         Some(path) => {
             use rustls::pki_types::CertificateDer;
             use rustls::pki_types::pem::PemObject;
@@ -210,18 +227,41 @@ fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfi
             if roots.is_empty() {
                 return Err(file_error(path, "holds no PEM certificate".to_owned()));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
-        None => builder
-            .with_native_roots()
-            .map_err(|e| ClientError::File {
-                flag: "--ca-file",
-                path: PathBuf::from("(system roots)"),
-                reason: format!("{e}; give the API's CA with --ca-file"),
-            })?
-            .with_no_client_auth(),
+        None => builder.with_native_roots().map_err(|e| ClientError::File {
+            flag: "--ca-file",
+            path: PathBuf::from("(system roots)"),
+            reason: format!("{e}; give the API's CA with --ca-file"),
+        })?,
     };
-    Ok(config)
+    let Some(files) = client_cert else {
+        return Ok(builder.with_no_client_auth());
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_error = |reason: String| ClientError::File {
+        flag: "--client-cert-file",
+        path: files.cert_file.clone(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(&files.cert_file)
+        .map_err(|e| cert_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_error("holds no PEM certificate".to_owned()));
+    }
+    let key_error = |reason: String| ClientError::File {
+        flag: "--client-key-file",
+        path: files.key_file.clone(),
+        reason,
+    };
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| key_error(e.to_string()))?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| key_error(format!("does not go with the certificate: {e}")))
 }
 
 impl ApiClient {
@@ -250,7 +290,11 @@ impl ApiClient {
                 reason: "must be https://host:port",
             });
         }
-        let tls = tls_config(https, credentials.ca_file.as_deref())?;
+        let tls = tls_config(
+            https,
+            credentials.ca_file.as_deref(),
+            credentials.client_cert.as_ref(),
+        )?;
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -607,6 +651,7 @@ mod tests {
         let credentials = Credentials {
             token: Some(secret.clone()),
             ca_file: None,
+            client_cert: None,
         };
         let client = ApiClient::with("http://127.0.0.1:1", &credentials).expect("client");
         assert!(!format!("{client:?}").contains(&secret));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::Connection;
-use crate::client::{ApiClient, Credentials, DEFAULT_API};
+use crate::client::{ApiClient, ClientCertFiles, Credentials, DEFAULT_API};
 
 /// The config file's name under the user's config folder.
 const CONFIG_FILE: &str = "baton/batonctl.toml";
@@ -20,6 +20,8 @@ struct FileSettings {
     api: Option<String>,
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
 }
 
 /// The config file could not be read.
@@ -74,9 +76,34 @@ pub fn client(cli: &Connection) -> Result<ApiClient, crate::CtlError> {
             .ok()
             .filter(|t| !t.trim().is_empty()),
     };
+    // The certificate and its key come from one place together, never one from each.
+    let client_cert = match (&cli.client_cert_file, &cli.client_key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => match (file.client_cert_file, file.client_key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(SettingsError {
+                    path: cli
+                        .config
+                        .clone()
+                        .or_else(default_config_path)
+                        .unwrap_or_default(),
+                    reason: "client_cert_file and client_key_file go together: give both or \
+                             neither"
+                        .to_owned(),
+                }
+                .into());
+            }
+        },
+    };
     let credentials = Credentials {
         token: token.map(|t| t.trim().to_owned()),
         ca_file: cli.ca_file.clone().or(file.ca_file),
+        client_cert: client_cert.map(|(cert_file, key_file)| ClientCertFiles {
+            cert_file,
+            key_file,
+        }),
     };
     Ok(ApiClient::with(&api, &credentials)?)
 }

@@ -180,6 +180,13 @@ pub struct Config {
     #[arg(long, env = "BATON_API_TLS_KEY_FILE", requires = "api_tls_cert_file")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_tls_key_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) of API clients' certificates: a client may then prove who it
+    /// is with a certificate instead of a bearer token (mutual TLS). The certificate's
+    /// common name names an API token, whose role it gets; revoking that token revokes the
+    /// certificate's access too.
+    #[arg(long, env = "BATON_API_CLIENT_CA_FILE", requires = "api_tls_cert_file")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_client_ca_file: Option<PathBuf>,
     /// Serve the API as plain HTTP: only on a loopback --listen address, and only without
     /// the TLS files. Anyone on the machine can then read the tokens sent to it.
     #[arg(
@@ -331,6 +338,7 @@ impl Config {
             advertise: None,
             api_tls_cert_file: None,
             api_tls_key_file: None,
+            api_client_ca_file: None,
             insecure_http: false,
             admin_token_file: None,
             api_allowed_hosts: Vec::new(),
@@ -389,19 +397,21 @@ impl Config {
             self.api_tls_cert_file
                 .as_deref()
                 .zip(self.api_tls_key_file.as_deref()),
+            self.api_client_ca_file.as_deref(),
             self.insecure_http,
         )
         .map_err(ConfigError::Listen)
     }
 
     /// Files a self-updated successor needs at the same paths (read-only bind mounts): the
-    /// etcd TLS files, the API's TLS files and the admin token file.
+    /// etcd TLS files, the API's TLS files (the clients' CA too) and the admin token file.
     pub fn mounted_files(&self) -> Vec<PathBuf> {
         let mut files = self.tls.files();
         files.extend(
             [
                 &self.api_tls_cert_file,
                 &self.api_tls_key_file,
+                &self.api_client_ca_file,
                 &self.admin_token_file,
             ]
             .into_iter()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,6 +20,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use crate::auth::ClientCertName;
 
 /// Time a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +41,8 @@ pub enum ApiTransport {
         cert_file: PathBuf,
         /// The key.
         key_file: PathBuf,
+        /// The CA of clients' certificates, when clients may present one (mutual TLS).
+        client_ca_file: Option<PathBuf>,
     },
     /// Plain HTTP on loopback (`--insecure-http`).
     PlainLoopback,
@@ -59,12 +63,14 @@ impl ApiTransport {
 pub fn transport(
     listen: SocketAddr,
     tls: Option<(&Path, &Path)>,
+    client_ca: Option<&Path>,
     insecure_http: bool,
 ) -> Result<ApiTransport, String> {
     match tls {
         Some((cert, key)) => Ok(ApiTransport::Tls {
             cert_file: cert.to_owned(),
             key_file: key.to_owned(),
+            client_ca_file: client_ca.map(Path::to_owned),
         }),
         None if !listen.ip().is_loopback() => Err(format!(
             "--listen {listen}: the API is served there only over TLS; give --api-tls-cert-file and --api-tls-key-file (plain HTTP is for loopback addresses, with --insecure-http)"
@@ -88,8 +94,14 @@ pub struct TlsError {
     pub reason: String,
 }
 
-/// The TLS acceptor of a certificate chain and key in PEM files.
-pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
+/// The TLS acceptor of a certificate chain and key in PEM files; with `client_ca`, clients
+/// may present a certificate signed by it (one that is not is refused in the handshake), and
+/// clients without one still connect (they prove themselves with a token).
+pub fn acceptor(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsError> {
     let cert_error = |reason: String| TlsError {
         flag: "--api-tls-cert-file",
         path: cert_file.to_owned(),
@@ -109,14 +121,44 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| key_error(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| cert_error(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| cert_error(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| key_error(format!("does not go with the certificate: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Checks clients' certificates against the CA certificates in `ca_file`; a client without
+/// one may still connect.
+fn client_verifier(
+    ca_file: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let ca_error = |reason: String| TlsError {
+        flag: "--api-client-ca-file",
+        path: ca_file.to_owned(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| ca_error(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| ca_error(e.to_string()))?)
+            .map_err(|e| ca_error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error("holds no PEM certificate".to_owned()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| ca_error(e.to_string()))
 }
 
 /// Serves `app` on `listener` (through `tls` if given) until `shutdown` resolves, then lets
@@ -142,7 +184,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -167,11 +209,19 @@ pub async fn serve(
                                     return;
                                 }
                             };
+                        // The caller a client certificate names rides along with each
+                        // request of the connection, for the gate to check.
+                        let app = match client_certificate_name(stream.get_ref().1) {
+                            Some(name) => app.layer(Extension(name)),
+                            None => app,
+                        };
+                        let service = TowerToHyperService::new(app);
                         watcher
                             .watch(http.serve_connection(TokioIo::new(stream), service))
                             .await
                     }
                     None => {
+                        let service = TowerToHyperService::new(app);
                         watcher
                             .watch(http.serve_connection(TokioIo::new(stream), service))
                             .await
@@ -190,6 +240,14 @@ pub async fn serve(
     }
 }
 
+/// The common name of the certificate the client presented (verified in the handshake).
+fn client_certificate_name(tls: &rustls::ServerConnection) -> Option<ClientCertName> {
+    let leaf = tls.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(ClientCertName(cn.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,17 +256,19 @@ mod tests {
     fn plain_http_only_on_loopback_and_when_asked() {
         let loopback: SocketAddr = "127.0.0.1:7480".parse().expect("addr");
         let any: SocketAddr = "0.0.0.0:7480".parse().expect("addr");
-        let err = transport(loopback, None, false).expect_err("not asked");
+        let err = transport(loopback, None, None, false).expect_err("not asked");
         assert!(err.contains("--insecure-http"), "{err}");
         assert_eq!(
-            transport(loopback, None, true).expect("asked"),
+            transport(loopback, None, None, true).expect("asked"),
             ApiTransport::PlainLoopback
         );
-        let err = transport(any, None, true).expect_err("not loopback");
+        let err = transport(any, None, None, true).expect_err("not loopback");
         assert!(err.contains("--api-tls-cert-file"), "{err}");
         let files = (Path::new("/c.pem"), Path::new("/k.pem"));
         assert_eq!(
-            transport(any, Some(files), false).expect("TLS").scheme(),
+            transport(any, Some(files), None, false)
+                .expect("TLS")
+                .scheme(),
             "https"
         );
     }

@@ -85,7 +85,11 @@ pub async fn serve(
         ApiTransport::Tls {
             cert_file,
             key_file,
-        } => Some(listen::acceptor(cert_file, key_file).map_err(ConfigError::from)?),
+            client_ca_file,
+        } => Some(
+            listen::acceptor(cert_file, key_file, client_ca_file.as_deref())
+                .map_err(ConfigError::from)?,
+        ),
         ApiTransport::PlainLoopback => None,
     };
     let docker = config.docker_endpoint()?;

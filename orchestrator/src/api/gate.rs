@@ -10,7 +10,8 @@
 //!    preflight, which this server never approves);
 //! 3. a declared body larger than [`MAX_BODY`] is refused at once (413; a body that does not
 //!    declare its length is cut at the same size while it is read);
-//! 4. the route's [`Access`]: a valid bearer token with a high enough role (401, 403).
+//! 4. the route's [`Access`]: a valid bearer token, or a client certificate naming one, with
+//!    a high enough role (401, 403).
 //!
 //! Routes open to anyone (`/healthz`, `/readyz`) skip all four: probes send whatever `Host`
 //! their platform uses.
@@ -22,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::auth::{self, Access};
+use crate::auth::{self, Access, ClientCertName};
 
 /// Largest request body accepted: the largest request (an upgrade naming a few thousand
 /// hosts) is far smaller, and etcd refuses values above 1.5 MiB.
@@ -107,7 +108,15 @@ pub async fn check(State(gate): State<Gate>, request: Request, next: Next) -> Re
     if let Err(e) = web(gate.state.web(), request.method(), request.headers()) {
         return e.into_response();
     }
-    match auth::authorize(&gate.state, request.headers(), gate.access, &gate.route).await {
+    let certificate = request.extensions().get::<ClientCertName>();
+    let authorized = auth::authorize(
+        &gate.state,
+        request.headers(),
+        certificate,
+        gate.access,
+        &gate.route,
+    );
+    match authorized.await {
         Ok(caller) => {
             // Who changed what: the log names the token of every write.
             if let Some(caller) = caller

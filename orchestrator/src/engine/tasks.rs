@@ -288,7 +288,9 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         task: Some(task),
         orchestrator: None,
         skip_paused: false,
-        allow_downgrade: false,
+        // The fleet's bundle, as its upgrade installed it: a deliberate downgrade stays one
+        // for a host that joins or is reinstalled later.
+        allow_downgrade: source.allow_downgrade,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

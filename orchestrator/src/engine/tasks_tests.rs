@@ -633,6 +633,22 @@ fn task_records_carry_the_current_bundle_and_the_right_first_state() {
 }
 
 #[test]
+fn a_deliberate_downgrade_stays_one_for_hosts_reinstalled_later() {
+    let mut fx = fleet().mode("h1", M::Replace);
+    let u1 = UpgradeId::new("u1").expect("id");
+    for (allowed, want) in [(false, false), (true, true)] {
+        if let Some(u) = fx.view.upgrades.get_mut(&u1) {
+            u.value.allow_downgrade = allowed;
+        }
+        let actions = fx.decide();
+        let Some(TaskAction::Create { upgrade, .. }) = actions.first() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(upgrade.allow_downgrade, want, "{actions:?}");
+    }
+}
+
+#[test]
 fn a_restart_with_reboot_carries_it_into_its_task() {
     let mut fx = fleet().mode("h1", M::Restart);
     if let Some(m) = fx

@@ -47,6 +47,16 @@ fn sample_is_valid_and_ordered() {
 }
 
 #[test]
+fn the_orchestrator_image_is_pinned_by_digest() {
+    let e = refused(|v| v["orchestrator_image"] = "r:5000/baton/orchestrator:2.0.0".into());
+    assert_eq!(e.field, "orchestrator_image");
+    assert!(e.reason.contains("pinned by digest"), "{e}");
+    let mut v = sample();
+    v["orchestrator_image"] = format!("r:5000/baton/orchestrator@sha256:{}", "a".repeat(64)).into();
+    parse(&v).expect("pinned");
+}
+
+#[test]
 fn refuses_parent_segments() {
     let e =
         refused(|v| v["components"][0]["files"][0]["path"] = "packages/../../etc/passwd".into());

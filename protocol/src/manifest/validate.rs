@@ -52,6 +52,17 @@ impl Manifest {
         check_version("agent.version", &self.agent.version)?;
         if let Some(image) = &self.orchestrator_image {
             check_image_ref("orchestrator_image", image)?;
+            // The orchestrator runs with the fleet's credentials: it is started from exactly
+            // the image the bundle was built with, never from whatever a tag names later.
+            if !image.contains("@sha256:") {
+                return Err(ManifestError::new(
+                    "orchestrator_image",
+                    format!(
+                        "{image:?} must be pinned by digest (name@sha256:<64 hex>); `batonctl \
+                         bundle build` prints the digest an image was pushed with"
+                    ),
+                ));
+            }
         }
         if self.components.is_empty() {
             return Err(ManifestError::new(

@@ -113,6 +113,7 @@ impl DemoState {
                 .then(|| Credentials::read_token(&token_file))
                 .transpose()?,
             ca_file: Some(self.api_pki().ca),
+            client_cert: None,
         };
         ApiClient::with(&self.api, &credentials)
     }

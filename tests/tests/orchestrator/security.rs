@@ -14,7 +14,8 @@ use baton_orchestrator::auth::Access;
 use baton_protocol::api::{CreateToken, RegisterHost};
 use baton_protocol::documents::ApiRole;
 use baton_tests::etcd::EtcdServer;
-use batonctl::client::{ApiClient, Credentials};
+use baton_tests::pki::TestPki;
+use batonctl::client::{ApiClient, ClientCertFiles, Credentials};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -76,6 +77,7 @@ async fn every_route_refuses_missing_revoked_and_too_weak_credentials_writing_no
             &Credentials {
                 token,
                 ca_file: creds.ca_file.clone(),
+                client_cert: None,
             },
         )
         .expect("client")
@@ -362,6 +364,7 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
         &Credentials {
             token: Some(created.token.clone()),
             ca_file: creds.ca_file.clone(),
+            client_cert: None,
         },
     )
     .expect("client");
@@ -379,6 +382,7 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
         &Credentials {
             token: Some(admin_token.clone()),
             ca_file: None,
+            client_cert: None,
         },
     )
     .expect("client");
@@ -388,6 +392,7 @@ async fn tokens_are_stored_hashed_listed_without_secrets_and_the_api_is_https_on
         &Credentials {
             token: Some(admin_token),
             ca_file: Some(etcd.dir().join("no-such-ca.pem")),
+            client_cert: None,
         },
     );
     assert!(untrusting.is_err(), "a missing CA file is refused");
@@ -462,5 +467,85 @@ async fn registrations_name_only_engines_and_folders_the_operator_allowed() {
     })
     .await
     .expect("registered within the policy");
+    orch.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_acts_as_the_token_its_common_name_names() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let mut cfg = config(&etcd, "orch-a");
+    let creds = credentials(&cfg);
+    // Clients' certificates come from a CA of their own (common name `baton-test-client`).
+    let clients_dir = etcd.dir().join("api-clients");
+    std::fs::create_dir_all(&clients_dir).expect("folder");
+    let clients = TestPki::generate(&clients_dir).expect("clients' PKI");
+    let strangers_dir = etcd.dir().join("api-strangers");
+    std::fs::create_dir_all(&strangers_dir).expect("folder");
+    let strangers = TestPki::generate(&strangers_dir).expect("another PKI");
+    cfg.api_client_ca_file = Some(clients.ca.clone());
+    let orch = Orchestrator::start(cfg).await;
+    orch.wait_role("leader", Duration::from_secs(20)).await;
+    let with_cert = |pki: &TestPki| {
+        ApiClient::with(
+            &orch.url,
+            &Credentials {
+                token: None,
+                ca_file: creds.ca_file.clone(),
+                client_cert: Some(ClientCertFiles {
+                    cert_file: pki.client_cert.clone(),
+                    key_file: pki.client_key.clone(),
+                }),
+            },
+        )
+        .expect("client")
+    };
+    let cert_client = with_cert(&clients);
+
+    // No token of that name yet: 401 saying how to make one.
+    let err = cert_client.hosts().await.expect_err("no token named so");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+    assert!(err.to_string().contains("baton-test-client"), "{err}");
+
+    // A viewer token of that name: the certificate reads, and may not write.
+    orch.api
+        .create_token(&CreateToken {
+            name: "baton-test-client".into(),
+            role: ApiRole::Viewer,
+        })
+        .await
+        .expect("create");
+    assert!(cert_client.hosts().await.is_ok(), "a viewer reads");
+    let (status, _) = cert_client
+        .raw(
+            "POST".parse().unwrap(),
+            "/v1/hosts",
+            Some(
+                json!({"id": "h1", "docker": "unix:///var/run/docker.sock"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await
+        .expect("request");
+    assert_eq!(status.as_u16(), 403, "a viewer may not register hosts");
+
+    // A certificate of another CA does not get through the handshake; token clients still
+    // connect without a certificate.
+    assert!(
+        with_cert(&strangers).hosts().await.is_err(),
+        "a stranger's certificate was accepted"
+    );
+    assert!(
+        orch.api.hosts().await.is_ok(),
+        "token clients need no certificate"
+    );
+
+    // Revoking the token revokes the certificate's access.
+    orch.api
+        .revoke_token("baton-test-client")
+        .await
+        .expect("revoke");
+    let err = cert_client.hosts().await.expect_err("revoked");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
     orch.stop().await;
 }

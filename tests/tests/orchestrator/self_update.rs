@@ -100,12 +100,16 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
         .await
         .expect("orchestrator image");
     images.0.push(local.clone());
-    registry
+    // Bundles name the orchestrator image by digest.
+    let good_image = registry
         .push(&local, "baton/orchestrator", "2.0.0")
         .await
         .expect("push orchestrator");
-    let good_image = format!("{}:2.0.0", registry.reference("baton/orchestrator"));
     images.0.push(good_image.clone());
+    images.0.push(format!(
+        "{}:2.0.0",
+        registry.reference("baton/orchestrator")
+    ));
     let broken_ctx = tempfile::tempdir().expect("tmp");
     std::fs::write(
         broken_ctx.path().join("Dockerfile"),
@@ -122,12 +126,15 @@ async fn the_orchestrator_upgrades_itself_and_continues_the_same_upgrade() {
     ])
     .expect("build the broken orchestrator image");
     images.0.push(broken_local.clone());
-    registry
+    let broken_image = registry
         .push(&broken_local, "baton/orchestrator", "broken")
         .await
         .expect("push broken");
-    let broken_image = format!("{}:broken", registry.reference("baton/orchestrator"));
     images.0.push(broken_image.clone());
+    images.0.push(format!(
+        "{}:broken",
+        registry.reference("baton/orchestrator")
+    ));
 
     // Bundle 2.0.0 twice: carrying the broken image, and the real one.
     let sources = tempfile::tempdir().expect("tmp");

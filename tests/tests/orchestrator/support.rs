@@ -175,6 +175,7 @@ pub fn credentials(config: &Config) -> Credentials {
             .as_deref()
             .and_then(Path::parent)
             .map(|dir| dir.join("ca.pem")),
+        client_cert: None,
     }
 }
 
