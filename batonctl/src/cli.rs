@@ -229,19 +229,25 @@ pub struct UpgradeControl {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Kind {
+    /// Batches of hosts (backward-compatible bundles).
     Rolling,
+    /// Every host at once (needs --allow-downtime).
     AllAtOnce,
+    /// One host after the other.
     DaisyChain,
+    /// Chosen from the bundle: rolling if it is backward compatible, else all-at-once.
+    Auto,
 }
 
 #[derive(Debug, Args)]
 pub struct UpgradeStart {
     /// The bundle image (a tag is resolved to a digest once).
     pub image: String,
-    /// How hosts are dispatched.
-    #[arg(long, value_enum, default_value = "rolling")]
+    /// How hosts are dispatched; auto lets the bundle's manifest decide (the record says
+    /// what was chosen and why).
+    #[arg(long, value_enum, default_value = "auto")]
     pub strategy: Kind,
-    /// Rolling: hosts per batch.
+    /// Rolling (and auto): hosts per batch [auto's default: 1].
     #[arg(long, allow_negative_numbers = true)]
     pub batch: Option<i64>,
     /// Rolling: percent of the selected hosts per batch.
@@ -259,7 +265,8 @@ pub struct UpgradeStart {
     /// Rolling: failed hosts tolerated.
     #[arg(long, allow_negative_numbers = true)]
     pub max_failures: Option<i64>,
-    /// All-at-once: accept that every selected host is down together.
+    /// All-at-once (and auto, for a bundle that is not backward compatible): accept that
+    /// every selected host is down together.
     #[arg(long)]
     pub allow_downtime: bool,
     /// Skip hosts whose maintenance mode is `paused` (reported `Skipped`) instead of
@@ -360,6 +367,7 @@ impl From<Kind> for StrategyKind {
             Kind::Rolling => StrategyKind::Rolling,
             Kind::AllAtOnce => StrategyKind::AllAtOnce,
             Kind::DaisyChain => StrategyKind::DaisyChain,
+            Kind::Auto => StrategyKind::Auto,
         }
     }
 }
@@ -447,6 +455,8 @@ mod tests {
             "upgrade",
             "start",
             "r/b:2",
+            "--strategy",
+            "rolling",
             "--batch",
             "2",
             "--canary",
@@ -492,6 +502,18 @@ mod tests {
                 "image": "r/b:2",
                 "strategy": {"kind": "all-at-once", "allow_downtime": true},
             })
+        );
+    }
+
+    #[test]
+    fn upgrade_start_lets_the_bundle_choose_by_default() {
+        let cli = parse(&["upgrade", "start", "r/b:2"]);
+        let Command::Upgrade(UpgradeCommand::Start(start)) = cli.command else {
+            panic!("not upgrade start");
+        };
+        assert_eq!(
+            serde_json::to_value(start.request()).expect("json"),
+            serde_json::json!({"image": "r/b:2", "strategy": {"kind": "auto"}})
         );
     }
 

@@ -95,6 +95,7 @@ mod tests {
                 max_failures: 0,
             },
             selector: BTreeMap::new(),
+            strategy_reason: None,
             phase,
             paused_from,
             hosts: [(

@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use baton_protocol::documents::{Alive, HostOutcomeState, HostStatus, Installed};
+use baton_protocol::documents::{Alive, HostOutcomeState, HostStatus, Installed, Strategy};
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::require_docker;
@@ -81,6 +81,19 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
     // The rolling upgrade succeeded on every host, after 1.0.0 did, and began with the
     // orchestrator upgrading itself: the demo's process handed over to bundle 2.0.0's.
     assert_eq!(report.upgrade.upgrade.phase, UpgradePhase::Succeeded);
+    // Asked for `auto`: the backward-compatible bundle made it rolling, and the record says so.
+    assert!(
+        matches!(report.upgrade.upgrade.strategy, Strategy::Rolling { .. }),
+        "{:?}",
+        report.upgrade.upgrade.strategy
+    );
+    let why = report
+        .upgrade
+        .upgrade
+        .strategy_reason
+        .clone()
+        .unwrap_or_default();
+    assert!(why.contains("backward compatible"), "{why:?}");
     assert_eq!(
         report.orchestrator_before.version,
         baton_orchestrator::VERSION

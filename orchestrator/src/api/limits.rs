@@ -174,6 +174,21 @@ fn strategy() -> Value {
             },
             {
                 "type": "object",
+                "description": "auto: rolling (with these settings; batches of one by default) for a backward-compatible bundle, all-at-once for one that is not (refused unless allow_downtime is true)",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["auto"]},
+                    "batch": batch,
+                    "canary": count(0),
+                    "pause_after_canary": {"type": "boolean"},
+                    "zone_label": {"type": "string", "pattern": LABEL_KEY, "minLength": 1, "maxLength": 63},
+                    "max_failures": count(0),
+                    "allow_downtime": {"type": "boolean"}
+                },
+                "required": ["kind"],
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
                 "description": "daisy-chain: one host after the other",
                 "properties": {"kind": {"type": "string", "enum": ["daisy-chain"]}},
                 "required": ["kind"],

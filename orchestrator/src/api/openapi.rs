@@ -197,7 +197,7 @@ mod tests {
         let kinds = &schemas["StrategyKind"]["enum"];
         assert_eq!(
             kinds,
-            &serde_json::json!(["rolling", "all-at-once", "daisy-chain"])
+            &serde_json::json!(["rolling", "all-at-once", "daisy-chain", "auto"])
         );
         let modes = &schemas["MaintenanceMode"]["enum"];
         assert!(modes.to_string().contains("autohealing-off"), "{modes}");

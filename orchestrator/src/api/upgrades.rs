@@ -240,7 +240,7 @@ pub async fn create(
     let fence = state.require_leader().await?;
     // Everything that needs no Docker and no registry first.
     validate::image(&req.image)?;
-    let strategy = validate::strategy(&req.strategy)?;
+    let requested = validate::strategy(&req.strategy)?;
     let requested_id = req.id.as_deref().map(validate::upgrade_id).transpose()?;
     let ks = state.keyspace();
     let view = store::read_view(state.client(), ks, &[Part::Hosts]).await?;
@@ -250,13 +250,16 @@ pub async fn create(
         .iter()
         .filter_map(|h| Some((h.clone(), specs.get(h)?.labels.clone())))
         .collect();
-    let plan = plan::batches(&strategy, &labels)?;
+    // Checked with the request's own (or, for auto, its rolling) settings before the
+    // registry is asked, planned again below once the bundle decided.
+    plan::batches(requested.candidate(), &labels)?;
     if let Some(active) = store::read_active(state.client(), ks).await? {
         return Err(active_conflict(Some(active.value.upgrade_id.to_string())));
     }
     // The tag is resolved to a digest once; only the digest is stored.
     let resolved = state.resolver().resolve(&req.image).await?;
-    validate::bundle_fits(&strategy, &resolved.manifest)?;
+    let (strategy, strategy_reason) = requested.choose(&resolved.manifest)?;
+    let plan = plan::batches(&strategy, &labels)?;
     let running = selected
         .iter()
         .filter_map(|h| {
@@ -281,6 +284,7 @@ pub async fn create(
         bundle: resolved.pinned.clone(),
         version: resolved.manifest.version.clone(),
         strategy,
+        strategy_reason,
         selector: req.selector.clone(),
         phase: UpgradePhase::Pending,
         paused_from: None,
@@ -330,7 +334,10 @@ pub async fn create(
                 None => String::new(),
             },
             upgrade.hosts.len(),
-            strategy_kind(&upgrade.strategy),
+            match &upgrade.strategy_reason {
+                Some(why) => format!("{} ({why})", strategy_kind(&upgrade.strategy)),
+                None => strategy_kind(&upgrade.strategy).to_owned(),
+            },
             upgrade.bundle,
             req.image
         ),

@@ -262,6 +262,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
             max_failures: 0,
         },
         selector: BTreeMap::new(),
+        strategy_reason: None,
         phase: P::Pending,
         paused_from: None,
         hosts: [(

@@ -229,6 +229,7 @@ fn record(
             max_failures: 0,
         },
         selector: BTreeMap::new(),
+        strategy_reason: None,
         phase,
         paused_from: None,
         hosts: hosts

@@ -18,8 +18,8 @@ use baton_protocol::manifest::ManifestError;
 
 pub use self::fields::{check_label_key, check_labels};
 pub use self::hosts::{HostPolicy, host_spec};
-pub use self::strategy::strategy;
-pub use self::upgrades::{bundle_fits, image, no_downgrade, select, upgrade_id};
+pub use self::strategy::{Requested, strategy};
+pub use self::upgrades::{image, no_downgrade, select, upgrade_id};
 
 /// A request field was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

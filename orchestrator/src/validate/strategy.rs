@@ -1,7 +1,9 @@
-//! An upgrade request's `strategy`, checked and turned into the protocol's strategy.
+//! An upgrade request's `strategy`, checked and turned into the protocol's strategy — or,
+//! for `auto`, into the choice the bundle's manifest decides once it is known.
 
 use baton_protocol::api::{StrategyKind, StrategyRequest};
 use baton_protocol::documents::{BatchSize, Strategy};
+use baton_protocol::manifest::Manifest;
 
 use super::FieldError;
 use super::fields::check_label_key;
@@ -41,60 +43,146 @@ fn no_rolling_fields(req: &StrategyRequest) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// `strategy` → the protocol's strategy. Fields that belong to another kind are refused, so
-/// a typo'd kind is not silently ignored.
-pub fn strategy(req: &StrategyRequest) -> Result<Strategy, FieldError> {
-    match req.kind {
+/// A request's strategy, checked: fixed by the request, or chosen from the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// `rolling`, `all-at-once` or `daisy-chain`.
+    Fixed(Strategy),
+    /// `auto`: `rolling` for a backward-compatible bundle, all-at-once for one that is not
+    /// (only when `allow_downtime` says so).
+    Auto {
+        /// The rolling strategy the request's settings make.
+        rolling: Strategy,
+        /// The request said `allow_downtime: true`.
+        allow_downtime: bool,
+    },
+}
+
+impl Requested {
+    /// The strategy to check the request against before the bundle is read (for `auto`, its
+    /// rolling settings).
+    pub fn candidate(&self) -> &Strategy {
+        match self {
+            Requested::Fixed(s) | Requested::Auto { rolling: s, .. } => s,
+        }
+    }
+
+    /// The strategy for the bundle `manifest` describes, with why when it was chosen; a
+    /// fixed strategy the bundle does not fit is refused, naming why.
+    pub fn choose(&self, manifest: &Manifest) -> Result<(Strategy, Option<String>), FieldError> {
+        let version = &manifest.version;
+        match self {
+            Requested::Fixed(s) => {
+                super::upgrades::bundle_fits(s, manifest)?;
+                Ok((s.clone(), None))
+            }
+            Requested::Auto { rolling, .. } if manifest.backward_compatible => Ok((
+                rolling.clone(),
+                Some(format!(
+                    "auto: bundle {version} is backward compatible (manifest \
+                     backward_compatible: true), so rolling"
+                )),
+            )),
+            Requested::Auto {
+                allow_downtime: true,
+                ..
+            } => Ok((
+                Strategy::AllAtOnce {
+                    allow_downtime: true,
+                },
+                Some(format!(
+                    "auto: bundle {version} is not backward compatible (manifest \
+                     backward_compatible: false), so all-at-once: old and new hosts must not \
+                     run side by side"
+                )),
+            )),
+            Requested::Auto { .. } => Err(FieldError::new(
+                "strategy.allow_downtime",
+                format!(
+                    "bundle {version} is not backward compatible (manifest backward_compatible: \
+                     false), so auto chooses all-at-once, which takes every selected host down \
+                     together: say allow_downtime: true to mean it"
+                ),
+            )),
+        }
+    }
+}
+
+/// The rolling strategy of `req`'s rolling fields; `default_batch` when it names no batch
+/// (`None`: the batch is required).
+fn rolling(
+    req: &StrategyRequest,
+    default_batch: Option<BatchSize>,
+) -> Result<Strategy, FieldError> {
+    let batch = match (&req.batch, default_batch) {
+        (Some(batch), _) => batch_size(batch)?,
+        (None, Some(default)) => default,
+        (None, None) => {
+            return Err(FieldError::new(
+                "strategy.batch",
+                "is required for rolling, e.g. {\"count\": 1} or {\"percent\": 25}",
+            ));
+        }
+    };
+    if let Some(label) = &req.zone_label {
+        check_label_key("strategy.zone_label", label)?;
+    }
+    Ok(Strategy::Rolling {
+        batch,
+        canary: non_negative("strategy.canary", req.canary)?,
+        pause_after_canary: req.pause_after_canary.unwrap_or(false),
+        zone_label: req.zone_label.clone(),
+        max_failures: non_negative("strategy.max_failures", req.max_failures)?,
+    })
+}
+
+/// `strategy.batch`: exactly one of a count of at least 1 and a percentage.
+fn batch_size(batch: &baton_protocol::api::BatchRequest) -> Result<BatchSize, FieldError> {
+    Ok(match (batch.count, batch.percent) {
+        (Some(n), None) => {
+            BatchSize::Count(u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                FieldError::new(
+                    "strategy.batch.count",
+                    format!("must be at least 1, got {n}"),
+                )
+            })?)
+        }
+        (None, Some(p)) => BatchSize::Percent(
+            u32::try_from(p)
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "strategy.batch.percent",
+                        format!("must be 1..=100, got {p}"),
+                    )
+                })?,
+        ),
+        _ => {
+            return Err(FieldError::new(
+                "strategy.batch",
+                "needs exactly one of count and percent",
+            ));
+        }
+    })
+}
+
+/// `strategy` → what the request asks for. Fields that belong to another kind are refused,
+/// so a typo'd kind is not silently ignored.
+pub fn strategy(req: &StrategyRequest) -> Result<Requested, FieldError> {
+    Ok(match req.kind {
         StrategyKind::Rolling => {
             only(
                 "allow_downtime",
                 req.allow_downtime.is_some(),
                 "all-at-once",
             )?;
-            let batch = req.batch.as_ref().ok_or_else(|| {
-                FieldError::new(
-                    "strategy.batch",
-                    "is required for rolling, e.g. {\"count\": 1} or {\"percent\": 25}",
-                )
-            })?;
-            let batch = match (batch.count, batch.percent) {
-                (Some(n), None) => BatchSize::Count(
-                    u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        FieldError::new(
-                            "strategy.batch.count",
-                            format!("must be at least 1, got {n}"),
-                        )
-                    })?,
-                ),
-                (None, Some(p)) => BatchSize::Percent(
-                    u32::try_from(p)
-                        .ok()
-                        .filter(|p| (1..=100).contains(p))
-                        .ok_or_else(|| {
-                            FieldError::new(
-                                "strategy.batch.percent",
-                                format!("must be 1..=100, got {p}"),
-                            )
-                        })?,
-                ),
-                _ => {
-                    return Err(FieldError::new(
-                        "strategy.batch",
-                        "needs exactly one of count and percent",
-                    ));
-                }
-            };
-            if let Some(label) = &req.zone_label {
-                check_label_key("strategy.zone_label", label)?;
-            }
-            Ok(Strategy::Rolling {
-                batch,
-                canary: non_negative("strategy.canary", req.canary)?,
-                pause_after_canary: req.pause_after_canary.unwrap_or(false),
-                zone_label: req.zone_label.clone(),
-                max_failures: non_negative("strategy.max_failures", req.max_failures)?,
-            })
+            Requested::Fixed(rolling(req, None)?)
         }
+        StrategyKind::Auto => Requested::Auto {
+            rolling: rolling(req, Some(BatchSize::Count(1)))?,
+            allow_downtime: req.allow_downtime == Some(true),
+        },
         StrategyKind::AllAtOnce => {
             no_rolling_fields(req)?;
             if req.allow_downtime != Some(true) {
@@ -103,7 +191,7 @@ pub fn strategy(req: &StrategyRequest) -> Result<Strategy, FieldError> {
                     "must be true: all-at-once takes every selected host down together",
                 ));
             }
-            Ok(Strategy::AllAtOnce {
+            Requested::Fixed(Strategy::AllAtOnce {
                 allow_downtime: true,
             })
         }
@@ -114,9 +202,9 @@ pub fn strategy(req: &StrategyRequest) -> Result<Strategy, FieldError> {
                 req.allow_downtime.is_some(),
                 "all-at-once",
             )?;
-            Ok(Strategy::DaisyChain)
+            Requested::Fixed(Strategy::DaisyChain)
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -229,9 +317,9 @@ mod tests {
         s.allow_downtime = Some(true);
         assert_eq!(
             strategy(&s).expect("true"),
-            Strategy::AllAtOnce {
+            Requested::Fixed(Strategy::AllAtOnce {
                 allow_downtime: true
-            }
+            })
         );
         s.canary = Some(1);
         assert_eq!(strategy(&s).expect_err("canary").field, "strategy.canary");
@@ -250,17 +338,17 @@ mod tests {
         s.max_failures = Some(2);
         assert_eq!(
             strategy(&s).expect("rolling"),
-            Strategy::Rolling {
+            Requested::Fixed(Strategy::Rolling {
                 batch: BatchSize::Percent(25),
                 canary: 1,
                 pause_after_canary: true,
                 zone_label: Some("zone".into()),
                 max_failures: 2
-            }
+            })
         );
         assert_eq!(
             strategy(&bare(StrategyKind::DaisyChain)).expect("daisy"),
-            Strategy::DaisyChain
+            Requested::Fixed(Strategy::DaisyChain)
         );
         let mut d = bare(StrategyKind::DaisyChain);
         d.allow_downtime = Some(true);
@@ -268,5 +356,63 @@ mod tests {
             strategy(&d).expect_err("daisy").field,
             "strategy.allow_downtime"
         );
+    }
+
+    /// A manifest of `version`, backward compatible or not.
+    fn manifest(version: &str, backward_compatible: bool) -> Manifest {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let file = serde_json::json!({"path": "packages/x", "dest": "/usr/local/bin/x", "size": 0, "sha256": sha, "mode": "0755"});
+        let json = serde_json::json!({
+            "schema_version": 1,
+            "version": version,
+            "backward_compatible": backward_compatible,
+            "agent": {"version": version, "file": {"path": "agent/baton-agent", "size": 0, "sha256": sha, "mode": "0755"}},
+            "components": [{"name": "x", "version": version, "kind": "file", "order": 10, "files": [file]}]
+        });
+        Manifest::parse(&serde_json::to_vec(&json).expect("json")).expect("manifest")
+    }
+
+    #[test]
+    fn auto_follows_the_bundle_and_says_why() {
+        let compatible = manifest("2.0.0", true);
+        let incompatible = manifest("3.0.0", false);
+        let mut req = bare(StrategyKind::Auto);
+        req.canary = Some(1);
+        let auto = strategy(&req).expect("auto");
+        let (chosen, why) = auto.choose(&compatible).expect("compatible");
+        assert_eq!(
+            chosen,
+            Strategy::Rolling {
+                batch: BatchSize::Count(1),
+                canary: 1,
+                pause_after_canary: false,
+                zone_label: None,
+                max_failures: 0
+            },
+            "rolling with the request's settings, batches of one by default"
+        );
+        assert!(why.expect("why").contains("backward compatible"));
+        let err = auto.choose(&incompatible).expect_err("no allow_downtime");
+        assert_eq!(err.field, "strategy.allow_downtime");
+        assert!(err.reason.contains("not backward compatible"), "{err}");
+        req.allow_downtime = Some(true);
+        let (chosen, why) = strategy(&req)
+            .expect("auto")
+            .choose(&incompatible)
+            .expect("incompatible with downtime");
+        assert_eq!(
+            chosen,
+            Strategy::AllAtOnce {
+                allow_downtime: true
+            }
+        );
+        assert!(why.expect("why").contains("all-at-once"));
+        // A fixed strategy is not re-chosen: rolling an incompatible bundle is refused.
+        let rolling = strategy(&rolling()).expect("rolling");
+        assert_eq!(
+            rolling.choose(&incompatible).expect_err("refused").field,
+            "strategy.kind"
+        );
+        assert_eq!(rolling.choose(&compatible).expect("fits").1, None);
     }
 }

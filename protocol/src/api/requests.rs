@@ -46,6 +46,10 @@ pub enum StrategyKind {
     AllAtOnce,
     /// One host after the other, each handing the baton to the next.
     DaisyChain,
+    /// Chosen from the bundle's manifest: rolling (with the request's rolling settings,
+    /// batches of one by default) for a backward-compatible bundle, all-at-once for one
+    /// that is not (only with `allow_downtime: true`).
+    Auto,
 }
 
 /// `strategy.batch`: exactly one of `count` and `percent`.
@@ -66,7 +70,7 @@ pub struct BatchRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StrategyRequest {
-    /// `rolling`, `all-at-once` or `daisy-chain`.
+    /// `rolling`, `all-at-once`, `daisy-chain` or `auto`.
     pub kind: StrategyKind,
     /// Rolling: hosts per batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]

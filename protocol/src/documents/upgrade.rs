@@ -58,6 +58,10 @@ pub struct Upgrade {
     /// Label selector the hosts were chosen by.
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// Why `strategy` is what it is, when the request said `auto` and the orchestrator chose
+    /// it from the bundle's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy_reason: Option<String>,
     /// The phase.
     pub phase: UpgradePhase,
     /// The phase it was paused in, while `Paused`.

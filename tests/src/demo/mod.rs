@@ -514,23 +514,24 @@ async fn install_v1(state: &DemoState, api: &ApiClient) -> Result<UpgradeInfo, D
     outcome(watched, api, UPGRADE_V1, state).await
 }
 
-/// Starts the rolling upgrade to 2.0.0 with one `curl` (printed, then run as printed) and
-/// follows it with `batonctl upgrade watch` until it ends.
 /// `GET /healthz`: the leading orchestrator's version and name.
 async fn health(api: &ApiClient) -> Result<Health, DemoError> {
     api.get("/healthz").await.map_err(api_error("GET /healthz"))
 }
 
+/// Starts the upgrade to 2.0.0 (strategy `auto`: the backward-compatible bundle makes it
+/// rolling) with one `curl` (printed, then run as printed) and follows it with
+/// `batonctl upgrade watch` until it ends.
 async fn roll_out_v2(
     state: &DemoState,
     api: &ApiClient,
     orchestrator: &Health,
     say: &Narrator,
 ) -> Result<UpgradeInfo, DemoError> {
-    say.step("rolling upgrade to bundle 2.0.0 with one REST call:");
+    say.step("upgrade to bundle 2.0.0 with one REST call (the bundle chooses the strategy):");
     // Written out (not serialised) to keep the fields in reading order.
     let body = format!(
-        r#"{{"id": "{UPGRADE_V2}", "image": "{}", "strategy": {{"kind": "rolling", "canary": 1, "batch": {{"percent": 50}}, "zone_label": "{ZONE_LABEL}", "max_failures": 0}}}}"#,
+        r#"{{"id": "{UPGRADE_V2}", "image": "{}", "strategy": {{"kind": "auto", "canary": 1, "batch": {{"percent": 50}}, "zone_label": "{ZONE_LABEL}", "max_failures": 0}}}}"#,
         bundle_tag(state, "2.0.0")
     );
     // Run by the shell exactly as printed: the token is read from its file there, never
@@ -562,6 +563,9 @@ async fn roll_out_v2(
         created.upgrade.bundle,
         created.upgrade.hosts.len(),
     );
+    if let Some(why) = &created.upgrade.strategy_reason {
+        println!("    strategy: {why}");
+    }
     if let Some(o) = &created.upgrade.orchestrator {
         println!(
             "    the bundle carries orchestrator {ORCHESTRATOR_V2} ({}): orchestrator {} (replica {}) starts it\n    \

@@ -322,6 +322,16 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
             &["strategy.kind", "backward compatible"],
         ),
         (
+            "incompatible bundle, auto, no allow_downtime",
+            "/v1/upgrades",
+            start(&|v| {
+                v["image"] = incompatible.clone().into();
+                v["strategy"] = json!({"kind": "auto"});
+            }),
+            422,
+            &["strategy.allow_downtime", "auto chooses all-at-once"],
+        ),
+        (
             "incompatible bundle daisy chain",
             "/v1/upgrades",
             start(&|v| {
@@ -552,9 +562,9 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "gapless");
 
-    // --- Now another may start: an incompatible bundle all at once, by digest.
+    // --- Now another may start: an incompatible bundle, by digest; auto chooses all at once.
     let second = api
-        .start(&serde_json::from_value(json!({"image": incompatible_pinned, "strategy": {"kind": "all-at-once", "allow_downtime": true}, "hosts": ["h3", "h4"]})).unwrap())
+        .start(&serde_json::from_value(json!({"image": incompatible_pinned, "strategy": {"kind": "auto", "allow_downtime": true}, "hosts": ["h3", "h4"]})).unwrap())
         .await
         .expect("second upgrade");
     assert_eq!(second.upgrade.bundle, incompatible_pinned);
@@ -564,6 +574,8 @@ async fn api_validates_writes_nothing_when_refusing_and_allows_one_active_upgrad
             allow_downtime: true
         }
     );
+    let why = second.upgrade.strategy_reason.clone().unwrap_or_default();
+    assert!(why.contains("not backward compatible"), "{why:?}");
     assert!(
         second.upgrade.id.as_str().starts_with("u-9.1.0-"),
         "{}",

@@ -78,6 +78,7 @@ impl Fx {
             version: "2.0.0".into(),
             strategy,
             selector: BTreeMap::new(),
+            strategy_reason: None,
             phase: P::Pending,
             paused_from: None,
             hosts,
