@@ -11,6 +11,8 @@ use baton_protocol::api::{
 use baton_protocol::documents::MaintenanceMode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::output::Output;
+
 use baton_protocol::documents::ApiRole;
 
 /// Baton's operator command line: register hosts, start and follow upgrades through the
@@ -21,10 +23,14 @@ use baton_protocol::documents::ApiRole;
 /// `token_file`, `ca_file`, `client_cert_file`, `client_key_file`).
 /// The token itself may also come from BATON_TOKEN; batonctl never prints it.
 #[derive(Debug, Parser)]
-#[command(name = "batonctl", version = crate::VERSION)]
+#[command(name = "batonctl", version = crate::VERSION, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub connection: Connection,
+    /// How to print answers: lists as a table (default) or a wide table, records as JSON
+    /// (default); json or yaml for scripts.
+    #[arg(short = 'o', long, value_enum, global = true)]
+    pub output: Option<Output>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,9 +72,15 @@ pub struct Connection {
     pub config: Option<PathBuf>,
 }
 
+/// The exit codes, in `--help`.
+pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 an error on this side (a file, the Docker \
+Engine, a bundle); 2 a wrong command line; 3 the upgrade followed ended without succeeding; \
+4 the server refused the request (4xx); 5 the server could not be reached or could not serve \
+(5xx).";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print batonctl's version.
+    /// Print batonctl's version and the server's (the orchestrator that answers).
     Version,
     /// Register and inspect hosts.
     #[command(subcommand)]
@@ -82,6 +94,39 @@ pub enum Command {
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Set a group's maintenance mode (every host labelled group=GROUP).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Print a shell completion script: `batonctl completion bash > /etc/bash_completion.d/batonctl`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (batonctl.1 and one per subcommand) into a folder.
+    Manpages {
+        /// The folder (created if missing).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Set the group's maintenance mode; it applies to hosts that join the group later too.
+    Maintenance {
+        /// The group (the value of the hosts' `group` label).
+        group: String,
+        /// The mode.
+        #[arg(value_enum)]
+        mode: Mode,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// With mode `restart`: reboot the hosts (one at a time) instead of restarting their
+        /// managed services.
+        #[arg(long)]
+        reboot: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,7 +253,7 @@ pub enum UpgradeCommand {
     /// Abort: nothing new starts; the upgrade ends.
     Abort(UpgradeControl),
     /// Follow an upgrade until it ends: a line per phase and host state change. Exits 0 if
-    /// it succeeded, 1 otherwise.
+    /// it succeeded, 3 if it ended otherwise.
     Watch {
         /// The upgrade id (default: the active one).
         id: Option<String>,
@@ -288,6 +333,9 @@ pub struct UpgradeStart {
     /// Follow it until it ends (as `upgrade watch`).
     #[arg(long)]
     pub watch: bool,
+    /// With --watch: the polling interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "watch")]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]

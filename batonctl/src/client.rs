@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_protocol::api::{
-    Command, Control, CreateToken, CreatedToken, ErrorBody, EventInfo, HostInfo, RegisterHost,
-    SetMaintenance, StartUpgrade, TokenInfo, UpgradeInfo,
+    Command, Control, CreateToken, CreatedToken, ErrorBody, EventInfo, Health, HostInfo,
+    RegisterHost, SetMaintenance, StartUpgrade, TokenInfo, UpgradeInfo,
 };
 use baton_protocol::documents::{HostSpec, Maintenance};
 use bytes::Bytes;
@@ -541,6 +541,21 @@ impl ApiClient {
     /// `POST /v1/hosts`.
     pub async fn register(&self, req: &RegisterHost) -> Result<HostSpec, ClientError> {
         self.post("/v1/hosts", req).await
+    }
+
+    /// `PUT /v1/groups/{group}/maintenance`.
+    pub async fn group_maintenance(
+        &self,
+        group: &str,
+        req: &SetMaintenance,
+    ) -> Result<Maintenance, ClientError> {
+        self.put(&format!("/v1/groups/{group}/maintenance"), req)
+            .await
+    }
+
+    /// `GET /healthz`: the answering orchestrator's version, name and role.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get("/healthz").await
     }
 
     /// `PUT /v1/hosts/{host}/maintenance`.

@@ -1,46 +1,103 @@
 //! Running a parsed command line: each subcommand calls the API (or the Docker Engine) and
-//! prints the answer — JSON for single records, tables for lists, progress lines for
-//! `upgrade watch`.
+//! prints the answer as `-o` says ([`output`](crate::output): JSON for single records and
+//! tables for lists by default), progress lines for `upgrade watch`.
 
 use baton_protocol::manifest::{InstallPolicy, default_install_allow};
-use std::time::Duration;
 
 use baton_protocol::api::Command as ApiCommand;
 
 use crate::bundle::{self, binaries::default_static_binary};
 use crate::cli::{
-    self, BundleCommand, Cli, Command, HostCommand, TokenCommand, UpgradeCommand, UpgradeControl,
+    self, BundleCommand, Cli, Command, GroupCommand, HostCommand, TokenCommand, UpgradeCommand,
+    UpgradeControl,
 };
 use crate::client::ApiClient;
 use crate::display;
 use crate::error::CtlError;
+use crate::output::{self, Output};
 use crate::settings;
 use crate::watch::watch;
 
-/// Interval of `upgrade start --watch`.
-const START_WATCH_INTERVAL: Duration = Duration::from_secs(1);
-
-fn pretty<T: serde::Serialize>(value: &T) -> Result<(), CtlError> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+/// Prints a record as `output` says (JSON by default; no table).
+fn print<T: serde::Serialize>(output: Option<Output>, value: &T) -> Result<(), CtlError> {
+    println!("{}", output::record(output, value, None)?);
     Ok(())
 }
 
 /// Runs the command; `Ok(false)` when it worked but reports failure (an upgrade that did not
 /// succeed).
 pub async fn run(cli: Cli) -> Result<bool, CtlError> {
+    let out = cli.output;
     match cli.command {
-        Command::Version => println!("batonctl {}", crate::VERSION),
+        Command::Version => version(&cli.connection, out).await?,
         Command::Bundle(command) => bundle(command).await?,
-        Command::Host(command) => host(&settings::client(&cli.connection)?, command).await?,
-        Command::Upgrade(command) => {
-            return upgrade(&settings::client(&cli.connection)?, command).await;
+        Command::Host(command) => host(&settings::client(&cli.connection)?, command, out).await?,
+        Command::Group(GroupCommand::Maintenance {
+            group,
+            mode,
+            reason,
+            reboot,
+        }) => {
+            let api = settings::client(&cli.connection)?;
+            let set = cli::maintenance(mode, reason, reboot);
+            print(out, &api.group_maintenance(&group, &set).await?)?;
         }
-        Command::Token(command) => token(&settings::client(&cli.connection)?, &command).await?,
+        Command::Upgrade(command) => {
+            return upgrade(&settings::client(&cli.connection)?, command, out).await;
+        }
+        Command::Token(command) => {
+            token(&settings::client(&cli.connection)?, &command, out).await?;
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "batonctl", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        }
+        Command::Manpages { dir } => {
+            for page in crate::manpages::write(&dir)? {
+                println!("{}", page.display());
+            }
+        }
     }
     Ok(true)
 }
 
-async fn token(api: &ApiClient, command: &TokenCommand) -> Result<(), CtlError> {
+/// `batonctl version`: this build's version, then the answering server's; the client's is
+/// printed even when the server cannot be asked.
+async fn version(connection: &cli::Connection, out: Option<Output>) -> Result<(), CtlError> {
+    let server = async {
+        settings::client(connection)?
+            .health()
+            .await
+            .map_err(CtlError::ServerVersion)
+    };
+    let server = server.await;
+    let versions = serde_json::json!({
+        "client": {"version": crate::VERSION},
+        "server": server.as_ref().ok(),
+    });
+    match out {
+        Some(Output::Json | Output::Yaml) => print(out, &versions)?,
+        _ => {
+            println!("client: batonctl {}", crate::VERSION);
+            if let Ok(h) = &server {
+                println!(
+                    "server: baton-orchestrator {} (replica {}, {})",
+                    h.version, h.replica, h.role
+                );
+            }
+        }
+    }
+    server.map(|_| ())
+}
+
+async fn token(
+    api: &ApiClient,
+    command: &TokenCommand,
+    out: Option<Output>,
+) -> Result<(), CtlError> {
     match command {
         TokenCommand::Create { name, role } => {
             let created = api
@@ -57,48 +114,71 @@ async fn token(api: &ApiClient, command: &TokenCommand) -> Result<(), CtlError> 
             );
             println!("{}", created.token);
         }
-        TokenCommand::Ls => println!("{}", display::tokens_table(&api.tokens().await?)),
-        TokenCommand::Revoke { name } => pretty(&api.revoke_token(name).await?)?,
+        TokenCommand::Ls => println!(
+            "{}",
+            output::list(out, &api.tokens().await?, |t, _| display::tokens_table(t))?
+        ),
+        TokenCommand::Revoke { name } => print(out, &api.revoke_token(name).await?)?,
     }
     Ok(())
 }
 
-async fn host(api: &ApiClient, command: HostCommand) -> Result<(), CtlError> {
+async fn host(api: &ApiClient, command: HostCommand, out: Option<Output>) -> Result<(), CtlError> {
     match command {
-        HostCommand::Add(a) => pretty(&api.register(&a.request()).await?),
+        HostCommand::Add(a) => print(out, &api.register(&a.request()).await?),
         HostCommand::Ls => {
-            println!("{}", display::hosts_table(&api.hosts().await?));
+            println!(
+                "{}",
+                output::list(out, &api.hosts().await?, display::hosts_table)?
+            );
             Ok(())
         }
-        HostCommand::Show { host } => pretty(&api.host(&host).await?),
+        HostCommand::Show { host } => {
+            let table: &output::Table<_> = &display::hosts_table;
+            let shown = output::record(out, &api.host(&host).await?, Some(table))?;
+            println!("{shown}");
+            Ok(())
+        }
         HostCommand::Maintenance {
             host,
             mode,
             reason,
             reboot,
-        } => pretty(
+        } => print(
+            out,
             &api.host_maintenance(&host, &cli::maintenance(mode, reason, reboot))
                 .await?,
         ),
     }
 }
 
-async fn upgrade(api: &ApiClient, command: UpgradeCommand) -> Result<bool, CtlError> {
+async fn upgrade(
+    api: &ApiClient,
+    command: UpgradeCommand,
+    out: Option<Output>,
+) -> Result<bool, CtlError> {
     let control = |c: UpgradeControl, command| async move {
-        pretty(&api.command(&c.id, command, c.reason).await?)
+        print(out, &api.command(&c.id, command, c.reason).await?)
     };
     match command {
         UpgradeCommand::Start(s) => {
             let started = api.start(&s.request()).await?;
             if s.watch {
                 let id = started.upgrade.id.to_string();
-                return watch(api, &id, START_WATCH_INTERVAL).await;
+                return watch(api, &id, s.interval).await;
             }
-            pretty(&started)?;
+            print(out, &started)?;
         }
-        UpgradeCommand::Ls => println!("{}", display::upgrades_table(&api.upgrades().await?)),
+        UpgradeCommand::Ls => println!(
+            "{}",
+            output::list(out, &api.upgrades().await?, display::upgrades_table)?
+        ),
         UpgradeCommand::Show { id, events } => {
-            pretty(&api.upgrade(&id).await?)?;
+            let table: &output::Table<_> = &display::upgrades_table;
+            println!(
+                "{}",
+                output::record(out, &api.upgrade(&id).await?, Some(table))?
+            );
             if events {
                 for e in api.events(&id).await? {
                     let host = e.event.host.map(|h| format!(" {h}")).unwrap_or_default();

@@ -40,8 +40,9 @@ fn or_dash(v: Option<&str>) -> String {
     v.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
 }
 
-/// `batonctl host ls`.
-pub fn hosts_table(hosts: &[HostInfo]) -> String {
+/// `batonctl host ls`; `wide` adds the running kernel, the upgrade the host was last told
+/// and its current step.
+pub fn hosts_table(hosts: &[HostInfo], wide: bool) -> String {
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
@@ -53,7 +54,7 @@ pub fn hosts_table(hosts: &[HostInfo]) -> String {
                         .map(String::as_str),
                 )
             };
-            vec![
+            let mut row = vec![
                 h.id.to_string(),
                 label("group"),
                 label("zone"),
@@ -68,22 +69,31 @@ pub fn hosts_table(hosts: &[HostInfo]) -> String {
                 ),
                 format!("{:?}", h.effective_maintenance).to_lowercase(),
                 if h.spec.is_some() { "yes" } else { "no" }.to_owned(),
-            ]
+            ];
+            if wide {
+                row.extend([
+                    or_dash(h.installed.as_ref().and_then(|i| i.kernel.as_deref())),
+                    or_dash(h.desired.as_ref().map(|d| d.upgrade_id.as_str())),
+                    or_dash(h.status.as_ref().map(|s| s.message.as_str())),
+                ]);
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "HOST",
-            "GROUP",
-            "ZONE",
-            "AGENT",
-            "STATE",
-            "BUNDLE",
-            "MAINTENANCE",
-            "REGISTERED",
-        ],
-        &rows,
-    )
+    let mut header = vec![
+        "HOST",
+        "GROUP",
+        "ZONE",
+        "AGENT",
+        "STATE",
+        "BUNDLE",
+        "MAINTENANCE",
+        "REGISTERED",
+    ];
+    if wide {
+        header.extend(["KERNEL", "UPGRADE", "STEP"]);
+    }
+    table(&header, &rows)
 }
 
 /// `batonctl token ls`: names, roles and creation times (the API never returns a token).
@@ -103,32 +113,40 @@ fn succeeded_of(u: &UpgradeInfo) -> String {
     )
 }
 
-/// `batonctl upgrade ls`.
-pub fn upgrades_table(upgrades: &[UpgradeInfo]) -> String {
+/// `batonctl upgrade ls`; `wide` adds the bundle's digest and the reason it ended or waits.
+pub fn upgrades_table(upgrades: &[UpgradeInfo], wide: bool) -> String {
     let rows: Vec<Vec<String>> = upgrades
         .iter()
         .map(|u| {
-            vec![
+            let mut row = vec![
                 format!("{}{}", u.upgrade.id, if u.active { " *" } else { "" }),
                 u.upgrade.version.clone(),
                 u.upgrade.phase.to_string(),
                 strategy_name(&u.upgrade.strategy).to_owned(),
                 succeeded_of(u),
                 u.upgrade.created_at.clone(),
-            ]
+            ];
+            if wide {
+                row.extend([
+                    u.upgrade.bundle.clone(),
+                    or_dash(u.upgrade.reason.as_deref()),
+                ]);
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "UPGRADE",
-            "VERSION",
-            "PHASE",
-            "STRATEGY",
-            "SUCCEEDED",
-            "CREATED",
-        ],
-        &rows,
-    )
+    let mut header = vec![
+        "UPGRADE",
+        "VERSION",
+        "PHASE",
+        "STRATEGY",
+        "SUCCEEDED",
+        "CREATED",
+    ];
+    if wide {
+        header.extend(["BUNDLE", "REASON"]);
+    }
+    table(&header, &rows)
 }
 
 fn strategy_name(s: &baton_protocol::documents::Strategy) -> &'static str {

@@ -5,8 +5,9 @@
 //! - [`commands`]: running a command line; [`watch`]: following an upgrade;
 //! - [`client`]: the REST API client; [`settings`]: its address and credentials (flags,
 //!   environment, config file); [`display`]: tables and progress lines;
+//! - [`output`]: `-o table|wide|json|yaml`; [`manpages`]: man pages from the CLI definition;
 //! - [`bundle`]: building, pushing and inspecting bundle images;
-//! - [`error`]: what a command can fail with.
+//! - [`error`]: what a command can fail with, and the exit code it gives.
 //!
 //! It talks to the orchestrator only through its REST API: the wire types are the
 //! protocol's ([`baton_protocol::api`]), never the server's.
@@ -17,6 +18,8 @@ pub mod client;
 pub mod commands;
 pub mod display;
 pub mod error;
+pub mod manpages;
+pub mod output;
 pub mod settings;
 pub mod watch;
 

@@ -1,20 +1,24 @@
-//! `batonctl`: parse the command line, run it, exit 0 on success, 1 on an error or an
-//! upgrade that did not succeed.
+//! `batonctl`: parse the command line, run it, and exit with a code a script can act on
+//! ([`Exit`]: 0 done, 1 an error here, 2 a wrong command line, 3 the upgrade failed, 4
+//! refused by the server, 5 the server unreachable).
 
 use std::process::ExitCode;
 
+use batonctl::error::Exit;
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match batonctl::run(batonctl::cli::Cli::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    let exit = match batonctl::run(batonctl::cli::Cli::parse()).await {
+        Ok(true) => Exit::Success,
+        Ok(false) => Exit::UpgradeFailed,
         Err(e) => {
+            let exit = e.exit();
             // The message names what failed, then each cause; no backtrace for an
             // operator's mistake.
             eprintln!("batonctl: error: {:#}", anyhow::Error::new(e));
-            ExitCode::FAILURE
+            exit
         }
-    }
+    };
+    ExitCode::from(exit.code())
 }

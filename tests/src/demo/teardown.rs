@@ -161,7 +161,7 @@ pub async fn status(state_dir: &Path) -> Result<bool, DemoError> {
     match api.hosts().await {
         Ok(hosts) => {
             println!();
-            for line in display::hosts_table(&hosts).lines() {
+            for line in display::hosts_table(&hosts, false).lines() {
                 println!("  {line}");
             }
         }

@@ -11,6 +11,7 @@
 
 mod agent_maintenance;
 mod api;
+mod cli;
 mod daisy;
 mod engine;
 mod fleet;
