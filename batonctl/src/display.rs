@@ -233,6 +233,24 @@ pub fn watch_lines(
     (lines, now)
 }
 
+/// The line `upgrade watch` prints when nothing changed for a while, so a long wait (a
+/// kernel reboot, a soak, a slow download) shows it is still following: the phase, hosts
+/// per outcome, and for how long nothing changed.
+pub fn progress_line(upgrade: &UpgradeInfo, quiet_for: std::time::Duration) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for outcome in upgrade.upgrade.hosts.values() {
+        *counts.entry(format!("{:?}", outcome.state)).or_default() += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(
+        "upgrade {}: still {} ({}); no change for {}",
+        upgrade.upgrade.id,
+        upgrade.upgrade.phase,
+        counts.join(", "),
+        humantime::format_duration(std::time::Duration::from_secs(quiet_for.as_secs()))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use baton_protocol::documents::{HostStatus, MaintenanceMode, SCHEMA_VERSION, Upgrade};
@@ -299,6 +317,15 @@ mod tests {
         let (lines, _) = watch_lines(&seen, &done, &[host(HostState::Done, None)]);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].contains("Succeeded (1/1 succeeded)"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_quiet_wait_says_where_the_upgrade_stands() {
+        let u = upgrade(UpgradePhase::Installing, HostOutcomeState::Dispatched);
+        assert_eq!(
+            progress_line(&u, std::time::Duration::from_millis(90_400)),
+            "upgrade u1: still Installing (1 Dispatched); no change for 1m 30s"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `batonctl upgrade watch`: polls the upgrade and the hosts, prints a line per change
-//! (what to print is [`display::watch_lines`](crate::display::watch_lines)), rides out a
-//! short API outage (an orchestrator restart or self-update), and ends with the upgrade.
+//! (what to print is [`display::watch_lines`](crate::display::watch_lines)) and, after
+//! [`QUIET_PROGRESS`] without one, where the upgrade stands; rides out a short API outage (an orchestrator restart or self-update), and ends with the upgrade.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,6 +10,9 @@ use crate::client::{ApiClient, ClientError};
 use crate::display;
 use crate::error::CtlError;
 
+/// How long nothing may change before `watch` says where the upgrade stands.
+pub const QUIET_PROGRESS: Duration = Duration::from_secs(30);
+
 /// How long `watch` waits for an API that stopped answering (an orchestrator restart, or a
 /// self-update's hand-over, about a second) before it gives up.
 pub const WATCH_UNREACHABLE: Duration = Duration::from_secs(60);
@@ -18,6 +21,9 @@ pub const WATCH_UNREACHABLE: Duration = Duration::from_secs(60);
 pub async fn watch(api: &ApiClient, id: &str, interval: Duration) -> Result<bool, CtlError> {
     let mut seen = display::Watched::default();
     let mut unreachable_since: Option<Instant> = None;
+    // The last change printed, and the last progress line.
+    let mut last_change = Instant::now();
+    let mut last_note = Instant::now();
     loop {
         let polled: Result<_, ClientError> =
             async { Ok((api.upgrade(id).await?, api.hosts().await?)) }.await;
@@ -47,6 +53,16 @@ pub async fn watch(api: &ApiClient, id: &str, interval: Duration) -> Result<bool
             Err(e) => return Err(e.into()),
         };
         let (lines, now) = display::watch_lines(&seen, &upgrade, &hosts);
+        if !lines.is_empty() {
+            last_change = Instant::now();
+            last_note = last_change;
+        } else if last_note.elapsed() >= QUIET_PROGRESS {
+            println!(
+                "{at} {}",
+                display::progress_line(&upgrade, last_change.elapsed())
+            );
+            last_note = Instant::now();
+        }
         for line in lines {
             println!("{at} {line}");
         }
