@@ -5,7 +5,8 @@
 //! - [`commands`]: running a command line; [`watch`]: following an upgrade;
 //! - [`client`]: the REST API client; [`settings`]: its address and credentials (flags,
 //!   environment, config file); [`display`]: tables and progress lines;
-//! - [`bundle`]: building, pushing and inspecting bundle images;
+//! - [`bundle`]: building, pushing, inspecting, signing and verifying bundle images;
+//! - [`keys`]: signing key pairs (`key generate`) and the key files the bundle commands read;
 //! - [`error`]: what a command can fail with.
 //!
 //! It talks to the orchestrator only through its REST API: the wire types are the
@@ -17,6 +18,7 @@ pub mod client;
 pub mod commands;
 pub mod display;
 pub mod error;
+pub mod keys;
 pub mod settings;
 pub mod watch;
 

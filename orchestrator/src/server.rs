@@ -21,6 +21,7 @@ use crate::leader::{self, Campaign, Role};
 use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
 use crate::resolve::{DockerResolver, Resolver};
+use crate::trust::Bundles;
 
 /// Longest pause between attempts to connect to etcd at start.
 const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(10);
@@ -91,6 +92,10 @@ pub async fn serve(
     let tls = config.etcd_tls().map_err(ConfigError::from)?;
     config.agent_tls().map_err(ConfigError::from)?;
     config.agent_install()?;
+    let trust = config.bundle_trust()?;
+    if trust.keys().is_empty() {
+        tracing::warn!("no --trusted-key: every bundle will be refused until one is trusted");
+    }
     let docker_tls = config.docker_tls().map_err(ConfigError::from)?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen.to_string(),
@@ -121,7 +126,7 @@ pub async fn serve(
         client.clone(),
         keyspace.clone(),
         role_rx,
-        resolver,
+        Bundles { resolver, trust },
         counters.clone(),
         replica.clone(),
         web,

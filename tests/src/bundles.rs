@@ -20,6 +20,7 @@ use batonctl::bundle::{self, BuildOptions, Built};
 use crate::docker;
 use crate::etcd::EtcdServer;
 use crate::fleet::Host;
+use crate::signing::{self, TestKey};
 use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
 
 /// The sample bundle versions.
@@ -173,7 +174,8 @@ pub async fn prepare_source(version: &str, out: &Path) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Builds the bundle `tag` from `source` and pushes it.
+/// Builds the bundle `tag` from `source` (trusting the tests' release key), pushes it and
+/// signs it with that key.
 pub async fn build_bundle(
     version: &str,
     source: &Path,
@@ -194,11 +196,14 @@ pub async fn build_bundle(
             check_agent_version: true,
             manifest_out: None,
             install: baton_protocol::manifest::InstallPolicy::default(),
+            trusted_keys: vec![TestKey::Release.signing().public().clone()],
         },
         &bundle::Stderr,
     )
     .await
     .unwrap_or_else(|e| panic!("bundle build {version}: {e}"));
+    let pinned = built.pushed.as_deref().expect("pushed");
+    signing::sign(pinned, TestKey::Release).await;
     eprintln!(
         "TIMING bundle {version}: built and pushed in {:?} ({} MiB of files)",
         started.elapsed(),

@@ -46,6 +46,9 @@ pub struct BuildOptions {
     pub manifest_out: Option<PathBuf>,
     /// Where the bundle may install files (the hosts' agents check the same).
     pub install: InstallPolicy,
+    /// Public keys written into the manifest's `trusted_keys` (beside the template's own):
+    /// what the hosts trust once the bundle is installed.
+    pub trusted_keys: Vec<baton_protocol::signing::PublicKey>,
 }
 
 /// A built (and maybe pushed) bundle.
@@ -93,6 +96,7 @@ pub async fn build(
         let downloader = options.downloader.clone();
         let check = options.check_agent_version;
         let install = options.install.clone();
+        let trusted_keys = options.trusted_keys.clone();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let collected = lines.clone();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -103,6 +107,7 @@ pub async fn build(
                     downloader: &downloader,
                     check_agent_version: check,
                     install: &install,
+                    trusted_keys: &trusted_keys,
                 },
                 &Collect(collected),
             )
@@ -174,9 +179,49 @@ async fn build_image(
         }
         result.map(|bytes| (bytes, sink.sent))
     });
-    let body = bollard::body_try_stream(receiver_stream(rx));
+    let body = receiver_stream(rx);
 
     let action = format!("build {tag}");
+    let (image_id, engine_error) = run_build(docker, tag, body, progress).await;
+    let written = writer
+        .await
+        .map_err(|e| BundleError::io("(build context)", "write", std::io::Error::other(e)))?;
+    // The writer's own error (a file changed, unreadable) explains a failed build best.
+    let (file_bytes, sent) = match written {
+        Err(e) if !is_receiver_gone(&e) => return Err(e),
+        Err(e) => {
+            return Err(BundleError::engine(
+                action,
+                engine_error.unwrap_or_else(|| e.to_string()),
+            ));
+        }
+        Ok(v) => v,
+    };
+    if let Some(message) = engine_error {
+        return Err(BundleError::engine(action, message));
+    }
+    progress.line(&format!("  sent build context: {}", human_bytes(sent)));
+    let image_id = match image_id {
+        Some(id) => id,
+        None => docker
+            .inspect_image(tag)
+            .await
+            .map_err(BundleError::docker(format!("inspect {tag}")))?
+            .id
+            .unwrap_or_default(),
+    };
+    Ok((image_id, file_bytes))
+}
+
+/// Sends a build of `tag` with the tar `context` to the engine and follows its output:
+/// the image id it reported and the engine's error, if any.
+pub(crate) async fn run_build(
+    docker: &Docker,
+    tag: &str,
+    context: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    progress: &dyn Progress,
+) -> (Option<String>, Option<String>) {
+    let body = bollard::body_try_stream(context);
     let options = BuildImageOptionsBuilder::new()
         .dockerfile("Dockerfile")
         .t(tag)
@@ -210,35 +255,7 @@ async fn build_image(
             }
         }
     }
-    drop(stream);
-    let written = writer
-        .await
-        .map_err(|e| BundleError::io("(build context)", "write", std::io::Error::other(e)))?;
-    // The writer's own error (a file changed, unreadable) explains a failed build best.
-    let (file_bytes, sent) = match written {
-        Err(e) if !is_receiver_gone(&e) => return Err(e),
-        Err(e) => {
-            return Err(BundleError::engine(
-                action,
-                engine_error.unwrap_or_else(|| e.to_string()),
-            ));
-        }
-        Ok(v) => v,
-    };
-    if let Some(message) = engine_error {
-        return Err(BundleError::engine(action, message));
-    }
-    progress.line(&format!("  sent build context: {}", human_bytes(sent)));
-    let image_id = match image_id {
-        Some(id) => id,
-        None => docker
-            .inspect_image(tag)
-            .await
-            .map_err(BundleError::docker(format!("inspect {tag}")))?
-            .id
-            .unwrap_or_default(),
-    };
-    Ok((image_id, file_bytes))
+    (image_id, engine_error)
 }
 
 fn is_receiver_gone(e: &BundleError) -> bool {

@@ -43,6 +43,7 @@ use crate::auth::Access;
 use crate::leader::{self, Role};
 use crate::metrics::Counters;
 use crate::resolve::Resolver;
+use crate::trust::{BundleTrust, Bundles};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -56,6 +57,7 @@ struct Inner {
     role: watch::Receiver<Role>,
     election: Election,
     resolver: Arc<dyn Resolver>,
+    trust: BundleTrust,
     counters: Arc<Counters>,
     replica: String,
     web: WebPolicy,
@@ -76,11 +78,12 @@ impl AppState {
         client: Client,
         keyspace: Keyspace,
         role: watch::Receiver<Role>,
-        resolver: Arc<dyn Resolver>,
+        bundles: Bundles,
         counters: Arc<Counters>,
         replica: String,
         web: WebPolicy,
     ) -> Self {
+        let Bundles { resolver, trust } = bundles;
         let election = Election::new(client.clone(), keyspace.leader());
         Self {
             inner: Arc::new(Inner {
@@ -89,6 +92,7 @@ impl AppState {
                 role,
                 election,
                 resolver,
+                trust,
                 counters,
                 replica,
                 web,
@@ -104,6 +108,11 @@ impl AppState {
     /// The keyspace.
     pub fn keyspace(&self) -> &Keyspace {
         &self.inner.keyspace
+    }
+
+    /// Which bundles and registries are accepted.
+    pub fn trust(&self) -> &BundleTrust {
+        &self.inner.trust
     }
 
     /// The bundle resolver.

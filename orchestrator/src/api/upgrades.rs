@@ -211,6 +211,8 @@ pub async fn create(
     let fence = state.require_leader().await?;
     // Everything that needs no Docker and no registry first.
     validate::image(&req.image)?;
+    // Nothing is pulled from a registry that is not allowed.
+    state.trust().check_registry("image", &req.image)?;
     let strategy = validate::strategy(&req.strategy)?;
     let requested_id = req.id.as_deref().map(validate::upgrade_id).transpose()?;
     let ks = state.keyspace();
@@ -227,6 +229,12 @@ pub async fn create(
     }
     // The tag is resolved to a digest once; only the digest is stored.
     let resolved = state.resolver().resolve(&req.image).await?;
+    let signature = state.trust().verify(&resolved)?;
+    if let Some(image) = &resolved.manifest.orchestrator_image {
+        state
+            .trust()
+            .check_registry("the bundle's orchestrator_image", image)?;
+    }
     validate::bundle_fits(&strategy, &resolved.manifest)?;
     let running = selected
         .iter()
@@ -286,6 +294,7 @@ pub async fn create(
                 handed_over_at: None,
             }
         }),
+        signature: Some(signature),
         created_at: now.clone(),
         updated_at: now.clone(),
     };

@@ -287,6 +287,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         listed: true,
         task: Some(task),
         orchestrator: None,
+        signature: source.signature.clone(),
         skip_paused: false,
         allow_downgrade: false,
         created_at: now.clone(),

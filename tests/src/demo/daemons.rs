@@ -225,7 +225,13 @@ pub(super) async fn start_orchestrator(
     std::fs::create_dir_all(&pki_dir).map_err(io_error(&pki_dir))?;
     let pki = TestPki::generate(&pki_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
     let token_file = state.token_file();
+    let (_, trusted_key) = super::signing::key_files(state);
     let args = [
+        // Only bundles signed with the demo's key, only from the demo's registry.
+        "--trusted-key",
+        &trusted_key.display().to_string(),
+        "--allowed-registry",
+        &state.registry,
         "--api-tls-cert-file",
         &pki.server_cert.display().to_string(),
         "--api-tls-key-file",

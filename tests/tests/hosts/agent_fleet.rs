@@ -108,6 +108,7 @@ impl World {
             action: DesiredAction::Install,
             next_host: None,
             allow_downgrade: false,
+            signature: None,
             issued_at: documents::now(),
         }
     }
