@@ -85,8 +85,9 @@ pub enum KeyCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct PassphraseArgs {
-    /// A file whose first line is the signing key's passphrase (else BATON_KEY_PASSPHRASE;
-    /// without either the key is stored unprotected).
+    /// A file whose first line is the signing key's passphrase (else BATON_KEY_PASSPHRASE):
+    /// seals a new key (`key generate`; without one it is stored unprotected, mode 0600) or
+    /// opens a protected one.
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
 }

@@ -116,3 +116,44 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CtlError> {
     file.write_all(bytes).map_err(fail)?;
     file.sync_all().map_err(fail)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn generate_writes_a_private_key_only_its_owner_reads_and_never_overwrites() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("release");
+        let passphrase = dir.path().join("passphrase");
+        std::fs::write(&passphrase, "correct horse\n").expect("write");
+        let generate = || {
+            run(KeyCommand::Generate {
+                out: out.clone(),
+                passphrase: PassphraseArgs {
+                    passphrase_file: Some(passphrase.clone()),
+                },
+            })
+        };
+        generate().expect("generate");
+        let private = dir.path().join("release.key");
+        let mode = std::fs::metadata(&private)
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let key = signing_key(
+            &private,
+            &PassphraseArgs {
+                passphrase_file: Some(passphrase.clone()),
+            },
+        )
+        .expect("opens with the passphrase");
+        let public = PublicKey::read(&dir.path().join("release.pub")).expect("public");
+        assert_eq!(key.public(), &public);
+        let err = generate().expect_err("overwrite");
+        assert!(err.to_string().contains("never overwritten"), "{err}");
+    }
+}

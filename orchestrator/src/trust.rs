@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use baton_protocol::signing::{
-    BundleSignature, KeyError, RegistryAllowList, SignatureError, Subject, TrustedKeys,
+    BundleSignature, KeyError, RegistryAllowList, SignatureError, SignedBundle, Subject,
+    TrustedKeys,
 };
 
 use crate::api::error::ApiError;
@@ -70,9 +71,10 @@ impl BundleTrust {
             .map_err(ApiError::unprocessable)
     }
 
-    /// The bundle's signature if it verifies now for the resolved bundle; else 422 naming why
-    /// (unsigned, untrusted key, altered, expired, signed for another image).
-    pub fn verify(&self, resolved: &Resolved) -> Result<BundleSignature, ApiError> {
+    /// The bundle's signature and what it vouches for, if it verifies now for the resolved
+    /// bundle; else 422 naming why (unsigned, untrusted key, altered, expired, signed for
+    /// another image).
+    pub fn verify(&self, resolved: &Resolved) -> Result<(BundleSignature, SignedBundle), ApiError> {
         let refuse = |e: SignatureError| ApiError::unprocessable(format!("image: {e}"));
         if self.keys.is_empty() {
             return Err(ApiError::unprocessable(
@@ -86,7 +88,7 @@ impl BundleTrust {
                 resolved.pinned
             )))
         })?;
-        signature
+        let signed = signature
             .verify(
                 &self.keys,
                 &Subject {
@@ -97,6 +99,6 @@ impl BundleTrust {
                 SystemTime::now(),
             )
             .map_err(refuse)?;
-        Ok(signature.clone())
+        Ok((signature.clone(), signed))
     }
 }

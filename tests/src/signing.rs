@@ -21,6 +21,8 @@ pub enum TestKey {
     Release,
     /// Another key.
     Other,
+    /// A key nothing trusts.
+    Rogue,
 }
 
 impl TestKey {
@@ -28,6 +30,7 @@ impl TestKey {
         match self {
             TestKey::Release => [0x42; 32],
             TestKey::Other => [0x17; 32],
+            TestKey::Rogue => [0x66; 32],
         }
     }
 
@@ -35,6 +38,7 @@ impl TestKey {
         match self {
             TestKey::Release => "release",
             TestKey::Other => "other",
+            TestKey::Rogue => "rogue",
         }
     }
 
@@ -49,7 +53,7 @@ impl TestKey {
         let dir = DIR.get_or_init(|| {
             let dir = std::env::temp_dir().join(format!("baton-test-keys-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("test key folder");
-            for key in [TestKey::Release, TestKey::Other] {
+            for key in [TestKey::Release, TestKey::Other, TestKey::Rogue] {
                 std::fs::write(
                     dir.join(format!("{}.pub", key.name())),
                     key.signing().public().to_file(),

@@ -182,7 +182,7 @@ async fn build_image(
     let body = receiver_stream(rx);
 
     let action = format!("build {tag}");
-    let (image_id, engine_error) = run_build(docker, tag, body, progress).await;
+    let (image_id, engine_error) = run_build(docker, tag, body, true, progress).await;
     let written = writer
         .await
         .map_err(|e| BundleError::io("(build context)", "write", std::io::Error::other(e)))?;
@@ -213,12 +213,13 @@ async fn build_image(
     Ok((image_id, file_bytes))
 }
 
-/// Sends a build of `tag` with the tar `context` to the engine and follows its output:
-/// the image id it reported and the engine's error, if any.
+/// Sends a build of `tag` with the tar `context` to the engine (`cache`: may reuse cached
+/// steps) and follows its output: the image id it reported and the engine's error, if any.
 pub(crate) async fn run_build(
     docker: &Docker,
     tag: &str,
     context: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    cache: bool,
     progress: &dyn Progress,
 ) -> (Option<String>, Option<String>) {
     let body = bollard::body_try_stream(context);
@@ -227,6 +228,7 @@ pub(crate) async fn run_build(
         .t(tag)
         .rm(true)
         .forcerm(true)
+        .nocache(!cache)
         .build();
     let mut stream = docker.build_image(options, None, Some(body));
     let mut image_id = None;

@@ -149,7 +149,9 @@ async fn push_signature(
     ])
     .map_err(|e| BundleError::io("(signature build context)", "write", e))?;
     let stream = futures::stream::once(async move { Ok(Bytes::from(context)) });
-    let (_, engine_error) = run_build(docker, reference, stream, progress).await;
+    // Uncached: the image is untagged (and its steps removed) right after the push, which
+    // must not take away a step another signing of the same bundle is reusing.
+    let (_, engine_error) = run_build(docker, reference, stream, false, progress).await;
     if let Some(message) = engine_error {
         return Err(BundleError::engine(format!("build {reference}"), message));
     }

@@ -229,7 +229,7 @@ pub async fn create(
     }
     // The tag is resolved to a digest once; only the digest is stored.
     let resolved = state.resolver().resolve(&req.image).await?;
-    let signature = state.trust().verify(&resolved)?;
+    let (signature, signed) = state.trust().verify(&resolved)?;
     if let Some(image) = &resolved.manifest.orchestrator_image {
         state
             .trust()
@@ -302,7 +302,7 @@ pub async fn create(
         &now,
         EventKind::Created,
         format!(
-            "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {})",
+            "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {}), signed by key {} until {}",
             upgrade.version,
             resolved.manifest.agent.version,
             match &upgrade.orchestrator {
@@ -312,7 +312,9 @@ pub async fn create(
             upgrade.hosts.len(),
             strategy_kind(&upgrade.strategy),
             upgrade.bundle,
-            req.image
+            req.image,
+            signed.key_id,
+            signed.expires
         ),
     );
     let event_key = ks.event(&id, upgrade.events);

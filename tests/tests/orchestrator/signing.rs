@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use baton_protocol::api::{Command, RegisterHost};
 use baton_protocol::docker::signature::signature_ref;
+use baton_protocol::signing::TrustedKeys;
 use baton_tests::docker;
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registry::Registry;
@@ -114,6 +115,22 @@ async fn only_signed_bundles_from_allowed_registries_are_accepted_and_refusals_w
         "TIMING signing: bundles pushed and signed in {:?}",
         started.elapsed()
     );
+    // `batonctl bundle verify`'s check, with the release key and with another one.
+    let docker_api = batonctl::bundle::connect().await.expect("docker");
+    let trust = |k: TestKey| TrustedKeys::new([k.signing().public().clone()]);
+    let quiet = &batonctl::bundle::Quiet;
+    let (pinned, signed) =
+        batonctl::bundle::verify(&docker_api, &a, &trust(TestKey::Release), quiet)
+            .await
+            .expect("A verifies with the release key");
+    assert_eq!(
+        (pinned.as_str(), signed.version.as_str()),
+        (a_pinned.as_str(), "9.0.0")
+    );
+    let err = batonctl::bundle::verify(&docker_api, &a, &trust(TestKey::Other), quiet)
+        .await
+        .expect_err("not with another key");
+    assert!(err.to_string().contains("which is not trusted"), "{err}");
 
     let mut c = config(&etcd, "orch-sig");
     c.allowed_registries = vec![registry.host(), "localhost".to_owned()];
