@@ -11,7 +11,7 @@ use batonctl::bundle;
 use batonctl::client::ApiClient;
 
 use super::commands::{run_captured, shell_line};
-use super::state::DemoState;
+use super::state::{DemoState, KEYS_DIR};
 use super::{DemoError, Indented, api_error};
 use batonctl::bundle::Progress;
 
@@ -22,14 +22,14 @@ pub(super) const UNSIGNED_REPOSITORY: &str = "baton/unsigned-bundle";
 
 /// The key pair's files: `<state>/keys/demo.key` (mode 0600) and `demo.pub`.
 pub(super) fn key_files(state: &DemoState) -> (PathBuf, PathBuf) {
-    let dir = state.state_dir.join("keys");
+    let dir = state.state_dir.join(KEYS_DIR);
     (dir.join("demo.key"), dir.join("demo.pub"))
 }
 
 /// Makes the demo's key pair with `batonctl key generate` (printed) and reads it.
 pub(super) async fn generate_key(state: &DemoState) -> Result<SigningKey, DemoError> {
     let (key, _) = key_files(state);
-    let dir = state.state_dir.join("keys");
+    let dir = state.state_dir.join(KEYS_DIR);
     std::fs::create_dir_all(&dir).map_err(|source| DemoError::Io {
         path: dir.clone(),
         source,
