@@ -128,3 +128,94 @@ pub fn install_keys(
     }
     Ok(changed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use baton_protocol::signing::SigningKey;
+
+    use super::*;
+    use crate::bundle::testing::{write_bundle, write_manifest};
+    use crate::fs::RealFs;
+
+    const IMAGE: &str =
+        "r/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_seed([seed; 32]).expect("key")
+    }
+
+    /// A bundle listing `trusts` as its trusted keys, and its signature by `signer`.
+    fn signed_bundle(
+        root: &Path,
+        trusts: &[&SigningKey],
+        signer: &SigningKey,
+    ) -> (Bundle, BundleSignature) {
+        let mut manifest = write_bundle(root, "2.0.0", b"agent");
+        manifest["trusted_keys"] = trusts
+            .iter()
+            .map(|k| serde_json::to_value(k.public().to_document()).expect("json"))
+            .collect();
+        write_manifest(root, &manifest);
+        let bundle = Bundle::open(root).expect("bundle");
+        let sha = sha256_hex(bundle.manifest_bytes());
+        let signature = BundleSignature::sign(
+            signer,
+            &Subject {
+                image: IMAGE,
+                version: "2.0.0",
+                manifest_sha256: Some(&sha),
+            },
+            SystemTime::now() + Duration::from_secs(60),
+        )
+        .expect("sign");
+        (bundle, signature)
+    }
+
+    #[test]
+    fn the_first_signed_install_brings_keys_and_later_bundles_need_a_trusted_signature() {
+        let dir = tempfile::tempdir().expect("dir");
+        let layout = HostLayout::new(dir.path().join("host"));
+        let (a, b) = (key(1), key(2));
+        let (bundle, by_a) = signed_bundle(&dir.path().join("b1"), &[&a], &a);
+
+        // A host that trusts nothing takes an unsigned bundle and installs no key.
+        assert_eq!(
+            verify(&layout, &bundle, Some(IMAGE), None).expect("unsigned"),
+            Verdict::Unsigned
+        );
+        // The first signed install verifies against the bundle's own keys, then trusts them.
+        let verdict = verify(&layout, &bundle, Some(IMAGE), Some(&by_a)).expect("first install");
+        assert_eq!(
+            verdict,
+            Verdict::Signed {
+                key_id: a.public().key_id().to_owned()
+            }
+        );
+        assert!(install_keys(&RealFs, &layout, &bundle).expect("install"));
+        assert!(
+            !install_keys(&RealFs, &layout, &bundle).expect("again"),
+            "idempotent"
+        );
+
+        // From then on: unsigned, or signed by an untrusted key, is refused.
+        let err = verify(&layout, &bundle, Some(IMAGE), None).expect_err("unsigned");
+        assert!(err.to_string().contains("no signature was given"), "{err}");
+        let (other, by_b) = signed_bundle(&dir.path().join("b2"), &[&b], &b);
+        let err = verify(&layout, &other, Some(IMAGE), Some(&by_b)).expect_err("untrusted");
+        assert!(err.to_string().contains("which is not trusted"), "{err}");
+        // A signature of another manifest is refused too.
+        let err = verify(&layout, &other, Some(IMAGE), Some(&by_a)).expect_err("other manifest");
+        assert!(err.to_string().contains("manifest sha256"), "{err}");
+
+        // Rotation: a bundle signed by A listing only B makes the host trust only B.
+        let (rotate, by_a_rotating) = signed_bundle(&dir.path().join("b3"), &[&b], &a);
+        verify(&layout, &rotate, Some(IMAGE), Some(&by_a_rotating)).expect("signed by A");
+        install_keys(&RealFs, &layout, &rotate).expect("rotate");
+        let trusted = TrustedKeys::read_dir(&layout.trusted_keys_dir()).expect("read");
+        assert_eq!(trusted.ids(), b.public().key_id());
+        verify(&layout, &other, Some(IMAGE), Some(&by_b)).expect("B is trusted now");
+    }
+}
