@@ -98,12 +98,12 @@ pub enum BundleError {
         reason: String,
     },
     /// The bundle's signature was refused (or could not be made).
-    #[error("{image}: {source}")]
+    #[error("{image}: {reason}")]
     Signature {
         /// The bundle.
         image: String,
-        /// Why.
-        source: baton_protocol::signing::SignatureError,
+        /// Why (in the message, not as a source: it is the whole story).
+        reason: baton_protocol::signing::SignatureError,
     },
     /// A key file could not be read or written.
     #[error(transparent)]

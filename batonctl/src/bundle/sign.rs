@@ -51,9 +51,9 @@ pub async fn sign(
         },
         expires,
     )
-    .map_err(|source| BundleError::Signature {
+    .map_err(|reason| BundleError::Signature {
         image: pinned.clone(),
-        source,
+        reason,
     })?;
     let signature_ref = signature_ref(&pinned)?;
     push_signature(docker, &signature_ref, &signature, progress).await?;
@@ -80,9 +80,9 @@ pub async fn verify(
 ) -> Result<(String, SignedBundle), BundleError> {
     let pinned = pinned(docker, image, progress).await?;
     let read = read_bundle_manifest(docker, &pinned, progress).await?;
-    let refused = |source| BundleError::Signature {
+    let refused = |reason| BundleError::Signature {
         image: pinned.clone(),
-        source,
+        reason,
     };
     let signature = fetch_signature(docker, &pinned, progress)
         .await?
