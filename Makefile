@@ -19,6 +19,9 @@ BUNDLE_SOURCES := $(TARGET_DIR)/bundle-sources
 BUNDLE_REPO ?= 127.0.0.1:5000/baton/bundle
 # Set to --push to push the sample bundles to BUNDLE_REPO's registry.
 BUNDLE_PUSH ?=
+# A signing key (batonctl key generate) to sign the pushed sample bundles with (needs
+# BUNDLE_PUSH=--push); its public key becomes the bundles' trusted key.
+BUNDLE_KEY ?=
 # Static orchestrators built as these versions (the self-update test starts 2.0.0), in
 # $(BUNDLE_ORCHESTRATORS)/<version>/, and the image `make orchestrator-image` builds of each.
 ORCHESTRATOR_VERSIONS ?= 2.0.0
@@ -72,13 +75,14 @@ orchestrator-image: bundle-orchestrators
 	    images/orchestrator/build.sh $(BUNDLE_ORCHESTRATORS)/$$v/baton-orchestrator $(ORCHESTRATOR_REPO):$$v || exit 1; \
 	done
 
-# The sample bundle images $(BUNDLE_REPO):<version> (add BUNDLE_PUSH=--push to push them).
+# The sample bundle images $(BUNDLE_REPO):<version> (add BUNDLE_PUSH=--push to push them, and
+# BUNDLE_KEY=FILE to sign them).
 bundles: static bundle-agents
 	$(CARGO) build -p batonctl --bin batonctl
 	@for v in $(BUNDLE_VERSIONS); do \
 	    images/sample-bundle/prepare.sh $$v $(BUNDLE_SOURCES)/$$v >/dev/null || exit 1; \
 	    $(TARGET_DIR)/debug/batonctl bundle build $(BUNDLE_SOURCES)/$$v --tag $(BUNDLE_REPO):$$v \
-	        --agent $(BUNDLE_AGENTS)/$$v/baton-agent $(BUNDLE_PUSH) || exit 1; \
+	        --agent $(BUNDLE_AGENTS)/$$v/baton-agent $(BUNDLE_PUSH) $(if $(BUNDLE_KEY),--sign $(BUNDLE_KEY)) || exit 1; \
 	done
 
 # baton-orchestrator and batonctl, which the demo and its end-to-end test run as processes.

@@ -94,6 +94,9 @@ pub enum Command {
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make key pairs for signing bundles (docs/security.md, "Signed bundles").
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Set a group's maintenance mode (every host labelled group=GROUP).
     #[command(subcommand)]
     Group(GroupCommand),
@@ -128,6 +131,43 @@ pub enum GroupCommand {
         reboot: bool,
     },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new ed25519 key pair: OUT.key (the signing key, mode 0600, optionally
+    /// passphrase-protected) and OUT.pub (the public key the orchestrator and hosts trust).
+    /// Existing files are never overwritten.
+    Generate {
+        /// Path of the pair without extension, e.g. keys/release-2026.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PassphraseArgs {
+    /// A file whose first line is the signing key's passphrase (else BATON_KEY_PASSPHRASE):
+    /// seals a new key (`key generate`; without one it is stored unprotected, mode 0600) or
+    /// opens a protected one.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignArgs {
+    /// How long the signature is accepted, e.g. 90d, 12h: after that the orchestrator and
+    /// the hosts refuse the bundle until it is signed again (so a withheld update cannot
+    /// keep hosts on an old bundle forever).
+    #[arg(long, default_value = DEFAULT_SIGNATURE_VALIDITY, value_parser = humantime::parse_duration)]
+    pub expires_in: std::time::Duration,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+/// Default validity of a signature.
+pub const DEFAULT_SIGNATURE_VALIDITY: &str = "90d";
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -348,6 +388,27 @@ pub enum BundleCommand {
         /// The bundle image, e.g. 127.0.0.1:5000/baton/bundle@sha256:…
         image: String,
     },
+    /// Sign a pushed bundle: its manifest digest, version and manifest sha256, with an
+    /// expiry. The signature is pushed beside it, as REPO:sha256-<hex>.sig; prints the
+    /// pinned bundle reference.
+    Sign {
+        /// The bundle image in its registry (a tag or repo@sha256:…).
+        image: String,
+        /// The signing key file (batonctl key generate).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        sign: SignArgs,
+    },
+    /// Check a bundle's signature in its registry against public keys; prints what it
+    /// vouches for, exits non-zero naming the reason if it does not verify.
+    Verify {
+        /// The bundle image in its registry (a tag or repo@sha256:…).
+        image: String,
+        /// A trusted public key file (repeat).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +443,16 @@ pub struct BuildArgs {
     /// Also write the completed manifest to this file.
     #[arg(long)]
     pub manifest_out: Option<PathBuf>,
+    /// Sign the pushed bundle with this signing key (needs --push); without --trust-key
+    /// its public key becomes the bundle's trusted key.
+    #[arg(long, requires = "push")]
+    pub sign: Option<PathBuf>,
+    /// A public key the hosts trust once the bundle is installed (repeat): written into the
+    /// manifest's `trusted_keys`. Listing the current and the next key rotates keys.
+    #[arg(long = "trust-key")]
+    pub trust_keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub signing: SignArgs,
 }
 
 /// A `KEY=VALUE` flag without the `=` or with an empty key.

@@ -14,6 +14,7 @@ use crate::cli::{
 use crate::client::ApiClient;
 use crate::display;
 use crate::error::CtlError;
+use crate::keys;
 use crate::output::{self, Output};
 use crate::settings;
 use crate::watch::watch;
@@ -30,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<bool, CtlError> {
     let out = cli.output;
     match cli.command {
         Command::Version => version(&cli.connection, out).await?,
-        Command::Bundle(command) => bundle(command).await?,
+        Command::Bundle(command) => bundle(command, out).await?,
         Command::Host(command) => host(&settings::client(&cli.connection)?, command, out).await?,
         Command::Group(GroupCommand::Maintenance {
             group,
@@ -60,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<bool, CtlError> {
                 println!("{}", page.display());
             }
         }
+        Command::Key(command) => keys::run(command)?,
     }
     Ok(true)
 }
@@ -209,10 +211,15 @@ async fn upgrade(
     Ok(true)
 }
 
-async fn bundle(command: BundleCommand) -> Result<(), CtlError> {
+async fn bundle(command: BundleCommand, out: Option<Output>) -> Result<(), CtlError> {
     let docker = bundle::connect().await?;
     match command {
         BundleCommand::Build(args) => {
+            let signing_key = args
+                .sign
+                .as_deref()
+                .map(|k| keys::signing_key(k, &args.signing.passphrase))
+                .transpose()?;
             let allow = if args.allow.is_empty() {
                 default_install_allow()
             } else {
@@ -239,12 +246,39 @@ async fn bundle(command: BundleCommand) -> Result<(), CtlError> {
                 check_agent_version: !args.no_agent_version_check,
                 manifest_out: args.manifest_out,
                 install,
+                trusted_keys: keys::bundle_trusted_keys(&args.trust_keys, signing_key.as_ref())?,
             };
             let built = bundle::build(&docker, &options, &bundle::Stderr)
                 .await
                 .map_err(CtlError::Build)?;
+            if let (Some(key), Some(pinned)) = (&signing_key, &built.pushed) {
+                let expires = keys::expiry(&args.signing)?;
+                bundle::sign(&docker, pinned, key, expires, &bundle::Stderr)
+                    .await
+                    .map_err(|e| CtlError::Signing("sign", e))?;
+            }
             // stdout: the reference to use from now on.
             println!("{}", built.pushed.as_deref().unwrap_or(&built.tag));
+        }
+        BundleCommand::Sign { image, key, sign } => {
+            let key = keys::signing_key(&key, &sign.passphrase)?;
+            let expires = keys::expiry(&sign)?;
+            let signed = bundle::sign(&docker, &image, &key, expires, &bundle::Stderr)
+                .await
+                .map_err(|e| CtlError::Signing("sign", e))?;
+            println!("{}", signed.pinned);
+        }
+        BundleCommand::Verify { image, keys: files } => {
+            let trusted = baton_protocol::signing::TrustedKeys::read_files(&files)
+                .map_err(|e| CtlError::Signing("verify", e.into()))?;
+            let (pinned, signed) = bundle::verify(&docker, &image, &trusted, &bundle::Stderr)
+                .await
+                .map_err(|e| CtlError::Signing("verify", e))?;
+            eprintln!(
+                "{pinned}: bundle {} signed by key {}, valid until {}",
+                signed.version, signed.key_id, signed.expires
+            );
+            print(out, &signed)?;
         }
         BundleCommand::Inspect { image } => {
             let manifest = bundle::read_manifest(&docker, &image, &bundle::Stderr)

@@ -24,6 +24,12 @@ pub enum CtlError {
     /// `bundle inspect` failed.
     #[error("bundle inspect")]
     Inspect(#[source] DockerError),
+    /// `bundle sign` or `bundle verify` failed.
+    #[error("bundle {0}")]
+    Signing(&'static str, #[source] BundleError),
+    /// `key generate` failed.
+    #[error("key generate: {0}")]
+    Key(String),
     /// `upgrade watch` gave up on an API that stopped answering.
     #[error("the API did not answer for {secs}s")]
     Unreachable {

@@ -6,7 +6,8 @@
 //! - [`client`]: the REST API client; [`settings`]: its address and credentials (flags,
 //!   environment, config file); [`display`]: tables and progress lines;
 //! - [`output`]: `-o table|wide|json|yaml`; [`manpages`]: man pages from the CLI definition;
-//! - [`bundle`]: building, pushing and inspecting bundle images;
+//! - [`bundle`]: building, pushing, inspecting, signing and verifying bundle images;
+//! - [`keys`]: signing key pairs (`key generate`) and the key files the bundle commands read;
 //! - [`error`]: what a command can fail with, and the exit code it gives.
 //!
 //! It talks to the orchestrator only through its REST API: the wire types are the
@@ -18,6 +19,7 @@ pub mod client;
 pub mod commands;
 pub mod display;
 pub mod error;
+pub mod keys;
 pub mod manpages;
 pub mod output;
 pub mod settings;

@@ -14,6 +14,7 @@ use baton_protocol::etcd::EtcdTls;
 use baton_protocol::job::{JobSettings, JobSettingsError, SETTINGS_ENV};
 use baton_protocol::keys::DEFAULT_PREFIX;
 use baton_protocol::manifest::{InstallPolicy, default_install_allow};
+use baton_protocol::signing::BundleSignature;
 use clap::Parser;
 
 use crate::host_files::AgentSettings;
@@ -41,6 +42,10 @@ const AGENT_FLAGS: [&str; 13] = [
     "etcd_cert_file",
     "etcd_key_file",
 ];
+
+fn signature(text: &str) -> Result<BundleSignature, String> {
+    BundleSignature::parse(text).map_err(|e| e.to_string())
+}
 
 fn settings(text: &str) -> Result<JobSettings, JobSettingsError> {
     JobSettings::parse(text)
@@ -113,6 +118,11 @@ pub struct Cli {
     /// takes its place.
     #[arg(long, env = "BATON_BUNDLE_IMAGE")]
     pub image: Option<String>,
+    /// The bundle's signature (JSON: payload and signature, as `batonctl bundle verify`
+    /// and the upgrade record show it): verified against the host's trusted keys
+    /// (`/etc/baton/trusted-keys`) before anything is staged.
+    #[arg(long, env = "BATON_BUNDLE_SIGNATURE", value_parser = signature)]
+    pub signature: Option<BundleSignature>,
     /// Seconds the (re)started agent gets to become active.
     #[arg(long, env = "BATON_ACTIVE_TIMEOUT_SECS", default_value_t = DEFAULT_ACTIVE_TIMEOUT.as_secs())]
     pub active_timeout_secs: u64,
@@ -138,6 +148,11 @@ impl Cli {
                 .as_ref()
                 .and_then(|s| s.image.clone())
                 .or_else(|| self.image.clone()),
+            signature: self
+                .settings
+                .as_ref()
+                .and_then(|s| s.signature.clone())
+                .or_else(|| self.signature.clone()),
             active_timeout: Duration::from_secs(self.active_timeout_secs),
             poll_interval: POLL_INTERVAL,
         }

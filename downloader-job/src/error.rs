@@ -69,6 +69,12 @@ pub enum JobError {
         /// Why.
         source: ManifestError,
     },
+    /// The bundle's signature was refused (or is missing on a host that trusts keys).
+    #[error("bundle signature refused: {reason}")]
+    Signature {
+        /// Why, naming the key, the expiry or what the signature is for.
+        reason: String,
+    },
     /// The agent configuration given to the job is invalid.
     #[error(transparent)]
     AgentConfig(#[from] AgentConfigError),

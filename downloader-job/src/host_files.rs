@@ -64,6 +64,7 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         install_allow: settings.install.allow.clone(),
         install_setuid: settings.install.setuid.clone(),
         tls: settings.tls.clone(),
+        trusted_keys_dir: baton_protocol::signing::HOST_TRUSTED_KEYS_DIR.into(),
     };
     let text = format!(
         "# Written by baton-downloader; rewritten by the next bundle's job.\n{}",

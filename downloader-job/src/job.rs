@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 pub use baton_protocol::job::{
     AgentAction, AgentSummary, FileAction, SUMMARY_SCHEMA_VERSION, Summary,
 };
+use baton_protocol::signing::BundleSignature;
 use baton_protocol::staged::{STAGED_RECORD_FILE, StagedBundle};
 use baton_systemd_bus::{Systemd, UnitStatus, wait_active};
 
@@ -19,6 +20,7 @@ use crate::fs::HostFs;
 use crate::host_files::{AgentSettings, agent_config_text, agent_unit_text, write_if_changed};
 use crate::layout::{AGENT_UNIT, CURRENT_LINK, HostLayout};
 use crate::stage::{StageAction, stage};
+use crate::trust;
 
 /// Default time the agent gets to become active.
 pub const DEFAULT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,6 +41,8 @@ pub struct JobConfig {
     /// The bundle image the job runs from, pinned by digest (recorded beside the staged
     /// bundle).
     pub image: Option<String>,
+    /// The bundle's signature (docs/bundle.md, "Signatures").
+    pub signature: Option<BundleSignature>,
     /// How long the (re)started agent gets to become active.
     pub active_timeout: Duration,
     /// How often its state is polled meanwhile.
@@ -73,8 +77,18 @@ pub async fn run<S: Systemd>(
         .map(|image| StagedBundle::new(&manifest.version, image))
         .transpose()
         .map_err(|source| JobError::Image { source })?;
+    // Nothing is staged from a bundle the host does not trust.
+    let verdict = trust::verify(
+        &layout,
+        &bundle,
+        config.image.as_deref(),
+        config.signature.as_ref(),
+    )?;
 
     let staged = stage(fs, &bundle, &layout)?;
+    if let trust::Verdict::Signed { .. } = verdict {
+        trust::install_keys(fs, &layout, &bundle)?;
+    }
     // Written once every package is verified and staged: the agent trusts the staged
     // files for this digest only.
     if let Some(record) = record {
@@ -292,6 +306,7 @@ mod tests {
                 install: baton_protocol::manifest::InstallPolicy::default(),
             },
             image: Some(IMAGE.into()),
+            signature: None,
             active_timeout: Duration::from_millis(300),
             poll_interval: Duration::from_millis(10),
         }

@@ -76,6 +76,11 @@ impl HostLayout {
         self.agent_dir().join(version).join(AGENT_BINARY)
     }
 
+    /// `/etc/baton/trusted-keys`: the public keys the host trusts for bundles.
+    pub fn trusted_keys_dir(&self) -> PathBuf {
+        self.host(baton_protocol::signing::HOST_TRUSTED_KEYS_DIR)
+    }
+
     /// `/etc/baton/agent.toml`.
     pub fn agent_config(&self) -> PathBuf {
         self.host(AGENT_CONFIG_PATH)

@@ -8,6 +8,8 @@
 //! - [`verify`]: size-then-sha256 verification while streaming;
 //! - [`fs`]: host file system side effects behind [`fs::HostFs`], durable writes;
 //! - [`layout`]: where things live on the host;
+//! - [`trust`]: the bundle's signature against the host's trusted keys, and installing
+//!   the bundle's keys;
 //! - [`stage`]: staging `/var/lib/baton/bundles/<version>/` atomically;
 //! - [`agent`]: the versioned agent binary and the `current`/`previous` links;
 //! - [`host_files`]: `/etc/baton/agent.toml` and `baton-agent.service`;
@@ -23,6 +25,7 @@ pub mod host_files;
 pub mod job;
 pub mod layout;
 pub mod stage;
+pub mod trust;
 pub mod verify;
 
 pub use error::JobError;

@@ -75,6 +75,9 @@ pub enum ConfigError {
     /// The API's TLS files.
     #[error(transparent)]
     ApiTls(#[from] crate::listen::TlsError),
+    /// `--trusted-key` or `--allowed-registry`, naming the file or entry.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     /// `--agent-install-allow`, `--agent-install-setuid` or `--path-map-root`, naming the
     /// entry.
     #[error("{}: {}", .0.field, .0.reason)]
@@ -161,6 +164,26 @@ pub struct Config {
     #[arg(long, env = "BATON_AGENT_INSTALL_SETUID", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agent_install_setuid: Vec<String>,
+    /// A public key file (batonctl key generate) whose signatures make a bundle acceptable
+    /// (repeat or comma-separate; give the old and the new key while rotating). Without one,
+    /// POST /v1/upgrades refuses every bundle.
+    #[arg(
+        long = "trusted-key",
+        env = "BATON_TRUSTED_KEYS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "trusted_key", skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<PathBuf>,
+    /// A registry images may be pulled from, host[:port] (repeat or comma-separate; a host
+    /// without a port allows it on any port): bundles and the orchestrator images they name.
+    /// Without one, every image is refused.
+    #[arg(
+        long = "allowed-registry",
+        env = "BATON_ALLOWED_REGISTRIES",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "allowed_registry", skip_serializing_if = "Vec::is_empty")]
+    pub allowed_registries: Vec<String>,
     /// Key prefix of Baton's keyspace in etcd.
     #[arg(long, env = "BATON_PREFIX", default_value = baton_protocol::keys::DEFAULT_PREFIX)]
     pub prefix: String,
@@ -333,6 +356,8 @@ impl Config {
             agent_etcd_domain: None,
             agent_install_allow: Vec::new(),
             agent_install_setuid: Vec::new(),
+            trusted_keys: Vec::new(),
+            allowed_registries: Vec::new(),
             prefix: baton_protocol::keys::DEFAULT_PREFIX.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
             advertise: None,
@@ -404,9 +429,11 @@ impl Config {
     }
 
     /// Files a self-updated successor needs at the same paths (read-only bind mounts): the
-    /// etcd TLS files, the API's TLS files (the clients' CA too) and the admin token file.
+    /// etcd TLS files, the API's TLS files (the clients' CA too), the admin token file and
+    /// the trusted keys.
     pub fn mounted_files(&self) -> Vec<PathBuf> {
         let mut files = self.tls.files();
+        files.extend(self.trusted_keys.iter().cloned());
         files.extend(
             [
                 &self.api_tls_cert_file,
@@ -446,6 +473,15 @@ impl Config {
             ("--agent-install-setuid", self.agent_install_setuid.clone()),
         )
         .map_err(ConfigError::Install)
+    }
+
+    /// The trusted keys (read from their files) and the registry allow-list; refused naming
+    /// the flag and the file or entry.
+    pub fn bundle_trust(&self) -> Result<crate::trust::BundleTrust, ConfigError> {
+        Ok(crate::trust::BundleTrust::load(
+            &self.trusted_keys,
+            &self.allowed_registries,
+        )?)
     }
 
     /// The replica's name in the election.

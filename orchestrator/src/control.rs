@@ -117,6 +117,7 @@ mod tests {
             listed: false,
             task: None,
             orchestrator: None,
+            signature: None,
             skip_paused: false,
             allow_downgrade: false,
             created_at: "t".into(),

@@ -10,7 +10,8 @@
 //! - [`control`]: pause, resume, abort;
 //! - [`validate`], [`plan`]: checks of request bodies (the protocol's
 //!   [`api`](baton_protocol::api) types), the batch plan;
-//! - [`resolve`]: bundle tag → digest and manifest, once;
+//! - [`resolve`]: bundle tag → digest, manifest and signature, once; [`trust`]: which
+//!   bundles and registries are accepted (signatures, registry allow-list);
 //! - [`store`], [`view`]: etcd reads and guarded writes, and the view they build;
 //! - [`docker`]: Docker Engine endpoints;
 //! - [`metrics`]: Prometheus metrics.
@@ -30,6 +31,7 @@ pub mod plan;
 pub mod resolve;
 pub mod server;
 pub mod store;
+pub mod trust;
 pub mod validate;
 pub mod view;
 

@@ -1,15 +1,20 @@
 //! Resolving a requested bundle image, once, when an upgrade is created: pull it through the
 //! orchestrator's Docker Engine, pin it to the digest the registry serves
-//! (`repo@sha256:…`, from the image's `RepoDigests`), and read its manifest (the protocol's
-//! [`read_manifest`], which `batonctl bundle inspect` uses too: a container is created, never
-//! started, the manifest copied out).
+//! (`repo@sha256:…`, from the image's `RepoDigests`), read its manifest (the protocol's
+//! [`read_bundle_manifest`], which `batonctl bundle inspect` uses too: a container is
+//! created, never started, the manifest copied out), check its manifest-sha256 label, and
+//! fetch the signature stored beside it (verified by [`crate::trust`]).
 //! From then on only the pinned reference is used.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use baton_protocol::docker::{self, DockerError, Quiet, read_manifest, split_reference};
+use baton_protocol::docker::bundle::MANIFEST_SHA256_LABEL;
+pub use baton_protocol::docker::pin;
+use baton_protocol::docker::signature::fetch_signature;
+use baton_protocol::docker::{self, DockerError, Quiet, read_bundle_manifest};
 use baton_protocol::manifest::Manifest;
+use baton_protocol::signing::BundleSignature;
 use bollard::Docker;
 use tokio::sync::OnceCell;
 
@@ -22,6 +27,11 @@ pub struct Resolved {
     pub pinned: String,
     /// The bundle's manifest.
     pub manifest: Manifest,
+    /// sha256 (hex) of its `manifest.json`.
+    pub manifest_sha256: String,
+    /// The signature stored beside it in its registry, if any (not yet verified:
+    /// [`BundleTrust::verify`](crate::trust::BundleTrust::verify) does that).
+    pub signature: Option<BundleSignature>,
 }
 
 /// Why an image could not be resolved.
@@ -114,10 +124,34 @@ impl DockerResolver {
                 "the registry reported no digest for it (RepoDigests {digests:?}); push it to a registry first"
             ),
         })?;
-        let manifest = read_manifest(docker, &pinned, &Quiet)
+        let read = read_bundle_manifest(docker, &pinned, &Quiet)
             .await
             .map_err(|e| classify(image, e))?;
-        Ok(Resolved { pinned, manifest })
+        // The label `bundle build` writes must agree with what the image holds.
+        let label = inspected
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|mut l| l.remove(MANIFEST_SHA256_LABEL));
+        if let Some(label) = label
+            && label != read.sha256
+        {
+            return Err(ResolveError::Refused {
+                image: image.to_owned(),
+                reason: format!(
+                    "its label {MANIFEST_SHA256_LABEL} says {label}, but its manifest.json hashes to {}",
+                    read.sha256
+                ),
+            });
+        }
+        let signature = fetch_signature(docker, &pinned, &Quiet)
+            .await
+            .map_err(|e| classify(image, e))?;
+        Ok(Resolved {
+            pinned,
+            manifest: read.manifest,
+            manifest_sha256: read.sha256,
+            signature,
+        })
     }
 }
 
@@ -125,23 +159,6 @@ impl Resolver for DockerResolver {
     fn resolve<'a>(&'a self, image: &'a str) -> ResolveFuture<'a> {
         Box::pin(self.resolve_now(image))
     }
-}
-
-/// The pinned reference for `image` among an image's `RepoDigests`.
-pub fn pin(image: &str, repo_digests: &[String]) -> Option<String> {
-    if let Some((name, digest)) = image.split_once('@') {
-        let (repository, _) = split_reference(name);
-        let wanted = format!("{repository}@{digest}");
-        return repo_digests.contains(&wanted).then_some(wanted);
-    }
-    let (repository, _) = split_reference(image);
-    repo_digests
-        .iter()
-        .find(|d| {
-            d.split_once('@')
-                .is_some_and(|(repo, _)| repo == repository)
-        })
-        .cloned()
 }
 
 fn classify(image: &str, e: DockerError) -> ResolveError {
@@ -152,28 +169,5 @@ fn classify(image: &str, e: DockerError) -> ResolveError {
         ResolveError::Refused { image, reason }
     } else {
         ResolveError::Unavailable { image, reason }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pins_the_repository_of_the_request() {
-        let digests = vec![
-            "other/name@sha256:aa".to_owned(),
-            "127.0.0.1:5000/baton/bundle@sha256:bb".to_owned(),
-        ];
-        assert_eq!(
-            pin("127.0.0.1:5000/baton/bundle:2.0.0", &digests).as_deref(),
-            Some("127.0.0.1:5000/baton/bundle@sha256:bb")
-        );
-        assert_eq!(
-            pin("127.0.0.1:5000/baton/bundle@sha256:bb", &digests).as_deref(),
-            Some("127.0.0.1:5000/baton/bundle@sha256:bb")
-        );
-        assert_eq!(pin("127.0.0.1:5000/baton/bundle@sha256:cc", &digests), None);
-        assert_eq!(pin("local/only:1", &digests), None);
     }
 }

@@ -21,6 +21,7 @@ use crate::leader::{self, Campaign, Role};
 use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
 use crate::resolve::{DockerResolver, Resolver};
+use crate::trust::Bundles;
 use crate::validate::HostPolicy;
 
 /// Longest pause between attempts to connect to etcd at start.
@@ -96,6 +97,10 @@ pub async fn serve(
     let tls = config.etcd_tls().map_err(ConfigError::from)?;
     config.agent_tls().map_err(ConfigError::from)?;
     config.agent_install()?;
+    let trust = config.bundle_trust()?;
+    if trust.keys().is_empty() {
+        tracing::warn!("no --trusted-key: every bundle will be refused until one is trusted");
+    }
     let docker_tcp = config.docker_tcp().map_err(ConfigError::from)?;
     let hosts = HostPolicy::new(&docker_tcp, config.path_map_roots()?);
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
@@ -128,7 +133,7 @@ pub async fn serve(
         client.clone(),
         keyspace.clone(),
         role_rx,
-        resolver,
+        Bundles { resolver, trust },
         counters.clone(),
         replica.clone(),
         Policy { web, hosts },

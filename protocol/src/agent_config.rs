@@ -173,6 +173,22 @@ pub struct AgentConfig {
     /// `key_file`, optional `domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+    /// The folder of public keys the host trusts for bundles (written by the downloader
+    /// job); left out of the written file when it is the default
+    /// ([`HOST_TRUSTED_KEYS_DIR`](crate::signing::HOST_TRUSTED_KEYS_DIR)).
+    #[serde(
+        default = "default_trusted_keys_dir",
+        skip_serializing_if = "is_default_trusted_keys_dir"
+    )]
+    pub trusted_keys_dir: PathBuf,
+}
+
+fn default_trusted_keys_dir() -> PathBuf {
+    PathBuf::from(crate::signing::HOST_TRUSTED_KEYS_DIR)
+}
+
+fn is_default_trusted_keys_dir(dir: &Path) -> bool {
+    dir == Path::new(crate::signing::HOST_TRUSTED_KEYS_DIR)
 }
 
 fn is_default_install_allow(allow: &[String]) -> bool {

@@ -64,6 +64,11 @@ pub struct JobSettings {
     /// The agent's `install_setuid`: destinations that may carry setuid or setgid bits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub install_setuid: Vec<String>,
+    /// The bundle's signature (from the upgrade): the job verifies it against the keys the
+    /// host trusts (or, on a host that trusts none yet, the bundle's own `trusted_keys`)
+    /// before anything is staged, and then installs the bundle's `trusted_keys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::BundleSignature>,
 }
 
 fn settings_schema() -> u32 {
@@ -95,6 +100,7 @@ impl JobSettings {
             image: None,
             install_allow: None,
             install_setuid: Vec::new(),
+            signature: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`manifest`]: the bundle manifest and its validation;
 //! - [`api`]: the REST API's request and answer bodies;
 //! - [`job`]: the downloader job's settings and its summary line;
+//! - [`signing`]: bundle signatures, signing keys, trusted keys, the registry allow-list;
 //! - [`staged`]: the record of which image a staged bundle came from;
 //! - [`version`]: the order of bundle versions (what a downgrade is);
 //! - [`etcd`]: the etcd TLS settings; with the `etcd` feature also compare-and-swap,
@@ -34,6 +35,7 @@ pub mod keys;
 pub mod manifest;
 pub mod names;
 pub mod shutdown;
+pub mod signing;
 pub mod staged;
 pub mod state;
 pub mod version;

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use baton_downloader::Summary;
 use baton_protocol::documents::{Alive, decode};
 use baton_protocol::keys::HostKey;
+use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, Keyspace};
 use batonctl::bundle::{self, BuildOptions, Built};
 
 use crate::docker;
 use crate::etcd::EtcdServer;
 use crate::fleet::Host;
+use crate::signing::{self, TestKey};
 use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
 
 /// The sample bundle versions.
@@ -173,7 +175,8 @@ pub async fn prepare_source(version: &str, out: &Path) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Builds the bundle `tag` from `source` and pushes it.
+/// Builds the bundle `tag` from `source` (trusting the tests' release key), pushes it and
+/// signs it with that key.
 pub async fn build_bundle(
     version: &str,
     source: &Path,
@@ -181,6 +184,47 @@ pub async fn build_bundle(
     agent: &Path,
     downloader: &Path,
 ) -> Built {
+    let sources = BundleSources {
+        source,
+        agent,
+        downloader,
+    };
+    build_signed_bundle(
+        version,
+        &sources,
+        tag,
+        &[TestKey::Release],
+        TestKey::Release,
+    )
+    .await
+    .0
+}
+
+/// What a bundle is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleSources<'a> {
+    /// The prepared source folder.
+    pub source: &'a Path,
+    /// The bundle's agent.
+    pub agent: &'a Path,
+    /// The static downloader.
+    pub downloader: &'a Path,
+}
+
+/// Builds the bundle `tag` listing `trusts` as its trusted keys, pushes it and signs it with
+/// `signer`; returns it and the signature.
+pub async fn build_signed_bundle(
+    version: &str,
+    sources: &BundleSources<'_>,
+    tag: &str,
+    trusts: &[TestKey],
+    signer: TestKey,
+) -> (Built, BundleSignature) {
+    let BundleSources {
+        source,
+        agent,
+        downloader,
+    } = *sources;
     let docker = bundle::connect().await.expect("connect to Docker");
     let started = Instant::now();
     let built = bundle::build(
@@ -194,17 +238,23 @@ pub async fn build_bundle(
             check_agent_version: true,
             manifest_out: None,
             install: baton_protocol::manifest::InstallPolicy::default(),
+            trusted_keys: trusts
+                .iter()
+                .map(|k| k.signing().public().clone())
+                .collect(),
         },
         &bundle::Stderr,
     )
     .await
     .unwrap_or_else(|e| panic!("bundle build {version}: {e}"));
+    let pinned = built.pushed.as_deref().expect("pushed");
+    let signature = signing::sign(pinned, signer).await;
     eprintln!(
         "TIMING bundle {version}: built and pushed in {:?} ({} MiB of files)",
         started.elapsed(),
         built.context_bytes / (1024 * 1024)
     );
-    built
+    (built, signature)
 }
 
 /// What one run of the job returned.
@@ -251,6 +301,16 @@ impl JobRun {
 /// Runs the bundle `image` as the downloader job for `host`, the way the orchestrator does:
 /// a sibling container with the host's paths mounted under `/host`, no network.
 pub async fn run_job(host: &Host, image: &str, etcd: &[String]) -> JobRun {
+    run_signed_job(host, image, etcd, None).await
+}
+
+/// [`run_job`], passing the bundle's `signature` as the orchestrator does.
+pub async fn run_signed_job(
+    host: &Host,
+    image: &str,
+    etcd: &[String],
+    signature: Option<&BundleSignature>,
+) -> JobRun {
     let name = host.sibling_name("downloader");
     let mounts: Vec<String> = host
         .host_paths()
@@ -268,6 +328,10 @@ pub async fn run_job(host: &Host, image: &str, etcd: &[String]) -> JobRun {
     // A pinned image is recorded beside the staged bundle (the agent installs only that).
     if image.contains("@sha256:") {
         args.extend(["--image", image]);
+    }
+    let signature = signature.map(BundleSignature::to_json);
+    if let Some(s) = &signature {
+        args.extend(["--signature", s.as_str()]);
     }
     args.extend([
         "--host-id",

@@ -12,5 +12,6 @@ pub mod pki;
 pub mod recipe;
 pub mod registration;
 pub mod registry;
+pub mod signing;
 pub mod simhost_image;
 pub mod vm;

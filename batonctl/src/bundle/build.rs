@@ -46,6 +46,9 @@ pub struct BuildOptions {
     pub manifest_out: Option<PathBuf>,
     /// Where the bundle may install files (the hosts' agents check the same).
     pub install: InstallPolicy,
+    /// Public keys written into the manifest's `trusted_keys` (beside the template's own):
+    /// what the hosts trust once the bundle is installed.
+    pub trusted_keys: Vec<baton_protocol::signing::PublicKey>,
 }
 
 /// A built (and maybe pushed) bundle.
@@ -93,6 +96,7 @@ pub async fn build(
         let downloader = options.downloader.clone();
         let check = options.check_agent_version;
         let install = options.install.clone();
+        let trusted_keys = options.trusted_keys.clone();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let collected = lines.clone();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -103,6 +107,7 @@ pub async fn build(
                     downloader: &downloader,
                     check_agent_version: check,
                     install: &install,
+                    trusted_keys: &trusted_keys,
                 },
                 &Collect(collected),
             )
@@ -174,43 +179,10 @@ async fn build_image(
         }
         result.map(|bytes| (bytes, sink.sent))
     });
-    let body = bollard::body_try_stream(receiver_stream(rx));
+    let body = receiver_stream(rx);
 
     let action = format!("build {tag}");
-    let options = BuildImageOptionsBuilder::new()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(body));
-    let mut image_id = None;
-    let mut engine_error = None;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(line) = info.stream.as_deref().map(str::trim_end)
-                    && !line.is_empty()
-                {
-                    progress.line(&format!("  {line}"));
-                }
-                if let Some(id) = info.aux.and_then(|a| a.id) {
-                    image_id = Some(id);
-                }
-                if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
-                    engine_error = Some(e);
-                }
-            }
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                engine_error = Some(error);
-            }
-            Err(e) => {
-                engine_error = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    drop(stream);
+    let (image_id, engine_error) = run_build(docker, tag, body, true, progress).await;
     let written = writer
         .await
         .map_err(|e| BundleError::io("(build context)", "write", std::io::Error::other(e)))?;
@@ -239,6 +211,53 @@ async fn build_image(
             .unwrap_or_default(),
     };
     Ok((image_id, file_bytes))
+}
+
+/// Sends a build of `tag` with the tar `context` to the engine (`cache`: may reuse cached
+/// steps) and follows its output: the image id it reported and the engine's error, if any.
+pub(crate) async fn run_build(
+    docker: &Docker,
+    tag: &str,
+    context: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    cache: bool,
+    progress: &dyn Progress,
+) -> (Option<String>, Option<String>) {
+    let body = bollard::body_try_stream(context);
+    let options = BuildImageOptionsBuilder::new()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .nocache(!cache)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(body));
+    let mut image_id = None;
+    let mut engine_error = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(line) = info.stream.as_deref().map(str::trim_end)
+                    && !line.is_empty()
+                {
+                    progress.line(&format!("  {line}"));
+                }
+                if let Some(id) = info.aux.and_then(|a| a.id) {
+                    image_id = Some(id);
+                }
+                if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+                    engine_error = Some(e);
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                engine_error = Some(error);
+            }
+            Err(e) => {
+                engine_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    (image_id, engine_error)
 }
 
 fn is_receiver_gone(e: &BundleError) -> bool {

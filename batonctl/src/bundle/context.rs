@@ -21,7 +21,7 @@ pub const LABEL_VERSION: &str = "io.baton.bundle.version";
 /// Image label: the agent version.
 pub const LABEL_AGENT_VERSION: &str = "io.baton.bundle.agent-version";
 /// Image label: the manifest's sha256.
-pub const LABEL_MANIFEST_SHA256: &str = "io.baton.bundle.manifest-sha256";
+pub const LABEL_MANIFEST_SHA256: &str = baton_protocol::docker::bundle::MANIFEST_SHA256_LABEL;
 /// Modification time of every entry (2020-01-01T00:00:00Z), for reproducible layers.
 const MTIME: u64 = 1_577_836_800;
 
@@ -182,6 +182,7 @@ mod tests {
                 downloader: &downloader,
                 check_agent_version: false,
                 install: &baton_protocol::manifest::InstallPolicy::default(),
+                trusted_keys: &[],
             },
             &Quiet,
         )

@@ -97,6 +97,17 @@ pub enum BundleError {
         /// What differs.
         reason: String,
     },
+    /// The bundle's signature was refused (or could not be made).
+    #[error("{image}: {reason}")]
+    Signature {
+        /// The bundle.
+        image: String,
+        /// Why (in the message, not as a source: it is the whole story).
+        reason: baton_protocol::signing::SignatureError,
+    },
+    /// A key file could not be read or written.
+    #[error(transparent)]
+    Key(#[from] baton_protocol::signing::KeyError),
     /// A Docker Engine call failed (connect, build, push, pull, inspect), or the image is
     /// not a bundle.
     #[error(transparent)]

@@ -78,13 +78,37 @@ pub struct Sources<'a> {
     pub check_agent_version: bool,
     /// Where the bundle may install files.
     pub install: &'a InstallPolicy,
+    /// Public keys added to the manifest's `trusted_keys`.
+    pub trusted_keys: &'a [baton_protocol::signing::PublicKey],
+}
+
+/// Adds `keys` to the template's `trusted_keys` (a key listed twice is kept once).
+fn add_trusted_keys(template: &mut Value, keys: &[baton_protocol::signing::PublicKey]) {
+    if keys.is_empty() {
+        return;
+    }
+    let Some(object) = template.as_object_mut() else {
+        return; // reported by the parse
+    };
+    let list = object
+        .entry("trusted_keys")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(list) = list.as_array_mut() {
+        for key in keys {
+            let doc = serde_json::to_value(key.to_document()).unwrap_or_default();
+            if !list.contains(&doc) {
+                list.push(doc);
+            }
+        }
+    }
 }
 
 /// Reads the template of `sources.dir`, completes and validates the manifest, and checks the
 /// binaries. Nothing is written.
 pub fn prepare(sources: &Sources<'_>, progress: &dyn Progress) -> Result<Prepared, BundleError> {
     let template_path = sources.dir.join(TEMPLATE_FILE);
-    let template = read_template(&template_path)?;
+    let mut template = read_template(&template_path)?;
+    add_trusted_keys(&mut template, sources.trusted_keys);
 
     // Structure, versions, names, paths first, before hashing anything.
     let mut probe = template.clone();
@@ -362,6 +386,7 @@ pub(crate) mod tests {
                 downloader: &downloader,
                 check_agent_version: true,
                 install: &InstallPolicy::default(),
+                trusted_keys: &[],
             },
             &Quiet,
         )
@@ -483,6 +508,7 @@ pub(crate) mod tests {
                 downloader: &me,
                 check_agent_version: false,
                 install: &InstallPolicy::default(),
+                trusted_keys: &[],
             },
             &Quiet,
         )

@@ -6,9 +6,12 @@
 //! and verified under that digest, and only to destinations its install policy allows.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
+use baton_protocol::digest::sha256_hex;
 use baton_protocol::documents::Desired;
 use baton_protocol::manifest::{Manifest, ManifestError, check_version};
+use baton_protocol::signing::{SignatureError, Subject, TrustedKeys};
 use baton_protocol::staged::{STAGED_RECORD_FILE, StagedBundle};
 
 use super::Agent;
@@ -83,6 +86,12 @@ pub enum BundleError {
         /// The digest `desired` names.
         desired: String,
     },
+    /// The host trusts keys and `desired` carries no signature that verifies with them.
+    #[error("bundle signature refused: {reason}")]
+    Signature {
+        /// Why, naming the key, the expiry or what the signature is for.
+        reason: String,
+    },
 }
 
 impl From<ManifestError> for BundleError {
@@ -121,9 +130,59 @@ impl Agent {
     }
 
     /// The manifest of the bundle `desired` names, if it is staged from that very image.
+    /// On a host that trusts keys, `desired` must carry a signature that verifies with them
+    /// for its digest and version — checked before the staged bundle is looked at — and for
+    /// the staged manifest's exact bytes.
     pub(super) fn desired_bundle(&self, desired: &Desired) -> Result<Manifest, BundleError> {
         let digest = desired.validate()?;
-        self.staged(&desired.version, digest)
+        self.verify_signature(desired, digest, None)?;
+        let manifest = self.staged(&desired.version, digest)?;
+        let path = self.bundle_dir(&desired.version).join("manifest.json");
+        let bytes = std::fs::read(&path).map_err(|source| BundleError::NotStaged {
+            version: desired.version.clone(),
+            path,
+            source,
+        })?;
+        self.verify_signature(desired, digest, Some(&sha256_hex(&bytes)))?;
+        Ok(manifest)
+    }
+
+    /// `desired.signature` against the keys the host trusts (`trusted_keys_dir`); a host
+    /// that trusts none (never given a signed bundle) accepts any.
+    fn verify_signature(
+        &self,
+        desired: &Desired,
+        digest: &str,
+        manifest_sha256: Option<&str>,
+    ) -> Result<(), BundleError> {
+        let refused = |reason: String| BundleError::Signature { reason };
+        let trusted = TrustedKeys::read_dir(&self.config.trusted_keys_dir)
+            .map_err(|e| refused(e.to_string()))?;
+        if trusted.is_empty() {
+            return Ok(());
+        }
+        let signature = desired.signature.as_ref().ok_or_else(|| {
+            refused(
+                SignatureError::Unsigned(format!(
+                    "desired has no signature and the host trusts keys {} ({})",
+                    trusted.ids(),
+                    self.config.trusted_keys_dir.display()
+                ))
+                .to_string(),
+            )
+        })?;
+        signature
+            .verify(
+                &trusted,
+                &Subject {
+                    image: digest,
+                    version: &desired.version,
+                    manifest_sha256,
+                },
+                SystemTime::now(),
+            )
+            .map(|_| ())
+            .map_err(|e| refused(e.to_string()))
     }
 
     /// The manifest of bundle `version`, if it was staged from the image `digest`.

@@ -44,6 +44,7 @@ use crate::auth::Access;
 use crate::leader::{self, Role};
 use crate::metrics::Counters;
 use crate::resolve::Resolver;
+use crate::trust::{BundleTrust, Bundles};
 use crate::validate::HostPolicy;
 
 /// What the operator's configuration allows callers: where requests may come from, and what
@@ -68,6 +69,7 @@ struct Inner {
     role: watch::Receiver<Role>,
     election: Election,
     resolver: Arc<dyn Resolver>,
+    trust: BundleTrust,
     counters: Arc<Counters>,
     replica: String,
     policy: Policy,
@@ -88,11 +90,12 @@ impl AppState {
         client: Client,
         keyspace: Keyspace,
         role: watch::Receiver<Role>,
-        resolver: Arc<dyn Resolver>,
+        bundles: Bundles,
         counters: Arc<Counters>,
         replica: String,
         policy: Policy,
     ) -> Self {
+        let Bundles { resolver, trust } = bundles;
         let election = Election::new(client.clone(), keyspace.leader());
         Self {
             inner: Arc::new(Inner {
@@ -101,6 +104,7 @@ impl AppState {
                 role,
                 election,
                 resolver,
+                trust,
                 counters,
                 replica,
                 policy,
@@ -116,6 +120,11 @@ impl AppState {
     /// The keyspace.
     pub fn keyspace(&self) -> &Keyspace {
         &self.inner.keyspace
+    }
+
+    /// Which bundles and registries are accepted.
+    pub fn trust(&self) -> &BundleTrust {
+        &self.inner.trust
     }
 
     /// The bundle resolver.

@@ -240,6 +240,8 @@ pub async fn create(
     let fence = state.require_leader().await?;
     // Everything that needs no Docker and no registry first.
     validate::image(&req.image)?;
+    // Nothing is pulled from a registry that is not allowed.
+    state.trust().check_registry("image", &req.image)?;
     let requested = validate::strategy(&req.strategy)?;
     let requested_id = req.id.as_deref().map(validate::upgrade_id).transpose()?;
     let ks = state.keyspace();
@@ -258,6 +260,12 @@ pub async fn create(
     }
     // The tag is resolved to a digest once; only the digest is stored.
     let resolved = state.resolver().resolve(&req.image).await?;
+    let (signature, signed) = state.trust().verify(&resolved)?;
+    if let Some(image) = &resolved.manifest.orchestrator_image {
+        state
+            .trust()
+            .check_registry("the bundle's orchestrator_image", image)?;
+    }
     let (strategy, strategy_reason) = requested.choose(&resolved.manifest)?;
     let plan = plan::batches(&strategy, &labels)?;
     let running = selected
@@ -319,6 +327,7 @@ pub async fn create(
                 handed_over_at: None,
             }
         }),
+        signature: Some(signature),
         created_at: now.clone(),
         updated_at: now.clone(),
     };
@@ -326,7 +335,7 @@ pub async fn create(
         &now,
         EventKind::Created,
         format!(
-            "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {})",
+            "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {}), signed by key {} until {}",
             upgrade.version,
             resolved.manifest.agent.version,
             match &upgrade.orchestrator {
@@ -339,7 +348,9 @@ pub async fn create(
                 None => strategy_kind(&upgrade.strategy).to_owned(),
             },
             upgrade.bundle,
-            req.image
+            req.image,
+            signed.key_id,
+            signed.expires
         ),
     );
     let event_key = ks.event(&id, upgrade.events);

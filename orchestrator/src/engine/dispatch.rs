@@ -89,6 +89,8 @@ pub struct Job {
     pub host: HostSpec,
     /// The bundle image by digest.
     pub bundle: String,
+    /// Its signature, verified by the orchestrator; the job verifies it again.
+    pub signature: Option<baton_protocol::signing::BundleSignature>,
     /// etcd endpoints as the host's agent reaches them.
     pub agent_etcd: Vec<String>,
     /// The key prefix.
@@ -128,6 +130,7 @@ impl Job {
         }
         settings.tls = self.tls.clone();
         settings.image = Some(self.bundle.clone());
+        settings.signature = self.signature.clone();
         settings.install_allow = Some(self.install.allow.clone());
         settings.install_setuid = self.install.setuid.clone();
         settings
@@ -342,6 +345,7 @@ mod tests {
                 registered_at: "t".into(),
             },
             bundle: "r/b@sha256:00".into(),
+            signature: None,
             agent_etcd: vec!["http://10.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
             prefix: "/baton".into(),
             labels: BTreeMap::new(),

@@ -181,6 +181,7 @@ impl Engine {
             upgrade: id.clone(),
             host: spec,
             bundle: upgrade.bundle.clone(),
+            signature: upgrade.signature.clone(),
             agent_etcd: self.config.agent_etcd.clone(),
             prefix: self.etcd.keyspace.prefix().to_owned(),
             labels: self.config.job_labels.clone(),

@@ -146,6 +146,7 @@ pub fn desired_for(upgrade: &Upgrade, next_host: Option<HostId>, now: &Timestamp
         action: desired_action(upgrade),
         next_host,
         allow_downgrade: upgrade.allow_downgrade,
+        signature: upgrade.signature.clone(),
         issued_at: now.clone(),
     }
 }

@@ -288,6 +288,7 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         listed: true,
         task: Some(task),
         orchestrator: None,
+        signature: source.signature.clone(),
         skip_paused: false,
         // The fleet's bundle, as its upgrade installed it: a deliberate downgrade stays one
         // for a host that joins or is reinstalled later.

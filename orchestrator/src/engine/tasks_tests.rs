@@ -256,6 +256,7 @@ fn record(
         listed: false,
         task,
         orchestrator: None,
+        signature: None,
         skip_paused: false,
         allow_downgrade: false,
         created_at: ts(created),

@@ -12,10 +12,21 @@ use futures::StreamExt;
 use super::{DockerError, Progress, is_not_found, pull};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, check_image_ref};
 
+/// The label of a bundle image holding the sha256 (hex) of its `manifest.json`.
+pub const MANIFEST_SHA256_LABEL: &str = "io.baton.bundle.manifest-sha256";
 /// Where the bundle is in a bundle image.
 pub const BUNDLE_DIR: &str = "/bundle";
 /// Label of the containers created to read a manifest.
 const PURPOSE_LABEL: (&str, &str) = ("io.baton.purpose", "bundle-inspect");
+
+/// A bundle's manifest and the sha256 of its bytes (what a signature vouches for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadManifest {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// sha256 (hex) of `/bundle/manifest.json` as stored in the image.
+    pub sha256: String,
+}
 
 /// Reads `/bundle/manifest.json` out of a bundle image (pulled if not present locally)
 /// without running it.
@@ -24,6 +35,17 @@ pub async fn read_manifest(
     image: &str,
     progress: &dyn Progress,
 ) -> Result<Manifest, DockerError> {
+    Ok(read_bundle_manifest(docker, image, progress)
+        .await?
+        .manifest)
+}
+
+/// [`read_manifest`], with the sha256 of the manifest's bytes.
+pub async fn read_bundle_manifest(
+    docker: &Docker,
+    image: &str,
+    progress: &dyn Progress,
+) -> Result<ReadManifest, DockerError> {
     check_image_ref("IMAGE", image).map_err(|source| DockerError::Reference {
         reference: image.to_owned(),
         source,
@@ -61,9 +83,13 @@ pub async fn read_manifest(
         )));
     let bytes = copied?;
     removed?;
-    Manifest::parse(&bytes).map_err(|source| DockerError::Manifest {
+    let manifest = Manifest::parse(&bytes).map_err(|source| DockerError::Manifest {
         path: format!("{image}:{BUNDLE_DIR}/manifest.json"),
         source,
+    })?;
+    Ok(ReadManifest {
+        manifest,
+        sha256: crate::digest::sha256_hex(&bytes),
     })
 }
 

@@ -57,9 +57,43 @@ pub async fn ensure_image(
     }
 }
 
+/// The pinned reference for `image` among an image's `RepoDigests`.
+pub fn pin(image: &str, repo_digests: &[String]) -> Option<String> {
+    if let Some((name, digest)) = image.split_once('@') {
+        let (repository, _) = split_reference(name);
+        let wanted = format!("{repository}@{digest}");
+        return repo_digests.contains(&wanted).then_some(wanted);
+    }
+    let (repository, _) = split_reference(image);
+    repo_digests
+        .iter()
+        .find(|d| {
+            d.split_once('@')
+                .is_some_and(|(repo, _)| repo == repository)
+        })
+        .cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn pins_the_repository_of_the_request() {
+        let digests = vec![
+            "other/name@sha256:aa".to_owned(),
+            "127.0.0.1:5000/baton/bundle@sha256:bb".to_owned(),
+        ];
+        assert_eq!(
+            pin("127.0.0.1:5000/baton/bundle:2.0.0", &digests).as_deref(),
+            Some("127.0.0.1:5000/baton/bundle@sha256:bb")
+        );
+        assert_eq!(
+            pin("127.0.0.1:5000/baton/bundle@sha256:bb", &digests).as_deref(),
+            Some("127.0.0.1:5000/baton/bundle@sha256:bb")
+        );
+        assert_eq!(pin("127.0.0.1:5000/baton/bundle@sha256:cc", &digests), None);
+        assert_eq!(pin("local/only:1", &digests), None);
+    }
 
     #[test]
     fn references_split_into_repository_and_tag() {

@@ -4,14 +4,16 @@
 //! implementation for both. Behind the `docker` cargo feature.
 //!
 //! - [`image`]: pull, pull-if-missing, reference splitting;
-//! - [`bundle`]: a bundle image's layout and reading its manifest without running it.
+//! - [`bundle`]: a bundle image's layout and reading its manifest without running it;
+//! - [`signature`]: a bundle's signature beside it in its registry.
 
 pub mod bundle;
 pub mod image;
+pub mod signature;
 
 pub use bollard::Docker;
-pub use bundle::{BUNDLE_DIR, read_manifest};
-pub use image::{ensure_image, pull, split_reference};
+pub use bundle::{BUNDLE_DIR, ReadManifest, read_bundle_manifest, read_manifest};
+pub use image::{ensure_image, pin, pull, split_reference};
 
 use crate::manifest::ManifestError;
 

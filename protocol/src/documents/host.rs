@@ -107,6 +107,11 @@ pub struct Desired {
     /// `allow_downgrade: true`, or it is a revert); without it the agent refuses to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_downgrade: bool,
+    /// The bundle's signature, as the orchestrator verified it: an agent that trusts keys
+    /// installs the bundle only if it verifies with them (and is for this digest, version
+    /// and the staged manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::BundleSignature>,
     /// When it was written.
     pub issued_at: Timestamp,
 }
@@ -195,6 +200,7 @@ mod tests {
             action: DesiredAction::Install,
             next_host: None,
             allow_downgrade: false,
+            signature: None,
             issued_at: "t".into(),
         }
     }

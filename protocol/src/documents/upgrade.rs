@@ -108,6 +108,10 @@ pub struct Upgrade {
     /// download phase the leader starts it and hands leadership over to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestrator: Option<OrchestratorUpdate>,
+    /// The bundle's signature the orchestrator verified when it accepted the upgrade (passed
+    /// to every host's downloader job and `desired`, which verify it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::BundleSignature>,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When this record last changed.

@@ -20,6 +20,11 @@ pub struct Manifest {
     /// Orchestrator image carried by the bundle, if any (for self-update).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orchestrator_image: Option<String>,
+    /// The public keys hosts trust for bundles once this bundle is installed (written to
+    /// `/etc/baton/trusted-keys/` by the downloader job after the bundle's signature
+    /// verified): how the first install brings keys and how a signed bundle rotates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<crate::signing::keys::PublicKeyFile>,
     /// The components, applied in ascending `order`.
     pub components: Vec<Component>,
 }
@@ -191,6 +196,15 @@ impl Manifest {
     pub fn to_json(&self) -> Vec<u8> {
         // Cannot fail: plain structs with string map keys.
         serde_json::to_vec_pretty(self).expect("manifests always serialise")
+    }
+
+    /// The keys of `trusted_keys` (validated by [`Manifest::parse`]).
+    pub fn trusted_keys(&self) -> crate::signing::TrustedKeys {
+        crate::signing::TrustedKeys::new(self.trusted_keys.iter().enumerate().filter_map(
+            |(i, doc)| {
+                crate::signing::PublicKey::from_document(&format!("trusted_keys[{i}]"), doc).ok()
+            },
+        ))
     }
 
     /// Components in the order the agent applies them.

@@ -64,6 +64,16 @@ impl Manifest {
                 ));
             }
         }
+        for (i, key) in self.trusted_keys.iter().enumerate() {
+            crate::signing::PublicKey::from_document(&format!("trusted_keys[{i}]"), key).map_err(
+                |e| match e {
+                    crate::signing::SignatureError::Malformed { field, reason } => {
+                        ManifestError::new(field, reason)
+                    }
+                    other => ManifestError::new(format!("trusted_keys[{i}]"), other.to_string()),
+                },
+            )?;
+        }
         if self.components.is_empty() {
             return Err(ManifestError::new(
                 "components",

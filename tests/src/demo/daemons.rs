@@ -231,7 +231,13 @@ pub(super) async fn start_orchestrator(
         .as_deref()
         .map(|r| r.display().to_string())
         .unwrap_or_default();
+    let (_, trusted_key) = super::signing::key_files(state);
     let args = [
+        // Only bundles signed with the demo's key, only from the demo's registry.
+        "--trusted-key",
+        &trusted_key.display().to_string(),
+        "--allowed-registry",
+        &state.registry,
         "--api-tls-cert-file",
         &pki.server_cert.display().to_string(),
         "--api-tls-key-file",

@@ -32,6 +32,7 @@
 
 mod commands;
 mod daemons;
+mod signing;
 mod state;
 mod summary;
 mod teardown;
@@ -335,6 +336,11 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let before = read_versions(&client, &keyspace, &state.hosts).await?;
     let orchestrator_before = health(&api).await?;
 
+    if let Some(v2) = state.bundles.get("2.0.0") {
+        say.step("only signed bundles are accepted: the same 2.0.0, pushed where no signature lies beside it, is refused");
+        signing::show_unsigned_refused(&state, &api, v2).await?;
+    }
+
     let upgrade_started = Instant::now();
     let upgrade = roll_out_v2(&state, &api, &orchestrator_before, &say).await?;
     let upgrade_took = upgrade_started.elapsed();
@@ -461,6 +467,11 @@ async fn start_fleet(
     // interrupted build leaves nothing `down` does not know of.
     state.images = VERSIONS.map(|v| bundle_tag(&state, v)).to_vec();
     state.images.push(orchestrator_tag(&state));
+    state.images.push(format!(
+        "{}/{}:2.0.0",
+        state.registry,
+        signing::UNSIGNED_REPOSITORY
+    ));
     state.save()?;
     let (fleet, built) = tokio::join!(
         Fleet::start(config.hosts, options),
@@ -641,6 +652,7 @@ async fn build_bundles(
             version: format!("{ORCHESTRATOR_V2} (the orchestrator image)"),
             source,
         })?;
+    let key = signing::generate_key(state).await?;
     let mut pinned = BTreeMap::new();
     for (version, agent) in VERSIONS.iter().zip(&binaries.agents) {
         let source = state.state_dir.join("bundles").join(version);
@@ -663,6 +675,8 @@ async fn build_bundles(
                 check_agent_version: true,
                 manifest_out: None,
                 install: baton_protocol::manifest::InstallPolicy::default(),
+                // The hosts trust the demo's key from the first install on.
+                trusted_keys: vec![key.public().clone()],
             },
             &Indented,
         )
@@ -671,7 +685,9 @@ async fn build_bundles(
             version: (*version).to_owned(),
             source,
         })?;
-        pinned.insert((*version).to_owned(), built.pushed.unwrap_or(tag));
+        let reference = built.pushed.unwrap_or(tag);
+        signing::sign(&docker, &reference, version, &key).await?;
+        pinned.insert((*version).to_owned(), reference);
     }
     Ok(pinned)
 }

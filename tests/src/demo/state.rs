@@ -15,6 +15,8 @@ use crate::pki::TestPki;
 pub const TOKEN_FILE: &str = "token";
 /// The API's certificates' folder in the state folder.
 pub const API_PKI_DIR: &str = "api-pki";
+/// The demo's signing key pair's folder in the state folder.
+pub const KEYS_DIR: &str = "keys";
 
 /// Version of the state file's format.
 pub(super) const STATE_SCHEMA: u32 = 1;
@@ -25,6 +27,7 @@ const STATE_ENTRIES: &[&str] = &[
     STATE_TMP,
     TOKEN_FILE,
     API_PKI_DIR,
+    KEYS_DIR,
     "etcd",
     "etcd.log",
     "registry",

@@ -89,6 +89,7 @@ async fn an_agent_with_a_tls_section_keeps_its_alive_key() {
         install_allow: baton_protocol::manifest::default_install_allow(),
         install_setuid: Vec::new(),
         tls: etcd.client_tls().cloned(),
+        trusted_keys_dir: baton_protocol::signing::HOST_TRUSTED_KEYS_DIR.into(),
     };
     // The same validation the agent's config file gets.
     AgentConfig::parse(std::path::Path::new("agent.toml"), &config.to_toml())

@@ -26,27 +26,27 @@ const SETTLE: Duration = Duration::from_secs(180);
 
 /// Everything a scenario needs: the fleet, etcd on its gateway, the registry and the
 /// bundles pushed to it.
-struct World {
-    fleet: Fleet,
-    etcd: EtcdServer,
-    agent_endpoints: Vec<String>,
+pub(crate) struct World {
+    pub(crate) fleet: Fleet,
+    pub(crate) etcd: EtcdServer,
+    pub(crate) agent_endpoints: Vec<String>,
     client: Client,
     keys: Keyspace,
-    _registry: Registry,
+    pub(crate) registry: Registry,
     _sources: tempfile::TempDir,
     _images: RemoveImages,
     /// Pushed bundle references by name (`1.0.0`, `2.0.0`, and variants).
-    bundles: std::collections::BTreeMap<String, String>,
+    pub(crate) bundles: std::collections::BTreeMap<String, String>,
 }
 
 /// Sample bundle sources with an optional edit of one file (path in the source, content).
-struct Variant {
+pub(crate) struct Variant {
     name: &'static str,
     version: &'static str,
     edit: Option<(&'static str, &'static str)>,
 }
 
-async fn world(hosts: usize, variants: &[Variant]) -> World {
+pub(crate) async fn world(hosts: usize, variants: &[Variant]) -> World {
     require_docker().await;
     let bins = binaries();
     let registry = Registry::start().await.expect("start registry");
@@ -79,7 +79,7 @@ async fn world(hosts: usize, variants: &[Variant]) -> World {
         etcd,
         fleet,
         keys: Keyspace::default(),
-        _registry: registry,
+        registry,
         _sources: sources,
         _images: images,
         bundles,
@@ -99,7 +99,7 @@ impl World {
         wait_alive(&self.etcd, host, agent_version).await;
     }
 
-    fn desired(&self, upgrade: &str, version: &str, name: &str) -> Desired {
+    pub(crate) fn desired(&self, upgrade: &str, version: &str, name: &str) -> Desired {
         Desired {
             schema_version: documents::SCHEMA_VERSION,
             upgrade_id: UpgradeId::new(upgrade).expect("id"),
@@ -108,11 +108,12 @@ impl World {
             action: DesiredAction::Install,
             next_host: None,
             allow_downgrade: false,
+            signature: None,
             issued_at: documents::now(),
         }
     }
 
-    async fn put_desired(&self, host: &Host, desired: &Desired) {
+    pub(crate) async fn put_desired(&self, host: &Host, desired: &Desired) {
         self.client
             .kv_client()
             .put(
@@ -124,7 +125,7 @@ impl World {
             .expect("put desired");
     }
 
-    async fn status(&self, host: &Host) -> Option<HostStatus> {
+    pub(crate) async fn status(&self, host: &Host) -> Option<HostStatus> {
         etcd::read(&self.client, &self.key(host, HostKey::Status))
             .await
             .expect("read status")
@@ -140,7 +141,7 @@ impl World {
     }
 
     /// Waits until the host's status for `upgrade` is settled; returns it.
-    async fn settled(&self, host: &Host, upgrade: &str) -> HostStatus {
+    pub(crate) async fn settled(&self, host: &Host, upgrade: &str) -> HostStatus {
         let start = Instant::now();
         loop {
             if let Some(s) = self.status(host).await {

@@ -93,6 +93,8 @@ async fn setup(daemon_content: &str) -> Setup {
         install_allow: baton_protocol::manifest::default_install_allow(),
         install_setuid: Vec::new(),
         tls: None,
+        // None trusted: these tests write `desired` without signatures.
+        trusted_keys_dir: dir.path().join("trusted-keys"),
     };
     let fake = Arc::new(RecordingHost::default());
     let agent = Agent::new(config.clone(), fake.clone()).expect("agent");
@@ -172,6 +174,7 @@ fn desired(id: &str, version: &str, bundle: &str) -> Desired {
         action: DesiredAction::Install,
         next_host: None,
         allow_downgrade: false,
+        signature: None,
         issued_at: documents::now(),
     }
 }

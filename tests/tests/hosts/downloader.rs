@@ -461,6 +461,7 @@ async fn bundle_build_refuses_bad_sources_before_building() {
                 check_agent_version: true,
                 manifest_out: None,
                 install: baton_protocol::manifest::InstallPolicy::default(),
+                trusted_keys: Vec::new(),
             },
             &bundle::Quiet,
         )

@@ -12,3 +12,4 @@ mod agent_fleet;
 mod agent_logic;
 mod downloader;
 mod fleet;
+mod signing;

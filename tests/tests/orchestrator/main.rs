@@ -20,4 +20,5 @@ mod maintenance;
 mod paused_join;
 mod security;
 mod self_update;
+mod signing;
 mod support;

@@ -24,6 +24,7 @@ use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
 use baton_tests::pki::TestPki;
 use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
+use baton_tests::signing::{self, TestKey};
 use batonctl::client::{ApiClient, Credentials};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -131,6 +132,9 @@ pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     c.admin_token_file = Some(api.admin_token_file);
     // Simulated hosts keep their folders under the machine's temporary folder.
     c.path_map_roots = vec![std::env::temp_dir().display().to_string()];
+    // Bundles signed with the tests' release key, from the tests' loopback registries.
+    c.trusted_keys = vec![TestKey::Release.public_file()];
+    c.allowed_registries = vec!["127.0.0.1".to_owned()];
     c
 }
 
@@ -289,7 +293,8 @@ pub fn tiny_manifest(version: &str, backward_compatible: bool) -> serde_json::Va
 
 /// Builds a bundle-shaped image holding only `/bundle/manifest.json` (enough to resolve and
 /// inspect it) and pushes it as `<registry>/baton-test/bundle:<tag>`; returns the tag
-/// reference and the pinned one. The local images are removed when `cleanup` drops.
+/// reference and the pinned one, signed with the tests' release key. The local images are
+/// removed when `cleanup` drops.
 pub async fn push_tiny_bundle(
     registry: &Registry,
     tag: &str,
@@ -323,6 +328,7 @@ pub async fn push_tiny_bundle(
         .push(&local, "baton-test/bundle", tag)
         .await
         .expect("push");
+    signing::sign(&pinned, TestKey::Release).await;
     let reference = format!("{}:{tag}", registry.reference("baton-test/bundle"));
     cleanup.push(reference.clone());
     (reference, pinned)
@@ -365,10 +371,11 @@ pub async fn push_job_bundle(
     build(dir, &local).await;
     images.0.push(local.clone());
     let repository = format!("baton-test/{name}");
-    registry
+    let pinned = registry
         .push(&local, &repository, version)
         .await
         .expect("push");
+    signing::sign(&pinned, TestKey::Release).await;
     let tag = format!("{}:{version}", registry.reference(&repository));
     images.0.push(tag.clone());
     tag
