@@ -64,6 +64,7 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         install_allow: settings.install.allow.clone(),
         install_setuid: settings.install.setuid.clone(),
         tls: settings.tls.clone(),
+        credential_file: None,
     };
     let text = format!(
         "# Written by baton-downloader; rewritten by the next bundle's job.\n{}",

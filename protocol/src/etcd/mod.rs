@@ -4,9 +4,12 @@
 //! downloader job writes them into the agent's configuration) does not build the gRPC stack.
 
 #[cfg(feature = "etcd")]
+pub mod auth;
+#[cfg(feature = "etcd")]
 mod cas;
 #[cfg(feature = "etcd")]
 mod election;
+pub mod identity;
 #[cfg(feature = "etcd")]
 mod lease;
 mod tls;
@@ -25,6 +28,7 @@ pub use cas::{
 pub use election::{Election, Leadership, Observer};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
+pub use identity::Credential;
 #[cfg(feature = "etcd")]
 pub use lease::KeptLease;
 pub use tls::EtcdTls;
@@ -99,6 +103,18 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
 /// Connects to etcd, over TLS when `tls` is given (`https://` endpoints).
 #[cfg(feature = "etcd")]
 pub async fn connect_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client, EtcdError> {
+    connect_as(endpoints, tls, None).await
+}
+
+/// Connects to etcd over TLS when `tls` is given, as `credential`'s user when given (etcd
+/// with authentication on; without it the client is anonymous, or its TLS certificate's
+/// common name with client-certificate authentication).
+#[cfg(feature = "etcd")]
+pub async fn connect_as(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
+) -> Result<Client, EtcdError> {
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         // No per-request timeout: it would also cut watches, keep-alive streams and
@@ -106,6 +122,9 @@ pub async fn connect_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
     if let Some(tls) = tls {
         options = options.with_tls(tls.options()?);
+    }
+    if let Some(c) = credential {
+        options = options.with_user(c.user.as_str(), c.password.as_str());
     }
     Client::connect(endpoints, Some(options))
         .await

@@ -1,8 +1,10 @@
 //! A daisy-chain upgrade on the simulated fleet keeps going with no orchestrator: four hosts
 //! on 1.0.0 (installed through the orchestrator), then a daisy-chain upgrade to 2.0.0 whose
-//! orchestrator is stopped as soon as the first host was dispatched. Each agent, once `Done`,
-//! writes the next host's `desired` itself; every host ends on 2.0.0. A new orchestrator
-//! then only reports: the same upgrade record ends `Succeeded`, each host told once.
+//! orchestrator is stopped as soon as the first host was dispatched. The orchestrator told
+//! every host up front whom it follows; each agent starts once its predecessor's `status`
+//! says `Done` (no host writes another's keys), and every host ends on 2.0.0. A new
+//! orchestrator then only reports: the same upgrade record ends `Succeeded`, each host told
+//! once.
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
@@ -89,7 +91,7 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
     let desired_for_v2 = |client: Client, host: HostId| async move {
         read::<Desired>(&client, &Keyspace::default().host(&host, HostKey::Desired))
             .await
-            .is_some_and(|d| d.upgrade_id.as_str() == "u-v2")
+            .filter(|d| d.upgrade_id.as_str() == "u-v2")
     };
     let hosts: Vec<HostId> = fleet
         .hosts()
@@ -99,13 +101,29 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
     let first = loop {
         let mut told = Vec::new();
         for h in &hosts {
-            if desired_for_v2(client.clone(), h.clone()).await {
-                told.push(h.clone());
+            if let Some(d) = desired_for_v2(client.clone(), h.clone()).await {
+                told.push((h.clone(), d.after));
             }
         }
-        if let Some(first) = told.first() {
-            assert_eq!(told.len(), 1, "a daisy chain starts one host: {told:?}");
-            break first.clone();
+        if !told.is_empty() {
+            // One transaction tells the whole chain: the first host follows no one, each
+            // other host the one before it.
+            assert_eq!(told.len(), hosts.len(), "{told:?}");
+            let starts: Vec<&HostId> = told
+                .iter()
+                .filter(|(_, after)| after.is_none())
+                .map(|(h, _)| h)
+                .collect();
+            assert_eq!(starts.len(), 1, "a daisy chain starts one host: {told:?}");
+            let mut followed: Vec<&HostId> = told.iter().filter_map(|(_, a)| a.as_ref()).collect();
+            followed.sort();
+            followed.dedup();
+            assert_eq!(
+                followed.len(),
+                hosts.len() - 1,
+                "a chain, not a tree: {told:?}"
+            );
+            break starts[0].clone();
         }
         assert!(started.elapsed() < TIMEOUT, "no host was dispatched");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -116,7 +134,7 @@ async fn a_daisy_chain_upgrade_finishes_with_the_orchestrator_stopped() {
         started.elapsed()
     );
 
-    // With no orchestrator, every host gets to 2.0.0, handed the baton by the previous one.
+    // With no orchestrator, every host gets to 2.0.0, each starting after the one before.
     for h in &hosts {
         let status_key = keys.host(h, HostKey::Status);
         loop {
