@@ -69,6 +69,9 @@ pub enum JobError {
         /// Why.
         source: ManifestError,
     },
+    /// The host's etcd credential the job was given could not be read.
+    #[error(transparent)]
+    Credential(#[from] baton_protocol::etcd::identity::CredentialError),
     /// The agent configuration given to the job is invalid.
     #[error(transparent)]
     AgentConfig(#[from] AgentConfigError),

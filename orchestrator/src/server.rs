@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_protocol::Keyspace;
-use baton_protocol::etcd::{self, Client, EtcdTls};
+use baton_protocol::etcd::{self, Client, Credential, EtcdTls};
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
@@ -16,7 +16,8 @@ use crate::api::gate::WebPolicy;
 use crate::api::{self, AppState};
 use crate::auth;
 use crate::config::{Config, ConfigError};
-use crate::engine::Exit;
+use crate::engine::{EngineConfig, Exit};
+use crate::identities::{self, Identities, IdentityError};
 use crate::leader::{self, Campaign, Role};
 use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
@@ -34,6 +35,9 @@ pub enum RunError {
     /// The admin token file could not be used.
     #[error(transparent)]
     AdminToken(#[from] auth::token::BootstrapError),
+    /// The etcd identities could not be set up.
+    #[error("etcd identities: {0}")]
+    Identity(#[from] IdentityError),
     /// The listen address could not be bound or served.
     #[error("REST API on {addr}: {source}")]
     Listen {
@@ -99,7 +103,31 @@ pub async fn serve(
     let replica = config.replica_name();
     let resolver = resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker, docker_tls)));
     tokio::pin!(shutdown);
-    let Some(client) = connect(&config.etcd, tls.as_ref(), &mut shutdown).await else {
+    let admin_credential = config
+        .etcd_admin_credential_file
+        .as_deref()
+        .map(Credential::load)
+        .transpose()
+        .map_err(IdentityError::from)?;
+    let own = config
+        .etcd_credential_file
+        .as_deref()
+        .map(|f| identities::own_credential(f, admin_credential.is_some()))
+        .transpose()?;
+    let identities = match (&admin_credential, &own) {
+        (Some(admin), Some(own)) => {
+            let Some(admin) = connect(&config.etcd, tls.as_ref(), Some(admin), &mut shutdown).await
+            else {
+                return Ok(());
+            };
+            let identities = Identities::new(admin, keyspace.clone());
+            identities.prepare(own).await.map_err(IdentityError::from)?;
+            Some(identities)
+        }
+        _ => None,
+    };
+    let Some(client) = connect(&config.etcd, tls.as_ref(), own.as_ref(), &mut shutdown).await
+    else {
         return Ok(());
     };
     if let Some(file) = &config.admin_token_file {
@@ -125,7 +153,8 @@ pub async fn serve(
         counters.clone(),
         replica.clone(),
         web,
-    );
+    )
+    .with_identities(identities.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -146,7 +175,10 @@ pub async fn serve(
         keyspace,
         candidate: leader::candidate(replica, Some(api_url)),
         ttl: config.leader_ttl,
-        engine: config.engine(),
+        engine: EngineConfig {
+            identities,
+            ..config.engine()
+        },
         counters,
     };
     let elections = async {
@@ -178,11 +210,12 @@ pub async fn serve(
 async fn connect(
     endpoints: &[String],
     tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Option<Client> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match etcd::connect_tls(endpoints, tls).await {
+        match etcd::connect_as(endpoints, tls, credential).await {
             Ok(client) => return Some(client),
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "cannot connect to etcd yet");

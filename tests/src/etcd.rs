@@ -282,10 +282,16 @@ impl EtcdCluster {
         auth.auth_enable()
             .await
             .map_err(|e| fail("auth enable", e))?;
-        std::fs::write(self.dir.path().join("root-credential"), root.to_file_text())
+        std::fs::write(self.root_credential_file(), root.to_file_text())
             .map_err(|e| HarnessError(format!("write root credential: {e}")))?;
         self.root = Some(root);
         Ok(())
+    }
+
+    /// The file holding `root`'s credential (authentication on), for an orchestrator's
+    /// `--etcd-admin-credential-file`.
+    pub fn root_credential_file(&self) -> PathBuf {
+        self.dir.path().join("root-credential")
     }
 
     /// With authentication on, `root`'s credential.

@@ -34,6 +34,7 @@ use crate::auth::Access;
         hosts::list,
         hosts::register,
         hosts::show,
+        hosts::remove,
         maintenance::host,
         maintenance::group,
         upgrades::list,

@@ -189,6 +189,7 @@ impl Engine {
             docker_tls: self.config.docker_tls.clone(),
             timeout: self.config.job_timeout,
             attempts: self.config.job_attempts,
+            identities: self.config.identities.clone(),
         };
         tracing::info!(upgrade = %id, %host, container = %job.container_name(), "starting the downloader job");
         Counters::inc(&self.counters.jobs_started);

@@ -58,8 +58,8 @@ pub async fn ensure_role(client: &Client, name: &str, grants: &[Grant]) -> Resul
     Ok(())
 }
 
-/// Creates user `credential.user` with `role`, or sets its password if it exists (which
-/// ends every session opened with the old one).
+/// Creates user `credential.user` with `role`, or sets its password if it exists with
+/// another one (which ends every session opened with the old one).
 pub async fn ensure_user(
     client: &Client,
     credential: &Credential,
@@ -72,6 +72,13 @@ pub async fn ensure_user(
         .await;
     match added {
         Ok(_) => {}
+        // Exists with this password already: leave it (changing it would end its sessions).
+        Err(e)
+            if is_benign(&e)
+                && auth
+                    .authenticate(user.to_owned(), credential.password.clone())
+                    .await
+                    .is_ok() => {}
         Err(e) if is_benign(&e) => {
             auth.user_change_password(user, credential.password.as_str())
                 .await
