@@ -44,6 +44,9 @@ struct MemberConfig {
     tls: Option<TestPki>,
     /// Require client certificates.
     client_cert_auth: bool,
+    /// Serve `/metrics` on plain HTTP on this loopback port (the client port needs a
+    /// client certificate).
+    metrics_port: Option<u16>,
 }
 
 impl MemberConfig {
@@ -85,6 +88,11 @@ fn spawn_member(
             .arg(&pki.ca);
         if member.client_cert_auth {
             command.arg("--client-cert-auth");
+        }
+        if let Some(port) = member.metrics_port {
+            command
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{port}"));
         }
     }
     command
@@ -218,6 +226,10 @@ impl EtcdCluster {
                 peer_port,
                 tls: pki.clone(),
                 client_cert_auth: security != Security::None,
+                metrics_port: match security {
+                    Security::None => None,
+                    _ => Some(free_port(loopback)?),
+                },
             });
         }
         let initial_cluster = members
@@ -316,6 +328,15 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}://127.0.0.1:{}", m.scheme(), m.client_port))
             .collect()
+    }
+
+    /// Where the first member serves `/metrics` without a client certificate (plain HTTP
+    /// on loopback).
+    pub fn metrics_endpoint(&self) -> String {
+        match self.members[0].metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}"),
+            None => self.endpoint(),
+        }
     }
 
     /// The first member's loopback client URL.
