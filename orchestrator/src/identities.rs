@@ -15,7 +15,7 @@ use std::path::Path;
 use baton_protocol::HostId;
 use baton_protocol::durable::{self, DurableError};
 use baton_protocol::etcd::identity::{CredentialError, ORCHESTRATOR_ROLE};
-use baton_protocol::etcd::{Client, Credential, EtcdError, auth};
+use baton_protocol::etcd::{self, Client, Credential, EtcdError, EtcdTls, auth};
 use baton_protocol::keys::Keyspace;
 use rand::RngCore;
 
@@ -58,57 +58,98 @@ pub enum IdentityError {
     Etcd(#[from] EtcdError),
 }
 
-/// The administrative connection and what it does.
+/// The administrative identity and what it does. It signs in for each operation (they are
+/// rare: start, registration, a job, a removal) rather than keep a session whose etcd token
+/// would expire unused (`--auth-token-ttl`, 300 s by default).
 #[derive(Clone)]
 pub struct Identities {
-    admin: Client,
+    endpoints: Vec<String>,
+    tls: Option<EtcdTls>,
+    admin: Credential,
     keyspace: Keyspace,
 }
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identities").finish_non_exhaustive()
+        f.debug_struct("Identities")
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
     }
 }
 
 impl Identities {
-    /// Manages identities through `admin`, a client connected as the administrative user.
-    pub fn new(admin: Client, keyspace: Keyspace) -> Self {
-        Self { admin, keyspace }
+    /// Manages identities as `admin` on etcd at `endpoints`.
+    pub fn new(
+        endpoints: Vec<String>,
+        tls: Option<EtcdTls>,
+        admin: Credential,
+        keyspace: Keyspace,
+    ) -> Self {
+        Self {
+            endpoints,
+            tls,
+            admin,
+            keyspace,
+        }
+    }
+
+    /// A fresh session as the administrative user.
+    pub async fn admin(&self) -> Result<Client, EtcdError> {
+        etcd::connect_as(&self.endpoints, self.tls.as_ref(), Some(&self.admin)).await
     }
 
     /// The roles, and the orchestrator's own user with `own`'s password (idempotent: a
     /// user that already authenticates with it is left alone, so other replicas' sessions
     /// go on).
     pub async fn prepare(&self, own: &Credential) -> Result<(), EtcdError> {
-        auth::ensure_roles(&self.admin, &self.keyspace).await?;
-        auth::ensure_user(&self.admin, own, ORCHESTRATOR_ROLE).await
+        let admin = self.admin().await?;
+        auth::ensure_roles(&admin, &self.keyspace).await?;
+        auth::ensure_user(&admin, own, ORCHESTRATOR_ROLE).await
     }
 
     /// At registration: the host's user and role (with a password nobody keeps: the host
     /// gets its own from its next downloader job), and the orchestrator role's permission
     /// to write the host's `spec`, `desired` and `maintenance`.
     pub async fn register(&self, host: &HostId) -> Result<(), EtcdError> {
-        auth::issue_host_credential(&self.admin, &self.keyspace, host, fresh_password())
-            .await
-            .map(drop)
+        self.issue(host).await.map(drop)
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
     /// its downloader job to deliver.
     pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
-        auth::issue_host_credential(&self.admin, &self.keyspace, host, fresh_password()).await
+        let admin = self.admin().await?;
+        auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await
     }
 
     /// Deletes the host's user and role (its agent's sessions end at once) and the
     /// orchestrator role's permissions on its keys.
     pub async fn remove(&self, host: &HostId) -> Result<(), EtcdError> {
-        auth::remove_host_identity(&self.admin, &self.keyspace, host).await
+        let admin = self.admin().await?;
+        auth::remove_host_identity(&admin, &self.keyspace, host).await
     }
+}
 
-    /// The administrative client, for deleting a removed host's own reports (which the
-    /// everyday role may not touch).
-    pub fn admin(&self) -> &Client {
-        &self.admin
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_own_credential_is_made_root_only_only_when_the_orchestrator_manages_users() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("etcd-credential");
+        let err = own_credential(&path, false).expect_err("not made without the admin identity");
+        assert!(err.to_string().contains("etcd-credential"), "{err}");
+        assert!(!path.exists());
+
+        let made = own_credential(&path, true).expect("made");
+        assert_eq!(made.user, ORCHESTRATOR_ROLE);
+        assert_eq!(made.password.len(), PASSWORD_BYTES * 2);
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Read back as it is, every start.
+        assert_eq!(own_credential(&path, true).expect("read"), made);
+        assert_ne!(fresh_password(), fresh_password());
     }
 }

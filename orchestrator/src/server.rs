@@ -114,14 +114,20 @@ pub async fn serve(
         .as_deref()
         .map(|f| identities::own_credential(f, admin_credential.is_some()))
         .transpose()?;
-    let identities = match (&admin_credential, &own) {
+    let identities = match (admin_credential, &own) {
         (Some(admin), Some(own)) => {
-            let Some(admin) = connect(&config.etcd, tls.as_ref(), Some(admin), &mut shutdown).await
-            else {
-                return Ok(());
-            };
-            let identities = Identities::new(admin, keyspace.clone());
-            identities.prepare(own).await.map_err(IdentityError::from)?;
+            let identities =
+                Identities::new(config.etcd.clone(), tls.clone(), admin, keyspace.clone());
+            // Like connecting: wait for etcd (and its users) rather than exit.
+            let mut backoff = Duration::from_millis(500);
+            while let Err(error) = identities.prepare(own).await {
+                tracing::warn!(%error, retry_in = ?backoff, "cannot set up the etcd identities yet");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+                backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+            }
             Some(identities)
         }
         _ => None,
@@ -170,6 +176,7 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| format!("{}://{addr}", transport.scheme()));
     tracing::info!(%replica, api = %api_url, "orchestrator up");
+    let (client_for_keeper, keyspace_for_keeper) = (client.clone(), keyspace.clone());
     let campaign = Campaign {
         client,
         keyspace,
@@ -201,8 +208,36 @@ pub async fn serve(
             () = stopped(stop_rx.clone()) => {}
         }
     };
+    // etcd ends a password session's token after `--auth-token-ttl` (300 s) unused; a
+    // cheap read now and then keeps the everyday session's token in use on an idle replica.
+    let keeper = own
+        .is_some()
+        .then(|| tokio::spawn(keep_session(client_for_keeper, keyspace_for_keeper)));
     let (served, (), ()) = tokio::join!(api, elections, signal);
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
     served
+}
+
+/// How often an authenticated session reads (etcd's default token TTL is 300 s).
+const SESSION_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Reads `active` (its count only) every [`SESSION_KEEPALIVE`], forever.
+async fn keep_session(client: Client, keyspace: Keyspace) {
+    loop {
+        tokio::time::sleep(SESSION_KEEPALIVE).await;
+        let read = client
+            .kv_client()
+            .get(
+                keyspace.active(),
+                Some(etcd_client::GetOptions::new().with_count_only()),
+            )
+            .await;
+        if let Err(error) = read {
+            tracing::warn!(%error, "etcd session keep-alive read failed");
+        }
+    }
 }
 
 /// Connects to etcd, retrying with backoff (the daemon waits for etcd rather than exit);

@@ -243,9 +243,9 @@ pub async fn remove(
     let reports_client = match state.identities() {
         Some(identities) => {
             identities.remove(&host).await?;
-            identities.admin()
+            identities.admin().await?
         }
-        None => client,
+        None => client.clone(),
     };
     reports_client
         .kv_client()

@@ -491,7 +491,7 @@ async fn start_fleet(
     start_etcd(&mut state, config.detach).await?;
     etcd_security::copy_to_hosts(&state, &hosts)?;
     say.step(&format!(
-        "etcd serves TLS with authentication on: each host gets its own identity;          a read-only etcdctl: set -a; . {}; set +a",
+        "etcd serves TLS with authentication on: each host gets its own identity; a read-only etcdctl: set -a; . {}; set +a",
         state.state_dir.join(etcd_security::ETCDCTL_ENV).display()
     ));
     say.step(&format!("starting baton-orchestrator on {}", state.api));
