@@ -455,3 +455,23 @@ pub fn random_password() -> String {
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Asserts that no value anywhere in etcd's keyspace contains any of `secrets` (etcd keeps
+/// its users' password hashes in its own auth store, outside the keyspace).
+pub async fn assert_no_key_holds(client: &Client, secrets: &[&str]) {
+    let all = client
+        .kv_client()
+        .get("\0", Some(etcd_client::GetOptions::new().with_from_key()))
+        .await
+        .unwrap_or_else(|e| panic!("get everything: {e}"));
+    for kv in all.kvs() {
+        let value = String::from_utf8_lossy(kv.value());
+        for secret in secrets {
+            assert!(
+                !value.contains(secret),
+                "{} holds a secret",
+                kv.key_str().unwrap_or("?")
+            );
+        }
+    }
+}

@@ -16,6 +16,7 @@ use baton_protocol::documents::{Desired, HostStatus, Installed};
 use baton_protocol::etcd::{self, Client, Credential};
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
+use baton_tests::etcd::assert_no_key_holds;
 use batonctl::client::ApiClient;
 use serde_json::json;
 
@@ -240,21 +241,8 @@ async fn per_host_identities(sim: &SimFleet, client: &Client, hosts: &[HostId]) 
             "{first} writing {key}: {err:?}"
         );
     }
-    let all = client
-        .kv_client()
-        .get("\0", Some(etcd_client::GetOptions::new().with_from_key()))
-        .await
-        .expect("get everything");
-    for kv in all.kvs() {
-        let value = String::from_utf8_lossy(kv.value());
-        for c in &credentials {
-            assert!(
-                !value.contains(&c.password),
-                "{:?} holds a password",
-                kv.key_str()
-            );
-        }
-    }
+    let passwords: Vec<&str> = credentials.iter().map(|c| c.password.as_str()).collect();
+    assert_no_key_holds(client, &passwords).await;
 }
 
 /// Where the downloader job left `host`'s etcd credential (its /etc/baton, on the machine).
