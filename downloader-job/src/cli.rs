@@ -172,6 +172,7 @@ impl Cli {
                 kernel_release_file: s.kernel_release_file.clone(),
                 container_prefix: s.container_prefix.clone(),
                 tls: s.tls.clone(),
+                credential_file: s.credential_file.clone(),
                 install: policy(s.install_allow.clone(), s.install_setuid.clone()),
             };
         }
@@ -189,6 +190,7 @@ impl Cli {
                 key_file: self.tls.etcd_key_file.clone(),
                 domain: self.tls.etcd_domain.clone(),
             }),
+            credential_file: None,
             install: policy(
                 (!self.install_allow.is_empty()).then(|| self.install_allow.clone()),
                 self.install_setuid.clone(),

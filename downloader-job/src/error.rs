@@ -75,6 +75,9 @@ pub enum JobError {
         /// Why, naming the key, the expiry or what the signature is for.
         reason: String,
     },
+    /// The host's etcd credential the job was given could not be read.
+    #[error(transparent)]
+    Credential(#[from] baton_protocol::etcd::identity::CredentialError),
     /// The agent configuration given to the job is invalid.
     #[error(transparent)]
     AgentConfig(#[from] AgentConfigError),

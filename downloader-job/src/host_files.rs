@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use baton_protocol::HostId;
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::etcd::EtcdTls;
+use baton_protocol::etcd::identity::DEFAULT_CREDENTIAL_FILE;
 use baton_protocol::manifest::InstallPolicy;
 
 use crate::error::JobError;
@@ -35,6 +36,9 @@ pub struct AgentSettings {
     pub container_prefix: String,
     /// TLS for `https://` etcd endpoints (files on the host).
     pub tls: Option<EtcdTls>,
+    /// The host's etcd credential, read from the file the orchestrator put in the job's
+    /// container; written to the host's `/etc/baton/etcd-credential` (mode 0600).
+    pub credential_file: Option<PathBuf>,
     /// Where bundles may install files (checked here, and by the agent).
     pub install: InstallPolicy,
 }
@@ -65,6 +69,10 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         install_setuid: settings.install.setuid.clone(),
         tls: settings.tls.clone(),
         trusted_keys_dir: baton_protocol::signing::HOST_TRUSTED_KEYS_DIR.into(),
+        credential_file: settings
+            .credential_file
+            .as_ref()
+            .map(|_| PathBuf::from(DEFAULT_CREDENTIAL_FILE)),
     };
     let text = format!(
         "# Written by baton-downloader; rewritten by the next bundle's job.\n{}",
@@ -146,6 +154,7 @@ mod tests {
             kernel_release_file: "/run/baton/booted-kernel".into(),
             container_prefix: String::new(),
             tls: None,
+            credential_file: None,
             install: InstallPolicy::default(),
         }
     }

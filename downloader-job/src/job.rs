@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
+use baton_protocol::etcd::Credential;
+use baton_protocol::etcd::identity::DEFAULT_CREDENTIAL_FILE;
 pub use baton_protocol::job::{
     AgentAction, AgentSummary, FileAction, SUMMARY_SCHEMA_VERSION, Summary,
 };
@@ -58,6 +60,12 @@ pub async fn run<S: Systemd>(
     let layout = HostLayout::new(&config.host_root);
     // Refuse bad settings before touching anything.
     let config_text = agent_config_text(&config.agent)?;
+    let credential = config
+        .agent
+        .credential_file
+        .as_deref()
+        .map(Credential::load)
+        .transpose()?;
     let bundle = Bundle::open(&config.bundle_dir)?;
     let manifest = bundle.manifest();
     tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");
@@ -102,8 +110,21 @@ pub async fn run<S: Systemd>(
         tracing::warn!(dir = %staged.dir.display(), "no --image given: the staged bundle records no image digest, and the agent will not install it");
     }
     let installed = agent::install(fs, &layout, manifest, &staged.dir)?;
+    // The credential first: the configuration naming it must never point at a missing file.
+    let credential_written = match &credential {
+        Some(c) => write_if_changed(
+            fs,
+            &layout.host(DEFAULT_CREDENTIAL_FILE),
+            c.to_file_text().as_bytes(),
+            0o600,
+        )?,
+        None => false,
+    };
+    // A new credential (the orchestrator issues one per job, ending the agent's sessions
+    // under the old one) restarts the agent like a new configuration does.
     let config_written =
-        write_if_changed(fs, &layout.agent_config(), config_text.as_bytes(), 0o644)?;
+        write_if_changed(fs, &layout.agent_config(), config_text.as_bytes(), 0o644)?
+            || credential_written;
     let unit_written = write_if_changed(
         fs,
         &layout.agent_unit(),
@@ -303,6 +324,7 @@ mod tests {
                 kernel_release_file: "/run/baton/booted-kernel".into(),
                 container_prefix: String::new(),
                 tls: None,
+                credential_file: None,
                 install: baton_protocol::manifest::InstallPolicy::default(),
             },
             image: Some(IMAGE.into()),

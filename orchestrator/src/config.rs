@@ -219,6 +219,24 @@ pub struct Config {
     )]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_http: bool,
+    /// The orchestrator's own etcd identity (etcd with authentication on): a root-only file
+    /// holding `user:password`. With --etcd-admin-credential-file it is created (mode 0600)
+    /// for user `baton-orchestrator` with a fresh password if missing, and that user is set
+    /// up with the `baton-orchestrator` role at start (docs/security.md).
+    #[arg(long, env = "BATON_ETCD_CREDENTIAL_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_credential_file: Option<PathBuf>,
+    /// An etcd user with etcd's `root` role (`user:password` in a root-only file), used only
+    /// to manage identities: the roles at start, each host's user at registration, a fresh
+    /// password for each downloader job, the host's removal. Without it hosts get no
+    /// identity of their own (etcd without authentication).
+    #[arg(
+        long,
+        env = "BATON_ETCD_ADMIN_CREDENTIAL_FILE",
+        requires = "etcd_credential_file"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_admin_credential_file: Option<PathBuf>,
     /// A file holding an admin API token: created (mode 0600) with a fresh token named
     /// `admin` if it does not exist; its hash is stored in etcd at start. Every replica
     /// should get the same file (or create one before the first start).
@@ -366,6 +384,8 @@ impl Config {
             api_client_ca_file: None,
             insecure_http: false,
             admin_token_file: None,
+            etcd_credential_file: None,
+            etcd_admin_credential_file: None,
             api_allowed_hosts: Vec::new(),
             api_allowed_origins: Vec::new(),
             replica: None,
@@ -440,6 +460,8 @@ impl Config {
                 &self.api_tls_key_file,
                 &self.api_client_ca_file,
                 &self.admin_token_file,
+                &self.etcd_credential_file,
+                &self.etcd_admin_credential_file,
             ]
             .into_iter()
             .flatten()
@@ -579,6 +601,7 @@ impl Config {
                 mounted_files: self.mounted_files(),
                 timeout: self.self_update_timeout,
             },
+            identities: None,
         }
     }
 }

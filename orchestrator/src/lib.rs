@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod docker;
 pub mod engine;
+pub mod identities;
 pub mod leader;
 pub mod listen;
 pub mod metrics;

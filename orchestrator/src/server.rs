@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_protocol::Keyspace;
-use baton_protocol::etcd::{self, Client, EtcdTls};
+use baton_protocol::etcd::{self, Client, Credential, EtcdTls};
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
@@ -16,7 +16,8 @@ use crate::api::gate::WebPolicy;
 use crate::api::{self, AppState, Policy};
 use crate::auth;
 use crate::config::{Config, ConfigError};
-use crate::engine::Exit;
+use crate::engine::{EngineConfig, Exit};
+use crate::identities::{self, Identities, IdentityError};
 use crate::leader::{self, Campaign, Role};
 use crate::listen::{self, ApiTransport};
 use crate::metrics::Counters;
@@ -36,6 +37,9 @@ pub enum RunError {
     /// The admin token file could not be used.
     #[error(transparent)]
     AdminToken(#[from] auth::token::BootstrapError),
+    /// The etcd identities could not be set up.
+    #[error("etcd identities: {0}")]
+    Identity(#[from] IdentityError),
     /// The listen address could not be bound or served.
     #[error("REST API on {addr}: {source}")]
     Listen {
@@ -111,7 +115,37 @@ pub async fn serve(
     let resolver =
         resolver.unwrap_or_else(|| Arc::new(DockerResolver::new(docker, docker_tcp.clone())));
     tokio::pin!(shutdown);
-    let Some(client) = connect(&config.etcd, tls.as_ref(), &mut shutdown).await else {
+    let admin_credential = config
+        .etcd_admin_credential_file
+        .as_deref()
+        .map(Credential::load)
+        .transpose()
+        .map_err(IdentityError::from)?;
+    let own = config
+        .etcd_credential_file
+        .as_deref()
+        .map(|f| identities::own_credential(f, admin_credential.is_some()))
+        .transpose()?;
+    let identities = match (admin_credential, &own) {
+        (Some(admin), Some(own)) => {
+            let identities =
+                Identities::new(config.etcd.clone(), tls.clone(), admin, keyspace.clone());
+            // Like connecting: wait for etcd (and its users) rather than exit.
+            let mut backoff = Duration::from_millis(500);
+            while let Err(error) = identities.prepare(own).await {
+                tracing::warn!(%error, retry_in = ?backoff, "cannot set up the etcd identities yet");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+                backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+            }
+            Some(identities)
+        }
+        _ => None,
+    };
+    let Some(client) = connect(&config.etcd, tls.as_ref(), own.as_ref(), &mut shutdown).await
+    else {
         return Ok(());
     };
     if let Some(file) = &config.admin_token_file {
@@ -137,7 +171,8 @@ pub async fn serve(
         counters.clone(),
         replica.clone(),
         Policy { web, hosts },
-    );
+    )
+    .with_identities(identities.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -153,12 +188,16 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| format!("{}://{addr}", transport.scheme()));
     tracing::info!(%replica, api = %api_url, "orchestrator up");
+    let (client_for_keeper, keyspace_for_keeper) = (client.clone(), keyspace.clone());
     let campaign = Campaign {
         client,
         keyspace,
         candidate: leader::candidate(replica, Some(api_url)),
         ttl: config.leader_ttl,
-        engine: config.engine(),
+        engine: EngineConfig {
+            identities,
+            ..config.engine()
+        },
         counters,
     };
     let elections = async {
@@ -181,8 +220,36 @@ pub async fn serve(
             () = stopped(stop_rx.clone()) => {}
         }
     };
+    // etcd ends a password session's token after `--auth-token-ttl` (300 s) unused; a
+    // cheap read now and then keeps the everyday session's token in use on an idle replica.
+    let keeper = own
+        .is_some()
+        .then(|| tokio::spawn(keep_session(client_for_keeper, keyspace_for_keeper)));
     let (served, (), ()) = tokio::join!(api, elections, signal);
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
     served
+}
+
+/// How often an authenticated session reads (etcd's default token TTL is 300 s).
+const SESSION_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Reads `active` (its count only) every [`SESSION_KEEPALIVE`], forever.
+async fn keep_session(client: Client, keyspace: Keyspace) {
+    loop {
+        tokio::time::sleep(SESSION_KEEPALIVE).await;
+        let read = client
+            .kv_client()
+            .get(
+                keyspace.active(),
+                Some(etcd_client::GetOptions::new().with_count_only()),
+            )
+            .await;
+        if let Err(error) = read {
+            tracing::warn!(%error, "etcd session keep-alive read failed");
+        }
+    }
 }
 
 /// Connects to etcd, retrying with backoff (the daemon waits for etcd rather than exit);
@@ -190,11 +257,12 @@ pub async fn serve(
 async fn connect(
     endpoints: &[String],
     tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Option<Client> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match etcd::connect_tls(endpoints, tls).await {
+        match etcd::connect_as(endpoints, tls, credential).await {
             Ok(client) => return Some(client),
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "cannot connect to etcd yet");

@@ -9,7 +9,7 @@
 
 use baton_protocol::Keyspace;
 use baton_protocol::documents::{Active, Document, encode};
-use baton_protocol::etcd::{Client, EtcdError, Versioned};
+use baton_protocol::etcd::{self, Client, EtcdError, Versioned};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use crate::view::{FleetView, Part};
@@ -27,11 +27,12 @@ fn request_error(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error)
 
 /// Reads every key under `prefix`; returns them and the store revision of the read.
 pub async fn read_prefix(client: &Client, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
-    let resp = client
-        .kv_client()
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(request_error("get", prefix))?;
+    let resp = etcd::retry_auth_race(|| {
+        let mut kv = client.kv_client();
+        async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+    })
+    .await
+    .map_err(request_error("get", prefix))?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let kvs = resp
         .kvs()
@@ -107,11 +108,12 @@ pub async fn commit(
     ops: Vec<TxnOp>,
 ) -> Result<Written, EtcdError> {
     let txn = Txn::new().when(guards).and_then(ops);
-    let resp = client
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(request_error("txn", key))?;
+    let resp = etcd::retry_auth_race(|| {
+        let (mut kv, txn) = (client.kv_client(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+    .map_err(request_error("txn", key))?;
     Ok(if resp.succeeded() {
         Written::At(resp.header().map_or(0, |h| h.revision()))
     } else {
@@ -152,11 +154,12 @@ pub async fn create_upgrade(
             TxnOp::get(upgrade_key, None),
             TxnOp::get(leadership_key, None),
         ]);
-    let resp = client
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(request_error("txn", upgrade_key))?;
+    let resp = etcd::retry_auth_race(|| {
+        let (mut kv, txn) = (client.kv_client(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+    .map_err(request_error("txn", upgrade_key))?;
     if resp.succeeded() {
         return Ok(Ok(resp.header().map_or(0, |h| h.revision())));
     }

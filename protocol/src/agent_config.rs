@@ -173,6 +173,12 @@ pub struct AgentConfig {
     /// `key_file`, optional `domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+    /// The host's own etcd identity, a root-only file holding `user:password` (written by
+    /// the downloader job, [`crate::etcd::identity::DEFAULT_CREDENTIAL_FILE`]); read at
+    /// every session, so a rotated credential is picked up without a restart. Absent: etcd
+    /// without authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_file: Option<PathBuf>,
     /// The folder of public keys the host trusts for bundles (written by the downloader
     /// job); left out of the written file when it is the default
     /// ([`HOST_TRUSTED_KEYS_DIR`](crate::signing::HOST_TRUSTED_KEYS_DIR)).
@@ -233,6 +239,12 @@ impl AgentConfig {
             ));
         }
         Keyspace::new(&config.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
+        if let Some(p) = config.credential_file.as_ref().filter(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "credential_file",
+                format!("{} must be absolute", p.display()),
+            ));
+        }
         let https = config
             .etcd_endpoints
             .iter()

@@ -14,6 +14,8 @@ use crate::agent_config::{
 };
 use crate::etcd::EtcdTls;
 
+/// Where the orchestrator puts the host's etcd credential in the job's container.
+pub const JOB_CREDENTIAL_FILE: &str = "/run/baton-job/etcd-credential";
 /// The environment variable carrying the job's [`JobSettings`] as JSON.
 pub const SETTINGS_ENV: &str = "BATON_JOB_SETTINGS";
 /// Schema of [`JobSettings`].
@@ -51,6 +53,12 @@ pub struct JobSettings {
     /// TLS for the agent's `https://` etcd endpoints (files on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+    /// A file in the job's own container holding the host's etcd credential
+    /// (`user:password`), put there by the orchestrator before the job starts — never in the
+    /// environment, which `docker inspect` shows. The job moves it to the host's
+    /// `/etc/baton/etcd-credential` (mode 0600) and points the agent at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_file: Option<PathBuf>,
     /// The bundle image the job runs from, pinned by digest: the job records the digest
     /// beside the staged bundle, and the agent installs the bundle only for a `desired`
     /// naming that digest.
@@ -97,6 +105,7 @@ impl JobSettings {
             kernel_release_file: default_kernel_release_file(),
             container_prefix: String::new(),
             tls: None,
+            credential_file: None,
             image: None,
             install_allow: None,
             install_setuid: Vec::new(),

@@ -217,6 +217,11 @@ impl Keyspace {
         format!("{}/leader", self.prefix)
     }
 
+    /// `<prefix>/events/`: every upgrade's events.
+    pub fn events_root(&self) -> String {
+        format!("{}/events/", self.prefix)
+    }
+
     /// `<prefix>/events/<id>/`.
     pub fn events_prefix(&self, id: &UpgradeId) -> String {
         format!("{}/events/{id}/", self.prefix)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton_protocol::etcd::{Client, EtcdTls};
+use baton_protocol::etcd::{Client, Credential, EtcdTls};
 
 use crate::pki::TestPki;
 
@@ -40,8 +40,13 @@ struct MemberConfig {
     client_ips: Vec<IpAddr>,
     client_port: u16,
     peer_port: u16,
-    /// Serve clients over TLS with these files, requiring client certificates.
+    /// Serve clients over TLS with these files.
     tls: Option<TestPki>,
+    /// Require client certificates.
+    client_cert_auth: bool,
+    /// Serve `/metrics` on plain HTTP on this loopback port (the client port needs a
+    /// client certificate).
+    metrics_port: Option<u16>,
 }
 
 impl MemberConfig {
@@ -80,8 +85,15 @@ fn spawn_member(
             .arg("--key-file")
             .arg(&pki.server_key)
             .arg("--trusted-ca-file")
-            .arg(&pki.ca)
-            .arg("--client-cert-auth");
+            .arg(&pki.ca);
+        if member.client_cert_auth {
+            command.arg("--client-cert-auth");
+        }
+        if let Some(port) = member.metrics_port {
+            command
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{port}"));
+        }
     }
     command
         .arg("--name")
@@ -128,6 +140,21 @@ pub struct EtcdCluster {
     initial_cluster: String,
     token: String,
     client_tls: Option<EtcdTls>,
+    /// With authentication on: the `root` user's credential (the harness's own client).
+    root: Option<Credential>,
+}
+
+/// How a cluster serves clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// Plain HTTP, no authentication.
+    None,
+    /// TLS requiring a client certificate (no users).
+    ClientCerts,
+    /// TLS with client certificates and authentication on: users with passwords and roles,
+    /// as Baton runs it (docs/security.md). A request's password token names its user; the
+    /// shared test client certificate's common name is no user, so it alone gets nothing.
+    Auth,
 }
 
 /// A single-member etcd server.
@@ -148,27 +175,39 @@ impl EtcdCluster {
     /// One member on 127.0.0.1 serving clients over TLS and requiring a client certificate
     /// (see [`EtcdCluster::client_tls`]).
     pub async fn start_tls() -> Result<Self, HarnessError> {
-        Self::start_impl(1, &[], true).await
+        Self::start_impl(1, &[], Security::ClientCerts).await
+    }
+
+    /// One member on 127.0.0.1 (and `extra_ips`) serving TLS, with authentication on: the
+    /// harness's client is `root` ([`EtcdCluster::root`]); Baton's parts need users.
+    pub async fn start_secure(extra_ips: &[IpAddr]) -> Result<Self, HarnessError> {
+        Self::start_impl(1, extra_ips, Security::Auth).await
     }
 
     /// `size` members on 127.0.0.1 (plus `extra_ips` for clients).
     pub async fn start_with(size: usize, extra_ips: &[IpAddr]) -> Result<Self, HarnessError> {
-        Self::start_impl(size, extra_ips, false).await
+        Self::start_impl(size, extra_ips, Security::None).await
     }
 
     async fn start_impl(
         size: usize,
         extra_ips: &[IpAddr],
-        tls: bool,
+        security: Security,
     ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("baton-etcd-")
             .tempdir()
             .map_err(|e| HarnessError(format!("create temp dir: {e}")))?;
-        let pki = if tls {
-            Some(TestPki::generate(dir.path())?)
-        } else {
-            None
+        let pki = match security {
+            Security::None => None,
+            Security::ClientCerts => Some(TestPki::generate(dir.path())?),
+            Security::Auth => {
+                let sans: Vec<String> = std::iter::once(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    .chain(extra_ips.iter().copied())
+                    .map(|ip| format!("IP:{ip}"))
+                    .collect();
+                Some(TestPki::generate_for(dir.path(), &sans.join(","))?)
+            }
         };
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut client_ips = vec![loopback];
@@ -186,6 +225,11 @@ impl EtcdCluster {
                 client_port,
                 peer_port,
                 tls: pki.clone(),
+                client_cert_auth: security != Security::None,
+                metrics_port: match security {
+                    Security::None => None,
+                    _ => Some(free_port(loopback)?),
+                },
             });
         }
         let initial_cluster = members
@@ -211,6 +255,7 @@ impl EtcdCluster {
             initial_cluster,
             token,
             client_tls,
+            root: None,
         };
         for i in 0..size {
             let child = spawn_member(
@@ -223,7 +268,58 @@ impl EtcdCluster {
         for i in 0..size {
             cluster.wait_ready(i).await?;
         }
+        if security == Security::Auth {
+            cluster.enable_auth().await?;
+        }
         Ok(cluster)
+    }
+
+    /// Creates `root` (etcd's administrator, the only user that may manage users) with a
+    /// fresh password and switches authentication on; from then on the harness connects as
+    /// root.
+    async fn enable_auth(&mut self) -> Result<(), HarnessError> {
+        let root = Credential {
+            user: "root".to_owned(),
+            password: random_password(),
+        };
+        let client = self.client().await?;
+        let mut auth = client.auth_client();
+        let fail = |what: &str, e: etcd_client::Error| HarnessError(format!("etcd {what}: {e}"));
+        auth.user_add("root", root.password.as_str(), None)
+            .await
+            .map_err(|e| fail("user add root", e))?;
+        auth.user_grant_role("root", "root")
+            .await
+            .map_err(|e| fail("user grant-role root", e))?;
+        auth.auth_enable()
+            .await
+            .map_err(|e| fail("auth enable", e))?;
+        std::fs::write(self.root_credential_file(), root.to_file_text())
+            .map_err(|e| HarnessError(format!("write root credential: {e}")))?;
+        self.root = Some(root);
+        Ok(())
+    }
+
+    /// The file holding `root`'s credential (authentication on), for an orchestrator's
+    /// `--etcd-admin-credential-file`.
+    pub fn root_credential_file(&self) -> PathBuf {
+        self.dir.path().join("root-credential")
+    }
+
+    /// With authentication on, `root`'s credential.
+    pub fn root(&self) -> Option<&Credential> {
+        self.root.as_ref()
+    }
+
+    /// A client connected as `credential` (authentication on), over the cluster's TLS.
+    pub async fn client_as(&self, credential: &Credential) -> Result<Client, HarnessError> {
+        baton_protocol::etcd::connect_as(
+            &self.endpoints(),
+            self.client_tls.as_ref(),
+            Some(credential),
+        )
+        .await
+        .map_err(|e| HarnessError(format!("connect to test etcd as {}: {e}", credential.user)))
     }
 
     /// Client URLs of every member on loopback, e.g. `http://127.0.0.1:40123`.
@@ -232,6 +328,15 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}://127.0.0.1:{}", m.scheme(), m.client_port))
             .collect()
+    }
+
+    /// Where the first member serves `/metrics` without a client certificate (plain HTTP
+    /// on loopback).
+    pub fn metrics_endpoint(&self) -> String {
+        match self.members[0].metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}"),
+            None => self.endpoint(),
+        }
     }
 
     /// The first member's loopback client URL.
@@ -249,16 +354,24 @@ impl EtcdCluster {
 
     /// A client connected to every member.
     pub async fn client(&self) -> Result<Client, HarnessError> {
-        baton_protocol::etcd::connect_tls(&self.endpoints(), self.client_tls.as_ref())
-            .await
-            .map_err(|e| HarnessError(format!("connect to test etcd: {e}")))
+        baton_protocol::etcd::connect_as(
+            &self.endpoints(),
+            self.client_tls.as_ref(),
+            self.root.as_ref(),
+        )
+        .await
+        .map_err(|e| HarnessError(format!("connect to test etcd: {e}")))
     }
 
     /// A client connected to member `i` only.
     pub async fn member_client(&self, i: usize) -> Result<Client, HarnessError> {
-        baton_protocol::etcd::connect_tls(&[self.endpoints()[i].clone()], self.client_tls.as_ref())
-            .await
-            .map_err(|e| HarnessError(format!("connect to test etcd member {i}: {e}")))
+        baton_protocol::etcd::connect_as(
+            &[self.endpoints()[i].clone()],
+            self.client_tls.as_ref(),
+            self.root.as_ref(),
+        )
+        .await
+        .map_err(|e| HarnessError(format!("connect to test etcd member {i}: {e}")))
     }
 
     /// Kills member `i` (SIGKILL), as a crash would.
@@ -304,9 +417,10 @@ impl EtcdCluster {
                     self.log(i)
                 )));
             }
-            if let Ok(mut client) = baton_protocol::etcd::connect_tls(
+            if let Ok(mut client) = baton_protocol::etcd::connect_as(
                 std::slice::from_ref(&endpoint),
                 self.client_tls.as_ref(),
+                self.root.as_ref(),
             )
             .await
             {
@@ -330,6 +444,34 @@ impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for i in 0..self.children.len() {
             self.kill(i);
+        }
+    }
+}
+
+/// 32 random hex digits (a test password).
+pub fn random_password() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asserts that no value anywhere in etcd's keyspace contains any of `secrets` (etcd keeps
+/// its users' password hashes in its own auth store, outside the keyspace).
+pub async fn assert_no_key_holds(client: &Client, secrets: &[&str]) {
+    let all = client
+        .kv_client()
+        .get("\0", Some(etcd_client::GetOptions::new().with_from_key()))
+        .await
+        .unwrap_or_else(|e| panic!("get everything: {e}"));
+    for kv in all.kvs() {
+        let value = String::from_utf8_lossy(kv.value());
+        for secret in secrets {
+            assert!(
+                !value.contains(secret),
+                "{} holds a secret",
+                kv.key_str().unwrap_or("?")
+            );
         }
     }
 }

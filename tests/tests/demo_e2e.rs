@@ -19,6 +19,7 @@ use baton_protocol::documents::{Alive, HostOutcomeState, HostStatus, Installed, 
 use baton_protocol::etcd;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::bundles::require_docker;
+use baton_tests::demo::etcd_security;
 use baton_tests::demo::{
     self, DemoConfig, DemoState, KERNEL_V2, ORCHESTRATOR_V2, UPGRADE_V1, UPGRADE_V2,
 };
@@ -128,9 +129,30 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
     }
 
     // Every host's final state, read from etcd itself.
-    let client = etcd::connect(std::slice::from_ref(&state.etcd))
-        .await
-        .expect("etcd");
+    let client = etcd_security::root_client(&state).await.expect("etcd");
+    // etcd runs with TLS and authentication, and the printed etcdctl works as written with
+    // the read-only identity the demo generated: it reads, and may not write.
+    let env = state.state_dir.join(etcd_security::ETCDCTL_ENV);
+    let etcdctl = |args: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "set -a; . {}; set +a; etcdctl {args}",
+                env.display()
+            ))
+            .output()
+            .expect("run etcdctl")
+    };
+    let listed = etcdctl("get --prefix --keys-only /baton/hosts/");
+    let keys_listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(keys_listed.contains("/installed"), "{keys_listed}");
+    let write = etcdctl("put /baton/active x");
+    assert!(!write.status.success(), "{write:?}");
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("permission denied"),
+        "{write:?}"
+    );
     let keys = Keyspace::default();
     for host in &state.hosts {
         let id = HostId::new(&host.name).expect("host id");

@@ -7,7 +7,7 @@
 //!   driven with `plan::next`;
 //! - `reboot.rs`: `reboot` (journaled: asked in one boot, checked and `Done` in the next);
 //! - `restart.rs`: `restart` of the managed services, and their check after a reboot;
-//! - `hand_over.rs`: the daisy-chain hand-over to the next host;
+//! - `chain.rs`: a daisy chain's host waits for the host it follows;
 //! - `prune.rs`: removing staged bundles and backups no longer needed once an upgrade is done;
 //! - `bundle.rs`: the staged bundles, used only for the version and image digest they were
 //!   staged with.
@@ -18,7 +18,7 @@
 //! Errors never end the daemon: the session is re-established with backoff.
 
 mod bundle;
-mod hand_over;
+mod chain;
 mod prune;
 mod reboot;
 mod reconcile;
@@ -54,6 +54,9 @@ pub enum AgentError {
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
+    /// The host's etcd credential could not be read.
+    #[error(transparent)]
+    Credential(#[from] baton_protocol::etcd::identity::CredentialError),
     /// The configured key prefix is invalid.
     #[error("agent config prefix: {0}")]
     Prefix(#[from] KeyError),
@@ -119,6 +122,9 @@ enum Driven {
     Settled,
     /// A reboot was requested: do nothing more in this boot.
     Rebooting,
+    /// A daisy chain's host waits for the host it follows: reconcile again when one of
+    /// these keys (or `desired`) changes.
+    Waiting(Vec<String>),
 }
 
 impl Agent {

@@ -2,13 +2,14 @@
 //! the host and act on the difference (level-triggered). An unfinished journal is finished
 //! first; a new `install` or `replace` starts a journal that `drive` runs step by
 //! step with `plan::next`, saving it after every step; `restart` and `reboot` go to their
-//! own modules, and a finished daisy-chain host hands over.
+//! own modules, and a daisy chain's host waits for the host it follows (`chain.rs`).
 
 use baton_protocol::documents::{self, Desired, DesiredAction};
 use baton_protocol::etcd;
 use baton_protocol::manifest::{Component, Manifest};
 use baton_protocol::{HostKey, HostState, version};
 
+use super::chain::Gate;
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
 use crate::apply;
 use crate::journal::{self, HostReboot, Journal, Outcome, Previous, Step, StepState};
@@ -39,10 +40,17 @@ impl Agent {
                 }
                 return Ok(Driven::Settled);
             };
-            if journal
+            let handled = journal
                 .as_ref()
-                .is_some_and(|j| j.upgrade_id == desired.upgrade_id)
-            {
+                .is_some_and(|j| j.upgrade_id == desired.upgrade_id);
+            if !handled {
+                match self.chain_gate(client, desired).await? {
+                    Gate::Open => {}
+                    Gate::Wait(keys) => return Ok(Driven::Waiting(keys)),
+                    Gate::Closed => return Ok(Driven::Settled),
+                }
+            }
+            if handled {
                 // Already handled: make sure the outcome is reported.
             } else if let Err(e) = desired.validate() {
                 self.refuse(desired, &format!("{}: {}", e.field, e.reason), reporter)
@@ -101,19 +109,7 @@ impl Agent {
         let Some(journal) = journal else {
             return Ok(Driven::Settled);
         };
-        let upgrade = journal.upgrade_id.clone();
-        let driven = self.drive(journal, reporter).await?;
-        if let (Driven::Settled, Some(desired)) = (&driven, &desired)
-            && desired.upgrade_id == upgrade
-            && let Some(next) = &desired.next_host
-            && matches!(
-                journal::load(state_dir)?.and_then(|j| j.outcome),
-                Some(Outcome::Done)
-            )
-        {
-            self.hand_over(client, desired, next).await?;
-        }
-        Ok(driven)
+        self.drive(journal, reporter).await
     }
 
     /// Why `desired` may not be installed if it would move the host to a lower version than

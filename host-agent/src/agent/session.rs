@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_protocol::HostKey;
 use baton_protocol::documents::{self, Alive};
-use baton_protocol::etcd::{self, EtcdError, KeptLease, ResumableWatch};
+use baton_protocol::etcd::{self, Credential, EtcdError, KeptLease, ResumableWatch};
 
 use super::{Agent, AgentError, Driven};
 use crate::notify;
@@ -49,8 +49,16 @@ impl Agent {
 
     /// One etcd session: lease, `alive`, then reconcile on every change of `desired`.
     async fn session(&self) -> Result<(), AgentError> {
-        let client =
-            etcd::connect_tls(&self.config.etcd_endpoints, self.config.tls.as_ref()).await?;
+        let credential = match &self.config.credential_file {
+            Some(path) => Some(Credential::load(path)?),
+            None => None,
+        };
+        let client = etcd::connect_as(
+            &self.config.etcd_endpoints,
+            self.config.tls.as_ref(),
+            credential.as_ref(),
+        )
+        .await?;
         let reporter = Reporter::new(
             client.clone(),
             self.keyspace.clone(),
@@ -70,17 +78,39 @@ impl Agent {
         reporter.installed(&self.installed_now()?).await?;
 
         let mut watch = ResumableWatch::new(client.clone(), reporter.key(HostKey::Desired));
+        // A chained host's extra watches (its predecessor's status, the upgrade record), kept
+        // while it waits for the same keys.
+        let mut waits: Vec<ResumableWatch> = Vec::new();
         loop {
             match self.reconcile(&client, &reporter).await? {
-                Driven::Settled => {}
+                Driven::Settled => waits.clear(),
+                Driven::Waiting(keys) => {
+                    let watched: Vec<&str> = waits.iter().map(ResumableWatch::prefix).collect();
+                    if watched != keys {
+                        waits = keys
+                            .into_iter()
+                            .map(|k| ResumableWatch::new(client.clone(), k))
+                            .collect();
+                    }
+                }
                 Driven::Rebooting => {
                     // The host is going down; stay alive (and holding the lease) until it does.
                     lease.lost().await;
                     return Err(EtcdError::LeaseLost { lease: lease.id() }.into());
                 }
             }
+            let any_wait = async {
+                if waits.is_empty() {
+                    std::future::pending::<Result<(), EtcdError>>().await
+                } else {
+                    let nexts = waits.iter_mut().map(|w| Box::pin(w.next()));
+                    let (update, _, _) = futures::future::select_all(nexts).await;
+                    update.map(|_| ())
+                }
+            };
             tokio::select! {
                 update = watch.next() => { update?; }
+                update = any_wait => { update?; }
                 () = lease.lost() => return Err(EtcdError::LeaseLost { lease: lease.id() }.into()),
             }
         }

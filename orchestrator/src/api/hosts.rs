@@ -1,14 +1,15 @@
-//! `POST /v1/hosts` (register or re-register a host), `GET /v1/hosts` and
-//! `GET /v1/hosts/{host}`: each host's spec, liveness, desired state, status, installed
-//! versions and maintenance mode, merged.
+//! `POST /v1/hosts` (register or re-register a host), `DELETE /v1/hosts/{host}` (remove it,
+//! revoking its etcd identity), `GET /v1/hosts` and `GET /v1/hosts/{host}`: each host's
+//! spec, liveness, desired state, status, installed versions and maintenance mode, merged.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::api::{HostInfo, RegisterHost};
-use baton_protocol::documents::{HostSpec, Maintenance, now};
-use baton_protocol::etcd;
+use baton_protocol::documents::{HostSpec, Maintenance, Upgrade, now};
+use baton_protocol::etcd::{self, identity};
 use baton_protocol::{HostId, HostKey};
+use etcd_client::TxnOp;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -140,6 +141,11 @@ pub async fn register(
     let fence = state.require_leader().await?;
     let mut spec = validate::host_spec(&req, state.hosts(), now())?;
     let key = state.keyspace().host(&spec.host, HostKey::Spec);
+    if let Some(identities) = state.identities() {
+        // First: the orchestrator's role may write the spec only once the host has its own
+        // identity (idempotent, like the registration).
+        identities.register(&spec.host).await?;
+    }
     for _ in 0..store::WRITE_ATTEMPTS {
         let existing = etcd::read::<HostSpec>(state.client(), &key).await?;
         let read_at = existing.as_ref().map_or(0, |e| e.mod_revision);
@@ -174,4 +180,91 @@ pub async fn register(
     Err(ApiError::conflict(format!(
         "{key} kept changing during the registration; retry"
     )))
+}
+
+/// `DELETE /v1/hosts/{host}`: the host's etcd identity is revoked (its agent's next write is
+/// denied) and its keys are deleted. Refused (409) while the upgrade in progress names it.
+#[utoipa::path(
+    delete,
+    path = "/v1/hosts/{host}",
+    operation_id = "removeHost",
+    tag = "hosts",
+    summary = "Remove a host: its etcd identity is revoked and its keys deleted",
+    params(
+        ("host" = String, Path, description = "host id"),
+    ),
+    responses(
+        (status = 200, description = "removed; the registration it had", body = HostSpec),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(host): Path<String>,
+) -> Result<Json<HostSpec>, ApiError> {
+    let fence = state.require_leader().await?;
+    let host = path_host(&host)?;
+    let ks = state.keyspace();
+    let client = state.client();
+    let spec_key = ks.host(&host, HostKey::Spec);
+    let Some(spec) = etcd::read::<HostSpec>(client, &spec_key).await? else {
+        return Err(ApiError::not_found(format!(
+            "host {host} is not registered (no {spec_key})"
+        )));
+    };
+    let active = store::read_active(client, ks).await?;
+    if let Some(active) = &active {
+        let id = &active.value.upgrade_id;
+        if let Some(u) = etcd::read::<Upgrade>(client, &ks.upgrade(id)).await?
+            && !u.value.phase.is_terminal()
+            && u.value.hosts.contains_key(&host)
+        {
+            return Err(ApiError::conflict(format!(
+                "host {host} is part of upgrade {id} ({}); remove it once that upgrade has ended",
+                u.value.phase
+            )));
+        }
+    }
+    // The orchestrator's keys of the host, only if no upgrade started meanwhile.
+    let active_key = ks.active();
+    let guards = vec![
+        store::fence(&fence),
+        store::unchanged(&spec_key, spec.mod_revision),
+        store::unchanged(&active_key, active.map_or(0, |a| a.mod_revision)),
+    ];
+    let ops = identity::ORCHESTRATOR_HOST_WRITES
+        .iter()
+        .map(|k| TxnOp::delete(ks.host(&host, *k), None))
+        .collect();
+    if let Written::Conflict = store::commit(client, &spec_key, guards, ops).await? {
+        return Err(ApiError::conflict(format!(
+            "{spec_key} or {active_key} changed while the host was being removed; retry"
+        )));
+    }
+    // Then its identity, and then its own reports (which only an identity allowed to manage
+    // users may delete once authentication is on): it cannot write them again.
+    let reports_client = match state.identities() {
+        Some(identities) => {
+            identities.remove(&host).await?;
+            identities.admin().await?
+        }
+        None => client.clone(),
+    };
+    reports_client
+        .kv_client()
+        .delete(
+            ks.host_prefix(&host),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .map_err(|source| etcd::EtcdError::Request {
+            op: "delete",
+            key: ks.host_prefix(&host),
+            source,
+        })?;
+    tracing::info!(%host, "host removed; its etcd identity revoked");
+    Ok(Json(spec.value))
 }

@@ -41,6 +41,7 @@ use tokio::sync::watch;
 use crate::api::error::ApiError;
 use crate::api::gate::{Gate, WebPolicy};
 use crate::auth::Access;
+use crate::identities::Identities;
 use crate::leader::{self, Role};
 use crate::metrics::Counters;
 use crate::resolve::Resolver;
@@ -73,6 +74,7 @@ struct Inner {
     counters: Arc<Counters>,
     replica: String,
     policy: Policy,
+    identities: Option<Identities>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -108,8 +110,28 @@ impl AppState {
                 counters,
                 replica,
                 policy,
+                identities: None,
             }),
         }
+    }
+
+    /// With the etcd identities to manage at registration and removal (etcd with
+    /// authentication); a state already shared is left as it is.
+    pub fn with_identities(self, identities: Option<Identities>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.identities = identities;
+                Self {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Self { inner },
+        }
+    }
+
+    /// The etcd identities it manages, when etcd runs with authentication.
+    pub fn identities(&self) -> Option<&Identities> {
+        self.inner.identities.as_ref()
     }
 
     /// The etcd client.
@@ -273,6 +295,9 @@ pub const ROUTES: &[Route] = &[
     route(Verb::Post, "/v1/hosts", ADMIN, |m| on(m, hosts::register)),
     route(Verb::Get, "/v1/hosts/{host}", VIEWER, |m| {
         on(m, hosts::show)
+    }),
+    route(Verb::Delete, "/v1/hosts/{host}", ADMIN, |m| {
+        on(m, hosts::remove)
     }),
     route(Verb::Put, "/v1/hosts/{host}/maintenance", OPERATOR, |m| {
         on(m, maintenance::host)

@@ -36,6 +36,7 @@ use crate::validate::HostPolicy;
         hosts::list,
         hosts::register,
         hosts::show,
+        hosts::remove,
         maintenance::host,
         maintenance::group,
         upgrades::list,

@@ -16,21 +16,23 @@ use std::path::PathBuf;
 use baton_protocol::UpgradeId;
 use baton_protocol::documents::HostSpec;
 use baton_protocol::etcd::EtcdTls;
-use baton_protocol::job::{JobSettings, SETTINGS_ENV, Summary};
+use baton_protocol::job::{JOB_CREDENTIAL_FILE, JobSettings, SETTINGS_ENV, Summary};
 use baton_protocol::manifest::InstallPolicy;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    InspectContainerOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
 use crate::docker::{
-    ContainerError, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE, TcpAccess,
-    find_or_create,
+    ContainerError, ContainerFile, DockerEndpointError, Endpoint, Found, IfStopped, LABEL_PURPOSE,
+    TcpAccess, find_or_create,
 };
 use crate::engine::model::DownloadOutcome;
+use crate::identities::Identities;
 
 /// Default time one attempt may take (pull, verify and stage, agent restart).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -70,6 +72,9 @@ pub enum AttemptError {
         /// Its last non-empty stderr line.
         last_line: String,
     },
+    /// The host's etcd credential could not be issued.
+    #[error("etcd credential for the job: {0}")]
+    Identity(String),
     /// The attempt took too long.
     #[error("timed out after {secs}s (attempt {attempt})")]
     TimedOut {
@@ -107,6 +112,8 @@ pub struct Job {
     pub timeout: Duration,
     /// Attempts.
     pub attempts: u32,
+    /// With etcd authentication: issues the host's credential, which the job delivers.
+    pub identities: Option<Identities>,
 }
 
 impl Job {
@@ -129,6 +136,10 @@ impl Job {
             settings.container_prefix = p.clone();
         }
         settings.tls = self.tls.clone();
+        settings.credential_file = self
+            .identities
+            .as_ref()
+            .map(|_| PathBuf::from(JOB_CREDENTIAL_FILE));
         settings.image = Some(self.bundle.clone());
         settings.signature = self.signature.clone();
         settings.install_allow = Some(self.install.allow.clone());
@@ -233,6 +244,7 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
         endpoint: job.host.docker.clone(),
         source,
     };
+    let files = job_files(job, &docker, &name).await?;
     let body = ContainerCreateBody {
         image: Some(job.bundle.clone()),
         env: Some(job.env()),
@@ -244,7 +256,7 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
         }),
         ..Default::default()
     };
-    match find_or_create(&docker, &name, body, &[], IfStopped::Keep)
+    match find_or_create(&docker, &name, body, &files, IfStopped::Keep)
         .await
         .map_err(on_host)?
     {
@@ -280,6 +292,36 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
         None => engine_error.unwrap_or_else(|| "no error line".to_owned()),
     };
     Err(AttemptError::Job { code, last_line })
+}
+
+/// The files put into a new job container: the host's etcd credential, freshly issued (its
+/// previous password stops working) and readable by the job's root only. None for a job
+/// container that already exists (started by an earlier attempt or leader, which issued
+/// the credential it delivers).
+async fn job_files(
+    job: &Job,
+    docker: &Docker,
+    name: &str,
+) -> Result<Vec<ContainerFile>, AttemptError> {
+    let Some(identities) = &job.identities else {
+        return Ok(Vec::new());
+    };
+    if docker
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+        .is_ok()
+    {
+        return Ok(Vec::new());
+    }
+    let credential = identities
+        .issue(&job.host.host)
+        .await
+        .map_err(|e| AttemptError::Identity(e.to_string()))?;
+    Ok(vec![ContainerFile {
+        path: JOB_CREDENTIAL_FILE.to_owned(),
+        contents: credential.to_file_text().into_bytes(),
+        mode: 0o400,
+    }])
 }
 
 /// Waits for the container to stop; returns its exit code and the engine's error, if it
@@ -357,6 +399,7 @@ mod tests {
             docker_tcp: TcpAccess::Refused,
             timeout: DEFAULT_TIMEOUT,
             attempts: 1,
+            identities: None,
         }
     }
 

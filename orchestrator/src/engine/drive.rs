@@ -190,6 +190,7 @@ impl Engine {
             docker_tcp: self.config.docker_tcp.clone(),
             timeout: self.config.job_timeout,
             attempts: self.config.job_attempts,
+            identities: self.config.identities.clone(),
         };
         tracing::info!(upgrade = %id, %host, container = %job.container_name(), "starting the downloader job");
         Counters::inc(&self.counters.jobs_started);

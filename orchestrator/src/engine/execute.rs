@@ -39,6 +39,14 @@ pub struct Committed {
 pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<Event> {
     let (host, kind, message) = match action {
         Action::Download { .. } | Action::StartSuccessor => return None,
+        Action::Chain { host, after } => (
+            Some(host.clone()),
+            EventKind::HostState,
+            format!(
+                "desired written: install {} once {after} is done (daisy chain)",
+                upgrade.version
+            ),
+        ),
         Action::HandOver { container } => (
             None,
             EventKind::OrchestratorHandover,
@@ -88,21 +96,17 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
         ),
         Action::Dispatch {
             host,
-            next_host,
             write_desired,
         } => {
-            let mut message = if *write_desired {
+            let message = if *write_desired {
                 let action = action_name(desired_action(upgrade));
                 format!("desired written: {action} {}", upgrade.version)
             } else {
                 format!(
-                    "handed the baton by the previous host: install {}",
+                    "started after the previous host of the chain: install {}",
                     upgrade.version
                 )
             };
-            if let Some(next) = next_host {
-                message.push_str(&format!("; then hands over to {next}"));
-            }
             (Some(host.clone()), EventKind::HostDispatched, message)
         }
     };
@@ -136,15 +140,16 @@ fn action_name(action: DesiredAction) -> &'static str {
     }
 }
 
-/// The `desired` document dispatching `host` for `upgrade`.
-pub fn desired_for(upgrade: &Upgrade, next_host: Option<HostId>, now: &Timestamp) -> Desired {
+/// The `desired` document dispatching a host for `upgrade` (in a daisy chain, `after` the
+/// host it follows).
+pub fn desired_for(upgrade: &Upgrade, after: Option<HostId>, now: &Timestamp) -> Desired {
     Desired {
         schema_version: SCHEMA_VERSION,
         upgrade_id: upgrade.id.clone(),
         version: upgrade.version.clone(),
         bundle: upgrade.bundle.clone(),
         action: desired_action(upgrade),
-        next_host,
+        after,
         allow_downgrade: upgrade.allow_downgrade,
         signature: upgrade.signature.clone(),
         issued_at: now.clone(),
@@ -203,18 +208,21 @@ pub async fn commit(
             ));
             upgrade.events += 1;
         }
-        if let Action::Dispatch {
-            host,
-            next_host,
-            write_desired: true,
-        } = action
-        {
+        let write = match action {
+            Action::Dispatch {
+                host,
+                write_desired: true,
+            } => Some((host, None)),
+            Action::Chain { host, after } => Some((host, Some(after.clone()))),
+            _ => None,
+        };
+        if let Some((host, after)) = write {
             let key = keyspace.host(host, HostKey::Desired);
             let read_at = view
                 .hosts
                 .get(host)
                 .map_or(0, |d| d.revision(HostKey::Desired));
-            let doc = desired_for(&upgrade, next_host.clone(), now);
+            let doc = desired_for(&upgrade, after, now);
             guards.push(store::unchanged(&key, read_at));
             ops.push(store::put(&key, &doc));
             desired.push((host.clone(), doc));

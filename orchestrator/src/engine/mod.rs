@@ -73,6 +73,9 @@ pub struct EngineConfig {
     pub docker_tcp: crate::docker::TcpAccess,
     /// How a self-update starts the new version.
     pub self_update: SelfUpdate,
+    /// The etcd identities it manages (a fresh credential for each downloader job), when
+    /// etcd runs with authentication.
+    pub identities: Option<crate::identities::Identities>,
 }
 
 /// Why the engine (or the leadership running it) ended.

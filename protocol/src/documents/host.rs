@@ -85,7 +85,7 @@ pub enum DesiredAction {
     Reboot,
 }
 
-/// `hosts/<host>/desired`: the orchestrator's (or the previous host's) instruction.
+/// `hosts/<host>/desired`: the orchestrator's instruction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Desired {
@@ -100,9 +100,11 @@ pub struct Desired {
     pub bundle: String,
     /// What to do.
     pub action: DesiredAction,
-    /// Daisy-chain: the host to hand the baton to when this one is done and healthy.
+    /// Daisy chain: the host this one follows. The agent starts only once that host's
+    /// `status` says `Done` for this upgrade, and only while the upgrade is `Installing` (a
+    /// paused chain waits, an aborted or failed one starts no further host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_host: Option<HostId>,
+    pub after: Option<HostId>,
     /// The upgrade may move the host to a lower version than it runs (the request said
     /// `allow_downgrade: true`, or it is a revert); without it the agent refuses to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -198,7 +200,7 @@ mod tests {
             version: version.into(),
             bundle: bundle.into(),
             action: DesiredAction::Install,
-            next_host: None,
+            after: None,
             allow_downgrade: false,
             signature: None,
             issued_at: "t".into(),

@@ -122,22 +122,6 @@ impl Document for Upgrade {
     const KIND: &'static str = "upgrade";
 }
 
-impl Upgrade {
-    /// Daisy-chain: the host that takes the baton after batch `after` — the one of the
-    /// lowest later batch (by id within it) still waiting to be dispatched (`Downloaded`);
-    /// held, skipped, failed and dispatched hosts are passed over. The orchestrator names it
-    /// in a host's `desired`, and a host handing over names the one after its successor.
-    pub fn next_in_chain(&self, after: u32) -> Option<HostId> {
-        self.hosts
-            .iter()
-            .filter(|(_, h)| h.state == HostOutcomeState::Downloaded)
-            .map(|(id, h)| (h.batch.unwrap_or(0), id))
-            .filter(|(batch, _)| *batch > after)
-            .min()
-            .map(|(_, id)| id.clone())
-    }
-}
-
 /// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -157,7 +141,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_chain_passes_over_hosts_not_waiting_for_dispatch() {
+    fn a_held_host_is_at_the_stage_it_was_held_from() {
         use HostOutcomeState::*;
         let text = br#"{"schema_version":1,"id":"u1","bundle":"r@sha256:00","version":"2.0.0","strategy":{"kind":"daisy-chain"},"phase":"Installing","hosts":{
             "h1":{"state":"Dispatched","batch":0},"h2":{"state":"Skipped","batch":1},
@@ -165,9 +149,6 @@ mod tests {
             "h5":{"state":"Downloaded","batch":4}},"created_at":"t","updated_at":"t"}"#;
         let u: Upgrade = serde_json::from_slice(text).expect("record");
         let id = |h: &str| HostId::new(h).expect("id");
-        assert_eq!(u.next_in_chain(0), Some(id("h4")));
-        assert_eq!(u.next_in_chain(3), Some(id("h5")));
-        assert_eq!(u.next_in_chain(4), None);
         assert_eq!(u.hosts[&id("h3")].stage(), Downloaded);
         assert_eq!(u.hosts[&id("h4")].stage(), Downloaded);
         assert_eq!(u.hosts[&id("h1")].stage(), Dispatched);

@@ -60,11 +60,12 @@ async fn read_at<T: Document>(
     client: &Client,
     key: &str,
 ) -> Result<(Option<Versioned<T>>, i64), EtcdError> {
-    let resp = client
-        .kv_client()
-        .get(key, None)
-        .await
-        .map_err(EtcdError::request("get", key))?;
+    let resp = super::retry_auth_race(|| {
+        let mut kv = client.kv_client();
+        async move { kv.get(key, None).await }
+    })
+    .await
+    .map_err(EtcdError::request("get", key))?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let value = match resp.kvs().first() {
         Some(kv) => Some(Versioned {
@@ -95,11 +96,12 @@ async fn guarded(
     what: &'static str,
 ) -> Result<Option<i64>, EtcdError> {
     let txn = Txn::new().when([unchanged(key, expected)]).and_then([op]);
-    let resp = client
-        .kv_client()
-        .txn(txn)
-        .await
-        .map_err(EtcdError::request(what, key))?;
+    let resp = super::retry_auth_race(|| {
+        let (mut kv, txn) = (client.kv_client(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+    .map_err(EtcdError::request(what, key))?;
     Ok(resp
         .succeeded()
         .then(|| resp.header().map_or(0, |h| h.revision())))
@@ -215,14 +217,19 @@ pub async fn put_leased<T: Document>(
     value: &T,
     lease: i64,
 ) -> Result<i64, EtcdError> {
-    let resp = client
-        .kv_client()
-        .put(
-            key,
-            encode(value),
-            Some(etcd_client::PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(EtcdError::request("put", key))?;
+    let bytes = encode(value);
+    let resp = super::retry_auth_race(|| {
+        let (mut kv, bytes) = (client.kv_client(), bytes.clone());
+        async move {
+            kv.put(
+                key,
+                bytes,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+        }
+    })
+    .await
+    .map_err(EtcdError::request("put", key))?;
     Ok(resp.header().map_or(0, |h| h.revision()))
 }

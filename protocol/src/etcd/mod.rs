@@ -4,9 +4,12 @@
 //! downloader job writes them into the agent's configuration) does not build the gRPC stack.
 
 #[cfg(feature = "etcd")]
+pub mod auth;
+#[cfg(feature = "etcd")]
 mod cas;
 #[cfg(feature = "etcd")]
 mod election;
+pub mod identity;
 #[cfg(feature = "etcd")]
 mod lease;
 mod tls;
@@ -25,6 +28,7 @@ pub use cas::{
 pub use election::{Election, Leadership, Observer};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
+pub use identity::Credential;
 #[cfg(feature = "etcd")]
 pub use lease::KeptLease;
 pub use tls::EtcdTls;
@@ -90,6 +94,35 @@ impl EtcdError {
     }
 }
 
+/// How many times a request refused for a concurrent change of etcd's users and roles is
+/// sent again.
+#[cfg(feature = "etcd")]
+const AUTH_RACE_RETRIES: u32 = 3;
+
+/// etcd refused a request because its users or roles changed while the request was in
+/// flight ("revision of auth store is old": with authentication on, every credential the
+/// orchestrator issues changes them). Nothing was done; the request can be sent again.
+#[cfg(feature = "etcd")]
+pub fn is_auth_revision_race(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("revision of auth store is old"))
+}
+
+/// Runs `request`, again (a few times) while etcd answers [`is_auth_revision_race`].
+#[cfg(feature = "etcd")]
+pub async fn retry_auth_race<T, F, Fut>(mut request: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut retries = 0;
+    loop {
+        match request().await {
+            Err(e) if is_auth_revision_race(&e) && retries < AUTH_RACE_RETRIES => retries += 1,
+            answer => return answer,
+        }
+    }
+}
+
 /// Connects to etcd with Baton's timeouts; `endpoints` like `http://127.0.0.1:2379`.
 #[cfg(feature = "etcd")]
 pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
@@ -99,6 +132,18 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
 /// Connects to etcd, over TLS when `tls` is given (`https://` endpoints).
 #[cfg(feature = "etcd")]
 pub async fn connect_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client, EtcdError> {
+    connect_as(endpoints, tls, None).await
+}
+
+/// Connects to etcd over TLS when `tls` is given, as `credential`'s user when given (etcd
+/// with authentication on; without it the client is anonymous, or its TLS certificate's
+/// common name with client-certificate authentication).
+#[cfg(feature = "etcd")]
+pub async fn connect_as(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
+) -> Result<Client, EtcdError> {
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         // No per-request timeout: it would also cut watches, keep-alive streams and
@@ -107,7 +152,53 @@ pub async fn connect_tls(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<
     if let Some(tls) = tls {
         options = options.with_tls(tls.options()?);
     }
+    if let Some(c) = credential {
+        options = options.with_user(c.user.as_str(), c.password.as_str());
+    }
     Client::connect(endpoints, Some(options))
         .await
         .map_err(EtcdError::request("connect", endpoints.join(",")))
+}
+
+#[cfg(all(test, feature = "etcd"))]
+mod tests {
+    use super::*;
+
+    fn race() -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
+            "etcdserver: revision of auth store is old",
+        ))
+    }
+
+    #[test]
+    fn a_request_refused_for_an_auth_change_in_flight_is_sent_again_a_few_times() {
+        let mut calls = 0;
+        let answer = futures::executor::block_on(retry_auth_race(|| {
+            calls += 1;
+            let n = calls;
+            async move { if n < 3 { Err(race()) } else { Ok(n) } }
+        }));
+        assert_eq!(answer.ok(), Some(3));
+
+        let mut calls = 0;
+        let answer: Result<(), _> = futures::executor::block_on(retry_auth_race(|| {
+            calls += 1;
+            async { Err(race()) }
+        }));
+        assert!(answer.is_err_and(|e| is_auth_revision_race(&e)));
+        assert_eq!(calls, 1 + AUTH_RACE_RETRIES);
+
+        // Any other refusal is answered at once.
+        let mut calls = 0;
+        let answer: Result<(), _> = futures::executor::block_on(retry_auth_race(|| {
+            calls += 1;
+            async {
+                Err(etcd_client::Error::GRpcStatus(
+                    tonic::Status::permission_denied("etcdserver: permission denied"),
+                ))
+            }
+        }));
+        assert!(answer.is_err_and(|e| !is_auth_revision_race(&e)));
+        assert_eq!(calls, 1);
+    }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_protocol::etcd;
 
+use super::etcd_security;
 use super::state::{Daemon, DemoState};
 use super::{DemoError, api_error, io_error};
 use crate::fleet;
@@ -163,6 +164,21 @@ pub(super) async fn start_etcd(state: &mut DemoState, detach: bool) -> Result<()
     let peer = format!("http://127.0.0.1:{peer_port}");
     let clients = format!("{},{gateway}", state.etcd);
     let data = state.state_dir.join("etcd");
+    // TLS with client certificates, and (once up) authentication: docs/security.md.
+    let gateway_ip = gateway
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .and_then(|(ip, _)| ip.parse().ok());
+    let pki = etcd_security::make_pki(state, gateway_ip)?;
+    let tls_args = [
+        "--cert-file".to_owned(),
+        pki.server_cert.display().to_string(),
+        "--key-file".to_owned(),
+        pki.server_key.display().to_string(),
+        "--trusted-ca-file".to_owned(),
+        pki.ca.display().to_string(),
+        "--client-cert-auth".to_owned(),
+    ];
     let args = [
         "--name",
         "demo",
@@ -184,6 +200,7 @@ pub(super) async fn start_etcd(state: &mut DemoState, detach: bool) -> Result<()
         "warn",
     ]
     .map(str::to_owned);
+    let args: Vec<String> = args.into_iter().chain(tls_args).collect();
     let daemon = spawn_daemon(
         "etcd",
         Path::new("etcd"),
@@ -194,10 +211,11 @@ pub(super) async fn start_etcd(state: &mut DemoState, detach: bool) -> Result<()
     state.processes.push(daemon.clone());
     state.save()?;
     let endpoint = state.etcd.clone();
+    let tls = etcd_security::client_tls(state);
     wait_ready(&daemon, || {
-        let endpoint = endpoint.clone();
+        let (endpoint, tls) = (endpoint.clone(), tls.clone());
         async move {
-            let client = etcd::connect(&[endpoint])
+            let client = etcd::connect_tls(&[endpoint], Some(&tls))
                 .await
                 .map_err(|e| e.to_string())?;
             // Ready once it serves a linearizable read (it has a leader).
@@ -209,7 +227,8 @@ pub(super) async fn start_etcd(state: &mut DemoState, detach: bool) -> Result<()
                 .map_err(|e| e.to_string())
         }
     })
-    .await
+    .await?;
+    etcd_security::enable_auth(state).await
 }
 
 pub(super) async fn start_orchestrator(
@@ -232,6 +251,12 @@ pub(super) async fn start_orchestrator(
         .map(|r| r.display().to_string())
         .unwrap_or_default();
     let (_, trusted_key) = super::signing::key_files(state);
+    let etcd_tls = etcd_security::client_tls(state);
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
     let args = [
         // Only bundles signed with the demo's key, only from the demo's registry.
         "--trusted-key",
@@ -248,6 +273,28 @@ pub(super) async fn start_orchestrator(
         &state.etcd,
         "--agent-etcd",
         state.agent_etcd.as_deref().unwrap_or_default(),
+        "--etcd-ca-file",
+        &etcd_tls.ca_file.display().to_string(),
+        "--etcd-cert-file",
+        &path(&etcd_tls.cert_file),
+        "--etcd-key-file",
+        &path(&etcd_tls.key_file),
+        "--etcd-credential-file",
+        &state
+            .state_dir
+            .join(etcd_security::ORCHESTRATOR_CREDENTIAL)
+            .display()
+            .to_string(),
+        "--etcd-admin-credential-file",
+        &etcd_security::root_credential_file(state)
+            .display()
+            .to_string(),
+        "--agent-etcd-ca-file",
+        etcd_security::HOST_CA,
+        "--agent-etcd-cert-file",
+        etcd_security::HOST_CERT,
+        "--agent-etcd-key-file",
+        etcd_security::HOST_KEY,
         "--listen",
         &listen,
         "--replica",

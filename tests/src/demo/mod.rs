@@ -32,6 +32,7 @@
 
 mod commands;
 mod daemons;
+pub mod etcd_security;
 mod signing;
 mod state;
 mod summary;
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use baton_protocol::api::Health;
 use baton_protocol::api::UpgradeInfo;
-use baton_protocol::etcd::{self, EtcdError};
+use baton_protocol::etcd::EtcdError;
 use baton_protocol::{Keyspace, UpgradePhase};
 use batonctl::bundle::{self, BuildOptions, BundleError, Progress};
 use batonctl::client::{ApiClient, ClientError};
@@ -332,7 +333,7 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     install_v1(&state, &api).await?;
     let install_took = install_started.elapsed();
     let keyspace = Keyspace::default();
-    let client = etcd::connect(std::slice::from_ref(&state.etcd)).await?;
+    let client = etcd_security::root_client(&state).await?;
     let before = read_versions(&client, &keyspace, &state.hosts).await?;
     let orchestrator_before = health(&api).await?;
 
@@ -432,7 +433,7 @@ async fn start_fleet(
         schema_version: STATE_SCHEMA,
         owner: owner_of(&config.state_dir),
         state_dir: config.state_dir.clone(),
-        etcd: format!("http://127.0.0.1:{}", config.etcd_port),
+        etcd: format!("https://127.0.0.1:{}", config.etcd_port),
         agent_etcd: None,
         registry: format!("127.0.0.1:{}", config.registry_port),
         api: format!("https://127.0.0.1:{}", config.api_port),
@@ -499,6 +500,11 @@ async fn start_fleet(
         state.agent_etcd.as_deref().unwrap_or("?")
     ));
     start_etcd(&mut state, config.detach).await?;
+    etcd_security::copy_to_hosts(&state, &hosts)?;
+    say.step(&format!(
+        "etcd serves TLS with authentication on: each host gets its own identity; a read-only etcdctl: set -a; . {}; set +a",
+        state.state_dir.join(etcd_security::ETCDCTL_ENV).display()
+    ));
     say.step(&format!("starting baton-orchestrator on {}", state.api));
     start_orchestrator(&mut state, &config.orchestrator_bin(), config.detach).await?;
     Ok((state, hosts))
@@ -603,7 +609,7 @@ fn record_fleet(
     let half = hosts.len().div_ceil(2);
     state.network = Some(fleet.network().to_owned());
     state.fleet_root = Some(fleet.root().to_owned());
-    state.agent_etcd = Some(format!("http://{}:{etcd_port}", fleet.gateway_ip()));
+    state.agent_etcd = Some(format!("https://{}:{etcd_port}", fleet.gateway_ip()));
     state.hosts = hosts
         .iter()
         .enumerate()

@@ -10,9 +10,7 @@ use batonctl::display;
 
 use super::commands::{shell_line, shown};
 use super::state::{DemoHost, DemoState};
-use super::{
-    COMPONENTS, DEFAULT_ETCD_PORT, DemoError, DemoReport, UPGRADE_V2, batonctl_args, down_command,
-};
+use super::{COMPONENTS, DemoError, DemoReport, UPGRADE_V2, batonctl_args, down_command};
 
 /// What one host ran, from its `installed` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,13 +98,21 @@ fn minutes(d: Duration) -> String {
     }
 }
 
-/// `etcdctl` with `--endpoints` unless the endpoint is the one it uses by default.
-fn etcdctl(state: &DemoState) -> String {
-    if state.etcd == format!("http://127.0.0.1:{DEFAULT_ETCD_PORT}") {
-        "etcdctl".to_owned()
-    } else {
-        format!("etcdctl --endpoints={}", state.etcd)
-    }
+/// `etcdctl` as the demo's read-only user: the environment file sets the endpoint, the TLS
+/// files and the user (`set -a; . FILE; set +a` once per shell).
+fn etcdctl(_state: &DemoState) -> String {
+    "etcdctl".to_owned()
+}
+
+/// The line that loads the read-only `etcdctl` environment.
+fn etcdctl_env_line(state: &DemoState) -> String {
+    format!(
+        "set -a; . {}; set +a",
+        state
+            .state_dir
+            .join(super::etcd_security::ETCDCTL_ENV)
+            .display()
+    )
 }
 
 fn batonctl_line(state: &DemoState) -> String {
@@ -140,7 +146,8 @@ pub(super) fn print_summary(report: &DemoReport) {
     );
     let first = state.hosts.first().map_or("host-1", |h| h.name.as_str());
     println!(
-        "Raw state: {} get --prefix /baton/hosts/{first}/",
+        "Raw state: {}; {} get --prefix /baton/hosts/{first}/",
+        etcdctl_env_line(state),
         etcdctl(state)
     );
     print_explore(state);
@@ -161,6 +168,7 @@ pub fn print_explore(state: &DemoState) {
          \n  {batonctl} host ls\
          \n  {batonctl} upgrade ls\
          \n  {batonctl} upgrade show {UPGRADE_V2} --events\
+         \n  {etcdctl_env}    # a read-only etcdctl (etcd runs with TLS and authentication)\
          \n  {etcdctl} get --prefix /baton/hosts/{host}/\
          \n  {etcdctl} get /baton/upgrades/{UPGRADE_V2} --print-value-only\
          \n  {etcdctl} watch --prefix /baton/\
@@ -171,6 +179,7 @@ pub fn print_explore(state: &DemoState) {
         api = state.api,
         curl = super::curl_prefix(state),
         token = state.token_file().display(),
+        etcdctl_env = etcdctl_env_line(state),
         dir = state.state_dir.display(),
         down = down_command(&state.state_dir),
     );

@@ -72,25 +72,8 @@ async fn clients_need_the_ca_and_a_client_certificate() {
 async fn an_agent_with_a_tls_section_keeps_its_alive_key() {
     let etcd = tls_server().await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("boot-id"), "boot-1\n").expect("boot id");
-    std::fs::write(dir.path().join("kernel"), "6.1.0-baton1\n").expect("kernel");
     let host = HostId::new("h-tls").expect("host");
-    let config = AgentConfig {
-        host_id: host.clone(),
-        etcd_endpoints: etcd.endpoints(),
-        prefix: "/baton".into(),
-        lease_ttl_secs: 5,
-        state_dir: dir.path().join("state"),
-        boot_id_file: dir.path().join("boot-id"),
-        kernel_release_file: dir.path().join("kernel"),
-        container_prefix: String::new(),
-        health_settle_secs: agent_config::DEFAULT_HEALTH_SETTLE_SECS,
-        bootloader: agent_config::Bootloader::default(),
-        install_allow: baton_protocol::manifest::default_install_allow(),
-        install_setuid: Vec::new(),
-        tls: etcd.client_tls().cloned(),
-        trusted_keys_dir: baton_protocol::signing::HOST_TRUSTED_KEYS_DIR.into(),
-    };
+    let config = agent_config(dir.path(), &host, &etcd);
     // The same validation the agent's config file gets.
     AgentConfig::parse(std::path::Path::new("agent.toml"), &config.to_toml())
         .expect("valid config");
@@ -112,4 +95,29 @@ async fn an_agent_with_a_tls_section_keeps_its_alive_key() {
     };
     assert_eq!(alive.boot_id, "boot-1");
     task.abort();
+}
+
+/// An agent configuration for `host` against `etcd` (its TLS files), with its boot id and
+/// kernel files in `dir`.
+pub(crate) fn agent_config(dir: &std::path::Path, host: &HostId, etcd: &EtcdServer) -> AgentConfig {
+    std::fs::write(dir.join("boot-id"), "boot-1\n").expect("boot id");
+    std::fs::write(dir.join("kernel"), "6.1.0-baton1\n").expect("kernel");
+    AgentConfig {
+        host_id: host.clone(),
+        etcd_endpoints: etcd.endpoints(),
+        prefix: "/baton".into(),
+        lease_ttl_secs: 5,
+        state_dir: dir.join("state"),
+        boot_id_file: dir.join("boot-id"),
+        kernel_release_file: dir.join("kernel"),
+        container_prefix: String::new(),
+        health_settle_secs: agent_config::DEFAULT_HEALTH_SETTLE_SECS,
+        bootloader: agent_config::Bootloader::default(),
+        install_allow: baton_protocol::manifest::default_install_allow(),
+        install_setuid: Vec::new(),
+        tls: etcd.client_tls().cloned(),
+        credential_file: None,
+        // None trusted: these agents are given no bundles.
+        trusted_keys_dir: dir.join("trusted-keys"),
+    }
 }

@@ -7,5 +7,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod etcd_helpers;
+mod etcd_roles;
 mod etcd_tls;
 mod registry;

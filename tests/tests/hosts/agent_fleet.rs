@@ -106,7 +106,7 @@ impl World {
             version: version.to_owned(),
             bundle: self.bundles[name].clone(),
             action: DesiredAction::Install,
-            next_host: None,
+            after: None,
             allow_downgrade: false,
             signature: None,
             issued_at: documents::now(),

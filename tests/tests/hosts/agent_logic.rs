@@ -95,6 +95,7 @@ async fn setup(daemon_content: &str) -> Setup {
         tls: None,
         // None trusted: these tests write `desired` without signatures.
         trusted_keys_dir: dir.path().join("trusted-keys"),
+        credential_file: None,
     };
     let fake = Arc::new(RecordingHost::default());
     let agent = Agent::new(config.clone(), fake.clone()).expect("agent");
@@ -154,14 +155,14 @@ async fn desire_action(s: &Setup, id: &str, action: DesiredAction) {
     desire_full(s, id, action, None).await;
 }
 
-async fn desire_full(s: &Setup, id: &str, action: DesiredAction, next_host: Option<&str>) {
+async fn desire_full(s: &Setup, id: &str, action: DesiredAction, after: Option<&str>) {
     let mut desired = desired(
         id,
         "2.0.0",
         &format!("127.0.0.1:5000/baton/bundle@{}", digest()),
     );
     desired.action = action;
-    desired.next_host = next_host.map(|h| HostId::new(h).expect("host"));
+    desired.after = after.map(|h| HostId::new(h).expect("host"));
     put_desired(s, &desired).await;
 }
 
@@ -172,7 +173,7 @@ fn desired(id: &str, version: &str, bundle: &str) -> Desired {
         version: version.into(),
         bundle: bundle.into(),
         action: DesiredAction::Install,
-        next_host: None,
+        after: None,
         allow_downgrade: false,
         signature: None,
         issued_at: documents::now(),
@@ -409,60 +410,106 @@ async fn reboot_is_journaled_asked_again_in_the_same_boot_and_done_in_the_next()
     s.task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_done_host_hands_the_baton_to_the_next_in_the_daisy_chain() {
-    let s = setup("echo-v2").await;
-    // The upgrade's batch plan: h1, then h2, then h3 (h-skip is in maintenance).
+/// Puts upgrade record `id` (daisy chain, h0 then h1) in `phase`.
+async fn put_chain_upgrade(s: &Setup, id: &str, phase: &str) {
     let upgrade = serde_json::json!({
-        "schema_version": 1, "id": "u1", "bundle": "127.0.0.1:5000/baton/bundle@sha256:x",
-        "version": "2.0.0", "strategy": {"kind": "daisy-chain"}, "phase": "Installing",
-        "hosts": {
-            "h1": {"state": "Dispatched", "batch": 0},
-            "h2": {"state": "Downloaded", "batch": 1},
-            "h-skip": {"state": "Skipped", "batch": 2},
-            "h3": {"state": "Downloaded", "batch": 3}
-        },
+        "schema_version": 1, "id": id, "bundle": "127.0.0.1:5000/baton/bundle@sha256:x",
+        "version": "2.0.0", "strategy": {"kind": "daisy-chain"}, "phase": phase,
+        "hosts": {"h0": {"state": "Dispatched", "batch": 0}, "h1": {"state": "Downloaded", "batch": 1}},
         "created_at": "t", "updated_at": "t"
     });
     s.client
         .kv_client()
         .put(
-            s.ks.upgrade(&UpgradeId::new("u1").expect("id")),
+            s.ks.upgrade(&UpgradeId::new(id).expect("id")),
             upgrade.to_string(),
             None,
         )
         .await
         .expect("put upgrade");
-    desire_full(&s, "u1", DesiredAction::Install, Some("h2")).await;
+}
+
+/// Writes h0's (the predecessor's) status: `state` for upgrade `id`.
+async fn put_h0_status(s: &Setup, id: &str, state: HostState) {
+    let status = HostStatus {
+        schema_version: documents::SCHEMA_VERSION,
+        upgrade_id: Some(UpgradeId::new(id).expect("id")),
+        state,
+        step: None,
+        message: String::new(),
+        started_at: None,
+        updated_at: documents::now(),
+    };
+    let key = s.ks.host(&HostId::new("h0").expect("h0"), HostKey::Status);
+    s.client
+        .kv_client()
+        .put(key, documents::encode(&status), None)
+        .await
+        .expect("put status");
+}
+
+/// For `for_`, the agent never reports having started upgrade `id`.
+async fn assert_not_started(s: &Setup, id: &str, for_: Duration) {
+    let key = s.ks.host(&s.host, HostKey::Status);
+    let start = Instant::now();
+    while start.elapsed() < for_ {
+        let status = etcd::read::<HostStatus>(&s.client, &key)
+            .await
+            .expect("read")
+            .map(|v| v.value);
+        assert!(
+            status
+                .as_ref()
+                .is_none_or(|st| st.upgrade_id.as_ref().map(UpgradeId::as_str) != Some(id)),
+            "started {id}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chained_host_starts_once_the_host_before_is_done_and_never_after_an_abort() {
+    let s = setup("echo-v2").await;
+    let wait = Duration::from_secs(2);
+    // u1: h1 follows h0, which is still updating; then done with an older upgrade.
+    put_chain_upgrade(&s, "u1", "Installing").await;
+    put_h0_status(&s, "u1", HostState::Updating).await;
+    desire_full(&s, "u1", DesiredAction::Install, Some("h0")).await;
+    assert_not_started(&s, "u1", wait).await;
+    put_h0_status(&s, "u0", HostState::Done).await;
+    assert_not_started(&s, "u1", wait).await;
+    // Paused: h0 done, still no start until the upgrade is resumed.
+    put_chain_upgrade(&s, "u1", "Paused").await;
+    put_h0_status(&s, "u1", HostState::Done).await;
+    assert_not_started(&s, "u1", wait).await;
+    put_chain_upgrade(&s, "u1", "Installing").await;
     let status = wait_state(
         &s,
         &[HostState::Done, HostState::Failed, HostState::RolledBack],
     )
     .await;
     assert_eq!(status.state, HostState::Done, "{status:?}");
-
-    let h2 = HostId::new("h2").expect("h2");
-    let start = std::time::Instant::now();
-    let handed: Desired = loop {
-        if let Some(d) = etcd::read::<Desired>(&s.client, &s.ks.host(&h2, HostKey::Desired))
+    // Nothing of another host's was written: h0's keys are as the test left them.
+    let h0 = HostId::new("h0").expect("h0");
+    for key in [HostKey::Desired, HostKey::Alive, HostKey::Installed] {
+        let kvs = s
+            .client
+            .kv_client()
+            .get(s.ks.host(&h0, key), None)
             .await
-            .expect("read")
-        {
-            break d.value;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "h1 never handed the baton to h2"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(handed.upgrade_id.as_str(), "u1");
-    assert_eq!(handed.version, "2.0.0");
-    assert_eq!(
-        handed.next_host.as_ref().map(HostId::as_str),
-        Some("h3"),
-        "{handed:?}"
-    );
+            .expect("get");
+        assert!(kvs.kvs().is_empty(), "{key}: {:?}", kvs.kvs());
+    }
+
+    // u2 is aborted while h0 works: h0's Done afterwards starts nothing on h1.
+    let calls = s.fake.calls().len();
+    put_chain_upgrade(&s, "u2", "Installing").await;
+    put_h0_status(&s, "u2", HostState::Updating).await;
+    desire_full(&s, "u2", DesiredAction::Install, Some("h0")).await;
+    put_chain_upgrade(&s, "u2", "Aborted").await;
+    put_h0_status(&s, "u2", HostState::Done).await;
+    assert_not_started(&s, "u2", wait).await;
+    assert_eq!(s.fake.calls().len(), calls, "{:?}", s.fake.calls());
     s.task.abort();
 }
 

@@ -126,7 +126,17 @@ async fn agent(
         let desired = etcd::read::<Desired>(&client, &ks.host(&host, HostKey::Desired))
             .await
             .expect("read desired");
+        // A daisy chain's host starts once the host it follows is done (as the agent does).
+        let mut predecessor_done = true;
+        if let Some(after) = desired.as_ref().and_then(|d| d.value.after.clone()) {
+            let id = desired.as_ref().map(|d| d.value.upgrade_id.clone());
+            predecessor_done = etcd::read::<HostStatus>(&client, &ks.host(&after, HostKey::Status))
+                .await
+                .expect("read status")
+                .is_some_and(|s| s.value.upgrade_id == id && s.value.state == HostState::Done);
+        }
         if let Some(d) = desired.map(|d| d.value)
+            && predecessor_done
             && handled.as_ref() != Some(&d.upgrade_id)
         {
             handled = Some(d.upgrade_id.clone());
@@ -158,10 +168,12 @@ async fn agent(
                 ),
                 _ => status(&d.upgrade_id, HostState::Done, "on 9.0.0"),
             };
+            // Settled before `Done` is visible: a chained host may start the moment it is.
+            let settled = Instant::now();
             put(done).await;
             log.lock()
                 .unwrap()
-                .push((host.to_string(), started, Some(Instant::now())));
+                .push((host.to_string(), started, Some(settled)));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -532,16 +544,16 @@ async fn daisy_chain_goes_host_by_host_each_told_the_next() {
     .await
     .expect("start");
     w.wait_phase(&api, &id, UpgradePhase::Succeeded).await;
-    let mut next = Vec::new();
+    let mut after = Vec::new();
     for h in ["h1", "h2", "h3"] {
         let key = Keyspace::default().host(&HostId::new(h).unwrap(), HostKey::Desired);
         let d = etcd::read::<Desired>(&w.client, &key)
             .await
             .expect("read")
             .expect("desired");
-        next.push(d.value.next_host.map(|n| n.to_string()));
+        after.push(d.value.after.map(|n| n.to_string()));
     }
-    assert_eq!(next, [Some("h2".to_owned()), Some("h3".to_owned()), None]);
+    assert_eq!(after, [None, Some("h1".to_owned()), Some("h2".to_owned())]);
     let mut log = w.log.lock().unwrap().clone();
     log.sort_by_key(|(_, s, _)| *s);
     let order: Vec<&str> = log.iter().map(|(h, _, _)| h.as_str()).collect();

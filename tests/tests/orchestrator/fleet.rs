@@ -65,7 +65,7 @@ async fn follow(api: &ApiClient, id: &str, until: UpgradePhase) -> (UpgradeInfo,
 
 /// etcd's own request counters (`grpc_server_handled_total` by method), from its metrics.
 async fn etcd_requests(etcd: &EtcdServer) -> BTreeMap<String, f64> {
-    let api = ApiClient::new(&etcd.endpoint()).expect("etcd url");
+    let api = ApiClient::new(&etcd.metrics_endpoint()).expect("etcd url");
     let (_, body) = api
         .raw("GET".parse().unwrap(), "/metrics", None)
         .await

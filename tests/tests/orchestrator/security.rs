@@ -24,13 +24,23 @@ use std::time::Duration;
 fn sample(route: &Route) -> (String, Option<Value>) {
     let path = route
         .path
-        .replace("{host}", "h1")
+        .replace(
+            "{host}",
+            if route.verb.name() == "delete" {
+                "h2"
+            } else {
+                "h1"
+            },
+        )
         .replace("{group}", "edge")
         .replace("{id}", "u-sample")
         .replace("{name}", "victim");
     let body = match (route.verb.name(), route.path) {
         ("get", _) => None,
         ("delete", "/v1/tokens/{name}") => None,
+        // h2: the host the registration's sample (an earlier route) registers, so h1 stays
+        // for the routes after it.
+        ("delete", "/v1/hosts/{host}") => None,
         ("post", "/v1/hosts") => Some(json!({"id": "h2", "docker": "unix:///var/run/docker.sock"})),
         ("put", "/v1/hosts/{host}/maintenance") | ("put", "/v1/groups/{group}/maintenance") => {
             Some(json!({"mode": "paused", "reason": "sample"}))

@@ -134,6 +134,8 @@ async fn only_signed_bundles_from_allowed_registries_are_accepted_and_refusals_w
 
     let mut c = config(&etcd, "orch-sig");
     c.allowed_registries = vec![registry.host(), "localhost".to_owned()];
+    // The host below names a plain tcp:// engine (a port that never answers).
+    c.allow_plain_docker_tcp = true;
     let orch = Orchestrator::start(c).await;
     orch.wait_role("leader", Duration::from_secs(20)).await;
     let api = &orch.api;

@@ -15,7 +15,7 @@ use baton_orchestrator::auth::Token;
 use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
 use baton_protocol::TokenName;
-use baton_protocol::etcd::Client;
+use baton_protocol::etcd::{Client, EtcdTls};
 use baton_protocol::manifest::Manifest;
 use baton_tests::bundles;
 pub use baton_tests::bundles::RemoveImages;
@@ -135,6 +135,17 @@ pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     // Bundles signed with the tests' release key, from the tests' loopback registries.
     c.trusted_keys = vec![TestKey::Release.public_file()];
     c.allowed_registries = vec!["127.0.0.1".to_owned()];
+    if let Some(tls) = etcd.client_tls() {
+        c.tls.etcd_ca_file = Some(tls.ca_file.clone());
+        c.tls.etcd_cert_file = tls.cert_file.clone();
+        c.tls.etcd_key_file = tls.key_file.clone();
+    }
+    if etcd.root().is_some() {
+        // Authentication on: the orchestrator's own identity (made by it at first start)
+        // and root for managing the hosts' identities.
+        c.etcd_credential_file = Some(etcd.dir().join("orchestrator-credential"));
+        c.etcd_admin_credential_file = Some(etcd.root_credential_file());
+    }
     c
 }
 
@@ -183,6 +194,24 @@ pub fn credentials(config: &Config) -> Credentials {
     }
 }
 
+/// Where the hosts of the simulated fleet keep etcd's CA and client certificate.
+const AGENT_ETCD_CA: &str = "/etc/baton/etcd-ca.pem";
+const AGENT_ETCD_CERT: &str = "/etc/baton/etcd-client.pem";
+const AGENT_ETCD_KEY: &str = "/etc/baton/etcd-client-key.pem";
+
+/// The files of `tls` as they are named on the hosts.
+fn agent_tls_files(tls: &EtcdTls) -> Vec<(&'static str, PathBuf)> {
+    fn name(p: &'static str) -> &'static str {
+        p.rsplit('/').next().unwrap_or(p)
+    }
+    let mut files = vec![(name(AGENT_ETCD_CA), tls.ca_file.clone())];
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        files.push((name(AGENT_ETCD_CERT), cert.clone()));
+        files.push((name(AGENT_ETCD_KEY), key.clone()));
+    }
+    files
+}
+
 /// The real parts of a test on the simulated fleet: a registry, the hosts, and an etcd
 /// server that their agents reach on the fleet's gateway.
 pub struct SimFleet {
@@ -200,9 +229,20 @@ impl SimFleet {
         let fleet = Fleet::start(hosts, FleetOptions::default())
             .await
             .expect("start fleet");
-        let etcd = EtcdServer::start_on(IpAddr::V4(fleet.gateway_ip()))
+        // TLS and authentication on, as Baton runs (docs/security.md): each host gets its
+        // own identity from the orchestrator; the CA and the client certificate etcd
+        // requires are on every host, in its /etc/baton.
+        let etcd = EtcdServer::start_secure(&[IpAddr::V4(fleet.gateway_ip())])
             .await
             .expect("etcd");
+        let tls = etcd.client_tls().expect("TLS").clone();
+        for host in fleet.hosts() {
+            let etc = host.root().join("etc/baton");
+            std::fs::create_dir_all(&etc).expect("etc/baton");
+            for (name, from) in agent_tls_files(&tls) {
+                std::fs::copy(&from, etc.join(name)).expect("copy etcd TLS file to the host");
+            }
+        }
         SimFleet {
             registry,
             fleet,
@@ -216,6 +256,9 @@ impl SimFleet {
     pub fn config(&self, replica: &str) -> Config {
         let mut c = config(&self.etcd, replica);
         c.agent_etcd = self.etcd.endpoints_on(IpAddr::V4(self.fleet.gateway_ip()));
+        c.agent_etcd_ca_file = Some(PathBuf::from(AGENT_ETCD_CA));
+        c.agent_etcd_cert_file = Some(PathBuf::from(AGENT_ETCD_CERT));
+        c.agent_etcd_key_file = Some(PathBuf::from(AGENT_ETCD_KEY));
         c.job_labels = vec![(LABEL_RUN.into(), self.fleet.run_id().to_owned())];
         c
     }

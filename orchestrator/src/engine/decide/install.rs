@@ -1,5 +1,5 @@
 //! `Installing`: batch by batch, `desired` written for the hosts of the lowest unfinished
-//! batch (with the daisy chain's next host), dispatched hosts judged from their status and
+//! batch (a daisy chain's later hosts told up front whom they follow), dispatched hosts judged from their status and
 //! liveness, and the pause after the canaries.
 
 use baton_protocol::documents::{HostOutcomeState as O, HostStatus, Strategy, TaskKind, Upgrade};
@@ -75,24 +75,51 @@ impl Decision {
             }
             return;
         }
-        let daisy = matches!(self.u.strategy, Strategy::DaisyChain);
         for host in ready.into_iter().take(limits.max_dispatch) {
-            let next_host = if daisy {
-                self.u.next_in_chain(current)
-            } else {
-                None
-            };
-            let handed_over = o
-                .view
-                .hosts
-                .get(&host)
-                .and_then(|d| d.desired.as_ref())
-                .is_some_and(|d| d.value.upgrade_id == self.u.id);
+            let told = self.told(o, &host);
             self.push(Action::Dispatch {
                 host,
-                next_host,
-                write_desired: !handed_over,
+                write_desired: !told,
             });
+        }
+        if matches!(self.u.strategy, Strategy::DaisyChain) {
+            self.chain(o, current);
+        }
+    }
+
+    /// The host's `desired` already names this upgrade.
+    fn told(&self, o: &Observed<'_>, host: &HostId) -> bool {
+        o.view
+            .hosts
+            .get(host)
+            .and_then(|d| d.desired.as_ref())
+            .is_some_and(|d| d.value.upgrade_id == self.u.id)
+    }
+
+    /// Daisy chain: every later host still waiting (`Downloaded`, not held or claimed) and
+    /// not yet told is told now whom it follows: the host before it in (batch, id) order
+    /// among those dispatched, done or waiting. Written in the same transaction as the first
+    /// dispatch, so the chain needs no orchestrator after it.
+    fn chain(&mut self, o: &Observed<'_>, current: u32) {
+        let mut order: Vec<(u32, HostId, O)> = self
+            .u
+            .hosts
+            .iter()
+            .filter(|(id, h)| {
+                matches!(h.state, O::Downloaded | O::Dispatched | O::Succeeded)
+                    && !o.claimed.contains(*id)
+            })
+            .map(|(id, h)| (h.batch.unwrap_or(0), id.clone(), h.state))
+            .collect();
+        order.sort();
+        for pair in order.windows(2) {
+            let ((_, after, _), (batch, host, state)) = (&pair[0], &pair[1]);
+            if *state == O::Downloaded && *batch > current && !self.told(o, host) {
+                self.push(Action::Chain {
+                    host: host.clone(),
+                    after: after.clone(),
+                });
+            }
         }
     }
 

@@ -93,15 +93,24 @@ pub enum Action {
         /// Held (or released).
         held: bool,
     },
-    /// Tell a host to install: write its `desired` key (unless it already names this upgrade,
-    /// e.g. handed over by the previous host of a daisy chain) and record it `Dispatched`.
+    /// Tell a host to install: write its `desired` key (unless it already names this upgrade:
+    /// a daisy chain's later hosts are told up front) and record it `Dispatched`.
     Dispatch {
         /// The host.
         host: HostId,
-        /// Daisy-chain: the host it hands the baton to.
-        next_host: Option<HostId>,
         /// Whether `desired` must be written.
         write_desired: bool,
+    },
+    /// Daisy chain: write a later host's `desired` now, naming the host it follows; its agent
+    /// starts once that host's `status` is `Done` for this upgrade (and only while the
+    /// upgrade is `Installing`), so the chain goes on with no orchestrator and no host
+    /// writes another's keys. Not recorded: the host stays `Downloaded` until its batch
+    /// comes, when it is recorded `Dispatched` without another write.
+    Chain {
+        /// The host.
+        host: HostId,
+        /// The host it follows.
+        after: HostId,
     },
 }
 
@@ -125,7 +134,7 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 upgrade.reason = reason.clone();
             }
         }
-        Action::Download { .. } | Action::StartSuccessor => return,
+        Action::Download { .. } | Action::StartSuccessor | Action::Chain { .. } => return,
         Action::HandOver { container } => {
             if let Some(o) = upgrade.orchestrator.as_mut() {
                 o.container = Some(container.clone());

@@ -226,7 +226,7 @@ impl Fx {
                 version: "2.0.0".into(),
                 bundle: self.upgrade.bundle.clone(),
                 action: DesiredAction::Install,
-                next_host: None,
+                after: None,
                 allow_downgrade: false,
                 signature: None,
                 issued_at: T0.into(),
@@ -352,18 +352,15 @@ fn line(a: &Action) -> String {
         Action::Record { host, state, .. } => format!("record {host} {state:?}"),
         Action::Dispatch {
             host,
-            next_host,
             write_desired,
         } => {
             let mut s = format!("dispatch {host}");
-            if let Some(n) = next_host {
-                s.push_str(&format!(" -> {n}"));
-            }
             if !write_desired {
-                s.push_str(" (handed over)");
+                s.push_str(" (told before)");
             }
             s
         }
+        Action::Chain { host, after } => format!("chain {host} after {after}"),
     }
 }
 
@@ -747,12 +744,12 @@ fn decisions_table() {
             &["release h2", "dispatch h2"],
         ),
         (
-            "a daisy chain does not hand over to a held host",
+            "a daisy chain passes over a held host",
             installing_on_2(chain.clone())
                 .host("h2", O::Downloaded)
                 .held("h2")
                 .maintenance("h2", MaintenanceMode::Paused),
-            &["dispatch h1 -> h3"],
+            &["dispatch h1", "chain h3 after h1"],
         ),
         (
             "autohealing-off does not stop dispatch",
@@ -788,17 +785,25 @@ fn decisions_table() {
         ),
         // --- Daisy chain.
         (
-            "daisy chain: the first host, told who is next",
+            "daisy chain: the first host, and every later one told whom it follows",
             installing_on_2(chain.clone()),
-            &["dispatch h1 -> h2"],
+            &["dispatch h1", "chain h2 after h1", "chain h3 after h2"],
         ),
         (
-            "daisy chain: a host already handed the baton is only recorded",
+            "daisy chain: a host told up front is only recorded when its turn comes",
             installing_on_2(chain.clone())
                 .host("h1", O::Dispatched)
                 .status("h1", H::Done)
+                .desired_for_this_upgrade("h2")
+                .desired_for_this_upgrade("h3"),
+            &["record h1 Succeeded", "dispatch h2 (told before)"],
+        ),
+        (
+            "daisy chain: a later host not told yet is told (a pass that wrote nothing else)",
+            installing_on_2(chain.clone())
+                .host("h1", O::Dispatched)
                 .desired_for_this_upgrade("h2"),
-            &["record h1 Succeeded", "dispatch h2 -> h3 (handed over)"],
+            &["chain h3 after h2"],
         ),
         // --- Terminal.
         (

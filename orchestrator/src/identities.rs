@@ -1,0 +1,155 @@
+//! The etcd identities the orchestrator manages (docs/security.md, "etcd identities").
+//!
+//! With `--etcd-admin-credential-file` the orchestrator holds a second etcd identity, a user
+//! with etcd's `root` role — etcd lets only `root` manage users and roles — and uses it for
+//! nothing but this module: at start, the roles and the orchestrator's own everyday user
+//! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
+//! registration, the host's user and role; at every downloader job, a fresh password for
+//! the host, delivered in the job's container and never stored in etcd; at removal, the
+//! deletion of the host's user and role. Everything else the orchestrator does goes through
+//! its everyday identity, whose role cannot write a host's `alive`, `status` or `installed`
+//! nor manage users.
+
+use std::path::Path;
+
+use baton_protocol::HostId;
+use baton_protocol::durable::{self, DurableError};
+use baton_protocol::etcd::identity::{CredentialError, ORCHESTRATOR_ROLE};
+use baton_protocol::etcd::{self, Client, Credential, EtcdError, EtcdTls, auth};
+use baton_protocol::keys::Keyspace;
+use rand::RngCore;
+
+/// Random bytes in a password (hex-encoded).
+const PASSWORD_BYTES: usize = 24;
+
+/// A fresh random password: 192 bits from the operating system, hex.
+pub fn fresh_password() -> String {
+    let mut bytes = [0u8; PASSWORD_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The orchestrator's everyday credential from `path`; with `create`, a missing file is
+/// made (mode 0600) holding user `baton-orchestrator` and a fresh password.
+pub fn own_credential(path: &Path, create: bool) -> Result<Credential, IdentityError> {
+    if create && !path.exists() {
+        let credential = Credential {
+            user: ORCHESTRATOR_ROLE.to_owned(),
+            password: fresh_password(),
+        };
+        durable::write(path, credential.to_file_text().as_bytes(), 0o600)?;
+        tracing::info!(file = %path.display(), "created the orchestrator's etcd credential file");
+        return Ok(credential);
+    }
+    Ok(Credential::load(path)?)
+}
+
+/// An identity could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A credential file could not be read.
+    #[error(transparent)]
+    File(#[from] CredentialError),
+    /// The credential file could not be written.
+    #[error(transparent)]
+    Write(#[from] DurableError),
+    /// etcd refused or failed.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+/// The administrative identity and what it does. It signs in for each operation (they are
+/// rare: start, registration, a job, a removal) rather than keep a session whose etcd token
+/// would expire unused (`--auth-token-ttl`, 300 s by default).
+#[derive(Clone)]
+pub struct Identities {
+    endpoints: Vec<String>,
+    tls: Option<EtcdTls>,
+    admin: Credential,
+    keyspace: Keyspace,
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identities")
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identities {
+    /// Manages identities as `admin` on etcd at `endpoints`.
+    pub fn new(
+        endpoints: Vec<String>,
+        tls: Option<EtcdTls>,
+        admin: Credential,
+        keyspace: Keyspace,
+    ) -> Self {
+        Self {
+            endpoints,
+            tls,
+            admin,
+            keyspace,
+        }
+    }
+
+    /// A fresh session as the administrative user.
+    pub async fn admin(&self) -> Result<Client, EtcdError> {
+        etcd::connect_as(&self.endpoints, self.tls.as_ref(), Some(&self.admin)).await
+    }
+
+    /// The roles, and the orchestrator's own user with `own`'s password (idempotent: a
+    /// user that already authenticates with it is left alone, so other replicas' sessions
+    /// go on).
+    pub async fn prepare(&self, own: &Credential) -> Result<(), EtcdError> {
+        let admin = self.admin().await?;
+        auth::ensure_roles(&admin, &self.keyspace).await?;
+        auth::ensure_user(&admin, own, ORCHESTRATOR_ROLE).await
+    }
+
+    /// At registration: the host's user and role (with a password nobody keeps: the host
+    /// gets its own from its next downloader job), and the orchestrator role's permission
+    /// to write the host's `spec`, `desired` and `maintenance`.
+    pub async fn register(&self, host: &HostId) -> Result<(), EtcdError> {
+        self.issue(host).await.map(drop)
+    }
+
+    /// A fresh password for `host` (ending the sessions opened with the previous one), for
+    /// its downloader job to deliver.
+    pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let admin = self.admin().await?;
+        auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await
+    }
+
+    /// Deletes the host's user and role (its agent's sessions end at once) and the
+    /// orchestrator role's permissions on its keys.
+    pub async fn remove(&self, host: &HostId) -> Result<(), EtcdError> {
+        let admin = self.admin().await?;
+        auth::remove_host_identity(&admin, &self.keyspace, host).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_own_credential_is_made_root_only_only_when_the_orchestrator_manages_users() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("etcd-credential");
+        let err = own_credential(&path, false).expect_err("not made without the admin identity");
+        assert!(err.to_string().contains("etcd-credential"), "{err}");
+        assert!(!path.exists());
+
+        let made = own_credential(&path, true).expect("made");
+        assert_eq!(made.user, ORCHESTRATOR_ROLE);
+        assert_eq!(made.password.len(), PASSWORD_BYTES * 2);
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Read back as it is, every start.
+        assert_eq!(own_credential(&path, true).expect("read"), made);
+        assert_ne!(fresh_password(), fresh_password());
+    }
+}

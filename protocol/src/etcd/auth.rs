@@ -1,0 +1,152 @@
+//! Applying [`super::identity`]'s roles to etcd: what the orchestrator's administrative
+//! identity (a user with etcd's `root` role, the only one etcd lets manage users) does when
+//! it starts, registers a host, issues a host's credential and removes a host. Every
+//! operation is idempotent, so a retried registration or a second replica changes nothing.
+
+use etcd_client::{Client, Permission, RoleRevokePermissionOptions};
+
+use super::EtcdError;
+use super::identity::{
+    Access, Credential, Grant, ORCHESTRATOR_ROLE, READER_ROLE, host_grants, host_user,
+    orchestrator_grants, orchestrator_host_grants, reader_grants,
+};
+use crate::{HostId, Keyspace};
+
+fn permission(grant: &Grant) -> Permission {
+    let p = match grant.access {
+        Access::Read => Permission::read(grant.key.as_bytes()),
+        Access::Write => Permission::write(grant.key.as_bytes()),
+        Access::ReadWrite => Permission::read_write(grant.key.as_bytes()),
+    };
+    if grant.prefix { p.with_prefix() } else { p }
+}
+
+/// etcd answered that what is being created exists, or what is being removed does not.
+fn is_benign(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("already exists") || text.contains("not found") || text.contains("not granted")
+}
+
+fn tolerate<T>(
+    result: Result<T, etcd_client::Error>,
+    op: &'static str,
+    name: &str,
+) -> Result<(), EtcdError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_benign(&e) => Ok(()),
+        Err(source) => Err(EtcdError::Request {
+            op,
+            key: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Creates role `name` (if absent) and grants it `grants`.
+pub async fn ensure_role(client: &Client, name: &str, grants: &[Grant]) -> Result<(), EtcdError> {
+    let mut auth = client.auth_client();
+    tolerate(auth.role_add(name).await, "role add", name)?;
+    for grant in grants {
+        auth.role_grant_permission(name, permission(grant))
+            .await
+            .map_err(EtcdError::request(
+                "role grant",
+                format!("{name} {}", grant.key),
+            ))?;
+    }
+    Ok(())
+}
+
+/// Creates user `credential.user` with `role`, or sets its password if it exists with
+/// another one (which ends every session opened with the old one).
+pub async fn ensure_user(
+    client: &Client,
+    credential: &Credential,
+    role: &str,
+) -> Result<(), EtcdError> {
+    let mut auth = client.auth_client();
+    let user = credential.user.as_str();
+    let added = auth
+        .user_add(user, credential.password.as_str(), None)
+        .await;
+    match added {
+        Ok(_) => {}
+        // Exists with this password already: leave it (changing it would end its sessions).
+        Err(e)
+            if is_benign(&e)
+                && auth
+                    .authenticate(user.to_owned(), credential.password.clone())
+                    .await
+                    .is_ok() => {}
+        Err(e) if is_benign(&e) => {
+            auth.user_change_password(user, credential.password.as_str())
+                .await
+                .map_err(EtcdError::request("user passwd", user))?;
+        }
+        Err(source) => {
+            return Err(EtcdError::Request {
+                op: "user add",
+                key: user.to_owned(),
+                source,
+            });
+        }
+    }
+    auth.user_grant_role(user, role)
+        .await
+        .map_err(EtcdError::request("user grant-role", user))?;
+    Ok(())
+}
+
+/// The orchestrator's and the reader's roles (the orchestrator's per-host permissions come
+/// with each host, [`issue_host_credential`]).
+pub async fn ensure_roles(client: &Client, keyspace: &Keyspace) -> Result<(), EtcdError> {
+    ensure_role(client, ORCHESTRATOR_ROLE, &orchestrator_grants(keyspace)).await?;
+    ensure_role(client, READER_ROLE, &reader_grants(keyspace)).await
+}
+
+/// Gives `host` its role and a user with `password` (replacing any previous password, so
+/// this is also how a host's credential is rotated), and lets the orchestrator's role write
+/// the host's `spec`, `desired` and `maintenance`.
+pub async fn issue_host_credential(
+    client: &Client,
+    keyspace: &Keyspace,
+    host: &HostId,
+    password: String,
+) -> Result<Credential, EtcdError> {
+    let user = host_user(host);
+    ensure_role(client, &user, &host_grants(keyspace, host)).await?;
+    ensure_role(
+        client,
+        ORCHESTRATOR_ROLE,
+        &orchestrator_host_grants(keyspace, host),
+    )
+    .await?;
+    let credential = Credential { user, password };
+    ensure_user(client, &credential, &credential.user).await?;
+    Ok(credential)
+}
+
+/// Deletes `host`'s user and role (its sessions end at once) and the orchestrator role's
+/// permissions on its keys.
+pub async fn remove_host_identity(
+    client: &Client,
+    keyspace: &Keyspace,
+    host: &HostId,
+) -> Result<(), EtcdError> {
+    let mut auth = client.auth_client();
+    let user = host_user(host);
+    tolerate(auth.user_delete(user.as_str()).await, "user delete", &user)?;
+    tolerate(auth.role_delete(user.as_str()).await, "role delete", &user)?;
+    for grant in orchestrator_host_grants(keyspace, host) {
+        let revoked = auth
+            .role_revoke_permission(
+                ORCHESTRATOR_ROLE,
+                grant.key.as_bytes(),
+                None::<RoleRevokePermissionOptions>,
+            )
+            .await;
+        tolerate(revoked, "role revoke", &grant.key)?;
+    }
+    Ok(())
+}
