@@ -22,6 +22,8 @@ pub struct FakeState {
     pub active_enter_usec: u64,
     /// Polls of a stop job that report it still pending, before it finishes.
     pub stop_pending_polls: usize,
+    /// Restart calls that find systemd gone (a transient error), before one is answered.
+    pub restarts_unanswered: usize,
 }
 
 /// Microseconds since the epoch, now.
@@ -140,6 +142,16 @@ impl Systemd for FakeSystemd {
     }
     async fn restart(&self, unit: &str) -> Result<JobRef, BusError> {
         self.record(format!("RestartUnit {unit}"));
+        {
+            let mut s = self.lock();
+            if s.restarts_unanswered > 0 {
+                s.restarts_unanswered -= 1;
+                return Err(BusError::Connect {
+                    socket: "/run/dbus/system_bus_socket".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                });
+            }
+        }
         self.activate();
         Ok(JobRef("/org/freedesktop/systemd1/job/2".into()))
     }

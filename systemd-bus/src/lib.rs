@@ -53,6 +53,27 @@ pub enum BusError {
     },
 }
 
+impl BusError {
+    /// The bus or systemd went away mid-call — a reboot or shutdown under way, a daemon
+    /// re-exec — rather than refusing it: worth asking again shortly, not a verdict on the
+    /// unit.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BusError::Connect { .. } => true,
+            BusError::Call { source, .. } => match source {
+                zbus::Error::MethodError(name, _, _) => matches!(
+                    name.as_str(),
+                    "org.freedesktop.DBus.Error.NoReply"
+                        | "org.freedesktop.DBus.Error.Disconnected"
+                        | "org.freedesktop.DBus.Error.ServiceUnknown"
+                ),
+                zbus::Error::InputOutput(_) => true,
+                _ => false,
+            },
+        }
+    }
+}
+
 /// A unit's `ActiveState` and `SubState`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitStatus {

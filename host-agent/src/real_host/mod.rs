@@ -39,6 +39,10 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// How long a stop may take before it counts as failed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Times a systemd call that found systemd gone is made before its error counts, and the
+/// pause between them: long enough for a shutdown under way to stop the agent first.
+const BUS_ATTEMPTS: u32 = 6;
+const BUS_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// Seconds one Docker API request may take (an image load streams within this).
 const DOCKER_TIMEOUT_SECS: u64 = 300;
 /// Bytes of an image archive sent per chunk.
@@ -97,12 +101,27 @@ impl<S: Systemd> RealHost<S> {
     }
 
     /// Runs one systemd call to completion from a blocking thread.
-    fn systemd<'a, T, F>(&'a self, call: impl FnOnce(&'a S) -> F) -> OpResult<T>
+    fn systemd<'a, T, F>(&'a self, call: impl Fn(&'a S) -> F) -> OpResult<T>
     where
         F: Future<Output = Result<T, baton_systemd_bus::BusError>>,
     {
         let systemd = self.systemd.as_ref().ok_or(OpError::NoBus)?;
-        self.block_on("systemd", async move { Ok(call(systemd).await?) })
+        self.block_on("systemd", async move {
+            let mut attempt = 1;
+            loop {
+                match call(systemd).await {
+                    // systemd going away mid-call is most often the host shutting down: asked
+                    // again a little later, the agent is stopped first and resumes the step
+                    // after the boot, instead of rolling back a step that did not fail.
+                    Err(error) if error.is_transient() && attempt < BUS_ATTEMPTS => {
+                        tracing::warn!(%error, attempt, "systemd did not answer; asking again");
+                        tokio::time::sleep(BUS_RETRY_PAUSE).await;
+                        attempt += 1;
+                    }
+                    answer => return Ok(answer?),
+                }
+            }
+        })
     }
 
     /// Runs Docker calls to completion from a blocking thread.
@@ -516,6 +535,28 @@ mod tests {
             !host
                 .run_check(&["sleep".into(), "5".into()], 1)
                 .expect("sleep")
+        );
+    }
+
+    #[test]
+    fn a_systemd_gone_for_a_moment_is_asked_again() {
+        use baton_systemd_bus::fake::FakeSystemd;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let root = tempfile::tempdir().expect("tmp");
+        let fake = FakeSystemd::new();
+        fake.lock().restarts_unanswered = 2;
+        let host = RealHost::with_systemd(root.path(), fake, runtime.handle().clone());
+        host.restart_unit("baton-echo.service")
+            .expect("answered on the third call");
+        let systemd = host.systemd.as_ref().expect("fake");
+        assert_eq!(
+            systemd.calls(),
+            ["RestartUnit baton-echo.service"; 3],
+            "asked again, not failed"
         );
     }
 
