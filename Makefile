@@ -1,6 +1,6 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
 .PHONY: all deps build test test-vm fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins \
-	bundle-orchestrators orchestrator-image
+	bundle-orchestrators orchestrator-image packages
 
 CARGO ?= cargo
 
@@ -27,6 +27,9 @@ BUNDLE_KEY ?=
 ORCHESTRATOR_VERSIONS ?= 2.0.0
 BUNDLE_ORCHESTRATORS := $(TARGET_DIR)/bundle-orchestrators
 ORCHESTRATOR_REPO ?= baton/orchestrator
+# `make packages` builds the Debian packages from this profile's binaries (`make test`
+# packages the debug build it has already made, to spare a release build).
+PACKAGE_PROFILE ?= release
 # More flags for `baton-demo up` (see `target/debug/baton-demo up --help`); the ports also
 # follow BATON_DEMO_ETCD_PORT, BATON_DEMO_REGISTRY_PORT and BATON_DEMO_API_PORT.
 DEMO_FLAGS ?=
@@ -89,13 +92,21 @@ bundles: static bundle-agents
 orchestrator-bins: deps
 	$(CARGO) build -p baton-orchestrator -p batonctl --bins
 
+# Debian packages in $(TARGET_DIR)/packages: baton-orchestrator (systemd unit, default
+# /etc/baton/orchestrator.toml, the `baton` user) and batonctl (completions, man pages).
+packages: deps
+	$(CARGO) build $(if $(filter release,$(PACKAGE_PROFILE)),--release) -p baton-orchestrator -p batonctl --bins
+	scripts/build-packages.sh $(TARGET_DIR)/$(PACKAGE_PROFILE) $(TARGET_DIR)/packages
+
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
 # versioned agents; the self-update test the versioned orchestrator; the demo's test the
-# orchestrator's binaries). Then the VM tier, as its own step (`cargo test --workspace`
-# leaves it out: tests/Cargo.toml marks it `test = false`); named with --workspace so the
-# crates keep the features they were built with and nothing is compiled again.
+# orchestrator's binaries; the packages' test the packages of the debug build). Then the
+# VM tier, as its own step (`cargo test --workspace` leaves it out: tests/Cargo.toml marks
+# it `test = false`); named with --workspace so the crates keep the features they were
+# built with and nothing is compiled again.
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
+	$(MAKE) --no-print-directory packages PACKAGE_PROFILE=debug
 	$(CARGO) test --workspace --locked
 	$(CARGO) test --workspace --test vm --locked
 

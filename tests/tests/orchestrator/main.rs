@@ -1,6 +1,7 @@
 //! The orchestrator against a real etcd, registry and Docker Engine: the REST API, the
 //! engine with stand-in agents, and whole upgrades on the simulated fleet with the real
-//! agents (daisy chain, maintenance, paused hosts, self-update).
+//! agents (daisy chain, maintenance, paused hosts, self-update), and the Debian packages
+//! installed on a simulated host.
 //!
 //! Needs `make static bundle-agents bundle-orchestrators` (which `make test` runs first).
 //!
@@ -17,6 +18,7 @@ mod engine;
 mod fleet;
 mod fuzz;
 mod maintenance;
+mod packages;
 mod paused_join;
 mod security;
 mod self_update;
