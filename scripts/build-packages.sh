@@ -9,7 +9,8 @@
 # Usage: build-packages.sh BIN_DIR OUT_DIR
 #   BIN_DIR  holds baton-orchestrator and batonctl (e.g. target/release)
 #   OUT_DIR  receives the .deb files (created; older Baton packages in it are removed)
-# Needs dpkg-deb (Debian's dpkg). Prints the path of each package on stdout.
+# The binaries are installed without their debugging information, as Debian's own are.
+# Needs dpkg-deb (Debian's dpkg) and strip (binutils). Prints the path of each package on stdout.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,6 +68,7 @@ docs() {
 root=$work/baton-orchestrator
 install -d "$root/DEBIAN"
 install -D -m 0755 "$bin_dir/baton-orchestrator" "$root/usr/bin/baton-orchestrator"
+strip --strip-debug "$root/usr/bin/baton-orchestrator"
 install -D -m 0644 "$pkg/orchestrator/baton-orchestrator.service" "$root/lib/systemd/system/baton-orchestrator.service"
 install -D -m 0644 "$pkg/orchestrator/sysusers.conf" "$root/usr/lib/sysusers.d/baton-orchestrator.conf"
 install -D -m 0644 "$pkg/orchestrator/orchestrator.toml" "$root/etc/baton/orchestrator.toml"
@@ -74,13 +76,14 @@ install -m 0755 "$pkg/orchestrator/postinst" "$pkg/orchestrator/prerm" "$pkg/orc
 echo /etc/baton/orchestrator.toml >"$root/DEBIAN/conffiles"
 docs "$root" baton-orchestrator README.md docs/operations.md docs/security.md docs/api.md docs/keyspace.md
 control "$root" baton-orchestrator "Baton orchestrator: fleet upgrades from update bundles, coordinated through etcd" "systemd"
-dpkg-deb --root-owner-group --build "$root" "$out_dir/baton-orchestrator_${version}_${arch}.deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$root" "$out_dir/baton-orchestrator_${version}_${arch}.deb" >/dev/null
 echo "$out_dir/baton-orchestrator_${version}_${arch}.deb"
 
 # --- batonctl ---
 root=$work/batonctl
 install -d "$root/DEBIAN"
 install -D -m 0755 "$bin_dir/batonctl" "$root/usr/bin/batonctl"
+strip --strip-debug "$root/usr/bin/batonctl"
 install -d "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
     "$root/usr/share/fish/vendor_completions.d" "$root/usr/share/man/man1"
 "$bin_dir/batonctl" completion bash >"$root/usr/share/bash-completion/completions/batonctl"
@@ -93,5 +96,5 @@ done
 chmod 0644 "$root"/usr/share/*/*/batonctl* "$root"/usr/share/zsh/vendor-completions/_batonctl "$root"/usr/share/man/man1/*
 docs "$root" batonctl README.md docs/api.md
 control "$root" batonctl "batonctl: the command line of Baton, fleet upgrades from update bundles" ""
-dpkg-deb --root-owner-group --build "$root" "$out_dir/batonctl_${version}_${arch}.deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$root" "$out_dir/batonctl_${version}_${arch}.deb" >/dev/null
 echo "$out_dir/batonctl_${version}_${arch}.deb"

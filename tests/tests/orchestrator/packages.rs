@@ -20,11 +20,15 @@ fn packages() -> (Vec<PathBuf>, String) {
     let found: Vec<PathBuf> = ["baton-orchestrator_", "batonctl_"]
         .iter()
         .filter_map(|prefix| {
-            std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
-            })
+            std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
+                })
         })
         .collect();
     assert_eq!(
@@ -76,23 +80,34 @@ async fn packages_install_run_under_systemd_and_are_driven_by_the_installed_bato
     // Install, as an operator does.
     for deb in &debs {
         let name = deb.file_name().and_then(|n| n.to_str()).expect("name");
-        host.write_file(&format!("/tmp/{name}"), &std::fs::read(deb).expect("read .deb"))
-            .await
-            .expect("copy the package to the host");
+        host.write_file(
+            &format!("/tmp/{name}"),
+            &std::fs::read(deb).expect("read .deb"),
+        )
+        .await
+        .expect("copy the package to the host");
     }
     let installed = sh(host, "dpkg -i /tmp/*.deb 2>&1").await;
     assert!(
         installed.contains("edit /etc/baton/orchestrator.toml"),
         "a first install says what to do next:\n{installed}"
     );
-    sh(host, "id baton && test -f /lib/systemd/system/baton-orchestrator.service").await;
+    sh(
+        host,
+        "id baton && test -f /lib/systemd/system/baton-orchestrator.service",
+    )
+    .await;
     assert_eq!(
-        sh(host, "stat -c '%U:%G %a' /etc/baton/orchestrator.toml").await.trim(),
+        sh(host, "stat -c '%U:%G %a' /etc/baton/orchestrator.toml")
+            .await
+            .trim(),
         "root:baton 640",
         "the configuration is readable by the service's user only"
     );
     assert_eq!(
-        sh(host, "systemctl is-active baton-orchestrator || true").await.trim(),
+        sh(host, "systemctl is-active baton-orchestrator || true")
+            .await
+            .trim(),
         "inactive",
         "not started before it is configured"
     );
@@ -174,19 +189,29 @@ async fn packages_install_run_under_systemd_and_are_driven_by_the_installed_bato
     assert!(
         ready,
         "the packaged orchestrator never answered /readyz:\n{}",
-        sh(host, "journalctl -u baton-orchestrator --no-pager | tail -40").await
+        sh(
+            host,
+            "journalctl -u baton-orchestrator --no-pager | tail -40"
+        )
+        .await
     );
     assert_eq!(
-        sh(host, "ps -o user= -p $(systemctl show -p MainPID --value baton-orchestrator)")
-            .await
-            .trim(),
+        sh(
+            host,
+            "ps -o user= -p $(systemctl show -p MainPID --value baton-orchestrator)"
+        )
+        .await
+        .trim(),
         "baton",
         "the orchestrator runs as the package's own user"
     );
     assert_eq!(
-        sh(host, "stat -c '%U %a' /var/lib/baton-orchestrator/admin-token")
-            .await
-            .trim(),
+        sh(
+            host,
+            "stat -c '%U %a' /var/lib/baton-orchestrator/admin-token"
+        )
+        .await
+        .trim(),
         "baton 600",
         "the first admin token is made in the state folder, readable by the service only"
     );
@@ -216,7 +241,10 @@ async fn packages_install_run_under_systemd_and_are_driven_by_the_installed_bato
         "upgrade start registry.invalid/baton/bundle@sha256:0000000000000000000000000000000000000000000000000000000000000000",
     )
     .await;
-    assert_eq!(code, 4, "a bundle from a registry not allowed is refused: {out}");
+    assert_eq!(
+        code, 4,
+        "a bundle from a registry not allowed is refused: {out}"
+    );
     assert!(out.contains("registry.invalid"), "{out}");
 
     // systemd stops it cleanly (SIGTERM), then purge removes its state.
