@@ -274,7 +274,10 @@ mod tests {
         let plan = batches(&rolling(BatchSize::Count(2), 1, true), &hosts).expect("plan");
         assert_eq!(groups(&plan), [vec!["a"], vec!["c"], vec!["b", "d"]]);
         let single = one_at_a_time(plan);
-        assert_eq!(groups(&single), [vec!["a"], vec!["c"], vec!["b"], vec!["d"]]);
+        assert_eq!(
+            groups(&single),
+            [vec!["a"], vec!["c"], vec!["b"], vec!["d"]]
+        );
         let all = batches(
             &Strategy::AllAtOnce {
                 allow_downtime: true,

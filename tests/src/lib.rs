@@ -7,6 +7,7 @@ pub mod demo;
 pub mod docker;
 pub mod error;
 pub mod etcd;
+pub mod etcd_members;
 pub mod fleet;
 pub mod pki;
 pub mod recipe;

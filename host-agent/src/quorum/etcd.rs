@@ -25,15 +25,14 @@ async fn timed<T>(
 
 async fn connect(access: &Access, endpoint: &str) -> Result<Client, String> {
     let endpoints = [endpoint.to_owned()];
-    let connecting = etcd_helpers::connect_as(
-        &endpoints,
-        access.tls.as_ref(),
-        access.credential.as_ref(),
-    );
+    let connecting =
+        etcd_helpers::connect_as(&endpoints, access.tls.as_ref(), access.credential.as_ref());
     match tokio::time::timeout(CALL_TIMEOUT, connecting).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("connect {endpoint}: no answer within {CALL_TIMEOUT:?}")),
+        Err(_) => Err(format!(
+            "connect {endpoint}: no answer within {CALL_TIMEOUT:?}"
+        )),
     }
 }
 
@@ -125,10 +124,7 @@ pub(super) async fn snapshot(
         reason,
     };
     let mut client = connect(access, endpoint).await.map_err(call)?;
-    let mut stream = client
-        .snapshot()
-        .await
-        .map_err(|e| call(e.to_string()))?;
+    let mut stream = client.snapshot().await.map_err(|e| call(e.to_string()))?;
     let mut bytes = Vec::new();
     while let Some(part) = stream.message().await.map_err(|e| call(e.to_string()))? {
         bytes.extend_from_slice(part.blob());

@@ -67,9 +67,7 @@ fn check_endpoint(field: &str, endpoint: &str) -> Result<(), ManifestError> {
         .or_else(|| endpoint.strip_prefix("https://"));
     let ok = authority.is_some_and(|a| {
         a.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty()
-                && !host.contains('/')
-                && port.parse::<u16>().is_ok_and(|p| p != 0)
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
         })
     });
     if ok {

@@ -210,7 +210,13 @@ fn only_a_service_is_a_quorum_member() {
 
 #[test]
 fn a_quorum_member_needs_a_client_endpoint() {
-    for bad in ["127.0.0.1:2379", "http://127.0.0.1", "http://:2379", "http://h:0", "unix:///x"] {
+    for bad in [
+        "127.0.0.1:2379",
+        "http://127.0.0.1",
+        "http://:2379",
+        "http://h:0",
+        "unix:///x",
+    ] {
         let e = parse(&with_member(|v| {
             v["components"][1]["quorum"]["endpoint"] = bad.into();
         }))
