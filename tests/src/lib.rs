@@ -15,4 +15,5 @@ pub mod registration;
 pub mod registry;
 pub mod signing;
 pub mod simhost_image;
+pub mod venv;
 pub mod vm;

@@ -209,25 +209,17 @@ pub async fn before_stop(
     member: &QuorumMember,
     snapshot: PathBuf,
 ) -> Result<(), QuorumError> {
-    let started = std::time::Instant::now();
-    let (local, members) = loop {
-        let last = match etcd::survey(access, &member.endpoint).await {
-            Ok((local, members)) => match may_stop(&members, local) {
-                Ok(()) => break (local, members),
-                Err(refusal) => refusal.to_string(),
-            },
-            Err(reason) => reason,
-        };
-        if started.elapsed() >= MEMBER_READY_TIMEOUT {
-            return Err(QuorumError::Refused {
-                endpoint: member.endpoint.clone(),
-                refusal: last,
-                waited: started.elapsed(),
-            });
-        }
-        tracing::info!(endpoint = %member.endpoint, reason = %last, "waiting for the cluster to be able to lose this member");
-        tokio::time::sleep(SURVEY_INTERVAL).await;
-    };
+    let (local, members) = wait_for(access, &member.endpoint, |local, members| {
+        may_stop(members, local)
+            .map(|()| (local, members.to_vec()))
+            .map_err(|refusal| refusal.to_string())
+    })
+    .await
+    .map_err(|(refusal, waited)| QuorumError::Refused {
+        endpoint: member.endpoint.clone(),
+        refusal,
+        waited,
+    })?;
     etcd::snapshot(access, &member.endpoint, &snapshot).await?;
     tracing::info!(endpoint = %member.endpoint, path = %snapshot.display(), "member snapshot saved");
     if let Some(to) = successor(&members, local) {
@@ -240,22 +232,38 @@ pub async fn before_stop(
 /// After this host's member restarted: waits (up to [`MEMBER_READY_TIMEOUT`]) until it is
 /// healthy and caught up with the leader.
 pub async fn after_start(access: &Access, member: &QuorumMember) -> Result<(), QuorumError> {
+    wait_for(access, &member.endpoint, |local, members| {
+        caught_up(members, local, CAUGHT_UP_ENTRIES)
+    })
+    .await
+    .map_err(|(reason, waited)| QuorumError::NotBack {
+        endpoint: member.endpoint.clone(),
+        reason,
+        waited,
+    })
+}
+
+/// Surveys the cluster from the member at `endpoint` until `ready` accepts what it sees
+/// (the local member's id and every member's health), for up to [`MEMBER_READY_TIMEOUT`];
+/// `Err` is the last reason and how long it waited.
+async fn wait_for<T>(
+    access: &Access,
+    endpoint: &str,
+    ready: impl Fn(u64, &[MemberHealth]) -> Result<T, String>,
+) -> Result<T, (String, Duration)> {
     let started = std::time::Instant::now();
     loop {
-        let last = match etcd::survey(access, &member.endpoint).await {
-            Ok((local, members)) => match caught_up(&members, local, CAUGHT_UP_ENTRIES) {
-                Ok(()) => return Ok(()),
+        let last = match etcd::survey(access, endpoint).await {
+            Ok((local, members)) => match ready(local, &members) {
+                Ok(v) => return Ok(v),
                 Err(reason) => reason,
             },
             Err(reason) => reason,
         };
         if started.elapsed() >= MEMBER_READY_TIMEOUT {
-            return Err(QuorumError::NotBack {
-                endpoint: member.endpoint.clone(),
-                reason: last,
-                waited: started.elapsed(),
-            });
+            return Err((last, started.elapsed()));
         }
+        tracing::info!(%endpoint, reason = %last, "waiting for the cluster");
         tokio::time::sleep(SURVEY_INTERVAL).await;
     }
 }
