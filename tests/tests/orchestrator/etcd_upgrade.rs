@@ -99,6 +99,18 @@ async fn follow(api: &ApiClient, id: &str) -> UpgradeInfo {
     }
 }
 
+/// Starts upgrade `id` from `image`, rolling in batches of two (which a quorum bundle
+/// overrides: one host at a time).
+async fn start_upgrade(api: &ApiClient, id: &str, image: &str) {
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": id, "image": image,
+                "strategy": {"kind": "rolling", "batch": {"count": 2}}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start {id}: {e}"));
+}
+
 /// What the writer saw.
 #[derive(Debug, Default)]
 struct Written {
@@ -345,15 +357,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     let ids: Vec<u64> = futures::future::join_all(hosts.iter().map(|h| member_id(h))).await;
     let pids = futures::future::join_all(hosts.iter().map(|h| etcd_members::main_pid(h))).await;
     let t1 = Instant::now();
-    first
-        .api
-        .post::<_, UpgradeInfo>(
-            "/v1/upgrades",
-            &json!({"id": "u-broken", "image": broken_tag,
-                    "strategy": {"kind": "rolling", "batch": {"count": 2}}}),
-        )
-        .await
-        .expect("start the broken upgrade");
+    start_upgrade(&first.api, "u-broken", &broken_tag).await;
     let failed = follow(&first.api, "u-broken").await;
     eprintln!(
         "TIMING broken member rolled back, upgrade halted in {:?}",
@@ -453,15 +457,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     }
     let before = keys(&client, "/baton/").await;
     let t2 = Instant::now();
-    first
-        .api
-        .post::<_, UpgradeInfo>(
-            "/v1/upgrades",
-            &json!({"id": "u-etcd", "image": good_tag,
-                    "strategy": {"kind": "rolling", "batch": {"count": 2}}}),
-        )
-        .await
-        .expect("start the etcd upgrade");
+    start_upgrade(&first.api, "u-etcd", &good_tag).await;
     // The leading replica is killed (its task dropped, no resignation) as the second
     // host's member restarts (or, if that step was missed, as it is being checked).
     let kill_at = Instant::now();
