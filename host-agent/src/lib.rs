@@ -9,6 +9,7 @@ pub mod journal;
 pub mod notify;
 pub mod ops;
 pub mod plan;
+pub mod quorum;
 pub mod real_host;
 pub mod report;
 

@@ -8,6 +8,9 @@
 //!   cluster is never all down at once) unless only one host is selected.
 //! - all-at-once: one batch.
 //! - daisy-chain: one host per batch, in host id order (the chain's order).
+//!
+//! A bundle with a member of a quorum cluster (etcd) goes to one host per batch whatever
+//! the strategy ([`one_at_a_time`]): two members down at once could lose the quorum.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +41,19 @@ pub fn batches(
             ..
         } => rolling(*batch, *canary as usize, zone_label.as_deref(), hosts),
     }
+}
+
+/// `plan` with every host in a batch of its own, in the order the plan takes them (batch,
+/// then host id): for bundles that carry a quorum cluster's member. A rolling plan's
+/// canaries stay first, so a pause after the canary comes after the first host.
+pub fn one_at_a_time(plan: Plan) -> Plan {
+    let mut order: Vec<(u32, HostId)> = plan.into_iter().map(|(h, b)| (b, h)).collect();
+    order.sort();
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, h))| (h, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect()
 }
 
 fn rolling(
@@ -250,5 +266,25 @@ mod tests {
         // A single host may be upgraded with any batch.
         let one = fleet(&[("h1", "a")]);
         assert!(batches(&rolling(BatchSize::Count(3), 0, false), &one).is_ok());
+    }
+
+    #[test]
+    fn a_quorum_bundle_takes_one_host_at_a_time_in_the_plans_order() {
+        let hosts = fleet(&[("a", "z1"), ("b", "z2"), ("c", "z1"), ("d", "z2")]);
+        let plan = batches(&rolling(BatchSize::Count(2), 1, true), &hosts).expect("plan");
+        assert_eq!(groups(&plan), [vec!["a"], vec!["c"], vec!["b", "d"]]);
+        let single = one_at_a_time(plan);
+        assert_eq!(
+            groups(&single),
+            [vec!["a"], vec!["c"], vec!["b"], vec!["d"]]
+        );
+        let all = batches(
+            &Strategy::AllAtOnce {
+                allow_downtime: true,
+            },
+            &hosts,
+        )
+        .expect("plan");
+        assert_eq!(groups(&one_at_a_time(all)).len(), 4);
     }
 }

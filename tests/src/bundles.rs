@@ -115,7 +115,7 @@ pub fn set_orchestrator_image(source: &Path, image: &str) -> Result<(), String> 
 }
 
 /// Runs the workspace's `script` with `args`; an error names the command and says why.
-async fn run_script(script: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+pub async fn run_script(script: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     let script = workspace().join(script);
     let command = std::iter::once(script.as_os_str())
         .chain(args.iter().copied())

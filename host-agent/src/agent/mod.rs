@@ -8,6 +8,8 @@
 //! - `reboot.rs`: `reboot` (journaled: asked in one boot, checked and `Done` in the next);
 //! - `restart.rs`: `restart` of the managed services, and their check after a reboot;
 //! - `chain.rs`: a daisy chain's host waits for the host it follows;
+//! - `quorum.rs`: a quorum cluster's member: the cluster checked before it goes down and
+//!   after it is back, its snapshot;
 //! - `prune.rs`: removing staged bundles and backups no longer needed once an upgrade is done;
 //! - `bundle.rs`: the staged bundles, used only for the version and image digest they were
 //!   staged with.
@@ -20,6 +22,7 @@
 mod bundle;
 mod chain;
 mod prune;
+mod quorum;
 mod reboot;
 mod reconcile;
 mod restart;

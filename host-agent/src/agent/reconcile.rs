@@ -271,6 +271,16 @@ impl Agent {
                 }
                 Action::Begin(i) => {
                     let c = step_of(i)?;
+                    if let Some(member) = &c.quorum {
+                        // Nothing is backed up or stopped until the cluster can lose the
+                        // member; refused, the step stays Pending and nothing is undone.
+                        work(HostState::Updating, "prepare quorum member", &c, "").await?;
+                        if let Err(e) = self.quorum_before_stop(&id, &c.name, member).await {
+                            journal.rollback_reason = Some(e);
+                            journal::save(&state_dir, &journal)?;
+                            continue;
+                        }
+                    }
                     work(HostState::Updating, "back up", &c, "").await?;
                     let mut step = journal.steps[i].clone();
                     let result = blocking(move || {
@@ -296,9 +306,15 @@ impl Agent {
                 Action::Check(i) => {
                     let c = step_of(i)?;
                     work(HostState::Updating, "check", &c, "").await?;
+                    let member = c.quorum.clone();
                     match blocking(move || apply::check(ops.as_ref(), &ctx, &c)).await {
-                        Ok(()) => journal.steps[i].state = StepState::Verified,
                         Err(e) => journal.rollback_reason = Some(e.to_string()),
+                        // A quorum member counts only once it is back in the cluster and
+                        // caught up, so the next host's member may go down after it.
+                        Ok(()) => match self.quorum_after_start(member.as_ref()).await {
+                            Ok(()) => journal.steps[i].state = StepState::Verified,
+                            Err(e) => journal.rollback_reason = Some(e),
+                        },
                     }
                 }
                 Action::Reboot(i) => {
@@ -346,7 +362,16 @@ impl Agent {
                     let reason = journal.rollback_reason.clone().unwrap_or_default();
                     work(HostState::Updating, "roll back", &c, &reason).await?;
                     let step = journal.steps[i].clone();
-                    match blocking(move || apply::roll_back(ops.as_ref(), &ctx, &c, &step)).await {
+                    let member = c.quorum.clone();
+                    let rolled_back =
+                        match blocking(move || apply::roll_back(ops.as_ref(), &ctx, &c, &step))
+                            .await
+                        {
+                            Err(e) => Err(e.to_string()),
+                            // The previous binary on the same data: back in the cluster.
+                            Ok(()) => self.quorum_after_start(member.as_ref()).await,
+                        };
+                    match rolled_back {
                         Ok(()) => journal.steps[i].state = StepState::RolledBack,
                         Err(e) => {
                             journal.outcome = Some(Outcome::Failed {

@@ -59,6 +59,9 @@ impl Agent {
             credential.as_ref(),
         )
         .await?;
+        // This host's own member may be the one restarting (an etcd upgrade): requests go
+        // to the members that answer.
+        let _endpoints = etcd::watch_endpoints(&client, &self.config.etcd_endpoints);
         let reporter = Reporter::new(
             client.clone(),
             self.keyspace.clone(),

@@ -267,7 +267,10 @@ pub async fn create(
             .check_registry("the bundle's orchestrator_image", image)?;
     }
     let (strategy, strategy_reason) = requested.choose(&resolved.manifest)?;
-    let plan = plan::batches(&strategy, &labels)?;
+    let mut plan = plan::batches(&strategy, &labels)?;
+    if resolved.manifest.has_quorum_member() {
+        plan = plan::one_at_a_time(plan);
+    }
     let running = selected
         .iter()
         .filter_map(|h| {

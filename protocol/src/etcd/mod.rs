@@ -1,5 +1,6 @@
 //! etcd helpers every part uses: connecting, compare-and-swap updates, resumable watches,
-//! leases kept alive with a loss signal, and leader election — behind the `etcd` cargo
+//! leases kept alive with a loss signal, leader election, and a client of several members
+//! kept off one that is down — behind the `etcd` cargo
 //! feature, so a part that only names the TLS settings ([`EtcdTls`], always here: the
 //! downloader job writes them into the agent's configuration) does not build the gRPC stack.
 
@@ -9,6 +10,8 @@ pub mod auth;
 mod cas;
 #[cfg(feature = "etcd")]
 mod election;
+#[cfg(feature = "etcd")]
+mod endpoints;
 pub mod identity;
 #[cfg(feature = "etcd")]
 mod lease;
@@ -26,6 +29,8 @@ pub use cas::{
 };
 #[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
+#[cfg(feature = "etcd")]
+pub use endpoints::{EndpointWatch, watch_endpoints};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
 pub use identity::Credential;

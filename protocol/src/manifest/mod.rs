@@ -7,10 +7,12 @@
 //!
 //! The types are in `types`, the rules a manifest must follow in `validate`, and the checks
 //! of single fields (paths, digests, versions, image references), which other parts use on
-//! their own input too, in `checks`; all are reachable from here.
+//! their own input too, in `checks`; a quorum cluster's member (`quorum`) in `quorum`; all
+//! are reachable from here.
 
 mod checks;
 mod dests;
+mod quorum;
 mod types;
 mod validate;
 
@@ -22,6 +24,7 @@ pub use self::dests::{
     BATON_OWN_PATHS, DEFAULT_INSTALL_ALLOW, InstallPolicy, check_install_entry,
     default_install_allow,
 };
+pub use self::quorum::{QuorumCluster, QuorumMember};
 pub use self::types::{AgentPackage, Component, ComponentKind, FileEntry, HealthCheck, Manifest};
 
 /// Manifest schema this build writes and the newest it reads.

@@ -177,3 +177,92 @@ fn refuses_bad_modes_and_health_checks() {
     let e = refused(|v| v["components"][2]["health"][1]["url"] = "ftp://x".into());
     assert_eq!(e.field, "components[2].health[1].url");
 }
+
+/// The sample's service marked as an etcd member.
+fn with_member(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let mut v = sample();
+    v["components"][1]["quorum"] = serde_json::json!({
+        "cluster": "etcd", "endpoint": "http://127.0.0.1:2379", "data_dir": "/var/lib/etcd"
+    });
+    edit(&mut v);
+    v
+}
+
+#[test]
+fn a_service_may_be_a_quorum_member() {
+    let m = parse(&with_member(|_| {})).expect("valid");
+    let quorum = m.components[1].quorum.as_ref().expect("quorum");
+    assert_eq!(quorum.cluster, QuorumCluster::Etcd);
+    assert_eq!(quorum.endpoint, "http://127.0.0.1:2379");
+    assert!(m.has_quorum_member());
+    assert!(!parse(&sample()).expect("valid").has_quorum_member());
+    assert_eq!(Manifest::parse(&m.to_json()).expect("round trip"), m);
+}
+
+#[test]
+fn only_a_service_is_a_quorum_member() {
+    let mut v = with_member(|_| {});
+    v["components"][2]["quorum"] = v["components"][1]["quorum"].clone();
+    let e = parse(&v).expect_err("container member");
+    assert_eq!(e.field, "components[2].quorum");
+    assert!(e.reason.contains("container"), "{e}");
+}
+
+#[test]
+fn a_quorum_member_needs_a_client_endpoint() {
+    for bad in [
+        "127.0.0.1:2379",
+        "http://127.0.0.1",
+        "http://:2379",
+        "http://h:0",
+        "unix:///x",
+    ] {
+        let e = parse(&with_member(|v| {
+            v["components"][1]["quorum"]["endpoint"] = bad.into();
+        }))
+        .expect_err(bad);
+        assert_eq!(e.field, "components[1].quorum.endpoint", "{bad}");
+    }
+    parse(&with_member(|v| {
+        v["components"][1]["quorum"]["endpoint"] = "https://etcd-1:2379".into();
+    }))
+    .expect("https");
+}
+
+#[test]
+fn a_quorum_members_data_folder_is_absolute() {
+    let e = parse(&with_member(|v| {
+        v["components"][1]["quorum"]["data_dir"] = "var/lib/etcd".into();
+    }))
+    .expect_err("relative");
+    assert_eq!(e.field, "components[1].quorum.data_dir");
+}
+
+#[test]
+fn no_file_is_installed_in_a_quorum_members_data() {
+    let e = parse(&with_member(|v| {
+        v["components"][1]["files"][0]["dest"] = "/var/lib/etcd/member/snap/db".into();
+    }))
+    .expect_err("file in the data folder");
+    assert_eq!(e.field, "components[1].files[0].dest");
+    assert!(e.reason.contains("data folder"), "{e}");
+    // A sibling folder sharing the prefix is not inside it.
+    parse(&with_member(|v| {
+        v["components"][1]["files"][0]["dest"] = "/var/lib/etcd-tools/x".into();
+    }))
+    .expect("sibling");
+}
+
+#[test]
+fn an_unknown_quorum_cluster_or_field_is_refused() {
+    let e = parse(&with_member(|v| {
+        v["components"][1]["quorum"]["cluster"] = "zookeeper".into();
+    }))
+    .expect_err("unknown cluster");
+    assert!(e.field.starts_with("components[1].quorum"), "{e}");
+    let e = parse(&with_member(|v| {
+        v["components"][1]["quorum"]["peers"] = 3.into();
+    }))
+    .expect_err("unknown field");
+    assert!(e.field.starts_with("components[1].quorum"), "{e}");
+}

@@ -164,6 +164,10 @@ pub struct Component {
     /// `kernel`: the kernel release, e.g. `6.1.0-baton2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// `service`: the daemon is a member of a quorum cluster (etcd); hosts then take it one
+    /// at a time, and the agent keeps the cluster's quorum around the restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<super::QuorumMember>,
 }
 
 impl Manifest {
@@ -205,6 +209,12 @@ impl Manifest {
                 crate::signing::PublicKey::from_document(&format!("trusted_keys[{i}]"), doc).ok()
             },
         ))
+    }
+
+    /// Whether a component is a member of a quorum cluster: the bundle then goes to one host
+    /// at a time, whatever the strategy's batch.
+    pub fn has_quorum_member(&self) -> bool {
+        self.components.iter().any(|c| c.quorum.is_some())
     }
 
     /// Components in the order the agent applies them.

@@ -16,20 +16,21 @@ use crate::names::check_name;
 impl Component {
     /// The kind-specific fields that are set, by name, so validation can refuse the ones that
     /// do not belong to the component's kind.
-    fn kind_fields(&self) -> [(&'static str, bool); 5] {
+    fn kind_fields(&self) -> [(&'static str, bool); 6] {
         [
             ("unit", self.unit.is_some()),
             ("image", self.image.is_some()),
             ("container", self.container.is_some()),
             ("args", !self.args.is_empty()),
             ("release", self.release.is_some()),
+            ("quorum", self.quorum.is_some()),
         ]
     }
 
     fn allowed_fields(&self) -> &'static [&'static str] {
         match self.kind {
             ComponentKind::File => &[],
-            ComponentKind::Service => &["unit"],
+            ComponentKind::Service => &["unit", "quorum"],
             ComponentKind::Container => &["image", "container", "args"],
             ComponentKind::Kernel => &["release"],
         }
@@ -166,6 +167,12 @@ impl Manifest {
                             at("files"),
                             format!("a service must ship its unit file with dest {unit_dest:?}"),
                         ));
+                    }
+                    if let Some(quorum) = &c.quorum {
+                        let dests = c.files.iter().enumerate().filter_map(|(j, f)| {
+                            Some((at(&format!("files[{j}].dest")), f.dest.as_deref()?))
+                        });
+                        quorum.check(&at("quorum"), dests)?;
                     }
                 }
                 ComponentKind::Container => {

@@ -22,12 +22,7 @@ const MAX_EXAMPLES: &str = "100";
 fn schemathesis() -> PathBuf {
     let path = std::env::var_os("BATON_SCHEMATHESIS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let venv = std::env::var_os("BATON_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/var/cache/baton-venv"));
-            venv.join("bin/schemathesis")
-        });
+        .unwrap_or_else(|| baton_tests::venv::dir().join("bin/schemathesis"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/install-schemathesis.sh (or `make deps`), or name it with BATON_SCHEMATHESIS",

@@ -15,6 +15,7 @@ mod api;
 mod cli;
 mod daisy;
 mod engine;
+mod etcd_upgrade;
 mod fleet;
 mod fuzz;
 mod maintenance;

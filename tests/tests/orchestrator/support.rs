@@ -123,18 +123,7 @@ impl Drop for Orchestrator {
 /// with the test certificate of `etcd`'s folder and the admin token file there (every
 /// replica of a test shares both).
 pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
-    let mut c = Config::new(etcd.endpoints());
-    c.replica = Some(replica.to_owned());
-    c.leader_ttl = 3;
-    let api = api_files(etcd);
-    c.api_tls_cert_file = Some(api.pki.server_cert);
-    c.api_tls_key_file = Some(api.pki.server_key);
-    c.admin_token_file = Some(api.admin_token_file);
-    // Simulated hosts keep their folders under the machine's temporary folder.
-    c.path_map_roots = vec![std::env::temp_dir().display().to_string()];
-    // Bundles signed with the tests' release key, from the tests' loopback registries.
-    c.trusted_keys = vec![TestKey::Release.public_file()];
-    c.allowed_registries = vec!["127.0.0.1".to_owned()];
+    let mut c = config_in(etcd.endpoints(), etcd.dir(), replica);
     if let Some(tls) = etcd.client_tls() {
         c.tls.etcd_ca_file = Some(tls.ca_file.clone());
         c.tls.etcd_cert_file = tls.cert_file.clone();
@@ -149,6 +138,25 @@ pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     c
 }
 
+/// A configuration for replica `replica` against the etcd at `endpoints` (plain, without
+/// authentication), with short timeouts, serving https with the test certificate and the
+/// admin token file of the test folder `dir` (every replica of a test shares both).
+pub fn config_in(endpoints: Vec<String>, dir: &Path, replica: &str) -> Config {
+    let mut c = Config::new(endpoints);
+    c.replica = Some(replica.to_owned());
+    c.leader_ttl = 3;
+    let api = api_files_in(dir);
+    c.api_tls_cert_file = Some(api.pki.server_cert);
+    c.api_tls_key_file = Some(api.pki.server_key);
+    c.admin_token_file = Some(api.admin_token_file);
+    // Simulated hosts keep their folders under the machine's temporary folder.
+    c.path_map_roots = vec![std::env::temp_dir().display().to_string()];
+    // Bundles signed with the tests' release key, from the tests' loopback registries.
+    c.trusted_keys = vec![TestKey::Release.public_file()];
+    c.allowed_registries = vec!["127.0.0.1".to_owned()];
+    c
+}
+
 /// The API's files of one test: a PKI and an admin token file, beside `etcd`'s data.
 pub struct ApiFiles {
     pub pki: TestPki,
@@ -157,7 +165,12 @@ pub struct ApiFiles {
 
 /// Makes (once) and returns the API files of `etcd`'s test.
 pub fn api_files(etcd: &EtcdServer) -> ApiFiles {
-    let dir = etcd.dir().join("api");
+    api_files_in(etcd.dir())
+}
+
+/// Makes (once) and returns the API files of the test whose folder is `dir`.
+pub fn api_files_in(dir: &Path) -> ApiFiles {
+    let dir = dir.join("api");
     let pki = if dir.join("server.pem").exists() {
         TestPki::at(&dir)
     } else {
