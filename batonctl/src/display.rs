@@ -194,12 +194,23 @@ pub fn watch_lines(
         ));
     }
     let by_id: BTreeMap<String, &HostInfo> = hosts.iter().map(|h| (h.id.to_string(), h)).collect();
+    // The agents report a revert under the revert's id.
+    let works = [upgrade.upgrade.id.clone(), upgrade.upgrade.id.revert()];
     for (id, outcome) in &upgrade.upgrade.hosts {
         let id = id.to_string();
         let mut line = format!("{:<10}", format!("{:?}", outcome.state));
+        if let Some(revert) = &outcome.revert {
+            line.push_str(&format!(" revert {:?}", revert.state));
+            if let Some(previous) = &outcome.previous {
+                line.push_str(&format!(" to {}", previous.version));
+            }
+            if !revert.reason.is_empty() {
+                line.push_str(&format!(" ({})", revert.reason));
+            }
+        }
         if let Some(h) = by_id.get(&id)
             && let Some(s) = &h.status
-            && s.upgrade_id.as_ref() == Some(&upgrade.upgrade.id)
+            && s.upgrade_id.as_ref().is_some_and(|w| works.contains(w))
         {
             line.push_str(&format!(" agent: {}", s.state));
             if let Some(step) = &s.step {

@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
-    BatchSize, HostOutcome, HostOutcomeState as O, HostSpec, MaintenanceMode, SCHEMA_VERSION,
-    Strategy, Task, TaskKind, Timestamp, Upgrade,
+    BatchSize, HostOutcome, HostOutcomeState as O, HostSpec, MaintenanceMode, OnFailure,
+    PreviousBundle, SCHEMA_VERSION, Strategy, Task, TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::{GroupName, HostId, UpgradeId, UpgradePhase as P};
 
@@ -154,6 +154,16 @@ pub fn current_bundle<'a>(view: &'a FleetView, host: &HostId) -> Option<&'a Upgr
     .or_else(|| newest(records(view).filter(reached)))
 }
 
+/// The bundle `host` runs now, as the record that put it there ([`current_bundle`]) names
+/// it: what an upgrade records when it tells the host to install, for a revert.
+pub fn previous_bundle(view: &FleetView, host: &HostId) -> Option<PreviousBundle> {
+    current_bundle(view, host).map(|u| PreviousBundle {
+        bundle: u.bundle.clone(),
+        version: u.version.clone(),
+        upgrade: u.id.clone(),
+    })
+}
+
 /// The fleet's upgrade for a host with `spec`: the latest succeeded operator upgrade that
 /// selected by labels only and whose selector matches the host's labels.
 pub fn fleet_upgrade<'a>(view: &'a FleetView, spec: &HostSpec) -> Option<&'a Upgrade> {
@@ -273,6 +283,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
                 batch: Some(0),
                 dispatched_at: None,
                 held_from: None,
+                previous: None,
+                revert: None,
             },
         )]
         .into(),
@@ -293,6 +305,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         // The fleet's bundle, as its upgrade installed it: a deliberate downgrade stays one
         // for a host that joins or is reinstalled later.
         allow_downgrade: source.allow_downgrade,
+        // A task carries out one host's work: nothing to revert.
+        on_failure: OnFailure::Halt,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

@@ -244,6 +244,8 @@ fn record(
                         dispatched_at: matches!(s, O::Succeeded | O::Dispatched)
                             .then(|| T0.to_owned()),
                         held_from: None,
+                        previous: None,
+                        revert: None,
                     },
                 )
             })
@@ -259,6 +261,7 @@ fn record(
         signature: None,
         skip_paused: false,
         allow_downgrade: false,
+        on_failure: baton_protocol::documents::OnFailure::Halt,
         created_at: ts(created),
         updated_at: ts(created),
     }
