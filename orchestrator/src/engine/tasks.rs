@@ -35,7 +35,7 @@ use baton_protocol::documents::{
 };
 use baton_protocol::{GroupName, HostId, UpgradeId, UpgradePhase as P};
 
-use crate::engine::decide::is_open;
+use crate::engine::decide::{holds_for_revert, is_open};
 use crate::engine::model::Limits;
 use crate::view::FleetView;
 
@@ -114,14 +114,15 @@ fn newest<'a>(it: impl Iterator<Item = &'a Upgrade>) -> Option<&'a Upgrade> {
     it.max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
 }
 
-/// Hosts still to be worked on in a record in progress.
+/// Hosts still to be worked on in a record in progress (a reverting upgrade's until their
+/// revert ended).
 fn busy_hosts(view: &FleetView) -> BTreeSet<HostId> {
     records(view)
         .filter(|u| !u.phase.is_terminal())
         .flat_map(|u| {
             u.hosts
                 .iter()
-                .filter(|(_, h)| is_open(h.state))
+                .filter(|(_, h)| is_open(h.state) || holds_for_revert(u, h))
                 .map(|(id, _)| id.clone())
         })
         .collect()

@@ -20,7 +20,11 @@
 //!   `Failed`/`RolledBack` or when its `alive` stays away longer than `health_timeout` (it
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
 //!   after batch 0 until resumed. No batch left → `Succeeded`.
-//! - In every phase, more failed hosts than the strategy tolerates → `Failed`, naming them;
+//! - In every phase, more failed hosts than the strategy tolerates (or a failed canary) →
+//!   `Failed`, naming them — or `Reverting` when the request said `on_failure: revert` and a
+//!   host was changed: every changed host back to the bundle recorded when it was told,
+//!   batch by batch in reverse order, then `Reverted` (or `Failed`, naming those that could
+//!   not be);
 //!   a host not yet dispatched whose maintenance mode is `paused` gets no downloader job and
 //!   no `desired`: the upgrade waits for it (its outcome is `Held` meanwhile, an event when
 //!   it starts and stops waiting) or, if the request said `skip_paused`, it is `Skipped`.
@@ -35,7 +39,8 @@
 //! replace dispatches `replace`.
 //!
 //! One file per phase: [`download`] (`Pending`, `Downloading`, held hosts), [`agents`]
-//! (`UpdatingAgents`), [`install`] (`Installing`), [`finish`] (halting and the end); the
+//! (`UpdatingAgents`), [`install`] (`Installing`), [`revert`] (`Reverting`), [`finish`]
+//! (halting and the end); the
 //! types it decides on are in [`super::model`].
 
 use std::collections::BTreeSet;
@@ -56,6 +61,8 @@ mod download;
 mod finish;
 mod install;
 mod revert;
+
+pub use revert::holds_for_revert;
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 //! it back by itself (status `RolledBack`: it already runs what it ran before).
 
 use baton_protocol::documents::{
-    HostOutcome, HostOutcomeState as O, HostStatus, OnFailure, RevertState,
+    HostOutcome, HostOutcomeState as O, HostStatus, OnFailure, RevertState, Upgrade,
 };
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
@@ -195,6 +195,17 @@ impl Decision {
             reason: Some(reason),
         });
     }
+}
+
+/// A reverting upgrade still holds a host it told to install until the host's revert ended:
+/// the leader's own tasks (heal, restart, replace) leave it alone meanwhile.
+pub fn holds_for_revert(u: &Upgrade, h: &HostOutcome) -> bool {
+    let reverting = u.phase == P::Reverting || u.paused_from == Some(P::Reverting);
+    reverting
+        && h.dispatched_at.is_some()
+        && h.revert
+            .as_ref()
+            .is_none_or(|r| r.state == RevertState::Dispatched)
 }
 
 /// Where `host` (outcome `h` in upgrade `id`) stands for a revert.

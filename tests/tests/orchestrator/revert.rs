@@ -1,0 +1,234 @@
+//! What a failing host does to an upgrade, on the simulated fleet with the real agents:
+//! three hosts (containers running systemd), real etcd (TLS and authentication on), a real
+//! registry, the real Docker Engine, downloader job and agent; the orchestrator in-process,
+//! driven through its REST API. The hosts are put on bundle 1.0.0; then a 2.0.0 bundle
+//! whose utility's health check fails on a host carrying `/etc/baton-break` (`gated.rs`;
+//! the agent rolls that host back by itself) is rolled out one host at a time with
+//! `max_failures: 0`:
+//!
+//! 1. `on_failure` left at `halt`, host 1 breaking: the upgrade ends `Failed` at host 1 and
+//!    no other host is touched (their `desired`, `status` and `installed` unchanged).
+//! 2. `on_failure: revert`, host 3 breaking: hosts 1 and 2 upgrade to 2.0.0, host 3 fails,
+//!    and the upgrade reverts host 2 then host 1 to the exact 1.0.0 bundle they ran: phase
+//!    `Reverted`, and each host's `installed` and its running services (the utility, the
+//!    daemon, the platform container) say 1.0.0 again.
+//!
+//! Needs `make static bundle-agents` (which `make test` runs first).
+
+use std::time::{Duration, Instant};
+
+use crate::gated::{self, BREAK, sh};
+use crate::support::SimFleet;
+use baton_protocol::api::{EventInfo, UpgradeInfo};
+use baton_protocol::documents::{Desired, HostStatus, Installed, RevertState, Upgrade};
+use baton_protocol::etcd::{self, Client};
+use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
+use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
+use baton_tests::docker;
+use baton_tests::fleet::Host;
+use batonctl::client::ApiClient;
+use serde_json::json;
+
+/// Longest one upgrade (downloads, agents, installs, reverts, a kernel reboot) may take.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Waits until the record `id` ended; returns it.
+async fn ended(api: &ApiClient, id: &str) -> Upgrade {
+    let started = Instant::now();
+    loop {
+        if let Ok(u) = api.upgrade(id).await
+            && u.upgrade.phase.is_terminal()
+        {
+            return u.upgrade;
+        }
+        assert!(
+            started.elapsed() < UPGRADE_TIMEOUT,
+            "{id} did not end within {UPGRADE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn read<T: baton_protocol::documents::Document>(client: &Client, key: &str) -> Option<T> {
+    etcd::read::<T>(client, key)
+        .await
+        .expect("etcd read")
+        .map(|v| v.value)
+}
+
+/// What the host's running services say their version is: the utility's output, the
+/// daemon's version file, the platform container's image.
+async fn running_versions(host: &Host) -> (String, String, String) {
+    let hello = sh(host, "/usr/local/bin/baton-hello").await;
+    let echo = sh(host, "cat /run/baton-echo/version").await;
+    let kv = format!("{}baton-kv", host.sibling_name(""));
+    let image = docker::run(&["inspect", "--format", "{{.Config.Image}}", &kv])
+        .await
+        .unwrap_or_else(|e| panic!("inspect {kv}: {e}"))
+        .trim()
+        .to_owned();
+    (hello, echo, image)
+}
+
+/// Asserts the host runs 1.0.0: its `installed` key, and its running services.
+async fn on_v1(client: &Client, host: &Host) {
+    let id = HostId::new(host.name()).expect("id");
+    let installed = read::<Installed>(client, &Keyspace::default().host(&id, HostKey::Installed))
+        .await
+        .expect("installed");
+    assert_eq!(installed.bundle_version.as_deref(), Some("1.0.0"), "{id}");
+    for (component, version) in &installed.components {
+        assert_eq!(version, "1.0.0", "{id}: {component}");
+    }
+    let (hello, echo, image) = running_versions(host).await;
+    assert!(hello.ends_with("1.0.0"), "{id}: baton-hello says {hello:?}");
+    assert_eq!(echo, "1.0.0", "{id}: baton-echo");
+    assert!(image.ends_with(":1.0.0"), "{id}: baton-kv runs {image}");
+}
+
+/// A host's `desired` and `status` as read now.
+async fn told(client: &Client, host: &Host) -> (Option<Desired>, Option<HostStatus>) {
+    let id = HostId::new(host.name()).expect("id");
+    let keys = Keyspace::default();
+    (
+        read::<Desired>(client, &keys.host(&id, HostKey::Desired)).await,
+        read::<HostStatus>(client, &keys.host(&id, HostKey::Status)).await,
+    )
+}
+
+fn kinds_for<'a>(events: &'a [EventInfo], host: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e.event.host.as_ref().map(|h| h.as_str()) == Some(host))
+        .map(|e| e.event.kind.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
+    let bins = binaries();
+    let started = Instant::now();
+    let sim = SimFleet::start(3).await;
+    let (registry, fleet) = (&sim.registry, &sim.fleet);
+    let client = sim.etcd.client().await.expect("client");
+
+    let sources = tempfile::tempdir().expect("tmp");
+    let mut images = RemoveImages(Vec::new());
+    let v1_dir = sources.path().join("1.0.0");
+    prepare_source("1.0.0", &v1_dir).await;
+    let v1 = format!("{}:1.0.0", registry.reference("baton/bundle"));
+    build_bundle("1.0.0", &v1_dir, &v1, &bins.agents[0], &bins.downloader).await;
+    images.0.push(v1.clone());
+    let v2_dir = sources.path().join("2.0.0");
+    gated::source(&v2_dir).await;
+    let v2 = format!("{}:2.0.0-gated", registry.reference("baton/bundle"));
+    build_bundle("2.0.0", &v2_dir, &v2, &bins.agents[1], &bins.downloader).await;
+    images.0.push(v2.clone());
+
+    let orch = sim.leader(sim.config("orch-a")).await;
+    let api = orch.api.clone();
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": "u-v1", "image": v1, "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
+    )
+    .await
+    .expect("start 1.0.0");
+    let first = ended(&api, "u-v1").await;
+    assert_eq!(first.phase, UpgradePhase::Succeeded, "{:?}", first.reason);
+    eprintln!("TIMING fleet of 3 on 1.0.0 after {:?}", started.elapsed());
+
+    let hosts = fleet.hosts();
+    let names: Vec<&str> = hosts.iter().map(|h| h.name()).collect();
+    let one_at_a_time = json!({"kind": "rolling", "batch": {"count": 1}, "max_failures": 0});
+
+    // --- 1. halt (the default): host 1 fails, nobody else is touched.
+    sh(&hosts[0], &format!("touch {BREAK}")).await;
+    let mut before = Vec::new();
+    for h in [&hosts[1], &hosts[2]] {
+        before.push(told(&client, h).await);
+    }
+    let t = Instant::now();
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": "u-halt", "image": v2, "strategy": one_at_a_time}),
+    )
+    .await
+    .expect("start u-halt");
+    let halted = ended(&api, "u-halt").await;
+    eprintln!("TIMING halted after {:?}", t.elapsed());
+    assert_eq!(halted.phase, UpgradePhase::Failed, "{:?}", halted.reason);
+    let reason = halted.reason.clone().unwrap_or_default();
+    assert!(reason.contains(names[0]), "{reason}");
+    let (_, status) = told(&client, &hosts[0]).await;
+    let status = status.expect("host 1 status");
+    assert_eq!(status.state, HostState::RolledBack, "{status:?}");
+    assert!(status.message.contains(BREAK), "{status:?}");
+    for (i, h) in [&hosts[1], &hosts[2]].into_iter().enumerate() {
+        let outcome = &halted.hosts[&HostId::new(h.name()).expect("id")];
+        assert!(outcome.dispatched_at.is_none(), "{}: {outcome:?}", h.name());
+        assert_eq!(told(&client, h).await, before[i], "{} was told", h.name());
+    }
+    for h in hosts {
+        on_v1(&client, h).await;
+    }
+
+    // --- 2. revert: hosts 1 and 2 upgrade, host 3 fails, 2 then 1 go back to 1.0.0.
+    sh(&hosts[0], &format!("rm -f {BREAK}")).await;
+    sh(&hosts[2], &format!("touch {BREAK}")).await;
+    let t = Instant::now();
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": "u-revert", "image": v2, "strategy": one_at_a_time, "on_failure": "revert"}),
+    )
+    .await
+    .expect("start u-revert");
+    let reverted = ended(&api, "u-revert").await;
+    eprintln!("TIMING failed and reverted after {:?}", t.elapsed());
+    assert_eq!(
+        reverted.phase,
+        UpgradePhase::Reverted,
+        "{:?} {:?}",
+        reverted.reason,
+        reverted.hosts
+    );
+    let events = api.events("u-revert").await.expect("events");
+    for h in &names[..2] {
+        let outcome = &reverted.hosts[&HostId::new(*h).expect("id")];
+        // It did reach 2.0.0 before it went back.
+        let kinds = kinds_for(&events, h);
+        assert!(kinds.contains(&"host-succeeded"), "{h}: {kinds:?}");
+        assert_eq!(
+            outcome.revert.as_ref().map(|r| r.state),
+            Some(RevertState::Reverted),
+            "{h}: {outcome:?}"
+        );
+        let previous = outcome.previous.as_ref().expect("previous bundle");
+        assert_eq!(previous.bundle, first.bundle, "{h}: the exact digest");
+        assert_eq!(previous.version, "1.0.0");
+        let host = &hosts[names.iter().position(|n| n == h).expect("host")];
+        let (desired, status) = told(&client, host).await;
+        let desired = desired.expect("desired");
+        assert_eq!(desired.upgrade_id, reverted.id.revert(), "{h}");
+        assert_eq!(desired.bundle, first.bundle, "{h}");
+        assert!(desired.allow_downgrade, "{h}");
+        assert_eq!(status.map(|s| s.state), Some(HostState::Done), "{h}");
+    }
+    // Batch by batch in reverse order: host 2 before host 1.
+    let reverting: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event.kind == "host-reverting")
+        .filter_map(|e| e.event.host.as_ref().map(|h| h.as_str()))
+        .collect();
+    assert_eq!(reverting, [names[1], names[0]], "{events:?}");
+    // Host 3 was rolled back by its agent: nothing to revert.
+    let third = &reverted.hosts[&HostId::new(names[2]).expect("id")];
+    assert!(third.revert.is_none(), "{third:?}");
+    for h in hosts {
+        on_v1(&client, h).await;
+    }
+    eprintln!("TIMING whole test {:?}", started.elapsed());
+
+    orch.stop().await;
+    drop(images);
+    sim.fleet.destroy().expect("fleet cleanup");
+}
