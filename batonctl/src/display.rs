@@ -331,6 +331,35 @@ mod tests {
     }
 
     #[test]
+    fn watch_shows_a_hosts_revert_and_what_its_agent_reports_for_it() {
+        let mut u = upgrade(UpgradePhase::Reverting, HostOutcomeState::Succeeded);
+        if let Some(h1) = u.upgrade.hosts.values_mut().next() {
+            h1.previous = Some(baton_protocol::documents::PreviousBundle {
+                bundle: "r@sha256:1".into(),
+                version: "1.0.0".into(),
+                upgrade: UpgradeId::new("u0").expect("id"),
+            });
+            h1.revert = Some(baton_protocol::documents::HostRevert {
+                state: baton_protocol::documents::RevertState::Dispatched,
+                reason: String::new(),
+                dispatched_at: None,
+            });
+        }
+        let mut reverting = host(HostState::Updating, Some("apply file baton-hello"));
+        if let Some(s) = reverting.status.as_mut() {
+            s.upgrade_id = Some(u.upgrade.id.revert());
+        }
+        let (lines, _) = watch_lines(&Watched::default(), &u, &[reverting]);
+        assert_eq!(
+            lines,
+            [
+                "upgrade u1 to 2.0.0: Reverting (1/1 succeeded)",
+                "  h1                   Succeeded  revert Dispatched to 1.0.0 agent: Updating (apply file baton-hello)"
+            ]
+        );
+    }
+
+    #[test]
     fn a_quiet_wait_says_where_the_upgrade_stands() {
         let u = upgrade(UpgradePhase::Installing, HostOutcomeState::Dispatched);
         assert_eq!(

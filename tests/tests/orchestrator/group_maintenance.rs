@@ -12,47 +12,16 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::gated::{self, sh};
-use crate::support::SimFleet;
+use crate::gated::{Gated, ended, id_of, read, sh, until};
 use baton_protocol::api::{SetMaintenance, UpgradeInfo};
-use baton_protocol::documents::{
-    HostOutcomeState, Maintenance, MaintenanceMode, TaskKind, Upgrade,
-};
-use baton_protocol::etcd;
-use baton_protocol::{GroupName, HostId, Keyspace, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, systemctl};
+use baton_protocol::documents::{HostOutcomeState, Maintenance, MaintenanceMode, TaskKind};
+use baton_protocol::{GroupName, Keyspace, UpgradePhase};
+use baton_tests::bundles::systemctl;
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
 use serde_json::json;
-
-/// Longest any awaited condition may take (downloads, agents, a kernel reboot).
-const TIMEOUT: Duration = Duration::from_secs(600);
-
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "{what}: not within {TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn ended(api: &ApiClient, id: &str) -> Upgrade {
-    until(&format!("{id} ended"), || async {
-        Some(api.upgrade(id).await.expect("upgrade").upgrade).filter(|u| u.phase.is_terminal())
-    })
-    .await
-}
 
 async fn set_group(api: &ApiClient, mode: MaintenanceMode) {
     api.group_maintenance(
@@ -65,10 +34,6 @@ async fn set_group(api: &ApiClient, mode: MaintenanceMode) {
     )
     .await
     .expect("group maintenance");
-}
-
-fn id_of(host: &Host) -> HostId {
-    HostId::new(host.name()).expect("id")
 }
 
 async fn echo_pid(host: &Host) -> String {
@@ -87,40 +52,12 @@ async fn echo_pid(host: &Host) -> String {
 
 #[tokio::test]
 async fn paused_and_restart_on_a_group_of_two_real_hosts() {
-    let bins = binaries();
-    let started = Instant::now();
-    let sim = SimFleet::start(2).await;
-    let (registry, fleet) = (&sim.registry, &sim.fleet);
-    let client = sim.etcd.client().await.expect("client");
-
-    let sources = tempfile::tempdir().expect("tmp");
-    let mut images = RemoveImages(Vec::new());
-    let v1_dir = sources.path().join("1.0.0");
-    prepare_source("1.0.0", &v1_dir).await;
-    let v1 = format!("{}:1.0.0", registry.reference("baton/bundle"));
-    build_bundle("1.0.0", &v1_dir, &v1, &bins.agents[0], &bins.downloader).await;
-    images.0.push(v1.clone());
-    let v2_dir = sources.path().join("2.0.0");
-    gated::source(&v2_dir).await;
-    let v2 = format!("{}:2.0.0-gated", registry.reference("baton/bundle"));
-    build_bundle("2.0.0", &v2_dir, &v2, &bins.agents[1], &bins.downloader).await;
-    images.0.push(v2.clone());
-
-    let orch = sim.leader(sim.config("orch-a")).await;
-    let api = orch.api.clone();
-    api.post::<_, UpgradeInfo>(
-        "/v1/upgrades",
-        &json!({"id": "u-v1", "image": v1, "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
-    )
-    .await
-    .expect("start 1.0.0");
-    let first = ended(&api, "u-v1").await;
-    assert_eq!(first.phase, UpgradePhase::Succeeded, "{:?}", first.reason);
-    eprintln!("TIMING fleet of 2 on 1.0.0 after {:?}", started.elapsed());
-    let hosts = fleet.hosts();
+    let g = Gated::start(2).await;
+    let (api, client, v2) = (&g.api, &g.client, &g.v2);
+    let hosts = g.hosts();
 
     // --- 1. paused: the upgrade holds both hosts, untouched, until the mode is lifted.
-    set_group(&api, MaintenanceMode::Paused).await;
+    set_group(api, MaintenanceMode::Paused).await;
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",
         &json!({"id": "u-v2", "image": v2,
@@ -143,8 +80,8 @@ async fn paused_and_restart_on_a_group_of_two_real_hosts() {
         let staged = sh(h, "ls /var/lib/baton/bundles").await;
         assert!(!staged.contains("2.0.0"), "{}: staged {staged}", h.name());
     }
-    set_group(&api, MaintenanceMode::None).await;
-    let v2_done = ended(&api, "u-v2").await;
+    set_group(api, MaintenanceMode::None).await;
+    let v2_done = ended(api, "u-v2").await;
     assert_eq!(
         v2_done.phase,
         UpgradePhase::Succeeded,
@@ -168,13 +105,11 @@ async fn paused_and_restart_on_a_group_of_two_real_hosts() {
         pids.push(echo_pid(h).await);
     }
     let asked = Instant::now();
-    set_group(&api, MaintenanceMode::Restart).await;
+    set_group(api, MaintenanceMode::Restart).await;
     let group_key = Keyspace::default().group_maintenance(&GroupName::new("edge").expect("group"));
     let cleared = until("the group's mode cleared", || async {
-        etcd::read::<Maintenance>(&client, &group_key)
+        read::<Maintenance>(client, &group_key)
             .await
-            .expect("etcd read")
-            .map(|v| v.value)
             .filter(|m| m.mode == MaintenanceMode::None)
     })
     .await;
@@ -212,9 +147,5 @@ async fn paused_and_restart_on_a_group_of_two_real_hosts() {
             h.name()
         );
     }
-    eprintln!("TIMING whole test {:?}", started.elapsed());
-
-    orch.stop().await;
-    drop(images);
-    sim.fleet.destroy().expect("fleet cleanup");
+    g.stop().await;
 }

@@ -15,57 +15,24 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::gated::{self, HELD_STEP, HOLD, sh};
-use crate::support::SimFleet;
+use crate::gated::{Gated, HELD_STEP, HOLD, ended, id_of, read, sh, until};
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{Desired, HostOutcomeState, HostStatus, Upgrade};
-use baton_protocol::etcd::{self, Client};
-use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
+use baton_protocol::etcd::Client;
+use baton_protocol::{HostKey, HostState, Keyspace, UpgradePhase};
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
 use serde_json::json;
 
-/// Longest any awaited condition may take (downloads, agents, a kernel reboot).
-const TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a host that must not start is watched after the moment it would have (its
 /// agent reacts to the status it follows within milliseconds; the engine passes every
 /// second).
 const QUIET: Duration = Duration::from_secs(10);
 
-/// Polls `probe` every 250 ms until it gives a value; fails naming `what` after [`TIMEOUT`].
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "{what}: not within {TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn record(api: &ApiClient, id: &str) -> Upgrade {
     api.upgrade(id).await.expect("show upgrade").upgrade
-}
-
-async fn read<T: baton_protocol::documents::Document>(client: &Client, key: &str) -> Option<T> {
-    etcd::read::<T>(client, key)
-        .await
-        .expect("etcd read")
-        .map(|v| v.value)
-}
-
-fn id_of(host: &Host) -> HostId {
-    HostId::new(host.name()).expect("id")
 }
 
 /// The host's status, if it is about upgrade `id`.
@@ -96,6 +63,19 @@ async fn held_installing(client: &Client, host: &Host, id: &str) {
     .await;
 }
 
+/// Lets the held host finish upgrade `id`, waits until it is `Done`, then for [`QUIET`]
+/// (what would follow it has had its chance).
+async fn release(client: &Client, host: &Host, id: &str) {
+    sh(host, &format!("rm {HOLD}")).await;
+    until(&format!("{} done with {id}", host.name()), || async {
+        status_for(client, host, id)
+            .await
+            .filter(|s| s.state == HostState::Done)
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+}
+
 async fn command(api: &ApiClient, id: &str, verb: &str) -> Upgrade {
     api.post::<_, UpgradeInfo>(
         &format!("/v1/upgrades/{id}/{verb}"),
@@ -108,40 +88,9 @@ async fn command(api: &ApiClient, id: &str, verb: &str) -> Upgrade {
 
 #[tokio::test]
 async fn pause_and_abort_reach_a_rolling_upgrade_and_a_daisy_chain_while_hosts_install() {
-    let bins = binaries();
-    let started = Instant::now();
-    let sim = SimFleet::start(3).await;
-    let (registry, fleet) = (&sim.registry, &sim.fleet);
-    let client = sim.etcd.client().await.expect("client");
-
-    let sources = tempfile::tempdir().expect("tmp");
-    let mut images = RemoveImages(Vec::new());
-    let v1_dir = sources.path().join("1.0.0");
-    prepare_source("1.0.0", &v1_dir).await;
-    let v1 = format!("{}:1.0.0", registry.reference("baton/bundle"));
-    build_bundle("1.0.0", &v1_dir, &v1, &bins.agents[0], &bins.downloader).await;
-    images.0.push(v1.clone());
-    let v2_dir = sources.path().join("2.0.0");
-    gated::source(&v2_dir).await;
-    let v2 = format!("{}:2.0.0-gated", registry.reference("baton/bundle"));
-    build_bundle("2.0.0", &v2_dir, &v2, &bins.agents[1], &bins.downloader).await;
-    images.0.push(v2.clone());
-
-    let orch = sim.leader(sim.config("orch-a")).await;
-    let api = orch.api.clone();
-    api.post::<_, UpgradeInfo>(
-        "/v1/upgrades",
-        &json!({"id": "u-v1", "image": v1, "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
-    )
-    .await
-    .expect("start 1.0.0");
-    let first = until("u-v1 ended", || async {
-        Some(record(&api, "u-v1").await).filter(|u| u.phase.is_terminal())
-    })
-    .await;
-    assert_eq!(first.phase, UpgradePhase::Succeeded, "{:?}", first.reason);
-    eprintln!("TIMING fleet of 3 on 1.0.0 after {:?}", started.elapsed());
-    let hosts = fleet.hosts();
+    let g = Gated::start(3).await;
+    let (api, client, v2) = (&g.api, &g.client, &g.v2);
+    let hosts = g.hosts();
     let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
 
     // --- 1. Rolling: pause while host 1 installs.
@@ -153,14 +102,14 @@ async fn pause_and_abort_reach_a_rolling_upgrade_and_a_daisy_chain_while_hosts_i
     )
     .await
     .expect("start u-roll");
-    held_installing(&client, h1, "u-roll").await;
-    let paused = command(&api, "u-roll", "pause").await;
+    held_installing(client, h1, "u-roll").await;
+    let paused = command(api, "u-roll", "pause").await;
     assert_eq!(paused.phase, UpgradePhase::Paused);
-    let later_told = (desired(&client, h2).await, desired(&client, h3).await);
+    let later_told = (desired(client, h2).await, desired(client, h3).await);
     sh(h1, &format!("rm {HOLD}")).await;
     // Host 1 ends while paused: recorded in a pass that, unpaused, would tell host 2.
     let u = until("host 1 recorded Succeeded", || async {
-        Some(record(&api, "u-roll").await)
+        Some(record(api, "u-roll").await)
             .filter(|u| u.hosts[&id_of(h1)].state == HostOutcomeState::Succeeded)
     })
     .await;
@@ -173,35 +122,28 @@ async fn pause_and_abort_reach_a_rolling_upgrade_and_a_daisy_chain_while_hosts_i
         );
     }
     assert_eq!(
-        (desired(&client, h2).await, desired(&client, h3).await),
+        (desired(client, h2).await, desired(client, h3).await),
         later_told,
         "desired written while paused"
     );
 
     // Resumed: host 2 is told; aborted while it installs.
     sh(h2, &format!("touch {HOLD}")).await;
-    let resumed = command(&api, "u-roll", "resume").await;
+    let resumed = command(api, "u-roll", "resume").await;
     assert_eq!(resumed.phase, UpgradePhase::Installing);
-    held_installing(&client, h2, "u-roll").await;
-    let aborted = command(&api, "u-roll", "abort").await;
+    held_installing(client, h2, "u-roll").await;
+    let aborted = command(api, "u-roll", "abort").await;
     assert_eq!(aborted.phase, UpgradePhase::Aborted);
-    let h3_told = desired(&client, h3).await;
-    sh(h2, &format!("rm {HOLD}")).await;
+    let h3_told = desired(client, h3).await;
     // The host told finishes on its own; nothing reaches the one not yet told.
-    until("host 2 done", || async {
-        status_for(&client, h2, "u-roll")
-            .await
-            .filter(|s| s.state == HostState::Done)
-    })
-    .await;
-    tokio::time::sleep(QUIET).await;
+    release(client, h2, "u-roll").await;
     assert_eq!(
-        desired(&client, h3).await,
+        desired(client, h3).await,
         h3_told,
         "host 3 told after the abort"
     );
-    assert!(status_for(&client, h3, "u-roll").await.is_none());
-    assert_eq!(record(&api, "u-roll").await.phase, UpgradePhase::Aborted);
+    assert!(status_for(client, h3, "u-roll").await.is_none());
+    assert_eq!(record(api, "u-roll").await.phase, UpgradePhase::Aborted);
 
     // --- 2. Daisy chain: paused while host 1 installs, the chain holds at the hand-over.
     sh(h1, &format!("touch {HOLD}")).await;
@@ -211,41 +153,27 @@ async fn pause_and_abort_reach_a_rolling_upgrade_and_a_daisy_chain_while_hosts_i
     )
     .await
     .expect("start u-chain");
-    held_installing(&client, h1, "u-chain").await;
-    let paused = command(&api, "u-chain", "pause").await;
+    held_installing(client, h1, "u-chain").await;
+    let paused = command(api, "u-chain", "pause").await;
     assert_eq!(paused.phase, UpgradePhase::Paused);
     // Every later host was told up front whom it follows.
     for (h, after) in [(h2, h1), (h3, h2)] {
-        let d = desired(&client, h).await.expect("desired");
+        let d = desired(client, h).await.expect("desired");
         assert_eq!(d.upgrade_id.as_str(), "u-chain", "{}", h.name());
         assert_eq!(d.after, Some(id_of(after)), "{}", h.name());
     }
-    sh(h1, &format!("rm {HOLD}")).await;
-    until("host 1 done", || async {
-        status_for(&client, h1, "u-chain")
-            .await
-            .filter(|s| s.state == HostState::Done)
-    })
-    .await;
-    tokio::time::sleep(QUIET).await;
+    release(client, h1, "u-chain").await;
     assert!(
-        status_for(&client, h2, "u-chain").await.is_none(),
+        status_for(client, h2, "u-chain").await.is_none(),
         "host 2 started while the chain was paused"
     );
-    let resumed = command(&api, "u-chain", "resume").await;
+    let resumed = command(api, "u-chain", "resume").await;
     assert_eq!(resumed.phase, UpgradePhase::Installing);
-    let done = until("u-chain ended", || async {
-        Some(record(&api, "u-chain").await).filter(|u| u.phase.is_terminal())
-    })
-    .await;
+    let done = ended(api, "u-chain").await;
     assert_eq!(done.phase, UpgradePhase::Succeeded, "{:?}", done.reason);
     for h in [h2, h3] {
-        let s = status_for(&client, h, "u-chain").await.expect("status");
+        let s = status_for(client, h, "u-chain").await.expect("status");
         assert_eq!(s.state, HostState::Done, "{}", h.name());
     }
-    eprintln!("TIMING whole test {:?}", started.elapsed());
-
-    orch.stop().await;
-    drop(images);
-    sim.fleet.destroy().expect("fleet cleanup");
+    g.stop().await;
 }

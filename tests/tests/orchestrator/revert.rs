@@ -15,46 +15,16 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::gated::{self, BREAK, sh};
-use crate::support::SimFleet;
+use crate::gated::{BREAK, Gated, ended, read, sh};
 use baton_protocol::api::{EventInfo, UpgradeInfo};
-use baton_protocol::documents::{Desired, HostStatus, Installed, RevertState, Upgrade};
-use baton_protocol::etcd::{self, Client};
+use baton_protocol::documents::{Desired, HostStatus, Installed, RevertState};
+use baton_protocol::etcd::Client;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::docker;
 use baton_tests::fleet::Host;
-use batonctl::client::ApiClient;
 use serde_json::json;
-
-/// Longest one upgrade (downloads, agents, installs, reverts, a kernel reboot) may take.
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Waits until the record `id` ended; returns it.
-async fn ended(api: &ApiClient, id: &str) -> Upgrade {
-    let started = Instant::now();
-    loop {
-        if let Ok(u) = api.upgrade(id).await
-            && u.upgrade.phase.is_terminal()
-        {
-            return u.upgrade;
-        }
-        assert!(
-            started.elapsed() < UPGRADE_TIMEOUT,
-            "{id} did not end within {UPGRADE_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn read<T: baton_protocol::documents::Document>(client: &Client, key: &str) -> Option<T> {
-    etcd::read::<T>(client, key)
-        .await
-        .expect("etcd read")
-        .map(|v| v.value)
-}
 
 /// What the host's running services say their version is: the utility's output, the
 /// daemon's version file, the platform container's image.
@@ -106,38 +76,9 @@ fn kinds_for<'a>(events: &'a [EventInfo], host: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
-    let bins = binaries();
-    let started = Instant::now();
-    let sim = SimFleet::start(3).await;
-    let (registry, fleet) = (&sim.registry, &sim.fleet);
-    let client = sim.etcd.client().await.expect("client");
-
-    let sources = tempfile::tempdir().expect("tmp");
-    let mut images = RemoveImages(Vec::new());
-    let v1_dir = sources.path().join("1.0.0");
-    prepare_source("1.0.0", &v1_dir).await;
-    let v1 = format!("{}:1.0.0", registry.reference("baton/bundle"));
-    build_bundle("1.0.0", &v1_dir, &v1, &bins.agents[0], &bins.downloader).await;
-    images.0.push(v1.clone());
-    let v2_dir = sources.path().join("2.0.0");
-    gated::source(&v2_dir).await;
-    let v2 = format!("{}:2.0.0-gated", registry.reference("baton/bundle"));
-    build_bundle("2.0.0", &v2_dir, &v2, &bins.agents[1], &bins.downloader).await;
-    images.0.push(v2.clone());
-
-    let orch = sim.leader(sim.config("orch-a")).await;
-    let api = orch.api.clone();
-    api.post::<_, UpgradeInfo>(
-        "/v1/upgrades",
-        &json!({"id": "u-v1", "image": v1, "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
-    )
-    .await
-    .expect("start 1.0.0");
-    let first = ended(&api, "u-v1").await;
-    assert_eq!(first.phase, UpgradePhase::Succeeded, "{:?}", first.reason);
-    eprintln!("TIMING fleet of 3 on 1.0.0 after {:?}", started.elapsed());
-
-    let hosts = fleet.hosts();
+    let g = Gated::start(3).await;
+    let (api, client, v2, first) = (&g.api, &g.client, &g.v2, &g.v1);
+    let hosts = g.hosts();
     let names: Vec<&str> = hosts.iter().map(|h| h.name()).collect();
     let one_at_a_time = json!({"kind": "rolling", "batch": {"count": 1}, "max_failures": 0});
 
@@ -145,7 +86,7 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
     sh(&hosts[0], &format!("touch {BREAK}")).await;
     let mut before = Vec::new();
     for h in [&hosts[1], &hosts[2]] {
-        before.push(told(&client, h).await);
+        before.push(told(client, h).await);
     }
     let t = Instant::now();
     api.post::<_, UpgradeInfo>(
@@ -154,22 +95,22 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
     )
     .await
     .expect("start u-halt");
-    let halted = ended(&api, "u-halt").await;
+    let halted = ended(api, "u-halt").await;
     eprintln!("TIMING halted after {:?}", t.elapsed());
     assert_eq!(halted.phase, UpgradePhase::Failed, "{:?}", halted.reason);
     let reason = halted.reason.clone().unwrap_or_default();
     assert!(reason.contains(names[0]), "{reason}");
-    let (_, status) = told(&client, &hosts[0]).await;
+    let (_, status) = told(client, &hosts[0]).await;
     let status = status.expect("host 1 status");
     assert_eq!(status.state, HostState::RolledBack, "{status:?}");
     assert!(status.message.contains(BREAK), "{status:?}");
     for (i, h) in [&hosts[1], &hosts[2]].into_iter().enumerate() {
         let outcome = &halted.hosts[&HostId::new(h.name()).expect("id")];
         assert!(outcome.dispatched_at.is_none(), "{}: {outcome:?}", h.name());
-        assert_eq!(told(&client, h).await, before[i], "{} was told", h.name());
+        assert_eq!(told(client, h).await, before[i], "{} was told", h.name());
     }
     for h in hosts {
-        on_v1(&client, h).await;
+        on_v1(client, h).await;
     }
 
     // --- 2. revert: hosts 1 and 2 upgrade, host 3 fails, 2 then 1 go back to 1.0.0.
@@ -182,7 +123,7 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
     )
     .await
     .expect("start u-revert");
-    let reverted = ended(&api, "u-revert").await;
+    let reverted = ended(api, "u-revert").await;
     eprintln!("TIMING failed and reverted after {:?}", t.elapsed());
     assert_eq!(
         reverted.phase,
@@ -206,7 +147,7 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
         assert_eq!(previous.bundle, first.bundle, "{h}: the exact digest");
         assert_eq!(previous.version, "1.0.0");
         let host = &hosts[names.iter().position(|n| n == h).expect("host")];
-        let (desired, status) = told(&client, host).await;
+        let (desired, status) = told(client, host).await;
         let desired = desired.expect("desired");
         assert_eq!(desired.upgrade_id, reverted.id.revert(), "{h}");
         assert_eq!(desired.bundle, first.bundle, "{h}");
@@ -224,11 +165,7 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
     let third = &reverted.hosts[&HostId::new(names[2]).expect("id")];
     assert!(third.revert.is_none(), "{third:?}");
     for h in hosts {
-        on_v1(&client, h).await;
+        on_v1(client, h).await;
     }
-    eprintln!("TIMING whole test {:?}", started.elapsed());
-
-    orch.stop().await;
-    drop(images);
-    sim.fleet.destroy().expect("fleet cleanup");
+    g.stop().await;
 }

@@ -40,7 +40,7 @@ enum Stand {
 impl Decision {
     /// The upgrade is reverting (or paused while reverting): it no longer halts.
     pub(super) fn reverting(&self) -> bool {
-        self.u.phase == P::Reverting || self.u.paused_from == Some(P::Reverting)
+        reverting(&self.u)
     }
 
     /// The phase a halt moves to: `Reverting` when the request asked for it and a host was
@@ -197,11 +197,15 @@ impl Decision {
     }
 }
 
+/// `Reverting`, or paused in it.
+fn reverting(u: &Upgrade) -> bool {
+    u.phase == P::Reverting || u.paused_from == Some(P::Reverting)
+}
+
 /// A reverting upgrade still holds a host it told to install until the host's revert ended:
 /// the leader's own tasks (heal, restart, replace) leave it alone meanwhile.
 pub fn holds_for_revert(u: &Upgrade, h: &HostOutcome) -> bool {
-    let reverting = u.phase == P::Reverting || u.paused_from == Some(P::Reverting);
-    reverting
+    reverting(u)
         && h.dispatched_at.is_some()
         && h.revert
             .as_ref()
