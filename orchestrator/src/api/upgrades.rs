@@ -9,8 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
-    Active, Event, EventKind, HostOutcome, HostOutcomeState, HostRevert, OrchestratorUpdate,
-    PreviousBundle, RevertState, SCHEMA_VERSION, Strategy, Timestamp, Upgrade, decode, now,
+    Active, Event, EventKind, HostOutcome, HostOutcomeState, HostRevert, OnFailure,
+    OrchestratorUpdate, PreviousBundle, RevertState, SCHEMA_VERSION, Strategy, Timestamp, Upgrade,
+    decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;
@@ -177,11 +178,17 @@ pub async fn events(
         .answer(&format!("/v1/upgrades/{id}/events")))
 }
 
-/// The record about as it grows once every host was told to install and was reverted (the
-/// bundle it ran before, taken to be named like this one, and the times): it must still fit
-/// etcd then.
-fn as_dispatched(upgrade: &Upgrade, now: &Timestamp) -> Upgrade {
+/// The record about as it grows once every host was told to install and, if it may revert,
+/// was reverted (the bundle it ran before, taken to be named like this one, and the times):
+/// it must still fit etcd then.
+fn as_reverted(upgrade: &Upgrade, now: &Timestamp) -> Upgrade {
     let mut grown = upgrade.clone();
+    if upgrade.on_failure != OnFailure::Revert {
+        for h in grown.hosts.values_mut() {
+            h.dispatched_at = Some(now.clone());
+        }
+        return grown;
+    }
     let previous = PreviousBundle {
         bundle: upgrade.bundle.clone(),
         version: upgrade.version.clone(),
@@ -380,7 +387,7 @@ pub async fn create(
     );
     let event_key = ks.event(&id, upgrade.events);
     upgrade.events += 1;
-    if let Some(size) = store::oversized(&as_dispatched(&upgrade, &now)) {
+    if let Some(size) = store::oversized(&as_reverted(&upgrade, &now)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

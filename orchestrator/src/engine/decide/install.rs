@@ -2,7 +2,9 @@
 //! batch (a daisy chain's later hosts told up front whom they follow), dispatched hosts judged from their status and
 //! liveness, and the pause after the canaries.
 
-use baton_protocol::documents::{HostOutcomeState as O, HostStatus, Strategy, TaskKind, Upgrade};
+use baton_protocol::documents::{
+    HostOutcomeState as O, HostStatus, OnFailure, PreviousBundle, Strategy, TaskKind, Upgrade,
+};
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
 use super::{Action, Decision, canaries_done, is_open};
@@ -82,7 +84,7 @@ impl Decision {
             let previous = if told {
                 None
             } else {
-                previous_bundle(o.view, &host)
+                self.previous_bundle(o, &host)
             };
             self.push(Action::Dispatch {
                 host,
@@ -93,6 +95,14 @@ impl Decision {
         if matches!(self.u.strategy, Strategy::DaisyChain) {
             self.chain(o, current);
         }
+    }
+
+    /// The bundle a host told now runs, kept for a revert: only an upgrade that may revert
+    /// records it (the record grows by it for every host).
+    fn previous_bundle(&self, o: &Observed<'_>, host: &HostId) -> Option<PreviousBundle> {
+        (self.u.on_failure == OnFailure::Revert)
+            .then(|| previous_bundle(o.view, host))
+            .flatten()
     }
 
     /// The host's `desired` already names this upgrade.
@@ -126,7 +136,7 @@ impl Decision {
                 self.push(Action::Chain {
                     host: host.clone(),
                     after: after.clone(),
-                    previous: previous_bundle(o.view, host),
+                    previous: self.previous_bundle(o, host),
                 });
             }
         }

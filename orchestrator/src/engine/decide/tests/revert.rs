@@ -274,6 +274,16 @@ fn dispatch_records_the_bundle_the_host_runs() {
         apply(&mut u, a, &"now".to_owned());
     }
     assert_eq!(u.hosts[&id("h1")].previous, Some(v1()));
+    // An upgrade that halts keeps its record as small as before: nothing to revert to.
+    let halting = three(0, OnFailure::Halt).decide();
+    let dispatches: Vec<&Option<PreviousBundle>> = halting
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dispatch { previous, .. } => Some(previous),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dispatches, [&None], "{halting:?}");
 }
 
 #[test]
@@ -282,7 +292,8 @@ fn a_daisy_chain_records_each_hosts_bundle_when_it_is_told() {
         .phase(P::Installing)
         .all(O::Downloaded)
         .all_alive("2.0.0")
-        .on_v1();
+        .on_v1()
+        .on_failure(OnFailure::Revert);
     let mut u = fx.upgrade.clone();
     for a in fx.decide() {
         apply(&mut u, &a, &"now".to_owned());
