@@ -12,6 +12,8 @@
 //!    and the upgrade reverts host 2 then host 1 to the exact 1.0.0 bundle they ran: phase
 //!    `Reverted`, and each host's `installed` and its running services (the utility, the
 //!    daemon, the platform container) say 1.0.0 again.
+//! 3. The same on a daisy chain, host 2 breaking: host 1 goes back to 1.0.0, and host 3 —
+//!    told up front to follow host 2 — never starts: `Reverted`, every host on 1.0.0.
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
@@ -164,6 +166,45 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
     // Host 3 was rolled back by its agent: nothing to revert.
     let third = &reverted.hosts[&HostId::new(names[2]).expect("id")];
     assert!(third.revert.is_none(), "{third:?}");
+    for h in hosts {
+        on_v1(client, h).await;
+    }
+
+    // --- 3. revert on a daisy chain: host 2 fails, host 1 goes back, host 3 never starts.
+    sh(&hosts[2], &format!("rm -f {BREAK}")).await;
+    sh(&hosts[1], &format!("touch {BREAK}")).await;
+    let t = Instant::now();
+    api.post::<_, UpgradeInfo>(
+        "/v1/upgrades",
+        &json!({"id": "u-chain", "image": v2, "strategy": {"kind": "daisy-chain"}, "on_failure": "revert"}),
+    )
+    .await
+    .expect("start u-chain");
+    let chain = ended(api, "u-chain").await;
+    eprintln!("TIMING chain failed and reverted after {:?}", t.elapsed());
+    assert_eq!(
+        chain.phase,
+        UpgradePhase::Reverted,
+        "{:?} {:?}",
+        chain.reason,
+        chain.hosts
+    );
+    let first_host = &chain.hosts[&HostId::new(names[0]).expect("id")];
+    assert_eq!(
+        first_host.revert.as_ref().map(|r| r.state),
+        Some(RevertState::Reverted),
+        "{first_host:?}"
+    );
+    // Host 3 was told up front to follow host 2, which never got done: it never started.
+    let (desired, status) = told(client, &hosts[2]).await;
+    let desired = desired.expect("desired");
+    assert_eq!(desired.upgrade_id, chain.id, "host 3 told up front");
+    assert_eq!(desired.after.as_ref().map(|a| a.as_str()), Some(names[1]));
+    assert_ne!(
+        status.and_then(|s| s.upgrade_id),
+        Some(chain.id.clone()),
+        "host 3 started the chain"
+    );
     for h in hosts {
         on_v1(client, h).await;
     }
