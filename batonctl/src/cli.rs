@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton_protocol::api::{
     BatchRequest, RegisterHost, SetMaintenance, StartUpgrade, StrategyKind, StrategyRequest,
 };
-use baton_protocol::documents::MaintenanceMode;
+use baton_protocol::documents::{MaintenanceMode, OnFailure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Output;
@@ -324,6 +324,15 @@ pub enum Kind {
     Auto,
 }
 
+/// `--on-failure`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FailurePolicy {
+    /// Stop; hosts already upgraded stay on the new version.
+    Halt,
+    /// Stop and return every host the upgrade changed to the bundle it ran before.
+    Revert,
+}
+
 #[derive(Debug, Args)]
 pub struct UpgradeStart {
     /// The bundle image (a tag is resolved to a digest once).
@@ -361,6 +370,10 @@ pub struct UpgradeStart {
     /// Allow moving hosts to a lower version than they run (refused otherwise).
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Once more hosts fail than tolerated (or a canary fails): halt, or revert every host
+    /// the upgrade changed to the exact bundle it ran before [server's default: halt].
+    #[arg(long, value_enum)]
+    pub on_failure: Option<FailurePolicy>,
     /// Select hosts by label, KEY=VALUE (repeat).
     #[arg(long = "selector", value_parser = key_value)]
     pub selector: Vec<(String, String)>,
@@ -491,6 +504,15 @@ impl From<Kind> for StrategyKind {
     }
 }
 
+impl From<FailurePolicy> for OnFailure {
+    fn from(policy: FailurePolicy) -> Self {
+        match policy {
+            FailurePolicy::Halt => OnFailure::Halt,
+            FailurePolicy::Revert => OnFailure::Revert,
+        }
+    }
+}
+
 impl HostAdd {
     /// The `POST /v1/hosts` body.
     pub fn request(self) -> RegisterHost {
@@ -540,6 +562,7 @@ impl UpgradeStart {
             id: self.id.clone(),
             skip_paused: self.skip_paused.then_some(true),
             allow_downgrade: self.allow_downgrade.then_some(true),
+            on_failure: self.on_failure.map(Into::into),
         }
     }
 }
@@ -585,6 +608,8 @@ mod tests {
             "group=g",
             "--host",
             "h1",
+            "--on-failure",
+            "revert",
         ]);
         let Command::Upgrade(UpgradeCommand::Start(start)) = cli.command else {
             panic!("not upgrade start");
@@ -598,6 +623,7 @@ mod tests {
                     "pause_after_canary": true},
                 "selector": {"group": "g"},
                 "hosts": ["h1"],
+                "on_failure": "revert",
             })
         );
     }

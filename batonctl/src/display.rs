@@ -194,12 +194,23 @@ pub fn watch_lines(
         ));
     }
     let by_id: BTreeMap<String, &HostInfo> = hosts.iter().map(|h| (h.id.to_string(), h)).collect();
+    // The agents report a revert under the revert's id.
+    let works = [upgrade.upgrade.id.clone(), upgrade.upgrade.id.revert()];
     for (id, outcome) in &upgrade.upgrade.hosts {
         let id = id.to_string();
         let mut line = format!("{:<10}", format!("{:?}", outcome.state));
+        if let Some(revert) = &outcome.revert {
+            line.push_str(&format!(" revert {:?}", revert.state));
+            if let Some(previous) = &outcome.previous {
+                line.push_str(&format!(" to {}", previous.version));
+            }
+            if !revert.reason.is_empty() {
+                line.push_str(&format!(" ({})", revert.reason));
+            }
+        }
         if let Some(h) = by_id.get(&id)
             && let Some(s) = &h.status
-            && s.upgrade_id.as_ref() == Some(&upgrade.upgrade.id)
+            && s.upgrade_id.as_ref().is_some_and(|w| works.contains(w))
         {
             line.push_str(&format!(" agent: {}", s.state));
             if let Some(step) = &s.step {
@@ -317,6 +328,35 @@ mod tests {
         let (lines, _) = watch_lines(&seen, &done, &[host(HostState::Done, None)]);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].contains("Succeeded (1/1 succeeded)"), "{lines:?}");
+    }
+
+    #[test]
+    fn watch_shows_a_hosts_revert_and_what_its_agent_reports_for_it() {
+        let mut u = upgrade(UpgradePhase::Reverting, HostOutcomeState::Succeeded);
+        if let Some(h1) = u.upgrade.hosts.values_mut().next() {
+            h1.previous = Some(baton_protocol::documents::PreviousBundle {
+                bundle: "r@sha256:1".into(),
+                version: "1.0.0".into(),
+                upgrade: UpgradeId::new("u0").expect("id"),
+            });
+            h1.revert = Some(baton_protocol::documents::HostRevert {
+                state: baton_protocol::documents::RevertState::Dispatched,
+                reason: String::new(),
+                dispatched_at: None,
+            });
+        }
+        let mut reverting = host(HostState::Updating, Some("apply file baton-hello"));
+        if let Some(s) = reverting.status.as_mut() {
+            s.upgrade_id = Some(u.upgrade.id.revert());
+        }
+        let (lines, _) = watch_lines(&Watched::default(), &u, &[reverting]);
+        assert_eq!(
+            lines,
+            [
+                "upgrade u1 to 2.0.0: Reverting (1/1 succeeded)",
+                "  h1                   Succeeded  revert Dispatched to 1.0.0 agent: Updating (apply file baton-hello)"
+            ]
+        );
     }
 
     #[test]

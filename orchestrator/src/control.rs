@@ -106,6 +106,8 @@ mod tests {
                     batch: Some(0),
                     dispatched_at: None,
                     held_from: None,
+                    previous: None,
+                    revert: None,
                 },
             )]
             .into(),
@@ -120,6 +122,7 @@ mod tests {
             signature: None,
             skip_paused: false,
             allow_downgrade: false,
+            on_failure: baton_protocol::documents::OnFailure::Halt,
             created_at: "t".into(),
             updated_at: "t".into(),
         }

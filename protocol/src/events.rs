@@ -30,13 +30,20 @@ pub enum EventKind {
     /// The maintenance mode a task carried out was set back to `none`
     /// (`maintenance-cleared`).
     MaintenanceCleared,
+    /// A host's revert `desired` was written: back to the bundle it ran before
+    /// (`host-reverting`).
+    HostReverting,
+    /// A host is back on the bundle it ran before (`host-reverted`).
+    HostReverted,
+    /// A host could not be reverted (`host-revert-failed`).
+    HostRevertFailed,
     /// A kind this build does not know.
     Other(String),
 }
 
 impl EventKind {
     /// Every kind this build writes.
-    pub const KNOWN: [EventKind; 11] = [
+    pub const KNOWN: [EventKind; 14] = [
         EventKind::Created,
         EventKind::Phase,
         EventKind::HostDownloaded,
@@ -48,6 +55,9 @@ impl EventKind {
         EventKind::HostState,
         EventKind::OrchestratorHandover,
         EventKind::MaintenanceCleared,
+        EventKind::HostReverting,
+        EventKind::HostReverted,
+        EventKind::HostRevertFailed,
     ];
 
     /// The stored name.
@@ -64,6 +74,9 @@ impl EventKind {
             EventKind::HostState => "host-state",
             EventKind::OrchestratorHandover => "orchestrator-handover",
             EventKind::MaintenanceCleared => "maintenance-cleared",
+            EventKind::HostReverting => "host-reverting",
+            EventKind::HostReverted => "host-reverted",
+            EventKind::HostRevertFailed => "host-revert-failed",
             EventKind::Other(name) => name,
         }
     }

@@ -117,6 +117,22 @@ name_type!(
     UpgradeId,
     "upgrade id"
 );
+/// What [`UpgradeId::revert`] appends.
+pub const REVERT_SUFFIX: &str = ".revert";
+
+impl UpgradeId {
+    /// The id a revert of this upgrade gives its hosts' `desired` (and their agents' `status`
+    /// and journal): `<id>.revert`, the id shortened to fit. A revert is new work for an
+    /// agent, which has already handled this upgrade's id: under the same id it would only
+    /// report that upgrade's outcome again.
+    pub fn revert(&self) -> UpgradeId {
+        let room = MAX_NAME_LEN - REVERT_SUFFIX.len();
+        // Names are ASCII: any byte is a character boundary.
+        let kept = &self.0[..self.0.len().min(room)];
+        UpgradeId(format!("{kept}{REVERT_SUFFIX}"))
+    }
+}
+
 name_type!(
     /// An API token's name, e.g. `ci`.
     TokenName,
@@ -151,6 +167,17 @@ mod tests {
             assert!(err.to_string().contains("host id"), "{err}");
         }
         assert!(GroupName::new("x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn a_revert_id_is_a_valid_id_of_its_own() {
+        let short = UpgradeId::new("u-2.0.0").expect("id");
+        assert_eq!(short.revert().as_str(), "u-2.0.0.revert");
+        let long = UpgradeId::new("x".repeat(63)).expect("id");
+        let revert = long.revert();
+        assert_ne!(revert, long);
+        assert!(UpgradeId::new(revert.as_str()).is_ok(), "{revert}");
+        assert!(revert.as_str().ends_with(REVERT_SUFFIX), "{revert}");
     }
 
     #[test]

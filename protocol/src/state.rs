@@ -147,8 +147,14 @@ pub enum UpgradePhase {
     Installing,
     /// An operator paused it: in-flight hosts finish, nothing new is dispatched.
     Paused,
+    /// More hosts failed than tolerated and the request said `on_failure: revert`: nothing
+    /// new is dispatched, and every host it changed is returned to the bundle it ran before,
+    /// batch by batch in reverse order.
+    Reverting,
     /// Every selected host is on the target version.
     Succeeded,
+    /// Halted and reverted: every host it changed is back on the bundle it ran before.
+    Reverted,
     /// Halted: too many hosts failed, or something could not work; see the reason.
     Failed,
     /// An operator aborted it.
@@ -157,13 +163,15 @@ pub enum UpgradePhase {
 
 impl UpgradePhase {
     /// Every phase, in declaration order.
-    pub const ALL: [UpgradePhase; 8] = [
+    pub const ALL: [UpgradePhase; 10] = [
         UpgradePhase::Pending,
         UpgradePhase::Downloading,
         UpgradePhase::UpdatingAgents,
         UpgradePhase::Installing,
         UpgradePhase::Paused,
+        UpgradePhase::Reverting,
         UpgradePhase::Succeeded,
+        UpgradePhase::Reverted,
         UpgradePhase::Failed,
         UpgradePhase::Aborted,
     ];
@@ -175,17 +183,22 @@ impl UpgradePhase {
             Pending => &[Downloading, Paused, Failed, Aborted],
             Downloading => &[UpdatingAgents, Paused, Failed, Aborted],
             UpdatingAgents => &[Installing, Paused, Failed, Aborted],
-            Installing => &[Succeeded, Paused, Failed, Aborted],
+            // Only hosts told to install change: a revert starts from here (or from a pause
+            // in it).
+            Installing => &[Succeeded, Paused, Reverting, Failed, Aborted],
             // Resume returns to the phase the upgrade was paused in (kept in the document).
             Paused => &[
                 Pending,
                 Downloading,
                 UpdatingAgents,
                 Installing,
+                Reverting,
                 Failed,
                 Aborted,
             ],
-            Succeeded | Failed | Aborted => &[],
+            // `Failed` when a host could not be reverted.
+            Reverting => &[Paused, Reverted, Failed, Aborted],
+            Succeeded | Reverted | Failed | Aborted => &[],
         }
     }
 
@@ -203,7 +216,10 @@ impl UpgradePhase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            UpgradePhase::Succeeded | UpgradePhase::Failed | UpgradePhase::Aborted
+            UpgradePhase::Succeeded
+                | UpgradePhase::Reverted
+                | UpgradePhase::Failed
+                | UpgradePhase::Aborted
         )
     }
 }
@@ -346,14 +362,20 @@ mod tests {
         (P::UpdatingAgents, P::Aborted),
         (P::Installing, P::Succeeded),
         (P::Installing, P::Paused),
+        (P::Installing, P::Reverting),
         (P::Installing, P::Failed),
         (P::Installing, P::Aborted),
         (P::Paused, P::Pending),
         (P::Paused, P::Downloading),
         (P::Paused, P::UpdatingAgents),
         (P::Paused, P::Installing),
+        (P::Paused, P::Reverting),
         (P::Paused, P::Failed),
         (P::Paused, P::Aborted),
+        (P::Reverting, P::Paused),
+        (P::Reverting, P::Reverted),
+        (P::Reverting, P::Failed),
+        (P::Reverting, P::Aborted),
     ];
 
     #[test]
@@ -384,7 +406,7 @@ mod tests {
 
     #[test]
     fn terminal_phases_are_final() {
-        for p in [P::Succeeded, P::Failed, P::Aborted] {
+        for p in [P::Succeeded, P::Reverted, P::Failed, P::Aborted] {
             assert!(p.is_terminal());
             for to in P::ALL {
                 assert_eq!(p.can_transition_to(to), p == to, "{p} -> {to}");

@@ -171,6 +171,18 @@ mod tests {
             ),
             ("paused", Some(upgrade(P::Paused)), Some(done.clone()), Wait),
             (
+                "reverting: the chain goes no further",
+                Some(upgrade(P::Reverting)),
+                Some(done.clone()),
+                Wait,
+            ),
+            (
+                "reverted",
+                Some(upgrade(P::Reverted)),
+                Some(done.clone()),
+                Closed,
+            ),
+            (
                 "aborted",
                 Some(upgrade(P::Aborted)),
                 Some(done.clone()),

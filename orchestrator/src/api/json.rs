@@ -138,6 +138,10 @@ mod tests {
                 "{\"image\":7,\"strategy\":{\"kind\":\"rolling\"}}",
                 "image: invalid type",
             ),
+            (
+                "{\"image\":\"x\",\"strategy\":{\"kind\":\"rolling\"},\"on_failure\":\"rollback\"}",
+                "on_failure: unknown variant `rollback`",
+            ),
         ];
         for (body, want) in cases {
             let message = refusal::<StartUpgrade>(body);

@@ -200,6 +200,20 @@ mod tests {
             kinds,
             &serde_json::json!(["rolling", "all-at-once", "daisy-chain", "auto"])
         );
+        assert_eq!(
+            schemas["OnFailure"]["enum"],
+            serde_json::json!(["halt", "revert"])
+        );
+        let phases = schemas["UpgradePhase"]["enum"].to_string();
+        assert!(
+            phases.contains("\"Reverting\"") && phases.contains("\"Reverted\""),
+            "{phases}"
+        );
+        let outcome = schemas["HostOutcome"]["properties"].to_string();
+        assert!(
+            outcome.contains("PreviousBundle") && outcome.contains("HostRevert"),
+            "{outcome}"
+        );
         let modes = &schemas["MaintenanceMode"]["enum"];
         assert!(modes.to_string().contains("autohealing-off"), "{modes}");
         assert!(schemas["UpgradeInfo"].to_string().contains("counts"));

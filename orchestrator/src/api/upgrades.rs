@@ -9,8 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
-    Active, Event, EventKind, HostOutcome, HostOutcomeState, OrchestratorUpdate, SCHEMA_VERSION,
-    Strategy, Timestamp, Upgrade, decode, now,
+    Active, Event, EventKind, HostOutcome, HostOutcomeState, HostRevert, OnFailure,
+    OrchestratorUpdate, PreviousBundle, RevertState, SCHEMA_VERSION, Strategy, Timestamp, Upgrade,
+    decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;
@@ -177,6 +178,34 @@ pub async fn events(
         .answer(&format!("/v1/upgrades/{id}/events")))
 }
 
+/// The record about as it grows once every host was told to install and, if it may revert,
+/// was reverted (the bundle it ran before, taken to be named like this one, and the times):
+/// it must still fit etcd then.
+fn as_reverted(upgrade: &Upgrade, now: &Timestamp) -> Upgrade {
+    let mut grown = upgrade.clone();
+    if upgrade.on_failure != OnFailure::Revert {
+        for h in grown.hosts.values_mut() {
+            h.dispatched_at = Some(now.clone());
+        }
+        return grown;
+    }
+    let previous = PreviousBundle {
+        bundle: upgrade.bundle.clone(),
+        version: upgrade.version.clone(),
+        upgrade: upgrade.id.clone(),
+    };
+    for h in grown.hosts.values_mut() {
+        h.dispatched_at = Some(now.clone());
+        h.previous = Some(previous.clone());
+        h.revert = Some(HostRevert {
+            state: RevertState::Dispatched,
+            reason: String::new(),
+            dispatched_at: Some(now.clone()),
+        });
+    }
+    grown
+}
+
 /// `u-<version>-<yyyymmdd>-<hhmmss>` (UTC), or without the version if that is too long.
 pub fn default_id(version: &str, now: &Timestamp) -> Option<UpgradeId> {
     let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
@@ -310,6 +339,8 @@ pub async fn create(
                         batch: Some(batch),
                         dispatched_at: None,
                         held_from: None,
+                        previous: None,
+                        revert: None,
                     },
                 )
             })
@@ -322,6 +353,7 @@ pub async fn create(
         listed: req.hosts.is_some(),
         skip_paused: req.skip_paused.unwrap_or(false),
         allow_downgrade: req.allow_downgrade.unwrap_or(false),
+        on_failure: req.on_failure.unwrap_or_default(),
         task: None,
         orchestrator: resolved.manifest.orchestrator_image.clone().map(|image| {
             OrchestratorUpdate {
@@ -358,7 +390,7 @@ pub async fn create(
     );
     let event_key = ks.event(&id, upgrade.events);
     upgrade.events += 1;
-    if let Some(size) = store::oversized(&upgrade) {
+    if let Some(size) = store::oversized(&as_reverted(&upgrade, &now)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

@@ -9,9 +9,10 @@
 
 use baton_protocol::documents::{
     Desired, DesiredAction, Event, EventKind, HostOutcomeState, Maintenance, MaintenanceMode,
-    SCHEMA_VERSION, TaskKind, Timestamp, Upgrade,
+    PreviousBundle, RevertState, SCHEMA_VERSION, TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::etcd::{Client, EtcdError, Versioned};
+use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, HostKey, Keyspace};
 use etcd_client::TxnOp;
 
@@ -39,7 +40,7 @@ pub struct Committed {
 pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<Event> {
     let (host, kind, message) = match action {
         Action::Download { .. } | Action::StartSuccessor => return None,
-        Action::Chain { host, after } => (
+        Action::Chain { host, after, .. } => (
             Some(host.clone()),
             EventKind::HostState,
             format!(
@@ -94,9 +95,37 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
                 "maintenance mode lifted: the upgrade carries on with this host".to_owned()
             },
         ),
+        Action::Revert { host, to, .. } => (
+            Some(host.clone()),
+            EventKind::HostReverting,
+            format!(
+                "desired written: back to {} ({}) as {}",
+                to.version,
+                to.bundle,
+                upgrade.id.revert()
+            ),
+        ),
+        Action::RecordRevert {
+            host,
+            state,
+            reason,
+        } => match state {
+            RevertState::Reverted => (
+                Some(host.clone()),
+                EventKind::HostReverted,
+                "back on the bundle it ran before".to_owned(),
+            ),
+            RevertState::Failed => (
+                Some(host.clone()),
+                EventKind::HostRevertFailed,
+                format!("could not be reverted: {reason}"),
+            ),
+            RevertState::Dispatched => (Some(host.clone()), EventKind::HostState, reason.clone()),
+        },
         Action::Dispatch {
             host,
             write_desired,
+            ..
         } => {
             let message = if *write_desired {
                 let action = action_name(desired_action(upgrade));
@@ -152,6 +181,28 @@ pub fn desired_for(upgrade: &Upgrade, after: Option<HostId>, now: &Timestamp) ->
         after,
         allow_downgrade: upgrade.allow_downgrade,
         signature: upgrade.signature.clone(),
+        issued_at: now.clone(),
+    }
+}
+
+/// The `desired` document reverting a host of `upgrade` to the bundle `to` it ran before:
+/// under the revert's id (new work for the agent, which has handled the upgrade's), marked
+/// as a downgrade the agent accepts, with that bundle's signature.
+pub fn revert_desired(
+    upgrade: &Upgrade,
+    to: &PreviousBundle,
+    signature: Option<&BundleSignature>,
+    now: &Timestamp,
+) -> Desired {
+    Desired {
+        schema_version: SCHEMA_VERSION,
+        upgrade_id: upgrade.id.revert(),
+        version: to.version.clone(),
+        bundle: to.bundle.clone(),
+        action: DesiredAction::Install,
+        after: None,
+        allow_downgrade: true,
+        signature: signature.cloned(),
         issued_at: now.clone(),
     }
 }
@@ -212,17 +263,24 @@ pub async fn commit(
             Action::Dispatch {
                 host,
                 write_desired: true,
-            } => Some((host, None)),
-            Action::Chain { host, after } => Some((host, Some(after.clone()))),
+                ..
+            } => Some((host, desired_for(&upgrade, None, now))),
+            Action::Chain { host, after, .. } => {
+                Some((host, desired_for(&upgrade, Some(after.clone()), now)))
+            }
+            Action::Revert {
+                host,
+                to,
+                signature,
+            } => Some((host, revert_desired(&upgrade, to, signature.as_ref(), now))),
             _ => None,
         };
-        if let Some((host, after)) = write {
+        if let Some((host, doc)) = write {
             let key = keyspace.host(host, HostKey::Desired);
             let read_at = view
                 .hosts
                 .get(host)
                 .map_or(0, |d| d.revision(HostKey::Desired));
-            let doc = desired_for(&upgrade, after, now);
             guards.push(store::unchanged(&key, read_at));
             ops.push(store::put(&key, &doc));
             desired.push((host.clone(), doc));

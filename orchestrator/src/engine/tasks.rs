@@ -30,12 +30,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
-    BatchSize, HostOutcome, HostOutcomeState as O, HostSpec, MaintenanceMode, SCHEMA_VERSION,
-    Strategy, Task, TaskKind, Timestamp, Upgrade,
+    BatchSize, HostOutcome, HostOutcomeState as O, HostSpec, MaintenanceMode, OnFailure,
+    PreviousBundle, SCHEMA_VERSION, Strategy, Task, TaskKind, Timestamp, Upgrade,
 };
 use baton_protocol::{GroupName, HostId, UpgradeId, UpgradePhase as P};
 
-use crate::engine::decide::is_open;
+use crate::engine::decide::{holds_for_revert, is_open};
 use crate::engine::model::Limits;
 use crate::view::FleetView;
 
@@ -114,14 +114,15 @@ fn newest<'a>(it: impl Iterator<Item = &'a Upgrade>) -> Option<&'a Upgrade> {
     it.max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))
 }
 
-/// Hosts still to be worked on in a record in progress.
+/// Hosts still to be worked on in a record in progress (a reverting upgrade's until their
+/// revert ended).
 fn busy_hosts(view: &FleetView) -> BTreeSet<HostId> {
     records(view)
         .filter(|u| !u.phase.is_terminal())
         .flat_map(|u| {
             u.hosts
                 .iter()
-                .filter(|(_, h)| is_open(h.state))
+                .filter(|(_, h)| is_open(h.state) || holds_for_revert(u, h))
                 .map(|(id, _)| id.clone())
         })
         .collect()
@@ -152,6 +153,16 @@ pub fn current_bundle<'a>(view: &'a FleetView, host: &HostId) -> Option<&'a Upgr
             .filter(|u| installed.as_ref().is_some_and(|v| *v == u.version)),
     )
     .or_else(|| newest(records(view).filter(reached)))
+}
+
+/// The bundle `host` runs now, as the record that put it there ([`current_bundle`]) names
+/// it: what an upgrade records when it tells the host to install, for a revert.
+pub fn previous_bundle(view: &FleetView, host: &HostId) -> Option<PreviousBundle> {
+    current_bundle(view, host).map(|u| PreviousBundle {
+        bundle: u.bundle.clone(),
+        version: u.version.clone(),
+        upgrade: u.id.clone(),
+    })
 }
 
 /// The fleet's upgrade for a host with `spec`: the latest succeeded operator upgrade that
@@ -273,6 +284,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
                 batch: Some(0),
                 dispatched_at: None,
                 held_from: None,
+                previous: None,
+                revert: None,
             },
         )]
         .into(),
@@ -293,6 +306,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         // The fleet's bundle, as its upgrade installed it: a deliberate downgrade stays one
         // for a host that joins or is reinstalled later.
         allow_downgrade: source.allow_downgrade,
+        // A task carries out one host's work: nothing to revert.
+        on_failure: OnFailure::Halt,
         created_at: now.clone(),
         updated_at: now.clone(),
     }

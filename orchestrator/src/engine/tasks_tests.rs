@@ -244,6 +244,8 @@ fn record(
                         dispatched_at: matches!(s, O::Succeeded | O::Dispatched)
                             .then(|| T0.to_owned()),
                         held_from: None,
+                        previous: None,
+                        revert: None,
                     },
                 )
             })
@@ -259,6 +261,7 @@ fn record(
         signature: None,
         skip_paused: false,
         allow_downgrade: false,
+        on_failure: baton_protocol::documents::OnFailure::Halt,
         created_at: ts(created),
         updated_at: ts(created),
     }
@@ -717,4 +720,41 @@ fn task_ids_fit_the_name_limit() {
     let id = task_id(&view, K::Replace, &HostId::new(long).expect("id")).expect("task id");
     assert_eq!(id.as_str().len(), 63);
     assert!(id.as_str().starts_with("replace-hhh") && id.as_str().ends_with("-1"));
+}
+
+#[test]
+fn a_reverting_upgrade_holds_its_hosts_until_their_revert_ended() {
+    use baton_protocol::documents::{HostRevert, RevertState};
+    let with_revert = |state: Option<RevertState>| {
+        let mut u = record(
+            "u2",
+            "3.0.0",
+            P::Reverting,
+            20,
+            &[("h1", O::Succeeded)],
+            None,
+        );
+        if let Some(h) = u.hosts.get_mut(&id("h1")) {
+            h.revert = state.map(|state| HostRevert {
+                state,
+                reason: String::new(),
+                dispatched_at: None,
+            });
+        }
+        let mut fx = fleet().mode("h1", M::Restart);
+        fx.view.wrote_upgrade(u, 12);
+        fx.decide().iter().map(line).collect::<Vec<_>>()
+    };
+    let none: &[&str] = &[];
+    assert_eq!(with_revert(None), none, "not reverted yet");
+    assert_eq!(
+        with_revert(Some(RevertState::Dispatched)),
+        none,
+        "being reverted"
+    );
+    assert_eq!(
+        with_revert(Some(RevertState::Reverted)),
+        ["create restart-h1-1"],
+        "reverted"
+    );
 }

@@ -181,6 +181,7 @@ mod tests {
             id: None,
             skip_paused: None,
             allow_downgrade: None,
+            on_failure: None,
         }
     }
 

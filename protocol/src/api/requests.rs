@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::documents::{ApiRole, MaintenanceMode};
+use crate::documents::{ApiRole, MaintenanceMode, OnFailure};
 
 /// `POST /v1/hosts`: register (or re-register) a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +118,11 @@ pub struct StartUpgrade {
     /// refused naming the host and both versions, and the agent refuses it too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_downgrade: Option<bool>,
+    /// What happens once more hosts fail than the strategy tolerates, or a canary fails:
+    /// `halt` (the default: stop, hosts already upgraded stay so) or `revert` (stop, and
+    /// return every host it changed to the exact bundle it ran before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
 }
 
 /// An operator's command on an upgrade: `POST /v1/upgrades/{id}/pause|resume|abort`.

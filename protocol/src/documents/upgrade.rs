@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Document, Strategy, Task, Timestamp, schema};
+use super::{Document, HostRevert, OnFailure, PreviousBundle, Strategy, Task, Timestamp, schema};
 use crate::names::{HostId, UpgradeId};
 use crate::state::{HostOutcomeState, UpgradePhase};
 
@@ -28,6 +28,13 @@ pub struct HostOutcome {
     /// The state it was held in, while [`HostOutcomeState::Held`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_from: Option<HostOutcomeState>,
+    /// The bundle the host ran when this upgrade told it to install (what a revert gives it
+    /// back); absent when no record put it on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousBundle>,
+    /// Its revert, once the upgrade reverts its batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<HostRevert>,
 }
 
 impl HostOutcome {
@@ -100,6 +107,10 @@ pub struct Upgrade {
     /// they run (carried into every host's `desired`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_downgrade: bool,
+    /// What happens once more hosts fail than the strategy tolerates: halt (the default) or
+    /// revert every host it changed.
+    #[serde(default, skip_serializing_if = "OnFailure::is_halt")]
+    pub on_failure: OnFailure,
     /// Set when the orchestrator created the record itself, for one host (absent: an
     /// operator's request).
     #[serde(default, skip_serializing_if = "Option::is_none")]

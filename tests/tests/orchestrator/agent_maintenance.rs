@@ -42,7 +42,7 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 const NOT_HEALED_MARGIN: Duration = Duration::from_secs(5);
 
 /// Polls `probe` every 250 ms until it gives a value; fails naming `what` after `timeout`.
-async fn wait_for<T, F: Future<Output = Option<T>>>(
+pub(crate) async fn wait_for<T, F: Future<Output = Option<T>>>(
     what: &str,
     timeout: Duration,
     mut probe: impl FnMut() -> F,

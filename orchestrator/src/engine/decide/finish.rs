@@ -2,9 +2,10 @@
 //! the final `Succeeded` or `Failed` once no batch is left.
 
 use baton_protocol::UpgradePhase as P;
-use baton_protocol::documents::HostOutcomeState as O;
+use baton_protocol::documents::{HostOutcomeState as O, Strategy};
 
 use super::{Action, Decision, allowed_failures};
+use crate::engine::model::Observed;
 
 impl Decision {
     pub(super) fn failures(&self) -> Vec<String> {
@@ -16,22 +17,47 @@ impl Decision {
             .collect()
     }
 
-    pub(super) fn halt_on_failures(&mut self) -> bool {
+    /// More hosts failed than the strategy tolerates, or a canary failed: the upgrade
+    /// halts — `Failed`, or `Reverting` when the request said `on_failure: revert` and a
+    /// host was changed. Returns whether it halted.
+    pub(super) fn halt_on_failures(&mut self, o: &Observed<'_>) -> bool {
         let failed = self.failures();
         let allowed = allowed_failures(&self.u.strategy);
-        if failed.len() <= allowed {
+        let canaries = self.failed_canaries();
+        let why = if failed.len() > allowed {
+            format!(
+                "{} host(s) failed, more than the {allowed} tolerated: {}",
+                failed.len(),
+                failed.join("; ")
+            )
+        } else if !canaries.is_empty() {
+            format!("canary failed: {}", canaries.join("; "))
+        } else {
             return false;
-        }
-        let reason = format!(
-            "{} host(s) failed, more than the {allowed} tolerated: {}",
-            failed.len(),
-            failed.join("; ")
-        );
+        };
+        let to = self.halt_phase(o);
+        let reason = match to {
+            P::Reverting => format!("{why}; reverting the hosts it changed"),
+            _ => why,
+        };
         self.push(Action::Phase {
-            to: P::Failed,
+            to,
             reason: Some(reason),
         });
         true
+    }
+
+    /// Failed canaries (batch 0 of a rolling upgrade with canaries), with their reasons.
+    fn failed_canaries(&self) -> Vec<String> {
+        if !matches!(self.u.strategy, Strategy::Rolling { canary, .. } if canary > 0) {
+            return Vec::new();
+        }
+        self.u
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.batch == Some(0) && h.state == O::Failed)
+            .map(|(id, h)| format!("{id}: {}", h.reason))
+            .collect()
     }
 
     pub(super) fn finish(&mut self) {

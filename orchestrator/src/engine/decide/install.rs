@@ -2,11 +2,14 @@
 //! batch (a daisy chain's later hosts told up front whom they follow), dispatched hosts judged from their status and
 //! liveness, and the pause after the canaries.
 
-use baton_protocol::documents::{HostOutcomeState as O, HostStatus, Strategy, TaskKind, Upgrade};
-use baton_protocol::{HostId, HostState, UpgradePhase as P};
+use baton_protocol::documents::{
+    HostOutcomeState as O, HostStatus, OnFailure, PreviousBundle, Strategy, TaskKind, Upgrade,
+};
+use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
 use super::{Action, Decision, canaries_done, is_open};
 use crate::engine::model::{Limits, Observed};
+use crate::engine::tasks::previous_bundle;
 
 impl Decision {
     pub(super) fn judge_dispatched(&mut self, o: &Observed<'_>, limits: &Limits) {
@@ -77,14 +80,29 @@ impl Decision {
         }
         for host in ready.into_iter().take(limits.max_dispatch) {
             let told = self.told(o, &host);
+            // A chained host's bundle was recorded when it was told: it may run this one now.
+            let previous = if told {
+                None
+            } else {
+                self.previous_bundle(o, &host)
+            };
             self.push(Action::Dispatch {
                 host,
                 write_desired: !told,
+                previous,
             });
         }
         if matches!(self.u.strategy, Strategy::DaisyChain) {
             self.chain(o, current);
         }
+    }
+
+    /// The bundle a host told now runs, kept for a revert: only an upgrade that may revert
+    /// records it (the record grows by it for every host).
+    fn previous_bundle(&self, o: &Observed<'_>, host: &HostId) -> Option<PreviousBundle> {
+        (self.u.on_failure == OnFailure::Revert)
+            .then(|| previous_bundle(o.view, host))
+            .flatten()
     }
 
     /// The host's `desired` already names this upgrade.
@@ -118,6 +136,7 @@ impl Decision {
                 self.push(Action::Chain {
                     host: host.clone(),
                     after: after.clone(),
+                    previous: self.previous_bundle(o, host),
                 });
             }
         }
@@ -148,11 +167,29 @@ impl Decision {
 
 /// A dispatched host's outcome, once there is one.
 fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Option<(O, String)> {
+    match settled(&u.id, u.agent_version.as_deref(), host, o, limits)? {
+        Ok(reported) => Some((O::Succeeded, resumed(u, host, reported))),
+        Err(reason) => Some((O::Failed, reason)),
+    }
+}
+
+/// How the work `work` (an upgrade's id, or its revert's) ended on a host told to do it,
+/// once it did: `Ok` with what the agent reported when its status is `Done` for it and its
+/// agent is alive (on `agent_version`, when given); `Err` with why it failed — its status
+/// `Failed`/`RolledBack`, its `alive` away longer than `health_timeout`, or no progress for
+/// `install_timeout`.
+pub(super) fn settled<'a>(
+    work: &UpgradeId,
+    agent_version: Option<&str>,
+    host: &HostId,
+    o: &Observed<'a>,
+    limits: &Limits,
+) -> Option<Result<Option<&'a str>, String>> {
     let docs = o.view.hosts.get(host);
     let status = docs
         .and_then(|d| d.status.as_ref())
         .map(|s| &s.value)
-        .filter(|s| s.upgrade_id.as_ref() == Some(&u.id));
+        .filter(|s| s.upgrade_id.as_ref() == Some(work));
     let alive = docs.and_then(|d| d.alive.as_ref()).map(|a| &a.value);
     let gone_for = match alive {
         Some(_) => None,
@@ -165,34 +202,24 @@ fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Optio
     let state = status.map(|s| s.state);
     match state {
         Some(HostState::Done) => match alive {
-            Some(a)
-                if u.agent_version
-                    .as_ref()
-                    .is_none_or(|v| *v == a.agent_version) =>
-            {
-                Some((O::Succeeded, resumed(u, host, status)))
-            }
-            Some(a) => Some((
-                O::Failed,
-                format!(
-                    "reported Done but its agent reports {}, not {}",
-                    a.agent_version,
-                    u.agent_version.as_deref().unwrap_or("?")
-                ),
-            )),
+            Some(a) if agent_version.is_none_or(|v| v == a.agent_version) => Some(Ok(status
+                .map(|s| s.message.as_str())
+                .filter(|m| !m.is_empty()))),
+            Some(a) => Some(Err(format!(
+                "reported Done but its agent reports {}, not {}",
+                a.agent_version,
+                agent_version.unwrap_or("?")
+            ))),
             None => gone_for.map(|d| {
-                (
-                    O::Failed,
-                    format!(
-                        "reported Done but its agent has not been alive for {}s",
-                        d.as_secs()
-                    ),
-                )
+                Err(format!(
+                    "reported Done but its agent has not been alive for {}s",
+                    d.as_secs()
+                ))
             }),
         },
         Some(s) if s.is_failure() => {
             let message = status.map(|s| s.message.as_str()).unwrap_or_default();
-            Some((O::Failed, format!("{s}: {message}")))
+            Some(Err(format!("{s}: {message}")))
         }
         // Alive, but no change of `desired` or `status` for too long: no silent hang.
         _ if alive.is_some() => o
@@ -201,26 +228,20 @@ fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Optio
             .copied()
             .filter(|d| *d >= limits.install_timeout)
             .map(|d| {
-                (
-                    O::Failed,
-                    format!(
-                        "agent alive but no progress for {}s {}; install timeout {}s",
-                        d.as_secs(),
-                        doing(status),
-                        limits.install_timeout.as_secs()
-                    ),
-                )
-            }),
-        _ => gone_for.map(|d| {
-            (
-                O::Failed,
-                format!(
-                    "agent not alive for {}s {}; health timeout {}s",
+                Err(format!(
+                    "agent alive but no progress for {}s {}; install timeout {}s",
                     d.as_secs(),
                     doing(status),
-                    limits.health_timeout.as_secs()
-                ),
-            )
+                    limits.install_timeout.as_secs()
+                ))
+            }),
+        _ => gone_for.map(|d| {
+            Err(format!(
+                "agent not alive for {}s {}; health timeout {}s",
+                d.as_secs(),
+                doing(status),
+                limits.health_timeout.as_secs()
+            ))
         }),
     }
 }
@@ -243,7 +264,7 @@ fn doing(status: Option<&HostStatus>) -> String {
 /// The note on a host's success: for a restart task, that the host resumed (after the
 /// reboot, or after its managed services were restarted), with what its agent reported —
 /// the `host-succeeded` event of the task is its resume event. Empty otherwise.
-fn resumed(u: &Upgrade, host: &HostId, status: Option<&HostStatus>) -> String {
+fn resumed(u: &Upgrade, host: &HostId, reported: Option<&str>) -> String {
     let Some(task) = u.task.as_ref().filter(|t| t.kind == TaskKind::Restart) else {
         return String::new();
     };
@@ -252,7 +273,7 @@ fn resumed(u: &Upgrade, host: &HostId, status: Option<&HostStatus>) -> String {
     } else {
         "its managed services were restarted"
     };
-    match status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()) {
+    match reported {
         Some(reported) => format!("{host} resumed after {after}; agent: {reported}"),
         None => format!("{host} resumed after {after}"),
     }

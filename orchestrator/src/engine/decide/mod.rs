@@ -20,7 +20,11 @@
 //!   `Failed`/`RolledBack` or when its `alive` stays away longer than `health_timeout` (it
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
 //!   after batch 0 until resumed. No batch left → `Succeeded`.
-//! - In every phase, more failed hosts than the strategy tolerates → `Failed`, naming them;
+//! - In every phase, more failed hosts than the strategy tolerates (or a failed canary) →
+//!   `Failed`, naming them — or `Reverting` when the request said `on_failure: revert` and a
+//!   host was changed: every changed host back to the bundle recorded when it was told,
+//!   batch by batch in reverse order, then `Reverted` (or `Failed`, naming those that could
+//!   not be);
 //!   a host not yet dispatched whose maintenance mode is `paused` gets no downloader job and
 //!   no `desired`: the upgrade waits for it (its outcome is `Held` meanwhile, an event when
 //!   it starts and stops waiting) or, if the request said `skip_paused`, it is `Skipped`.
@@ -35,13 +39,18 @@
 //! replace dispatches `replace`.
 //!
 //! One file per phase: [`download`] (`Pending`, `Downloading`, held hosts), [`agents`]
-//! (`UpdatingAgents`), [`install`] (`Installing`), [`finish`] (halting and the end); the
+//! (`UpdatingAgents`), [`install`] (`Installing`), [`revert`] (`Reverting`), [`finish`]
+//! (halting and the end); the
 //! types it decides on are in [`super::model`].
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use baton_protocol::documents::{HostOutcomeState as O, Strategy, TaskKind, Timestamp, Upgrade};
+use baton_protocol::documents::{
+    HostOutcomeState as O, HostRevert, PreviousBundle, RevertState, Strategy, TaskKind, Timestamp,
+    Upgrade,
+};
+use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, UpgradeId, UpgradePhase as P};
 
 use crate::engine::model::{Limits, Observed};
@@ -51,6 +60,9 @@ mod agents;
 mod download;
 mod finish;
 mod install;
+mod revert;
+
+pub use revert::holds_for_revert;
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +106,16 @@ pub enum Action {
         held: bool,
     },
     /// Tell a host to install: write its `desired` key (unless it already names this upgrade:
-    /// a daisy chain's later hosts are told up front) and record it `Dispatched`.
+    /// a daisy chain's later hosts are told up front) and record it `Dispatched`, with the
+    /// bundle it runs (what a revert gives it back; a chained host's was recorded when it
+    /// was told).
     Dispatch {
         /// The host.
         host: HostId,
         /// Whether `desired` must be written.
         write_desired: bool,
+        /// The bundle it runs now, if a record put it on one.
+        previous: Option<PreviousBundle>,
     },
     /// Daisy chain: write a later host's `desired` now, naming the host it follows; its agent
     /// starts once that host's `status` is `Done` for this upgrade (and only while the
@@ -111,10 +127,33 @@ pub enum Action {
         host: HostId,
         /// The host it follows.
         after: HostId,
+        /// The bundle it runs now (recorded, as for a dispatch).
+        previous: Option<PreviousBundle>,
+    },
+    /// `Reverting`: write a host's `desired` for the bundle it ran before (under the
+    /// revert's id, marked as a downgrade the agent accepts) and record its revert
+    /// `Dispatched`.
+    Revert {
+        /// The host.
+        host: HostId,
+        /// The bundle it goes back to.
+        to: PreviousBundle,
+        /// That bundle's signature, as the record that installed it verified it.
+        signature: Option<BundleSignature>,
+    },
+    /// Record how a host's revert ended (or that it cannot be made).
+    RecordRevert {
+        /// The host.
+        host: HostId,
+        /// `Reverted` or `Failed`.
+        state: RevertState,
+        /// Why it failed.
+        reason: String,
     },
 }
 
-/// Failed hosts a strategy tolerates before the upgrade halts.
+/// Failed hosts a strategy tolerates before the upgrade halts (a failed canary halts it
+/// whatever this says: see [`Decision::halt_on_failures`]).
 pub fn allowed_failures(strategy: &Strategy) -> usize {
     match strategy {
         Strategy::Rolling { max_failures, .. } => *max_failures as usize,
@@ -134,7 +173,12 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 upgrade.reason = reason.clone();
             }
         }
-        Action::Download { .. } | Action::StartSuccessor | Action::Chain { .. } => return,
+        Action::Download { .. } | Action::StartSuccessor => return,
+        Action::Chain { host, previous, .. } => {
+            if let Some(h) = upgrade.hosts.get_mut(host) {
+                h.previous.clone_from(previous);
+            }
+        }
         Action::HandOver { container } => {
             if let Some(o) = upgrade.orchestrator.as_mut() {
                 o.container = Some(container.clone());
@@ -166,10 +210,40 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 }
             }
         }
-        Action::Dispatch { host, .. } => {
+        Action::Dispatch { host, previous, .. } => {
             if let Some(h) = upgrade.hosts.get_mut(host) {
                 h.state = O::Dispatched;
                 h.dispatched_at = Some(now.clone());
+                if previous.is_some() {
+                    h.previous.clone_from(previous);
+                }
+            }
+        }
+        Action::Revert { host, .. } => {
+            if let Some(h) = upgrade.hosts.get_mut(host) {
+                h.revert = Some(HostRevert {
+                    state: RevertState::Dispatched,
+                    reason: String::new(),
+                    dispatched_at: Some(now.clone()),
+                });
+            }
+        }
+        Action::RecordRevert {
+            host,
+            state,
+            reason,
+        } => {
+            if let Some(h) = upgrade.hosts.get_mut(host) {
+                let dispatched_at = h.revert.take().and_then(|r| r.dispatched_at);
+                h.revert = Some(HostRevert {
+                    state: *state,
+                    reason: if *state == RevertState::Failed {
+                        reason.clone()
+                    } else {
+                        String::new()
+                    },
+                    dispatched_at,
+                });
             }
         }
     }
@@ -221,10 +295,17 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
     d.record_downloads(observed);
     d.paused_hosts(observed);
     d.judge_dispatched(observed, limits);
+    d.judge_reverts(observed, limits);
     if d.u.phase == P::UpdatingAgents {
         d.agent_timeouts(observed, limits);
     }
-    if d.halt_on_failures() || d.u.phase == P::Paused {
+    if !d.reverting() && d.halt_on_failures(observed) {
+        // A revert starts in the same pass; a halt is the end.
+        if d.u.phase != P::Reverting {
+            return d.actions;
+        }
+    }
+    if d.u.phase == P::Paused {
         return d.actions;
     }
     // A phase may finish at once (agents already updated, …): carry on in the same pass.
@@ -234,6 +315,7 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
             P::Downloading => d.downloading(observed, limits),
             P::UpdatingAgents => d.updating_agents(observed),
             P::Installing => d.installing(observed, limits),
+            P::Reverting => d.revert_batches(observed, limits),
             _ => {}
         }
         if d.u.phase == before {

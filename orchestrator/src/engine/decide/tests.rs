@@ -67,6 +67,8 @@ impl Fx {
                         batch: Some(*b),
                         dispatched_at: None,
                         held_from: None,
+                        previous: None,
+                        revert: None,
                     },
                 )
             })
@@ -93,6 +95,7 @@ impl Fx {
             signature: None,
             skip_paused: false,
             allow_downgrade: false,
+            on_failure: baton_protocol::documents::OnFailure::Halt,
             created_at: T0.into(),
             updated_at: T0.into(),
         };
@@ -353,6 +356,7 @@ fn line(a: &Action) -> String {
         Action::Dispatch {
             host,
             write_desired,
+            ..
         } => {
             let mut s = format!("dispatch {host}");
             if !write_desired {
@@ -360,7 +364,9 @@ fn line(a: &Action) -> String {
             }
             s
         }
-        Action::Chain { host, after } => format!("chain {host} after {after}"),
+        Action::Chain { host, after, .. } => format!("chain {host} after {after}"),
+        Action::Revert { host, to, .. } => format!("revert {host} to {}", to.version),
+        Action::RecordRevert { host, state, .. } => format!("record revert {host} {state:?}"),
     }
 }
 
@@ -1089,3 +1095,5 @@ fn holding_keeps_where_the_host_was_and_releasing_returns_it_there() {
         assert!(O::Held.check_transition(from).is_ok());
     }
 }
+
+mod revert;
