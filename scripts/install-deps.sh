@@ -34,6 +34,10 @@ want losetup mount
 want partx util-linux
 want setpriv util-linux
 want dpkg-deb dpkg
+# The fleet page's browser test (tests/tests/orchestrator/web.rs): headless Chromium and its
+# WebDriver server.
+want chromium chromium
+want chromedriver chromium-driver
 
 if [ -n "$need" ]; then
     echo "installing:$need"

@@ -406,6 +406,47 @@ impl ApiClient {
             .map_err(|_| fail(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))?
     }
 
+    /// A `GET` of an answer that may never end (`GET /v1/stream`): its status and what of
+    /// its body arrived until the first message is complete (a blank line) or `wait` passed,
+    /// whichever is first; the connection is then dropped. A finite answer is read whole.
+    pub async fn first(
+        &self,
+        path: &str,
+        wait: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let fail = |reason: String| ClientError::Request {
+            method: Method::GET,
+            url: url.clone(),
+            reason,
+        };
+        let mut builder = Request::builder().method(Method::GET).uri(&url);
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| fail(e.to_string()))?;
+        let response = tokio::time::timeout(wait, self.http.request(request))
+            .await
+            .map_err(|_| fail(format!("no answer within {wait:?}")))?
+            .map_err(|e| fail(format!("{e} (is the orchestrator running there?)")))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut read = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while !read.windows(2).any(|w| w == b"\n\n") {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(frame)) => frame.map_err(|e| fail(format!("reading the answer: {e}")))?,
+                Ok(None) | Err(_) => break,
+            };
+            if let Ok(data) = frame.into_data() {
+                read.extend_from_slice(&data);
+            }
+        }
+        Ok((status, read))
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -5,6 +5,8 @@
 //! - [`server`]: one replica — `run(config, shutdown)`;
 //! - [`config`]: flags and environment; [`listen`]: the API's listener (TLS, timeouts);
 //! - [`api`]: the REST API (axum); [`auth`]: who may call it (bearer tokens, roles);
+//! - [`web`]: the fleet page at `/`; [`feed`]: what its live stream (`GET /v1/stream`)
+//!   reads, kept current by etcd watches;
 //! - [`leader`]: the election and the leader's engine lifetime;
 //! - [`engine`]: the upgrade engine (pure decisions, guarded commits, downloader jobs);
 //! - [`control`]: pause, resume, abort;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod docker;
 pub mod engine;
+pub mod feed;
 pub mod identities;
 pub mod leader;
 pub mod listen;
@@ -35,6 +38,7 @@ pub mod store;
 pub mod trust;
 pub mod validate;
 pub mod view;
+pub mod web;
 
 /// The version this build reports (see [`baton_protocol::build_version`]).
 pub const VERSION: &str = baton_protocol::build_version!();

@@ -159,6 +159,7 @@ pub async fn serve(
         tracing::info!(token = %name, file = %file.display(), "admin token ready");
     }
     let web = WebPolicy::new(
+        transport.scheme(),
         addr,
         config.advertise.as_deref(),
         &config.api_allowed_hosts,
@@ -166,6 +167,7 @@ pub async fn serve(
     );
     let counters = Arc::new(Counters::default());
     let (role_tx, role_rx) = watch::channel(Role::Follower);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState::new(
         client.clone(),
         keyspace.clone(),
@@ -174,9 +176,9 @@ pub async fn serve(
         counters.clone(),
         replica.clone(),
         Policy { web, hosts },
+        stop_rx.clone(),
     )
     .with_identities(identities.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };

@@ -48,6 +48,24 @@ pub async fn read_prefix(client: &Client, prefix: &str) -> Result<(Vec<Kv>, i64)
     Ok((kvs, revision))
 }
 
+/// The store's current revision, by a count-only read of `prefix` (no values travel): a
+/// watch resumed after it sees every later change.
+pub async fn revision(client: &Client, prefix: &str) -> Result<i64, EtcdError> {
+    let resp = etcd::retry_auth_race(|| {
+        let mut kv = client.kv_client();
+        async move {
+            kv.get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+        }
+    })
+    .await
+    .map_err(request_error("get", prefix))?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
 /// Reads the given parts into a fresh view.
 pub async fn read_view(
     client: &Client,

@@ -1,9 +1,10 @@
 //! The checks every routed request passes before its handler, cheapest first, so a refused
 //! request reaches no handler and writes nothing:
 //!
-//! 1. `Host` must be one the server answers to, and `Origin`, when a browser sends one, one
-//!    it was configured for (403): a web page cannot reach the API through DNS rebinding or
-//!    a cross-site form;
+//! 1. `Host` must be one the server answers to, and `Origin`, when a browser sends one, the
+//!    server's own (`<scheme>://<Host>`: the fleet page, [`crate::web`], served from the same
+//!    address) or one it was configured for (403): a web page elsewhere cannot reach the API
+//!    through DNS rebinding or a cross-site form;
 //! 2. a request with a body (POST, PUT, PATCH) must say `Content-Type: application/json`
 //!    (415): the content types a browser may send cross-site without asking first are
 //!    refused (a DELETE carries no body, and no browser sends one cross-site without a
@@ -32,6 +33,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Where requests may come from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebPolicy {
+    /// `https`, or `http` (plain HTTP on loopback): the scheme of the server's own origin.
+    pub scheme: &'static str,
     /// `Host` values served, lowercase `host:port` (and `host` alone).
     pub hosts: Vec<String>,
     /// `Origin` values accepted, lowercase `scheme://host[:port]`; none by default.
@@ -39,11 +42,12 @@ pub struct WebPolicy {
 }
 
 impl WebPolicy {
-    /// The policy of a server listening on `addr`, announced as `advertise`, also answering
-    /// to `hosts` and to browsers from `origins`. A server on a loopback or unspecified
-    /// address answers to its loopback names (`127.0.0.1:port`, `localhost:port`,
+    /// The policy of a server serving `scheme` on `addr`, announced as `advertise`, also
+    /// answering to `hosts` and to browsers from `origins`. A server on a loopback or
+    /// unspecified address answers to its loopback names (`127.0.0.1:port`, `localhost:port`,
     /// `[::1]:port`); one on a specific address to that address.
     pub fn new(
+        scheme: &'static str,
         addr: std::net::SocketAddr,
         advertise: Option<&str>,
         hosts: &[String],
@@ -70,6 +74,7 @@ impl WebPolicy {
         hosts.sort();
         hosts.dedup();
         Self {
+            scheme,
             hosts,
             origins: origins
                 .iter()
@@ -83,9 +88,12 @@ impl WebPolicy {
         self.hosts.contains(&host)
     }
 
-    fn origin_allowed(&self, origin: &str) -> bool {
+    /// Whether a request to `host` (already allowed) may come from `origin`: the server's
+    /// own origin, or a configured one.
+    fn origin_allowed(&self, origin: &str, host: &str) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        self.origins.contains(&origin)
+        let own = format!("{}://{}", self.scheme, host.to_ascii_lowercase());
+        origin == own || self.origins.contains(&origin)
     }
 }
 
@@ -143,9 +151,9 @@ pub fn web(policy: &WebPolicy, method: &Method, headers: &HeaderMap) -> Result<(
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("(not text)");
-        if !policy.origin_allowed(origin) {
+        if !policy.origin_allowed(origin, host) {
             return Err(ApiError::forbidden(format!(
-                "Origin: {origin:?} is not allowed; browsers may only call the API from an origin given with --api-allowed-origin"
+                "Origin: {origin:?} is not allowed; browsers may only call the API from its own page or an origin given with --api-allowed-origin"
             )));
         }
     }
@@ -191,6 +199,7 @@ mod tests {
 
     fn policy() -> WebPolicy {
         WebPolicy {
+            scheme: "https",
             hosts: vec!["127.0.0.1:7480".into(), "baton.example:7480".into()],
             origins: vec!["https://ui.example".into()],
         }
@@ -214,6 +223,7 @@ mod tests {
     #[test]
     fn a_server_answers_to_its_names() {
         let p = WebPolicy::new(
+            "https",
             "0.0.0.0:7480".parse().expect("addr"),
             Some("https://Orch-1.example:7480/"),
             &["baton.lan:7480".to_owned()],
@@ -228,8 +238,14 @@ mod tests {
             assert!(p.host_allowed(host), "{host}");
         }
         assert!(!p.host_allowed("evil.example:7480"));
-        assert!(p.origin_allowed("https://ui.example"));
-        let p = WebPolicy::new("10.0.0.5:7480".parse().expect("addr"), None, &[], &[]);
+        assert!(p.origin_allowed("https://ui.example", "127.0.0.1:7480"));
+        let p = WebPolicy::new(
+            "https",
+            "10.0.0.5:7480".parse().expect("addr"),
+            None,
+            &[],
+            &[],
+        );
         assert_eq!(p.hosts, ["10.0.0.5:7480"]);
         assert!(p.origins.is_empty());
     }
@@ -279,6 +295,26 @@ mod tests {
             ),
             200
         );
+        // The server's own page: its origin is the scheme and the Host it was called by.
+        assert_eq!(
+            status(
+                Method::POST,
+                &[local, json, ("origin", "https://127.0.0.1:7480")]
+            ),
+            200
+        );
+        for origin in [
+            "http://127.0.0.1:7480",
+            "https://127.0.0.1:7481",
+            "https://baton.example:7480",
+            "null",
+        ] {
+            assert_eq!(
+                status(Method::POST, &[local, json, ("origin", origin)]),
+                403,
+                "{origin}"
+            );
+        }
         assert_eq!(
             status(Method::POST, &[local, json, ("content-length", "65537")]),
             413

@@ -8,6 +8,8 @@
 //! - [`upgrades`]: starting, listing, showing, pausing, resuming and aborting upgrades;
 //! - [`maintenance`]: maintenance modes of hosts and groups;
 //! - [`tokens`]: API tokens (create, list, revoke);
+//! - [`stream`]: `GET /v1/stream`, the fleet live as server-sent events (the fleet page's
+//!   feed; the page itself is [`crate::web`]'s);
 //! - [`gate`]: the checks before every handler (`Host`, `Origin`, `Content-Type`, size,
 //!   the route's access);
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and the wire types;
@@ -23,6 +25,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod openapi;
 pub mod page;
+pub mod stream;
 pub mod tokens;
 pub mod upgrades;
 
@@ -41,6 +44,7 @@ use tokio::sync::watch;
 use crate::api::error::ApiError;
 use crate::api::gate::{Gate, WebPolicy};
 use crate::auth::Access;
+use crate::feed::Feed;
 use crate::identities::Identities;
 use crate::leader::{self, Role};
 use crate::metrics::Counters;
@@ -75,6 +79,7 @@ struct Inner {
     replica: String,
     policy: Policy,
     identities: Option<Identities>,
+    feed: Feed,
 }
 
 impl std::fmt::Debug for AppState {
@@ -87,7 +92,8 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// The shared state of one replica.
+    /// The shared state of one replica; its live streams end when `stopping` becomes true.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         keyspace: Keyspace,
@@ -96,9 +102,11 @@ impl AppState {
         counters: Arc<Counters>,
         replica: String,
         policy: Policy,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         let Bundles { resolver, trust } = bundles;
         let election = Election::new(client.clone(), keyspace.leader());
+        let feed = Feed::new(client.clone(), keyspace.clone(), replica.clone(), stopping);
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -111,6 +119,7 @@ impl AppState {
                 replica,
                 policy,
                 identities: None,
+                feed,
             }),
         }
     }
@@ -132,6 +141,11 @@ impl AppState {
     /// The etcd identities it manages, when etcd runs with authentication.
     pub fn identities(&self) -> Option<&Identities> {
         self.inner.identities.as_ref()
+    }
+
+    /// The replica's live feed (`GET /v1/stream`).
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
     }
 
     /// The etcd client.
@@ -305,6 +319,7 @@ pub const ROUTES: &[Route] = &[
     route(Verb::Put, "/v1/groups/{group}/maintenance", OPERATOR, |m| {
         on(m, maintenance::group)
     }),
+    route(Verb::Get, "/v1/stream", VIEWER, |m| on(m, stream::stream)),
     route(Verb::Get, "/v1/upgrades", VIEWER, |m| on(m, upgrades::list)),
     route(Verb::Post, "/v1/upgrades", OPERATOR, |m| {
         on(m, upgrades::create)
@@ -344,7 +359,8 @@ fn axum_path(path: &str) -> String {
         .join("/")
 }
 
-/// The API's router: every route of [`ROUTES`] behind its [`gate`].
+/// The API's router: every route of [`ROUTES`] behind its [`gate`], and the fleet page
+/// ([`crate::web`]).
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for r in ROUTES {
@@ -358,6 +374,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(&axum_path(r.path), handler);
     }
     router
+        .merge(crate::web::router(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(gate::MAX_BODY))
         .with_state(state)

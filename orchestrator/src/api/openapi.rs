@@ -9,7 +9,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use baton_protocol::api::ErrorBody;
+use baton_protocol::api::{ErrorBody, FleetSnapshot, HostRemoved, UpgradeEvent};
 use serde_json::Value;
 use utoipa::OpenApi;
 
@@ -17,7 +17,7 @@ use crate::api::error::responses::{
     BadGateway, BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
-use crate::api::{AppState, ROUTES, Verb, health, hosts, maintenance, tokens, upgrades};
+use crate::api::{AppState, ROUTES, Verb, health, hosts, maintenance, stream, tokens, upgrades};
 use crate::auth::Access;
 use crate::validate::HostPolicy;
 
@@ -46,13 +46,15 @@ use crate::validate::HostPolicy;
         upgrades::pause,
         upgrades::resume,
         upgrades::abort,
+        stream::stream,
         tokens::list,
         tokens::create,
         tokens::revoke,
     ),
     components(
-        // The error answers' body, which the reusable responses below carry.
-        schemas(ErrorBody),
+        // The error answers' body, which the reusable responses below carry, and the
+        // messages of /v1/stream (named in its description: an event stream has no schema).
+        schemas(ErrorBody, FleetSnapshot, HostRemoved, UpgradeEvent),
         responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge,
             UnsupportedMediaType, Unprocessable, BadGateway, Unavailable))
 )]
@@ -107,7 +109,11 @@ fn add_gate(doc: &mut Value) {
             op["security"] = serde_json::json!([]);
             continue;
         };
-        op["description"] = Value::String(format!("Needs role {role} or higher."));
+        let needs = format!("Needs role {role} or higher.");
+        op["description"] = Value::String(match op["description"].as_str() {
+            Some(own) => format!("{needs} {own}"),
+            None => needs,
+        });
         let responses = &mut op["responses"];
         responses["401"] = reference("Unauthorized");
         responses["403"] = reference("Forbidden");
@@ -220,6 +226,36 @@ mod tests {
         assert_eq!(doc["info"]["version"], crate::VERSION);
         let body = &doc["paths"]["/v1/upgrades"]["post"]["requestBody"];
         assert!(body.to_string().contains("StartUpgrade"), "{body}");
+    }
+
+    #[test]
+    fn the_stream_is_documented_with_its_messages() {
+        let doc = document(&HostPolicy::default());
+        let op = &doc["paths"]["/v1/stream"]["get"];
+        assert_eq!(op["operationId"], "streamFleet");
+        assert!(
+            op["responses"]["200"]["content"]
+                .get("text/event-stream")
+                .is_some(),
+            "{op}"
+        );
+        let description = op["description"].as_str().expect("description");
+        for message in [
+            "snapshot",
+            "host",
+            "host-removed",
+            "upgrade",
+            "event",
+            "retry",
+        ] {
+            assert!(description.contains(&format!("`{message}")), "{message}");
+        }
+        assert!(description.contains("Needs role viewer"), "{description}");
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["FleetSnapshot", "HostRemoved", "UpgradeEvent"] {
+            assert!(schemas.get(schema).is_some(), "{schema}");
+        }
+        assert!(schemas["FleetSnapshot"].to_string().contains("HostInfo"));
     }
 
     #[test]

@@ -242,12 +242,17 @@ pub async fn run(
     }
 }
 
-/// Forwards a watch's updates to the engine; retries on errors.
-async fn forward(mut watch: ResumableWatch, part: Part, tx: mpsc::Sender<(Part, WatchUpdate)>) {
+/// Forwards a watch's updates, tagged with what it watches, to the engine (or to the
+/// replica's live feed, [`crate::feed`]); retries on errors.
+pub(crate) async fn forward<T: Copy>(
+    mut watch: ResumableWatch,
+    tag: T,
+    tx: mpsc::Sender<(T, WatchUpdate)>,
+) {
     loop {
         match watch.next().await {
             Ok(update) => {
-                if tx.send((part, update)).await.is_err() {
+                if tx.send((tag, update)).await.is_err() {
                     return;
                 }
             }

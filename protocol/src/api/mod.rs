@@ -10,5 +10,6 @@ pub use requests::{
     StrategyKind, StrategyRequest,
 };
 pub use responses::{
-    Counts, CreatedToken, ErrorBody, EventInfo, Health, HostInfo, TokenInfo, UpgradeInfo,
+    Counts, CreatedToken, ErrorBody, EventInfo, FleetSnapshot, Health, HostInfo, HostRemoved,
+    TokenInfo, UpgradeEvent, UpgradeInfo,
 };

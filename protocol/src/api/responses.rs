@@ -9,7 +9,7 @@ use crate::documents::{
     Alive, ApiRole, ApiToken, Desired, Event, HostOutcomeState, HostSpec, HostStatus, Installed,
     Maintenance, MaintenanceMode, Upgrade,
 };
-use crate::names::HostId;
+use crate::names::{HostId, UpgradeId};
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +103,41 @@ pub struct EventInfo {
     /// The event.
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// `GET /v1/stream`'s `snapshot` message: everything the fleet page shows, as this replica
+/// knows it when the stream (re)connects; `host`, `host-removed`, `upgrade` and `event`
+/// messages then tell what changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FleetSnapshot {
+    /// The replica serving the stream.
+    pub replica: String,
+    /// Its version (it changes across a self-update).
+    pub version: String,
+    /// Every host with any document, in id order.
+    pub hosts: Vec<HostInfo>,
+    /// The upgrades in progress and the most recent others, oldest first.
+    pub upgrades: Vec<UpgradeInfo>,
+}
+
+/// `GET /v1/stream`'s `host-removed` message: the host has no document any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostRemoved {
+    /// The host id.
+    pub id: HostId,
+}
+
+/// `GET /v1/stream`'s `event` message: an entry just added to an upgrade's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpgradeEvent {
+    /// The upgrade whose trail it belongs to.
+    pub upgrade_id: UpgradeId,
+    /// The event and its sequence number.
+    #[serde(flatten)]
+    pub info: EventInfo,
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The orchestrator against a real etcd, registry and Docker Engine: the REST API, the
 //! engine with stand-in agents, and whole upgrades on the simulated fleet with the real
-//! agents (daisy chain, maintenance, paused hosts, self-update), and the Debian packages
-//! installed on a simulated host.
+//! agents (daisy chain, maintenance, paused hosts, self-update), one of them watched and
+//! paused from the fleet page in a headless browser, and the Debian packages installed on
+//! a simulated host.
 //!
 //! Needs `make static bundle-agents bundle-orchestrators` (which `make test` runs first).
 //!
@@ -29,3 +30,4 @@ mod security;
 mod self_update;
 mod signing;
 mod support;
+mod web;

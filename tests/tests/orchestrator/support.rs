@@ -42,8 +42,14 @@ pub struct Orchestrator {
 impl Orchestrator {
     /// Starts `config` on a free port of 127.0.0.1 (bound as `baton-orchestrator` binds it,
     /// shareable with a self-updated successor).
-    pub async fn start(mut config: Config) -> Orchestrator {
-        let listener = server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    pub async fn start(config: Config) -> Orchestrator {
+        Self::start_at(config, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Starts `config` on `addr`, which another replica may be serving already (both listen
+    /// with `SO_REUSEPORT`, as a self-update's two versions do).
+    pub async fn start_at(mut config: Config, addr: std::net::SocketAddr) -> Orchestrator {
+        let listener = server::bind(addr).expect("bind");
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;
         let credentials = credentials(&config);
