@@ -252,8 +252,9 @@ pub struct Config {
     )]
     #[serde(rename = "api_allowed_host", skip_serializing_if = "Vec::is_empty")]
     pub api_allowed_hosts: Vec<String>,
-    /// A browser origin allowed to call the API, scheme://host[:port] (repeat); by default
-    /// a request carrying any `Origin` is refused.
+    /// Another browser origin allowed to call the API, scheme://host[:port] (repeat); by
+    /// default a request carrying any `Origin` but the server's own (its fleet page's) is
+    /// refused.
     #[arg(
         long = "api-allowed-origin",
         env = "BATON_API_ALLOWED_ORIGINS",

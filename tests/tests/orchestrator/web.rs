@@ -4,8 +4,10 @@
 //! agents — with the orchestrator serving the page over https (the test PKI; the browser
 //! is told to accept its certificate).
 //!
-//! 1. Signed in with an operator's token, the page shows four fresh hosts in two zones; an
-//!    upgrade to bundle 2.0.0, rolling one host at a time, is started through the API.
+//! 1. A forged token is refused on the sign-in form; signed in with an operator's token
+//!    (kept in the tab's sessionStorage only), the page shows four fresh hosts in two
+//!    zones; an upgrade to bundle 2.0.0, rolling one host at a time, is started through
+//!    the API.
 //! 2. Without a reload, the hosts' tiles change state as the agents report (every host's
 //!    tile goes through several states), and a screenshot is taken mid-upgrade
 //!    (`<target>/tmp/web-page.png`; docs/images/web-page.png is one).
@@ -351,13 +353,36 @@ async fn the_fleet_page_follows_an_upgrade_live_and_pauses_it() {
         .goto(&format!("{}/", orch.url))
         .await
         .expect("open the page");
-    browser
+    let token_box = browser
         .client
         .wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css("#token"))
         .await
-        .expect("the sign-in form")
+        .expect("the sign-in form");
+    // A token the server does not know is refused, and the page says why.
+    let forged = format!("baton_web-operator_{}", "0".repeat(64));
+    token_box.send_keys(&forged).await.expect("type a token");
+    browser.click("#login-submit").await;
+    let started = Instant::now();
+    loop {
+        let error = browser
+            .js("return document.getElementById('login-error').textContent;")
+            .await;
+        if error.as_str().is_some_and(|e| e.contains("not valid")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a forged token was not refused on the page: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser
+        .client
+        .find(Locator::Css("#token"))
+        .await
+        .expect("the sign-in form again")
         .send_keys(&operator)
         .await
         .expect("type the token");
@@ -372,6 +397,14 @@ async fn the_fleet_page_follows_an_upgrade_live_and_pauses_it() {
     })
     .await;
     assert!(seen.server.starts_with("orch-web-a"), "{}", seen.server);
+    // The token is kept in this tab only: no cookie, nothing in localStorage, not in the URL.
+    let kept = browser
+        .js("return [sessionStorage.getItem('baton.token'), document.cookie, localStorage.length, location.href];")
+        .await;
+    assert_eq!(kept[0], json!(operator));
+    assert_eq!(kept[1], json!(""));
+    assert_eq!(kept[2], json!(0));
+    assert!(!kept[3].to_string().contains("baton_"), "{kept}");
     let zones = browser
         .js("return Array.from(document.querySelectorAll('.zone')).map(z => z.dataset.zone);")
         .await;
