@@ -162,6 +162,7 @@ pub fn print_explore(state: &DemoState) {
     let etcdctl = etcdctl(state);
     println!(
         "\nThe fleet keeps running (state: {}). The API's admin token: {token}. Explore it:\n\
+         \n  {api}/ in a browser: the fleet page (trust {ca}, sign in with the token)\
          \n  {curl} {api}/v1/hosts/{host}\
          \n  {curl} {api}/v1/upgrades/{UPGRADE_V2}\
          \n  {curl} {api}/metrics | grep ^baton_\
@@ -179,6 +180,7 @@ pub fn print_explore(state: &DemoState) {
         api = state.api,
         curl = super::curl_prefix(state),
         token = state.token_file().display(),
+        ca = state.api_pki().ca.display(),
         etcdctl_env = etcdctl_env_line(state),
         dir = state.state_dir.display(),
         down = down_command(&state.state_dir),
