@@ -284,6 +284,7 @@ mod tests {
                 message: String::new(),
                 started_at: None,
                 updated_at: "t".into(),
+                health: None,
             }),
             installed: None,
             maintenance: None,

@@ -122,6 +122,8 @@ mod tests {
             allow_downgrade: false,
             created_at: "t".into(),
             updated_at: "t".into(),
+            soak: None,
+            waiting_for_window: None,
         }
     }
 

@@ -170,7 +170,11 @@ pub async fn serve(
         Bundles { resolver, trust },
         counters.clone(),
         replica.clone(),
-        Policy { web, hosts },
+        Policy {
+            web,
+            hosts,
+            prometheus: config.prometheus_url.is_some(),
+        },
     )
     .with_identities(identities.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -30,13 +30,17 @@ pub enum EventKind {
     /// The maintenance mode a task carried out was set back to `none`
     /// (`maintenance-cleared`).
     MaintenanceCleared,
+    /// A batch's soak started, passed or failed (`soak`).
+    Soak,
+    /// The upgrade waits for a maintenance window to open, or it opened (`window`).
+    Window,
     /// A kind this build does not know.
     Other(String),
 }
 
 impl EventKind {
     /// Every kind this build writes.
-    pub const KNOWN: [EventKind; 11] = [
+    pub const KNOWN: [EventKind; 13] = [
         EventKind::Created,
         EventKind::Phase,
         EventKind::HostDownloaded,
@@ -48,6 +52,8 @@ impl EventKind {
         EventKind::HostState,
         EventKind::OrchestratorHandover,
         EventKind::MaintenanceCleared,
+        EventKind::Soak,
+        EventKind::Window,
     ];
 
     /// The stored name.
@@ -64,6 +70,8 @@ impl EventKind {
             EventKind::HostState => "host-state",
             EventKind::OrchestratorHandover => "orchestrator-handover",
             EventKind::MaintenanceCleared => "maintenance-cleared",
+            EventKind::Soak => "soak",
+            EventKind::Window => "window",
             EventKind::Other(name) => name,
         }
     }

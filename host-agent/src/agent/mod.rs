@@ -8,6 +8,7 @@
 //! - `reboot.rs`: `reboot` (journaled: asked in one boot, checked and `Done` in the next);
 //! - `restart.rs`: `restart` of the managed services, and their check after a reboot;
 //! - `chain.rs`: a daisy chain's host waits for the host it follows;
+//! - `soak.rs`: re-running the health checks while the upgrade soaks;
 //! - `prune.rs`: removing staged bundles and backups no longer needed once an upgrade is done;
 //! - `bundle.rs`: the staged bundles, used only for the version and image digest they were
 //!   staged with.
@@ -24,6 +25,7 @@ mod reboot;
 mod reconcile;
 mod restart;
 mod session;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -295,6 +295,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         allow_downgrade: source.allow_downgrade,
         created_at: now.clone(),
         updated_at: now.clone(),
+        soak: None,
+        waiting_for_window: None,
     }
 }
 

@@ -261,6 +261,8 @@ fn record(
         allow_downgrade: false,
         created_at: ts(created),
         updated_at: ts(created),
+        soak: None,
+        waiting_for_window: None,
     }
 }
 

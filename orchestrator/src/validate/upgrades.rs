@@ -181,6 +181,8 @@ mod tests {
             id: None,
             skip_paused: None,
             allow_downgrade: None,
+            soak: None,
+            gates: None,
         }
     }
 

@@ -6,7 +6,8 @@ pub mod requests;
 pub mod responses;
 
 pub use requests::{
-    BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, StartUpgrade,
+    BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, SetWindows,
+    StartUpgrade,
     StrategyKind, StrategyRequest,
 };
 pub use responses::{

@@ -11,8 +11,11 @@ use crate::engine::model::{Limits, Observed};
 impl Decision {
     pub(super) fn judge_dispatched(&mut self, o: &Observed<'_>, limits: &Limits) {
         for host in self.hosts_in(O::Dispatched) {
-            if let Some((state, reason)) = judge(&self.u, &host, o, limits) {
-                self.record(host, state, reason);
+            match judge(&self.u, &host, o, limits) {
+                // Done, but its batch soaks first (`soak`).
+                Some((O::Succeeded, _)) if self.soaks() => {}
+                Some((state, reason)) => self.record(host, state, reason),
+                None => {}
             }
         }
     }
@@ -29,6 +32,9 @@ impl Decision {
             self.finish();
             return;
         };
+        if self.soaking(o, limits, current) {
+            return;
+        }
         if self.canary_pause_due(current) {
             let canaries: Vec<String> = self
                 .u
@@ -57,6 +63,7 @@ impl Decision {
             .into_iter()
             .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
             .collect();
+        let ready = self.in_window(o, ready);
         if self
             .u
             .task
@@ -147,7 +154,7 @@ impl Decision {
 }
 
 /// A dispatched host's outcome, once there is one.
-fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Option<(O, String)> {
+pub(super) fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Option<(O, String)> {
     let docs = o.view.hosts.get(host);
     let status = docs
         .and_then(|d| d.status.as_ref())

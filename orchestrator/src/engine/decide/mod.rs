@@ -19,7 +19,10 @@
 //!   `Done` for this upgrade and its agent is alive on the bundle's version, fails on
 //!   `Failed`/`RolledBack` or when its `alive` stays away longer than `health_timeout` (it
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
-//!   after batch 0 until resumed. No batch left → `Succeeded`.
+//!   after batch 0 until resumed. With a soak ([`soak`]), a batch whose hosts are all done
+//!   soaks before they are recorded `Succeeded` and the next batch starts. Hosts are
+//!   dispatched only while the maintenance windows that apply to them are open ([`window`]).
+//!   No batch left → `Succeeded`.
 //! - In every phase, more failed hosts than the strategy tolerates → `Failed`, naming them;
 //!   a host not yet dispatched whose maintenance mode is `paused` gets no downloader job and
 //!   no `desired`: the upgrade waits for it (its outcome is `Held` meanwhile, an event when
@@ -41,7 +44,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use baton_protocol::documents::{HostOutcomeState as O, Strategy, TaskKind, Timestamp, Upgrade};
+use baton_protocol::documents::{
+    HostOutcomeState as O, Strategy, TaskKind, Timestamp, Upgrade, WindowWait,
+};
 use baton_protocol::{HostId, UpgradeId, UpgradePhase as P};
 
 use crate::engine::model::{Limits, Observed};
@@ -51,6 +56,8 @@ mod agents;
 mod download;
 mod finish;
 mod install;
+mod soak;
+mod window;
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +119,24 @@ pub enum Action {
         /// The host it follows.
         after: HostId,
     },
+    /// A batch starts soaking (`batch`, until `until`), or its soak ended (`None`: passed or
+    /// failed, as `note` says).
+    Soak {
+        /// The soaking batch.
+        batch: Option<u32>,
+        /// When its soak ends.
+        until: Option<Timestamp>,
+        /// What happened, for the event.
+        note: String,
+    },
+    /// Hosts are ready but their maintenance windows are closed: wait until `next_opening`
+    /// (`waiting: false`: no longer waiting).
+    WindowWait {
+        /// Waiting or not.
+        waiting: bool,
+        /// When the windows next let the waiting hosts start.
+        next_opening: Option<Timestamp>,
+    },
 }
 
 /// Failed hosts a strategy tolerates before the upgrade halts.
@@ -171,6 +196,25 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                 h.state = O::Dispatched;
                 h.dispatched_at = Some(now.clone());
             }
+        }
+        Action::Soak { batch, until, .. } => {
+            if let Some(soak) = upgrade.soak.as_mut() {
+                soak.batch = *batch;
+                soak.since = batch.map(|_| now.clone());
+                soak.until = until.clone();
+            }
+        }
+        Action::WindowWait {
+            waiting,
+            next_opening,
+        } => {
+            upgrade.waiting_for_window = waiting.then(|| WindowWait {
+                since: upgrade
+                    .waiting_for_window
+                    .as_ref()
+                    .map_or_else(|| now.clone(), |w| w.since.clone()),
+                next_opening: next_opening.clone(),
+            });
         }
     }
     upgrade.updated_at = now.clone();
