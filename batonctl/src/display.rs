@@ -164,6 +164,34 @@ pub struct Watched {
     phase: Option<UpgradePhase>,
     hosts: BTreeMap<String, String>,
     handed_over: bool,
+    pacing: Option<String>,
+}
+
+/// What holds the upgrade back on purpose, if anything: the soak under way, or a wait for a
+/// maintenance window.
+pub fn pacing(upgrade: &baton_protocol::documents::Upgrade) -> Option<String> {
+    if let Some(soak) = &upgrade.soak
+        && let Some(batch) = soak.batch
+    {
+        let gates: Vec<String> = soak.gates.iter().map(ToString::to_string).collect();
+        let gates = if gates.is_empty() {
+            String::new()
+        } else {
+            format!("; gates: {}", gates.join("; "))
+        };
+        return Some(format!(
+            "soak: batch {batch} done, soaking {} until {} (hosts' health checks{gates})",
+            soak.duration,
+            soak.until.as_deref().unwrap_or("?")
+        ));
+    }
+    upgrade
+        .waiting_for_window
+        .as_ref()
+        .map(|w| match &w.next_opening {
+            Some(t) => format!("waiting for window {t}"),
+            None => "waiting for window: none opens within a week".to_owned(),
+        })
 }
 
 /// The lines to print for what changed since `before`, and what is now printed.
@@ -182,6 +210,7 @@ pub fn watch_lines(
         phase: Some(upgrade.upgrade.phase),
         hosts: BTreeMap::new(),
         handed_over: handover.is_some(),
+        pacing: pacing(&upgrade.upgrade),
     };
     if let Some(o) = handover
         && !before.handed_over
@@ -208,6 +237,11 @@ pub fn watch_lines(
             if !s.message.is_empty() {
                 line.push_str(&format!(": {}", s.message));
             }
+            match &s.health {
+                Some(h) if h.healthy => line.push_str(" [health checks passing]"),
+                Some(h) => line.push_str(&format!(" [unhealthy: {}]", h.message)),
+                None => {}
+            }
         }
         if !outcome.reason.is_empty() {
             line.push_str(&format!(" — {}", outcome.reason));
@@ -216,6 +250,11 @@ pub fn watch_lines(
             lines.push(format!("  {id:<20} {line}"));
         }
         now.hosts.insert(id, line);
+    }
+    if now.pacing != before.pacing
+        && let Some(p) = &now.pacing
+    {
+        lines.push(format!("  {p}"));
     }
     if before.phase != now.phase {
         let mut head = format!(

@@ -59,7 +59,7 @@ impl Day {
 pub struct Window {
     /// The days it opens on (local to `time_zone`).
     pub days: Vec<Day>,
-    /// Local opening time, `HH:MM` (24-hour). On a day the clocks skip it, it opens at the
+    /// Local opening time, `HH:MM` or `HH:MM:SS` (24-hour). On a day the clocks skip it, it opens at the
     /// first local time after the gap; on a day it happens twice, the first time.
     pub start: String,
     /// How long it stays open (elapsed time, e.g. `2h`, `90m`): 1 minute to 7 days.
@@ -121,7 +121,7 @@ impl Window {
         let start = parse_start(&self.start).ok_or_else(|| {
             refuse(
                 "start",
-                format!("must be HH:MM (00:00 … 23:59), got {:?}", self.start),
+                format!("must be HH:MM or HH:MM:SS (00:00 … 23:59:59), got {:?}", self.start),
             )
         })?;
         let length = humantime::parse_duration(&self.duration)
@@ -152,14 +152,22 @@ impl Window {
     }
 }
 
-/// `HH:MM`, two digits each.
+/// `HH:MM` or `HH:MM:SS`, two digits each.
 fn parse_start(text: &str) -> Option<Time> {
-    let (h, m) = text.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let mut parts = text.split(':');
+    let mut field = || -> Option<i8> {
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    let (h, m) = (field()?, field()?);
+    let s = if text.len() > 5 { field()? } else { 0 };
+    if parts.next().is_some() {
         return None;
     }
-    let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
-    Time::new(h, m, 0, 0).ok()
+    Time::new(h, m, s, 0).ok()
 }
 
 impl Rule {
@@ -344,6 +352,9 @@ mod tests {
             (window(&[], "10:00", "1h", "UTC"), "w.days"),
             (window(&[Day::Mon], "24:00", "1h", "UTC"), "w.start"),
             (window(&[Day::Mon], "9:00", "1h", "UTC"), "w.start"),
+            (window(&[Day::Mon], "09:00:60", "1h", "UTC"), "w.start"),
+            (window(&[Day::Mon], "09:00:00:00", "1h", "UTC"), "w.start"),
+            (window(&[Day::Mon], "+9:00", "1h", "UTC"), "w.start"),
             (window(&[Day::Mon], "10:00", "soon", "UTC"), "w.duration"),
             (window(&[Day::Mon], "10:00", "30s", "UTC"), "w.duration"),
             (window(&[Day::Mon], "10:00", "8days", "UTC"), "w.duration"),
@@ -354,6 +365,7 @@ mod tests {
             assert_eq!(err.field, field, "{err}");
         }
         assert_eq!(rules(&[]).expect_err("empty").field, "windows");
+        assert!(window(&[Day::Mon], "09:00:30", "1h", "UTC").rule("w").is_ok());
         let days: Result<Vec<Day>, _> = serde_json::from_str(r#"["mon","sunday"]"#);
         assert!(days.is_err());
     }
