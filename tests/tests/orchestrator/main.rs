@@ -17,6 +17,7 @@ mod engine;
 mod fleet;
 mod fuzz;
 mod maintenance;
+mod pacing;
 mod paused_join;
 mod security;
 mod self_update;
