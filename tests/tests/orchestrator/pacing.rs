@@ -248,7 +248,7 @@ async fn an_upgrade_outside_its_window_starts_when_the_window_opens() {
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",
         &json!({"id": "u-window", "image": bundle,
-                "strategy": {"kind": "rolling", "batch": {"count": 2}}}),
+                "strategy": {"kind": "all-at-once", "allow_downtime": true}}),
     )
     .await
     .expect("start u-window");
