@@ -215,10 +215,14 @@ fn windows_json(s: &str) -> Result<Vec<Window>, String> {
 /// A `--gate-http` flag: `URL` or `URL=STATUS`.
 fn http_gate(s: &str) -> Result<Gate, String> {
     let (url, status) = match s.rsplit_once('=') {
-        Some((url, status)) if status.bytes().all(|b| b.is_ascii_digit()) && !status.is_empty() => (
-            url,
-            status.parse().map_err(|_| format!("{status:?} is not an HTTP status"))?,
-        ),
+        Some((url, status)) if status.bytes().all(|b| b.is_ascii_digit()) && !status.is_empty() => {
+            (
+                url,
+                status
+                    .parse()
+                    .map_err(|_| format!("{status:?} is not an HTTP status"))?,
+            )
+        }
         _ => (s, DEFAULT_GATE_STATUS),
     };
     Ok(Gate::Http {
@@ -750,6 +754,90 @@ mod tests {
             serde_json::to_value(start.request()).expect("json"),
             serde_json::json!({"image": "r/b:2", "strategy": {"kind": "auto"}})
         );
+    }
+
+    #[test]
+    fn soak_and_gate_flags_make_the_request() {
+        let cli = parse(&[
+            "upgrade",
+            "start",
+            "r/b:2",
+            "--soak",
+            "30s",
+            "--gate-http",
+            "https://svc/healthz",
+            "--gate-http",
+            "http://svc/ready=204",
+            "--gate",
+            r#"{"kind":"prometheus","query":"sum(up)","min":3}"#,
+        ]);
+        let Command::Upgrade(UpgradeCommand::Start(start)) = cli.command else {
+            panic!("not upgrade start");
+        };
+        let req = serde_json::to_value(start.request()).expect("json");
+        assert_eq!(req["soak"], "30s");
+        assert_eq!(
+            req["gates"],
+            serde_json::json!([
+                {"kind": "http", "url": "https://svc/healthz", "status": 200},
+                {"kind": "http", "url": "http://svc/ready", "status": 204},
+                {"kind": "prometheus", "query": "sum(up)", "min": 3}
+            ])
+        );
+        assert!(
+            Cli::try_parse_from([
+                "batonctl",
+                "upgrade",
+                "start",
+                "r/b:2",
+                "--gate-http",
+                "http://x/"
+            ])
+            .is_err(),
+            "a gate needs --soak"
+        );
+    }
+
+    #[test]
+    fn window_set_flags_make_one_window() {
+        let cli = parse(&[
+            "window",
+            "set",
+            "--group",
+            "edge",
+            "--days",
+            "sat,Sun",
+            "--start",
+            "02:00",
+            "--duration",
+            "4h",
+            "--time-zone",
+            "Europe/Berlin",
+        ]);
+        let Command::Window(WindowCommand::Set(set)) = cli.command else {
+            panic!("not window set");
+        };
+        assert_eq!(set.group.as_deref(), Some("edge"));
+        assert_eq!(
+            serde_json::to_value(set.request()).expect("json"),
+            serde_json::json!({"windows": [{"days": ["sat", "sun"], "start": "02:00",
+                "duration": "4h", "time_zone": "Europe/Berlin"}], "reason": ""})
+        );
+        assert!(
+            Cli::try_parse_from([
+                "batonctl",
+                "window",
+                "set",
+                "--days",
+                "someday",
+                "--start",
+                "02:00",
+                "--duration",
+                "1h"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["batonctl", "window", "set", "--days", "mon"]).is_err());
     }
 
     #[test]

@@ -390,6 +390,48 @@ mod tests {
     }
 
     #[test]
+    fn watch_shows_the_soak_and_the_wait_for_a_window() {
+        let mut u = upgrade(UpgradePhase::Installing, HostOutcomeState::Dispatched);
+        u.upgrade.waiting_for_window = Some(baton_protocol::documents::WindowWait {
+            since: "t0".into(),
+            next_opening: Some("2026-12-07T22:00:00.000Z".into()),
+        });
+        let (lines, seen) = watch_lines(&Watched::default(), &u, &[]);
+        assert!(
+            lines.contains(&"  waiting for window 2026-12-07T22:00:00.000Z".to_owned()),
+            "{lines:?}"
+        );
+        u.upgrade.waiting_for_window = None;
+        u.upgrade.soak = Some(baton_protocol::documents::Soak {
+            duration: "30s".into(),
+            gates: vec![baton_protocol::documents::Gate::Http {
+                url: "http://svc/healthz".into(),
+                status: 200,
+            }],
+            batch: Some(0),
+            since: Some("t1".into()),
+            until: Some("t2".into()),
+        });
+        let mut healthy = host(HostState::Done, None);
+        if let Some(s) = healthy.status.as_mut() {
+            s.health = Some(baton_protocol::documents::Health {
+                healthy: true,
+                message: String::new(),
+                since: "t1".into(),
+            });
+        }
+        let (lines, seen) = watch_lines(&seen, &u, &[healthy.clone()]);
+        assert_eq!(
+            lines,
+            [
+                "  h1                   Dispatched agent: Done [health checks passing]",
+                "  soak: batch 0 done, soaking 30s until t2 (hosts' health checks; gates: http http://svc/healthz answers 200)"
+            ]
+        );
+        assert!(watch_lines(&seen, &u, &[healthy]).0.is_empty());
+    }
+
+    #[test]
     fn tables_align() {
         let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
         assert_eq!(t, "A     BB\nlong  x");

@@ -98,9 +98,9 @@ impl Reporter {
     ) -> Result<(), EtcdError> {
         let key = self.key(HostKey::Status);
         etcd::update::<HostStatus, std::convert::Infallible, _>(&self.client, &key, |current| {
-            let Some(current) = current.filter(|c| {
-                c.state == HostState::Done && c.upgrade_id.as_ref() == Some(upgrade)
-            }) else {
+            let Some(current) = current
+                .filter(|c| c.state == HostState::Done && c.upgrade_id.as_ref() == Some(upgrade))
+            else {
                 return Ok(Change::Keep);
             };
             let same = current

@@ -279,9 +279,9 @@ impl Keyspace {
             ["groups", group, "maintenance"] => Ok(Key::GroupMaintenance(
                 GroupName::new(*group).map_err(name_err)?,
             )),
-            ["groups", group, "window"] => Ok(Key::GroupWindow(
-                GroupName::new(*group).map_err(name_err)?,
-            )),
+            ["groups", group, "window"] => {
+                Ok(Key::GroupWindow(GroupName::new(*group).map_err(name_err)?))
+            }
             ["window"] => Ok(Key::FleetWindow),
             ["upgrades", id] => Ok(Key::Upgrade(UpgradeId::new(*id).map_err(name_err)?)),
             ["active"] => Ok(Key::Active),

@@ -38,7 +38,10 @@ impl Agent {
         else {
             return Ok(None);
         };
-        if !matches!(desired.action, DesiredAction::Install | DesiredAction::Replace) {
+        if !matches!(
+            desired.action,
+            DesiredAction::Install | DesiredAction::Replace
+        ) {
             return Ok(None);
         }
         let done = journal::load(&self.config.state_dir)?.filter(|j| {

@@ -314,8 +314,12 @@ pub const ROUTES: &[Route] = &[
     route(Verb::Put, "/v1/groups/{group}/maintenance", OPERATOR, |m| {
         on(m, maintenance::group)
     }),
-    route(Verb::Get, "/v1/window", VIEWER, |m| on(m, windows::get_fleet)),
-    route(Verb::Put, "/v1/window", OPERATOR, |m| on(m, windows::set_fleet)),
+    route(Verb::Get, "/v1/window", VIEWER, |m| {
+        on(m, windows::get_fleet)
+    }),
+    route(Verb::Put, "/v1/window", OPERATOR, |m| {
+        on(m, windows::set_fleet)
+    }),
     route(Verb::Delete, "/v1/window", OPERATOR, |m| {
         on(m, windows::clear_fleet)
     }),

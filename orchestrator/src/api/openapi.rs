@@ -17,9 +17,7 @@ use crate::api::error::responses::{
     BadGateway, BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
-use crate::api::{
-    AppState, ROUTES, Verb, health, hosts, maintenance, tokens, upgrades, windows,
-};
+use crate::api::{AppState, ROUTES, Verb, health, hosts, maintenance, tokens, upgrades, windows};
 use crate::auth::Access;
 use crate::validate::HostPolicy;
 

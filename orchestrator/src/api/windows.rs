@@ -5,10 +5,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use baton_protocol::GroupName;
 use baton_protocol::api::SetWindows;
 use baton_protocol::documents::{SCHEMA_VERSION, Windows, now, rules};
 use baton_protocol::etcd;
-use baton_protocol::GroupName;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;

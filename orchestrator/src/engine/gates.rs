@@ -16,7 +16,10 @@ pub const GATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from a gate.
 const MAX_BODY: usize = 1 << 20;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>>;
+type HttpsClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+>;
 
 /// A client for http and https gates; https is verified against the machine's CA
 /// certificates (none found: https gates fail, saying so).
@@ -92,7 +95,8 @@ pub async fn check(gate: &Gate, prometheus: Option<&str>) -> Result<(), String> 
             if status != 200 {
                 return Err(format!("prometheus query {query:?} answered HTTP {status}"));
             }
-            let value = instant_value(&body).map_err(|e| format!("prometheus query {query:?}: {e}"))?;
+            let value =
+                instant_value(&body).map_err(|e| format!("prometheus query {query:?}: {e}"))?;
             within(value, min.as_ref(), max.as_ref())
                 .map_err(|bound| format!("prometheus query {query:?} = {value}, {bound}"))
         }
@@ -137,7 +141,11 @@ pub fn instant_value(body: &[u8]) -> Result<f64, String> {
             }
             None => return Err("vector result is not a list".into()),
         },
-        other => return Err(format!("result type {other:?}: a gate needs a vector or a scalar")),
+        other => {
+            return Err(format!(
+                "result type {other:?}: a gate needs a vector or a scalar"
+            ));
+        }
     };
     // A sample is [unix time, "value"]: the value is a string (it may be "NaN", "+Inf").
     let text = sample[1]
@@ -185,14 +193,19 @@ mod tests {
     fn instant_answers_give_one_number() {
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1733140000.1,"0.25"]}]}}"#;
         assert_eq!(instant_value(vector), Ok(0.25));
-        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1733140000,"3"]}}"#;
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1733140000,"3"]}}"#;
         assert_eq!(instant_value(scalar), Ok(3.0));
         let two = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]}}"#;
         assert!(instant_value(two).expect_err("two").contains("2 series"));
         let none = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         assert!(instant_value(none).expect_err("none").contains("0 series"));
         let error = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(instant_value(error).expect_err("error").contains("parse error"));
+        assert!(
+            instant_value(error)
+                .expect_err("error")
+                .contains("parse error")
+        );
         let nan = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}"#;
         assert!(instant_value(nan).is_err());
         assert!(instant_value(b"<html>").is_err());
@@ -202,8 +215,14 @@ mod tests {
     fn bounds_are_inclusive_and_named_when_broken() {
         assert_eq!(within(1.0, Some(&number(1.0)), Some(&number(2.0))), Ok(()));
         assert_eq!(within(2.0, None, Some(&number(2.0))), Ok(()));
-        assert_eq!(within(0.5, Some(&number(1.0)), None), Err("below min 1".into()));
-        assert_eq!(within(2.5, None, Some(&number(2.0))), Err("above max 2".into()));
+        assert_eq!(
+            within(0.5, Some(&number(1.0)), None),
+            Err("below min 1".into())
+        );
+        assert_eq!(
+            within(2.5, None, Some(&number(2.0))),
+            Err("above max 2".into())
+        );
     }
 
     #[test]
@@ -217,7 +236,9 @@ mod tests {
     /// A stand-in for Prometheus's HTTP API on a loopback port: answers every request with
     /// `body` (as `/api/v1/query` would) and hands back the request lines it got.
     async fn prometheus_stand_in(body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let served = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.expect("accept");
@@ -228,7 +249,11 @@ mod tests {
                 body.len()
             );
             stream.write_all(answer.as_bytes()).await.expect("write");
-            String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or_default().to_owned()
+            String::from_utf8_lossy(&request[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
         });
         (url, served)
     }
@@ -249,7 +274,10 @@ mod tests {
         );
         let (url, _served) = prometheus_stand_in(body).await;
         let err = check(&gate(0.5), Some(&url)).await.expect_err("above");
-        assert!(err.contains("0.75") && err.contains("above max 0.5"), "{err}");
+        assert!(
+            err.contains("0.75") && err.contains("above max 0.5"),
+            "{err}"
+        );
         let err = check(&gate(1.0), None).await.expect_err("unconfigured");
         assert!(err.contains("--prometheus-url"), "{err}");
     }
@@ -257,15 +285,26 @@ mod tests {
     #[tokio::test]
     async fn an_http_gate_wants_its_status() {
         let (url, _served) = prometheus_stand_in("{}").await;
-        let ok = Gate::Http { url: url.clone(), status: 200 };
+        let ok = Gate::Http {
+            url: url.clone(),
+            status: 200,
+        };
         assert_eq!(check(&ok, None).await, Ok(()));
         let (url, _served) = prometheus_stand_in("{}").await;
-        let err = check(&Gate::Http { url, status: 204 }, None).await.expect_err("status");
+        let err = check(&Gate::Http { url, status: 204 }, None)
+            .await
+            .expect_err("status");
         assert!(err.contains("answered 200, expected 204"), "{err}");
         // Nothing listens on port 1 of loopback.
-        let err = check(&Gate::Http { url: "http://127.0.0.1:1/".into(), status: 200 }, None)
-            .await
-            .expect_err("refused");
+        let err = check(
+            &Gate::Http {
+                url: "http://127.0.0.1:1/".into(),
+                status: 200,
+            },
+            None,
+        )
+        .await
+        .expect_err("refused");
         assert!(err.starts_with("GET http://127.0.0.1:1/"), "{err}");
     }
 }
@@ -315,15 +354,15 @@ impl Rounds {
     /// Folds a finished round into its soak's state (a round of another soak starts afresh).
     pub fn finished(&mut self, round: Round) {
         self.running.remove(&round.upgrade);
-        let state = self
-            .states
-            .entry(round.upgrade.clone())
-            .or_insert_with(|| super::model::GateState {
-                batch: round.batch,
-                since: round.since.clone(),
-                failure: None,
-                passed: None,
-            });
+        let state =
+            self.states
+                .entry(round.upgrade.clone())
+                .or_insert_with(|| super::model::GateState {
+                    batch: round.batch,
+                    since: round.since.clone(),
+                    failure: None,
+                    passed: None,
+                });
         if state.batch != round.batch || state.since != round.since {
             *state = super::model::GateState {
                 batch: round.batch,

@@ -33,8 +33,12 @@ pub fn soak(req: &StartUpgrade, prometheus: bool) -> Result<Option<Soak>, FieldE
              no batch to soak: use rolling, all-at-once or auto",
         ));
     }
-    let length = humantime::parse_duration(text)
-        .map_err(|e| FieldError::new("soak", format!("{text:?} is not a duration ({e}), e.g. 30s or 5m")))?;
+    let length = humantime::parse_duration(text).map_err(|e| {
+        FieldError::new(
+            "soak",
+            format!("{text:?} is not a duration ({e}), e.g. 30s or 5m"),
+        )
+    })?;
     if !(MIN_SOAK..=MAX_SOAK).contains(&length) {
         return Err(FieldError::new(
             "soak",
@@ -87,10 +91,7 @@ fn check_gate(field: &str, gate: &Gate, prometheus: bool) -> Result<(), FieldErr
             let hi = max.as_ref().and_then(serde_json::Number::as_f64);
             match (lo, hi) {
                 (None, None) => {
-                    return Err(FieldError::new(
-                        field,
-                        "needs a bound: min, max or both",
-                    ));
+                    return Err(FieldError::new(field, "needs a bound: min, max or both"));
                 }
                 (Some(lo), Some(hi)) if lo > hi => {
                     return Err(FieldError::new(
@@ -146,22 +147,33 @@ mod tests {
             (request(Some("2days"), None), "soak"),
             (request(None, Some(json!([]))), "gates"),
             (
-                request(Some("5s"), Some(json!([{"kind": "http", "url": "ftp://x/"}]))),
-                "gates[0].url",
-            ),
-            (
-                request(Some("5s"), Some(json!([{"kind": "http", "url": "not a url"}]))),
+                request(
+                    Some("5s"),
+                    Some(json!([{"kind": "http", "url": "ftp://x/"}])),
+                ),
                 "gates[0].url",
             ),
             (
                 request(
                     Some("5s"),
-                    Some(json!([{"kind": "http", "url": "http://x/"}, {"kind": "http", "url": "http://x/", "status": 42}])),
+                    Some(json!([{"kind": "http", "url": "not a url"}])),
+                ),
+                "gates[0].url",
+            ),
+            (
+                request(
+                    Some("5s"),
+                    Some(
+                        json!([{"kind": "http", "url": "http://x/"}, {"kind": "http", "url": "http://x/", "status": 42}]),
+                    ),
                 ),
                 "gates[1].status",
             ),
             (
-                request(Some("5s"), Some(json!([{"kind": "prometheus", "query": "up", "min": 1}]))),
+                request(
+                    Some("5s"),
+                    Some(json!([{"kind": "prometheus", "query": "up", "min": 1}])),
+                ),
                 "gates[0]",
             ),
         ];
@@ -170,10 +182,22 @@ mod tests {
             assert_eq!(err.field, field, "{err}");
         }
         let prom = |g: serde_json::Value| soak(&request(Some("5s"), Some(json!([g]))), true);
-        assert_eq!(prom(json!({"kind": "prometheus", "query": " "})).expect_err("q").field, "gates[0].query");
-        assert_eq!(prom(json!({"kind": "prometheus", "query": "up"})).expect_err("bound").field, "gates[0]");
         assert_eq!(
-            prom(json!({"kind": "prometheus", "query": "up", "min": 2, "max": 1})).expect_err("order").field,
+            prom(json!({"kind": "prometheus", "query": " "}))
+                .expect_err("q")
+                .field,
+            "gates[0].query"
+        );
+        assert_eq!(
+            prom(json!({"kind": "prometheus", "query": "up"}))
+                .expect_err("bound")
+                .field,
+            "gates[0]"
+        );
+        assert_eq!(
+            prom(json!({"kind": "prometheus", "query": "up", "min": 2, "max": 1}))
+                .expect_err("order")
+                .field,
             "gates[0].min"
         );
         assert!(prom(json!({"kind": "prometheus", "query": "up", "max": 0.5})).is_ok());

@@ -7,8 +7,7 @@ pub mod responses;
 
 pub use requests::{
     BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, SetWindows,
-    StartUpgrade,
-    StrategyKind, StrategyRequest,
+    StartUpgrade, StrategyKind, StrategyRequest,
 };
 pub use responses::{
     Counts, CreatedToken, ErrorBody, EventInfo, Health, HostInfo, TokenInfo, UpgradeInfo,

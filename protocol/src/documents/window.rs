@@ -116,12 +116,18 @@ impl Window {
             reason,
         };
         if self.days.is_empty() {
-            return Err(refuse("days", "must name at least one day (mon … sun)".into()));
+            return Err(refuse(
+                "days",
+                "must name at least one day (mon … sun)".into(),
+            ));
         }
         let start = parse_start(&self.start).ok_or_else(|| {
             refuse(
                 "start",
-                format!("must be HH:MM or HH:MM:SS (00:00 … 23:59:59), got {:?}", self.start),
+                format!(
+                    "must be HH:MM or HH:MM:SS (00:00 … 23:59:59), got {:?}",
+                    self.start
+                ),
             )
         })?;
         let length = humantime::parse_duration(&self.duration)
@@ -194,7 +200,9 @@ impl Rule {
     fn around(&self, t: jiff::Timestamp) -> Vec<jiff::Timestamp> {
         let today = t.to_zoned(self.tz.clone()).date();
         let back = self.length.as_secs() / 86_400 + 1;
-        let from = today.checked_sub(jiff::Span::new().days(back)).unwrap_or(today);
+        let from = today
+            .checked_sub(jiff::Span::new().days(back))
+            .unwrap_or(today);
         let to = today
             .checked_add(jiff::Span::new().days(HORIZON_DAYS))
             .unwrap_or(today);
@@ -203,11 +211,9 @@ impl Rule {
 
     /// Whether it is open at `t` (opening included, closing excluded).
     pub fn is_open(&self, t: jiff::Timestamp) -> bool {
-        self.around(t).into_iter().any(|s| {
-            s <= t
-                && s.checked_add(self.length)
-                    .is_ok_and(|end| t < end)
-        })
+        self.around(t)
+            .into_iter()
+            .any(|s| s <= t && s.checked_add(self.length).is_ok_and(|end| t < end))
     }
 
     /// The first opening after `t`.
@@ -340,10 +346,16 @@ mod tests {
             next_allowed(&sets, at("2026-12-07T19:00:00Z")),
             Some(at("2026-12-07T22:00:00Z"))
         );
-        assert!(allowed(&[&[], &[]], at("2026-12-07T19:00:00Z")), "no windows: always");
+        assert!(
+            allowed(&[&[], &[]], at("2026-12-07T19:00:00Z")),
+            "no windows: always"
+        );
         // Windows that never overlap never allow.
         let other = [rule(&[Day::Tue], "20:00", "1h", "UTC")];
-        assert_eq!(next_allowed(&[&fleet, &other], at("2026-12-07T19:00:00Z")), None);
+        assert_eq!(
+            next_allowed(&[&fleet, &other], at("2026-12-07T19:00:00Z")),
+            None
+        );
     }
 
     #[test]
@@ -358,14 +370,21 @@ mod tests {
             (window(&[Day::Mon], "10:00", "soon", "UTC"), "w.duration"),
             (window(&[Day::Mon], "10:00", "30s", "UTC"), "w.duration"),
             (window(&[Day::Mon], "10:00", "8days", "UTC"), "w.duration"),
-            (window(&[Day::Mon], "10:00", "1h", "Mars/Olympus"), "w.time_zone"),
+            (
+                window(&[Day::Mon], "10:00", "1h", "Mars/Olympus"),
+                "w.time_zone",
+            ),
         ];
         for (w, field) in cases {
             let err = w.rule("w").expect_err(field);
             assert_eq!(err.field, field, "{err}");
         }
         assert_eq!(rules(&[]).expect_err("empty").field, "windows");
-        assert!(window(&[Day::Mon], "09:00:30", "1h", "UTC").rule("w").is_ok());
+        assert!(
+            window(&[Day::Mon], "09:00:30", "1h", "UTC")
+                .rule("w")
+                .is_ok()
+        );
         let days: Result<Vec<Day>, _> = serde_json::from_str(r#"["mon","sunday"]"#);
         assert!(days.is_err());
     }

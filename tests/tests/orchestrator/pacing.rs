@@ -114,23 +114,26 @@ async fn a_gate_failing_during_the_soak_halts_before_the_next_batch() {
     .await
     .expect("start u-soak");
     // Batch 0 is done and soaks; its agent re-ran its health checks and reported them.
-    let soaking = until("batch 0 soaks, its host's health checks reported passing", || async {
-        let u = api.upgrade("u-soak").await.expect("upgrade");
-        let soak = u.upgrade.soak.clone().expect("the record keeps the soak");
-        let first = u
-            .upgrade
-            .hosts
-            .iter()
-            .find(|(_, h)| h.batch == Some(0))
-            .map(|(id, _)| id.clone())
-            .expect("batch 0");
-        let info = api.host(first.as_str()).await.expect("host");
-        let healthy = info
-            .status
-            .and_then(|s| s.health)
-            .is_some_and(|h| h.healthy);
-        (soak.batch == Some(0) && healthy).then_some(u)
-    })
+    let soaking = until(
+        "batch 0 soaks, its host's health checks reported passing",
+        || async {
+            let u = api.upgrade("u-soak").await.expect("upgrade");
+            let soak = u.upgrade.soak.clone().expect("the record keeps the soak");
+            let first = u
+                .upgrade
+                .hosts
+                .iter()
+                .find(|(_, h)| h.batch == Some(0))
+                .map(|(id, _)| id.clone())
+                .expect("batch 0");
+            let info = api.host(first.as_str()).await.expect("host");
+            let healthy = info
+                .status
+                .and_then(|s| s.health)
+                .is_some_and(|h| h.healthy);
+            (soak.batch == Some(0) && healthy).then_some(u)
+        },
+    )
     .await;
     assert_eq!(soaking.upgrade.phase, UpgradePhase::Installing);
     let host_in = |b: u32| {
@@ -202,7 +205,10 @@ fn utc_day_and_time(t: SystemTime) -> (&'static str, String) {
     // 1970-01-01 was a Thursday.
     let day = DAYS[((secs / 86_400 + 3) % 7) as usize];
     let s = secs % 86_400;
-    (day, format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60))
+    (
+        day,
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+    )
 }
 
 /// `PUT /v1/groups/edge/window`: one window opening at `opening` (UTC), open `duration`.
@@ -265,10 +271,11 @@ async fn an_upgrade_outside_its_window_starts_when_the_window_opens() {
         .and_then(|w| w.next_opening.clone())
         .expect("the next opening");
     let next = humantime::parse_rfc3339(&next).expect("a time");
-    let off = next
-        .duration_since(far)
-        .unwrap_or_else(|e| e.duration());
-    assert!(off < Duration::from_secs(1), "next opening {next:?}, window at {far:?}");
+    let off = next.duration_since(far).unwrap_or_else(|e| e.duration());
+    assert!(
+        off < Duration::from_secs(1),
+        "next opening {next:?}, window at {far:?}"
+    );
     for host in sim.fleet.hosts() {
         let key = format!("/baton/hosts/{}/desired", host.name());
         assert!(keys_under(&client, &key).await.is_empty(), "{key}");
@@ -289,7 +296,8 @@ async fn an_upgrade_outside_its_window_starts_when_the_window_opens() {
 
     // The window now opens a few seconds ahead (to the second).
     let opening = SystemTime::now() + Duration::from_secs(6);
-    let opening = UNIX_EPOCH + Duration::from_secs(opening.duration_since(UNIX_EPOCH).expect("t").as_secs());
+    let opening =
+        UNIX_EPOCH + Duration::from_secs(opening.duration_since(UNIX_EPOCH).expect("t").as_secs());
     set_edge_window(&api, opening, "30m").await;
     let done = ended(&api, "u-window").await;
     assert_eq!(done.upgrade.phase, UpgradePhase::Succeeded, "{done:?}");
@@ -311,13 +319,18 @@ async fn an_upgrade_outside_its_window_starts_when_the_window_opens() {
             .await
             .expect("get desired");
         let created = kv.kvs().first().expect("desired written").create_revision();
-        assert!(created > revision, "{key} created at {created}, before {revision}");
+        assert!(
+            created > revision,
+            "{key} created at {created}, before {revision}"
+        );
         assert_eq!(hello(host).await.as_deref(), Some("baton-hello 1.0.0"));
     }
     let events = api.events("u-window").await.expect("events");
     assert!(
         events.iter().any(|e| e.event.kind == "window"
-            && e.event.message.starts_with("hosts are ready: waiting for window")),
+            && e.event
+                .message
+                .starts_with("hosts are ready: waiting for window")),
         "{events:?}"
     );
 

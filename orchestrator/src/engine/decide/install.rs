@@ -154,7 +154,12 @@ impl Decision {
 }
 
 /// A dispatched host's outcome, once there is one.
-pub(super) fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Option<(O, String)> {
+pub(super) fn judge(
+    u: &Upgrade,
+    host: &HostId,
+    o: &Observed<'_>,
+    limits: &Limits,
+) -> Option<(O, String)> {
     let docs = o.view.hosts.get(host);
     let status = docs
         .and_then(|d| d.status.as_ref())

@@ -90,9 +90,9 @@ impl Decision {
                     "its agent reported no re-run health checks within {}s of the soak's end",
                     HEALTH_REPORT_GRACE.as_secs()
                 )),
-                _ => gate_failure(gates).map(|f| {
-                    format!("soak of batch {current} failed: gate {f}")
-                }),
+                _ => {
+                    gate_failure(gates).map(|f| format!("soak of batch {current} failed: gate {f}"))
+                }
             };
             if let Some(reason) = reason {
                 failed.push(format!("{host}: {reason}"));

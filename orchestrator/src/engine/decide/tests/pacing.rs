@@ -1,8 +1,8 @@
 //! Table tests of soaks (a batch's hosts succeed only after it soaked, healthy and with
 //! its gates passing) and maintenance windows (dispatch only while they are open).
 
-use baton_protocol::documents::{Day, Gate, Health, Soak, Window, Windows};
 use baton_protocol::GroupName;
+use baton_protocol::documents::{Day, Gate, Health, Soak, Window, Windows};
 
 use super::*;
 
@@ -38,11 +38,19 @@ impl Fx {
     fn done(self, h: &str, healthy: Option<bool>) -> Self {
         let mut fx = self.host(h, O::Dispatched).status(h, H::Done);
         if let Some(healthy) = healthy
-            && let Some(s) = fx.view.hosts.get_mut(&id(h)).and_then(|d| d.status.as_mut())
+            && let Some(s) = fx
+                .view
+                .hosts
+                .get_mut(&id(h))
+                .and_then(|d| d.status.as_mut())
         {
             s.value.health = Some(Health {
                 healthy,
-                message: if healthy { String::new() } else { "unit baton-echo inactive".into() },
+                message: if healthy {
+                    String::new()
+                } else {
+                    "unit baton-echo inactive".into()
+                },
                 since: T0.into(),
             });
         }
@@ -244,7 +252,10 @@ fn gate_failures_name_the_gate_and_soak_success_says_so() {
     let Action::Record { reason, .. } = &actions[0] else {
         panic!("{actions:?}");
     };
-    assert!(reason.contains("soak of batch 0 failed: gate http http://gate/"), "{reason}");
+    assert!(
+        reason.contains("soak of batch 0 failed: gate http http://gate/"),
+        "{reason}"
+    );
     // A gate round of an earlier soak does not count for this one.
     let mut stale = fx.clone();
     if let Some(g) = stale.gates.as_mut() {
