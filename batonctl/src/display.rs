@@ -414,7 +414,7 @@ mod tests {
         });
         let mut healthy = host(HostState::Done, None);
         if let Some(s) = healthy.status.as_mut() {
-            s.health = Some(baton_protocol::documents::Health {
+            s.health = Some(baton_protocol::documents::HostHealth {
                 healthy: true,
                 message: String::new(),
                 since: "t1".into(),

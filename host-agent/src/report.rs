@@ -3,7 +3,7 @@
 //! Status changes are compare-and-swap updates checked against the host state machine: an
 //! illegal transition is refused (and logged) rather than written.
 
-use baton_protocol::documents::{self, Alive, Health, HostStatus, Installed};
+use baton_protocol::documents::{self, Alive, HostHealth, HostStatus, Installed};
 use baton_protocol::etcd::{self, Change, Client, EtcdError, KeptLease};
 use baton_protocol::state::TransitionError;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
@@ -111,7 +111,7 @@ impl Reporter {
                 return Ok(Change::Keep);
             }
             Ok(Change::Put(HostStatus {
-                health: Some(Health {
+                health: Some(HostHealth {
                     healthy,
                     message: message.to_owned(),
                     since: documents::now(),

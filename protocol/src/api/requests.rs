@@ -184,6 +184,7 @@ pub struct SetMaintenance {
 #[serde(deny_unknown_fields)]
 pub struct SetWindows {
     /// At least one window; dispatching is allowed while any of them is open.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub windows: Vec<Window>,
     /// Why.
     #[serde(default)]

@@ -158,13 +158,13 @@ pub struct HostStatus {
     /// Set while the host is `Done` and its upgrade soaks: the agent re-runs its components'
     /// health checks and writes this only when the result changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<Health>,
+    pub health: Option<HostHealth>,
 }
 
 /// The result of a host's re-run health checks (see [`HostStatus::health`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Health {
+pub struct HostHealth {
     /// Every managed component passed its health checks.
     pub healthy: bool,
     /// What failed, when not healthy.

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 pub use self::coordination::{Active, Candidate};
 pub use self::event::Event;
-pub use self::host::{Alive, Desired, DesiredAction, Health, HostSpec, HostStatus, Installed};
+pub use self::host::{Alive, Desired, DesiredAction, HostHealth, HostSpec, HostStatus, Installed};
 pub use self::maintenance::{Maintenance, MaintenanceMode};
 pub use self::soak::{DEFAULT_GATE_STATUS, Gate, Soak};
 pub use self::strategy::{BatchSize, Strategy};

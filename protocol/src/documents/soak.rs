@@ -24,6 +24,7 @@ pub enum Gate {
         url: String,
         /// The status it must answer (default 200).
         #[serde(default = "default_status")]
+        #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 599))]
         status: u16,
     },
     /// An instant query against the orchestrator's configured Prometheus must give one

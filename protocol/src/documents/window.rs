@@ -58,9 +58,14 @@ impl Day {
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// The days it opens on (local to `time_zone`).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub days: Vec<Day>,
     /// Local opening time, `HH:MM` or `HH:MM:SS` (24-hour). On a day the clocks skip it, it opens at the
     /// first local time after the gap; on a day it happens twice, the first time.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")
+    )]
     pub start: String,
     /// How long it stays open (elapsed time, e.g. `2h`, `90m`): 1 minute to 7 days.
     pub duration: String,

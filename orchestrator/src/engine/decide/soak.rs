@@ -9,7 +9,7 @@
 use std::time::SystemTime;
 
 use baton_protocol::HostId;
-use baton_protocol::documents::{Health, HostOutcomeState as O, Timestamp};
+use baton_protocol::documents::{HostHealth, HostOutcomeState as O, Timestamp};
 
 use super::install::judge;
 use super::{Action, Decision};
@@ -153,7 +153,7 @@ fn health<'a>(
     o: &'a Observed<'_>,
     host: &HostId,
     upgrade: &baton_protocol::UpgradeId,
-) -> Option<&'a Health> {
+) -> Option<&'a HostHealth> {
     let status = &o.view.hosts.get(host)?.status.as_ref()?.value;
     if status.upgrade_id.as_ref() != Some(upgrade) {
         return None;

@@ -2,7 +2,7 @@
 //! its gates passing) and maintenance windows (dispatch only while they are open).
 
 use baton_protocol::GroupName;
-use baton_protocol::documents::{Day, Gate, Health, Soak, Window, Windows};
+use baton_protocol::documents::{Day, Gate, HostHealth, Soak, Window, Windows};
 
 use super::*;
 
@@ -44,7 +44,7 @@ impl Fx {
                 .get_mut(&id(h))
                 .and_then(|d| d.status.as_mut())
         {
-            s.value.health = Some(Health {
+            s.value.health = Some(HostHealth {
                 healthy,
                 message: if healthy {
                     String::new()
