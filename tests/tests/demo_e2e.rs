@@ -104,15 +104,11 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
         .expect("the demo asks for a soak");
     assert_eq!(soak.duration, baton_tests::demo::SOAK);
     assert_eq!(soak.batch, None, "no soak left under way");
-    let batches = report
-        .upgrade
-        .upgrade
-        .hosts
-        .values()
-        .filter_map(|h| h.batch)
-        .max()
-        .map_or(0, |b| b + 1);
-    assert_eq!(report.soaks_passed, batches as usize, "{report:?}");
+    assert_eq!(
+        report.soaks_passed,
+        baton_tests::demo::batch_count(&report.upgrade),
+        "{report:?}"
+    );
     assert_eq!(
         report.orchestrator_before.version,
         baton_orchestrator::VERSION

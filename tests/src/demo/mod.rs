@@ -546,6 +546,17 @@ async fn health(api: &ApiClient) -> Result<Health, DemoError> {
     api.get("/healthz").await.map_err(api_error("GET /healthz"))
 }
 
+/// How many install batches an upgrade's plan has.
+pub fn batch_count(upgrade: &UpgradeInfo) -> usize {
+    upgrade
+        .upgrade
+        .hosts
+        .values()
+        .filter_map(|h| h.batch)
+        .max()
+        .map_or(0, |b| b as usize + 1)
+}
+
 /// How long each batch of the upgrade to 2.0.0 soaks.
 pub const SOAK: &str = "10s";
 
@@ -580,13 +591,7 @@ async fn roll_out_v2(
         status: "answered".into(),
         detail: format!(" something that is not an upgrade ({e}): {answer}"),
     })?;
-    let batches = created
-        .upgrade
-        .hosts
-        .values()
-        .filter_map(|h| h.batch)
-        .max()
-        .map_or(0, |b| b + 1);
+    let batches = batch_count(&created);
     println!(
         "    created upgrade {}: pinned to {}, {} hosts in {batches} batches (canary first, zone by zone)",
         created.upgrade.id,

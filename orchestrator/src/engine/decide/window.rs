@@ -54,7 +54,7 @@ impl Decision {
     /// The hosts of `ready` whose windows are open now; records (or ends) the wait of the
     /// others.
     pub(super) fn in_window(&mut self, o: &Observed<'_>, ready: Vec<HostId>) -> Vec<HostId> {
-        let held = self
+        let windowed = self
             .u
             .task
             .as_ref()
@@ -62,7 +62,7 @@ impl Decision {
         let Ok(now) = jiff::Timestamp::try_from(o.now) else {
             return ready;
         };
-        if !held {
+        if !windowed {
             return ready;
         }
         let mut open = Vec::new();
