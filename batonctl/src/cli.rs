@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_protocol::api::{
-    BatchRequest, RegisterHost, SetMaintenance, StartUpgrade, StrategyKind, StrategyRequest,
+    BatchRequest, RegisterHost, SetMaintenance, SetWindows, StartUpgrade, StrategyKind,
+    StrategyRequest,
 };
-use baton_protocol::documents::{MaintenanceMode, OnFailure};
+use baton_protocol::documents::{
+    DEFAULT_GATE_STATUS, Day, Gate, MaintenanceMode, OnFailure, Window,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Output;
@@ -100,6 +103,10 @@ pub enum Command {
     /// Set a group's maintenance mode (every host labelled group=GROUP).
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Maintenance windows of the fleet or of a group: upgrades dispatch new hosts only
+    /// while they are open.
+    #[command(subcommand)]
+    Window(WindowCommand),
     /// Print a shell completion script: `batonctl completion bash > /etc/bash_completion.d/batonctl`.
     Completion {
         /// The shell.
@@ -130,6 +137,105 @@ pub enum GroupCommand {
         #[arg(long)]
         reboot: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WindowCommand {
+    /// Set the windows (replacing any): one from the flags, or several as JSON with
+    /// --json. A host is dispatched only while the fleet's window and its group's (each if
+    /// set) are open; hosts already dispatched finish.
+    Set(WindowSet),
+    /// Print the windows (exit 1 if none is set).
+    Get {
+        /// A group's windows instead of the fleet's.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Remove the windows (upgrades dispatch at any time again).
+    Clear {
+        /// A group's windows instead of the fleet's.
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WindowSet {
+    /// A group's windows instead of the fleet's.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Days it opens on, comma-separated: mon,tue,wed,thu,fri,sat,sun.
+    #[arg(long, value_delimiter = ',', value_parser = day, required_unless_present = "json")]
+    pub days: Vec<Day>,
+    /// Local opening time, HH:MM.
+    #[arg(long, required_unless_present = "json")]
+    pub start: Option<String>,
+    /// How long it stays open: 2h, 90m (1m … 7d).
+    #[arg(long, required_unless_present = "json")]
+    pub duration: Option<String>,
+    /// IANA time zone of --days and --start, e.g. Europe/Berlin.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// Every window as JSON instead of the flags: `[{"days":["sat"],"start":"02:00",
+    /// "duration":"4h","time_zone":"UTC"}, …]`.
+    #[arg(long, conflicts_with_all = ["days", "start", "duration"], value_parser = windows_json)]
+    pub json: Option<Vec<Window>>,
+    /// Why.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+impl WindowSet {
+    /// The `PUT` body.
+    pub fn request(self) -> SetWindows {
+        let windows = self.json.unwrap_or_else(|| {
+            vec![Window {
+                days: self.days,
+                start: self.start.unwrap_or_default(),
+                duration: self.duration.unwrap_or_default(),
+                time_zone: self.time_zone,
+            }]
+        });
+        SetWindows {
+            windows,
+            reason: self.reason,
+        }
+    }
+}
+
+/// A day as `--days` names it.
+fn day(s: &str) -> Result<Day, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("{s:?} is not a day: mon, tue, wed, thu, fri, sat or sun"))
+}
+
+/// `--json`'s windows.
+fn windows_json(s: &str) -> Result<Vec<Window>, String> {
+    serde_json::from_str(s).map_err(|e| format!("not a JSON list of windows: {e}"))
+}
+
+/// A `--gate-http` flag: `URL` or `URL=STATUS`.
+fn http_gate(s: &str) -> Result<Gate, String> {
+    let (url, status) = match s.rsplit_once('=') {
+        Some((url, status)) if status.bytes().all(|b| b.is_ascii_digit()) && !status.is_empty() => {
+            (
+                url,
+                status
+                    .parse()
+                    .map_err(|_| format!("{status:?} is not an HTTP status"))?,
+            )
+        }
+        _ => (s, DEFAULT_GATE_STATUS),
+    };
+    Ok(Gate::Http {
+        url: url.to_owned(),
+        status,
+    })
+}
+
+/// A `--gate` flag: one gate as JSON.
+fn json_gate(s: &str) -> Result<Gate, String> {
+    serde_json::from_str(s).map_err(|e| format!("not a gate: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -374,6 +480,17 @@ pub struct UpgradeStart {
     /// the upgrade changed to the exact bundle it ran before [server's default: halt].
     #[arg(long, value_enum)]
     pub on_failure: Option<FailurePolicy>,
+    /// After each batch is done, soak this long (30s, 5m) while its hosts keep passing
+    /// their health checks and the gates pass; only then do they succeed.
+    #[arg(long)]
+    pub soak: Option<String>,
+    /// A fleet gate during soaks: GET URL must answer 200, or URL=STATUS (repeat).
+    #[arg(long = "gate-http", value_parser = http_gate, requires = "soak")]
+    pub gate_http: Vec<Gate>,
+    /// A fleet gate during soaks as JSON (repeat), e.g.
+    /// '{"kind":"prometheus","query":"sum(rate(errors[1m]))","max":0.5}'.
+    #[arg(long = "gate", value_parser = json_gate, requires = "soak")]
+    pub gates: Vec<Gate>,
     /// Select hosts by label, KEY=VALUE (repeat).
     #[arg(long = "selector", value_parser = key_value)]
     pub selector: Vec<(String, String)>,
@@ -563,6 +680,11 @@ impl UpgradeStart {
             skip_paused: self.skip_paused.then_some(true),
             allow_downgrade: self.allow_downgrade.then_some(true),
             on_failure: self.on_failure.map(Into::into),
+            soak: self.soak.clone(),
+            gates: {
+                let gates: Vec<Gate> = self.gate_http.iter().chain(&self.gates).cloned().collect();
+                (!gates.is_empty()).then_some(gates)
+            },
         }
     }
 }
@@ -660,6 +782,90 @@ mod tests {
             serde_json::to_value(start.request()).expect("json"),
             serde_json::json!({"image": "r/b:2", "strategy": {"kind": "auto"}})
         );
+    }
+
+    #[test]
+    fn soak_and_gate_flags_make_the_request() {
+        let cli = parse(&[
+            "upgrade",
+            "start",
+            "r/b:2",
+            "--soak",
+            "30s",
+            "--gate-http",
+            "https://svc/healthz",
+            "--gate-http",
+            "http://svc/ready=204",
+            "--gate",
+            r#"{"kind":"prometheus","query":"sum(up)","min":3}"#,
+        ]);
+        let Command::Upgrade(UpgradeCommand::Start(start)) = cli.command else {
+            panic!("not upgrade start");
+        };
+        let req = serde_json::to_value(start.request()).expect("json");
+        assert_eq!(req["soak"], "30s");
+        assert_eq!(
+            req["gates"],
+            serde_json::json!([
+                {"kind": "http", "url": "https://svc/healthz", "status": 200},
+                {"kind": "http", "url": "http://svc/ready", "status": 204},
+                {"kind": "prometheus", "query": "sum(up)", "min": 3}
+            ])
+        );
+        assert!(
+            Cli::try_parse_from([
+                "batonctl",
+                "upgrade",
+                "start",
+                "r/b:2",
+                "--gate-http",
+                "http://x/"
+            ])
+            .is_err(),
+            "a gate needs --soak"
+        );
+    }
+
+    #[test]
+    fn window_set_flags_make_one_window() {
+        let cli = parse(&[
+            "window",
+            "set",
+            "--group",
+            "edge",
+            "--days",
+            "sat,Sun",
+            "--start",
+            "02:00",
+            "--duration",
+            "4h",
+            "--time-zone",
+            "Europe/Berlin",
+        ]);
+        let Command::Window(WindowCommand::Set(set)) = cli.command else {
+            panic!("not window set");
+        };
+        assert_eq!(set.group.as_deref(), Some("edge"));
+        assert_eq!(
+            serde_json::to_value(set.request()).expect("json"),
+            serde_json::json!({"windows": [{"days": ["sat", "sun"], "start": "02:00",
+                "duration": "4h", "time_zone": "Europe/Berlin"}], "reason": ""})
+        );
+        assert!(
+            Cli::try_parse_from([
+                "batonctl",
+                "window",
+                "set",
+                "--days",
+                "someday",
+                "--start",
+                "02:00",
+                "--duration",
+                "1h"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["batonctl", "window", "set", "--days", "mon"]).is_err());
     }
 
     #[test]

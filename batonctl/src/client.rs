@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use baton_protocol::api::{
     Command, Control, CreateToken, CreatedToken, ErrorBody, EventInfo, Health, HostInfo,
-    RegisterHost, SetMaintenance, StartUpgrade, TokenInfo, UpgradeInfo,
+    RegisterHost, SetMaintenance, SetWindows, StartUpgrade, TokenInfo, UpgradeInfo,
 };
-use baton_protocol::documents::{HostSpec, Maintenance};
+use baton_protocol::documents::{HostSpec, Maintenance, Windows};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue, LINK};
@@ -592,6 +592,33 @@ impl ApiClient {
     ) -> Result<Maintenance, ClientError> {
         self.put(&format!("/v1/groups/{group}/maintenance"), req)
             .await
+    }
+
+    /// `/v1/window` (the fleet's) or `/v1/groups/{group}/window`.
+    fn window_path(group: Option<&str>) -> String {
+        match group {
+            Some(g) => format!("/v1/groups/{g}/window"),
+            None => "/v1/window".to_owned(),
+        }
+    }
+
+    /// `GET` the fleet's or a group's maintenance windows.
+    pub async fn windows(&self, group: Option<&str>) -> Result<Windows, ClientError> {
+        self.get(&Self::window_path(group)).await
+    }
+
+    /// `PUT` the fleet's or a group's maintenance windows.
+    pub async fn set_windows(
+        &self,
+        group: Option<&str>,
+        req: &SetWindows,
+    ) -> Result<Windows, ClientError> {
+        self.put(&Self::window_path(group), req).await
+    }
+
+    /// `DELETE` the fleet's or a group's maintenance windows (the removed ones).
+    pub async fn clear_windows(&self, group: Option<&str>) -> Result<Windows, ClientError> {
+        self.delete(&Self::window_path(group)).await
     }
 
     /// `GET /healthz`: the answering orchestrator's version, name and role.

@@ -9,7 +9,7 @@ use baton_protocol::api::Command as ApiCommand;
 use crate::bundle::{self, binaries::default_static_binary};
 use crate::cli::{
     self, BundleCommand, Cli, Command, GroupCommand, HostCommand, TokenCommand, UpgradeCommand,
-    UpgradeControl,
+    UpgradeControl, WindowCommand,
 };
 use crate::client::ApiClient;
 use crate::display;
@@ -42,6 +42,18 @@ pub async fn run(cli: Cli) -> Result<bool, CtlError> {
             let api = settings::client(&cli.connection)?;
             let set = cli::maintenance(mode, reason, reboot);
             print(out, &api.group_maintenance(&group, &set).await?)?;
+        }
+        Command::Window(command) => {
+            let api = settings::client(&cli.connection)?;
+            let windows = match command {
+                WindowCommand::Set(set) => {
+                    let group = set.group.clone();
+                    api.set_windows(group.as_deref(), &set.request()).await?
+                }
+                WindowCommand::Get { group } => api.windows(group.as_deref()).await?,
+                WindowCommand::Clear { group } => api.clear_windows(group.as_deref()).await?,
+            };
+            print(out, &windows)?;
         }
         Command::Upgrade(command) => {
             return upgrade(&settings::client(&cli.connection)?, command, out).await;

@@ -164,6 +164,34 @@ pub struct Watched {
     phase: Option<UpgradePhase>,
     hosts: BTreeMap<String, String>,
     handed_over: bool,
+    pacing: Option<String>,
+}
+
+/// What holds the upgrade back on purpose, if anything: the soak under way, or a wait for a
+/// maintenance window.
+pub fn pacing(upgrade: &baton_protocol::documents::Upgrade) -> Option<String> {
+    if let Some(soak) = &upgrade.soak
+        && let Some(batch) = soak.batch
+    {
+        let gates: Vec<String> = soak.gates.iter().map(ToString::to_string).collect();
+        let gates = if gates.is_empty() {
+            String::new()
+        } else {
+            format!("; gates: {}", gates.join("; "))
+        };
+        return Some(format!(
+            "soak: batch {batch} done, soaking {} until {} (hosts' health checks{gates})",
+            soak.duration,
+            soak.until.as_deref().unwrap_or("?")
+        ));
+    }
+    upgrade
+        .waiting_for_window
+        .as_ref()
+        .map(|w| match &w.next_opening {
+            Some(t) => format!("waiting for window {t}"),
+            None => "waiting for window: none opens within a week".to_owned(),
+        })
 }
 
 /// The lines to print for what changed since `before`, and what is now printed.
@@ -182,6 +210,7 @@ pub fn watch_lines(
         phase: Some(upgrade.upgrade.phase),
         hosts: BTreeMap::new(),
         handed_over: handover.is_some(),
+        pacing: pacing(&upgrade.upgrade),
     };
     if let Some(o) = handover
         && !before.handed_over
@@ -219,6 +248,11 @@ pub fn watch_lines(
             if !s.message.is_empty() {
                 line.push_str(&format!(": {}", s.message));
             }
+            match &s.health {
+                Some(h) if h.healthy => line.push_str(" [health checks passing]"),
+                Some(h) => line.push_str(&format!(" [unhealthy: {}]", h.message)),
+                None => {}
+            }
         }
         if !outcome.reason.is_empty() {
             line.push_str(&format!(" — {}", outcome.reason));
@@ -227,6 +261,11 @@ pub fn watch_lines(
             lines.push(format!("  {id:<20} {line}"));
         }
         now.hosts.insert(id, line);
+    }
+    if now.pacing != before.pacing
+        && let Some(p) = &now.pacing
+    {
+        lines.push(format!("  {p}"));
     }
     if before.phase != now.phase {
         let mut head = format!(
@@ -295,6 +334,7 @@ mod tests {
                 message: String::new(),
                 started_at: None,
                 updated_at: "t".into(),
+                health: None,
             }),
             installed: None,
             maintenance: None,
@@ -387,6 +427,48 @@ mod tests {
             ["  orchestrator: handed over to 2.0.0 in container c2 (r/orchestrator:2.0.0)"]
         );
         assert!(watch_lines(&seen, &u, &[]).0.is_empty());
+    }
+
+    #[test]
+    fn watch_shows_the_soak_and_the_wait_for_a_window() {
+        let mut u = upgrade(UpgradePhase::Installing, HostOutcomeState::Dispatched);
+        u.upgrade.waiting_for_window = Some(baton_protocol::documents::WindowWait {
+            since: "t0".into(),
+            next_opening: Some("2026-12-07T22:00:00.000Z".into()),
+        });
+        let (lines, seen) = watch_lines(&Watched::default(), &u, &[]);
+        assert!(
+            lines.contains(&"  waiting for window 2026-12-07T22:00:00.000Z".to_owned()),
+            "{lines:?}"
+        );
+        u.upgrade.waiting_for_window = None;
+        u.upgrade.soak = Some(baton_protocol::documents::Soak {
+            duration: "30s".into(),
+            gates: vec![baton_protocol::documents::Gate::Http {
+                url: "http://svc/healthz".into(),
+                status: 200,
+            }],
+            batch: Some(0),
+            since: Some("t1".into()),
+            until: Some("t2".into()),
+        });
+        let mut healthy = host(HostState::Done, None);
+        if let Some(s) = healthy.status.as_mut() {
+            s.health = Some(baton_protocol::documents::HostHealth {
+                healthy: true,
+                message: String::new(),
+                since: "t1".into(),
+            });
+        }
+        let (lines, seen) = watch_lines(&seen, &u, &[healthy.clone()]);
+        assert_eq!(
+            lines,
+            [
+                "  h1                   Dispatched agent: Done [health checks passing]",
+                "  soak: batch 0 done, soaking 30s until t2 (hosts' health checks; gates: http http://svc/healthz answers 200)"
+            ]
+        );
+        assert!(watch_lines(&seen, &u, &[healthy]).0.is_empty());
     }
 
     #[test]

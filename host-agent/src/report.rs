@@ -3,7 +3,7 @@
 //! Status changes are compare-and-swap updates checked against the host state machine: an
 //! illegal transition is refused (and logged) rather than written.
 
-use baton_protocol::documents::{self, Alive, HostStatus, Installed};
+use baton_protocol::documents::{self, Alive, HostHealth, HostStatus, Installed};
 use baton_protocol::etcd::{self, Change, Client, EtcdError, KeptLease};
 use baton_protocol::state::TransitionError;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
@@ -68,6 +68,10 @@ impl Reporter {
                                 && c.upgrade_id.as_ref() == upgrade
                         })
                         .map_or_else(documents::now, |c| c.updated_at.clone()),
+                    // Re-run health checks belong to the upgrade and state they were run in.
+                    health: current
+                        .filter(|c| c.state == state && c.upgrade_id.as_ref() == upgrade)
+                        .and_then(|c| c.health.clone()),
                 };
                 Ok(if current == Some(&next) {
                     Change::Keep
@@ -82,6 +86,42 @@ impl Reporter {
             tracing::info!(host = %self.host, state = %state, step, message, "status");
         }
         Ok(())
+    }
+
+    /// Sets `status.health` (the re-run health checks of `upgrade`, while the host is `Done`
+    /// for it), unless it already says the same.
+    pub async fn health(
+        &self,
+        upgrade: &UpgradeId,
+        healthy: bool,
+        message: &str,
+    ) -> Result<(), EtcdError> {
+        let key = self.key(HostKey::Status);
+        etcd::update::<HostStatus, std::convert::Infallible, _>(&self.client, &key, |current| {
+            let Some(current) = current
+                .filter(|c| c.state == HostState::Done && c.upgrade_id.as_ref() == Some(upgrade))
+            else {
+                return Ok(Change::Keep);
+            };
+            let same = current
+                .health
+                .as_ref()
+                .is_some_and(|h| h.healthy == healthy && h.message == message);
+            if same {
+                return Ok(Change::Keep);
+            }
+            Ok(Change::Put(HostStatus {
+                health: Some(HostHealth {
+                    healthy,
+                    message: message.to_owned(),
+                    since: documents::now(),
+                }),
+                ..current.clone()
+            }))
+        })
+        .await?
+        .map(|_| ())
+        .map_err(|never| match never {})
     }
 
     /// The current status, if any.

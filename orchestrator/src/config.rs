@@ -345,6 +345,12 @@ pub struct Config {
     #[arg(long, env = "BATON_HEAL_GRACE", value_parser = duration, default_value = "30s")]
     #[serde(serialize_with = "human")]
     pub heal_grace: Duration,
+    /// Prometheus server the soaks' `prometheus` gates ask (instant queries at
+    /// `<url>/api/v1/query`), e.g. `http://prometheus:9090`. Without it such gates are
+    /// refused.
+    #[arg(long, env = "BATON_PROMETHEUS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
     /// Label for downloader job containers (and a self-updated orchestrator's container),
     /// KEY=VALUE (repeat).
     #[arg(long = "job-label", env = "BATON_JOB_LABELS", value_delimiter = ',', value_parser = label)]
@@ -404,6 +410,7 @@ impl Config {
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             install_timeout: DEFAULT_INSTALL_TIMEOUT,
             heal_grace: DEFAULT_HEAL_GRACE,
+            prometheus_url: None,
             job_labels: Vec::new(),
             self_update_timeout: DEFAULT_SELF_UPDATE_TIMEOUT,
             log_json: false,
@@ -603,6 +610,7 @@ impl Config {
                 timeout: self.self_update_timeout,
             },
             identities: None,
+            prometheus: self.prometheus_url.clone(),
         }
     }
 }

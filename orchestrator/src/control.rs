@@ -125,6 +125,8 @@ mod tests {
             on_failure: baton_protocol::documents::OnFailure::Halt,
             created_at: "t".into(),
             updated_at: "t".into(),
+            soak: None,
+            waiting_for_window: None,
         }
     }
 

@@ -175,7 +175,11 @@ pub async fn serve(
         Bundles { resolver, trust },
         counters.clone(),
         replica.clone(),
-        Policy { web, hosts },
+        Policy {
+            web,
+            hosts,
+            prometheus: config.prometheus_url.is_some(),
+        },
         stop_rx.clone(),
     )
     .with_identities(identities.clone());

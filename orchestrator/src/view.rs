@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use baton_protocol::documents::{
     Alive, Desired, Document, HostSpec, HostStatus, Installed, Maintenance, MaintenanceMode,
-    Upgrade, decode,
+    Upgrade, Windows, decode,
 };
 use baton_protocol::etcd::Versioned;
 use baton_protocol::keys::Key;
@@ -103,6 +103,8 @@ pub enum Part {
     Groups,
     /// `upgrades/`.
     Upgrades,
+    /// `window`: the fleet's maintenance windows.
+    FleetWindow,
 }
 
 impl Part {
@@ -112,8 +114,12 @@ impl Part {
             Part::Hosts => keyspace.hosts_prefix(),
             Part::Groups => keyspace.groups_prefix(),
             Part::Upgrades => keyspace.upgrades_prefix(),
+            Part::FleetWindow => keyspace.fleet_window(),
         }
     }
+
+    /// Every part, in the order the engine watches them.
+    pub const ALL: [Part; 4] = [Part::Hosts, Part::Groups, Part::Upgrades, Part::FleetWindow];
 }
 
 /// The fleet as known.
@@ -125,6 +131,10 @@ pub struct FleetView {
     pub groups: BTreeMap<GroupName, Versioned<Maintenance>>,
     /// Upgrade id → its record.
     pub upgrades: BTreeMap<UpgradeId, Versioned<Upgrade>>,
+    /// The fleet's maintenance windows.
+    pub fleet_windows: Option<Versioned<Windows>>,
+    /// Group → its maintenance windows.
+    pub group_windows: BTreeMap<GroupName, Versioned<Windows>>,
     /// Per part: the revision of its last full read; older changes are ignored.
     floors: BTreeMap<Part, i64>,
 }
@@ -140,8 +150,12 @@ impl FleetView {
     ) {
         match part {
             Part::Hosts => self.hosts.clear(),
-            Part::Groups => self.groups.clear(),
+            Part::Groups => {
+                self.groups.clear();
+                self.group_windows.clear();
+            }
             Part::Upgrades => self.upgrades.clear(),
+            Part::FleetWindow => self.fleet_windows = None,
         }
         self.floors.insert(part, revision);
         for (key, value, mod_revision) in kvs {
@@ -186,6 +200,14 @@ impl FleetView {
                     self.groups.insert(group, v);
                 }
             }
+            Ok(Key::GroupWindow(group)) => {
+                let mut slot = self.group_windows.remove(&group);
+                set(&mut slot, key, value, mod_revision);
+                if let Some(v) = slot {
+                    self.group_windows.insert(group, v);
+                }
+            }
+            Ok(Key::FleetWindow) => set(&mut self.fleet_windows, key, value, mod_revision),
             Ok(Key::Upgrade(id)) => {
                 let mut slot = self.upgrades.remove(&id);
                 set(&mut slot, key, value, mod_revision);

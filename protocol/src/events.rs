@@ -37,13 +37,17 @@ pub enum EventKind {
     HostReverted,
     /// A host could not be reverted (`host-revert-failed`).
     HostRevertFailed,
+    /// A batch's soak started, passed or failed (`soak`).
+    Soak,
+    /// The upgrade waits for a maintenance window to open, or it opened (`window`).
+    Window,
     /// A kind this build does not know.
     Other(String),
 }
 
 impl EventKind {
     /// Every kind this build writes.
-    pub const KNOWN: [EventKind; 14] = [
+    pub const KNOWN: [EventKind; 16] = [
         EventKind::Created,
         EventKind::Phase,
         EventKind::HostDownloaded,
@@ -58,6 +62,8 @@ impl EventKind {
         EventKind::HostReverting,
         EventKind::HostReverted,
         EventKind::HostRevertFailed,
+        EventKind::Soak,
+        EventKind::Window,
     ];
 
     /// The stored name.
@@ -77,6 +83,8 @@ impl EventKind {
             EventKind::HostReverting => "host-reverting",
             EventKind::HostReverted => "host-reverted",
             EventKind::HostRevertFailed => "host-revert-failed",
+            EventKind::Soak => "soak",
+            EventKind::Window => "window",
             EventKind::Other(name) => name,
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! Layout under a configurable prefix (default `/baton`), see `docs/keyspace.md`:
 //! `hosts/<host>/{spec,alive,desired,status,installed,maintenance}`,
-//! `groups/<group>/maintenance`, `upgrades/<id>`, `active`, `leader`, `events/<id>/<seq>`,
-//! `tokens/<name>`.
+//! `groups/<group>/{maintenance,window}`, `window`, `upgrades/<id>`, `active`, `leader`,
+//! `events/<id>/<seq>`, `tokens/<name>`.
 
 use std::fmt;
 
@@ -102,6 +102,10 @@ pub enum Key {
     Host(HostId, HostKey),
     /// `groups/<group>/maintenance`.
     GroupMaintenance(GroupName),
+    /// `groups/<group>/window`: the group's maintenance windows.
+    GroupWindow(GroupName),
+    /// `window`: the whole fleet's maintenance windows.
+    FleetWindow,
     /// `upgrades/<id>`.
     Upgrade(UpgradeId),
     /// `active`.
@@ -192,6 +196,16 @@ impl Keyspace {
         format!("{}/groups/{group}/maintenance", self.prefix)
     }
 
+    /// `<prefix>/groups/<group>/window`: the group's maintenance windows.
+    pub fn group_window(&self, group: &GroupName) -> String {
+        format!("{}/groups/{group}/window", self.prefix)
+    }
+
+    /// `<prefix>/window`: the whole fleet's maintenance windows.
+    pub fn fleet_window(&self) -> String {
+        format!("{}/window", self.prefix)
+    }
+
     /// `<prefix>/groups/`.
     pub fn groups_prefix(&self) -> String {
         format!("{}/groups/", self.prefix)
@@ -265,6 +279,10 @@ impl Keyspace {
             ["groups", group, "maintenance"] => Ok(Key::GroupMaintenance(
                 GroupName::new(*group).map_err(name_err)?,
             )),
+            ["groups", group, "window"] => {
+                Ok(Key::GroupWindow(GroupName::new(*group).map_err(name_err)?))
+            }
+            ["window"] => Ok(Key::FleetWindow),
             ["upgrades", id] => Ok(Key::Upgrade(UpgradeId::new(*id).map_err(name_err)?)),
             ["active"] => Ok(Key::Active),
             ["tokens", name] => Ok(Key::Token(TokenName::new(*name).map_err(name_err)?)),
@@ -297,6 +315,11 @@ mod tests {
             ks.group_maintenance(&GroupName::new("g").expect("g")),
             "/baton/groups/g/maintenance"
         );
+        assert_eq!(
+            ks.group_window(&GroupName::new("g").expect("g")),
+            "/baton/groups/g/window"
+        );
+        assert_eq!(ks.fleet_window(), "/baton/window");
         assert_eq!(ks.upgrade(&id), "/baton/upgrades/u1");
         assert_eq!(ks.active(), "/baton/active");
         assert_eq!(ks.leader(), "/baton/leader");
@@ -314,6 +337,11 @@ mod tests {
         for doc in HostKey::ALL {
             assert_eq!(ks.parse(&ks.host(&h, doc)), Ok(Key::Host(h.clone(), doc)));
         }
+        assert_eq!(
+            ks.parse(&ks.group_window(&g)),
+            Ok(Key::GroupWindow(g.clone()))
+        );
+        assert_eq!(ks.parse(&ks.fleet_window()), Ok(Key::FleetWindow));
         assert_eq!(
             ks.parse(&ks.group_maintenance(&g)),
             Ok(Key::GroupMaintenance(g))

@@ -95,6 +95,20 @@ async fn demo_upgrades_an_empty_fleet_to_2_0_0_and_tears_down_without_a_trace() 
         .clone()
         .unwrap_or_default();
     assert!(why.contains("backward compatible"), "{why:?}");
+    // Every batch soaked before the next started: one passed soak per batch.
+    let soak = report
+        .upgrade
+        .upgrade
+        .soak
+        .clone()
+        .expect("the demo asks for a soak");
+    assert_eq!(soak.duration, baton_tests::demo::SOAK);
+    assert_eq!(soak.batch, None, "no soak left under way");
+    assert_eq!(
+        report.soaks_passed,
+        baton_tests::demo::batch_count(&report.upgrade),
+        "{report:?}"
+    );
     assert_eq!(
         report.orchestrator_before.version,
         baton_orchestrator::VERSION

@@ -129,6 +129,7 @@ mod tests {
             message: String::new(),
             started_at: None,
             updated_at: "t".into(),
+            health: None,
         }
     }
 

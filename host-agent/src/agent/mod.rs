@@ -10,6 +10,7 @@
 //! - `chain.rs`: a daisy chain's host waits for the host it follows;
 //! - `quorum.rs`: a quorum cluster's member: the cluster checked before it goes down and
 //!   after it is back, its snapshot;
+//! - `soak.rs`: re-running the health checks while the upgrade soaks;
 //! - `prune.rs`: removing staged bundles and backups no longer needed once an upgrade is done;
 //! - `bundle.rs`: the staged bundles, used only for the version and image digest they were
 //!   staged with.
@@ -27,6 +28,7 @@ mod reboot;
 mod reconcile;
 mod restart;
 mod session;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

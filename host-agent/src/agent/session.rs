@@ -1,6 +1,7 @@
 //! The agent's etcd session: connect, grant the liveness lease, write `alive` bound to it,
 //! tell systemd `READY=1`, publish `installed`, then reconcile on start and on every change
-//! of this host's `desired` key. [`Agent::run`] re-establishes a failed session with
+//! of this host's `desired` key (and, while its upgrade soaks, re-run the health checks
+//! every few seconds). [`Agent::run`] re-establishes a failed session with
 //! backoff: errors never end the daemon.
 
 use std::future::Future;
@@ -10,6 +11,7 @@ use baton_protocol::HostKey;
 use baton_protocol::documents::{self, Alive};
 use baton_protocol::etcd::{self, Credential, EtcdError, KeptLease, ResumableWatch};
 
+use super::soak::RECHECK_INTERVAL;
 use super::{Agent, AgentError, Driven};
 use crate::notify;
 use crate::report::Reporter;
@@ -85,7 +87,12 @@ impl Agent {
         // while it waits for the same keys.
         let mut waits: Vec<ResumableWatch> = Vec::new();
         loop {
-            match self.reconcile(&client, &reporter).await? {
+            let driven = self.reconcile(&client, &reporter).await?;
+            let recheck = match driven {
+                Driven::Settled => self.soak_recheck(&client, &reporter).await?,
+                _ => None,
+            };
+            match driven {
                 Driven::Settled => waits.clear(),
                 Driven::Waiting(keys) => {
                     let watched: Vec<&str> = waits.iter().map(ResumableWatch::prefix).collect();
@@ -114,6 +121,11 @@ impl Agent {
             tokio::select! {
                 update = watch.next() => { update?; }
                 update = any_wait => { update?; }
+                () = tokio::time::sleep(RECHECK_INTERVAL), if recheck.is_some() => {
+                    if let Some(recheck) = &recheck {
+                        self.recheck(&reporter, recheck).await?;
+                    }
+                }
                 () = lease.lost() => return Err(EtcdError::LeaseLost { lease: lease.id() }.into()),
             }
         }

@@ -1,7 +1,7 @@
 //! What the API enforces beyond the wire types' shapes, stated in the OpenAPI document so a
 //! client (or a schema-driven fuzzer) knows in advance what is accepted: name syntax, label
 //! keys and values, paths, Docker endpoints, image references, integer ranges, and the
-//! field combinations of a strategy and of a maintenance mode.
+//! field combinations of a strategy, of a maintenance mode and of a soak's gate.
 //!
 //! The patterns restate the validators' rules (`baton_protocol::names`, `crate::validate`,
 //! `crate::docker`); the tests below hold both to the same examples, so neither drifts.
@@ -137,6 +137,38 @@ pub fn state(doc: &mut Value, hosts: &HostPolicy) {
     schemas["StrategyRequest"] = strategy();
 
     schemas["SetMaintenance"] = maintenance();
+    schemas["Gate"] = gate();
+}
+
+/// A soak's fleet gate: each kind with exactly its own fields (`crate::validate::soak`).
+fn gate() -> Value {
+    let number = json!({"oneOf": [{"type": "number"}, {"type": "null"}]});
+    json!({
+        "description": "A fleet check during soaks: an HTTP GET answering `status`, or a Prometheus instant query within its bounds.",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["http"]},
+                    "url": {"type": "string", "pattern": "^https?://[^/?#@\\s]+(?:[/?#]\\S*)?$"},
+                    "status": {"type": "integer", "minimum": 100, "maximum": 599}
+                },
+                "required": ["kind", "url"],
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["prometheus"]},
+                    "query": {"type": "string", "minLength": 1},
+                    "min": number,
+                    "max": number
+                },
+                "required": ["kind", "query"],
+                "additionalProperties": false
+            }
+        ]
+    })
 }
 
 /// A strategy: its fields depend on its kind.

@@ -7,6 +7,7 @@
 //! - [`hosts`]: registration and the merged view of each host;
 //! - [`upgrades`]: starting, listing, showing, pausing, resuming and aborting upgrades;
 //! - [`maintenance`]: maintenance modes of hosts and groups;
+//! - [`windows`]: maintenance windows of the fleet and of groups;
 //! - [`tokens`]: API tokens (create, list, revoke);
 //! - [`stream`]: `GET /v1/stream`, the fleet live as server-sent events (the fleet page's
 //!   feed; the page itself is [`crate::web`]'s);
@@ -28,6 +29,7 @@ pub mod page;
 pub mod stream;
 pub mod tokens;
 pub mod upgrades;
+pub mod windows;
 
 use std::sync::Arc;
 
@@ -60,6 +62,8 @@ pub struct Policy {
     pub web: WebPolicy,
     /// Docker endpoints and path maps.
     pub hosts: HostPolicy,
+    /// A Prometheus is configured, so soaks may have `prometheus` gates.
+    pub prometheus: bool,
 }
 
 /// What every handler shares.
@@ -193,6 +197,11 @@ impl AppState {
         &self.inner.policy.hosts
     }
 
+    /// Whether a Prometheus is configured for the soaks' `prometheus` gates.
+    pub fn prometheus(&self) -> bool {
+        self.inner.policy.prometheus
+    }
+
     /// The leadership key fencing writes, or 503 naming the leader.
     pub async fn require_leader(&self) -> Result<String, ApiError> {
         match self.role() {
@@ -320,6 +329,24 @@ pub const ROUTES: &[Route] = &[
         on(m, maintenance::group)
     }),
     route(Verb::Get, "/v1/stream", VIEWER, |m| on(m, stream::stream)),
+    route(Verb::Get, "/v1/window", VIEWER, |m| {
+        on(m, windows::get_fleet)
+    }),
+    route(Verb::Put, "/v1/window", OPERATOR, |m| {
+        on(m, windows::set_fleet)
+    }),
+    route(Verb::Delete, "/v1/window", OPERATOR, |m| {
+        on(m, windows::clear_fleet)
+    }),
+    route(Verb::Get, "/v1/groups/{group}/window", VIEWER, |m| {
+        on(m, windows::get_group)
+    }),
+    route(Verb::Put, "/v1/groups/{group}/window", OPERATOR, |m| {
+        on(m, windows::set_group)
+    }),
+    route(Verb::Delete, "/v1/groups/{group}/window", OPERATOR, |m| {
+        on(m, windows::clear_group)
+    }),
     route(Verb::Get, "/v1/upgrades", VIEWER, |m| on(m, upgrades::list)),
     route(Verb::Post, "/v1/upgrades", OPERATOR, |m| {
         on(m, upgrades::create)

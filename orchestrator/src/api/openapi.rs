@@ -17,7 +17,9 @@ use crate::api::error::responses::{
     BadGateway, BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
     Unprocessable, UnsupportedMediaType,
 };
-use crate::api::{AppState, ROUTES, Verb, health, hosts, maintenance, stream, tokens, upgrades};
+use crate::api::{
+    AppState, ROUTES, Verb, health, hosts, maintenance, stream, tokens, upgrades, windows,
+};
 use crate::auth::Access;
 use crate::validate::HostPolicy;
 
@@ -39,6 +41,12 @@ use crate::validate::HostPolicy;
         hosts::remove,
         maintenance::host,
         maintenance::group,
+        windows::get_fleet,
+        windows::set_fleet,
+        windows::clear_fleet,
+        windows::get_group,
+        windows::set_group,
+        windows::clear_group,
         upgrades::list,
         upgrades::create,
         upgrades::show,

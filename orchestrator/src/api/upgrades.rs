@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
     Active, Event, EventKind, HostOutcome, HostOutcomeState, HostRevert, OnFailure,
-    OrchestratorUpdate, PreviousBundle, RevertState, SCHEMA_VERSION, Strategy, Timestamp, Upgrade,
-    decode, now,
+    OrchestratorUpdate, PreviousBundle, RevertState, SCHEMA_VERSION, Soak, Strategy, Timestamp,
+    Upgrade, decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;
@@ -224,6 +224,20 @@ fn strategy_kind(strategy: &Strategy) -> &'static str {
     }
 }
 
+/// `, each batch soaks 30s (gates: …)` for the created event.
+fn soak_summary(soak: &Soak) -> String {
+    let gates: Vec<String> = soak.gates.iter().map(ToString::to_string).collect();
+    if gates.is_empty() {
+        format!(", each batch soaks {}", soak.duration)
+    } else {
+        format!(
+            ", each batch soaks {} (gates: {})",
+            soak.duration,
+            gates.join("; ")
+        )
+    }
+}
+
 fn event(now: &Timestamp, kind: EventKind, message: String) -> Event {
     Event {
         schema_version: SCHEMA_VERSION,
@@ -272,6 +286,7 @@ pub async fn create(
     // Nothing is pulled from a registry that is not allowed.
     state.trust().check_registry("image", &req.image)?;
     let requested = validate::strategy(&req.strategy)?;
+    let soak = validate::soak(&req, state.prometheus())?;
     let requested_id = req.id.as_deref().map(validate::upgrade_id).transpose()?;
     let ks = state.keyspace();
     let view = store::read_view(state.client(), ks, &[Part::Hosts]).await?;
@@ -365,12 +380,14 @@ pub async fn create(
         signature: Some(signature),
         created_at: now.clone(),
         updated_at: now.clone(),
+        soak,
+        waiting_for_window: None,
     };
     let created = event(
         &now,
         EventKind::Created,
         format!(
-            "upgrade to {} (agent {}{}) of {} host(s), {}; bundle {} (requested as {}), signed by key {} until {}",
+            "upgrade to {} (agent {}{}) of {} host(s), {}{}; bundle {} (requested as {}), signed by key {} until {}",
             upgrade.version,
             resolved.manifest.agent.version,
             match &upgrade.orchestrator {
@@ -381,6 +398,10 @@ pub async fn create(
             match &upgrade.strategy_reason {
                 Some(why) => format!("{} ({why})", strategy_kind(&upgrade.strategy)),
                 None => strategy_kind(&upgrade.strategy).to_owned(),
+            },
+            match &upgrade.soak {
+                Some(soak) => soak_summary(soak),
+                None => String::new(),
             },
             upgrade.bundle,
             req.image,

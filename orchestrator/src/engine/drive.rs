@@ -104,6 +104,7 @@ impl Engine {
                 claimed: &claimed,
                 orchestrator_version: crate::VERSION,
                 successor: self.successors.started.get(id).map(|(_, state)| state),
+                gates: self.gate_rounds.states.get(id),
                 now: SystemTime::now(),
             },
             &self.config.limits,

@@ -86,6 +86,21 @@ pub fn event_for(upgrade: &Upgrade, action: &Action, now: &Timestamp) -> Option<
             };
             (Some(host.clone()), kind, message)
         }
+        Action::Soak { note, .. } => (None, EventKind::Soak, note.clone()),
+        Action::WindowWait {
+            waiting,
+            next_opening,
+        } => (
+            None,
+            EventKind::Window,
+            match (waiting, next_opening) {
+                (true, Some(t)) => format!("hosts are ready: waiting for window {t}"),
+                (true, None) => {
+                    "hosts are ready: waiting for a window (none opens within a week)".to_owned()
+                }
+                (false, _) => "no host waits for a window any more".to_owned(),
+            },
+        ),
         Action::Hold { host, held } => (
             Some(host.clone()),
             EventKind::HostHeld,

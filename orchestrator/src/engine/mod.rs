@@ -9,6 +9,7 @@
 //! - [`decide`]: the pure decision function, one file per phase, and its table tests;
 //! - [`execute`]: one guarded transaction per pass (record, `desired` keys, events, `active`);
 //! - [`dispatch`]: starting the downloader job on a host, through the host's Docker Engine;
+//! - [`gates`]: checking a soak's fleet gates (HTTP, Prometheus) in rounds while it lasts;
 //! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
 //!   then handed the leadership);
 //! - `drive` and `upkeep`: the engine's passes over upgrades and over its own tasks;
@@ -21,6 +22,7 @@ pub mod decide;
 pub mod dispatch;
 mod drive;
 pub mod execute;
+pub mod gates;
 pub mod model;
 mod progress;
 pub mod successor;
@@ -76,6 +78,8 @@ pub struct EngineConfig {
     /// The etcd identities it manages (a fresh credential for each downloader job), when
     /// etcd runs with authentication.
     pub identities: Option<crate::identities::Identities>,
+    /// The Prometheus the soaks' `prometheus` gates ask (its base URL).
+    pub prometheus: Option<String>,
 }
 
 /// Why the engine (or the leadership running it) ended.
@@ -102,6 +106,7 @@ struct Engine {
     jobs: Jobs,
     probes: Probes,
     successors: Successors,
+    gate_rounds: gates::Rounds,
     /// Watches, jobs, probes and self-updates running in the background.
     tasks: JoinSet<()>,
 }
@@ -165,6 +170,7 @@ pub async fn run(
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let (successor_tx, mut successor_rx) = mpsc::unbounded_channel();
+    let (gates_tx, mut gates_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         etcd: Etcd {
             client: client.clone(),
@@ -194,9 +200,15 @@ pub async fn run(
             results: successor_tx,
             handed_over: None,
         },
+        gate_rounds: gates::Rounds {
+            running: BTreeSet::new(),
+            last: BTreeMap::new(),
+            states: BTreeMap::new(),
+            results: gates_tx,
+        },
         tasks: JoinSet::new(),
     };
-    for part in [Part::Hosts, Part::Groups, Part::Upgrades] {
+    for part in Part::ALL {
         let watch = ResumableWatch::new(client.clone(), part.prefix(&keyspace));
         engine.tasks.spawn(forward(watch, part, watch_tx.clone()));
     }
@@ -226,10 +238,11 @@ pub async fn run(
                     entry.1 = state;
                 }
             }
+            Some(round) = gates_rx.recv() => engine.gate_rounds.finished(round),
             _ = tick.tick() => {}
         }
         while engine.tasks.try_join_next().is_some() {}
-        if engine.seen.loaded.len() < 3 {
+        if engine.seen.loaded.len() < Part::ALL.len() {
             continue;
         }
         if !cleaned_active {
@@ -401,6 +414,7 @@ impl Engine {
             .filter(|u| !u.value.phase.is_terminal())
             .map(|u| u.value.id.clone())
             .collect();
+        self.start_gate_rounds();
         for id in in_progress {
             self.decide_and_commit(&id).await;
         }

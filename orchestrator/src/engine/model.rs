@@ -88,8 +88,27 @@ pub struct Observed<'a> {
     pub orchestrator_version: &'a str,
     /// This upgrade's self-update, once started by this leadership.
     pub successor: Option<&'a SuccessorState>,
+    /// The fleet gates of this upgrade's soak under way, as checked so far.
+    pub gates: Option<&'a GateState>,
     /// The time now.
     pub now: SystemTime,
+}
+
+/// Time a host of a soaking batch has, past the soak's end, to report the result of its
+/// re-run health checks before it counts as failed.
+pub const HEALTH_REPORT_GRACE: Duration = Duration::from_secs(60);
+
+/// The fleet gates of one soak (a batch, from a start), as the engine's rounds found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateState {
+    /// The soaking batch.
+    pub batch: u32,
+    /// When its soak started (the record's `soak.since`): rounds of another soak do not count.
+    pub since: String,
+    /// The first failure seen in this soak (kept: a later passing round does not undo it).
+    pub failure: Option<String>,
+    /// When the latest round in which every gate passed started.
+    pub passed: Option<SystemTime>,
 }
 
 /// Where a self-update stands, as the engine tells the decision function.

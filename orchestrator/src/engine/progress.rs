@@ -84,6 +84,7 @@ mod tests {
             message: String::new(),
             started_at: None,
             updated_at: "t".into(),
+            health: None,
         };
         view.hosts
             .entry(HostId::new("h1").expect("id"))

@@ -310,6 +310,8 @@ fn task_record(id: UpgradeId, task: Task, source: &Upgrade, now: &Timestamp) -> 
         on_failure: OnFailure::Halt,
         created_at: now.clone(),
         updated_at: now.clone(),
+        soak: None,
+        waiting_for_window: None,
     }
 }
 

@@ -264,6 +264,8 @@ fn record(
         on_failure: baton_protocol::documents::OnFailure::Halt,
         created_at: ts(created),
         updated_at: ts(created),
+        soak: None,
+        waiting_for_window: None,
     }
 }
 

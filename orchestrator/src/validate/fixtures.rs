@@ -3,7 +3,7 @@
 use baton_protocol::api::{BatchRequest, RegisterHost, StrategyKind, StrategyRequest};
 
 /// A valid rolling strategy: batches of one host, nothing else set.
-pub(super) fn rolling() -> StrategyRequest {
+pub(crate) fn rolling() -> StrategyRequest {
     StrategyRequest {
         kind: StrategyKind::Rolling,
         batch: Some(BatchRequest {

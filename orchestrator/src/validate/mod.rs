@@ -3,11 +3,12 @@
 //! API can answer `{"error": "<field>: <reason>"}` before anything is written.
 //!
 //! By subject: `upgrades` (the request to start one: image, id, host selection, bundle
-//! against strategy), `strategy`, `hosts` (host registration), and the label checks they
+//! against strategy), `strategy`, `soak` (the soak and its fleet gates), `hosts` (host registration), and the label checks they
 //! share in `fields`; all are reachable from here.
 
 mod fields;
 mod hosts;
+mod soak;
 mod strategy;
 mod upgrades;
 
@@ -18,6 +19,7 @@ use baton_protocol::manifest::ManifestError;
 
 pub use self::fields::{check_label_key, check_labels};
 pub use self::hosts::{HostPolicy, host_spec};
+pub use self::soak::soak;
 pub use self::strategy::{Requested, strategy};
 pub use self::upgrades::{image, no_downgrade, select, upgrade_id};
 

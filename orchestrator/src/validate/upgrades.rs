@@ -182,6 +182,8 @@ mod tests {
             skip_paused: None,
             allow_downgrade: None,
             on_failure: None,
+            soak: None,
+            gates: None,
         }
     }
 

@@ -6,8 +6,8 @@ pub mod requests;
 pub mod responses;
 
 pub use requests::{
-    BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, StartUpgrade,
-    StrategyKind, StrategyRequest,
+    BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, SetWindows,
+    StartUpgrade, StrategyKind, StrategyRequest,
 };
 pub use responses::{
     Counts, CreatedToken, ErrorBody, EventInfo, FleetSnapshot, Health, HostInfo, HostRemoved,

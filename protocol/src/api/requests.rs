@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::documents::{ApiRole, MaintenanceMode, OnFailure};
+use crate::documents::{ApiRole, Gate, MaintenanceMode, OnFailure, Window};
 
 /// `POST /v1/hosts`: register (or re-register) a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,15 @@ pub struct StartUpgrade {
     /// return every host it changed to the exact bundle it ran before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
+    /// After each batch is done, wait this long (`30s`, `5m`; rolling and all-at-once)
+    /// while its hosts keep passing their health checks and `gates` pass; the batch's hosts
+    /// succeed only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
+    /// Fleet gates checked during every soak (needs `soak`); one failing fails the soaking
+    /// batch's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Vec<Gate>>,
 }
 
 /// An operator's command on an upgrade: `POST /v1/upgrades/{id}/pause|resume|abort`.
@@ -171,6 +180,20 @@ pub struct SetMaintenance {
     /// Mode `restart` only: reboot the host instead of restarting its managed services.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reboot: bool,
+}
+
+/// `PUT /v1/window` and `PUT /v1/groups/{group}/window`: the maintenance windows new hosts
+/// are dispatched in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetWindows {
+    /// At least one window; dispatching is allowed while any of them is open.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub windows: Vec<Window>,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// `POST /v1/tokens`: create an API token.

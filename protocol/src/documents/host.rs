@@ -155,6 +155,23 @@ pub struct HostStatus {
     pub started_at: Option<Timestamp>,
     /// When this status was written.
     pub updated_at: Timestamp,
+    /// Set while the host is `Done` and its upgrade soaks: the agent re-runs its components'
+    /// health checks and writes this only when the result changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HostHealth>,
+}
+
+/// The result of a host's re-run health checks (see [`HostStatus::health`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostHealth {
+    /// Every managed component passed its health checks.
+    pub healthy: bool,
+    /// What failed, when not healthy.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When this result was first seen.
+    pub since: Timestamp,
 }
 
 impl Document for HostStatus {

@@ -13,10 +13,12 @@ mod event;
 mod host;
 mod maintenance;
 mod revert;
+mod soak;
 mod strategy;
 mod task;
 mod token;
 mod upgrade;
+mod window;
 
 use std::time::SystemTime;
 
@@ -25,13 +27,15 @@ use serde::de::DeserializeOwned;
 
 pub use self::coordination::{Active, Candidate};
 pub use self::event::Event;
-pub use self::host::{Alive, Desired, DesiredAction, HostSpec, HostStatus, Installed};
+pub use self::host::{Alive, Desired, DesiredAction, HostHealth, HostSpec, HostStatus, Installed};
 pub use self::maintenance::{Maintenance, MaintenanceMode};
 pub use self::revert::{HostRevert, OnFailure, PreviousBundle, RevertState};
+pub use self::soak::{DEFAULT_GATE_STATUS, Gate, Soak};
 pub use self::strategy::{BatchSize, Strategy};
 pub use self::task::{Task, TaskKind};
 pub use self::token::{ApiRole, ApiToken};
-pub use self::upgrade::{HostOutcome, OrchestratorUpdate, Upgrade};
+pub use self::upgrade::{HostOutcome, OrchestratorUpdate, Upgrade, WindowWait};
+pub use self::window::{Day, Rule, Window, WindowError, Windows, allowed, next_allowed, rules};
 pub use crate::events::EventKind;
 pub use crate::state::HostOutcomeState;
 
@@ -141,6 +145,7 @@ mod tests {
             message: String::new(),
             started_at: Some(now()),
             updated_at: now(),
+            health: None,
         }
     }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Document, HostRevert, OnFailure, PreviousBundle, Strategy, Task, Timestamp, schema};
+use super::{
+    Document, HostRevert, OnFailure, PreviousBundle, Soak, Strategy, Task, Timestamp, schema,
+};
 use crate::names::{HostId, UpgradeId};
 use crate::state::{HostOutcomeState, UpgradePhase};
 
@@ -123,6 +125,14 @@ pub struct Upgrade {
     /// to every host's downloader job and `desired`, which verify it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<crate::signing::BundleSignature>,
+    /// The request's soak after each batch (its length and fleet gates), and the batch
+    /// soaking now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
+    /// Hosts are ready to be dispatched but a maintenance window is closed: since when, and
+    /// when one opens next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_window: Option<WindowWait>,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When this record last changed.
@@ -145,6 +155,18 @@ pub struct OrchestratorUpdate {
     /// When the previous leader handed leadership over to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handed_over_at: Option<Timestamp>,
+}
+
+/// An upgrade waiting for a maintenance window (see [`Upgrade::waiting_for_window`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WindowWait {
+    /// When it started waiting.
+    pub since: Timestamp,
+    /// When the windows next let it dispatch (absent: not within a week, e.g. a fleet and a
+    /// group window that never overlap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_opening: Option<Timestamp>,
 }
 
 #[cfg(test)]

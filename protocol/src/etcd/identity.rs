@@ -5,7 +5,8 @@
 //!   `alive`, `status` and `installed`, and reads the hosts' documents and the upgrade
 //!   records (its `desired`, a daisy-chain predecessor's `status`, an upgrade's phase);
 //! - the orchestrator's everyday role (`baton-orchestrator`) writes the upgrade records,
-//!   `active`, the election, the events, the token hashes, the groups' maintenance, and per
+//!   `active`, the election, the events, the token hashes, the groups' maintenance and
+//!   windows, the fleet's windows, and per
 //!   registered host that host's `spec`, `desired` and `maintenance` — never a host's
 //!   `alive`, `status` or `installed`;
 //! - `baton-reader` reads everything under the prefix (operators' `etcdctl`).
@@ -101,6 +102,7 @@ pub fn orchestrator_grants(keyspace: &Keyspace) -> Vec<Grant> {
         Grant::prefix(Access::ReadWrite, keyspace.events_root()),
         Grant::prefix(Access::ReadWrite, keyspace.tokens_prefix()),
         Grant::prefix(Access::ReadWrite, keyspace.groups_prefix()),
+        Grant::key(Access::ReadWrite, keyspace.fleet_window()),
     ]
 }
 

@@ -257,6 +257,8 @@ pub struct DemoReport {
     pub orchestrator_before: Health,
     /// … and after it (bundle 2.0.0's, in a container, if it upgraded itself).
     pub orchestrator_after: Health,
+    /// The rolling upgrade's soaks that passed (its `soak` events saying so).
+    pub soaks_passed: usize,
     /// Time to install 1.0.0 on the empty hosts.
     pub install_took: Duration,
     /// Time the rolling upgrade to 2.0.0 took.
@@ -347,6 +349,13 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let upgrade_took = upgrade_started.elapsed();
     let after = read_versions(&client, &keyspace, &state.hosts).await?;
     let orchestrator_after = health(&api).await?;
+    let soaks_passed = api
+        .events(UPGRADE_V2)
+        .await
+        .map_err(api_error("GET /v1/upgrades/{id}/events"))?
+        .iter()
+        .filter(|e| e.event.kind == "soak" && e.event.message.contains(" soaked "))
+        .count();
 
     let report = DemoReport {
         state,
@@ -355,6 +364,7 @@ pub async fn up(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         upgrade,
         orchestrator_before,
         orchestrator_after,
+        soaks_passed,
         install_took,
         upgrade_took,
         total: say.started.elapsed(),
@@ -536,8 +546,22 @@ async fn health(api: &ApiClient) -> Result<Health, DemoError> {
     api.get("/healthz").await.map_err(api_error("GET /healthz"))
 }
 
+/// How many install batches an upgrade's plan has.
+pub fn batch_count(upgrade: &UpgradeInfo) -> usize {
+    upgrade
+        .upgrade
+        .hosts
+        .values()
+        .filter_map(|h| h.batch)
+        .max()
+        .map_or(0, |b| b as usize + 1)
+}
+
+/// How long each batch of the upgrade to 2.0.0 soaks.
+pub const SOAK: &str = "10s";
+
 /// Starts the upgrade to 2.0.0 (strategy `auto`: the backward-compatible bundle makes it
-/// rolling) with one `curl` (printed, then run as printed) and follows it with
+/// rolling, each batch soaking [`SOAK`]) with one `curl` (printed, then run as printed) and follows it with
 /// `batonctl upgrade watch` until it ends.
 async fn roll_out_v2(
     state: &DemoState,
@@ -548,7 +572,7 @@ async fn roll_out_v2(
     say.step("upgrade to bundle 2.0.0 with one REST call (the bundle chooses the strategy):");
     // Written out (not serialised) to keep the fields in reading order.
     let body = format!(
-        r#"{{"id": "{UPGRADE_V2}", "image": "{}", "strategy": {{"kind": "auto", "canary": 1, "batch": {{"percent": 50}}, "zone_label": "{ZONE_LABEL}", "max_failures": 0}}}}"#,
+        r#"{{"id": "{UPGRADE_V2}", "image": "{}", "strategy": {{"kind": "auto", "canary": 1, "batch": {{"percent": 50}}, "zone_label": "{ZONE_LABEL}", "max_failures": 0}}, "soak": "{SOAK}"}}"#,
         bundle_tag(state, "2.0.0")
     );
     // Run by the shell exactly as printed: the token is read from its file there, never
@@ -567,13 +591,7 @@ async fn roll_out_v2(
         status: "answered".into(),
         detail: format!(" something that is not an upgrade ({e}): {answer}"),
     })?;
-    let batches = created
-        .upgrade
-        .hosts
-        .values()
-        .filter_map(|h| h.batch)
-        .max()
-        .map_or(0, |b| b + 1);
+    let batches = batch_count(&created);
     println!(
         "    created upgrade {}: pinned to {}, {} hosts in {batches} batches (canary first, zone by zone)",
         created.upgrade.id,
@@ -582,6 +600,13 @@ async fn roll_out_v2(
     );
     if let Some(why) = &created.upgrade.strategy_reason {
         println!("    strategy: {why}");
+    }
+    if let Some(soak) = &created.upgrade.soak {
+        println!(
+            "    soak: each batch soaks {} once its hosts are done — their agents re-run the health checks —\n    \
+             before its hosts succeed and the next batch starts",
+            soak.duration
+        );
     }
     if let Some(o) = &created.upgrade.orchestrator {
         println!(

@@ -439,6 +439,7 @@ async fn put_h0_status(s: &Setup, id: &str, state: HostState) {
         message: String::new(),
         started_at: None,
         updated_at: documents::now(),
+        health: None,
     };
     let key = s.ks.host(&HostId::new("h0").expect("h0"), HostKey::Status);
     s.client

@@ -112,6 +112,7 @@ async fn agent(
         message: message.to_owned(),
         started_at: None,
         updated_at: documents::now(),
+        health: None,
     };
     let mut agent_updated = false;
     let mut handled: Option<UpgradeId> = None;

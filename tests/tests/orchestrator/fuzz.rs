@@ -34,7 +34,9 @@ fn schemathesis() -> PathBuf {
 /// The run's settings: the token from the environment (never on a command line), the test
 /// CA, and, for `POST /v1/upgrades`, 422 among the answers a valid request may get: whether
 /// a well-formed upgrade can start depends on the fleet (its hosts, their labels) and the
-/// registry, not on the document.
+/// registry, not on the document; likewise for setting maintenance windows, whose time
+/// zones come from the tz database and whose durations (1 m … 7 d, `90m`, `4h`) no schema
+/// pattern states.
 fn settings(ca: &std::path::Path) -> String {
     format!(
         r#"headers = {{ Authorization = "Bearer ${{BATON_FUZZ_TOKEN}}" }}
@@ -48,6 +50,14 @@ max-examples = {MAX_EXAMPLES}
 [[operations]]
 include-operation-id = "startUpgrade"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-operation-id = "setFleetWindow"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "409", "422"]
+
+[[operations]]
+include-operation-id = "setGroupWindow"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "409", "422"]
 "#,
         ca = ca.display()
     )

@@ -24,6 +24,7 @@ mod group_maintenance;
 mod maintenance;
 mod packages;
 mod pause_abort;
+mod pacing;
 mod paused_join;
 mod revert;
 mod security;

@@ -117,6 +117,7 @@ async fn agent(client: Client, host: HostId, root: PathBuf, kill: Arc<AtomicBool
                     message: String::new(),
                     started_at: None,
                     updated_at: documents::now(),
+                    health: None,
                 };
                 let put = |key: String, bytes: Vec<u8>| {
                     let client = client.clone();

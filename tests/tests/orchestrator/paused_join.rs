@@ -10,9 +10,9 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Orchestrator, SimFleet, keys_under};
+use crate::support::{Orchestrator, SimFleet, keys_under, until};
 use baton_protocol::api::{SetMaintenance, UpgradeInfo};
 use baton_protocol::documents::{HostOutcomeState, MaintenanceMode};
 use baton_protocol::{HostId, HostState, UpgradePhase};
@@ -21,29 +21,6 @@ use baton_tests::fleet::Host;
 use baton_tests::registration::registration;
 use batonctl::client::ApiClient;
 use serde_json::json;
-
-/// Longest one upgrade (or a join) may take.
-const TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Polls until `done` returns something; fails naming `what` after [`TIMEOUT`].
-async fn until<T, F, Fut>(what: &str, mut done: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = done().await {
-            eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
-            return v;
-        }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "{what}: not within {TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 async fn ended(api: &ApiClient, id: &str) -> UpgradeInfo {
     until(&format!("{id} ended"), || async {

@@ -52,6 +52,10 @@ fn sample(route: &Route) -> (String, Option<Value>) {
         })),
         ("post", p) if p.starts_with("/v1/upgrades/{id}/") => Some(json!({"reason": "sample"})),
         ("post", "/v1/tokens") => Some(json!({"name": "sample", "role": "viewer"})),
+        ("put", "/v1/window") | ("put", "/v1/groups/{group}/window") => Some(json!({
+            "windows": [{"days": ["sat"], "start": "02:00", "duration": "1h", "time_zone": "UTC"}]
+        })),
+        ("delete", "/v1/window") | ("delete", "/v1/groups/{group}/window") => None,
         _ => panic!(
             "{}: no sample request; add one to security.rs so the route's access is tested",
             route.name()

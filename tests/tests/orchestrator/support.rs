@@ -474,3 +474,26 @@ pub async fn black_hole() -> (String, JoinHandle<()>) {
     });
     (format!("tcp://{addr}"), task)
 }
+
+/// Longest a fleet test waits for one condition (an upgrade, a join).
+pub const FLEET_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Polls until `done` returns something; fails naming `what` after [`FLEET_TIMEOUT`].
+pub async fn until<T, F, Fut>(what: &str, mut done: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = done().await {
+            eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+            return v;
+        }
+        assert!(
+            started.elapsed() < FLEET_TIMEOUT,
+            "{what}: not within {FLEET_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

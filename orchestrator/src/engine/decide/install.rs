@@ -14,8 +14,11 @@ use crate::engine::tasks::previous_bundle;
 impl Decision {
     pub(super) fn judge_dispatched(&mut self, o: &Observed<'_>, limits: &Limits) {
         for host in self.hosts_in(O::Dispatched) {
-            if let Some((state, reason)) = judge(&self.u, &host, o, limits) {
-                self.record(host, state, reason);
+            match judge(&self.u, &host, o, limits) {
+                // Done, but its batch soaks first (`soak`).
+                Some((O::Succeeded, _)) if self.soaks() => {}
+                Some((state, reason)) => self.record(host, state, reason),
+                None => {}
             }
         }
     }
@@ -32,6 +35,9 @@ impl Decision {
             self.finish();
             return;
         };
+        if self.soaking(o, limits, current) {
+            return;
+        }
         if self.canary_pause_due(current) {
             let canaries: Vec<String> = self
                 .u
@@ -60,6 +66,7 @@ impl Decision {
             .into_iter()
             .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
             .collect();
+        let ready = self.in_window(o, ready);
         if self
             .u
             .task

@@ -19,7 +19,10 @@
 //!   `Done` for this upgrade and its agent is alive on the bundle's version, fails on
 //!   `Failed`/`RolledBack` or when its `alive` stays away longer than `health_timeout` (it
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
-//!   after batch 0 until resumed. No batch left → `Succeeded`.
+//!   after batch 0 until resumed. With a soak ([`soak`]), a batch whose hosts are all done
+//!   soaks before they are recorded `Succeeded` and the next batch starts. Hosts are
+//!   dispatched only while the maintenance windows that apply to them are open ([`window`]).
+//!   No batch left → `Succeeded`.
 //! - In every phase, more failed hosts than the strategy tolerates (or a failed canary) →
 //!   `Failed`, naming them — or `Reverting` when the request said `on_failure: revert` and a
 //!   host was changed: every changed host back to the bundle recorded when it was told,
@@ -48,7 +51,7 @@ use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
     HostOutcomeState as O, HostRevert, PreviousBundle, RevertState, Strategy, TaskKind, Timestamp,
-    Upgrade,
+    Upgrade, WindowWait,
 };
 use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, UpgradeId, UpgradePhase as P};
@@ -61,6 +64,8 @@ mod download;
 mod finish;
 mod install;
 mod revert;
+mod soak;
+mod window;
 
 pub use revert::holds_for_revert;
 
@@ -149,6 +154,24 @@ pub enum Action {
         state: RevertState,
         /// Why it failed.
         reason: String,
+    },
+    /// A batch starts soaking (`batch`, until `until`), or its soak ended (`None`: passed or
+    /// failed, as `note` says).
+    Soak {
+        /// The soaking batch.
+        batch: Option<u32>,
+        /// When its soak ends.
+        until: Option<Timestamp>,
+        /// What happened, for the event.
+        note: String,
+    },
+    /// Hosts are ready but their maintenance windows are closed: wait until `next_opening`
+    /// (`waiting: false`: no longer waiting).
+    WindowWait {
+        /// Waiting or not.
+        waiting: bool,
+        /// When the windows next let the waiting hosts start.
+        next_opening: Option<Timestamp>,
     },
 }
 
@@ -245,6 +268,25 @@ pub fn apply(upgrade: &mut Upgrade, action: &Action, now: &Timestamp) {
                     dispatched_at,
                 });
             }
+        }
+        Action::Soak { batch, until, .. } => {
+            if let Some(soak) = upgrade.soak.as_mut() {
+                soak.batch = *batch;
+                soak.since = batch.map(|_| now.clone());
+                soak.until = until.clone();
+            }
+        }
+        Action::WindowWait {
+            waiting,
+            next_opening,
+        } => {
+            upgrade.waiting_for_window = waiting.then(|| WindowWait {
+                since: upgrade
+                    .waiting_for_window
+                    .as_ref()
+                    .map_or_else(|| now.clone(), |w| w.since.clone()),
+                next_opening: next_opening.clone(),
+            });
         }
     }
     upgrade.updated_at = now.clone();

@@ -14,7 +14,7 @@ use baton_protocol::{HostId, HostState as H, UpgradeId, UpgradePhase as P};
 
 use super::*;
 use crate::engine::model::{
-    DownloadOutcome, Limits, MAX_DISPATCH_PER_PASS, Observed, SuccessorState,
+    DownloadOutcome, GateState, Limits, MAX_DISPATCH_PER_PASS, Observed, SuccessorState,
 };
 use crate::view::FleetView;
 
@@ -49,6 +49,7 @@ struct Fx {
     claimed: BTreeSet<HostId>,
     orchestrator_version: String,
     successor: Option<SuccessorState>,
+    gates: Option<GateState>,
     now: SystemTime,
 }
 
@@ -98,6 +99,8 @@ impl Fx {
             on_failure: baton_protocol::documents::OnFailure::Halt,
             created_at: T0.into(),
             updated_at: T0.into(),
+            soak: None,
+            waiting_for_window: None,
         };
         let mut fx = Fx {
             upgrade,
@@ -109,6 +112,7 @@ impl Fx {
             claimed: BTreeSet::new(),
             orchestrator_version: "1.0.0".into(),
             successor: None,
+            gates: None,
             now: at(1),
         };
         for (h, _) in plan {
@@ -215,6 +219,7 @@ impl Fx {
                 message: format!("{state} message"),
                 started_at: None,
                 updated_at: T0.into(),
+                health: None,
             },
             mod_revision: 6,
         });
@@ -337,6 +342,7 @@ impl Fx {
                 claimed: &self.claimed,
                 orchestrator_version: &self.orchestrator_version,
                 successor: self.successor.as_ref(),
+                gates: self.gates.as_ref(),
                 now: self.now,
             },
             &limits,
@@ -367,6 +373,20 @@ fn line(a: &Action) -> String {
         Action::Chain { host, after, .. } => format!("chain {host} after {after}"),
         Action::Revert { host, to, .. } => format!("revert {host} to {}", to.version),
         Action::RecordRevert { host, state, .. } => format!("record revert {host} {state:?}"),
+        Action::Soak {
+            batch: Some(b),
+            until,
+            ..
+        } => format!("soak batch {b} until {}", until.as_deref().unwrap_or("?")),
+        Action::Soak { batch: None, .. } => "soak over".to_owned(),
+        Action::WindowWait {
+            waiting: true,
+            next_opening,
+        } => format!(
+            "wait for window {}",
+            next_opening.as_deref().unwrap_or("(none)")
+        ),
+        Action::WindowWait { waiting: false, .. } => "window open".to_owned(),
     }
 }
 
@@ -1097,3 +1117,5 @@ fn holding_keeps_where_the_host_was_and_releasing_returns_it_there() {
 }
 
 mod revert;
+/// Soaks and maintenance windows, with the same fixture.
+mod pacing;
