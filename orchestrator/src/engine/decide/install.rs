@@ -173,7 +173,12 @@ impl Decision {
 }
 
 /// A dispatched host's outcome, once there is one.
-fn judge(u: &Upgrade, host: &HostId, o: &Observed<'_>, limits: &Limits) -> Option<(O, String)> {
+pub(super) fn judge(
+    u: &Upgrade,
+    host: &HostId,
+    o: &Observed<'_>,
+    limits: &Limits,
+) -> Option<(O, String)> {
     match settled(&u.id, u.agent_version.as_deref(), host, o, limits)? {
         Ok(reported) => Some((O::Succeeded, resumed(u, host, reported))),
         Err(reason) => Some((O::Failed, reason)),
