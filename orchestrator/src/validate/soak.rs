@@ -120,6 +120,7 @@ mod tests {
             id: None,
             skip_paused: None,
             allow_downgrade: None,
+            on_failure: None,
             soak: soak.map(str::to_owned),
             gates: gates.map(|g| serde_json::from_value(g).expect("gates")),
         }

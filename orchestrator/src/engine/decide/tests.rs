@@ -1116,6 +1116,6 @@ fn holding_keeps_where_the_host_was_and_releasing_returns_it_there() {
     }
 }
 
-mod revert;
 /// Soaks and maintenance windows, with the same fixture.
 mod pacing;
+mod revert;
