@@ -25,7 +25,7 @@ use baton_protocol::api::SetMaintenance;
 use baton_protocol::api::{EventInfo, UpgradeInfo};
 use baton_protocol::documents::{DesiredAction, MaintenanceMode, Upgrade};
 use baton_protocol::{HostState, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, systemctl};
+use baton_tests::bundles::systemctl;
 use baton_tests::docker;
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
@@ -152,18 +152,11 @@ async fn container_started_at(name: &str) -> String {
 
 #[tokio::test]
 async fn restart_reboot_replace_and_autohealing_with_the_real_agent() {
-    let bins = binaries();
     let started = Instant::now();
     let sim = SimFleet::start(3).await;
-    let (registry, fleet) = (&sim.registry, &sim.fleet);
+    let fleet = &sim.fleet;
 
-    let sources = tempfile::tempdir().expect("tmp");
-    let mut images = RemoveImages(Vec::new());
-    let dir = sources.path().join("1.0.0");
-    prepare_source("1.0.0", &dir).await;
-    let tag = format!("{}:1.0.0", registry.reference("baton/bundle"));
-    build_bundle("1.0.0", &dir, &tag, &bins.agents[0], &bins.downloader).await;
-    images.0.push(tag.clone());
+    let (tag, images) = sim.sample_bundle("1.0.0").await;
 
     let mut cfg = sim.config("orch-a");
     cfg.heal_grace = HEAL_GRACE;

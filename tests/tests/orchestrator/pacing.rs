@@ -23,7 +23,6 @@ use crate::support::{SimFleet, keys_under, until};
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{HostOutcomeState, Windows};
 use baton_protocol::{HostId, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
 use serde_json::json;
@@ -65,17 +64,6 @@ impl GateEndpoint {
     }
 }
 
-/// Bundle 1.0.0 (with the agent built as 1.0.0) pushed to the fleet's registry.
-async fn bundle_1(sim: &SimFleet) -> (String, RemoveImages) {
-    let bins = binaries();
-    let sources = tempfile::tempdir().expect("tmp");
-    let dir = sources.path().join("1.0.0");
-    prepare_source("1.0.0", &dir).await;
-    let bundle = format!("{}:1.0.0", sim.registry.reference("baton/bundle"));
-    build_bundle("1.0.0", &dir, &bundle, &bins.agents[0], &bins.downloader).await;
-    (bundle.clone(), RemoveImages(vec![bundle]))
-}
-
 fn id(host: &Host) -> HostId {
     HostId::new(host.name()).expect("host id")
 }
@@ -100,7 +88,7 @@ async fn hello(host: &Host) -> Option<String> {
 async fn a_gate_failing_during_the_soak_halts_before_the_next_batch() {
     let sim = SimFleet::start(2).await;
     let client = sim.etcd.client().await.expect("client");
-    let (bundle, _images) = bundle_1(&sim).await;
+    let (bundle, _images) = sim.sample_bundle("1.0.0").await;
     let gate = GateEndpoint::start(200).await;
     let orch = sim.leader(sim.config("orch")).await;
     let api = orch.api.clone();
@@ -229,7 +217,7 @@ async fn set_edge_window(api: &ApiClient, opening: SystemTime, duration: &str) -
 async fn an_upgrade_outside_its_window_starts_when_the_window_opens() {
     let sim = SimFleet::start(2).await;
     let client = sim.etcd.client().await.expect("client");
-    let (bundle, _images) = bundle_1(&sim).await;
+    let (bundle, _images) = sim.sample_bundle("1.0.0").await;
     let orch = sim.leader(sim.config("orch")).await;
     let api = orch.api.clone();
 

@@ -16,7 +16,6 @@ use crate::support::{Orchestrator, SimFleet, keys_under, until};
 use baton_protocol::api::{SetMaintenance, UpgradeInfo};
 use baton_protocol::documents::{HostOutcomeState, MaintenanceMode};
 use baton_protocol::{HostId, HostState, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::fleet::Host;
 use baton_tests::registration::registration;
 use batonctl::client::ApiClient;
@@ -69,18 +68,12 @@ async fn set_mode(api: &ApiClient, host: &Host, mode: MaintenanceMode) {
 #[tokio::test]
 async fn a_paused_host_is_skipped_or_waited_for_and_a_late_host_joins() {
     let sim = SimFleet::start(3).await;
-    let bins = binaries();
     let client = sim.etcd.client().await.expect("client");
     let [h1, h2, h3] = sim.fleet.hosts() else {
         panic!("three hosts")
     };
 
-    let sources = tempfile::tempdir().expect("tmp");
-    let dir = sources.path().join("2.0.0");
-    prepare_source("2.0.0", &dir).await;
-    let bundle = format!("{}:2.0.0", sim.registry.reference("baton/bundle"));
-    build_bundle("2.0.0", &dir, &bundle, &bins.agents[1], &bins.downloader).await;
-    let images = RemoveImages(vec![bundle.clone()]);
+    let (bundle, images) = sim.sample_bundle("2.0.0").await;
 
     // Only h1 and h2 are registered for now.
     let orch = Orchestrator::start(sim.config("orch")).await;

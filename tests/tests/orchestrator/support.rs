@@ -282,6 +282,23 @@ impl SimFleet {
         c
     }
 
+    /// The sample bundle `version` (images/sample-bundle, carrying the agent built as that
+    /// version), built, signed and pushed to the fleet's registry as `baton/bundle:<version>`:
+    /// its tag, and the guard that removes the local image when dropped.
+    pub async fn sample_bundle(&self, version: &str) -> (String, RemoveImages) {
+        let bins = bundles::binaries();
+        let agent = bundles::VERSIONS
+            .iter()
+            .position(|v| *v == version)
+            .unwrap_or_else(|| panic!("no agent is built as {version}"));
+        let sources = tempfile::tempdir().expect("tmp");
+        let dir = sources.path().join(version);
+        bundles::prepare_source(version, &dir).await;
+        let tag = format!("{}:{version}", self.registry.reference("baton/bundle"));
+        bundles::build_bundle(version, &dir, &tag, &bins.agents[agent], &bins.downloader).await;
+        (tag.clone(), RemoveImages(vec![tag]))
+    }
+
     /// Starts a replica with `config`, waits until it leads and registers every host of the
     /// fleet in group `edge` through its API.
     pub async fn leader(&self, config: Config) -> Orchestrator {

@@ -30,7 +30,7 @@ use baton_protocol::api::{CreateToken, UpgradeInfo};
 use baton_protocol::documents::{ApiRole, Upgrade};
 use baton_protocol::etcd::{self, Client};
 use baton_protocol::{Keyspace, UpgradeId, UpgradePhase};
-use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source, target_dir};
+use baton_tests::bundles::target_dir;
 use baton_tests::registration::registration;
 use fantoccini::Locator;
 use serde_json::{Value, json};
@@ -294,14 +294,8 @@ async fn the_fleet_page_follows_an_upgrade_live_and_pauses_it() {
     browser_binaries();
     let test_started = Instant::now();
     let sim = SimFleet::start(4).await;
-    let bins = binaries();
     let client = sim.etcd.client().await.expect("etcd client");
-    let sources = tempfile::tempdir().expect("tmp");
-    let dir = sources.path().join("2.0.0");
-    prepare_source("2.0.0", &dir).await;
-    let bundle = format!("{}:2.0.0", sim.registry.reference("baton/bundle"));
-    build_bundle("2.0.0", &dir, &bundle, &bins.agents[1], &bins.downloader).await;
-    let images = RemoveImages(vec![bundle.clone()]);
+    let (bundle, images) = sim.sample_bundle("2.0.0").await;
 
     let orch = Orchestrator::start(sim.config("orch-web-a")).await;
     orch.wait_role("leader", Duration::from_secs(20)).await;
