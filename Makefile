@@ -102,14 +102,13 @@ packages: deps
 # Formatting, lints, unit tests and the integration tests against real etcd, registry,
 # Docker and simulated hosts (the downloader tests use the static binaries and the
 # versioned agents; the self-update test the versioned orchestrator; the demo's test the
-# orchestrator's binaries; the packages' test the packages of the debug build). Then the
-# VM tier, as its own step (`cargo test --workspace` leaves it out: tests/Cargo.toml marks
-# it `test = false`); named with --workspace so the crates keep the features they were
-# built with and nothing is compiled again.
+# orchestrator's binaries; the packages' test the packages of the debug build), with the
+# VM tier run beside them by scripts/run-tests.sh (`cargo test --workspace` leaves it out:
+# tests/Cargo.toml marks it `test = false`; it is built with --workspace so the crates keep
+# the features they were built with and nothing is compiled again).
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(MAKE) --no-print-directory packages PACKAGE_PROFILE=debug
-	$(CARGO) test --workspace --locked
-	$(CARGO) test --workspace --test vm --locked
+	CARGO='$(CARGO)' scripts/run-tests.sh
 
 # The virtual-machine tier alone: QEMU VMs (TCG; UEFI with systemd-boot, BIOS with GRUB)
 # booting the Debian disks of images/vmhost (built on first use, a few minutes; cached in
