@@ -477,11 +477,13 @@ pub struct UpgradeStart {
     #[arg(long)]
     pub allow_downgrade: bool,
     /// Once more hosts fail than tolerated (or a canary fails): halt, or revert every host
-    /// the upgrade changed to the exact bundle it ran before [server's default: halt].
+    /// the upgrade changed to the exact bundle it ran before, batch by batch (each reverted
+    /// batch soaking like an installed one, with --soak) [server's default: halt].
     #[arg(long, value_enum)]
     pub on_failure: Option<FailurePolicy>,
     /// After each batch is done, soak this long (30s, 5m) while its hosts keep passing
-    /// their health checks and the gates pass; only then do they succeed.
+    /// their health checks and the gates pass; only then do they succeed. A revert soaks
+    /// each reverted batch the same way.
     #[arg(long)]
     pub soak: Option<String>,
     /// A fleet gate during soaks: GET URL must answer 200, or URL=STATUS (repeat).

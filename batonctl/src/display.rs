@@ -170,9 +170,18 @@ pub struct Watched {
 /// What holds the upgrade back on purpose, if anything: the soak under way, or a wait for a
 /// maintenance window.
 pub fn pacing(upgrade: &baton_protocol::documents::Upgrade) -> Option<String> {
+    if upgrade.phase.is_terminal() {
+        return None;
+    }
     if let Some(soak) = &upgrade.soak
         && let Some(batch) = soak.batch
     {
+        // While reverting, the soak is of a batch back on the bundle it ran before.
+        let done = if upgrade.reverting() {
+            "reverted"
+        } else {
+            "done"
+        };
         let gates: Vec<String> = soak.gates.iter().map(ToString::to_string).collect();
         let gates = if gates.is_empty() {
             String::new()
@@ -180,7 +189,7 @@ pub fn pacing(upgrade: &baton_protocol::documents::Upgrade) -> Option<String> {
             format!("; gates: {}", gates.join("; "))
         };
         return Some(format!(
-            "soak: batch {batch} done, soaking {} until {} (hosts' health checks{gates})",
+            "soak: batch {batch} {done}, soaking {} until {} (hosts' health checks{gates})",
             soak.duration,
             soak.until.as_deref().unwrap_or("?")
         ));
@@ -469,6 +478,48 @@ mod tests {
             ]
         );
         assert!(watch_lines(&seen, &u, &[healthy]).0.is_empty());
+    }
+
+    #[test]
+    fn watch_shows_a_reverts_soak_like_an_installs() {
+        let mut u = upgrade(UpgradePhase::Reverting, HostOutcomeState::Succeeded);
+        u.upgrade.soak = Some(baton_protocol::documents::Soak {
+            duration: "30s".into(),
+            gates: Vec::new(),
+            batch: Some(1),
+            since: Some("t1".into()),
+            until: Some("t2".into()),
+        });
+        let mut back = host(HostState::Done, None);
+        if let Some(s) = back.status.as_mut() {
+            s.upgrade_id = Some(u.upgrade.id.revert());
+            s.health = Some(baton_protocol::documents::HostHealth {
+                healthy: false,
+                message: "unit baton-echo inactive".into(),
+                since: "t1".into(),
+            });
+        }
+        let (lines, _) = watch_lines(&Watched::default(), &u, &[back]);
+        assert!(
+            lines.contains(
+                &"  soak: batch 1 reverted, soaking 30s until t2 (hosts' health checks)".to_owned()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  h1                   Succeeded  agent: Done [unhealthy: unit baton-echo inactive]"
+                    .to_owned()
+            ),
+            "{lines:?}"
+        );
+        // Paused while reverting: still the revert's soak. Ended: no soak any more.
+        u.upgrade.phase = UpgradePhase::Paused;
+        u.upgrade.paused_from = Some(UpgradePhase::Reverting);
+        assert!(pacing(&u.upgrade).is_some_and(|p| p.contains("batch 1 reverted")));
+        u.upgrade.phase = UpgradePhase::Failed;
+        u.upgrade.paused_from = None;
+        assert_eq!(pacing(&u.upgrade), None);
     }
 
     #[test]

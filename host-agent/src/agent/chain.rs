@@ -108,6 +108,7 @@ mod tests {
             action: DesiredAction::Install,
             after: Some(HostId::new("h1").expect("host")),
             allow_downgrade: false,
+            reverts: None,
             signature: None,
             issued_at: "t".into(),
         }

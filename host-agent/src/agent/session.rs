@@ -86,12 +86,21 @@ impl Agent {
         // A chained host's extra watches (its predecessor's status, the upgrade record), kept
         // while it waits for the same keys.
         let mut waits: Vec<ResumableWatch> = Vec::new();
+        // The last soak re-checked: a new one is re-checked at once, so a host's health is
+        // known as its soak starts, however short the soak is against RECHECK_INTERVAL.
+        let mut rechecked = None;
         loop {
             let driven = self.reconcile(&client, &reporter).await?;
             let recheck = match driven {
                 Driven::Settled => self.soak_recheck(&client, &reporter).await?,
                 _ => None,
             };
+            if let Some(r) = &recheck
+                && rechecked.as_ref() != Some(r)
+            {
+                self.recheck(&reporter, r).await?;
+                rechecked = Some(r.clone());
+            }
             match driven {
                 Driven::Settled => waits.clear(),
                 Driven::Waiting(keys) => {

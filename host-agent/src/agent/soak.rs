@@ -1,8 +1,8 @@
-//! While an upgrade soaks, the hosts it made `Done` re-run their components' health checks
-//! (each managed component's unit active, container running, manifest checks — nothing is
-//! restarted) every [`RECHECK_INTERVAL`] and report the result in `status.health`. To keep
-//! writes few, the result is written the first time and then only when it changes; the
-//! orchestrator reads it for the soaking batch.
+//! While an upgrade soaks (or its revert does), the hosts it made `Done` re-run their
+//! components' health checks (each managed component's unit active, container running,
+//! manifest checks — nothing is restarted) every [`RECHECK_INTERVAL`] and report the result
+//! in `status.health`. To keep writes few, the result is written the first time and then
+//! only when it changes; the orchestrator reads it for the soaking batch.
 
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ pub(super) struct Recheck {
 }
 
 impl Agent {
-    /// The re-check due while the upgrade `desired` names soaks: its install (or replace)
-    /// is done here, and its record asks for a soak and is not over.
+    /// The re-check due while the upgrade `desired` names soaks: its install (or replace,
+    /// or revert) is done here, and its record — for a revert, the record of the upgrade it
+    /// undoes ([`Desired::record`]) — asks for a soak and is not over.
     pub(super) async fn soak_recheck(
         &self,
         client: &etcd::Client,
@@ -50,7 +51,8 @@ impl Agent {
         let Some(done) = done else {
             return Ok(None);
         };
-        let record = etcd::read::<Upgrade>(client, &self.keyspace.upgrade(&desired.upgrade_id))
+        // A revert's soak is kept in the record of the upgrade it undoes.
+        let record = etcd::read::<Upgrade>(client, &self.keyspace.upgrade(desired.record()))
             .await?
             .map(|v| v.value);
         let soaks = record.is_some_and(|u| u.soak.is_some() && !u.phase.is_terminal());

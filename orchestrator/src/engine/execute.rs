@@ -195,6 +195,7 @@ pub fn desired_for(upgrade: &Upgrade, after: Option<HostId>, now: &Timestamp) ->
         action: desired_action(upgrade),
         after,
         allow_downgrade: upgrade.allow_downgrade,
+        reverts: None,
         signature: upgrade.signature.clone(),
         issued_at: now.clone(),
     }
@@ -217,6 +218,8 @@ pub fn revert_desired(
         action: DesiredAction::Install,
         after: None,
         allow_downgrade: true,
+        // The agent finds the revert's soak in this record.
+        reverts: Some(upgrade.id.clone()),
         signature: signature.cloned(),
         issued_at: now.clone(),
     }

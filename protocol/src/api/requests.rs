@@ -120,16 +120,19 @@ pub struct StartUpgrade {
     pub allow_downgrade: Option<bool>,
     /// What happens once more hosts fail than the strategy tolerates, or a canary fails:
     /// `halt` (the default: stop, hosts already upgraded stay so) or `revert` (stop, and
-    /// return every host it changed to the exact bundle it ran before).
+    /// return every host it changed to the exact bundle it ran before, batch by batch in
+    /// reverse order; with a `soak`, each reverted batch soaks with the same health checks
+    /// and `gates` before the batch before it is reverted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
     /// After each batch is done, wait this long (`30s`, `5m`; rolling and all-at-once)
     /// while its hosts keep passing their health checks and `gates` pass; the batch's hosts
-    /// succeed only then.
+    /// succeed only then. A revert (`on_failure: revert`) soaks each reverted batch the
+    /// same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<String>,
-    /// Fleet gates checked during every soak (needs `soak`); one failing fails the soaking
-    /// batch's hosts.
+    /// Fleet gates checked during every soak, an install's or a revert's (needs `soak`);
+    /// one failing fails the soaking batch's hosts (or their reverts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<Vec<Gate>>,
 }

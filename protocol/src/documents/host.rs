@@ -109,6 +109,11 @@ pub struct Desired {
     /// `allow_downgrade: true`, or it is a revert); without it the agent refuses to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_downgrade: bool,
+    /// A revert: the upgrade whose changes it undoes (`upgrade_id` is then that upgrade's
+    /// revert id, [`UpgradeId::revert`], shortened to fit and so not mapped back by name).
+    /// See [`Desired::record`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts: Option<UpgradeId>,
     /// The bundle's signature, as the orchestrator verified it: an agent that trusts keys
     /// installs the bundle only if it verifies with them (and is for this digest, version
     /// and the staged manifest).
@@ -123,6 +128,12 @@ impl Document for Desired {
 }
 
 impl Desired {
+    /// The upgrade record this work belongs to: `upgrade_id`'s own, or for a revert the
+    /// record of the upgrade it undoes, which holds the revert's progress and its soak.
+    pub fn record(&self) -> &UpgradeId {
+        self.reverts.as_ref().unwrap_or(&self.upgrade_id)
+    }
+
     /// Checks the fields the agent takes as names on the host: `version` must be a version
     /// (it names the staged bundle's folder, so a path never gets through) and `bundle` an
     /// image digest (or a reference pinned by one). Returns the digest, `sha256:…`.
@@ -219,6 +230,7 @@ mod tests {
             action: DesiredAction::Install,
             after: None,
             allow_downgrade: false,
+            reverts: None,
             signature: None,
             issued_at: "t".into(),
         }
@@ -254,5 +266,21 @@ mod tests {
         d.allow_downgrade = true;
         let text = String::from_utf8(crate::documents::encode(&d)).expect("utf-8");
         assert!(text.contains(r#""allow_downgrade":true"#), "{text}");
+    }
+
+    #[test]
+    fn a_reverts_record_is_the_upgrade_it_undoes() {
+        let mut d = desired("1.0.0", DIGEST);
+        assert_eq!(d.record().as_str(), "u1");
+        let text = String::from_utf8(crate::documents::encode(&d)).expect("utf-8");
+        assert!(!text.contains("reverts"), "{text}");
+        // A long id's revert id is shortened: the record is named, not derived from it.
+        let long = UpgradeId::new("u".repeat(63)).expect("id");
+        d.upgrade_id = long.revert();
+        d.reverts = Some(long.clone());
+        assert_eq!(d.record(), &long);
+        let text = String::from_utf8(crate::documents::encode(&d)).expect("utf-8");
+        let back: Desired = serde_json::from_str(&text).expect("read back");
+        assert_eq!(back.record(), &long);
     }
 }

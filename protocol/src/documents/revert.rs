@@ -15,8 +15,10 @@ pub enum OnFailure {
     #[default]
     Halt,
     /// Stop dispatching and return every host it changed to the bundle that host ran
-    /// before, batch by batch in reverse order: `Reverting`, then `Reverted` (or `Failed`
-    /// naming the hosts that could not be reverted).
+    /// before, batch by batch in reverse order, each reverted batch soaking with the same
+    /// health checks and gates as an installed one (when the request has a `soak`):
+    /// `Reverting`, then `Reverted` (or `Failed` naming the hosts that could not be
+    /// reverted or failed their revert's soak).
     Revert,
 }
 
@@ -52,11 +54,12 @@ pub struct PreviousBundle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RevertState {
-    /// Its `desired` names the bundle it ran before (under the revert's id).
+    /// Its `desired` names the bundle it ran before (under the revert's id); with a soak,
+    /// it stays so until its batch's soak ended.
     Dispatched,
-    /// Back on the bundle it ran before, healthy.
+    /// Back on the bundle it ran before, healthy (through its batch's soak, if any).
     Reverted,
-    /// It could not be reverted; see the reason.
+    /// It could not be reverted, or failed its batch's soak; see the reason.
     Failed,
 }
 

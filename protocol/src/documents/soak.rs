@@ -1,6 +1,6 @@
-//! An upgrade's soak: how long each batch is watched once its hosts are done, the fleet
-//! gates checked meanwhile, and the soak under way — all kept in the upgrade record
-//! (`soak`).
+//! An upgrade's soak: how long each batch is watched once its hosts are done (installing,
+//! or — when the upgrade reverts — back on the bundle they ran before), the fleet gates
+//! checked meanwhile, and the soak under way — all kept in the upgrade record (`soak`).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,8 @@ fn default_status() -> u16 {
     DEFAULT_GATE_STATUS
 }
 
-/// A fleet-level check that must keep passing while a batch soaks.
+/// A fleet-level check that must keep passing while a batch soaks (after its install, and
+/// after its revert).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -64,18 +65,22 @@ impl std::fmt::Display for Gate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Soak {
-    /// How long each batch soaks once all its hosts are done, e.g. `30s`.
+    /// How long each batch soaks once all its hosts are done, e.g. `30s`; a revert soaks
+    /// each reverted batch as long, with the same gates, before it reverts the one before.
     pub duration: String,
-    /// Fleet gates checked while a batch soaks (the hosts' own health checks always are).
+    /// Fleet gates checked while a batch soaks, installed or reverted (the hosts' own health
+    /// checks always are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<Gate>,
-    /// The batch soaking now, if any.
+    /// The batch soaking now, if any: after its install, or after its revert while the
+    /// upgrade is `Reverting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<u32>,
     /// When the soak of `batch` started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Timestamp>,
-    /// When the soak of `batch` ends (its hosts succeed then, if all held up).
+    /// When the soak of `batch` ends (its hosts succeed — or, reverting, are recorded
+    /// reverted — then, if all held up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
 }

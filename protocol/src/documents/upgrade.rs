@@ -126,7 +126,8 @@ pub struct Upgrade {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<crate::signing::BundleSignature>,
     /// The request's soak after each batch (its length and fleet gates), and the batch
-    /// soaking now.
+    /// soaking now: after its install, or — while `Reverting` — after its revert, which
+    /// soaks the same length with the same gates before the batch before it is reverted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<Soak>,
     /// Hosts are ready to be dispatched but a maintenance window is closed: since when, and
@@ -141,6 +142,15 @@ pub struct Upgrade {
 
 impl Document for Upgrade {
     const KIND: &'static str = "upgrade";
+}
+
+impl Upgrade {
+    /// `Reverting`, or paused in it: its soak under way (if any) is a revert's.
+    pub fn reverting(&self) -> bool {
+        self.phase == UpgradePhase::Reverting
+            || (self.phase == UpgradePhase::Paused
+                && self.paused_from == Some(UpgradePhase::Reverting))
+    }
 }
 
 /// An upgrade's orchestrator self-update (see [`Upgrade::orchestrator`]).

@@ -108,6 +108,7 @@ impl World {
             action: DesiredAction::Install,
             after: None,
             allow_downgrade: false,
+            reverts: None,
             signature: None,
             issued_at: documents::now(),
         }

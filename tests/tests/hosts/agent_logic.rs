@@ -175,6 +175,7 @@ fn desired(id: &str, version: &str, bundle: &str) -> Desired {
         action: DesiredAction::Install,
         after: None,
         allow_downgrade: false,
+        reverts: None,
         signature: None,
         issued_at: documents::now(),
     }

@@ -15,54 +15,15 @@
 //!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::{SimFleet, keys_under, until};
+use crate::support::{GateEndpoint, SimFleet, keys_under, until};
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{HostOutcomeState, Windows};
 use baton_protocol::{HostId, UpgradePhase};
 use baton_tests::fleet::Host;
 use batonctl::client::ApiClient;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An HTTP endpoint on loopback answering every request with the status it is set to: the
-/// fleet gate the tests turn bad.
-struct GateEndpoint {
-    url: String,
-    status: Arc<AtomicU16>,
-}
-
-impl GateEndpoint {
-    async fn start(status: u16) -> GateEndpoint {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/healthz", listener.local_addr().expect("addr"));
-        let status = Arc::new(AtomicU16::new(status));
-        let answer = status.clone();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let code = answer.load(Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut request = [0u8; 2048];
-                    let _ = conn.read(&mut request).await;
-                    let head = format!(
-                        "HTTP/1.1 {code} Gate\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = conn.write_all(head.as_bytes()).await;
-                });
-            }
-        });
-        GateEndpoint { url, status }
-    }
-
-    fn set(&self, status: u16) {
-        self.status.store(status, Ordering::SeqCst);
-    }
-}
 
 fn id(host: &Host) -> HostId {
     HostId::new(host.name()).expect("host id")

@@ -8,10 +8,13 @@
 //!
 //! 1. `on_failure` left at `halt`, host 1 breaking: the upgrade ends `Failed` at host 1 and
 //!    no other host is touched (their `desired`, `status` and `installed` unchanged).
-//! 2. `on_failure: revert`, host 3 breaking: hosts 1 and 2 upgrade to 2.0.0, host 3 fails,
-//!    and the upgrade reverts host 2 then host 1 to the exact 1.0.0 bundle they ran: phase
-//!    `Reverted`, and each host's `installed` and its running services (the utility, the
-//!    daemon, the platform container) say 1.0.0 again.
+//! 2. `on_failure: revert`, host 3 breaking, a 2 s soak with an HTTP gate (that passes)
+//!    after each batch: hosts 1 and 2 upgrade to 2.0.0, host 3 fails, and the upgrade
+//!    reverts host 2 then host 1 to the exact 1.0.0 bundle they ran: phase `Reverted`, and
+//!    each host's `installed` and its running services (the utility, the daemon, the
+//!    platform container) say 1.0.0 again. Each reverted batch soaked, with the gate, before
+//!    the batch before it was reverted (the upgrade's events, in order), its host's agent
+//!    re-running the health checks of 1.0.0 for the revert (its `status.health`).
 //! 3. The same on a daisy chain, host 2 breaking: host 1 goes back to 1.0.0, and host 3 —
 //!    told up front to follow host 2 — never starts: `Reverted`, every host on 1.0.0.
 //!
@@ -20,6 +23,7 @@
 use std::time::Instant;
 
 use crate::gated::{BREAK, Gated, ended, read, sh};
+use crate::support::GateEndpoint;
 use baton_protocol::api::{EventInfo, UpgradeInfo};
 use baton_protocol::documents::{Desired, HostStatus, Installed, RevertState};
 use baton_protocol::etcd::Client;
@@ -115,13 +119,16 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
         on_v1(client, h).await;
     }
 
-    // --- 2. revert: hosts 1 and 2 upgrade, host 3 fails, 2 then 1 go back to 1.0.0.
+    // --- 2. revert: hosts 1 and 2 upgrade, host 3 fails, 2 then 1 go back to 1.0.0,
+    // each batch soaking (installed, then reverted) with a gate.
     sh(&hosts[0], &format!("rm -f {BREAK}")).await;
     sh(&hosts[2], &format!("touch {BREAK}")).await;
+    let gate = GateEndpoint::start(200).await;
     let t = Instant::now();
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",
-        &json!({"id": "u-revert", "image": v2, "strategy": one_at_a_time, "on_failure": "revert"}),
+        &json!({"id": "u-revert", "image": v2, "strategy": one_at_a_time, "on_failure": "revert",
+                "soak": "2s", "gates": [{"kind": "http", "url": gate.url}]}),
     )
     .await
     .expect("start u-revert");
@@ -154,8 +161,48 @@ async fn a_failing_host_halts_the_upgrade_or_reverts_the_hosts_it_changed() {
         assert_eq!(desired.upgrade_id, reverted.id.revert(), "{h}");
         assert_eq!(desired.bundle, first.bundle, "{h}");
         assert!(desired.allow_downgrade, "{h}");
-        assert_eq!(status.map(|s| s.state), Some(HostState::Done), "{h}");
+        let status = status.expect("status");
+        assert_eq!(status.state, HostState::Done, "{h}");
+        // Its agent re-ran the health checks of 1.0.0 while its reverted batch soaked.
+        let health = status
+            .health
+            .as_ref()
+            .expect("health re-checked for the revert");
+        assert!(health.healthy, "{h}: {health:?}");
+        assert_eq!(status.upgrade_id, Some(reverted.id.revert()), "{h}");
     }
+    // Batch by batch in reverse order, each reverted batch soaking before the batch before
+    // it is reverted: host 2's revert soaked and passed before host 1's was written.
+    let seq = |what: &str, found: &dyn Fn(&EventInfo) -> bool| {
+        events
+            .iter()
+            .position(found)
+            .unwrap_or_else(|| panic!("no event: {what}: {events:#?}"))
+    };
+    let soaked = |batch: u32, host: &str| {
+        let head = format!("revert of batch {batch} ({host}) soaked 2s");
+        move |e: &EventInfo| {
+            e.event.kind == "soak"
+                && e.event.message.starts_with(&head)
+                && e.event.message.ends_with("health checks and gates passing")
+        }
+    };
+    let reverting_host = |host: &str| {
+        let host = host.to_owned();
+        move |e: &EventInfo| {
+            e.event.kind == "host-reverting"
+                && e.event.host.as_ref().map(|h| h.as_str()) == Some(host.as_str())
+        }
+    };
+    let host_2_soaked = seq("host 2's revert soaked", &soaked(1, names[1]));
+    let host_1_reverting = seq("host 1's revert written", &reverting_host(names[0]));
+    let host_1_soaked = seq("host 1's revert soaked", &soaked(0, names[0]));
+    assert!(
+        seq("host 2's revert written", &reverting_host(names[1])) < host_2_soaked
+            && host_2_soaked < host_1_reverting
+            && host_1_reverting < host_1_soaked,
+        "{events:#?}"
+    );
     // Batch by batch in reverse order: host 2 before host 1.
     let reverting: Vec<&str> = events
         .iter()

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_orchestrator::auth::Token;
@@ -26,6 +28,7 @@ use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
 use baton_tests::signing::{self, TestKey};
 use batonctl::client::{ApiClient, Credentials};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -512,5 +515,44 @@ where
             "{what}: not within {FLEET_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// An HTTP endpoint on loopback answering every request with the status it is set to: the
+/// fleet gate the tests turn bad.
+pub struct GateEndpoint {
+    /// Its URL (`http://127.0.0.1:<port>/healthz`).
+    pub url: String,
+    status: Arc<AtomicU16>,
+}
+
+impl GateEndpoint {
+    /// Serves on a free loopback port, answering `status`.
+    pub async fn start(status: u16) -> GateEndpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/healthz", listener.local_addr().expect("addr"));
+        let status = Arc::new(AtomicU16::new(status));
+        let answer = status.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let code = answer.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = [0u8; 2048];
+                    let _ = conn.read(&mut request).await;
+                    let head = format!(
+                        "HTTP/1.1 {code} Gate\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                });
+            }
+        });
+        GateEndpoint { url, status }
+    }
+
+    /// Answers `status` from now on.
+    pub fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
     }
 }

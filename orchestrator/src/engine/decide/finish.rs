@@ -36,6 +36,7 @@ impl Decision {
             return false;
         };
         let to = self.halt_phase(o);
+        self.cut_soak_short("the upgrade halts");
         let reason = match to {
             P::Reverting => format!("{why}; reverting the hosts it changed"),
             _ => why,

@@ -15,8 +15,9 @@ impl Decision {
     pub(super) fn judge_dispatched(&mut self, o: &Observed<'_>, limits: &Limits) {
         for host in self.hosts_in(O::Dispatched) {
             match judge(&self.u, &host, o, limits) {
-                // Done, but its batch soaks first (`soak`).
-                Some((O::Succeeded, _)) if self.soaks() => {}
+                // Done, but its batch soaks first (`soak`) — unless a halt cut the soak
+                // short: a revert then counts it changed.
+                Some((O::Succeeded, _)) if self.soaks() && !self.reverting() => {}
                 Some((state, reason)) => self.record(host, state, reason),
                 None => {}
             }

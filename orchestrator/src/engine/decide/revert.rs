@@ -4,13 +4,27 @@
 //! batch reached down to the first:
 //!
 //! - a batch is reverted once none of its hosts is still installing (an in-flight host
-//!   finishes, is judged, then reverted);
+//!   finishes, is judged, then reverted; a done host whose install soak the halt cut short
+//!   counts as changed);
 //! - each changed host's `desired` names its previous bundle by digest, under the revert's id
 //!   ([`UpgradeId::revert`]) and with `allow_downgrade` set (the agent refuses an older
-//!   bundle otherwise), with the signature its record verified;
+//!   bundle otherwise), with the signature its record verified, and names the upgrade it
+//!   undoes (`reverts`: its agent finds the revert's soak in this record);
 //! - its revert is judged like an install (status `Done` for the revert's id, agent alive;
 //!   failed, rolled back, gone or stuck past the timeouts: `Failed`);
+//! - with a `soak` in the request, a batch whose hosts are all back soaks like an installed
+//!   one, with the same length and gates ([`Decision::soak_batch`]) — their agents re-run
+//!   the health checks of the bundle they are back on, the engine checks the gates — and
+//!   only then are its hosts recorded `Reverted` and the batch before it reverted;
 //! - with no host left to revert: `Reverted`, or `Failed` naming the hosts that could not be.
+//!
+//! A failing revert soak: an unhealthy host's revert is recorded `Failed` (its batch's other
+//! hosts soak afresh, as after a failure an install tolerates); a failing gate records the
+//! revert of every host of the batch `Failed`. Either way the revert goes on with the batch
+//! before, and the upgrade ends `Failed` naming those hosts and why. Stopping instead would
+//! leave the fleet split across two versions, the very thing a revert is for; and the
+//! batches below were already running the new version when the failure happened, so going
+//! on puts no host in a state worse than the one it is in.
 //!
 //! A host changed is one told to install whose agent started on it — unless its agent rolled
 //! it back by itself (status `RolledBack`: it already runs what it ran before).
@@ -21,6 +35,7 @@ use baton_protocol::documents::{
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
 use super::install::settled;
+use super::soak::Soaking;
 use super::{Action, Decision};
 use crate::engine::model::{Limits, Observed};
 
@@ -40,7 +55,7 @@ enum Stand {
 impl Decision {
     /// The upgrade is reverting (or paused while reverting): it no longer halts.
     pub(super) fn reverting(&self) -> bool {
-        reverting(&self.u)
+        self.u.reverting()
     }
 
     /// The phase a halt moves to: `Reverting` when the request asked for it and a host was
@@ -76,6 +91,8 @@ impl Decision {
         for host in under_way {
             let (state, reason) = match settled(&work, None, &host, o, limits) {
                 None => continue,
+                // Back, but its batch soaks first ([`Self::soak_revert`]).
+                Some(Ok(_)) if self.soaks() => continue,
                 Some(Ok(_)) => (RevertState::Reverted, String::new()),
                 Some(Err(reason)) => (RevertState::Failed, reason),
             };
@@ -87,8 +104,9 @@ impl Decision {
         }
     }
 
-    /// Reverts the last batch with a changed host once none of its hosts is busy; ends the
-    /// upgrade once no host is left to revert.
+    /// Reverts the last batch with a changed host once none of its hosts is still
+    /// installing, soaks it once its hosts are back (with a soak); ends the upgrade once no
+    /// host is left to revert.
     pub(super) fn revert_batches(&mut self, o: &Observed<'_>, limits: &Limits) {
         // Chained hosts that started by themselves are judged like any dispatched host.
         let started: Vec<HostId> = self
@@ -124,10 +142,20 @@ impl Decision {
         };
         let batch: Vec<&(HostId, u32, Stand)> =
             stands.iter().filter(|(_, b, _)| *b == current).collect();
-        if batch.iter().any(|(_, _, s)| *s != Stand::Changed) {
+        if batch.iter().any(|(_, _, s)| *s == Stand::Installing) {
             return;
         }
-        let hosts: Vec<HostId> = batch.iter().map(|(id, _, _)| id.clone()).collect();
+        let hosts: Vec<HostId> = batch
+            .iter()
+            .filter(|(_, _, s)| *s == Stand::Changed)
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        if hosts.is_empty() {
+            // Every host of the batch is being reverted.
+            let reverting = batch.iter().map(|(id, _, _)| id.clone()).collect();
+            self.soak_revert(o, limits, current, reverting);
+            return;
+        }
         let mut dispatched = false;
         for host in hosts.into_iter().take(limits.max_dispatch) {
             let previous = self.u.hosts.get(&host).and_then(|h| h.previous.clone());
@@ -157,6 +185,48 @@ impl Decision {
             // Nothing to wait for in this batch: on to the one before (or the end).
             self.revert_batches(o, limits);
         }
+    }
+
+    /// With a soak: once every host of batch `current` whose revert is under way
+    /// (`reverting`) is back on its bundle, the batch soaks; when the soak ends, each host's
+    /// revert is recorded `Reverted` or, having failed it, `Failed`.
+    fn soak_revert(
+        &mut self,
+        o: &Observed<'_>,
+        limits: &Limits,
+        current: u32,
+        reverting: Vec<HostId>,
+    ) {
+        if !self.soaks() {
+            return;
+        }
+        let work = self.u.id.revert();
+        let count = reverting.len();
+        let back: Vec<HostId> = reverting
+            .into_iter()
+            .filter(|h| matches!(settled(&work, None, h, o, limits), Some(Ok(_))))
+            .collect();
+        if back.len() < count {
+            // Other reverts of the batch are still under way.
+            return;
+        }
+        let batch = Soaking {
+            batch: current,
+            label: format!("revert of batch {current}"),
+            work,
+            done: back,
+        };
+        self.soak_batch(o, &batch, |host, outcome| {
+            let (state, reason) = match outcome {
+                Ok(_) => (RevertState::Reverted, String::new()),
+                Err(reason) => (RevertState::Failed, reason),
+            };
+            Action::RecordRevert {
+                host,
+                state,
+                reason,
+            }
+        });
     }
 
     /// No host left to revert: `Reverted`, or `Failed` naming those that could not be.
@@ -197,15 +267,10 @@ impl Decision {
     }
 }
 
-/// `Reverting`, or paused in it.
-fn reverting(u: &Upgrade) -> bool {
-    u.phase == P::Reverting || u.paused_from == Some(P::Reverting)
-}
-
 /// A reverting upgrade still holds a host it told to install until the host's revert ended:
 /// the leader's own tasks (heal, restart, replace) leave it alone meanwhile.
 pub fn holds_for_revert(u: &Upgrade, h: &HostOutcome) -> bool {
-    reverting(u)
+    u.reverting()
         && h.dispatched_at.is_some()
         && h.revert
             .as_ref()

@@ -5,11 +5,14 @@
 //! gates ([`GateState`]); an unhealthy host fails, a failing gate fails every host of the
 //! batch — and the strategy's `max_failures` decides, as for any failure, whether the
 //! upgrade halts.
+//!
+//! A revert soaks each reverted batch the same way ([`Decision::soak_batch`], used by
+//! [`super::revert`]); a halt cuts a soak under way short.
 
 use std::time::SystemTime;
 
-use baton_protocol::HostId;
 use baton_protocol::documents::{HostHealth, HostOutcomeState as O, Timestamp};
+use baton_protocol::{HostId, UpgradeId};
 
 use super::install::judge;
 use super::{Action, Decision};
@@ -33,9 +36,9 @@ impl Decision {
     /// upgrade: hosts of the batch still install, or the batch soaks (or just ended its
     /// soak: the next pass dispatches from the record as committed).
     pub(super) fn soaking(&mut self, o: &Observed<'_>, limits: &Limits, current: u32) -> bool {
-        let Some(soak) = self.u.soak.clone() else {
+        if !self.soaks() {
             return false;
-        };
+        }
         let open: Vec<(HostId, O)> = self
             .u
             .hosts
@@ -55,6 +58,41 @@ impl Decision {
         if done.is_empty() || done.len() < self.dispatched_in(current) {
             return true;
         }
+        let batch = Soaking {
+            batch: current,
+            label: format!("batch {current}"),
+            work: self.u.id.clone(),
+            done,
+        };
+        self.soak_batch(o, &batch, |host, outcome| match outcome {
+            Ok(passed) => Action::Record {
+                host,
+                state: O::Succeeded,
+                reason: passed,
+            },
+            Err(reason) => Action::Record {
+                host,
+                state: O::Failed,
+                reason,
+            },
+        });
+        true
+    }
+
+    /// One pass over the soak of `s`, a batch whose hosts are all done with their work (an
+    /// install, or a revert): starts it; or, under way, ends it once a host is unhealthy or
+    /// a gate fails (those hosts fail, as `outcome(host, Err(why))` records) or once it
+    /// lasted its length with every check passing (each host's `outcome(host, Ok(note))`).
+    pub(super) fn soak_batch(
+        &mut self,
+        o: &Observed<'_>,
+        s: &Soaking,
+        outcome: impl Fn(HostId, Result<String, String>) -> Action,
+    ) {
+        let Some(soak) = self.u.soak.clone() else {
+            return;
+        };
+        let (current, label) = (s.batch, &s.label);
         if soak.batch != Some(current) {
             let until = o.now + soak.length();
             let gates = if soak.gates.is_empty() {
@@ -67,68 +105,76 @@ impl Decision {
                 batch: Some(current),
                 until: Some(timestamp(until)),
                 note: format!(
-                    "batch {current} done ({}): soaks {} until {}, its hosts' health checks{gates} must keep passing",
-                    names(&done),
+                    "{label} done ({}): soaks {} until {}, its hosts' health checks{gates} must keep passing",
+                    names(&s.done),
                     soak.duration,
                     timestamp(until)
                 ),
             });
-            return true;
+            return;
         }
         let until = parse(soak.until.as_ref()).unwrap_or(o.now);
         let gates = o
             .gates
             .filter(|g| g.batch == current && soak.since.as_deref() == Some(g.since.as_str()));
         let mut failed = Vec::new();
-        for host in &done {
-            let reason = match health(o, host, &self.u.id) {
-                Some(h) if !h.healthy => Some(format!(
-                    "unhealthy while batch {current} soaked: {}",
-                    h.message
-                )),
+        for host in &s.done {
+            let reason = match health(o, host, &s.work) {
+                Some(h) if !h.healthy => {
+                    Some(format!("unhealthy while {label} soaked: {}", h.message))
+                }
                 None if o.now >= until + HEALTH_REPORT_GRACE => Some(format!(
                     "its agent reported no re-run health checks within {}s of the soak's end",
                     HEALTH_REPORT_GRACE.as_secs()
                 )),
-                _ => {
-                    gate_failure(gates).map(|f| format!("soak of batch {current} failed: gate {f}"))
-                }
+                _ => gate_failure(gates).map(|f| format!("soak of {label} failed: gate {f}")),
             };
             if let Some(reason) = reason {
                 failed.push(format!("{host}: {reason}"));
-                self.record(host.clone(), O::Failed, reason);
+                self.push(outcome(host.clone(), Err(reason)));
             }
         }
         if !failed.is_empty() {
             self.push(Action::Soak {
                 batch: None,
                 until: None,
-                note: format!("soak of batch {current} failed: {}", failed.join("; ")),
+                note: format!("soak of {label} failed: {}", failed.join("; ")),
             });
-            return true;
+            return;
         }
-        let healthy = done
+        let healthy = s
+            .done
             .iter()
-            .all(|h| health(o, h, &self.u.id).is_some_and(|h| h.healthy));
+            .all(|h| health(o, h, &s.work).is_some_and(|h| h.healthy));
         let gates_passed =
             soak.gates.is_empty() || gates.and_then(|g| g.passed).is_some_and(|p| p >= until);
         if o.now < until || !healthy || !gates_passed {
-            return true;
+            return;
         }
         let passed = if soak.gates.is_empty() {
             format!("soaked {}: health checks passing", soak.duration)
         } else {
             format!("soaked {}: health checks and gates passing", soak.duration)
         };
-        for host in &done {
-            self.record(host.clone(), O::Succeeded, passed.clone());
+        for host in &s.done {
+            self.push(outcome(host.clone(), Ok(passed.clone())));
         }
         self.push(Action::Soak {
             batch: None,
             until: None,
-            note: format!("batch {current} ({}) {passed}", names(&done)),
+            note: format!("{label} ({}) {passed}", names(&s.done)),
         });
-        true
+    }
+
+    /// Ends the soak under way, if any (the upgrade halts: no batch soaks any more).
+    pub(super) fn cut_soak_short(&mut self, why: &str) {
+        if let Some(batch) = self.u.soak.as_ref().and_then(|s| s.batch) {
+            self.push(Action::Soak {
+                batch: None,
+                until: None,
+                note: format!("soak of batch {batch} cut short: {why}"),
+            });
+        }
     }
 
     fn dispatched_in(&self, batch: u32) -> usize {
@@ -140,6 +186,19 @@ impl Decision {
     }
 }
 
+/// A batch whose hosts are all done with their work, soaking (or about to).
+pub(super) struct Soaking {
+    /// The batch.
+    pub batch: u32,
+    /// How events and reasons name it: `batch 1`, `revert of batch 1`.
+    pub label: String,
+    /// The work its hosts' agents report their re-run health checks under: the upgrade's
+    /// id, or its revert's.
+    pub work: UpgradeId,
+    /// Its hosts.
+    pub done: Vec<HostId>,
+}
+
 fn names(hosts: &[HostId]) -> String {
     hosts
         .iter()
@@ -148,12 +207,8 @@ fn names(hosts: &[HostId]) -> String {
         .join(", ")
 }
 
-/// The host's latest re-run health checks for this upgrade, as its agent reported them.
-fn health<'a>(
-    o: &'a Observed<'_>,
-    host: &HostId,
-    upgrade: &baton_protocol::UpgradeId,
-) -> Option<&'a HostHealth> {
+/// The host's latest re-run health checks for `upgrade` (the work it is done with), as its agent reported them.
+fn health<'a>(o: &'a Observed<'_>, host: &HostId, upgrade: &UpgradeId) -> Option<&'a HostHealth> {
     let status = &o.view.hosts.get(host)?.status.as_ref()?.value;
     if status.upgrade_id.as_ref() != Some(upgrade) {
         return None;

@@ -236,6 +236,7 @@ impl Fx {
                 action: DesiredAction::Install,
                 after: None,
                 allow_downgrade: false,
+                reverts: None,
                 signature: None,
                 issued_at: T0.into(),
             },

@@ -10,7 +10,7 @@ const GATE: &str = "http http://gate/ answers 200";
 
 impl Fx {
     /// A soak of `secs` seconds with one HTTP gate.
-    fn soak(mut self, secs: u64) -> Self {
+    pub(super) fn soak(mut self, secs: u64) -> Self {
         self.upgrade.soak = Some(Soak {
             duration: format!("{secs}s"),
             gates: vec![Gate::Http {
@@ -25,7 +25,7 @@ impl Fx {
     }
 
     /// Batch `b` soaks since T0 + `since` for the soak's length.
-    fn soaking(mut self, b: u32, since: u64) -> Self {
+    pub(super) fn soaking(mut self, b: u32, since: u64) -> Self {
         let soak = self.upgrade.soak.as_mut().expect("a soak");
         let length = humantime::parse_duration(&soak.duration).expect("length");
         soak.batch = Some(b);
@@ -35,14 +35,21 @@ impl Fx {
     }
 
     /// `h` is done on 2.0.0, with its re-run health checks reported (`None`: not yet).
-    fn done(self, h: &str, healthy: Option<bool>) -> Self {
-        let mut fx = self.host(h, O::Dispatched).status(h, H::Done);
-        if let Some(healthy) = healthy
-            && let Some(s) = fx
-                .view
-                .hosts
-                .get_mut(&id(h))
-                .and_then(|d| d.status.as_mut())
+    pub(super) fn done(self, h: &str, healthy: Option<bool>) -> Self {
+        let fx = self.host(h, O::Dispatched).status(h, H::Done);
+        match healthy {
+            Some(healthy) => fx.health(h, healthy),
+            None => fx,
+        }
+    }
+
+    /// `h`'s agent reports its re-run health checks on the status it has.
+    pub(super) fn health(mut self, h: &str, healthy: bool) -> Self {
+        if let Some(s) = self
+            .view
+            .hosts
+            .get_mut(&id(h))
+            .and_then(|d| d.status.as_mut())
         {
             s.value.health = Some(HostHealth {
                 healthy,
@@ -54,11 +61,11 @@ impl Fx {
                 since: T0.into(),
             });
         }
-        fx
+        self
     }
 
     /// The engine's gate rounds for the soak under way: the first failure, the last pass.
-    fn gate_rounds(mut self, failure: Option<&str>, passed: Option<u64>) -> Self {
+    pub(super) fn gate_rounds(mut self, failure: Option<&str>, passed: Option<u64>) -> Self {
         let soak = self.upgrade.soak.as_ref().expect("a soak");
         self.gates = Some(GateState {
             batch: soak.batch.expect("soaking"),
@@ -117,7 +124,7 @@ impl Fx {
     }
 }
 
-fn ts(secs: u64) -> String {
+pub(super) fn ts(secs: u64) -> String {
     humantime::format_rfc3339_millis(at(secs)).to_string()
 }
 

@@ -7,6 +7,7 @@ use baton_protocol::documents::{
 };
 use baton_protocol::signing::BundleSignature;
 
+use super::pacing::ts;
 use super::*;
 
 /// The record that put the fleet on 1.0.0.
@@ -341,4 +342,217 @@ fn a_chained_host_that_started_unrecorded_is_judged_before_its_batch_is_reverted
         .status("h2", H::Updating);
     let got: Vec<String> = fx.decide().iter().map(line).collect();
     assert_eq!(got, ["dispatch h2 (told before)"]);
+}
+
+// --- A revert's soak: each reverted batch soaks like an installed one before the batch
+// before it is reverted.
+
+impl Fx {
+    /// Decides, and folds the actions into the record as the executor commits them: what
+    /// was decided (as lines, and the actions) and the fixture for the next pass.
+    fn pass(&self) -> (Vec<String>, Vec<Action>, Fx) {
+        let actions = self.decide();
+        let mut next = self.clone();
+        let now = humantime::format_rfc3339_millis(self.now).to_string();
+        for a in &actions {
+            apply(&mut next.upgrade, a, &now);
+        }
+        (actions.iter().map(line).collect(), actions, next)
+    }
+
+    /// `h`'s revert is under way and its agent reports it `Done`, re-run health checks
+    /// `healthy` (`None`: not reported yet).
+    fn back(self, h: &str, healthy: Option<bool>) -> Self {
+        let fx = self
+            .revert_state(h, RevertState::Dispatched)
+            .revert_status(h, H::Done);
+        match healthy {
+            Some(healthy) => fx.health(h, healthy),
+            None => fx,
+        }
+    }
+
+    fn revert_reason(&self, h: &str) -> String {
+        self.upgrade.hosts[&id(h)]
+            .revert
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn soak_notes(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Soak { note, .. } => Some(note.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reverting after h2 failed in batch 1 of 3, the request soaking 30s with an HTTP gate.
+fn reverting_with_soak() -> Fx {
+    reverting().soak(30)
+}
+
+#[test]
+fn a_reverted_batch_soaks_before_the_batch_before_is_reverted() {
+    // h2 is back on 1.0.0: not recorded reverted yet, its batch starts soaking.
+    let (got, actions, fx) = reverting_with_soak().back("h2", Some(true)).pass();
+    assert_eq!(got, [format!("soak batch 1 until {}", ts(31))]);
+    let note = soak_notes(&actions)[0];
+    assert!(
+        note.starts_with("revert of batch 1 done (h2): soaks 30s")
+            && note.contains("gates http http://gate/ answers 200"),
+        "{note}"
+    );
+    // While it soaks, healthy and its gates passing, the batch before waits.
+    let (got, _, fx) = fx.gate_rounds(None, Some(20)).at(20).pass();
+    assert!(got.is_empty(), "{got:?}");
+    // Past its end, it waits for a gate round started after the end.
+    let (got, _, fx) = fx.at(33).pass();
+    assert!(got.is_empty(), "{got:?}");
+    let (got, actions, fx) = fx.gate_rounds(None, Some(32)).at(33).pass();
+    assert_eq!(got, ["record revert h2 Reverted", "soak over"]);
+    assert_eq!(
+        soak_notes(&actions),
+        ["revert of batch 1 (h2) soaked 30s: health checks and gates passing"]
+    );
+    // Then the batch before is reverted, and soaks in turn.
+    let (got, _, fx) = fx.pass();
+    assert_eq!(got, ["revert h1 to 1.0.0"]);
+    let (got, _, fx) = fx.back("h1", Some(true)).at(40).pass();
+    assert_eq!(got, [format!("soak batch 0 until {}", ts(70))]);
+    let (got, _, fx) = fx.gate_rounds(None, Some(71)).at(72).pass();
+    assert_eq!(got, ["record revert h1 Reverted", "soak over"]);
+    let (got, _, _) = fx.pass();
+    assert_eq!(got, ["phase Reverted"]);
+}
+
+#[test]
+fn revert_soak_table() {
+    let soaking = || reverting_with_soak().back("h2", Some(true)).soaking(1, 1);
+    let cases: Vec<(&str, Fx, &[&str], &str)> = vec![
+        (
+            "a gate failing during the revert's soak fails the batch's reverts",
+            soaking()
+                .gate_rounds(Some("GET http://gate/ answered 503, expected 200"), Some(5))
+                .at(10),
+            &["record revert h2 Failed", "soak over"],
+            "soak of revert of batch 1 failed: gate GET http://gate/ answered 503",
+        ),
+        (
+            "a host unhealthy during the revert's soak fails its revert",
+            reverting_with_soak()
+                .back("h2", Some(false))
+                .soaking(1, 1)
+                .at(10),
+            &["record revert h2 Failed", "soak over"],
+            "unhealthy while revert of batch 1 soaked: unit baton-echo inactive",
+        ),
+        (
+            "a host that never reports its re-run checks fails after the grace",
+            reverting_with_soak()
+                .back("h2", None)
+                .soaking(1, 1)
+                .gate_rounds(None, Some(95))
+                .at(95),
+            &["record revert h2 Failed", "soak over"],
+            "reported no re-run health checks",
+        ),
+        (
+            "a revert that fails outright is recorded at once: no soak",
+            reverting_with_soak()
+                .revert_state("h2", RevertState::Dispatched)
+                .revert_status("h2", H::RolledBack),
+            &["record revert h2 Failed", "revert h1 to 1.0.0"],
+            "RolledBack",
+        ),
+        (
+            "paused while reverting: a host back waits for its soak, nothing starts",
+            reverting_with_soak()
+                .back("h2", Some(true))
+                .paused_from(P::Reverting),
+            &[],
+            "",
+        ),
+    ];
+    for (name, fx, want, reason) in cases {
+        let (got, _, next) = fx.pass();
+        assert_eq!(got, *want, "{name}");
+        assert!(
+            next.revert_reason("h2").contains(reason),
+            "{name}: {}",
+            next.revert_reason("h2")
+        );
+    }
+}
+
+#[test]
+fn a_failed_revert_soak_goes_on_with_the_batch_before_and_ends_failed_naming_it() {
+    let (got, _, fx) = reverting_with_soak()
+        .back("h2", Some(true))
+        .soaking(1, 1)
+        .gate_rounds(Some("GET http://gate/ answered 503, expected 200"), Some(5))
+        .at(10)
+        .pass();
+    assert_eq!(got, ["record revert h2 Failed", "soak over"]);
+    // Stopping would leave the fleet split: the batch before is reverted all the same.
+    let (got, _, fx) = fx.pass();
+    assert_eq!(got, ["revert h1 to 1.0.0"]);
+    let (got, _, fx) = fx.back("h1", Some(true)).pass();
+    assert_eq!(got, [format!("soak batch 0 until {}", ts(40))]);
+    let (got, _, fx) = fx.gate_rounds(None, Some(41)).at(42).pass();
+    assert_eq!(got, ["record revert h1 Reverted", "soak over"]);
+    let (got, _, fx) = fx.pass();
+    assert_eq!(got, ["phase Failed"]);
+    let reason = fx.upgrade.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("1 host(s) could not be reverted: h2: soak of revert of batch 1 failed"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn without_a_soak_a_host_back_is_reverted_at_once() {
+    let (got, actions, _) = reverting().back("h2", Some(true)).pass();
+    assert_eq!(got, ["record revert h2 Reverted", "revert h1 to 1.0.0"]);
+    assert!(soak_notes(&actions).is_empty(), "{actions:?}");
+}
+
+#[test]
+fn a_halt_cuts_an_install_soak_short_and_reverts_its_done_hosts() {
+    // Batch 0 (h1, h2) installs; h1 is done and the batch soaks when h2's agent goes away.
+    let fx = Fx::new(rolling(2, 0, false, 0), &[("h1", 0), ("h2", 0), ("h3", 1)])
+        .phase(P::Installing)
+        .all(O::Downloaded)
+        .all_alive("2.0.0")
+        .on_v1()
+        .on_failure(OnFailure::Revert)
+        .soak(30)
+        .done("h1", Some(true))
+        .was_on_v1("h1")
+        .done("h2", Some(true))
+        .was_on_v1("h2")
+        .soaking(0, 1)
+        .gone("h2", 200)
+        .at(10);
+    let (got, actions, fx) = fx.pass();
+    assert_eq!(got, ["record h2 Failed", "soak over", "phase Reverting"]);
+    assert_eq!(
+        soak_notes(&actions),
+        ["soak of batch 0 cut short: the upgrade halts"]
+    );
+    assert_eq!(fx.upgrade.soak.as_ref().and_then(|s| s.batch), None);
+    // h1 was done: it counts as changed, and the batch is reverted.
+    let (got, _, _) = fx.pass();
+    assert_eq!(
+        got,
+        [
+            "record h1 Succeeded",
+            "revert h1 to 1.0.0",
+            "revert h2 to 1.0.0"
+        ]
+    );
 }
