@@ -354,11 +354,24 @@ pub enum Mode {
 #[derive(Debug, Args)]
 pub struct HostAdd {
     /// The host id.
-    pub id: String,
+    #[arg(required_unless_present = "from_file")]
+    pub id: Option<String>,
     /// The host's Docker Engine: unix:///var/run/docker.sock, or tcp://host:port when the
     /// orchestrator reaches such engines over TLS (--docker-tls-*) or is allowed plain TCP.
-    #[arg(long)]
-    pub docker: String,
+    #[arg(long, required_unless_present = "from_file")]
+    pub docker: Option<String>,
+    /// Register many hosts from FILE ("-": standard input) instead: a JSON array of
+    /// registrations, or one registration per line (blank lines and lines starting with #
+    /// skipped), each the body of one POST /v1/hosts, e.g.
+    /// {"id": "host-1", "docker": "unix:///var/run/docker.sock", "labels": {"group": "edge"}}.
+    /// Sent 1,000 per request: a request registers all of its hosts or none (the error names
+    /// the host's line or index and its field); requests sent before one refused stay.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["id", "docker", "labels", "path_map", "boot_id_file", "kernel_release_file", "container_prefix"]
+    )]
+    pub from_file: Option<std::path::PathBuf>,
     /// A label, KEY=VALUE (repeat): group, zone, …
     #[arg(long = "label", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
@@ -633,12 +646,13 @@ impl From<FailurePolicy> for OnFailure {
 }
 
 impl HostAdd {
-    /// The `POST /v1/hosts` body.
+    /// The `POST /v1/hosts` body of the flags (clap makes `id` and `--docker` required
+    /// without `--from-file`).
     pub fn request(self) -> RegisterHost {
         RegisterHost {
-            id: self.id,
+            id: self.id.unwrap_or_default(),
             labels: self.labels.into_iter().collect(),
-            docker: self.docker,
+            docker: self.docker.unwrap_or_default(),
             path_map: self.path_map.into_iter().collect(),
             boot_id_file: self.boot_id_file,
             kernel_release_file: self.kernel_release_file,

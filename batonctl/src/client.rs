@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use baton_protocol::api::{
     Command, Control, CreateToken, CreatedToken, ErrorBody, EventInfo, Health, HostInfo,
-    RegisterHost, SetMaintenance, SetWindows, StartUpgrade, TokenInfo, UpgradeInfo,
+    RegisterHost, RegisteredHost, SetMaintenance, SetWindows, StartUpgrade, TokenInfo, UpgradeInfo,
 };
 use baton_protocol::documents::{HostSpec, Maintenance, Windows};
 use bytes::Bytes;
@@ -582,6 +582,15 @@ impl ApiClient {
     /// `POST /v1/hosts`.
     pub async fn register(&self, req: &RegisterHost) -> Result<HostSpec, ClientError> {
         self.post("/v1/hosts", req).await
+    }
+
+    /// `POST /v1/hosts` with many registrations (at most
+    /// [`baton_protocol::api::MAX_BULK_REGISTRATIONS`]): all of them, or none.
+    pub async fn register_many(
+        &self,
+        reqs: &[RegisterHost],
+    ) -> Result<Vec<RegisteredHost>, ClientError> {
+        self.post("/v1/hosts", &reqs).await
     }
 
     /// `PUT /v1/groups/{group}/maintenance`.

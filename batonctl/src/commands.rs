@@ -16,6 +16,7 @@ use crate::display;
 use crate::error::CtlError;
 use crate::keys;
 use crate::output::{self, Output};
+use crate::registrations;
 use crate::settings;
 use crate::watch::watch;
 
@@ -139,7 +140,23 @@ async fn token(
 
 async fn host(api: &ApiClient, command: HostCommand, out: Option<Output>) -> Result<(), CtlError> {
     match command {
-        HostCommand::Add(a) => print(out, &api.register(&a.request()).await?),
+        HostCommand::Add(a) => match a.from_file.clone() {
+            Some(file) => {
+                let name = file.display().to_string();
+                let text = if name == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(&file)
+                }
+                .map_err(|e| CtlError::Registrations {
+                    file: name.clone(),
+                    what: e.to_string(),
+                })?;
+                let entries = registrations::parse(&name, &text)?;
+                print(out, &registrations::register(api, &entries).await?)
+            }
+            None => print(out, &api.register(&a.request()).await?),
+        },
         HostCommand::Ls => {
             println!(
                 "{}",

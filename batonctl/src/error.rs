@@ -39,6 +39,25 @@ pub enum CtlError {
         #[source]
         source: ClientError,
     },
+    /// A registrations file (`host add --from-file`) could not be read.
+    #[error("{file}: {what}")]
+    Registrations {
+        /// The file.
+        file: String,
+        /// What is wrong, naming the line.
+        what: String,
+    },
+    /// A request of `host add --from-file` was refused (nothing of it was written).
+    #[error("registrations {first} to {last} (the server's [0] is {first})")]
+    Bulk {
+        /// Where its first registration was read.
+        first: String,
+        /// Where its last one was read.
+        last: String,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
     /// `upgrade watch` without an id, and no upgrade is active.
     #[error("no upgrade is active; name one")]
     NoActiveUpgrade,
@@ -90,7 +109,9 @@ impl CtlError {
     /// The exit code this failure gives.
     pub fn exit(&self) -> Exit {
         let client = match self {
-            CtlError::Client(e) | CtlError::ServerVersion(e) => e,
+            CtlError::Client(e) | CtlError::ServerVersion(e) | CtlError::Bulk { source: e, .. } => {
+                e
+            }
             CtlError::Unreachable { .. } => return Exit::Unreachable,
             _ => return Exit::Error,
         };

@@ -7,6 +7,7 @@
 //!   environment, config file); [`display`]: tables and progress lines;
 //! - [`output`]: `-o table|wide|json|yaml`; [`manpages`]: man pages from the CLI definition;
 //! - [`bundle`]: building, pushing, inspecting, signing and verifying bundle images;
+//! - [`registrations`]: the registrations file of `host add --from-file`;
 //! - [`keys`]: signing key pairs (`key generate`) and the key files the bundle commands read;
 //! - [`error`]: what a command can fail with, and the exit code it gives.
 //!
@@ -22,6 +23,7 @@ pub mod error;
 pub mod keys;
 pub mod manpages;
 pub mod output;
+pub mod registrations;
 pub mod settings;
 pub mod watch;
 

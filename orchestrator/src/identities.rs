@@ -4,9 +4,16 @@
 //! with etcd's `root` role — etcd lets only `root` manage users and roles — and uses it for
 //! nothing but this module: at start, the roles and the orchestrator's own everyday user
 //! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
-//! registration, the host's user and role; at every downloader job, a fresh password for
-//! the host, delivered in the job's container and never stored in etcd; at removal, the
-//! deletion of the host's user and role. Everything else the orchestrator does goes through
+//! registration, the host's `spec` written (the orchestrator's role may not write it yet);
+//! at every downloader job, the host's user and role (made by its first) and a fresh password
+//! for the host, delivered in the job's container and never stored in etcd; at removal, the
+//! deletion of the host's user and role.
+//!
+//! Registration changes nothing in etcd's users and roles: every such change makes etcd
+//! rebuild its permission caches (work that grows with the users and permissions it holds),
+//! so a registration that made one would cost more with every host registered. The host's
+//! identity, with the orchestrator role's permissions on its keys, is made by its first
+//! downloader job, which delivers the credential anyway. Everything else the orchestrator does goes through
 //! its everyday identity, whose role cannot write a host's `alive`, `status` or `installed`
 //! nor manage users.
 
@@ -107,15 +114,17 @@ impl Identities {
         auth::ensure_user(&admin, own, ORCHESTRATOR_ROLE).await
     }
 
-    /// At registration: the host's user and role (with a password nobody keeps: the host
-    /// gets its own from its next downloader job), and the orchestrator role's permission
-    /// to write the host's `spec`, `desired` and `maintenance`.
-    pub async fn register(&self, host: &HostId) -> Result<(), EtcdError> {
-        self.issue(host).await.map(drop)
+    /// The orchestrator role's permission to write the host's `spec`, `desired` and
+    /// `maintenance`, ahead of the host's first downloader job (a maintenance mode set on a
+    /// host registered but never upgraded).
+    pub async fn grant_host_keys(&self, host: &HostId) -> Result<(), EtcdError> {
+        let admin = self.admin().await?;
+        auth::grant_orchestrator_host_keys(&admin, &self.keyspace, host).await
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
-    /// its downloader job to deliver.
+    /// its downloader job to deliver, with the host's user and role and the orchestrator
+    /// role's permissions on its keys (made by the host's first job, confirmed by the next).
     pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
         let admin = self.admin().await?;
         auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await

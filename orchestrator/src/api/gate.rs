@@ -30,6 +30,14 @@ use crate::auth::{self, Access, ClientCertName};
 /// hosts) is far smaller, and etcd refuses values above 1.5 MiB.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Largest body of a bulk host registration (`POST /v1/hosts` with up to 1,000 hosts).
+pub const MAX_BULK_BODY: usize = 1024 * 1024;
+
+/// The body limit of the route a request is for (set by [`check`] for the body extractor's
+/// 413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
+
 /// Where requests may come from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebPolicy {
@@ -106,14 +114,22 @@ pub struct Gate {
     pub access: Access,
     /// `METHOD /path`, for messages.
     pub route: String,
+    /// The largest body it takes.
+    pub max_body: usize,
 }
 
 /// The middleware: the four checks, then the handler.
-pub async fn check(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     if gate.access == Access::Anyone {
         return next.run(request).await;
     }
-    if let Err(e) = web(gate.state.web(), request.method(), request.headers()) {
+    request.extensions_mut().insert(BodyLimit(gate.max_body));
+    if let Err(e) = web(
+        gate.state.web(),
+        request.method(),
+        request.headers(),
+        gate.max_body,
+    ) {
         return e.into_response();
     }
     let certificate = request.extensions().get::<ClientCertName>();
@@ -139,7 +155,12 @@ pub async fn check(State(gate): State<Gate>, request: Request, next: Next) -> Re
 }
 
 /// Checks 1 to 3.
-pub fn web(policy: &WebPolicy, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn web(
+    policy: &WebPolicy,
+    method: &Method,
+    headers: &HeaderMap,
+    max_body: usize,
+) -> Result<(), ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -177,18 +198,18 @@ pub fn web(policy: &WebPolicy, method: &Method, headers: &HeaderMap) -> Result<(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(length) = declared
-        && length > MAX_BODY as u64
+        && length > max_body as u64
     {
-        return Err(too_large(length));
+        return Err(too_large(length, max_body));
     }
     Ok(())
 }
 
 /// 413 naming the limit.
-pub fn too_large(length: u64) -> ApiError {
+pub fn too_large(length: u64, limit: usize) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body: {length} bytes or more; the limit is {MAX_BODY} bytes"),
+        format!("request body: {length} bytes or more; the limit is {limit} bytes"),
     )
 }
 
@@ -214,7 +235,7 @@ mod tests {
     }
 
     fn status(method: Method, pairs: &[(&'static str, &str)]) -> u16 {
-        match web(&policy(), &method, &headers(pairs)) {
+        match web(&policy(), &method, &headers(pairs), MAX_BODY) {
             Ok(()) => 200,
             Err(e) => e.status.as_u16(),
         }

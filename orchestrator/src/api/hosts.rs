@@ -1,23 +1,20 @@
-//! `POST /v1/hosts` (register or re-register a host), `DELETE /v1/hosts/{host}` (remove it,
-//! revoking its etcd identity), `GET /v1/hosts` and `GET /v1/hosts/{host}`: each host's
-//! spec, liveness, desired state, status, installed versions and maintenance mode, merged.
+//! `DELETE /v1/hosts/{host}` (remove a host, revoking its etcd identity), `GET /v1/hosts` and
+//! `GET /v1/hosts/{host}`: each host's spec, liveness, desired state, status, installed
+//! versions and maintenance mode, merged. Registration is [`super::register`].
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use baton_protocol::api::{HostInfo, RegisterHost};
-use baton_protocol::documents::{HostSpec, Maintenance, Upgrade, now};
+use baton_protocol::api::HostInfo;
+use baton_protocol::documents::{HostSpec, Maintenance, Upgrade};
 use baton_protocol::etcd::{self, identity};
 use baton_protocol::{HostId, HostKey};
 use etcd_client::TxnOp;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable, Unprocessable};
-use crate::api::json::ApiJson;
+use crate::api::error::responses::{BadRequest, Conflict, NotFound, Unavailable};
 use crate::api::page::{NamedPage, PageQuery, Paged};
 use crate::store::{self, Written};
-use crate::validate;
 use crate::view::{FleetView, HostDocs, Part};
 
 /// The merged view of `host` in `view`.
@@ -116,72 +113,6 @@ pub async fn show(
     Ok(Json(info(&view, &host, &docs)))
 }
 
-/// `POST /v1/hosts`: 201 when registered, 200 when an existing registration was updated (or
-/// already so). Labels and endpoints may change; `registered_at` is kept.
-#[utoipa::path(
-    post,
-    path = "/v1/hosts",
-    operation_id = "registerHost",
-    tag = "hosts",
-    summary = "Register (or update) a host",
-    request_body = RegisterHost,
-    responses(
-        (status = 201, description = "registered", body = HostSpec),
-        (status = 200, description = "updated, or already so", body = HostSpec),
-        (status = 400, response = BadRequest),
-        (status = 409, response = Conflict),
-        (status = 422, response = Unprocessable),
-        (status = 503, response = Unavailable),
-    )
-)]
-pub async fn register(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<RegisterHost>,
-) -> Result<(StatusCode, Json<HostSpec>), ApiError> {
-    let fence = state.require_leader().await?;
-    let mut spec = validate::host_spec(&req, state.hosts(), now())?;
-    let key = state.keyspace().host(&spec.host, HostKey::Spec);
-    if let Some(identities) = state.identities() {
-        // First: the orchestrator's role may write the spec only once the host has its own
-        // identity (idempotent, like the registration).
-        identities.register(&spec.host).await?;
-    }
-    for _ in 0..store::WRITE_ATTEMPTS {
-        let existing = etcd::read::<HostSpec>(state.client(), &key).await?;
-        let read_at = existing.as_ref().map_or(0, |e| e.mod_revision);
-        if let Some(e) = &existing {
-            spec.registered_at = e.value.registered_at.clone();
-            if e.value == spec {
-                return Ok((StatusCode::OK, Json(spec)));
-            }
-        }
-        let written = store::commit(
-            state.client(),
-            &key,
-            vec![store::fence(&fence), store::unchanged(&key, read_at)],
-            vec![store::put(&key, &spec)],
-        )
-        .await?;
-        match written {
-            Written::At(_) => {
-                tracing::info!(host = %spec.host, docker = %spec.docker, "host registered");
-                let status = if existing.is_some() {
-                    StatusCode::OK
-                } else {
-                    StatusCode::CREATED
-                };
-                return Ok((status, Json(spec)));
-            }
-            Written::Conflict => {
-                state.require_leader().await?;
-            }
-        }
-    }
-    Err(ApiError::conflict(format!(
-        "{key} kept changing during the registration; retry"
-    )))
-}
-
 /// `DELETE /v1/hosts/{host}`: the host's etcd identity is revoked (its agent's next write is
 /// denied) and its keys are deleted. Refused (409) while the upgrade in progress names it.
 #[utoipa::path(
@@ -239,20 +170,24 @@ pub async fn remove(
         .iter()
         .map(|k| TxnOp::delete(ks.host(&host, *k), None))
         .collect();
-    if let Written::Conflict = store::commit(client, &spec_key, guards, ops).await? {
+    // A host that never had a downloader job has no identity yet, and the orchestrator's
+    // role no permission on its keys: the administrative identity deletes them.
+    let admin = match state.identities() {
+        Some(identities) => Some(identities.admin().await?),
+        None => None,
+    };
+    let writer = admin.as_ref().unwrap_or(client);
+    if let Written::Conflict = store::commit(writer, &spec_key, guards, ops).await? {
         return Err(ApiError::conflict(format!(
             "{spec_key} or {active_key} changed while the host was being removed; retry"
         )));
     }
     // Then its identity, and then its own reports (which only an identity allowed to manage
     // users may delete once authentication is on): it cannot write them again.
-    let reports_client = match state.identities() {
-        Some(identities) => {
-            identities.remove(&host).await?;
-            identities.admin().await?
-        }
-        None => client.clone(),
-    };
+    if let Some(identities) = state.identities() {
+        identities.remove(&host).await?;
+    }
+    let reports_client = admin.as_ref().unwrap_or(client);
     reports_client
         .kv_client()
         .delete(

@@ -26,8 +26,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
-    let mut value: serde_json::Value = serde_json::from_slice(text)
+    let value: serde_json::Value = serde_json::from_slice(text)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    typed(value)
+}
+
+/// Reads a JSON value as `T` (whole numbers written with a fraction read as integers), the
+/// path of the field at fault in the error (`[3].docker` in an array).
+pub fn typed<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<T, ApiError> {
     integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -70,6 +76,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = req
+            .extensions()
+            .get::<gate::BodyLimit>()
+            .map_or(gate::MAX_BODY, |l| l.0);
         let read = Bytes::from_request(req, state);
         let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
             .await
@@ -85,7 +95,7 @@ where
             .map_err(|e| {
                 // Past the size limit (a body that did not declare its length): 413.
                 if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    gate::too_large(gate::MAX_BODY as u64 + 1)
+                    gate::too_large(limit as u64 + 1, limit)
                 } else {
                     ApiError::bad_request(format!("request body: {e}"))
                 }

@@ -91,6 +91,11 @@ pub async fn host(
             "host {host} is not registered"
         )));
     }
+    if let Some(identities) = state.identities() {
+        // A host registered but never upgraded has no identity yet, and the orchestrator's
+        // role no permission on its keys (idempotent).
+        identities.grant_host_keys(&host).await?;
+    }
     let key = ks.host(&host, HostKey::Maintenance);
     Ok(Json(set(&state, &key, req).await?))
 }

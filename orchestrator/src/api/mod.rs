@@ -4,7 +4,8 @@
 //! its write). See docs/api.md and `GET /openapi.json`.
 //!
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
-//! - [`hosts`]: registration and the merged view of each host;
+//! - [`hosts`]: the merged view of each host, and its removal;
+//! - [`register`]: host registration, one or many at a time;
 //! - [`upgrades`]: starting, listing, showing, pausing, resuming and aborting upgrades;
 //! - [`maintenance`]: maintenance modes of hosts and groups;
 //! - [`windows`]: maintenance windows of the fleet and of groups;
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod openapi;
 pub mod page;
+pub mod register;
 pub mod stream;
 pub mod tokens;
 pub mod upgrades;
@@ -277,6 +279,8 @@ pub struct Route {
     pub access: Access,
     /// The handler, for that method.
     pub handler: fn(MethodFilter) -> MethodRouter<AppState>,
+    /// The largest request body it takes.
+    pub max_body: usize,
 }
 
 impl Route {
@@ -302,7 +306,13 @@ const fn route(
         path,
         access,
         handler,
+        max_body: gate::MAX_BODY,
     }
+}
+
+/// The same route, taking bodies of up to `max_body` bytes.
+const fn with_body(route: Route, max_body: usize) -> Route {
+    Route { max_body, ..route }
 }
 
 /// Every route and the role it needs: the router is built from this table, the OpenAPI
@@ -315,7 +325,12 @@ pub const ROUTES: &[Route] = &[
         on(m, openapi::serve)
     }),
     route(Verb::Get, "/v1/hosts", VIEWER, |m| on(m, hosts::list)),
-    route(Verb::Post, "/v1/hosts", ADMIN, |m| on(m, hosts::register)),
+    with_body(
+        route(Verb::Post, "/v1/hosts", ADMIN, |m| {
+            on(m, register::register)
+        }),
+        gate::MAX_BULK_BODY,
+    ),
     route(Verb::Get, "/v1/hosts/{host}", VIEWER, |m| {
         on(m, hosts::show)
     }),
@@ -395,9 +410,11 @@ pub fn router(state: AppState) -> Router {
             state: state.clone(),
             access: r.access,
             route: r.name(),
+            max_body: r.max_body,
         };
         let handler = (r.handler)(r.verb.filter())
-            .route_layer(middleware::from_fn_with_state(gate, gate::check));
+            .route_layer(middleware::from_fn_with_state(gate, gate::check))
+            .route_layer(DefaultBodyLimit::max(r.max_body));
         router = router.route(&axum_path(r.path), handler);
     }
     router

@@ -18,7 +18,7 @@ use crate::api::error::responses::{
     Unprocessable, UnsupportedMediaType,
 };
 use crate::api::{
-    AppState, ROUTES, Verb, health, hosts, maintenance, stream, tokens, upgrades, windows,
+    AppState, ROUTES, Verb, health, hosts, maintenance, register, stream, tokens, upgrades, windows,
 };
 use crate::auth::Access;
 use crate::validate::HostPolicy;
@@ -28,7 +28,7 @@ use crate::validate::HostPolicy;
 #[openapi(
     info(
         title = "Baton orchestrator",
-        description = "Upgrades a fleet from update bundles, coordinated through etcd. Every route but /healthz and /readyz takes Authorization: Bearer <token> with a role (viewer: reads; operator: upgrades and maintenance; admin: hosts and tokens). Writes send Content-Type: application/json, bodies of at most 64 KiB. Reads are served by every replica; writes by the leader only (others answer 503 naming it). Errors are {\"error\": \"<field or key>: <what is wrong>\"}; a refused request writes nothing."
+        description = "Upgrades a fleet from update bundles, coordinated through etcd. Every route but /healthz and /readyz takes Authorization: Bearer <token> with a role (viewer: reads; operator: upgrades and maintenance; admin: hosts and tokens). Writes send Content-Type: application/json, bodies of at most 64 KiB (1 MiB for POST /v1/hosts, which takes up to 1,000 registrations). Reads are served by every replica; writes by the leader only (others answer 503 naming it). Errors are {\"error\": \"<field or key>: <what is wrong>\"}; a refused request writes nothing."
     ),
     paths(
         health::healthz,
@@ -36,7 +36,7 @@ use crate::validate::HostPolicy;
         health::metrics,
         serve,
         hosts::list,
-        hosts::register,
+        register::register,
         hosts::show,
         hosts::remove,
         maintenance::host,

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
-use baton_protocol::documents::{self, Upgrade};
+use baton_protocol::documents::{self, TaskKind, Upgrade};
 use baton_protocol::{HostId, UpgradeId};
 
 use super::decide::{Action, claimed_by_tasks, next_actions};
 use super::model::{DownloadOutcome, Observed, SuccessorState};
 use super::successor::{self, Successor};
+use super::tasks::operator_upgrade_in_progress;
 use super::{Engine, dispatch, execute};
 use crate::metrics::Counters;
 
@@ -78,14 +79,22 @@ impl Engine {
         };
         let missing = self.alive_missing_for(Instant::now());
         let unchanged = self.unchanged_for(Instant::now());
-        let claimed = claimed_by_tasks(&self.seen.view, id);
-        let running: BTreeSet<HostId> = self
-            .jobs
-            .running
-            .keys()
-            .filter(|(u, _)| u == id)
-            .map(|(_, h)| h.clone())
-            .collect();
+        let mut claimed = claimed_by_tasks(&self.seen.view, id);
+        let (running, elsewhere): (Vec<&(UpgradeId, HostId)>, Vec<&(UpgradeId, HostId)>) =
+            self.jobs.running.keys().partition(|(u, _)| u == id);
+        // One downloader job on a host at a time: another record's running job holds it.
+        claimed.extend(elsewhere.iter().map(|(_, h)| h.clone()));
+        // A join starts nothing while an operator's upgrade is in progress (it is aborted
+        // unless it told its host already: `tasks`).
+        let is_join = current
+            .value
+            .task
+            .as_ref()
+            .is_some_and(|t| t.kind == TaskKind::Join);
+        if is_join && operator_upgrade_in_progress(&self.seen.view) {
+            claimed.extend(current.value.hosts.keys().cloned());
+        }
+        let running: BTreeSet<HostId> = running.into_iter().map(|(_, h)| h.clone()).collect();
         let finished: BTreeMap<HostId, DownloadOutcome> = self
             .jobs
             .finished
@@ -100,6 +109,7 @@ impl Engine {
                 alive_missing_for: &missing,
                 unchanged_for: &unchanged,
                 downloads_running: &running,
+                downloads_elsewhere: elsewhere.len(),
                 downloads_finished: &finished,
                 claimed: &claimed,
                 orchestrator_version: crate::VERSION,

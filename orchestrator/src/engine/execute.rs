@@ -5,7 +5,7 @@
 //! nothing; the next pass decides again from what etcd then shows.
 //!
 //! Also the writes of the leader's own tasks ([`super::tasks`]): creating a task record
-//! (with `active` for a join) and clearing a maintenance mode a task carried out.
+//! and clearing a maintenance mode a task carried out.
 
 use baton_protocol::documents::{
     Desired, DesiredAction, Event, EventKind, HostOutcomeState, Maintenance, MaintenanceMode,
@@ -334,13 +334,11 @@ pub async fn commit(
 }
 
 /// Creates a task record with its `created` event, only if the id is free and this replica
-/// leads — and, when `take_active`, only if no upgrade is active (then `active` names it).
-/// `Ok(None)`: a guard failed (decided again next pass).
+/// leads. `Ok(None)`: a guard failed (decided again next pass).
 pub async fn create_task(
     writer: Writer<'_>,
     upgrade: &Upgrade,
     message: &str,
-    take_active: bool,
     now: &Timestamp,
 ) -> Result<Option<(Upgrade, i64)>, EtcdError> {
     let Writer {
@@ -361,19 +359,8 @@ pub async fn create_task(
     };
     let event_key = keyspace.event(&record.id, record.events);
     record.events += 1;
-    let mut guards = vec![store::fence(leadership_key), store::unchanged(&key, 0)];
-    let mut ops = vec![store::put(&key, &record), store::put(&event_key, &event)];
-    if take_active {
-        let active = keyspace.active();
-        guards.push(store::unchanged(&active, 0));
-        ops.push(store::put(
-            &active,
-            &baton_protocol::documents::Active {
-                schema_version: SCHEMA_VERSION,
-                upgrade_id: record.id.clone(),
-            },
-        ));
-    }
+    let guards = vec![store::fence(leadership_key), store::unchanged(&key, 0)];
+    let ops = vec![store::put(&key, &record), store::put(&event_key, &event)];
     match store::commit(client, &key, guards, ops).await? {
         Written::At(revision) => Ok(Some((record, revision))),
         Written::Conflict => Ok(None),

@@ -11,8 +11,10 @@ use baton_protocol::HostId;
 
 use crate::view::FleetView;
 
-/// Default downloader jobs running at once.
-pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 4;
+/// Default downloader jobs running at once, over every record (upgrades, joins, heals,
+/// replaces): a job mostly waits on the registry and the host's disk, so a fleet's worth of
+/// them in flight costs the orchestrator little.
+pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 64;
 /// Default time agents get to report the bundle's agent version once downloads are done.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Default time a dispatched host's `alive` may be away (a reboot) before it counts as failed.
@@ -79,9 +81,12 @@ pub struct Observed<'a> {
     pub unchanged_for: &'a BTreeMap<HostId, Duration>,
     /// Hosts whose downloader job (for this upgrade) is running.
     pub downloads_running: &'a BTreeSet<HostId>,
+    /// Downloader jobs running for other records (they share `download_concurrency`).
+    pub downloads_elsewhere: usize,
     /// Hosts whose downloader job ended and whose outcome is not recorded yet.
     pub downloads_finished: &'a BTreeMap<HostId, DownloadOutcome>,
-    /// Hosts held by another task in progress (see [`claimed_by_tasks`]): not started here.
+    /// Hosts held by another task in progress (see [`claimed_by_tasks`]) or by another
+    /// record's running downloader job: not started here.
     pub claimed: &'a BTreeSet<HostId>,
     /// The deciding orchestrator's own version (a self-update is due when the upgrade
     /// carries an orchestrator image and its version differs).

@@ -7,9 +7,14 @@
 //! - **join**: a registered host that the fleet's upgrade (the latest `Succeeded` operator
 //!   upgrade whose selector matches the host and that did not name its hosts) did not select,
 //!   and whose `installed.bundle_version` differs from it, is brought to that version —
-//!   downloader job, agent, install. A join holds `active`, so it waits for an upgrade in
-//!   progress and a new request gets 409 while it runs; one join is attempted per host and
-//!   fleet upgrade (a failed one is not retried by itself).
+//!   downloader job, agent, install. Joins run alongside each other (at most
+//!   `download_concurrency` in progress, their jobs within the same shared limit) and never
+//!   hold `active`: an operator's upgrade is never refused because of them. While an
+//!   operator's upgrade is in progress no join starts, and a join that has not told its host
+//!   to install yet is aborted ([`JOIN_PREEMPTED`]) and made again once the upgrade ended (if
+//!   the host still differs from the fleet's upgrade then). One join is attempted per host
+//!   and fleet upgrade otherwise (a failed one — an unreachable host's, say — is not retried
+//!   by itself, and fails nothing but itself).
 //! - **heal**: a registered host whose `alive` has been gone for `heal_grace` while its
 //!   Docker Engine answers a probe gets the downloader job of its current bundle again
 //!   (it reinstalls and restarts the agent) — unless its maintenance mode is
@@ -63,15 +68,18 @@ pub enum TaskAction {
         /// The host.
         host: HostId,
     },
-    /// Create a task record (with its first event), only if its id is free — and, for a
-    /// join, only if no upgrade is active (it then holds `active`).
+    /// Create a task record (with its first event), only if its id is free.
     Create {
         /// The record to store (phase `Pending`, `events` 0).
         upgrade: Box<Upgrade>,
         /// The `created` event's message.
         message: String,
-        /// Take `active` (joins).
-        take_active: bool,
+    },
+    /// Abort a join that has not told its host to install: an operator's upgrade started
+    /// (the reason is [`JOIN_PREEMPTED`]; the join is made again once that upgrade ended).
+    Preempt {
+        /// The join's record.
+        record: UpgradeId,
     },
     /// Set a host's maintenance mode back to `none` (guarded by the revision read) and
     /// write an event on the task that carried it out.
@@ -128,10 +136,24 @@ fn busy_hosts(view: &FleetView) -> BTreeSet<HostId> {
         .collect()
 }
 
-/// A record in progress holds `active`: an operator's upgrade or a join.
-fn active_taken(view: &FleetView) -> bool {
-    records(view)
-        .any(|u| !u.phase.is_terminal() && u.task.as_ref().is_none_or(|t| t.kind == TaskKind::Join))
+/// Why a join was aborted when an operator's upgrade started: such a join does not count as
+/// attempted, so it is made again once that upgrade ended.
+pub const JOIN_PREEMPTED: &str = "an operator's upgrade started before the join told its host to install; the join is made again once that upgrade has ended";
+
+/// An operator's upgrade (not a task of the leader's) is in progress.
+pub fn operator_upgrade_in_progress(view: &FleetView) -> bool {
+    records(view).any(|u| !u.phase.is_terminal() && u.task.is_none())
+}
+
+fn is_join(u: &Upgrade) -> bool {
+    u.task.as_ref().is_some_and(|t| t.kind == TaskKind::Join)
+}
+
+/// Joins in progress whose host has not been told to install yet.
+fn undispatched_joins(view: &FleetView) -> impl Iterator<Item = &Upgrade> {
+    records(view).filter(|u| {
+        !u.phase.is_terminal() && is_join(u) && u.hosts.values().all(|h| h.dispatched_at.is_none())
+    })
 }
 
 /// The record that put `host` on its current bundle: the latest that dispatched it or in
@@ -321,7 +343,16 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
     let now: Timestamp = humantime::format_rfc3339_millis(o.now).to_string();
     let mut out = Vec::new();
     let busy = busy_hosts(view);
-    let mut taken = active_taken(view);
+    let operator_busy = operator_upgrade_in_progress(view);
+    if operator_busy {
+        out.extend(undispatched_joins(view).map(|u| TaskAction::Preempt {
+            record: u.id.clone(),
+        }));
+    }
+    let joining = records(view)
+        .filter(|u| !u.phase.is_terminal() && is_join(u))
+        .count();
+    let mut joins_free = limits.download_concurrency.saturating_sub(joining);
     // Group settings with a host in progress (one host of a group at a time).
     let mut groups_busy: BTreeSet<(TaskKind, GroupName, Timestamp)> = records(view)
         .filter(|u| !u.phase.is_terminal())
@@ -397,7 +428,6 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                                 s.kind.name(),
                                 s.since
                             ),
-                            take_active: false,
                         });
                         if let Some(k) = group_key {
                             groups_busy.insert(k);
@@ -439,7 +469,6 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                                 source.version,
                                 source.id
                             ),
-                            take_active: false,
                         });
                     }
                 }
@@ -448,7 +477,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
         }
 
         // Late joiners.
-        if taken || mode == MaintenanceMode::Paused {
+        if operator_busy || joins_free == 0 || mode == MaintenanceMode::Paused {
             continue;
         }
         let Some(fleet) = fleet_upgrade(view, spec) else {
@@ -461,7 +490,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
         let tried = records(view).any(|u| {
             u.task.as_ref().is_some_and(|t| {
                 t.kind == TaskKind::Join && &t.host == host && t.follows.as_ref() == Some(&fleet.id)
-            })
+            }) && !(u.phase == P::Aborted && u.reason.as_deref() == Some(JOIN_PREEMPTED))
         });
         if fleet.hosts.contains_key(host) || installed.as_ref() == Some(&fleet.version) || tried {
             continue;
@@ -483,9 +512,8 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                     installed.as_deref().unwrap_or("no bundle"),
                     fleet.version
                 ),
-                take_active: true,
             });
-            taken = true;
+            joins_free -= 1;
         }
     }
     out.extend(clear_groups(view));

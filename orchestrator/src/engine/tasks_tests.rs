@@ -191,6 +191,27 @@ impl Fx {
         self
     }
 
+    /// Record `uid` told `h` to install.
+    fn dispatched(mut self, uid: &str, h: &str) -> Self {
+        let key = UpgradeId::new(uid).expect("id");
+        if let Some(u) = self.view.upgrades.get_mut(&key)
+            && let Some(o) = u.value.hosts.get_mut(&id(h))
+        {
+            o.state = O::Dispatched;
+            o.dispatched_at = Some(T0.into());
+        }
+        self
+    }
+
+    /// Record `uid` ended for `reason`.
+    fn reason(mut self, uid: &str, reason: &str) -> Self {
+        let key = UpgradeId::new(uid).expect("id");
+        if let Some(u) = self.view.upgrades.get_mut(&key) {
+            u.value.reason = Some(reason.into());
+        }
+        self
+    }
+
     fn decide(&self) -> Vec<TaskAction> {
         let limits = Limits {
             heal_grace: Duration::from_secs(30),
@@ -272,15 +293,8 @@ fn record(
 fn line(a: &TaskAction) -> String {
     match a {
         TaskAction::Probe { host } => format!("probe {host}"),
-        TaskAction::Create {
-            upgrade,
-            take_active,
-            ..
-        } => format!(
-            "create {}{}",
-            upgrade.id,
-            if *take_active { " (active)" } else { "" }
-        ),
+        TaskAction::Create { upgrade, .. } => format!("create {}", upgrade.id),
+        TaskAction::Preempt { record } => format!("abort {record}"),
         TaskAction::ClearHost { host, record, .. } => format!("clear {host} ({record})"),
         TaskAction::ClearGroup { group, record, .. } => format!("clear group {group} ({record})"),
     }
@@ -306,14 +320,36 @@ fn tasks_table() {
         ("a settled fleet needs nothing", fleet(), &[]),
         // --- Late joiners.
         (
-            "a host registered after the upgrade joins it, holding active",
+            "a host registered after the upgrade joins it",
             fleet().host("h3", None),
-            &["create join-h3-1 (active)"],
+            &["create join-h3-1"],
         ),
         (
-            "one join at a time",
+            "joins run alongside each other",
             fleet().host("h3", None).host("h4", Some("1.0.0")),
-            &["create join-h3-1 (active)"],
+            &["create join-h3-1", "create join-h4-1"],
+        ),
+        (
+            "at most download_concurrency joins in progress",
+            {
+                let mut fx = fleet();
+                for i in 0..70 {
+                    fx = fx.host(&format!("n{i:02}"), None);
+                }
+                for i in 0..63 {
+                    let h = format!("n{i:02}");
+                    fx = fx.task(
+                        &format!("join-{h}-1"),
+                        K::Join,
+                        &h,
+                        P::Downloading,
+                        20,
+                        false,
+                    );
+                }
+                fx
+            },
+            &["create join-n63-1"],
         ),
         (
             "a joiner already on the version is left alone",
@@ -332,7 +368,7 @@ fn tasks_table() {
             &[],
         ),
         (
-            "no join while another join runs",
+            "a join does not wait for another",
             fleet().host("h3", None).host("h4", None).task(
                 "join-h3-1",
                 K::Join,
@@ -341,6 +377,40 @@ fn tasks_table() {
                 20,
                 false,
             ),
+            &["create join-h4-1"],
+        ),
+        (
+            "an operator's upgrade aborts a join that has not told its host",
+            fleet()
+                .host("h3", None)
+                .task("join-h3-1", K::Join, "h3", P::Downloading, 20, false)
+                .upgrade("u2", "3.0.0", P::Downloading, 30, &[("h1", O::Pending)]),
+            &["abort join-h3-1"],
+        ),
+        (
+            "a join that told its host finishes",
+            fleet()
+                .host("h3", None)
+                .task("join-h3-1", K::Join, "h3", P::Installing, 20, false)
+                .dispatched("join-h3-1", "h3")
+                .upgrade("u2", "3.0.0", P::Downloading, 30, &[("h1", O::Pending)]),
+            &[],
+        ),
+        (
+            "a join aborted for an operator's upgrade is made again once it ended",
+            fleet()
+                .host("h3", None)
+                .task("join-h3-1", K::Join, "h3", P::Aborted, 20, false)
+                .reason("join-h3-1", JOIN_PREEMPTED)
+                .upgrade("u2", "3.0.0", P::Failed, 30, &[("h1", O::Failed)]),
+            &["create join-h3-2"],
+        ),
+        (
+            "a join aborted by an operator is not",
+            fleet()
+                .host("h3", None)
+                .task("join-h3-1", K::Join, "h3", P::Aborted, 20, false)
+                .reason("join-h3-1", "aborted by the operator"),
             &[],
         ),
         (
@@ -369,7 +439,7 @@ fn tasks_table() {
             fleet()
                 .upgrade("u2", "3.0.0", P::Failed, 20, &[("h1", O::Failed)])
                 .host("h3", Some("3.0.0")),
-            &["create join-h3-1 (active)"],
+            &["create join-h3-1"],
         ),
         (
             "a host outside the upgrade's selector does not join",
@@ -439,7 +509,7 @@ fn tasks_table() {
         (
             "a host without a bundle from Baton is not healed (it may join)",
             fleet().host("h3", None).gone("h3", 500).docker("h3", true),
-            &["create join-h3-1 (active)"],
+            &["create join-h3-1"],
         ),
         (
             "a heal in progress is not doubled",

@@ -7,9 +7,10 @@ use std::time::{Instant, SystemTime};
 
 use baton_protocol::documents::{self, Maintenance};
 use baton_protocol::etcd::Versioned;
-use baton_protocol::{HostId, HostKey, UpgradeId};
+use baton_protocol::{HostId, HostKey, UpgradeId, UpgradePhase};
 
-use super::tasks::{FleetObserved, TaskAction, next_tasks};
+use super::decide::Action;
+use super::tasks::{FleetObserved, JOIN_PREEMPTED, TaskAction, next_tasks};
 use super::{Engine, PROBE_FRESH, PROBE_TIMEOUT, execute};
 use crate::metrics::Counters;
 
@@ -46,24 +47,42 @@ impl Engine {
         let writer = self.writer();
         match action {
             TaskAction::Probe { host } => self.probe(host),
-            TaskAction::Create {
-                upgrade,
-                message,
-                take_active,
-            } => match execute::create_task(writer, &upgrade, &message, take_active, &now).await {
-                Ok(Some((record, revision))) => {
-                    Counters::inc(&self.counters.commits);
-                    tracing::info!(task = %record.id, %message, "task created");
-                    self.seen.view.wrote_upgrade(record, revision);
+            TaskAction::Preempt { record } => {
+                let Some(current) = self.seen.view.upgrades.get(&record).cloned() else {
+                    return;
+                };
+                let abort = [Action::Phase {
+                    to: UpgradePhase::Aborted,
+                    reason: Some(JOIN_PREEMPTED.to_owned()),
+                }];
+                match execute::commit(writer, &current, &abort, &self.seen.view, &now).await {
+                    Ok(Some(c)) => {
+                        Counters::inc(&self.counters.commits);
+                        tracing::info!(task = %record, "join aborted: an operator's upgrade started");
+                        self.seen.view.wrote_upgrade(c.upgrade, c.revision);
+                    }
+                    Ok(None) => Counters::inc(&self.counters.conflicts),
+                    Err(error) => {
+                        tracing::warn!(task = %record, %error, "could not abort a join; retrying");
+                    }
                 }
-                Ok(None) => {
-                    Counters::inc(&self.counters.conflicts);
-                    tracing::debug!(task = %upgrade.id, "task not created (id taken, an upgrade active, or leadership lost)");
+            }
+            TaskAction::Create { upgrade, message } => {
+                match execute::create_task(writer, &upgrade, &message, &now).await {
+                    Ok(Some((record, revision))) => {
+                        Counters::inc(&self.counters.commits);
+                        tracing::info!(task = %record.id, %message, "task created");
+                        self.seen.view.wrote_upgrade(record, revision);
+                    }
+                    Ok(None) => {
+                        Counters::inc(&self.counters.conflicts);
+                        tracing::debug!(task = %upgrade.id, "task not created (id taken, an upgrade active, or leadership lost)");
+                    }
+                    Err(error) => {
+                        tracing::warn!(task = %upgrade.id, %error, "could not create a task; retrying");
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(task = %upgrade.id, %error, "could not create a task; retrying");
-                }
-            },
+            }
             TaskAction::ClearHost {
                 host,
                 read_at,

@@ -86,7 +86,12 @@ fn serve(asset: Asset) -> Response {
 }
 
 async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match gate::web(state.web(), request.method(), request.headers()) {
+    match gate::web(
+        state.web(),
+        request.method(),
+        request.headers(),
+        gate::MAX_BODY,
+    ) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }

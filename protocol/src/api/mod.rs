@@ -6,10 +6,10 @@ pub mod requests;
 pub mod responses;
 
 pub use requests::{
-    BatchRequest, Command, Control, CreateToken, RegisterHost, SetMaintenance, SetWindows,
-    StartUpgrade, StrategyKind, StrategyRequest,
+    BatchRequest, Command, Control, CreateToken, MAX_BULK_REGISTRATIONS, RegisterHost,
+    RegisterHosts, SetMaintenance, SetWindows, StartUpgrade, StrategyKind, StrategyRequest,
 };
 pub use responses::{
     Counts, CreatedToken, ErrorBody, EventInfo, FleetSnapshot, Health, HostInfo, HostRemoved,
-    TokenInfo, UpgradeEvent, UpgradeInfo,
+    RegisterAnswer, Registered, RegisteredHost, TokenInfo, UpgradeEvent, UpgradeInfo,
 };

@@ -35,6 +35,21 @@ pub struct RegisterHost {
     pub container_prefix: Option<String>,
 }
 
+/// Most registrations in one `POST /v1/hosts` (an array; more: 413).
+pub const MAX_BULK_REGISTRATIONS: usize = 1000;
+
+/// `POST /v1/hosts`'s body: one registration, or an array of at most
+/// [`MAX_BULK_REGISTRATIONS`], all checked before any is written (one refused: none is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum RegisterHosts {
+    /// One host (answered with its spec).
+    One(RegisterHost),
+    /// Many hosts, at most 1,000 (answered with each one's outcome, in the request's order).
+    Many(Vec<RegisterHost>),
+}
+
 /// A strategy's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

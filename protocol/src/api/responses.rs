@@ -33,6 +33,41 @@ pub struct Health {
     pub role: String,
 }
 
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Registered {
+    /// The host was not registered before.
+    Created,
+    /// Its registration changed (labels, endpoints); `registered_at` is kept.
+    Updated,
+    /// It was registered so already: nothing was written.
+    Unchanged,
+}
+
+/// One host of a bulk `POST /v1/hosts`: what happened and the spec stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegisteredHost {
+    /// What the registration did.
+    pub outcome: Registered,
+    /// The spec as stored.
+    pub spec: HostSpec,
+}
+
+/// `POST /v1/hosts`'s answer: the spec stored for one registration, or each host's outcome
+/// (in the request's order) for an array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum RegisterAnswer {
+    /// One host.
+    One(HostSpec),
+    /// Many.
+    Many(Vec<RegisteredHost>),
+}
+
 /// One host, merged from its keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1,6 +1,7 @@
 //! Applying [`super::identity`]'s roles to etcd: what the orchestrator's administrative
 //! identity (a user with etcd's `root` role, the only one etcd lets manage users) does when
-//! it starts, registers a host, issues a host's credential and removes a host. Every
+//! it starts, issues a host's credential (making its identity the first time) and removes a
+//! host. Every
 //! operation is idempotent, so a retried registration or a second replica changes nothing.
 
 use etcd_client::{Client, Permission, RoleRevokePermissionOptions};
@@ -116,15 +117,24 @@ pub async fn issue_host_credential(
 ) -> Result<Credential, EtcdError> {
     let user = host_user(host);
     ensure_role(client, &user, &host_grants(keyspace, host)).await?;
+    grant_orchestrator_host_keys(client, keyspace, host).await?;
+    let credential = Credential { user, password };
+    ensure_user(client, &credential, &credential.user).await?;
+    Ok(credential)
+}
+
+/// Lets the orchestrator's role write `host`'s `spec`, `desired` and `maintenance`.
+pub async fn grant_orchestrator_host_keys(
+    client: &Client,
+    keyspace: &Keyspace,
+    host: &HostId,
+) -> Result<(), EtcdError> {
     ensure_role(
         client,
         ORCHESTRATOR_ROLE,
         &orchestrator_host_grants(keyspace, host),
     )
-    .await?;
-    let credential = Credential { user, password };
-    ensure_user(client, &credential, &credential.user).await?;
-    Ok(credential)
+    .await
 }
 
 /// Deletes `host`'s user and role (its sessions end at once) and the orchestrator role's

@@ -720,3 +720,178 @@ async fn the_orchestrator_talks_to_etcd_over_tls_with_a_client_certificate() {
     assert_eq!(orch.api.hosts().await.expect("hosts").len(), 1);
     orch.stop().await;
 }
+
+/// The etcd users and roles (a registration must change none of them).
+async fn auth_entities(client: &baton_protocol::etcd::Client) -> (Vec<String>, Vec<String>) {
+    let mut auth = client.auth_client();
+    let users = auth.user_list().await.expect("user list").users().to_vec();
+    let roles = auth.role_list().await.expect("role list").roles().to_vec();
+    (users, roles)
+}
+
+#[tokio::test]
+async fn bulk_registration_is_all_or_nothing_and_changes_no_etcd_identity() {
+    let etcd = EtcdServer::start_secure(&[]).await.expect("etcd");
+    let client = etcd.client().await.expect("root client");
+    let orch = Orchestrator::start(config(&etcd, "orch-a")).await;
+    orch.wait_role("leader", Duration::from_secs(30)).await;
+    let api = &orch.api;
+    let sock = "unix:///var/run/docker.sock";
+    let auth_before = auth_entities(&client).await;
+
+    // Refusals name the item and its field, and write nothing.
+    let before = keyspace(&client).await;
+    let item = |id: &str| json!({"id": id, "docker": sock, "labels": {"group": "edge"}});
+    let bad_docker = json!([item("b1"), {"id": "b2", "docker": "http://engine:2375"}, item("b3")]);
+    let twice = json!([item("b1"), item("b2"), item("b1")]);
+    let bad_type = json!([item("b1"), {"id": "b2", "docker": sock, "labels": {"group": 7}}]);
+    let unknown = json!([item("b1"), {"id": "b2", "docker": sock, "bogus": 1}]);
+    let bad_label = json!([item("b1"), item("b2"), item("b3"), {"id": "b4", "docker": sock, "labels": {"group": "no spaces"}}]);
+    let too_many: Vec<Value> = (0..1001).map(|i| item(&format!("m{i}"))).collect();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "a refused engine",
+            bad_docker.to_string(),
+            422,
+            "[1].docker: ",
+        ),
+        (
+            "a host named twice",
+            twice.to_string(),
+            422,
+            "[2].id: b1 is registered by [0] already",
+        ),
+        (
+            "a wrong type",
+            bad_type.to_string(),
+            400,
+            "[1].labels.group: ",
+        ),
+        (
+            "an unknown field",
+            unknown.to_string(),
+            400,
+            "[1]: unknown field `bogus`",
+        ),
+        ("a refused label", bad_label.to_string(), 422, "[3].labels"),
+        (
+            "an empty array",
+            "[]".to_owned(),
+            422,
+            "request body: an empty array",
+        ),
+        (
+            "more than 1,000",
+            Value::Array(too_many).to_string(),
+            413,
+            "1001 registrations; at most 1000",
+        ),
+    ];
+    for (what, body, status, message) in &cases {
+        let (got, answer) = send(api, "POST", "/v1/hosts", body).await;
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(got, *status, "{what}: {answer}");
+        assert!(
+            error.contains(message),
+            "{what}: {error:?} lacks {message:?}"
+        );
+        assert_eq!(
+            keyspace(&client).await,
+            before,
+            "{what}: something was written"
+        );
+    }
+
+    // 250 hosts in one request (three transactions): all created, in order.
+    let fleet: Vec<Value> = (0..250).map(|i| item(&format!("h{i:03}"))).collect();
+    let (status, answer) = send(
+        api,
+        "POST",
+        "/v1/hosts",
+        &Value::Array(fleet.clone()).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let outcomes = |answer: &Value| -> Vec<(String, String)> {
+        answer
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|a| {
+                (
+                    a["spec"]["host"].as_str().unwrap_or_default().to_owned(),
+                    a["outcome"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let created = outcomes(&answer);
+    assert_eq!(created.len(), 250);
+    assert!(
+        created
+            .iter()
+            .enumerate()
+            .all(|(i, (h, o))| *h == format!("h{i:03}") && o == "created"),
+        "{created:?}"
+    );
+    let specs = keys_under(&client, "/baton/hosts/").await;
+    assert_eq!(specs.len(), 250, "{specs:?}");
+
+    // Again, with one host changed: the others unchanged, their registered_at kept.
+    let first = api.host("h000").await.expect("h000");
+    let mut again = fleet;
+    again[7]["labels"]["zone"] = json!("b");
+    let (status, answer) = send(api, "POST", "/v1/hosts", &Value::Array(again).to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let outcomes = outcomes(&answer);
+    assert_eq!(outcomes[7], ("h007".to_owned(), "updated".to_owned()));
+    assert!(
+        outcomes
+            .iter()
+            .enumerate()
+            .all(|(i, (_, o))| i == 7 || o == "unchanged"),
+        "{outcomes:?}"
+    );
+    assert_eq!(api.host("h000").await.expect("h000").spec, first.spec);
+
+    // One registration keeps its form: 201, then 200.
+    let one = json!({"id": "single", "docker": sock});
+    let (status, answer) = send(api, "POST", "/v1/hosts", &one.to_string()).await;
+    assert_eq!(
+        (status, answer["host"].as_str()),
+        (201, Some("single")),
+        "{answer}"
+    );
+    let (status, _) = send(api, "POST", "/v1/hosts", &one.to_string()).await;
+    assert_eq!(status, 200);
+
+    // No registration made an etcd user, role or permission: the hosts' identities come with
+    // their first downloader job.
+    assert_eq!(auth_entities(&client).await, auth_before);
+    let orchestrator_role = client
+        .auth_client()
+        .role_get("baton-orchestrator")
+        .await
+        .expect("role");
+    assert!(
+        orchestrator_role
+            .permissions()
+            .iter()
+            .all(|p| !String::from_utf8_lossy(p.key()).contains("/hosts/")),
+        "the orchestrator's role got a host's permission at registration"
+    );
+
+    // A host never upgraded can still be put in maintenance and removed.
+    let (status, answer) = send(
+        api,
+        "PUT",
+        "/v1/hosts/h001/maintenance",
+        &json!({"mode": "paused", "reason": "t"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = send(api, "DELETE", "/v1/hosts/h002", "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(keys_under(&client, "/baton/hosts/h002/").await.is_empty());
+    orch.stop().await;
+}

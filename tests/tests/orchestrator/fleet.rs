@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::{Orchestrator, SimFleet, keys_under};
+use crate::support::{Orchestrator, SimFleet, keys_under, until};
 use baton_protocol::api::Command;
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::HostOutcomeState;
@@ -192,7 +192,21 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
         "TIMING 2.0.0: downloads, agent updates and the canary in {:?}",
         t2.elapsed()
     );
-    // Every agent updated itself first; only the canary installed.
+    // Downloads ran ahead of the canary's install, and the pause stops none already
+    // running: every host gets downloaded and its agent updated; only the canary installed.
+    let paused = until(
+        "the other hosts downloaded, on agent 2.0.0, while paused",
+        || async {
+            let u = api.upgrade("u-v2").await.expect("u-v2");
+            let hosts = api.hosts().await.expect("hosts");
+            let agents = hosts
+                .iter()
+                .all(|h| h.alive.as_ref().is_some_and(|a| a.agent_version == "2.0.0"));
+            (u.count(HostOutcomeState::Downloaded) == 3 && agents).then_some(u)
+        },
+    )
+    .await;
+    assert_eq!(paused.upgrade.phase, UpgradePhase::Paused);
     for host in api.hosts().await.expect("hosts") {
         assert_eq!(
             host.alive.as_ref().expect("alive").agent_version,

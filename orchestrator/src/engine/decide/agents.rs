@@ -1,6 +1,7 @@
-//! `UpdatingAgents`: the updater updates itself first — every downloaded host's agent must
-//! report the bundle's agent version (in its `alive` key) before any host installs; one that
-//! does not within `agent_timeout` fails.
+//! `UpdatingAgents`: the updater updates itself first — every downloaded host of the next
+//! batch to install (of the whole upgrade, for a daisy chain) must report the bundle's agent
+//! version (in its `alive` key) before any host of that batch installs; one that does not
+//! within `agent_timeout` fails.
 
 use baton_protocol::documents::{HostOutcomeState as O, Upgrade};
 use baton_protocol::{HostId, UpgradePhase as P};
@@ -13,7 +14,8 @@ impl Decision {
         if age(self.u.phase_since.as_ref(), o.now) < limits.agent_timeout {
             return;
         }
-        for host in self.hosts_at(O::Downloaded) {
+        let batch = self.current_batch();
+        for host in self.next_batch_hosts(O::Downloaded) {
             if agent_on_version(&self.u, &host, o) {
                 continue;
             }
@@ -28,19 +30,44 @@ impl Decision {
             );
             self.record(host, O::Failed, reason);
         }
+        // The failures closed the batch: the next one's agents get their own time (the
+        // phase starts again for them).
+        if self.current_batch() != batch && self.agents_waited_for(o) {
+            self.push(Action::Phase {
+                to: P::UpdatingAgents,
+                reason: None,
+            });
+        }
     }
 
     pub(super) fn updating_agents(&mut self, o: &Observed<'_>) {
-        let waiting = self
-            .hosts_at(O::Downloaded)
-            .into_iter()
-            .any(|h| !agent_on_version(&self.u, &h, o));
-        if !waiting {
+        if !self.agents_waited_for(o) {
             self.push(Action::Phase {
                 to: P::Installing,
                 reason: None,
             });
         }
+    }
+
+    /// A downloaded host of the next batch does not run the bundle's agent yet.
+    fn agents_waited_for(&self, o: &Observed<'_>) -> bool {
+        self.next_batch_hosts(O::Downloaded)
+            .into_iter()
+            .any(|h| !agent_on_version(&self.u, &h, o))
+    }
+
+    /// `Installing`, between batches: the next batch is not downloaded yet, or its agents
+    /// do not all run the bundle's version — back to the phase that waits for it.
+    pub(super) fn next_batch_waits(&mut self, o: &Observed<'_>) -> bool {
+        let to = if !self.next_batch_hosts(O::Pending).is_empty() {
+            P::Downloading
+        } else if self.agents_waited_for(o) {
+            P::UpdatingAgents
+        } else {
+            return false;
+        };
+        self.push(Action::Phase { to, reason: None });
+        true
     }
 }
 

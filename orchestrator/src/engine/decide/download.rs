@@ -1,6 +1,7 @@
 //! The first phases: `Pending` (and the self-update it may start) and `Downloading` —
-//! downloader jobs started within the concurrency limit, their outcomes recorded, and hosts
-//! whose maintenance mode is `paused` held or skipped before anything starts on them.
+//! downloader jobs started ahead of installs, lowest batch first, within the concurrency
+//! limit shared by every record, their outcomes recorded, and hosts whose maintenance mode
+//! is `paused` held or skipped before anything starts on them.
 
 use baton_protocol::HostId;
 use baton_protocol::UpgradePhase as P;
@@ -74,24 +75,38 @@ impl Decision {
         }
     }
 
-    pub(super) fn downloading(&mut self, o: &Observed<'_>, limits: &Limits) {
-        let pending = self.hosts_at(O::Pending);
-        if pending.is_empty() {
+    /// `Downloading`: until no host of the batch next to install (every host, for a daisy
+    /// chain) is still to be downloaded.
+    pub(super) fn downloading(&mut self) {
+        if self.next_batch_hosts(O::Pending).is_empty() {
             self.push(Action::Phase {
                 to: P::UpdatingAgents,
                 reason: None,
             });
-            return;
         }
-        let running = pending
+    }
+
+    /// Downloads run ahead of installs: a job for each host still `Pending`, lowest batch
+    /// first (so the first batch installs as soon as its own hosts are downloaded), while the
+    /// jobs running for every record together (`download_concurrency`, shared with joins,
+    /// heals and replaces) leave room.
+    pub(super) fn start_downloads(&mut self, o: &Observed<'_>, limits: &Limits) {
+        let mut pending: Vec<(u32, HostId)> = self
+            .u
+            .hosts
             .iter()
-            .filter(|h| o.downloads_running.contains(*h))
-            .count();
-        let free = limits.download_concurrency.saturating_sub(running);
+            .filter(|(_, h)| h.state == O::Pending)
+            .map(|(id, h)| (h.batch.unwrap_or(0), id.clone()))
+            .collect();
+        let free = limits
+            .download_concurrency
+            .saturating_sub(o.downloads_running.len() + o.downloads_elsewhere);
+        pending.sort();
         let start: Vec<HostId> = pending
             .into_iter()
+            .map(|(_, h)| h)
             .filter(|h| !o.downloads_running.contains(h) && !o.downloads_finished.contains_key(h))
-            .filter(|h| !o.claimed.contains(h) && !self.is_held(h))
+            .filter(|h| !o.claimed.contains(h))
             .take(free)
             .collect();
         for host in start {

@@ -7,7 +7,7 @@ use baton_protocol::documents::{
 };
 use baton_protocol::{HostId, HostState, UpgradeId, UpgradePhase as P};
 
-use super::{Action, Decision, canaries_done, is_open};
+use super::{Action, Decision, canaries_done};
 use crate::engine::model::{Limits, Observed};
 use crate::engine::tasks::previous_bundle;
 
@@ -25,14 +25,7 @@ impl Decision {
     }
 
     pub(super) fn installing(&mut self, o: &Observed<'_>, limits: &Limits) {
-        let current = self
-            .u
-            .hosts
-            .values()
-            .filter(|h| is_open(h.state))
-            .map(|h| h.batch.unwrap_or(0))
-            .min();
-        let Some(current) = current else {
+        let Some(current) = self.current_batch() else {
             self.finish();
             return;
         };
@@ -54,6 +47,9 @@ impl Decision {
                     canaries.join(", ")
                 )),
             });
+            return;
+        }
+        if self.next_batch_waits(o) {
             return;
         }
         let batch_of = |u: &Upgrade, b: u32| -> Vec<HostId> {

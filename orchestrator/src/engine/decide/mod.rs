@@ -9,13 +9,19 @@
 //!   another version than the deciding leader's: then the new version is started first
 //!   ([`super::successor`]) and, once it campaigns, the hand-over is recorded (the leader
 //!   then exits and the new version decides from here); if it fails, the upgrade fails.
-//! - `Downloading`: a downloader job per selected host, at most `download_concurrency` at a
-//!   time; each job's outcome is recorded (`Downloaded` or `Failed`); when no host is left
-//!   `Pending` → `UpdatingAgents`.
-//! - `UpdatingAgents`: waits until every downloaded host's `alive` reports the bundle's agent
-//!   version (a host that does not within `agent_timeout` fails) → `Installing`.
+//! - Downloads run ahead of installs: in `Downloading`, `UpdatingAgents` and `Installing` a
+//!   downloader job is started for each host still `Pending`, lowest batch first, while the
+//!   jobs of every record together stay within `download_concurrency`; each job's outcome is
+//!   recorded (`Downloaded` or `Failed`).
+//! - `Downloading`: waits until no host of the next batch to install (the lowest unfinished
+//!   one; every host for a daisy chain) is left `Pending` → `UpdatingAgents`.
+//! - `UpdatingAgents`: waits until every downloaded host of that batch reports the bundle's
+//!   agent version in its `alive` (one that does not within `agent_timeout` fails) →
+//!   `Installing`. The updater updates itself first, batch by batch: no host of a batch is
+//!   told to install before every host of the batch runs the bundle's agent.
 //! - `Installing`: batch by batch (the plan stored in the record), `desired` is written for
-//!   the hosts of the lowest unfinished batch; a dispatched host succeeds once its status is
+//!   the hosts of the lowest unfinished batch — once it is over, back to `Downloading` or
+//!   `UpdatingAgents` while the next batch is not ready; a dispatched host succeeds once its status is
 //!   `Done` for this upgrade and its agent is alive on the bundle's version, fails on
 //!   `Failed`/`RolledBack` or when its `alive` stays away longer than `health_timeout` (it
 //!   holds its batch meanwhile). With canaries and `pause_after_canary`, the upgrade pauses
@@ -50,8 +56,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use baton_protocol::documents::{
-    HostOutcomeState as O, HostRevert, PreviousBundle, RevertState, Strategy, TaskKind, Timestamp,
-    Upgrade, WindowWait,
+    HostOutcomeState as O, HostRevert, PreviousBundle, RevertState, Strategy, Timestamp, Upgrade,
+    WindowWait,
 };
 use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, UpgradeId, UpgradePhase as P};
@@ -354,7 +360,7 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
     for _ in 0..4 {
         let before = d.u.phase;
         match before {
-            P::Downloading => d.downloading(observed, limits),
+            P::Downloading => d.downloading(),
             P::UpdatingAgents => d.updating_agents(observed),
             P::Installing => d.installing(observed, limits),
             P::Reverting => d.revert_batches(observed, limits),
@@ -363,6 +369,12 @@ pub fn next_actions(upgrade: &Upgrade, observed: &Observed<'_>, limits: &Limits)
         if d.u.phase == before {
             break;
         }
+    }
+    if matches!(
+        d.u.phase,
+        P::Downloading | P::UpdatingAgents | P::Installing
+    ) {
+        d.start_downloads(observed, limits);
     }
     d.actions
 }
@@ -394,6 +406,32 @@ impl Decision {
             .collect()
     }
 
+    /// The batch installed next: the lowest with a host still to be worked on.
+    fn current_batch(&self) -> Option<u32> {
+        self.u
+            .hosts
+            .values()
+            .filter(|h| is_open(h.state))
+            .map(|h| h.batch.unwrap_or(0))
+            .min()
+    }
+
+    /// Hosts at `stage` (held there or not) of the batch installed next, which waits until
+    /// every one of its hosts is downloaded and runs the bundle's agent (the updater first,
+    /// batch by batch) — of every batch for a daisy chain, whose later hosts are told up
+    /// front, so the whole chain waits for every host.
+    fn next_batch_hosts(&self, stage: O) -> Vec<HostId> {
+        let chain = matches!(self.u.strategy, Strategy::DaisyChain);
+        let current = self.current_batch();
+        self.u
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.stage() == stage)
+            .filter(|(_, h)| chain || Some(h.batch.unwrap_or(0)) == current)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     fn hosts_in(&self, state: O) -> Vec<HostId> {
         self.u
             .hosts
@@ -412,14 +450,15 @@ impl Decision {
     }
 }
 
-/// Hosts open in an in-progress task record other than `except`: heals, restarts and
-/// replaces hold their host until they end (upgrades and joins wait for them).
+/// Hosts open in an in-progress task record other than `except`: joins, heals, restarts and
+/// replaces hold their host until they end (upgrades wait for them; a join not dispatched
+/// yet is aborted when an operator's upgrade starts, so it holds nothing for long).
 pub fn claimed_by_tasks(view: &FleetView, except: &UpgradeId) -> BTreeSet<HostId> {
     view.upgrades
         .values()
         .map(|v| &v.value)
         .filter(|u| &u.id != except && !u.phase.is_terminal())
-        .filter(|u| u.task.as_ref().is_some_and(|t| t.kind != TaskKind::Join))
+        .filter(|u| u.task.is_some())
         .flat_map(|u| {
             u.hosts
                 .iter()
