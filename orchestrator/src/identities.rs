@@ -18,6 +18,8 @@
 //! nor manage users.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use baton_protocol::HostId;
 use baton_protocol::durable::{self, DurableError};
@@ -25,6 +27,7 @@ use baton_protocol::etcd::identity::{CredentialError, ORCHESTRATOR_ROLE};
 use baton_protocol::etcd::{self, Client, Credential, EtcdError, EtcdTls, auth};
 use baton_protocol::keys::Keyspace;
 use rand::RngCore;
+use tokio::sync::Mutex;
 
 /// Random bytes in a password (hex-encoded).
 const PASSWORD_BYTES: usize = 24;
@@ -65,15 +68,21 @@ pub enum IdentityError {
     Etcd(#[from] EtcdError),
 }
 
-/// The administrative identity and what it does. It signs in for each operation (they are
-/// rare: start, registration, a job, a removal) rather than keep a session whose etcd token
-/// would expire unused (`--auth-token-ttl`, 300 s by default).
+/// How long an administrative session is used before signing in again: well within etcd's
+/// token lifetime (`--auth-token-ttl`, 300 s by default), so a session kept while unused
+/// never meets an expired token; signing in costs etcd a bcrypt check, far more than a
+/// registration's write, so registrations in a row share one.
+const ADMIN_SESSION_REUSE: Duration = Duration::from_secs(60);
+
+/// The administrative identity and what it does, through a session signed in at most
+/// [`ADMIN_SESSION_REUSE`] ago.
 #[derive(Clone)]
 pub struct Identities {
     endpoints: Vec<String>,
     tls: Option<EtcdTls>,
     admin: Credential,
     keyspace: Keyspace,
+    session: Arc<Mutex<Option<(Client, Instant)>>>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -97,12 +106,37 @@ impl Identities {
             tls,
             admin,
             keyspace,
+            session: Arc::default(),
         }
     }
 
-    /// A fresh session as the administrative user.
+    /// A session as the administrative user (signed in again once the last is
+    /// [`ADMIN_SESSION_REUSE`] old).
     pub async fn admin(&self) -> Result<Client, EtcdError> {
-        etcd::connect_as(&self.endpoints, self.tls.as_ref(), Some(&self.admin)).await
+        let mut session = self.session.lock().await;
+        if let Some((client, since)) = session.as_ref()
+            && since.elapsed() < ADMIN_SESSION_REUSE
+        {
+            return Ok(client.clone());
+        }
+        let client =
+            etcd::connect_as(&self.endpoints, self.tls.as_ref(), Some(&self.admin)).await?;
+        *session = Some((client.clone(), Instant::now()));
+        Ok(client)
+    }
+
+    /// `result` of work done through [`Self::admin`]'s session, which is forgotten when it
+    /// failed (etcd may have lost its token, a member restarted): the next signs in afresh.
+    pub async fn checked<T>(&self, result: Result<T, EtcdError>) -> Result<T, EtcdError> {
+        if result.is_err() {
+            self.forget().await;
+        }
+        result
+    }
+
+    /// Forgets the session: the next operation signs in afresh.
+    pub async fn forget(&self) {
+        *self.session.lock().await = None;
     }
 
     /// The roles, and the orchestrator's own user with `own`'s password (idempotent: a
@@ -110,8 +144,11 @@ impl Identities {
     /// go on).
     pub async fn prepare(&self, own: &Credential) -> Result<(), EtcdError> {
         let admin = self.admin().await?;
-        auth::ensure_roles(&admin, &self.keyspace).await?;
-        auth::ensure_user(&admin, own, ORCHESTRATOR_ROLE).await
+        let done = async {
+            auth::ensure_roles(&admin, &self.keyspace).await?;
+            auth::ensure_user(&admin, own, ORCHESTRATOR_ROLE).await
+        };
+        self.checked(done.await).await
     }
 
     /// The orchestrator role's permission to write the host's `spec`, `desired` and
@@ -119,7 +156,8 @@ impl Identities {
     /// host registered but never upgraded).
     pub async fn grant_host_keys(&self, host: &HostId) -> Result<(), EtcdError> {
         let admin = self.admin().await?;
-        auth::grant_orchestrator_host_keys(&admin, &self.keyspace, host).await
+        let done = auth::grant_orchestrator_host_keys(&admin, &self.keyspace, host).await;
+        self.checked(done).await
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
@@ -127,14 +165,17 @@ impl Identities {
     /// role's permissions on its keys (made by the host's first job, confirmed by the next).
     pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
         let admin = self.admin().await?;
-        auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await
+        let done =
+            auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await;
+        self.checked(done).await
     }
 
     /// Deletes the host's user and role (its agent's sessions end at once) and the
     /// orchestrator role's permissions on its keys.
     pub async fn remove(&self, host: &HostId) -> Result<(), EtcdError> {
         let admin = self.admin().await?;
-        auth::remove_host_identity(&admin, &self.keyspace, host).await
+        let done = auth::remove_host_identity(&admin, &self.keyspace, host).await;
+        self.checked(done).await
     }
 }
 

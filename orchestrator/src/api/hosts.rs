@@ -177,7 +177,12 @@ pub async fn remove(
         None => None,
     };
     let writer = admin.as_ref().unwrap_or(client);
-    if let Written::Conflict = store::commit(writer, &spec_key, guards, ops).await? {
+    let written = store::commit(writer, &spec_key, guards, ops).await;
+    let written = match state.identities() {
+        Some(identities) => identities.checked(written).await?,
+        None => written?,
+    };
+    if let Written::Conflict = written {
         return Err(ApiError::conflict(format!(
             "{spec_key} or {active_key} changed while the host was being removed; retry"
         )));

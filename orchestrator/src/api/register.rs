@@ -85,7 +85,12 @@ pub async fn register(
     };
     let mut answers = Vec::with_capacity(specs.len());
     for chunk in specs.chunks(CHUNK) {
-        answers.extend(write_chunk(&state, &writer, &fence, chunk).await?);
+        let written = write_chunk(&state, &writer, &fence, chunk).await;
+        if let (Err(_), Some(identities)) = (&written, state.identities()) {
+            // The administrative session may be what failed.
+            identities.forget().await;
+        }
+        answers.extend(written?);
     }
     if many {
         return Ok((StatusCode::OK, Json(RegisterAnswer::Many(answers))));

@@ -771,7 +771,7 @@ async fn bulk_registration_is_all_or_nothing_and_changes_no_etcd_identity() {
             "an unknown field",
             unknown.to_string(),
             400,
-            "[1]: unknown field `bogus`",
+            "[1].bogus: unknown field `bogus`",
         ),
         ("a refused label", bad_label.to_string(), 422, "[3].labels"),
         (
