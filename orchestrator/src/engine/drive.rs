@@ -12,7 +12,7 @@ use super::decide::{Action, claimed_by_tasks, next_actions};
 use super::model::{DownloadOutcome, Observed, SuccessorState};
 use super::successor::{self, Successor};
 use super::tasks::operator_upgrade_in_progress;
-use super::{Engine, dispatch, execute};
+use super::{Engine, JobKey, dispatch, execute};
 use crate::metrics::Counters;
 
 impl Engine {
@@ -80,7 +80,7 @@ impl Engine {
         let missing = self.alive_missing_for(Instant::now());
         let unchanged = self.unchanged_for(Instant::now());
         let mut claimed = claimed_by_tasks(&self.seen.view, id);
-        let (running, elsewhere): (Vec<&(UpgradeId, HostId)>, Vec<&(UpgradeId, HostId)>) =
+        let (running, elsewhere): (Vec<&JobKey>, Vec<&JobKey>) =
             self.jobs.running.keys().partition(|(u, _)| u == id);
         // One downloader job on a host at a time: another record's running job holds it.
         claimed.extend(elsewhere.iter().map(|(_, h)| h.clone()));
