@@ -227,7 +227,7 @@ async fn browsers_cannot_drive_it_and_big_bodies_are_refused() {
     let big = json!({
         "id": "h1",
         "docker": "unix:///var/run/docker.sock",
-        "labels": {"note": "x".repeat(70 * 1024)}
+        "labels": {"note": "x".repeat(1100 * 1024)}
     })
     .to_string();
     let evil_host = format!("evil.example:{port}");
@@ -283,7 +283,13 @@ async fn browsers_cannot_drive_it_and_big_bodies_are_refused() {
             403,
             "Host",
         ),
-        ("a body over 64 KiB", vec![json], &big, 413, "limit"),
+        (
+            "a body over the 1 MiB of a bulk registration",
+            vec![json],
+            &big,
+            413,
+            "limit",
+        ),
     ];
     for (name, headers, body, want, field) in &cases {
         let before = keyspace(&client).await;
