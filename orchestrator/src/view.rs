@@ -414,4 +414,126 @@ mod tests {
         view.change(&ks, Part::Hosts, "/baton/hosts/h1/alive", Some(b"{"), 5);
         assert!(view.hosts[&h1].alive.is_none());
     }
+
+    fn record(hosts: &[&str]) -> Upgrade {
+        let text = serde_json::json!({
+            "schema_version": 1, "id": "u1", "bundle": "r@sha256:00", "version": "2.0.0",
+            "strategy": {"kind": "daisy-chain"}, "phase": "Installing", "events": 2,
+            "hosts": hosts.iter().map(|h| (h.to_string(), serde_json::json!({"state": "Dispatched"}))).collect::<serde_json::Map<_, _>>(),
+            "created_at": "t", "updated_at": "t"
+        });
+        serde_json::from_value(text).expect("record")
+    }
+
+    fn outcome(state: &str) -> Vec<u8> {
+        format!(r#"{{"schema_version":1,"state":"{state}","batch":0}}"#).into_bytes()
+    }
+
+    #[test]
+    fn an_upgrade_is_its_record_with_its_hosts_keys() {
+        use baton_protocol::documents::HostOutcomeState as O;
+        let ks = Keyspace::default();
+        let id = UpgradeId::new("u1").expect("id");
+        let h1 = HostId::new("h1").expect("id");
+        let h2 = HostId::new("h2").expect("id");
+        let mut view = FleetView::default();
+        // A large upgrade writes its hosts' keys ahead of its record.
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h1",
+            Some(&outcome("Pending")),
+            3,
+        );
+        assert!(view.upgrades.is_empty());
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1",
+            Some(&encode(&record(&[]))),
+            4,
+        );
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h2",
+            Some(&outcome("Pending")),
+            4,
+        );
+        assert_eq!(view.upgrades[&id].value.hosts.len(), 2);
+        assert_eq!(view.upgrades[&id].mod_revision, 4);
+        assert_eq!(view.layout(&id), HostsLayout::Keys);
+        // A step: the record and one host's key; the other host is kept as it was.
+        let mut next = record(&[]);
+        next.events = 3;
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1",
+            Some(&encode(&next)),
+            5,
+        );
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h1",
+            Some(&outcome("Dispatched")),
+            5,
+        );
+        let u = &view.upgrades[&id].value;
+        assert_eq!(
+            (u.events, u.hosts[&h1].state, u.hosts[&h2].state),
+            (3, O::Dispatched, O::Pending)
+        );
+        // A full read assembles the same.
+        let mut read = FleetView::default();
+        read.load(
+            &ks,
+            Part::Upgrades,
+            &[
+                ("/baton/upgrades/u1".into(), encode(&next), 5),
+                (
+                    "/baton/upgrades/u1/hosts/h1".into(),
+                    outcome("Dispatched"),
+                    5,
+                ),
+                ("/baton/upgrades/u1/hosts/h2".into(), outcome("Pending"), 4),
+            ],
+            6,
+        );
+        assert_eq!(read.upgrades, view.upgrades);
+        // Removed: record and keys.
+        view.change(&ks, Part::Upgrades, "/baton/upgrades/u1", None, 7);
+        view.change(&ks, Part::Upgrades, "/baton/upgrades/u1/hosts/h1", None, 7);
+        assert!(view.upgrades.is_empty() && view.orphans.is_empty());
+    }
+
+    #[test]
+    fn a_record_with_its_outcomes_inline_is_read_and_kept_so() {
+        let ks = Keyspace::default();
+        let id = UpgradeId::new("u1").expect("id");
+        let mut view = FleetView::default();
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1",
+            Some(&encode(&record(&["h1"]))),
+            3,
+        );
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h9",
+            Some(&outcome("Failed")),
+            4,
+        );
+        assert_eq!(view.layout(&id), HostsLayout::Inline);
+        let hosts: Vec<String> = view.upgrades[&id]
+            .value
+            .hosts
+            .keys()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(hosts, ["h1"]);
+    }
 }

@@ -469,7 +469,7 @@ impl Engine {
         }
         let removable = retention::removable(view, &candidates);
         if removable.is_empty() {
-            self.retired.kept = (!candidates.is_empty()).then(|| (candidates, now));
+            self.retired.kept = (!candidates.is_empty()).then_some((candidates, now));
             return;
         }
         self.retired.kept = None;

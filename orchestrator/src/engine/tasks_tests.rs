@@ -719,7 +719,13 @@ fn the_current_bundle_prefers_the_installed_version() {
 fn task_ids_fit_the_name_limit() {
     let long = "h".repeat(63);
     let view = FleetView::default();
-    let id = task_id(&view, K::Replace, &HostId::new(long).expect("id")).expect("task id");
+    let id = task_id(
+        &view,
+        &Index::new(&view),
+        K::Replace,
+        &HostId::new(long).expect("id"),
+    )
+    .expect("task id");
     assert_eq!(id.as_str().len(), 63);
     assert!(id.as_str().starts_with("replace-hhh") && id.as_str().ends_with("-1"));
 }
