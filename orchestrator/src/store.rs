@@ -34,6 +34,11 @@ pub async fn read_prefix(client: &Client, prefix: &str) -> Result<(Vec<Kv>, i64)
 /// The store's current revision, by a count-only read of `prefix` (no values travel): a
 /// watch resumed after it sees every later change.
 pub async fn revision(client: &Client, prefix: &str) -> Result<i64, EtcdError> {
+    Ok(count(client, prefix).await?.1)
+}
+
+/// How many keys are under `prefix`, and the store's revision, by a count-only read.
+async fn count(client: &Client, prefix: &str) -> Result<(i64, i64), EtcdError> {
     let resp = etcd::retry_auth_race(|| {
         let mut kv = client.kv_client();
         async move {
@@ -46,7 +51,7 @@ pub async fn revision(client: &Client, prefix: &str) -> Result<i64, EtcdError> {
     })
     .await
     .map_err(request_error("get", prefix))?;
-    Ok(resp.header().map_or(0, |h| h.revision()))
+    Ok((resp.count(), resp.header().map_or(0, |h| h.revision())))
 }
 
 /// Reads the given parts into a fresh view.
@@ -154,7 +159,7 @@ pub async fn create_upgrade(
     // The record, then every host.
     let record = ops.remove(0);
     let hosts_prefix = keyspace.upgrade_hosts_prefix(&upgrade.id);
-    if key_count(client, &hosts_prefix).await? > 0 {
+    if count(client, &hosts_prefix).await?.0 > 0 {
         let clear = TxnOp::delete(
             hosts_prefix.as_str(),
             Some(etcd_client::DeleteOptions::new().with_prefix()),
@@ -185,23 +190,6 @@ pub async fn create_upgrade(
     final_ops.extend(last);
     final_ops.append(&mut extra);
     create_step(client, keyspace, leadership_key, &upgrade_key, final_ops).await
-}
-
-/// How many keys are under `prefix` (a count-only read).
-async fn key_count(client: &Client, prefix: &str) -> Result<i64, EtcdError> {
-    let resp = etcd::retry_auth_race(|| {
-        let mut kv = client.kv_client();
-        async move {
-            kv.get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await
-        }
-    })
-    .await
-    .map_err(request_error("get", prefix))?;
-    Ok(resp.count())
 }
 
 /// One transaction of [`create_upgrade`]: `ops` only if no upgrade is active, the record's

@@ -1,6 +1,7 @@
 //! Driving the upgrades in progress: each pass decides ([`super::decide`]) and commits
-//! ([`super::execute`], a transaction per [`execute::chunks`] slice) per upgrade, then starts the downloader jobs
-//! ([`super::dispatch`]) and self-updates ([`super::successor`]) the decisions ask for.
+//! ([`super::execute`], a transaction per [`execute::chunks`] slice) per upgrade, then
+//! starts the downloader jobs ([`super::dispatch`]) and self-updates
+//! ([`super::successor`]) the decisions ask for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};

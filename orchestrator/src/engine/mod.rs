@@ -557,52 +557,27 @@ impl Drop for Engine {
 #[cfg(test)]
 mod tests {
     use baton_protocol::UpgradePhase;
-    use baton_protocol::documents::{SCHEMA_VERSION, Strategy, Upgrade};
 
     use super::*;
-
-    fn record(phase: UpgradePhase) -> Upgrade {
-        Upgrade {
-            schema_version: SCHEMA_VERSION,
-            id: UpgradeId::new("u1").expect("id"),
-            bundle: "r/b@sha256:00".into(),
-            version: "2.0.0".into(),
-            strategy: Strategy::DaisyChain,
-            selector: BTreeMap::new(),
-            strategy_reason: None,
-            phase,
-            paused_from: None,
-            hosts: BTreeMap::new(),
-            reason: None,
-            agent_version: None,
-            phase_since: None,
-            canary_approved: false,
-            events: 1,
-            listed: false,
-            skip_paused: false,
-            allow_downgrade: false,
-            on_failure: Default::default(),
-            task: None,
-            orchestrator: None,
-            signature: None,
-            soak: None,
-            waiting_for_window: None,
-            created_at: "t".into(),
-            updated_at: "t".into(),
-        }
-    }
+    use crate::engine::tasks::tests::record;
 
     #[test]
     fn an_idle_leader_ticks_without_a_pass() {
         let t0 = Instant::now();
         let grace = Duration::from_secs(30);
         let mut view = FleetView::default();
-        view.wrote_upgrade(record(UpgradePhase::Succeeded), 5);
+        view.wrote_upgrade(
+            record("u1", "2.0.0", UpgradePhase::Succeeded, 0, &[], None),
+            5,
+        );
         let none = BTreeMap::new();
         let later = t0 + Duration::from_secs(3600);
         assert!(!tick_due(&view, &none, grace, Some(t0), later));
         // A record in progress runs on the clock.
-        view.wrote_upgrade(record(UpgradePhase::Installing), 6);
+        view.wrote_upgrade(
+            record("u1", "2.0.0", UpgradePhase::Installing, 0, &[], None),
+            6,
+        );
         assert!(tick_due(&view, &none, grace, Some(t0), t0));
     }
 

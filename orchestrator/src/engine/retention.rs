@@ -144,71 +144,31 @@ pub fn remove_ops(keyspace: &Keyspace, records: &[(UpgradeId, i64)]) -> (Vec<Com
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use baton_protocol::documents::{
-        Desired, DesiredAction, HostOutcome, HostOutcomeState, HostSpec, SCHEMA_VERSION, Strategy,
+        Desired, DesiredAction, HostOutcomeState as O, SCHEMA_VERSION,
     };
     use baton_protocol::etcd::Versioned;
-    use baton_protocol::{HostId, UpgradePhase};
+    use baton_protocol::{HostId, UpgradePhase as P};
 
     use super::*;
-    use crate::view::HostDocs;
+    use crate::engine::tasks::tests::{at, record};
 
-    const NOW: &str = "2026-12-31T00:00:00.000Z";
+    const DAY: u64 = 24 * 3600;
 
-    fn record(id: &str, day: u32, phase: UpgradePhase, hosts: &[&str]) -> Upgrade {
-        let at = format!("2026-12-{day:02}T00:00:00.000Z");
-        Upgrade {
-            schema_version: SCHEMA_VERSION,
-            id: UpgradeId::new(id).expect("id"),
-            bundle: format!("r/b@sha256:{day:064}"),
-            version: format!("1.0.{day}"),
-            strategy: Strategy::DaisyChain,
-            selector: BTreeMap::new(),
-            strategy_reason: None,
-            phase,
-            paused_from: None,
-            hosts: hosts
-                .iter()
-                .map(|h| {
-                    (
-                        HostId::new(*h).expect("host"),
-                        HostOutcome {
-                            state: HostOutcomeState::Succeeded,
-                            reason: String::new(),
-                            batch: Some(0),
-                            dispatched_at: Some(at.clone()),
-                            held_from: None,
-                            previous: None,
-                            revert: None,
-                        },
-                    )
-                })
-                .collect(),
-            reason: None,
-            agent_version: None,
-            phase_since: None,
-            canary_approved: false,
-            events: 3,
-            listed: true,
-            skip_paused: false,
-            allow_downgrade: false,
-            on_failure: Default::default(),
-            task: None,
-            orchestrator: None,
-            signature: None,
-            soak: None,
-            waiting_for_window: None,
-            created_at: at.clone(),
-            updated_at: at,
-        }
-    }
-
-    fn view(records: Vec<Upgrade>) -> FleetView {
+    /// Records finished on days 1, 2 and 3 (u1 with h1), one in progress (day 0).
+    fn view() -> FleetView {
         let mut view = FleetView::default();
-        for (i, r) in records.into_iter().enumerate() {
-            view.wrote_upgrade(r, 10 + i64::try_from(i).expect("small"));
+        for (i, (id, phase, hosts)) in [
+            ("u1", P::Succeeded, &[("h1", O::Succeeded)][..]),
+            ("u2", P::Failed, &[][..]),
+            ("u3", P::Aborted, &[][..]),
+            ("u0", P::Installing, &[][..]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let day = if id == "u0" { 0 } else { i as u64 + 1 };
+            view.wrote_upgrade(record(id, "2.0.0", phase, day * DAY, hosts, None), 10);
         }
         view
     }
@@ -217,75 +177,46 @@ mod tests {
         found.into_iter().map(|(id, _)| id.to_string()).collect()
     }
 
-    fn now() -> SystemTime {
-        humantime::parse_rfc3339(NOW).expect("time")
-    }
-
     #[test]
     fn the_newest_finished_records_are_kept_and_older_ones_removed() {
-        let v = view(vec![
-            record("u1", 1, UpgradePhase::Succeeded, &[]),
-            record("u2", 2, UpgradePhase::Failed, &[]),
-            record("u3", 3, UpgradePhase::Aborted, &[]),
-            // In progress: never removed, and not counted.
-            record("u0", 0, UpgradePhase::Installing, &[]),
-        ]);
+        let v = view();
+        let now = at(31 * DAY);
         let keep = Retention {
             keep: 2,
-            keep_for: Duration::from_secs(365 * 24 * 3600),
+            keep_for: Duration::from_secs(365 * DAY),
         };
-        assert_eq!(ids(expired(&v, &keep, now())), ["u1"]);
-        // Nothing past the count: nothing to do.
+        assert_eq!(ids(expired(&v, &keep, now)), ["u1"]);
+        // Nothing past the count: nothing to do (and the record in progress never counts).
         let all = Retention { keep: 3, ..keep };
-        assert!(expired(&v, &all, now()).is_empty());
+        assert!(candidates(&v, &all, now).is_empty());
         // Too old, whatever the count.
         let young = Retention {
             keep: 10,
-            keep_for: Duration::from_secs(28 * 24 * 3600),
+            keep_for: Duration::from_secs(28 * DAY),
         };
-        assert_eq!(ids(expired(&v, &young, now())), ["u2", "u1"]);
+        assert_eq!(ids(expired(&v, &young, now)), ["u2", "u1"]);
     }
 
     #[test]
     fn records_still_in_use_are_kept_whatever_their_age() {
-        let mut v = view(vec![
-            // h1's current bundle, and the fleet's upgrade for h2's labels.
-            record("u1", 1, UpgradePhase::Succeeded, &["h1"]),
-            record("u2", 2, UpgradePhase::Failed, &[]),
-            // Named by h3's desired.
-            record("u3", 3, UpgradePhase::Aborted, &[]),
-        ]);
-        let spec = |h: &str| HostSpec {
-            schema_version: SCHEMA_VERSION,
-            host: HostId::new(h).expect("host"),
-            labels: BTreeMap::new(),
-            docker: "unix:///var/run/docker.sock".into(),
-            path_map: BTreeMap::new(),
-            boot_id_file: None,
-            kernel_release_file: None,
-            container_prefix: None,
-            registered_at: "t".into(),
-        };
-        for h in ["h1", "h3"] {
-            v.hosts.insert(
-                HostId::new(h).expect("host"),
-                HostDocs {
-                    spec: Some(Versioned {
-                        value: spec(h),
-                        mod_revision: 2,
-                    }),
-                    ..HostDocs::default()
-                },
-            );
-        }
+        let mut v = view();
+        // u1 put registered h1 on its bundle; h3's desired names u3.
+        let spec = crate::engine::tasks::tests::spec("h1");
         v.hosts
-            .get_mut(&HostId::new("h3").expect("host"))
-            .expect("h3")
+            .entry(HostId::new("h1").expect("id"))
+            .or_default()
+            .spec = Some(Versioned {
+            value: spec,
+            mod_revision: 2,
+        });
+        v.hosts
+            .entry(HostId::new("h3").expect("id"))
+            .or_default()
             .desired = Some(Versioned {
             value: Desired {
                 schema_version: SCHEMA_VERSION,
                 upgrade_id: UpgradeId::new("u3").expect("id"),
-                version: "1.0.3".into(),
+                version: "2.0.0".into(),
                 bundle: "r/b@sha256:00".into(),
                 action: DesiredAction::Install,
                 after: None,
@@ -300,7 +231,7 @@ mod tests {
             keep: 0,
             keep_for: Duration::from_secs(1),
         };
-        assert_eq!(ids(expired(&v, &keep, now())), ["u2"]);
+        assert_eq!(ids(expired(&v, &keep, at(31 * DAY))), ["u2"]);
     }
 
     #[test]

@@ -632,4 +632,4 @@ fn clear_groups(view: &FleetView, index: &Index<'_>) -> Vec<TaskAction> {
 
 #[cfg(test)]
 #[path = "tasks_tests.rs"]
-mod tests;
+pub(crate) mod tests;

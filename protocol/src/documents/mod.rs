@@ -6,7 +6,8 @@
 //!
 //! This module owns the schema version, [`encode`] and [`decode`]; the documents live in
 //! files by subject (a host's, maintenance, the upgrade record with its strategy and task,
-//! its hosts' outcomes, the replicas' coordination, events, API tokens) and are all reachable from here.
+//! its hosts' outcomes, the replicas' coordination, events, API tokens) and are all
+//! reachable from here.
 
 mod coordination;
 mod event;
