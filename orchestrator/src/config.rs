@@ -23,6 +23,7 @@ use crate::engine::model::{
     DEFAULT_AGENT_TIMEOUT, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_HEAL_GRACE,
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_INSTALL_TIMEOUT, Limits, MAX_DISPATCH_PER_PASS,
 };
+use crate::engine::retention::{DEFAULT_KEEP_FINISHED, DEFAULT_KEEP_FINISHED_FOR, Retention};
 use crate::engine::successor::SelfUpdate;
 use crate::listen::ApiTransport;
 
@@ -345,6 +346,15 @@ pub struct Config {
     #[arg(long, env = "BATON_HEAL_GRACE", value_parser = duration, default_value = "30s")]
     #[serde(serialize_with = "human")]
     pub heal_grace: Duration,
+    /// Finished upgrade records kept (the newest; with their hosts' outcomes and events):
+    /// the leader removes older ones, except those still in use.
+    #[arg(long, env = "BATON_KEEP_FINISHED", default_value_t = DEFAULT_KEEP_FINISHED)]
+    pub keep_finished: usize,
+    /// Age (since its last change) past which a finished upgrade record is removed, however
+    /// few there are, unless still in use.
+    #[arg(long, env = "BATON_KEEP_FINISHED_FOR", value_parser = duration, default_value = "30d")]
+    #[serde(serialize_with = "human")]
+    pub keep_finished_for: Duration,
     /// Prometheus server the soaks' `prometheus` gates ask (instant queries at
     /// `<url>/api/v1/query`), e.g. `http://prometheus:9090`. Without it such gates are
     /// refused.
@@ -410,6 +420,8 @@ impl Config {
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             install_timeout: DEFAULT_INSTALL_TIMEOUT,
             heal_grace: DEFAULT_HEAL_GRACE,
+            keep_finished: DEFAULT_KEEP_FINISHED,
+            keep_finished_for: DEFAULT_KEEP_FINISHED_FOR,
             prometheus_url: None,
             job_labels: Vec::new(),
             self_update_timeout: DEFAULT_SELF_UPDATE_TIMEOUT,
@@ -611,6 +623,10 @@ impl Config {
             },
             identities: None,
             prometheus: self.prometheus_url.clone(),
+            retention: Retention {
+                keep: self.keep_finished,
+                keep_for: self.keep_finished_for,
+            },
         }
     }
 }

@@ -310,7 +310,9 @@ impl Inner {
                                 Ok(Key::GroupMaintenance(group)) => {
                                     self.touch(Touch::Group(group));
                                 }
-                                Ok(Key::Upgrade(id)) => self.touch(Touch::Upgrade(id)),
+                                Ok(Key::Upgrade(id) | Key::UpgradeHost(id, _)) => {
+                                    self.touch(Touch::Upgrade(id))
+                                }
                                 _ => {}
                             }
                         }

@@ -12,6 +12,8 @@ use baton_protocol::{HostState, UpgradePhase};
 pub struct Counters {
     /// This replica leads.
     pub leader: AtomicBool,
+    /// Engine passes (decisions over the records in progress and the leader's tasks).
+    pub passes: AtomicU64,
     /// Engine transactions committed.
     pub commits: AtomicU64,
     /// Engine transactions refused by a guard (decided again).
@@ -125,6 +127,12 @@ pub fn render(version: &str, counters: &Counters, etcd: Option<&Snapshot>) -> St
         );
     }
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    metric(
+        "baton_engine_passes_total",
+        "Engine passes: after a change, or on the clock while a record is in progress.",
+        "counter",
+        &one(load(&counters.passes)),
+    );
     metric(
         "baton_engine_commits_total",
         "Engine transactions committed by this replica.",

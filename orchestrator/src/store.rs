@@ -8,7 +8,7 @@
 //! `desired` keys, events), which the protocol's single-key `etcd::update` cannot express.
 
 use baton_protocol::Keyspace;
-use baton_protocol::documents::{Active, Document, encode};
+use baton_protocol::documents::{Active, Document, HostsLayout, Upgrade, encode};
 use baton_protocol::etcd::{self, Client, EtcdError, Versioned};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
@@ -18,39 +18,27 @@ use crate::view::{FleetView, Part};
 pub const WRITE_ATTEMPTS: u32 = 8;
 
 /// One key and value with the revision it was last changed at.
-pub type Kv = (String, Vec<u8>, i64);
+pub use baton_protocol::etcd::Kv;
 
 fn request_error(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error) -> EtcdError {
     let key = key.to_owned();
     move |source| EtcdError::Request { op, key, source }
 }
 
-/// Reads every key under `prefix`; returns them and the store revision of the read.
+/// Reads every key under `prefix` (in pages, at one revision); returns them and the store
+/// revision of the read.
 pub async fn read_prefix(client: &Client, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
-    let resp = etcd::retry_auth_race(|| {
-        let mut kv = client.kv_client();
-        async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
-    })
-    .await
-    .map_err(request_error("get", prefix))?;
-    let revision = resp.header().map_or(0, |h| h.revision());
-    let kvs = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.value().to_vec(),
-                kv.mod_revision(),
-            )
-        })
-        .collect();
-    Ok((kvs, revision))
+    etcd::read_prefix(client, prefix).await
 }
 
 /// The store's current revision, by a count-only read of `prefix` (no values travel): a
 /// watch resumed after it sees every later change.
 pub async fn revision(client: &Client, prefix: &str) -> Result<i64, EtcdError> {
+    Ok(count(client, prefix).await?.1)
+}
+
+/// How many keys are under `prefix`, and the store's revision, by a count-only read.
+async fn count(client: &Client, prefix: &str) -> Result<(i64, i64), EtcdError> {
     let resp = etcd::retry_auth_race(|| {
         let mut kv = client.kv_client();
         async move {
@@ -63,7 +51,7 @@ pub async fn revision(client: &Client, prefix: &str) -> Result<i64, EtcdError> {
     })
     .await
     .map_err(request_error("get", prefix))?;
-    Ok(resp.header().map_or(0, |h| h.revision()))
+    Ok((resp.count(), resp.header().map_or(0, |h| h.revision())))
 }
 
 /// Reads the given parts into a fresh view.
@@ -150,9 +138,63 @@ pub enum CreateRefused {
     NotLeader,
 }
 
-/// Creates an upgrade record, `active` naming it, and its first events in one transaction:
-/// only if no upgrade is active, the id is free and this replica still leads.
+/// etcd's largest transaction (`--max-txn-ops`, 128 by default): no more operations, and no
+/// more guards, in one.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Creates upgrade `upgrade` (its record and its hosts' keys), `active` naming it, and
+/// `extra` (its first events): only if no upgrade is active, the id is free and this replica
+/// still leads. The hosts that do not fit the record's transaction are written ahead of it,
+/// [`MAX_TXN_OPS`] at a time under the same guards (readers ignore them until the record
+/// exists); keys left by an earlier attempt with the same id are removed first.
 pub async fn create_upgrade(
+    client: &Client,
+    keyspace: &Keyspace,
+    leadership_key: &str,
+    upgrade: &Upgrade,
+    mut extra: Vec<TxnOp>,
+) -> Result<Result<i64, CreateRefused>, EtcdError> {
+    let upgrade_key = keyspace.upgrade(&upgrade.id);
+    let mut ops = etcd::upgrade_ops(keyspace, HostsLayout::Keys, None, upgrade);
+    // The record, then every host.
+    let record = ops.remove(0);
+    let hosts_prefix = keyspace.upgrade_hosts_prefix(&upgrade.id);
+    if count(client, &hosts_prefix).await?.0 > 0 {
+        let clear = TxnOp::delete(
+            hosts_prefix.as_str(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        );
+        if let Err(refused) =
+            create_step(client, keyspace, leadership_key, &upgrade_key, vec![clear]).await?
+        {
+            return Ok(Err(refused));
+        }
+    }
+    let room = MAX_TXN_OPS - 1 - extra.len();
+    let ahead = ops.len().saturating_sub(room);
+    let last: Vec<TxnOp> = ops.split_off(ahead);
+    for chunk in ops.chunks(MAX_TXN_OPS) {
+        if let Err(refused) = create_step(
+            client,
+            keyspace,
+            leadership_key,
+            &upgrade_key,
+            chunk.to_vec(),
+        )
+        .await?
+        {
+            return Ok(Err(refused));
+        }
+    }
+    let mut final_ops = vec![record];
+    final_ops.extend(last);
+    final_ops.append(&mut extra);
+    create_step(client, keyspace, leadership_key, &upgrade_key, final_ops).await
+}
+
+/// One transaction of [`create_upgrade`]: `ops` only if no upgrade is active, the record's
+/// id is free and this replica leads; otherwise which of them failed.
+async fn create_step(
     client: &Client,
     keyspace: &Keyspace,
     leadership_key: &str,

@@ -5,11 +5,11 @@
 //! change is applied only if it is newer than what is known, so a range read and a watch
 //! that overlap never move a key backwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use baton_protocol::documents::{
-    Alive, Desired, Document, HostSpec, HostStatus, Installed, Maintenance, MaintenanceMode,
-    Upgrade, Windows, decode,
+    Alive, Desired, Document, HostOutcome, HostSpec, HostStatus, HostsLayout, Installed,
+    Maintenance, MaintenanceMode, Upgrade, UpgradeHost, Windows, assemble, decode,
 };
 use baton_protocol::etcd::Versioned;
 use baton_protocol::keys::Key;
@@ -129,8 +129,14 @@ pub struct FleetView {
     pub hosts: BTreeMap<HostId, HostDocs>,
     /// Group → its maintenance mode.
     pub groups: BTreeMap<GroupName, Versioned<Maintenance>>,
-    /// Upgrade id → its record.
+    /// Upgrade id → its record, with its hosts' outcomes read from their keys; the
+    /// revision is the record key's (every change of a host's outcome rewrites the record).
     pub upgrades: BTreeMap<UpgradeId, Versioned<Upgrade>>,
+    /// Records stored with their hosts' outcomes inline (written before they had keys).
+    inline: BTreeSet<UpgradeId>,
+    /// Hosts' outcomes whose record is not known (yet): a record being created writes them
+    /// before itself when they do not fit its transaction.
+    orphans: BTreeMap<UpgradeId, BTreeMap<HostId, HostOutcome>>,
     /// The fleet's maintenance windows.
     pub fleet_windows: Option<Versioned<Windows>>,
     /// Group → its maintenance windows.
@@ -154,7 +160,11 @@ impl FleetView {
                 self.groups.clear();
                 self.group_windows.clear();
             }
-            Part::Upgrades => self.upgrades.clear(),
+            Part::Upgrades => {
+                self.upgrades.clear();
+                self.inline.clear();
+                self.orphans.clear();
+            }
             Part::FleetWindow => self.fleet_windows = None,
         }
         self.floors.insert(part, revision);
@@ -208,15 +218,82 @@ impl FleetView {
                 }
             }
             Ok(Key::FleetWindow) => set(&mut self.fleet_windows, key, value, mod_revision),
-            Ok(Key::Upgrade(id)) => {
-                let mut slot = self.upgrades.remove(&id);
-                set(&mut slot, key, value, mod_revision);
-                if let Some(v) = slot {
-                    self.upgrades.insert(id, v);
-                }
-            }
+            Ok(Key::Upgrade(id)) => self.set_record(&id, key, value, mod_revision),
+            Ok(Key::UpgradeHost(id, host)) => self.set_outcome(id, host, key, value),
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "ignoring a key outside the layout"),
+        }
+    }
+
+    /// A record's key changed: its upgrade-wide fields are replaced, its hosts' outcomes
+    /// kept (they change in keys of their own), unless it carries them inline.
+    fn set_record(&mut self, id: &UpgradeId, key: &str, value: Option<&[u8]>, mod_revision: i64) {
+        let previous = self.upgrades.remove(id);
+        self.inline.remove(id);
+        let Some(bytes) = value else {
+            self.orphans.remove(id);
+            return;
+        };
+        let record = match decode::<Upgrade>(key, bytes) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable document");
+                return;
+            }
+        };
+        let outcomes = match previous {
+            Some(p) => p.value.hosts,
+            None => self.orphans.remove(id).unwrap_or_default(),
+        };
+        let (value, layout) = assemble(record, outcomes);
+        if layout == HostsLayout::Inline {
+            self.inline.insert(id.clone());
+        }
+        self.upgrades.insert(
+            id.clone(),
+            Versioned {
+                value,
+                mod_revision,
+            },
+        );
+    }
+
+    /// A host's outcome key changed.
+    fn set_outcome(&mut self, id: UpgradeId, host: HostId, key: &str, value: Option<&[u8]>) {
+        let outcome = match value.map(|bytes| decode::<UpgradeHost>(key, bytes)) {
+            None => None,
+            Some(Ok(doc)) => Some(doc.outcome),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "ignoring unreadable document");
+                None
+            }
+        };
+        if self.inline.contains(&id) {
+            return;
+        }
+        let hosts = match self.upgrades.get_mut(&id) {
+            Some(u) => &mut u.value.hosts,
+            None => self.orphans.entry(id.clone()).or_default(),
+        };
+        match outcome {
+            Some(o) => {
+                hosts.insert(host, o);
+            }
+            None => {
+                hosts.remove(&host);
+            }
+        }
+        if self.orphans.get(&id).is_some_and(BTreeMap::is_empty) {
+            self.orphans.remove(&id);
+        }
+    }
+
+    /// Where upgrade `id`'s record keeps its hosts' outcomes.
+    pub fn layout(&self, id: &UpgradeId) -> HostsLayout {
+        if self.inline.contains(id) {
+            HostsLayout::Inline
+        } else {
+            HostsLayout::Keys
         }
     }
 
@@ -336,5 +413,127 @@ mod tests {
         // Unreadable documents count as absent.
         view.change(&ks, Part::Hosts, "/baton/hosts/h1/alive", Some(b"{"), 5);
         assert!(view.hosts[&h1].alive.is_none());
+    }
+
+    fn record(hosts: &[&str]) -> Upgrade {
+        let text = serde_json::json!({
+            "schema_version": 1, "id": "u1", "bundle": "r@sha256:00", "version": "2.0.0",
+            "strategy": {"kind": "daisy-chain"}, "phase": "Installing", "events": 2,
+            "hosts": hosts.iter().map(|h| (h.to_string(), serde_json::json!({"state": "Dispatched"}))).collect::<serde_json::Map<_, _>>(),
+            "created_at": "t", "updated_at": "t"
+        });
+        serde_json::from_value(text).expect("record")
+    }
+
+    fn outcome(state: &str) -> Vec<u8> {
+        format!(r#"{{"schema_version":1,"state":"{state}","batch":0}}"#).into_bytes()
+    }
+
+    #[test]
+    fn an_upgrade_is_its_record_with_its_hosts_keys() {
+        use baton_protocol::documents::HostOutcomeState as O;
+        let ks = Keyspace::default();
+        let id = UpgradeId::new("u1").expect("id");
+        let h1 = HostId::new("h1").expect("id");
+        let h2 = HostId::new("h2").expect("id");
+        let mut view = FleetView::default();
+        // A large upgrade writes its hosts' keys ahead of its record.
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h1",
+            Some(&outcome("Pending")),
+            3,
+        );
+        assert!(view.upgrades.is_empty());
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1",
+            Some(&encode(&record(&[]))),
+            4,
+        );
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h2",
+            Some(&outcome("Pending")),
+            4,
+        );
+        assert_eq!(view.upgrades[&id].value.hosts.len(), 2);
+        assert_eq!(view.upgrades[&id].mod_revision, 4);
+        assert_eq!(view.layout(&id), HostsLayout::Keys);
+        // A step: the record and one host's key; the other host is kept as it was.
+        let mut next = record(&[]);
+        next.events = 3;
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1",
+            Some(&encode(&next)),
+            5,
+        );
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h1",
+            Some(&outcome("Dispatched")),
+            5,
+        );
+        let u = &view.upgrades[&id].value;
+        assert_eq!(
+            (u.events, u.hosts[&h1].state, u.hosts[&h2].state),
+            (3, O::Dispatched, O::Pending)
+        );
+        // A full read assembles the same.
+        let mut read = FleetView::default();
+        read.load(
+            &ks,
+            Part::Upgrades,
+            &[
+                ("/baton/upgrades/u1".into(), encode(&next), 5),
+                (
+                    "/baton/upgrades/u1/hosts/h1".into(),
+                    outcome("Dispatched"),
+                    5,
+                ),
+                ("/baton/upgrades/u1/hosts/h2".into(), outcome("Pending"), 4),
+            ],
+            6,
+        );
+        assert_eq!(read.upgrades, view.upgrades);
+        // Removed: record and keys.
+        view.change(&ks, Part::Upgrades, "/baton/upgrades/u1", None, 7);
+        view.change(&ks, Part::Upgrades, "/baton/upgrades/u1/hosts/h1", None, 7);
+        assert!(view.upgrades.is_empty() && view.orphans.is_empty());
+    }
+
+    #[test]
+    fn a_record_with_its_outcomes_inline_is_read_and_kept_so() {
+        let ks = Keyspace::default();
+        let id = UpgradeId::new("u1").expect("id");
+        let mut view = FleetView::default();
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1",
+            Some(&encode(&record(&["h1"]))),
+            3,
+        );
+        view.change(
+            &ks,
+            Part::Upgrades,
+            "/baton/upgrades/u1/hosts/h9",
+            Some(&outcome("Failed")),
+            4,
+        );
+        assert_eq!(view.layout(&id), HostsLayout::Inline);
+        let hosts: Vec<String> = view.upgrades[&id]
+            .value
+            .hosts
+            .keys()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(hosts, ["h1"]);
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Layout under a configurable prefix (default `/baton`), see `docs/keyspace.md`:
 //! `hosts/<host>/{spec,alive,desired,status,installed,maintenance}`,
-//! `groups/<group>/{maintenance,window}`, `window`, `upgrades/<id>`, `active`, `leader`,
-//! `events/<id>/<seq>`, `tokens/<name>`.
+//! `groups/<group>/{maintenance,window}`, `window`, `upgrades/<id>`,
+//! `upgrades/<id>/hosts/<host>`, `active`, `leader`, `events/<id>/<seq>`, `tokens/<name>`.
 
 use std::fmt;
 
@@ -108,6 +108,8 @@ pub enum Key {
     FleetWindow,
     /// `upgrades/<id>`.
     Upgrade(UpgradeId),
+    /// `upgrades/<id>/hosts/<host>`: one host's outcome in that upgrade.
+    UpgradeHost(UpgradeId, HostId),
     /// `active`.
     Active,
     /// `leader` or a candidate key below it (the election API appends the lease id).
@@ -216,6 +218,17 @@ impl Keyspace {
         format!("{}/upgrades/{id}", self.prefix)
     }
 
+    /// `<prefix>/upgrades/<id>/hosts/<host>`: one host's outcome in the upgrade, in a key of
+    /// its own so that a host's progress writes the same bytes whatever the fleet's size.
+    pub fn upgrade_host(&self, id: &UpgradeId, host: &HostId) -> String {
+        format!("{}/upgrades/{id}/hosts/{host}", self.prefix)
+    }
+
+    /// `<prefix>/upgrades/<id>/hosts/`: every host's outcome in the upgrade.
+    pub fn upgrade_hosts_prefix(&self, id: &UpgradeId) -> String {
+        format!("{}/upgrades/{id}/hosts/", self.prefix)
+    }
+
     /// `<prefix>/upgrades/`.
     pub fn upgrades_prefix(&self) -> String {
         format!("{}/upgrades/", self.prefix)
@@ -284,6 +297,10 @@ impl Keyspace {
             }
             ["window"] => Ok(Key::FleetWindow),
             ["upgrades", id] => Ok(Key::Upgrade(UpgradeId::new(*id).map_err(name_err)?)),
+            ["upgrades", id, "hosts", host] => Ok(Key::UpgradeHost(
+                UpgradeId::new(*id).map_err(name_err)?,
+                HostId::new(*host).map_err(name_err)?,
+            )),
             ["active"] => Ok(Key::Active),
             ["tokens", name] => Ok(Key::Token(TokenName::new(*name).map_err(name_err)?)),
             ["leader", ..] => Ok(Key::Leader),
@@ -321,6 +338,8 @@ mod tests {
         );
         assert_eq!(ks.fleet_window(), "/baton/window");
         assert_eq!(ks.upgrade(&id), "/baton/upgrades/u1");
+        assert_eq!(ks.upgrade_host(&id, &h), "/baton/upgrades/u1/hosts/h1");
+        assert_eq!(ks.upgrade_hosts_prefix(&id), "/baton/upgrades/u1/hosts/");
         assert_eq!(ks.active(), "/baton/active");
         assert_eq!(ks.leader(), "/baton/leader");
         assert_eq!(ks.event(&id, 7), "/baton/events/u1/00000000000000000007");
@@ -347,6 +366,14 @@ mod tests {
             Ok(Key::GroupMaintenance(g))
         );
         assert_eq!(ks.parse(&ks.upgrade(&id)), Ok(Key::Upgrade(id.clone())));
+        assert_eq!(
+            ks.parse(&ks.upgrade_host(&id, &h)),
+            Ok(Key::UpgradeHost(id.clone(), h.clone()))
+        );
+        assert!(
+            ks.upgrade_host(&id, &h)
+                .starts_with(&ks.upgrade_hosts_prefix(&id))
+        );
         assert_eq!(ks.parse(&ks.active()), Ok(Key::Active));
         assert_eq!(ks.parse(&format!("{}/694d", ks.leader())), Ok(Key::Leader));
         assert_eq!(ks.parse(&ks.event(&id, 42)), Ok(Key::Event(id, 42)));
@@ -363,6 +390,9 @@ mod tests {
             "/baton/hosts/h/unknown",
             "/baton/hosts/h/spec/extra",
             "/baton/events/u/12",
+            "/baton/upgrades/u/hosts",
+            "/baton/upgrades/u/other/h",
+            "/baton/upgrades/u/hosts/h/x",
         ] {
             assert!(
                 matches!(ks.parse(bad), Err(KeyError::Unknown { .. })),

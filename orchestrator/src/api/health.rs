@@ -102,7 +102,10 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     let mut s = Snapshot::default();
     let (upgrades, _) = store::read_prefix(state.client(), &ks.upgrades_prefix()).await?;
     for (key, value, _) in &upgrades {
-        if let Ok(u) = decode::<Upgrade>(key, value) {
+        // The records (not their hosts' outcomes).
+        if let Ok(Key::Upgrade(_)) = ks.parse(key)
+            && let Ok(u) = decode::<Upgrade>(key, value)
+        {
             *s.upgrades.entry(u.phase).or_default() += 1;
         }
     }

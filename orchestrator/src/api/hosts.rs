@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use baton_protocol::api::HostInfo;
-use baton_protocol::documents::{HostSpec, Maintenance, Upgrade};
+use baton_protocol::documents::{HostSpec, Maintenance};
 use baton_protocol::etcd::{self, identity};
 use baton_protocol::{HostId, HostKey};
 use etcd_client::TxnOp;
@@ -149,7 +149,7 @@ pub async fn remove(
     let active = store::read_active(client, ks).await?;
     if let Some(active) = &active {
         let id = &active.value.upgrade_id;
-        if let Some(u) = etcd::read::<Upgrade>(client, &ks.upgrade(id)).await?
+        if let Some((u, _)) = etcd::read_upgrade(client, ks, id).await?
             && !u.value.phase.is_terminal()
             && u.value.hosts.contains_key(&host)
         {

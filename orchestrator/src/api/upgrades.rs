@@ -9,9 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_protocol::api::{Command, Control, EventInfo, StartUpgrade, UpgradeInfo};
 use baton_protocol::documents::{
-    Active, Event, EventKind, HostOutcome, HostOutcomeState, HostRevert, OnFailure,
-    OrchestratorUpdate, PreviousBundle, RevertState, SCHEMA_VERSION, Soak, Strategy, Timestamp,
-    Upgrade, decode, now,
+    Active, Event, EventKind, HostOutcome, HostOutcomeState, HostsLayout, OrchestratorUpdate,
+    SCHEMA_VERSION, Soak, Strategy, Timestamp, Upgrade, decode, now,
 };
 use baton_protocol::etcd;
 use baton_protocol::keys::Key;
@@ -61,18 +60,13 @@ pub async fn list(
     State(state): State<AppState>,
     page: PageQuery,
 ) -> Result<Paged<UpgradeInfo>, ApiError> {
-    let ks = state.keyspace();
-    let (kvs, _) = store::read_prefix(state.client(), &ks.upgrades_prefix()).await?;
+    // The records with their hosts' outcomes (unreadable ones are skipped, logged).
+    let view = store::read_view(state.client(), state.keyspace(), &[Part::Upgrades]).await?;
     let active = active_id(&state).await?;
-    let mut all: Vec<UpgradeInfo> = kvs
-        .iter()
-        .filter_map(|(key, value, _)| match decode::<Upgrade>(key, value) {
-            Ok(u) => Some(u),
-            Err(error) => {
-                tracing::warn!(%error, "skipping an unreadable upgrade record");
-                None
-            }
-        })
+    let mut all: Vec<UpgradeInfo> = view
+        .upgrades
+        .into_values()
+        .map(|u| u.value)
         .map(|u| {
             let is_active = active.as_ref() == Some(&u.id);
             UpgradeInfo::new(u, is_active)
@@ -96,9 +90,13 @@ pub async fn list(
         .answer("/v1/upgrades"))
 }
 
-async fn read(state: &AppState, id: &UpgradeId) -> Result<etcd::Versioned<Upgrade>, ApiError> {
+/// The upgrade with its hosts' outcomes, and the layout its record is stored in.
+async fn read(
+    state: &AppState,
+    id: &UpgradeId,
+) -> Result<(etcd::Versioned<Upgrade>, HostsLayout), ApiError> {
     let key = state.keyspace().upgrade(id);
-    etcd::read::<Upgrade>(state.client(), &key)
+    etcd::read_upgrade(state.client(), state.keyspace(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("upgrade {id} does not exist (no {key})")))
 }
@@ -125,7 +123,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<UpgradeInfo>, ApiError> {
     let id = path_upgrade(&id)?;
-    let upgrade = read(&state, &id).await?.value;
+    let upgrade = read(&state, &id).await?.0.value;
     let active = active_id(&state).await?.as_ref() == Some(&id);
     Ok(Json(UpgradeInfo::new(upgrade, active)))
 }
@@ -176,34 +174,6 @@ pub async fn events(
     Ok(page
         .take(events, |e| e.seq.to_string())
         .answer(&format!("/v1/upgrades/{id}/events")))
-}
-
-/// The record about as it grows once every host was told to install and, if it may revert,
-/// was reverted (the bundle it ran before, taken to be named like this one, and the times):
-/// it must still fit etcd then.
-fn as_reverted(upgrade: &Upgrade, now: &Timestamp) -> Upgrade {
-    let mut grown = upgrade.clone();
-    if upgrade.on_failure != OnFailure::Revert {
-        for h in grown.hosts.values_mut() {
-            h.dispatched_at = Some(now.clone());
-        }
-        return grown;
-    }
-    let previous = PreviousBundle {
-        bundle: upgrade.bundle.clone(),
-        version: upgrade.version.clone(),
-        upgrade: upgrade.id.clone(),
-    };
-    for h in grown.hosts.values_mut() {
-        h.dispatched_at = Some(now.clone());
-        h.previous = Some(previous.clone());
-        h.revert = Some(HostRevert {
-            state: RevertState::Dispatched,
-            reason: String::new(),
-            dispatched_at: Some(now.clone()),
-        });
-    }
-    grown
 }
 
 /// `u-<version>-<yyyymmdd>-<hhmmss>` (UTC), or without the version if that is too long.
@@ -411,27 +381,15 @@ pub async fn create(
     );
     let event_key = ks.event(&id, upgrade.events);
     upgrade.events += 1;
-    if let Some(size) = store::oversized(&as_reverted(&upgrade, &now)) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "hosts: the upgrade of {} hosts would be a record of {size} bytes, more than the {} etcd is given at once; select fewer hosts (selector, hosts) and upgrade in several steps",
-                upgrade.hosts.len(),
-                store::MAX_VALUE_BYTES
-            ),
-        ));
-    }
-    let upgrade_key = ks.upgrade(&id);
     let active = Active {
         schema_version: SCHEMA_VERSION,
         upgrade_id: id.clone(),
     };
     let ops = vec![
-        store::put(&upgrade_key, &upgrade),
         store::put(&ks.active(), &active),
         store::put(&event_key, &created),
     ];
-    match store::create_upgrade(state.client(), ks, &fence, &upgrade_key, ops).await? {
+    match store::create_upgrade(state.client(), ks, &fence, &upgrade, ops).await? {
         Ok(_) => {
             tracing::info!(upgrade = %id, bundle = %upgrade.bundle, hosts = upgrade.hosts.len(), "upgrade created");
             Ok((StatusCode::CREATED, Json(UpgradeInfo::new(upgrade, true))))
@@ -458,7 +416,7 @@ async fn command(
     let ks = state.keyspace();
     let key = ks.upgrade(&id);
     for _ in 0..store::WRITE_ATTEMPTS {
-        let current = read(&state, &id).await?;
+        let (current, layout) = read(&state, &id).await?;
         let now = now();
         let next = control::apply(&current.value, command, body.reason.as_deref(), &now)
             .map_err(|e| ApiError::conflict(format!("{}: {e}", command.name())))?;
@@ -480,10 +438,11 @@ async fn command(
             store::fence(&fence),
             store::unchanged(&key, current.mod_revision),
         ];
-        let mut ops = vec![
-            store::put(&key, &next),
-            store::put(&event_key, &event(&now, EventKind::Phase, message)),
-        ];
+        let mut ops = etcd::upgrade_ops(ks, layout, Some(&current.value), &next);
+        ops.push(store::put(
+            &event_key,
+            &event(&now, EventKind::Phase, message),
+        ));
         if next.phase.is_terminal()
             && let Some(active) = store::read_active(state.client(), ks).await?
             && active.value.upgrade_id == id

@@ -112,6 +112,8 @@ fn defaults_and_overrides() {
         "--agent-install-allow=/usr/local/,/srv/app/",
         "--agent-install-setuid=/usr/local/bin/ping",
         "--heal-grace=45s",
+        "--keep-finished=7",
+        "--keep-finished-for=2d 3h",
         "--job-label=a=1",
         "--job-label=b=x=y",
         "--self-update-timeout=3m",
@@ -128,6 +130,9 @@ fn defaults_and_overrides() {
     expected.replica = Some("r2".into());
     expected.docker = None;
     assert_eq!(format!("{again:?}"), format!("{expected:?}"));
+    let retention = again.engine().retention;
+    assert_eq!(retention.keep, 7);
+    assert_eq!(retention.keep_for, Duration::from_secs(51 * 3600));
     std::fs::write(&file, "download_timeout = \"soon\"\n").expect("write");
     let err = Config::load_from(["x", "--config", &file.display().to_string()])
         .expect_err("bad value")

@@ -1,6 +1,7 @@
 //! Driving the upgrades in progress: each pass decides ([`super::decide`]) and commits
-//! ([`super::execute`]) per upgrade, then starts the downloader jobs
-//! ([`super::dispatch`]) and self-updates ([`super::successor`]) the decisions ask for.
+//! ([`super::execute`], a transaction per [`execute::chunks`] slice) per upgrade, then
+//! starts the downloader jobs ([`super::dispatch`]) and self-updates
+//! ([`super::successor`]) the decisions ask for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
@@ -125,14 +126,18 @@ impl Engine {
         let (downloads, record): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Download { .. } | Action::StartSuccessor));
-        if !record.is_empty() {
+        for chunk in execute::chunks(&record) {
+            // Each transaction is decided on the record as the one before left it.
+            let Some(current) = self.seen.view.upgrades.get(id).cloned() else {
+                return;
+            };
             let now = documents::now();
             let writer = self.writer();
-            let committed = execute::commit(writer, &current, &record, &self.seen.view, &now).await;
+            let committed = execute::commit(writer, &current, chunk, &self.seen.view, &now).await;
             match committed {
                 Ok(Some(c)) => {
                     Counters::inc(&self.counters.commits);
-                    for a in &record {
+                    for a in chunk {
                         tracing::info!(upgrade = %id, action = ?a, "committed");
                         match a {
                             Action::Record { host, .. } => {

@@ -1,17 +1,19 @@
-//! Commits one pass of decisions: the upgrade record with every action applied, the
-//! `desired` keys of the hosts dispatched, one event per action, and — when the upgrade
-//! ends — the removal of `active`, all in one transaction guarded by the record's and each
-//! `desired` key's `mod_revision` and by this replica's leadership. A conflict writes
-//! nothing; the next pass decides again from what etcd then shows.
+//! Commits one pass of decisions: the upgrade record with every action applied (and the
+//! keys of the hosts whose outcome changed), the `desired` keys of the hosts dispatched,
+//! one event per action, and — when the upgrade ends — the removal of `active`, in
+//! transactions of at most [`ACTIONS_PER_TXN`] actions each ([`chunks`]: etcd refuses more
+//! than 128 operations in one), each guarded by the record's and each `desired` key's
+//! `mod_revision` and by this replica's leadership. A conflict writes nothing more; the next
+//! pass decides again from what etcd then shows.
 //!
 //! Also the writes of the leader's own tasks ([`super::tasks`]): creating a task record
 //! and clearing a maintenance mode a task carried out.
 
 use baton_protocol::documents::{
-    Desired, DesiredAction, Event, EventKind, HostOutcomeState, Maintenance, MaintenanceMode,
-    PreviousBundle, RevertState, SCHEMA_VERSION, TaskKind, Timestamp, Upgrade,
+    Desired, DesiredAction, Event, EventKind, HostOutcomeState, HostsLayout, Maintenance,
+    MaintenanceMode, PreviousBundle, RevertState, SCHEMA_VERSION, TaskKind, Timestamp, Upgrade,
 };
-use baton_protocol::etcd::{Client, EtcdError, Versioned};
+use baton_protocol::etcd::{self, Client, EtcdError, Versioned};
 use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, HostKey, Keyspace};
 use etcd_client::TxnOp;
@@ -20,6 +22,16 @@ use crate::engine::decide::{Action, apply};
 use crate::metrics::Counters;
 use crate::store::{self, Written};
 use crate::view::FleetView;
+
+/// Actions committed per transaction: an action writes at most its event, a `desired` key
+/// and its host's outcome key (and guards that `desired`), so 40 actions with the record
+/// and `active` stay within etcd's 128 operations per transaction (`--max-txn-ops`).
+pub const ACTIONS_PER_TXN: usize = 40;
+
+/// A pass's actions in the slices committed one transaction each, in order.
+pub fn chunks(actions: &[Action]) -> std::slice::Chunks<'_, Action> {
+    actions.chunks(ACTIONS_PER_TXN)
+}
 
 /// Source named in the events the orchestrator writes.
 pub const EVENT_SOURCE: &str = "orchestrator";
@@ -246,7 +258,8 @@ impl std::fmt::Debug for Writer<'_> {
     }
 }
 
-/// Commits `actions` (decided on `current` and `view`). `Ok(None)`: a guard failed.
+/// Commits `actions` (decided on `current` and `view`; at most [`ACTIONS_PER_TXN`] of them,
+/// see [`chunks`]) in one transaction. `Ok(None)`: a guard failed.
 pub async fn commit(
     writer: Writer<'_>,
     current: &Versioned<Upgrade>,
@@ -322,8 +335,10 @@ pub async fn commit(
         guards.push(store::unchanged(&keyspace.active(), active.mod_revision));
         ops.push(TxnOp::delete(keyspace.active(), None));
     }
-    ops.insert(0, store::put(&upgrade_key, &upgrade));
-    match store::commit(client, &upgrade_key, guards, ops).await? {
+    let layout = view.layout(&upgrade.id);
+    let mut all = etcd::upgrade_ops(keyspace, layout, Some(&current.value), &upgrade);
+    all.extend(ops);
+    match store::commit(client, &upgrade_key, guards, all).await? {
         Written::At(revision) => Ok(Some(Committed {
             upgrade,
             desired,
@@ -360,7 +375,9 @@ pub async fn create_task(
     let event_key = keyspace.event(&record.id, record.events);
     record.events += 1;
     let guards = vec![store::fence(leadership_key), store::unchanged(&key, 0)];
-    let ops = vec![store::put(&key, &record), store::put(&event_key, &event)];
+    // A task record names one host: record, host and event fit one transaction.
+    let mut ops = etcd::upgrade_ops(keyspace, HostsLayout::Keys, None, &record);
+    ops.push(store::put(&event_key, &event));
     match store::commit(client, &key, guards, ops).await? {
         Written::At(revision) => Ok(Some((record, revision))),
         Written::Conflict => Ok(None),
@@ -375,6 +392,7 @@ pub async fn clear_maintenance(
     maintenance_key: &str,
     read_at: i64,
     record: &Versioned<Upgrade>,
+    layout: HostsLayout,
     message: &str,
     now: &Timestamp,
 ) -> Result<Option<(Upgrade, Maintenance, i64)>, EtcdError> {
@@ -409,11 +427,9 @@ pub async fn clear_maintenance(
         store::unchanged(maintenance_key, read_at),
         store::unchanged(&record_key, record.mod_revision),
     ];
-    let ops = vec![
-        store::put(maintenance_key, &cleared),
-        store::put(&record_key, &upgrade),
-        store::put(&event_key, &event),
-    ];
+    let mut ops = etcd::upgrade_ops(keyspace, layout, Some(&record.value), &upgrade);
+    ops.push(store::put(maintenance_key, &cleared));
+    ops.push(store::put(&event_key, &event));
     match store::commit(client, maintenance_key, guards, ops).await? {
         Written::At(revision) => Ok(Some((upgrade, cleared, revision))),
         Written::Conflict => Ok(None),

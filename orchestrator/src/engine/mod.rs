@@ -16,7 +16,13 @@
 //! - `progress`: since when each host of an upgrade in progress has made no progress;
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
-//!   creates are then driven like upgrades.
+//!   creates are then driven like upgrades;
+//! - [`retention`]: which finished records (with their hosts' keys and events) are removed.
+//!
+//! An idle leader does no work in proportion to the fleet: the periodic tick runs a pass
+//! only while a record is in progress (timeouts, soaks, windows) or a host's agent has
+//! been gone long enough for a heal to come due ([`Engine::tick_due`]); every other pass
+//! follows a change (a watch, a job, a probe, a self-update, a gate round).
 
 pub mod decide;
 pub mod dispatch;
@@ -25,6 +31,7 @@ pub mod execute;
 pub mod gates;
 pub mod model;
 mod progress;
+pub mod retention;
 pub mod successor;
 pub mod tasks;
 mod upkeep;
@@ -53,6 +60,8 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 const PROBE_FRESH: Duration = Duration::from_secs(10);
 /// Time a Docker probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long records found still in use are not looked at again while nothing else expires.
+const IN_USE_RECHECK: Duration = Duration::from_secs(3600);
 
 /// What the engine is configured with.
 #[derive(Debug, Clone)]
@@ -80,6 +89,8 @@ pub struct EngineConfig {
     pub identities: Option<crate::identities::Identities>,
     /// The Prometheus the soaks' `prometheus` gates ask (its base URL).
     pub prometheus: Option<String>,
+    /// How many finished records are kept, and for how long.
+    pub retention: retention::Retention,
 }
 
 /// Why the engine (or the leadership running it) ended.
@@ -109,6 +120,20 @@ struct Engine {
     gate_rounds: gates::Rounds,
     /// Watches, jobs, probes and self-updates running in the background.
     tasks: JoinSet<()>,
+    /// When the last pass ran.
+    last_pass: Option<Instant>,
+    /// The retention's last look.
+    retired: Retired,
+}
+
+/// What the retention last found.
+#[derive(Default)]
+struct Retired {
+    /// When it looks next.
+    next: Option<Instant>,
+    /// Records past the count or age found all still in use, and when: not looked at again
+    /// (the look reads every host) until the list changes or [`IN_USE_RECHECK`] passed.
+    kept: Option<(Vec<UpgradeId>, Instant)>,
 }
 
 /// Where the engine reads and writes, and the leadership its writes are fenced by.
@@ -207,6 +232,8 @@ pub async fn run(
             results: gates_tx,
         },
         tasks: JoinSet::new(),
+        last_pass: None,
+        retired: Retired::default(),
     };
     for part in Part::ALL {
         let watch = ResumableWatch::new(client.clone(), part.prefix(&keyspace));
@@ -216,6 +243,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cleaned_active = false;
     loop {
+        let mut ticked = false;
         tokio::select! {
             Some((part, update)) = watch_rx.recv() => {
                 engine.on_watch(part, update).await;
@@ -239,7 +267,7 @@ pub async fn run(
                 }
             }
             Some(round) = gates_rx.recv() => engine.gate_rounds.finished(round),
-            _ = tick.tick() => {}
+            _ = tick.tick() => ticked = true,
         }
         while engine.tasks.try_join_next().is_some() {}
         if engine.seen.loaded.len() < Part::ALL.len() {
@@ -248,6 +276,15 @@ pub async fn run(
         if !cleaned_active {
             cleaned_active = engine.clean_active().await;
         }
+        let now = Instant::now();
+        if ticked {
+            engine.retire(now).await;
+        }
+        if ticked && !engine.tick_due(now) {
+            continue;
+        }
+        engine.last_pass = Some(now);
+        Counters::inc(&engine.counters.passes);
         engine.pass().await;
         if let Some(container) = engine.successors.handed_over.take() {
             return Exit::HandedOver { container };
@@ -403,6 +440,63 @@ impl Engine {
             .collect()
     }
 
+    /// Whether a tick has anything to decide ([`tick_due`]).
+    fn tick_due(&self, now: Instant) -> bool {
+        tick_due(
+            &self.seen.view,
+            &self.seen.missing_since,
+            self.config.limits.heal_grace,
+            self.last_pass,
+            now,
+        )
+    }
+
+    /// Removes the finished records the retention no longer keeps, at most every
+    /// [`retention::CHECK_EVERY`].
+    async fn retire(&mut self, now: Instant) {
+        if self.retired.next.is_some_and(|next| now < next) {
+            return;
+        }
+        self.retired.next = Some(now + retention::CHECK_EVERY);
+        let view = &self.seen.view;
+        let candidates =
+            retention::candidates(view, &self.config.retention, std::time::SystemTime::now());
+        if let Some((kept, at)) = &self.retired.kept
+            && *kept == candidates
+            && now.duration_since(*at) < IN_USE_RECHECK
+        {
+            return;
+        }
+        let removable = retention::removable(view, &candidates);
+        if removable.is_empty() {
+            self.retired.kept = (!candidates.is_empty()).then_some((candidates, now));
+            return;
+        }
+        self.retired.kept = None;
+        for chunk in removable.chunks(retention::RECORDS_PER_TXN) {
+            let (mut guards, ops) = retention::remove_ops(&self.etcd.keyspace, chunk);
+            guards.insert(0, store::fence(&self.etcd.leadership_key));
+            let key = self.etcd.keyspace.upgrades_prefix();
+            match store::commit(&self.etcd.client, &key, guards, ops).await {
+                Ok(store::Written::At(_)) => {
+                    Counters::inc(&self.counters.commits);
+                    let ids: Vec<String> = chunk.iter().map(|(id, _)| id.to_string()).collect();
+                    tracing::info!(records = ?ids, "removed finished upgrade records (retention)");
+                }
+                Ok(store::Written::Conflict) => {
+                    Counters::inc(&self.counters.conflicts);
+                    self.retired.next = None;
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not remove finished upgrade records; retrying");
+                    self.retired.next = None;
+                    return;
+                }
+            }
+        }
+    }
+
     async fn pass(&mut self) {
         self.track_alive(Instant::now());
         self.seen.progress.track(&self.seen.view, Instant::now());
@@ -430,11 +524,76 @@ impl Engine {
     }
 }
 
+/// Whether a tick has anything to decide: a record in progress (its timeouts, soak and
+/// windows run on the clock), or a host whose agent has been gone past the heal grace —
+/// since the last pass, or at least [`PROBE_FRESH`] ago (a heal waits for its Docker probe,
+/// whose answer lasts that long). Looks at the records and the hosts without an agent, not
+/// at the fleet.
+fn tick_due(
+    view: &FleetView,
+    missing_since: &BTreeMap<HostId, Instant>,
+    heal_grace: Duration,
+    last_pass: Option<Instant>,
+    now: Instant,
+) -> bool {
+    if view.upgrades.values().any(|u| !u.value.phase.is_terminal()) {
+        return true;
+    }
+    missing_since.values().any(|since| {
+        let due = *since + heal_grace;
+        due <= now && last_pass.is_none_or(|l| due > l || now.duration_since(l) >= PROBE_FRESH)
+    })
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         // Jobs abandoned by this leadership no longer run here.
         for _ in self.jobs.running.values() {
             Counters::dec(&self.counters.jobs_running);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_protocol::UpgradePhase;
+
+    use super::*;
+    use crate::engine::tasks::tests::record;
+
+    #[test]
+    fn an_idle_leader_ticks_without_a_pass() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(30);
+        let mut view = FleetView::default();
+        view.wrote_upgrade(
+            record("u1", "2.0.0", UpgradePhase::Succeeded, 0, &[], None),
+            5,
+        );
+        let none = BTreeMap::new();
+        let later = t0 + Duration::from_secs(3600);
+        assert!(!tick_due(&view, &none, grace, Some(t0), later));
+        // A record in progress runs on the clock.
+        view.wrote_upgrade(
+            record("u1", "2.0.0", UpgradePhase::Installing, 0, &[], None),
+            6,
+        );
+        assert!(tick_due(&view, &none, grace, Some(t0), t0));
+    }
+
+    #[test]
+    fn a_gone_agent_wakes_the_leader_when_its_heal_comes_due_then_every_probe_period() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(30);
+        let view = FleetView::default();
+        let gone = BTreeMap::from([(HostId::new("h1").expect("id"), t0)]);
+        let at = |s| t0 + Duration::from_secs(s);
+        // Not yet due.
+        assert!(!tick_due(&view, &gone, grace, Some(at(1)), at(29)));
+        // Due since the last pass.
+        assert!(tick_due(&view, &gone, grace, Some(at(29)), at(30)));
+        // Looked at already: again once a probe's answer is stale.
+        assert!(!tick_due(&view, &gone, grace, Some(at(31)), at(35)));
+        assert!(tick_due(&view, &gone, grace, Some(at(31)), at(41)));
     }
 }

@@ -106,8 +106,36 @@ pub enum TaskAction {
     },
 }
 
-fn records(view: &FleetView) -> impl Iterator<Item = &Upgrade> {
+fn records(view: &FleetView) -> impl Iterator<Item = &Upgrade> + Clone {
     view.upgrades.values().map(|v| &v.value)
+}
+
+/// The records kept, by the hosts they name, built once per decision: a host is looked up in
+/// the records that name it (a task record names its one host), not in every record kept.
+struct Index<'a> {
+    by_host: BTreeMap<&'a HostId, Vec<&'a Upgrade>>,
+    /// Operator upgrades that succeeded and selected by labels: the fleet's upgrade is one.
+    fleet: Vec<&'a Upgrade>,
+}
+
+impl<'a> Index<'a> {
+    fn new(view: &'a FleetView) -> Self {
+        let mut by_host: BTreeMap<&'a HostId, Vec<&'a Upgrade>> = BTreeMap::new();
+        for u in records(view) {
+            for host in u.hosts.keys() {
+                by_host.entry(host).or_default().push(u);
+            }
+        }
+        let fleet = records(view)
+            .filter(|u| u.phase == P::Succeeded && u.task.is_none() && !u.listed)
+            .collect();
+        Self { by_host, fleet }
+    }
+
+    /// The records naming `host`.
+    fn naming(&self, host: &HostId) -> impl Iterator<Item = &'a Upgrade> + Clone + '_ {
+        self.by_host.get(host).into_iter().flatten().copied()
+    }
 }
 
 fn age(since: &str, now: SystemTime) -> Duration {
@@ -159,6 +187,15 @@ fn undispatched_joins(view: &FleetView) -> impl Iterator<Item = &Upgrade> {
 /// The record that put `host` on its current bundle: the latest that dispatched it or in
 /// which it succeeded, preferring one whose version the host reports as installed.
 pub fn current_bundle<'a>(view: &'a FleetView, host: &HostId) -> Option<&'a Upgrade> {
+    current_bundle_in(records(view), view, host)
+}
+
+/// [`current_bundle`] among `candidates` (every record naming the host, at least).
+fn current_bundle_in<'a>(
+    candidates: impl Iterator<Item = &'a Upgrade> + Clone,
+    view: &FleetView,
+    host: &HostId,
+) -> Option<&'a Upgrade> {
     let reached = |u: &&Upgrade| {
         u.hosts
             .get(host)
@@ -170,11 +207,12 @@ pub fn current_bundle<'a>(view: &'a FleetView, host: &HostId) -> Option<&'a Upgr
         .and_then(|d| d.installed.as_ref())
         .and_then(|i| i.value.bundle_version.clone());
     newest(
-        records(view)
+        candidates
+            .clone()
             .filter(reached)
             .filter(|u| installed.as_ref().is_some_and(|v| *v == u.version)),
     )
-    .or_else(|| newest(records(view).filter(reached)))
+    .or_else(|| newest(candidates.filter(reached)))
 }
 
 /// The bundle `host` runs now, as the record that put it there ([`current_bundle`]) names
@@ -190,7 +228,15 @@ pub fn previous_bundle(view: &FleetView, host: &HostId) -> Option<PreviousBundle
 /// The fleet's upgrade for a host with `spec`: the latest succeeded operator upgrade that
 /// selected by labels only and whose selector matches the host's labels.
 pub fn fleet_upgrade<'a>(view: &'a FleetView, spec: &HostSpec) -> Option<&'a Upgrade> {
-    newest(records(view).filter(|u| {
+    fleet_upgrade_in(records(view), spec)
+}
+
+/// [`fleet_upgrade`] among `candidates`.
+fn fleet_upgrade_in<'a>(
+    candidates: impl Iterator<Item = &'a Upgrade>,
+    spec: &HostSpec,
+) -> Option<&'a Upgrade> {
+    newest(candidates.filter(|u| {
         u.phase == P::Succeeded
             && u.task.is_none()
             && !u.listed
@@ -202,8 +248,14 @@ pub fn fleet_upgrade<'a>(view: &'a FleetView, spec: &HostSpec) -> Option<&'a Upg
 
 /// `<kind>-<host>-<n>`, the first free `n` (the host part shortened if the id would be too
 /// long).
-fn task_id(view: &FleetView, kind: TaskKind, host: &HostId) -> Option<UpgradeId> {
-    let mut n = records(view)
+fn task_id(
+    view: &FleetView,
+    index: &Index<'_>,
+    kind: TaskKind,
+    host: &HostId,
+) -> Option<UpgradeId> {
+    let mut n = index
+        .naming(host)
         .filter(|u| {
             u.task
                 .as_ref()
@@ -265,14 +317,14 @@ fn setting(view: &FleetView, host: &HostId) -> Option<Setting> {
 
 /// Task records carrying out `setting` on `host`.
 fn carried_out<'a>(
-    view: &'a FleetView,
-    host: Option<&'a HostId>,
+    index: &'a Index<'a>,
+    host: &'a HostId,
     s: &'a Setting,
 ) -> impl Iterator<Item = &'a Upgrade> + 'a {
-    records(view).filter(move |u| {
+    index.naming(host).filter(move |u| {
         u.task.as_ref().is_some_and(|t| {
             t.kind == s.kind
-                && host.is_none_or(|h| &t.host == h)
+                && &t.host == host
                 && t.group == s.group
                 && t.maintenance_since.as_ref() == Some(&s.since)
         })
@@ -342,6 +394,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
     let view = o.view;
     let now: Timestamp = humantime::format_rfc3339_millis(o.now).to_string();
     let mut out = Vec::new();
+    let index = Index::new(view);
     let busy = busy_hosts(view);
     let operator_busy = operator_upgrade_in_progress(view);
     if operator_busy {
@@ -369,11 +422,11 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
             continue;
         }
         let mode = view.maintenance(host);
-        let current = current_bundle(view, host);
+        let current = current_bundle_in(index.naming(host), view, host);
 
         // Restart and replace.
         if let Some(s) = setting(view, host) {
-            let done = newest(carried_out(view, Some(host), &s));
+            let done = newest(carried_out(&index, host, &s));
             match done {
                 Some(t) if t.phase == P::Succeeded => {
                     if s.group.is_none() {
@@ -395,7 +448,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
                     let group_key = s.group.clone().map(|g| (s.kind, g, s.since.clone()));
                     let group_free = group_key.as_ref().is_none_or(|k| !groups_busy.contains(k));
                     if let (Some(source), true) = (current, group_free)
-                        && let Some(id) = task_id(view, s.kind, host)
+                        && let Some(id) = task_id(view, &index, s.kind, host)
                     {
                         let scope = match &s.group {
                             Some(g) => format!("of group {g}"),
@@ -446,13 +499,13 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
         );
         if let (Some(gone), Some(source), true) = (gone_for, current, heal_allowed)
             && gone >= limits.heal_grace
-            && heal_backoff_over(view, host, limits.heal_grace, o.now)
+            && heal_backoff_over(&index, host, limits.heal_grace, o.now)
         {
             match o.docker_answers.get(host) {
                 None => out.push(TaskAction::Probe { host: host.clone() }),
                 Some(false) => {}
                 Some(true) => {
-                    if let Some(id) = task_id(view, TaskKind::Heal, host) {
+                    if let Some(id) = task_id(view, &index, TaskKind::Heal, host) {
                         let task = Task {
                             kind: TaskKind::Heal,
                             host: host.clone(),
@@ -480,14 +533,14 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
         if operator_busy || joins_free == 0 || mode == MaintenanceMode::Paused {
             continue;
         }
-        let Some(fleet) = fleet_upgrade(view, spec) else {
+        let Some(fleet) = fleet_upgrade_in(index.fleet.iter().copied(), spec) else {
             continue;
         };
         let installed = docs
             .installed
             .as_ref()
             .and_then(|i| i.value.bundle_version.clone());
-        let tried = records(view).any(|u| {
+        let tried = index.naming(host).any(|u| {
             u.task.as_ref().is_some_and(|t| {
                 t.kind == TaskKind::Join && &t.host == host && t.follows.as_ref() == Some(&fleet.id)
             }) && !(u.phase == P::Aborted && u.reason.as_deref() == Some(JOIN_PREEMPTED))
@@ -495,7 +548,7 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
         if fleet.hosts.contains_key(host) || installed.as_ref() == Some(&fleet.version) || tried {
             continue;
         }
-        if let Some(id) = task_id(view, TaskKind::Join, host) {
+        if let Some(id) = task_id(view, &index, TaskKind::Join, host) {
             let task = Task {
                 kind: TaskKind::Join,
                 host: host.clone(),
@@ -516,14 +569,15 @@ pub fn next_tasks(o: &FleetObserved<'_>, limits: &Limits) -> Vec<TaskAction> {
             joins_free -= 1;
         }
     }
-    out.extend(clear_groups(view));
+    out.extend(clear_groups(view, &index));
     out
 }
 
 /// A failed heal is retried after `grace` × 2^(consecutive failed heals), counted from when
 /// the last one ended.
-fn heal_backoff_over(view: &FleetView, host: &HostId, grace: Duration, now: SystemTime) -> bool {
-    let mut heals: Vec<&Upgrade> = records(view)
+fn heal_backoff_over(index: &Index<'_>, host: &HostId, grace: Duration, now: SystemTime) -> bool {
+    let mut heals: Vec<&Upgrade> = index
+        .naming(host)
         .filter(|u| {
             u.task
                 .as_ref()
@@ -548,7 +602,7 @@ fn heal_backoff_over(view: &FleetView, host: &HostId, grace: Duration, now: Syst
 }
 
 /// Group restart/replace settings whose every host is done.
-fn clear_groups(view: &FleetView) -> Vec<TaskAction> {
+fn clear_groups(view: &FleetView, index: &Index<'_>) -> Vec<TaskAction> {
     let mut out = Vec::new();
     for (group, m) in &view.groups {
         let kind = match m.value.mode {
@@ -573,13 +627,13 @@ fn clear_groups(view: &FleetView) -> Vec<TaskAction> {
                     .as_ref()
                     .is_none_or(|own| own.value.mode == MaintenanceMode::None)
             })
-            .filter(|(h, _)| current_bundle(view, h).is_some())
+            .filter(|(h, _)| current_bundle_in(index.naming(h), view, h).is_some())
             .map(|(h, _)| h)
             .collect();
         let mut last: Option<&Upgrade> = None;
         let mut all_done = !members.is_empty();
         for h in &members {
-            match newest(carried_out(view, Some(h), &s)) {
+            match newest(carried_out(index, h, &s)) {
                 Some(t) if t.phase == P::Succeeded => {
                     if last.is_none_or(|l| t.updated_at > l.updated_at) {
                         last = Some(t);
@@ -606,4 +660,4 @@ fn clear_groups(view: &FleetView) -> Vec<TaskAction> {
 
 #[cfg(test)]
 #[path = "tasks_tests.rs"]
-mod tests;
+pub(crate) mod tests;

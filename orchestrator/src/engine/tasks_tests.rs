@@ -15,9 +15,25 @@ use super::*;
 use crate::engine::model::Limits;
 use crate::view::FleetView;
 
-const T0: &str = "2026-01-01T00:00:00.000Z";
+pub(crate) const T0: &str = "2026-01-01T00:00:00.000Z";
 
-fn at(secs: u64) -> SystemTime {
+/// The registration of host `h`, in group `edge`.
+pub(crate) fn spec(h: &str) -> HostSpec {
+    HostSpec {
+        schema_version: SCHEMA_VERSION,
+        host: id(h),
+        labels: [("group".to_owned(), "edge".to_owned())].into(),
+        docker: "unix:///var/run/docker.sock".into(),
+        path_map: BTreeMap::new(),
+        boot_id_file: None,
+        kernel_release_file: None,
+        container_prefix: None,
+        registered_at: T0.into(),
+    }
+}
+
+/// `secs` seconds after [`T0`].
+pub(crate) fn at(secs: u64) -> SystemTime {
     humantime::parse_rfc3339(T0).expect("T0") + Duration::from_secs(secs)
 }
 
@@ -57,20 +73,7 @@ impl Fx {
     /// A registered host in group `edge`, its agent alive, on bundle `version` (if any).
     fn host(mut self, h: &str, version: Option<&str>) -> Self {
         let docs = self.view.hosts.entry(id(h)).or_default();
-        docs.spec = v(
-            HostSpec {
-                schema_version: SCHEMA_VERSION,
-                host: id(h),
-                labels: [("group".to_owned(), "edge".to_owned())].into(),
-                docker: "unix:///var/run/docker.sock".into(),
-                path_map: BTreeMap::new(),
-                boot_id_file: None,
-                kernel_release_file: None,
-                container_prefix: None,
-                registered_at: T0.into(),
-            },
-            2,
-        );
+        docs.spec = v(spec(h), 2);
         docs.alive = v(
             Alive {
                 schema_version: SCHEMA_VERSION,
@@ -229,7 +232,9 @@ impl Fx {
     }
 }
 
-fn record(
+/// A record `uid` to `version` created `created` seconds after [`T0`], its hosts with their
+/// states (dispatched at `T0` when they reached it).
+pub(crate) fn record(
     uid: &str,
     version: &str,
     phase: P,
@@ -789,7 +794,13 @@ fn the_current_bundle_prefers_the_installed_version() {
 fn task_ids_fit_the_name_limit() {
     let long = "h".repeat(63);
     let view = FleetView::default();
-    let id = task_id(&view, K::Replace, &HostId::new(long).expect("id")).expect("task id");
+    let id = task_id(
+        &view,
+        &Index::new(&view),
+        K::Replace,
+        &HostId::new(long).expect("id"),
+    )
+    .expect("task id");
     assert_eq!(id.as_str().len(), 63);
     assert!(id.as_str().starts_with("replace-hhh") && id.as_str().ends_with("-1"));
 }

@@ -117,9 +117,12 @@ impl Engine {
         message: &str,
     ) -> Option<Versioned<Maintenance>> {
         let current = self.seen.view.upgrades.get(record)?.clone();
+        let layout = self.seen.view.layout(record);
         let now = documents::now();
         let writer = self.writer();
-        match execute::clear_maintenance(writer, key, read_at, &current, message, &now).await {
+        match execute::clear_maintenance(writer, key, read_at, &current, layout, message, &now)
+            .await
+        {
             Ok(Some((upgrade, cleared, revision))) => {
                 Counters::inc(&self.counters.commits);
                 tracing::info!(%key, task = %record, %message, "maintenance mode cleared");

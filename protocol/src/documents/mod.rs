@@ -6,12 +6,14 @@
 //!
 //! This module owns the schema version, [`encode`] and [`decode`]; the documents live in
 //! files by subject (a host's, maintenance, the upgrade record with its strategy and task,
-//! the replicas' coordination, events, API tokens) and are all reachable from here.
+//! its hosts' outcomes, the replicas' coordination, events, API tokens) and are all
+//! reachable from here.
 
 mod coordination;
 mod event;
 mod host;
 mod maintenance;
+mod outcomes;
 mod revert;
 mod soak;
 mod strategy;
@@ -29,6 +31,9 @@ pub use self::coordination::{Active, Candidate};
 pub use self::event::Event;
 pub use self::host::{Alive, Desired, DesiredAction, HostHealth, HostSpec, HostStatus, Installed};
 pub use self::maintenance::{Maintenance, MaintenanceMode};
+pub use self::outcomes::{
+    HostsLayout, RecordWrite, UpgradeHost, assemble, record_writes, stored_record,
+};
 pub use self::revert::{HostRevert, OnFailure, PreviousBundle, RevertState};
 pub use self::soak::{DEFAULT_GATE_STATUS, Gate, Soak};
 pub use self::strategy::{BatchSize, Strategy};

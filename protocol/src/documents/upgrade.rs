@@ -1,5 +1,6 @@
-//! The upgrade record (`upgrades/<id>`): its request, phase and per-host outcomes, the
-//! daisy chain's order, and the orchestrator self-update it may carry.
+//! The upgrade record (`upgrades/<id>`): its request, phase and per-host outcomes (stored
+//! under keys of their own, [`super::outcomes`]), and the orchestrator self-update it may
+//! carry.
 
 use std::collections::BTreeMap;
 
@@ -76,8 +77,10 @@ pub struct Upgrade {
     /// The phase it was paused in, while `Paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_from: Option<UpgradePhase>,
-    /// Per-host outcome, for every selected host.
-    #[serde(default)]
+    /// Per-host outcome, for every selected host. Stored in keys of their own
+    /// (`upgrades/<id>/hosts/<host>`, [`super::UpgradeHost`]); the record's own key carries
+    /// them only if it was written before they had (see [`super::HostsLayout`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<HostId, HostOutcome>,
     /// Why it failed, was aborted or paused (or, when it succeeded, which failures it
     /// tolerated).

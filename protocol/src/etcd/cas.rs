@@ -56,7 +56,7 @@ pub async fn read<T: Document>(
 }
 
 /// Reads a document and the store revision of the read.
-async fn read_at<T: Document>(
+pub(super) async fn read_at<T: Document>(
     client: &Client,
     key: &str,
 ) -> Result<(Option<Versioned<T>>, i64), EtcdError> {

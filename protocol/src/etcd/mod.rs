@@ -1,5 +1,5 @@
-//! etcd helpers every part uses: connecting, compare-and-swap updates, resumable watches,
-//! leases kept alive with a loss signal, leader election, and a client of several members
+//! etcd helpers every part uses: connecting, compare-and-swap updates, prefix reads in
+//! pages, resumable watches, leases kept alive with a loss signal, leader election, and a client of several members
 //! kept off one that is down — behind the `etcd` cargo
 //! feature, so a part that only names the TLS settings ([`EtcdTls`], always here: the
 //! downloader job writes them into the agent's configuration) does not build the gRPC stack.
@@ -15,6 +15,10 @@ mod endpoints;
 pub mod identity;
 #[cfg(feature = "etcd")]
 mod lease;
+#[cfg(feature = "etcd")]
+mod range;
+#[cfg(feature = "etcd")]
+mod records;
 mod tls;
 #[cfg(feature = "etcd")]
 mod watch;
@@ -36,6 +40,10 @@ pub use etcd_client::Client;
 pub use identity::Credential;
 #[cfg(feature = "etcd")]
 pub use lease::KeptLease;
+#[cfg(feature = "etcd")]
+pub use range::{Kv, PAGE_BYTES, PAGE_KEYS, prefix_end, read_prefix, read_prefix_at};
+#[cfg(feature = "etcd")]
+pub use records::{read_upgrade, upgrade_ops};
 pub use tls::EtcdTls;
 #[cfg(feature = "etcd")]
 pub use watch::{KvChange, ResumableWatch, WatchUpdate, fresh_changes};

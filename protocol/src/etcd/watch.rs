@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream, Watcher};
+use etcd_client::{Client, EventType, WatchOptions, WatchStream, Watcher};
 
 use super::EtcdError;
 
@@ -200,22 +200,10 @@ impl ResumableWatch {
     }
 
     async fn snapshot(&mut self) -> Result<WatchUpdate, EtcdError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(EtcdError::request("get", self.prefix.clone()))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.value().to_vec(),
-                )
-            })
+        let (kvs, revision) = super::read_prefix(&self.client, &self.prefix).await?;
+        let kvs = kvs
+            .into_iter()
+            .map(|(key, value, _)| (key, value))
             .collect();
         self.next_revision = revision + 1;
         self.needs_snapshot = false;

@@ -16,6 +16,9 @@ use crate::fleet;
 use crate::pki::TestPki;
 use crate::registry::{self, REGISTRY_BIN};
 
+/// The demo etcd's backend quota: 2 GiB (docs/operations.md, "Sizing etcd").
+const ETCD_QUOTA_BYTES: &str = "2147483648";
+
 /// How long a detached process may take to answer after start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process gets to exit after SIGTERM before SIGKILL.
@@ -198,6 +201,14 @@ pub(super) async fn start_etcd(state: &mut DemoState, detach: bool) -> Result<()
         &format!("baton-demo-{}", state.run_id.as_deref().unwrap_or("x")),
         "--log-level",
         "warn",
+        // What docs/operations.md ("Sizing etcd") asks of a production etcd: history older
+        // than an hour compacted, and the 2 GiB quota etcd defaults to, said out loud.
+        "--auto-compaction-mode",
+        "periodic",
+        "--auto-compaction-retention",
+        "1h",
+        "--quota-backend-bytes",
+        ETCD_QUOTA_BYTES,
     ]
     .map(str::to_owned);
     let args: Vec<String> = args.into_iter().chain(tls_args).collect();

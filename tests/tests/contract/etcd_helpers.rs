@@ -441,3 +441,52 @@ async fn leader_failover_on_a_three_member_cluster() {
     b_election.resign(lead).await.expect("resign");
     assert_eq!(b_election.leader().await.expect("leader"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_larger_than_a_page_is_read_whole_at_one_revision() {
+    let etcd = server().await;
+    let client = etcd.client().await.expect("client");
+    let prefix = "/baton-test/paged/";
+    let n = 2 * etcd::PAGE_KEYS + 17;
+    for i in 0..n {
+        client
+            .kv_client()
+            .put(format!("{prefix}{i:05}"), format!("v{i}"), None)
+            .await
+            .expect("put");
+    }
+    // A key just past the prefix is not part of it.
+    client
+        .kv_client()
+        .put("/baton-test/paged0", "outside", None)
+        .await
+        .expect("put");
+    let (kvs, revision) = etcd::read_prefix(&client, prefix)
+        .await
+        .expect("paged read");
+    let expected = etcd_state(&client, prefix).await;
+    assert_eq!(kvs.len(), usize::try_from(n).expect("count"));
+    let read: BTreeMap<String, Vec<u8>> =
+        kvs.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    assert_eq!(read, expected);
+
+    // Read again as of that revision after changes: the same snapshot, every page alike.
+    client
+        .kv_client()
+        .put(format!("{prefix}00000"), "changed", None)
+        .await
+        .expect("put");
+    client
+        .kv_client()
+        .delete(format!("{prefix}{:05}", n - 1), None)
+        .await
+        .expect("delete");
+    let (again, at) = etcd::read_prefix_at(&client, prefix, revision)
+        .await
+        .expect("read at the revision");
+    assert_eq!(at, revision);
+    assert_eq!(again, kvs);
+    let (now, _) = etcd::read_prefix(&client, prefix).await.expect("read now");
+    assert_eq!(now.len(), kvs.len() - 1);
+    assert_eq!(now[0].1, b"changed".to_vec());
+}

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use crate::support::{Orchestrator, SimFleet, keys_under, until};
 use baton_protocol::api::Command;
 use baton_protocol::api::UpgradeInfo;
-use baton_protocol::documents::HostOutcomeState;
-use baton_protocol::{HostState, UpgradePhase};
+use baton_protocol::documents::{HostOutcomeState, Upgrade, UpgradeHost};
+use baton_protocol::etcd;
+use baton_protocol::{HostState, Keyspace, UpgradeId, UpgradePhase};
 use baton_tests::bundles::{RemoveImages, binaries, build_bundle, prepare_source};
 use baton_tests::etcd::EtcdServer;
 use baton_tests::registration::registration;
@@ -32,9 +33,9 @@ use serde_json::json;
 /// Longest an upgrade of the fleet may take.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Range reads one poll of [`follow`] costs the API: the upgrade and `active`, the hosts
-/// and the groups prefixes.
-const READS_PER_POLL: u64 = 4;
+/// Range reads one poll of [`follow`] costs the API: the upgrade (its record and its hosts'
+/// keys) and `active`, the hosts and the groups prefixes.
+const READS_PER_POLL: u64 = 5;
 
 /// Follows an upgrade (printing what `batonctl upgrade watch` prints) until it reaches
 /// `until` or ends; returns it and how many times it polled.
@@ -275,9 +276,35 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
         }
     }
     assert!(keys_under(&client, "/baton/active").await.is_empty());
+    // Each host's outcome is a key of its own; the record holds the upgrade-wide fields.
+    let ks = Keyspace::default();
+    let id = UpgradeId::new("u-v2").expect("id");
+    let record = etcd::read::<Upgrade>(&client, &ks.upgrade(&id))
+        .await
+        .expect("read the record")
+        .expect("the record");
+    assert!(record.value.hosts.is_empty(), "outcomes out of the record");
+    assert_eq!(
+        keys_under(&client, &ks.upgrade_hosts_prefix(&id))
+            .await
+            .len(),
+        v2.upgrade.hosts.len()
+    );
+    for host in v2.upgrade.hosts.keys() {
+        let key = ks.upgrade_host(&id, host);
+        let own = etcd::read::<UpgradeHost>(&client, &key)
+            .await
+            .expect("read the host's outcome")
+            .unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(
+            own.value.outcome.state,
+            HostOutcomeState::Succeeded,
+            "{key}"
+        );
+    }
 
     // --- What the rolling upgrade cost in etcd requests, per host. The test's own API calls
-    // in the window: creating (2 reads, 1 txn), the hosts check (2 reads), resuming (1 read,
+    // in the window: creating (3 reads, 1 txn), the hosts check (2 reads), resuming (2 reads,
     // 1 txn) and the polls.
     let engine = engine_counters(&api).await;
     let delta = |name: &str| {
@@ -293,7 +320,7 @@ async fn fleet_is_upgraded_to_1_then_rolled_to_2_through_the_api() {
         delta("baton_engine_etcd_reads_total") as f64 / 4.0,
         delta("baton_engine_watch_events_total") as f64 / 4.0,
     );
-    let api_reads = 2 + 2 + 1 + READS_PER_POLL * (polls_1 + polls_2);
+    let api_reads = 3 + 2 + 2 + READS_PER_POLL * (polls_1 + polls_2);
     let api_txns = 2;
     for (method, after) in &requests_after {
         let mut d = after - requests_before.get(method).copied().unwrap_or(0.0);
