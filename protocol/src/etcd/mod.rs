@@ -165,6 +165,36 @@ pub async fn connect_as(
         .map_err(EtcdError::request("connect", endpoints.join(",")))
 }
 
+/// Connects as `credential` to the first of `endpoints` that answers, alone: for
+/// operations on etcd's users and roles, which a client balancing over every member would
+/// send, one request in as many as there are members, to a member that is down (a
+/// restarting member answers `Unavailable`). Errors with the last endpoint's failure.
+#[cfg(feature = "etcd")]
+pub async fn connect_first_answering(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
+) -> Result<Client, EtcdError> {
+    let mut last = None;
+    for endpoint in endpoints {
+        match connect_as(std::slice::from_ref(endpoint), tls, credential).await {
+            Ok(client) => return Ok(client),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(EtcdError::Request {
+        op: "connect",
+        key: String::new(),
+        source: etcd_client::Error::InvalidArgs("no etcd endpoint given".to_owned()),
+    }))
+}
+
+/// etcd refused a user's name or password (as opposed to not answering).
+#[cfg(feature = "etcd")]
+pub fn is_authentication_failure(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("authentication failed"))
+}
+
 #[cfg(all(test, feature = "etcd"))]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //!    and version file, the platform container's image) name the same bundle: the target
 //!    for a host the upgrade succeeded on, the previous one for every other (nothing
 //!    half-applied);
-//! 2. no host got a `desired` for the upgrade twice, and every host told was told once:
+//! 2. no host got a `desired` for the upgrade twice, and every host it succeeded on was told:
 //!    the key's history from the upgrade's start revision, read at past revisions;
 //! 3. the upgrade's events are `0..events`, without a gap;
 //! 4. the upgrade's phase matches its hosts' outcomes, and `active` no longer names it;
@@ -131,8 +131,15 @@ fn phase_matches_hosts(run: &Run, info: &UpgradeInfo) -> Vec<String> {
 
 /// 3: the event keys are exactly `0..events`.
 async fn events_without_gaps(world: &World, run: &Run) -> Vec<String> {
-    let Some(info) = world.upgrade(&run.id).await else {
-        return vec!["no replica serves the upgrade to count its events".to_owned()];
+    let info = match world.try_upgrade(&run.id).await {
+        Ok(info) => info,
+        Err(e) => {
+            let mut why = format!("no replica serves the upgrade to count its events: {e}");
+            for r in &world.replicas {
+                why.push_str(&format!("\n--- {} log:\n{}", r.name, r.log_tail()));
+            }
+            return vec![why];
+        }
     };
     let keys = Keyspace::default();
     let id = info.upgrade.id.clone();
@@ -208,9 +215,11 @@ async fn told_once(world: &World, run: &Run, info: &UpgradeInfo) -> Vec<String> 
             .filter(|d| d.upgrade_id.as_str() == run.id)
             .count();
         let outcome = outcome(info, host);
+        // A host may fail before it is told (its download failed); one that succeeded
+        // was told.
         let dispatched = matches!(
             outcome,
-            Some(HostOutcomeState::Succeeded | HostOutcomeState::Failed | HostOutcomeState::Dispatched)
+            Some(HostOutcomeState::Succeeded | HostOutcomeState::Dispatched)
         );
         if told > 1 || (dispatched && told == 0) {
             problems.push(format!(

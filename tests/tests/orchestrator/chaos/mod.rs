@@ -288,7 +288,23 @@ impl World {
 
     /// The upgrade as the replicas serve it now, if one answers.
     pub async fn upgrade(&self, id: &str) -> Option<UpgradeInfo> {
-        self.api().await?.upgrade(id).await.ok()
+        self.try_upgrade(id).await.ok()
+    }
+
+    /// The upgrade as the replicas serve it now, or what each replica answered.
+    pub async fn try_upgrade(&self, id: &str) -> Result<UpgradeInfo, String> {
+        let mut errors = Vec::new();
+        for r in &self.replicas {
+            if r.role().await.is_none() {
+                errors.push(format!("{}: no answer", r.name));
+                continue;
+            }
+            match r.api.upgrade(id).await {
+                Ok(u) => return Ok(u),
+                Err(e) => errors.push(format!("{}: {e}", r.name)),
+            }
+        }
+        Err(errors.join("; "))
     }
 
     /// Follows `run` until it ends (the API may fail for a while); records what the fleet
@@ -395,7 +411,11 @@ impl World {
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                         .unwrap_or_default();
                     eprintln!("CHAOS RESULT fault {n} ({name}) run {run}: FAILED in {took:?}: {why}");
-                    failures.push(format!("{replay}: {why}"));
+                    failures.push(if why.contains(&replay) {
+                        why
+                    } else {
+                        format!("{replay}: {why}")
+                    });
                     // The next run starts from what the hosts run now.
                     self.on = check::fleet_version(self).await;
                     self.revive().await;

@@ -31,7 +31,9 @@ pub fn outage(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFut
         let _ = docker::run(&["image", "rm", &downloading.upgrade.bundle]).await;
         let at = moment(&mut rng, Duration::ZERO..Duration::from_secs(3));
         tokio::time::sleep(at).await;
-        let down = moment(&mut rng, Duration::from_secs(5)..Duration::from_secs(40));
+        // The jobs try twice, 3 s apart: a short outage is ridden out, a long one fails the
+        // host's download.
+        let down = moment(&mut rng, Duration::from_secs(1)..Duration::from_secs(12));
         eprintln!(
             "CHAOS {}: registry stopped at +{at:?} of {:?} for {down:?}",
             run.id, downloading.upgrade.phase
