@@ -97,8 +97,7 @@ impl Identities {
     /// (a client of every member would send some of the operation's requests to one that
     /// is down).
     pub async fn admin(&self) -> Result<Client, EtcdError> {
-        etcd::connect_first_answering(&self.endpoints, self.tls.as_ref(), Some(&self.admin))
-            .await
+        etcd::connect_first_answering(&self.endpoints, self.tls.as_ref(), Some(&self.admin)).await
     }
 
     /// The roles, and the orchestrator's own user with `own`'s password (idempotent: a

@@ -189,6 +189,24 @@ pub async fn connect_first_answering(
     }))
 }
 
+/// etcd no longer knows the token a password session signs its requests with: a member
+/// restarted (etcd keeps its simple tokens in memory) or the token expired unused. The
+/// session stays refused until it signs in again ([`sign_in_again`]).
+#[cfg(feature = "etcd")]
+pub fn is_invalid_auth_token(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("invalid auth token"))
+}
+
+/// Signs `client` in again as `credential`: a new token for it and every clone of it.
+#[cfg(feature = "etcd")]
+pub async fn sign_in_again(client: &Client, credential: &Credential) -> Result<(), EtcdError> {
+    client
+        .auth_client()
+        .set_client_auth(credential.user.clone(), credential.password.clone())
+        .await
+        .map_err(EtcdError::request("authenticate", credential.user.clone()))
+}
+
 /// etcd refused a user's name or password (as opposed to not answering).
 #[cfg(feature = "etcd")]
 pub fn is_authentication_failure(error: &etcd_client::Error) -> bool {
@@ -203,6 +221,22 @@ mod tests {
         etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
             "etcdserver: revision of auth store is old",
         ))
+    }
+
+    #[test]
+    fn a_forgotten_token_and_a_refused_password_are_told_apart_from_other_refusals() {
+        let status = |s: tonic::Status| etcd_client::Error::GRpcStatus(s);
+        let forgotten = status(tonic::Status::unauthenticated(
+            "etcdserver: invalid auth token",
+        ));
+        let refused = status(tonic::Status::invalid_argument(
+            "etcdserver: authentication failed, invalid user ID or password",
+        ));
+        let down = status(tonic::Status::unavailable("tcp connect error"));
+        assert!(is_invalid_auth_token(&forgotten));
+        assert!(!is_invalid_auth_token(&refused) && !is_invalid_auth_token(&down));
+        assert!(is_authentication_failure(&refused));
+        assert!(!is_authentication_failure(&forgotten) && !is_authentication_failure(&down));
     }
 
     #[test]

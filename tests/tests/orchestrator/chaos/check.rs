@@ -16,6 +16,7 @@
 //! container being removed): the checker reads again until they agree or
 //! [`SETTLE_LIMIT`] passes, then fails with what still disagrees.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::UpgradeInfo;
@@ -124,7 +125,10 @@ fn phase_matches_hosts(run: &Run, info: &UpgradeInfo) -> Vec<String> {
                 problems.push("Failed without a reason".to_owned());
             }
         }
-        other => problems.push(format!("{} ended {other:?}, which no fault asks for", run.id)),
+        other => problems.push(format!(
+            "{} ended {other:?}, which no fault asks for",
+            run.id
+        )),
     }
     problems
 }
@@ -148,7 +152,11 @@ async fn events_without_gaps(world: &World, run: &Run) -> Vec<String> {
         .kv_client()
         .get(
             keys.events_prefix(&id),
-            Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
         )
         .await
         .expect("read events");
@@ -165,8 +173,16 @@ async fn events_without_gaps(world: &World, run: &Run) -> Vec<String> {
     if seqs == expected {
         Vec::new()
     } else {
-        let missing: Vec<u64> = expected.iter().filter(|s| !seqs.contains(s)).copied().collect();
-        let extra: Vec<u64> = seqs.iter().filter(|s| !expected.contains(s)).copied().collect();
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|s| !seqs.contains(s))
+            .copied()
+            .collect();
+        let extra: Vec<u64> = seqs
+            .iter()
+            .filter(|s| !expected.contains(s))
+            .copied()
+            .collect();
         vec![format!(
             "events: the record counts {}, etcd holds {} (missing {missing:?}, beyond the count {extra:?})",
             info.upgrade.events,
@@ -175,13 +191,22 @@ async fn events_without_gaps(world: &World, run: &Run) -> Vec<String> {
     }
 }
 
-/// Every `desired` value `key` held after `from_revision`, newest first, read at past
-/// revisions (each read at the revision before the last change found).
-async fn desired_history(world: &World, key: &str, from_revision: i64) -> Result<Vec<Desired>, String> {
+/// Every `desired` value `key` held after `from_revision` by its revision, read at past
+/// revisions (each read at the revision before the last change found), down to
+/// `floor` (the revision etcd was compacted at, 0 for none: older ones are gone).
+async fn desired_history(
+    world: &World,
+    key: &str,
+    from_revision: i64,
+    floor: i64,
+) -> Result<BTreeMap<i64, Desired>, String> {
     let mut kv = world.client.kv_client();
     let mut at: Option<i64> = None;
-    let mut history = Vec::new();
+    let mut history = BTreeMap::new();
     loop {
+        if at.is_some_and(|r| r < floor) {
+            return Ok(history);
+        }
         let options = at.map(|r| etcd_client::GetOptions::new().with_revision(r));
         let resp = kv
             .get(key, options)
@@ -193,9 +218,23 @@ async fn desired_history(world: &World, key: &str, from_revision: i64) -> Result
         if found.mod_revision() <= from_revision {
             return Ok(history);
         }
-        history.push(documents::decode::<Desired>(key, found.value()).map_err(|e| e.to_string())?);
+        let value = documents::decode::<Desired>(key, found.value()).map_err(|e| e.to_string())?;
+        history.insert(found.mod_revision(), value);
         at = Some(found.mod_revision() - 1);
     }
+}
+
+/// Every host's `desired` history since `run` started (for a fault about to compact
+/// etcd: [`Run::early_history`]).
+pub async fn record_history(world: &World, run: &Run) -> BTreeMap<String, BTreeMap<i64, Desired>> {
+    let mut all = BTreeMap::new();
+    for host in world.sim.fleet.hosts() {
+        let history = desired_history(world, &key(host, HostKey::Desired), run.start_revision, 0)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", run.replay));
+        all.insert(host.name().to_owned(), history);
+    }
+    all
 }
 
 /// 2: each host told at most once, and exactly once if its outcome says it was dispatched.
@@ -203,15 +242,19 @@ async fn told_once(world: &World, run: &Run, info: &UpgradeInfo) -> Vec<String> 
     let mut problems = Vec::new();
     for host in world.sim.fleet.hosts() {
         let key = key(host, HostKey::Desired);
-        let history = match desired_history(world, &key, run.start_revision).await {
-            Ok(h) => h,
-            Err(e) => {
-                problems.push(format!("{}: desired history: {e}", host.name()));
-                continue;
-            }
-        };
+        let mut history =
+            match desired_history(world, &key, run.start_revision, run.compacted_at).await {
+                Ok(h) => h,
+                Err(e) => {
+                    problems.push(format!("{}: desired history: {e}", host.name()));
+                    continue;
+                }
+            };
+        if let Some(early) = run.early_history.get(host.name()) {
+            history.extend(early.clone());
+        }
         let told = history
-            .iter()
+            .values()
             .filter(|d| d.upgrade_id.as_str() == run.id)
             .count();
         let outcome = outcome(info, host);
@@ -289,8 +332,12 @@ async fn host_agrees(world: &World, run: &Run, info: &UpgradeInfo, host: &Host) 
     };
     let v = installed.bundle_version.clone().unwrap_or_default();
     match &s.on_disk {
-        Some(disk) if disk.bundle_version == installed.bundle_version && disk.components == installed.components => {}
-        other => wrong(format!("{INSTALLED_FILE} says {other:?}, etcd's `installed` {installed:?}")),
+        Some(disk)
+            if disk.bundle_version == installed.bundle_version
+                && disk.components == installed.components => {}
+        other => wrong(format!(
+            "{INSTALLED_FILE} says {other:?}, etcd's `installed` {installed:?}"
+        )),
     }
     if let Some((c, cv)) = installed.components.iter().find(|(_, cv)| **cv != v) {
         wrong(format!("component {c} at {cv} on bundle {v}"));
@@ -299,7 +346,10 @@ async fn host_agrees(world: &World, run: &Run, info: &UpgradeInfo, host: &Host) 
         wrong(format!("baton-hello says {:?}, not {v}", s.hello));
     }
     if s.echo_version != v || s.echo_active != "active" {
-        wrong(format!("baton-echo is {} at {:?}, not active at {v}", s.echo_active, s.echo_version));
+        wrong(format!(
+            "baton-echo is {} at {:?}, not active at {v}",
+            s.echo_active, s.echo_version
+        ));
     }
     if !s.kv_image.ends_with(&format!(":{v}")) {
         wrong(format!("baton-kv runs {}, not {v}", s.kv_image));
@@ -307,16 +357,28 @@ async fn host_agrees(world: &World, run: &Run, info: &UpgradeInfo, host: &Host) 
     let state = s.status.as_ref().map(|st| st.state);
     let resting = matches!(
         state,
-        Some(HostState::Idle | HostState::Downloaded | HostState::Done | HostState::Failed | HostState::RolledBack)
+        Some(
+            HostState::Idle
+                | HostState::Downloaded
+                | HostState::Done
+                | HostState::Failed
+                | HostState::RolledBack
+        )
     );
     if !resting {
         wrong(format!("not resting: {state:?}"));
     }
     let expected = match outcome(info, host) {
         Some(HostOutcomeState::Succeeded) => {
-            let ours = s.status.as_ref().and_then(|st| st.upgrade_id.as_ref()).map(|u| u.as_str());
+            let ours = s
+                .status
+                .as_ref()
+                .and_then(|st| st.upgrade_id.as_ref())
+                .map(|u| u.as_str());
             if state != Some(HostState::Done) || ours != Some(run.id.as_str()) {
-                wrong(format!("succeeded, but its status is {state:?} for {ours:?}"));
+                wrong(format!(
+                    "succeeded, but its status is {state:?} for {ours:?}"
+                ));
             }
             run.to
         }
@@ -341,7 +403,10 @@ async fn no_orphaned_jobs(world: &World, run: &Run) -> Vec<String> {
     }
     match docker::run(&args).await {
         Ok(out) if out.trim().is_empty() => Vec::new(),
-        Ok(out) => vec![format!("downloader containers left: {}", out.trim().replace('\n', ", "))],
+        Ok(out) => vec![format!(
+            "downloader containers left: {}",
+            out.trim().replace('\n', ", ")
+        )],
         Err(e) => vec![format!("docker ps: {e}")],
     }
 }

@@ -32,7 +32,10 @@ pub fn members(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFu
         if world.sleep_in(&run, at).await {
             let i = rng.gen_range(0..size);
             let down = moment(&mut rng, Duration::from_secs(1)..Duration::from_secs(10));
-            eprintln!("CHAOS {}: etcd member {i} killed at +{at:?} for {down:?}", run.id);
+            eprintln!(
+                "CHAOS {}: etcd member {i} killed at +{at:?} for {down:?}",
+                run.id
+            );
             world.sim.etcd.kill(i);
             tokio::time::sleep(down).await;
             world

@@ -9,12 +9,14 @@
 //!
 //! - [`leader`]: the leading replica killed (`SIGKILL`) and frozen (`SIGSTOP`) past its lease;
 //! - [`registry`]: the registry stopped during the downloads, the bundle's tag re-pointed;
-//! - [`etcd`]: one of three etcd members killed, then two (quorum lost) for 20 s.
+//! - [`etcd`]: one of three etcd members killed, then two (quorum lost) for 20 s;
+//! - [`agent`]: etcd compacted past the watch of a frozen agent.
 //!
 //! `BATON_CHAOS_SEED` (printed at the start and in every failure) replays a run's moments;
 //! `BATON_CHAOS_RUNS` runs each fault that many times (default 1); `BATON_CHAOS_FAULTS`
 //! (e.g. `1,4`) runs only those faults.
 
+mod agent;
 mod check;
 mod etcd;
 mod leader;
@@ -97,9 +99,7 @@ impl Plan {
     /// The random source of run `run` of fault `fault`: the same seed gives the same moments.
     pub fn rng(&self, fault: u32, run: usize) -> StdRng {
         StdRng::seed_from_u64(
-            self.seed
-                ^ (u64::from(fault) << 48)
-                ^ (run as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            self.seed ^ (u64::from(fault) << 48) ^ (run as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         )
     }
 
@@ -152,6 +152,11 @@ pub struct Run {
     pub start_revision: i64,
     /// Printed in every failure: the seed and how to replay.
     pub replay: String,
+    /// The revision etcd was compacted at during the run (0: not compacted): the checker
+    /// reads no history below it.
+    pub compacted_at: i64,
+    /// Each host's `desired` history read before the compaction.
+    pub early_history: BTreeMap<String, BTreeMap<i64, baton_protocol::documents::Desired>>,
 }
 
 impl World {
@@ -283,6 +288,8 @@ impl World {
             to,
             start_revision,
             replay: replay.to_owned(),
+            compacted_at: 0,
+            early_history: BTreeMap::new(),
         }
     }
 
@@ -310,7 +317,9 @@ impl World {
     /// Follows `run` until it ends (the API may fail for a while); records what the fleet
     /// runs afterwards.
     pub async fn finish(&mut self, run: &Run) -> UpgradeInfo {
-        let info = self.wait_until(run, |u| u.upgrade.phase.is_terminal()).await;
+        let info = self
+            .wait_until(run, |u| u.upgrade.phase.is_terminal())
+            .await;
         self.on = if info.upgrade.phase == UpgradePhase::Succeeded {
             run.to
         } else {
@@ -340,7 +349,11 @@ impl World {
                             .collect::<Vec<_>>()
                     );
                     if now != last {
-                        eprintln!("[{:>6.1}s] {}: {now}", started.elapsed().as_secs_f64(), run.id);
+                        eprintln!(
+                            "[{:>6.1}s] {}: {now}",
+                            started.elapsed().as_secs_f64(),
+                            run.id
+                        );
                         last = now;
                     }
                     if done(&u) || u.upgrade.phase.is_terminal() {
@@ -394,7 +407,10 @@ impl World {
         for run in 0..self.plan.runs {
             let replay = self.plan.replay(n, run);
             let rng = self.plan.rng(n, run);
-            eprintln!("CHAOS fault {n} ({name}) run {run}: seed {}", self.plan.seed);
+            eprintln!(
+                "CHAOS fault {n} ({name}) run {run}: seed {}",
+                self.plan.seed
+            );
             let started = Instant::now();
             // Safe to go on after a failed run: the next one re-reads everything from
             // etcd and the hosts.
@@ -403,14 +419,18 @@ impl World {
                 .await;
             let took = started.elapsed();
             match outcome {
-                Ok(()) => eprintln!("CHAOS RESULT fault {n} ({name}) run {run}: passed in {took:?}"),
+                Ok(()) => {
+                    eprintln!("CHAOS RESULT fault {n} ({name}) run {run}: passed in {took:?}")
+                }
                 Err(panic) => {
                     let why = panic
                         .downcast_ref::<String>()
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                         .unwrap_or_default();
-                    eprintln!("CHAOS RESULT fault {n} ({name}) run {run}: FAILED in {took:?}: {why}");
+                    eprintln!(
+                        "CHAOS RESULT fault {n} ({name}) run {run}: FAILED in {took:?}: {why}"
+                    );
                     failures.push(if why.contains(&replay) {
                         why
                     } else {
@@ -458,14 +478,26 @@ async fn chaos_leader_and_registry_faults() {
     let mut world = World::start(1, plan.clone()).await;
     let mut failures = Vec::new();
     failures.extend(world.fault(1, "leader kill -9", leader::kill).await);
-    failures.extend(world.fault(2, "leader frozen past its lease", leader::freeze).await);
-    failures.extend(world.fault(4, "registry stopped during downloads", registry::outage).await);
-    failures.extend(world.fault(9, "bundle tag re-pointed", registry::repoint).await);
+    failures.extend(
+        world
+            .fault(2, "leader frozen past its lease", leader::freeze)
+            .await,
+    );
+    failures.extend(
+        world
+            .fault(4, "registry stopped during downloads", registry::outage)
+            .await,
+    );
+    failures.extend(
+        world
+            .fault(9, "bundle tag re-pointed", registry::repoint)
+            .await,
+    );
     world.sim.fleet.destroy().expect("fleet cleanup");
     report(&plan, failures);
 }
 
-/// Fault 3 on a fleet whose etcd is a cluster of three members.
+/// Faults 3 and 8 on a fleet whose etcd is a cluster of three members.
 #[tokio::test]
 async fn chaos_etcd_member_faults() {
     let plan = Plan::from_env();
@@ -473,12 +505,17 @@ async fn chaos_etcd_member_faults() {
         "CHAOS seed {} ({} run(s) per fault): BATON_CHAOS_SEED={} replays it",
         plan.seed, plan.runs, plan.seed
     );
-    if !plan.wants(3) {
+    if ![3, 8].iter().any(|&n| plan.wants(n)) {
         return;
     }
     let mut world = World::start(3, plan.clone()).await;
     let mut failures = Vec::new();
     failures.extend(world.fault(3, "etcd members killed", etcd::members).await);
+    failures.extend(
+        world
+            .fault(8, "etcd compacted past a frozen agent", agent::compacted)
+            .await,
+    );
     world.sim.fleet.destroy().expect("fleet cleanup");
     report(&plan, failures);
 }

@@ -21,7 +21,11 @@ use super::{World, check, moment};
 pub fn outage(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFuture<'_, ()> {
     Box::pin(async move {
         // Without the bundle on the engine, each downloader job must pull it.
-        let to = if world.on == "1.0.0" { "2.0.0" } else { "1.0.0" };
+        let to = if world.on == "1.0.0" {
+            "2.0.0"
+        } else {
+            "1.0.0"
+        };
         let tag = world.bundles[to].tag.clone();
         let _ = docker::run(&["image", "rm", &tag]).await;
         let run = world.begin("registry", &replay).await;
@@ -40,7 +44,12 @@ pub fn outage(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFut
         );
         world.sim.registry.stop();
         tokio::time::sleep(down).await;
-        world.sim.registry.restart().await.expect("registry restarts");
+        world
+            .sim
+            .registry
+            .restart()
+            .await
+            .expect("registry restarts");
         eprintln!("CHAOS {}: registry started", run.id);
         let info = world.finish(&run).await;
         check::run(world, &run, &info).await;
@@ -62,7 +71,11 @@ pub fn outage(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFut
 /// Fault 9.
 pub fn repoint(world: &mut World, _rng: StdRng, replay: String) -> LocalBoxFuture<'_, ()> {
     Box::pin(async move {
-        let to = if world.on == "1.0.0" { "2.0.0" } else { "1.0.0" };
+        let to = if world.on == "1.0.0" {
+            "2.0.0"
+        } else {
+            "1.0.0"
+        };
         let other = if to == "1.0.0" { "2.0.0" } else { "1.0.0" };
         let tag = world.bundles[to].tag.clone();
         let other_tag = world.bundles[other].tag.clone();
@@ -80,9 +93,15 @@ pub fn repoint(world: &mut World, _rng: StdRng, replay: String) -> LocalBoxFutur
         eprintln!("CHAOS {}: {tag} now points at bundle {other}", run.id);
         let info = world.finish(&run).await;
         // The tag back where it was, for the runs after this one.
-        docker::run(&["pull", "--quiet", &pinned]).await.expect("pull the pinned bundle");
-        docker::run(&["tag", &pinned, &tag]).await.expect("tag back");
-        docker::run(&["push", "--quiet", &tag]).await.expect("push back");
+        docker::run(&["pull", "--quiet", &pinned])
+            .await
+            .expect("pull the pinned bundle");
+        docker::run(&["tag", &pinned, &tag])
+            .await
+            .expect("tag back");
+        docker::run(&["push", "--quiet", &tag])
+            .await
+            .expect("push back");
         check::run(world, &run, &info).await;
         assert_eq!(
             info.upgrade.phase,
@@ -99,7 +118,8 @@ pub fn repoint(world: &mut World, _rng: StdRng, replay: String) -> LocalBoxFutur
                 .expect("desired")
                 .value;
             assert_eq!(
-                desired.bundle, pinned,
+                desired.bundle,
+                pinned,
                 "{replay}: {} was told another bundle than the pinned one",
                 host.name()
             );
