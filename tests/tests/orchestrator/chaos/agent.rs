@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
-use baton_protocol::HostId;
 use baton_protocol::UpgradePhase;
 use baton_protocol::documents::HostOutcomeState;
+use baton_protocol::documents::HostStatus;
+use baton_protocol::{HostId, HostKey, HostState, Keyspace};
 use futures::future::LocalBoxFuture;
 use rand::rngs::StdRng;
 
@@ -25,17 +26,42 @@ pub fn compacted(world: &mut World, mut rng: StdRng, replay: String) -> LocalBox
         let host = world.sim.fleet.hosts().last().expect("a host").clone();
         let id = HostId::new(host.name()).expect("id");
         let mut run = world.begin("compact", &replay).await;
-        // Frozen right before its turn: once every other host succeeded (no soak: the
-        // orchestrator tells it at once).
-        let others_done = world
-            .wait_until(&run, |u| {
-                u.upgrade
-                    .hosts
-                    .iter()
-                    .filter(|(h, _)| **h != id)
-                    .all(|(_, o)| o.state == HostOutcomeState::Succeeded)
-            })
-            .await;
+        // Frozen right before its turn: as soon as every other host's agent reports Done
+        // for the upgrade (read from etcd, faster than the API), the orchestrator tells it.
+        let others: Vec<String> = world
+            .sim
+            .fleet
+            .hosts()
+            .iter()
+            .filter(|h| h.name() != host.name())
+            .map(|h| Keyspace::default().host(&HostId::new(h.name()).expect("id"), HostKey::Status))
+            .collect();
+        let started = std::time::Instant::now();
+        loop {
+            let mut done = 0;
+            for key in &others {
+                let status = baton_protocol::etcd::read::<HostStatus>(&world.client, key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| v.value);
+                if status.is_some_and(|s| {
+                    s.state == HostState::Done
+                        && s.upgrade_id.as_ref().is_some_and(|u| u.as_str() == run.id)
+                }) {
+                    done += 1;
+                }
+            }
+            if done == others.len() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{replay}: the other hosts are not done after 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let others_done = world.upgrade(&run.id).await.expect("the upgrade");
         let before = others_done.upgrade.hosts.get(&id).map(|h| h.state);
         host.exec_ok(&["systemctl", "kill", "--signal=SIGSTOP", AGENT_UNIT])
             .await
