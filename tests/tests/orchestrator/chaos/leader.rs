@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
-use baton_protocol::UpgradePhase;
 use futures::future::LocalBoxFuture;
 use rand::rngs::StdRng;
 
-use super::{World, check, moment};
+use super::replica::Replica;
+use super::{Run, World, moment};
 
 /// Leader kills in one run of fault 1 (`BATON_CHAOS_RUNS` runs: twice as many moments).
 const KILLS_PER_RUN: usize = 2;
@@ -28,6 +28,27 @@ const WINDOW: Duration = Duration::from_secs(30);
 /// expires in the configured 3 s; election and first pass add a little).
 const TAKEOVER: Duration = Duration::from_secs(30);
 
+/// Does `what` (`fault`) to the leading replica and waits until the other one leads;
+/// returns which was struck and which leads now.
+async fn strike(
+    world: &mut World,
+    run: &Run,
+    what: &str,
+    fault: fn(&mut Replica),
+) -> (usize, usize) {
+    let leader = world.leader().await;
+    let other = 1 - leader;
+    eprintln!(
+        "CHAOS {}: {what} {} (leader)",
+        run.id, world.replicas[leader].name
+    );
+    fault(&mut world.replicas[leader]);
+    world.replicas[other]
+        .wait_role("leader", TAKEOVER, &format!("{}: after {what}", run.replay))
+        .await;
+    (leader, other)
+}
+
 /// Fault 1.
 pub fn kill(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFuture<'_, ()> {
     Box::pin(async move {
@@ -38,26 +59,10 @@ pub fn kill(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFutur
                 eprintln!("CHAOS {}: ended before kill {k} (+{at:?})", run.id);
                 break;
             }
-            let leader = world.leader().await;
-            let other = 1 - leader;
-            eprintln!(
-                "CHAOS {}: kill -9 {} (leader) at +{at:?}",
-                run.id, world.replicas[leader].name
-            );
-            world.replicas[leader].kill();
-            world.replicas[other]
-                .wait_role("leader", TAKEOVER, &format!("{replay}: after kill {k}"))
-                .await;
+            let (leader, _) = strike(world, &run, "kill -9", Replica::kill).await;
             world.replicas[leader].restart().await;
         }
-        let info = world.finish(&run).await;
-        check::run(world, &run, &info).await;
-        assert_eq!(
-            info.upgrade.phase,
-            UpgradePhase::Succeeded,
-            "{replay}: {:?}",
-            info.upgrade.reason
-        );
+        world.finish_succeeded(&run).await;
     })
 }
 
@@ -67,16 +72,7 @@ pub fn freeze(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFut
         let run = world.begin("freeze", &replay).await;
         let at = moment(&mut rng, Duration::ZERO..WINDOW / 2);
         if world.sleep_in(&run, at).await {
-            let leader = world.leader().await;
-            let other = 1 - leader;
-            eprintln!(
-                "CHAOS {}: SIGSTOP {} (leader) at +{at:?}",
-                run.id, world.replicas[leader].name
-            );
-            world.replicas[leader].freeze();
-            world.replicas[other]
-                .wait_role("leader", TAKEOVER, &format!("{replay}: while frozen"))
-                .await;
+            let (leader, other) = strike(world, &run, "SIGSTOP", Replica::freeze).await;
             // Well past the frozen one's lease: the other leads and has been writing.
             let past = moment(&mut rng, Duration::from_secs(3)..Duration::from_secs(10));
             tokio::time::sleep(past).await;
@@ -111,13 +107,6 @@ pub fn freeze(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFut
                 "{replay}: the replica that took over no longer leads"
             );
         }
-        let info = world.finish(&run).await;
-        check::run(world, &run, &info).await;
-        assert_eq!(
-            info.upgrade.phase,
-            UpgradePhase::Succeeded,
-            "{replay}: {:?}",
-            info.upgrade.reason
-        );
+        world.finish_succeeded(&run).await;
     })
 }

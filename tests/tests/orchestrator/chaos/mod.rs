@@ -204,14 +204,7 @@ impl World {
             started.elapsed()
         );
         let run = world.begin("setup", "setting the fleet up").await;
-        let info = world.finish(&run).await;
-        assert_eq!(
-            info.upgrade.phase,
-            UpgradePhase::Succeeded,
-            "installing 1.0.0: {:?}",
-            info.upgrade.reason
-        );
-        check::run(&world, &run, &info).await;
+        world.finish_succeeded(&run).await;
         eprintln!("CHAOS 1.0.0 installed in {:?}", started.elapsed());
         world
     }
@@ -327,6 +320,31 @@ impl World {
             // the next run starts from the bundle the first host runs.
             check::fleet_version(self).await
         };
+        info
+    }
+
+    /// Follows `run` until it ends and checks every invariant ([`check::run`]); returns how
+    /// it ended. The harness's etcd client is connected afresh first (members of the
+    /// cluster may have restarted under it).
+    pub async fn finish_checked(&mut self, run: &Run) -> UpgradeInfo {
+        let info = self.finish(run).await;
+        self.client = self.sim.etcd.client().await.expect("etcd client");
+        check::run(self, run, &info).await;
+        info
+    }
+
+    /// [`World::finish_checked`], and the upgrade must have succeeded.
+    pub async fn finish_succeeded(&mut self, run: &Run) -> UpgradeInfo {
+        let info = self.finish_checked(run).await;
+        assert_eq!(
+            info.upgrade.phase,
+            UpgradePhase::Succeeded,
+            "{}: upgrade {} ended {:?}: {:?}",
+            run.replay,
+            run.id,
+            info.upgrade.phase,
+            info.upgrade.reason
+        );
         info
     }
 

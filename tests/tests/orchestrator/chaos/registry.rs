@@ -15,7 +15,7 @@ use baton_tests::docker;
 use futures::future::LocalBoxFuture;
 use rand::rngs::StdRng;
 
-use super::{World, check, moment};
+use super::{World, moment};
 
 /// Fault 4.
 pub fn outage(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFuture<'_, ()> {
@@ -51,8 +51,7 @@ pub fn outage(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFut
             .await
             .expect("registry restarts");
         eprintln!("CHAOS {}: registry started", run.id);
-        let info = world.finish(&run).await;
-        check::run(world, &run, &info).await;
+        let info = world.finish_checked(&run).await;
         match info.upgrade.phase {
             UpgradePhase::Succeeded => {}
             UpgradePhase::Failed => {
@@ -91,7 +90,7 @@ pub fn repoint(world: &mut World, _rng: StdRng, replay: String) -> LocalBoxFutur
         docker::run(&["tag", &other_tag, &tag]).await.expect("tag");
         docker::run(&["push", "--quiet", &tag]).await.expect("push");
         eprintln!("CHAOS {}: {tag} now points at bundle {other}", run.id);
-        let info = world.finish(&run).await;
+        world.wait_until(&run, |_| false).await;
         // The tag back where it was, for the runs after this one.
         docker::run(&["pull", "--quiet", &pinned])
             .await
@@ -102,13 +101,7 @@ pub fn repoint(world: &mut World, _rng: StdRng, replay: String) -> LocalBoxFutur
         docker::run(&["push", "--quiet", &tag])
             .await
             .expect("push back");
-        check::run(world, &run, &info).await;
-        assert_eq!(
-            info.upgrade.phase,
-            UpgradePhase::Succeeded,
-            "{replay}: {:?}",
-            info.upgrade.reason
-        );
+        world.finish_succeeded(&run).await;
         let keys = Keyspace::default();
         for host in world.sim.fleet.hosts() {
             let key = keys.host(&HostId::new(host.name()).expect("id"), HostKey::Desired);
