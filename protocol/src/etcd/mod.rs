@@ -200,11 +200,18 @@ pub fn is_invalid_auth_token(error: &etcd_client::Error) -> bool {
 /// Signs `client` in again as `credential`: a new token for it and every clone of it.
 #[cfg(feature = "etcd")]
 pub async fn sign_in_again(client: &Client, credential: &Credential) -> Result<(), EtcdError> {
-    client
-        .auth_client()
-        .set_client_auth(credential.user.clone(), credential.password.clone())
-        .await
-        .map_err(EtcdError::request("authenticate", credential.user.clone()))
+    let mut auth = client.auth_client();
+    let (user, password) = (credential.user.clone(), credential.password.clone());
+    match auth.set_client_auth(user.clone(), password.clone()).await {
+        // A member may refuse the sign-in itself for the forgotten token it carries: sign
+        // in without one.
+        Err(e) if is_invalid_auth_token(&e) => {
+            auth.remove_client_auth();
+            auth.set_client_auth(user, password).await
+        }
+        answer => answer,
+    }
+    .map_err(EtcdError::request("authenticate", credential.user.clone()))
 }
 
 /// etcd refused a user's name or password (as opposed to not answering).

@@ -482,58 +482,50 @@ pub fn report(plan: &Plan, failures: Vec<String>) {
     );
 }
 
-/// Faults 1, 2, 4 and 9 on one fleet (one etcd member).
-#[tokio::test]
-async fn chaos_leader_and_registry_faults() {
+/// Runs `faults` (number, name, body) one after the other on one fleet on `members` etcd
+/// members (built only if the plan wants one of them), then fails with every failed run.
+async fn on_one_fleet(members: usize, faults: &[(u32, &str, Fault)]) {
     let plan = Plan::from_env();
     eprintln!(
         "CHAOS seed {} ({} run(s) per fault): BATON_CHAOS_SEED={} replays it",
         plan.seed, plan.runs, plan.seed
     );
-    if ![1, 2, 4, 9].iter().any(|&n| plan.wants(n)) {
+    if !faults.iter().any(|(n, _, _)| plan.wants(*n)) {
         return;
     }
-    let mut world = World::start(1, plan.clone()).await;
+    let mut world = World::start(members, plan.clone()).await;
     let mut failures = Vec::new();
-    failures.extend(world.fault(1, "leader kill -9", leader::kill).await);
-    failures.extend(
-        world
-            .fault(2, "leader frozen past its lease", leader::freeze)
-            .await,
-    );
-    failures.extend(
-        world
-            .fault(4, "registry stopped during downloads", registry::outage)
-            .await,
-    );
-    failures.extend(
-        world
-            .fault(9, "bundle tag re-pointed", registry::repoint)
-            .await,
-    );
+    for (n, name, body) in faults {
+        failures.extend(world.fault(*n, name, *body).await);
+    }
     world.sim.fleet.destroy().expect("fleet cleanup");
     report(&plan, failures);
+}
+
+/// Faults 1, 2, 4 and 9 on one fleet (one etcd member).
+#[tokio::test]
+async fn chaos_leader_and_registry_faults() {
+    on_one_fleet(
+        1,
+        &[
+            (1, "leader kill -9", leader::kill),
+            (2, "leader frozen past its lease", leader::freeze),
+            (4, "registry stopped during downloads", registry::outage),
+            (9, "bundle tag re-pointed", registry::repoint),
+        ],
+    )
+    .await;
 }
 
 /// Faults 3 and 8 on a fleet whose etcd is a cluster of three members.
 #[tokio::test]
 async fn chaos_etcd_member_faults() {
-    let plan = Plan::from_env();
-    eprintln!(
-        "CHAOS seed {} ({} run(s) per fault): BATON_CHAOS_SEED={} replays it",
-        plan.seed, plan.runs, plan.seed
-    );
-    if ![3, 8].iter().any(|&n| plan.wants(n)) {
-        return;
-    }
-    let mut world = World::start(3, plan.clone()).await;
-    let mut failures = Vec::new();
-    failures.extend(world.fault(3, "etcd members killed", etcd::members).await);
-    failures.extend(
-        world
-            .fault(8, "etcd compacted past a frozen agent", agent::compacted)
-            .await,
-    );
-    world.sim.fleet.destroy().expect("fleet cleanup");
-    report(&plan, failures);
+    on_one_fleet(
+        3,
+        &[
+            (3, "etcd members killed", etcd::members),
+            (8, "etcd compacted past a frozen agent", agent::compacted),
+        ],
+    )
+    .await;
 }
