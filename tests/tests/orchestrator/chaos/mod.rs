@@ -313,6 +313,7 @@ impl World {
         let info = self
             .wait_until(run, |u| u.upgrade.phase.is_terminal())
             .await;
+        self.reconnect().await;
         self.on = if info.upgrade.phase == UpgradePhase::Succeeded {
             run.to
         } else {
@@ -323,12 +324,19 @@ impl World {
         info
     }
 
+    /// Connects the harness's etcd client afresh: a member of the cluster that restarted
+    /// refuses the token of a session opened before.
+    pub async fn reconnect(&mut self) {
+        match self.sim.etcd.client().await {
+            Ok(client) => self.client = client,
+            Err(e) => eprintln!("CHAOS etcd client not renewed: {e}"),
+        }
+    }
+
     /// Follows `run` until it ends and checks every invariant ([`check::run`]); returns how
-    /// it ended. The harness's etcd client is connected afresh first (members of the
-    /// cluster may have restarted under it).
+    /// it ended.
     pub async fn finish_checked(&mut self, run: &Run) -> UpgradeInfo {
         let info = self.finish(run).await;
-        self.client = self.sim.etcd.client().await.expect("etcd client");
         check::run(self, run, &info).await;
         info
     }
@@ -455,6 +463,7 @@ impl World {
                         format!("{replay}: {why}")
                     });
                     // The next run starts from what the hosts run now.
+                    self.reconnect().await;
                     self.on = check::fleet_version(self).await;
                     self.revive().await;
                 }
