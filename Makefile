@@ -1,6 +1,6 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
 .PHONY: all deps build test test-vm fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins \
-	bundle-orchestrators orchestrator-image packages
+	bundle-orchestrators orchestrator-image packages chaos
 
 CARGO ?= cargo
 
@@ -109,6 +109,15 @@ packages: deps
 test: lint static bundle-agents bundle-orchestrators orchestrator-bins
 	$(MAKE) --no-print-directory packages PACKAGE_PROFILE=debug
 	CARGO='$(CARGO)' scripts/run-tests.sh
+
+# The fault matrix (docs/reliability.md): each fault CHAOS_RUNS times on the simulated fleet,
+# its moments drawn from CHAOS_SEED (random when unset; printed, with how to replay a run),
+# CHAOS_FAULTS (e.g. 1,3) to run only some. `make test` runs each fault once at a fixed seed.
+CHAOS_RUNS ?= 20
+CHAOS_SEED ?=
+CHAOS_FAULTS ?=
+chaos: static bundle-agents orchestrator-bins
+	CARGO='$(CARGO)' CHAOS_SEED='$(CHAOS_SEED)' CHAOS_RUNS='$(CHAOS_RUNS)' CHAOS_FAULTS='$(CHAOS_FAULTS)' scripts/chaos.sh
 
 # The virtual-machine tier alone: QEMU VMs (TCG; UEFI with systemd-boot, BIOS with GRUB)
 # booting the Debian disks of images/vmhost (built on first use, a few minutes; cached in

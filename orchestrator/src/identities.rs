@@ -110,8 +110,9 @@ impl Identities {
         }
     }
 
-    /// A session as the administrative user (signed in again once the last is
-    /// [`ADMIN_SESSION_REUSE`] old).
+    /// A session as the administrative user, with the first member that answers (a client
+    /// of every member would send some of the operation's requests to one that is down),
+    /// signed in again once the last is [`ADMIN_SESSION_REUSE`] old.
     pub async fn admin(&self) -> Result<Client, EtcdError> {
         let mut session = self.session.lock().await;
         if let Some((client, since)) = session.as_ref()
@@ -120,7 +121,8 @@ impl Identities {
             return Ok(client.clone());
         }
         let client =
-            etcd::connect_as(&self.endpoints, self.tls.as_ref(), Some(&self.admin)).await?;
+            etcd::connect_first_answering(&self.endpoints, self.tls.as_ref(), Some(&self.admin))
+                .await?;
         *session = Some((client.clone(), Instant::now()));
         Ok(client)
     }

@@ -229,11 +229,12 @@ pub async fn serve(
             () = stopped(stop_rx.clone()) => {}
         }
     };
-    // etcd ends a password session's token after `--auth-token-ttl` (300 s) unused; a
-    // cheap read now and then keeps the everyday session's token in use on an idle replica.
+    // etcd ends a password session's token after `--auth-token-ttl` (300 s) unused, and a
+    // restarted member has forgotten every token: a cheap read now and then keeps the
+    // everyday session's token in use, and signs in again when etcd refuses it.
     let keeper = own
-        .is_some()
-        .then(|| tokio::spawn(keep_session(client_for_keeper, keyspace_for_keeper)));
+        .clone()
+        .map(|own| tokio::spawn(keep_session(client_for_keeper, keyspace_for_keeper, own)));
     let (served, (), ()) = tokio::join!(api, elections, signal);
     if let Some(keeper) = keeper {
         keeper.abort();
@@ -241,11 +242,13 @@ pub async fn serve(
     served
 }
 
-/// How often an authenticated session reads (etcd's default token TTL is 300 s).
-const SESSION_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How often an authenticated session reads: well within etcd's default token TTL (300 s),
+/// and often enough that a token a restarted member forgot is replaced within seconds.
+const SESSION_KEEPALIVE: Duration = Duration::from_secs(1);
 
-/// Reads `active` (its count only) every [`SESSION_KEEPALIVE`], forever.
-async fn keep_session(client: Client, keyspace: Keyspace) {
+/// Reads `active` (its count only) every [`SESSION_KEEPALIVE`], forever; signs in again as
+/// `own` when etcd says the session's token is unknown.
+async fn keep_session(client: Client, keyspace: Keyspace, own: Credential) {
     loop {
         tokio::time::sleep(SESSION_KEEPALIVE).await;
         let read = client
@@ -255,8 +258,15 @@ async fn keep_session(client: Client, keyspace: Keyspace) {
                 Some(etcd_client::GetOptions::new().with_count_only()),
             )
             .await;
-        if let Err(error) = read {
-            tracing::warn!(%error, "etcd session keep-alive read failed");
+        match read {
+            Ok(_) => {}
+            Err(error) if etcd::is_invalid_auth_token(&error) => {
+                match etcd::sign_in_again(&client, &own).await {
+                    Ok(()) => tracing::info!("etcd forgot the session's token; signed in again"),
+                    Err(error) => tracing::warn!(%error, "signing in to etcd again failed"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "etcd session keep-alive read failed"),
         }
     }
 }

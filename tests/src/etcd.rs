@@ -184,6 +184,16 @@ impl EtcdCluster {
         Self::start_impl(1, extra_ips, Security::Auth).await
     }
 
+    /// `size` members on 127.0.0.1 (and `extra_ips`) serving TLS, with authentication on,
+    /// as [`EtcdCluster::start_secure`] starts one: a cluster that loses and regains
+    /// members while Baton runs on it.
+    pub async fn start_secure_cluster(
+        size: usize,
+        extra_ips: &[IpAddr],
+    ) -> Result<Self, HarnessError> {
+        Self::start_impl(size, extra_ips, Security::Auth).await
+    }
+
     /// `size` members on 127.0.0.1 (plus `extra_ips` for clients).
     pub async fn start_with(size: usize, extra_ips: &[IpAddr]) -> Result<Self, HarnessError> {
         Self::start_impl(size, extra_ips, Security::None).await
@@ -385,9 +395,33 @@ impl EtcdCluster {
     /// Restarts member `i` with its data folder and ports.
     pub async fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
         self.kill(i);
+        self.spawn(i)?;
+        self.wait_ready(i).await
+    }
+
+    /// Starts the killed members `members` again, all before waiting for any: a member
+    /// is ready only once a quorum runs, so members restored after a lost quorum must
+    /// start together.
+    pub async fn restore(&mut self, members: &[usize]) -> Result<(), HarnessError> {
+        for &i in members {
+            self.kill(i);
+            self.spawn(i)?;
+        }
+        for &i in members {
+            self.wait_ready(i).await?;
+        }
+        Ok(())
+    }
+
+    /// The number of members.
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), HarnessError> {
         let child = spawn_member(&self.members[i], &self.initial_cluster, &self.token)?;
         self.children[i] = Some(child);
-        self.wait_ready(i).await
+        Ok(())
     }
 
     /// The TLS files a client needs (CA and client certificate), for a TLS cluster.

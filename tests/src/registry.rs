@@ -112,22 +112,7 @@ impl Registry {
             }
         })?;
         let log = dir.path().join("registry.log");
-        let log_file = std::fs::File::create(&log).map_err(|source| RegistryError::Io {
-            path: log.clone(),
-            source,
-        })?;
-        let log_err = log_file.try_clone().map_err(|source| RegistryError::Io {
-            path: log.clone(),
-            source,
-        })?;
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|source| RegistryError::NotInstalled { source })?;
+        let child = spawn(&config, &log)?;
         let mut registry = Registry {
             child,
             addr,
@@ -136,6 +121,21 @@ impl Registry {
         };
         registry.wait_ready().await?;
         Ok(registry)
+    }
+
+    /// Stops the registry (SIGKILL), keeping its storage: every pull and push fails until
+    /// [`Registry::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again on its address with its storage (stopping it first if it
+    /// runs) and waits until it answers.
+    pub async fn restart(&mut self) -> Result<(), RegistryError> {
+        self.stop();
+        self.child = spawn(&self.dir.path().join("config.yml"), &self.log)?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> Result<(), RegistryError> {
@@ -236,6 +236,28 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `docker-registry serve config`, its output appended to `log`.
+fn spawn(config: &Path, log: &Path) -> Result<Child, RegistryError> {
+    let io = |source| RegistryError::Io {
+        path: log.to_owned(),
+        source,
+    };
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io)?;
+    let log_err = log_file.try_clone().map_err(io)?;
+    Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|source| RegistryError::NotInstalled { source })
 }
 
 /// The registry's configuration: plain http on `addr`, blobs under `storage`, deletes allowed.

@@ -56,6 +56,9 @@ use crate::view::{FleetView, Part};
 const TICK: Duration = Duration::from_secs(1);
 /// Pause after a watch fails before it is retried.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// First and longest pause between reads of a watched part that failed.
+const SNAPSHOT_RETRY_FIRST: Duration = Duration::from_millis(200);
+const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long a Docker probe's answer is trusted.
 const PROBE_FRESH: Duration = Duration::from_secs(10);
 /// Time a Docker probe may take.
@@ -329,19 +332,28 @@ impl Engine {
         match update {
             // The watch's snapshot carries no per-key revisions, which guards need: read the
             // part again (one range read, at start and after a compaction).
+            // The watch sends no second snapshot unless etcd compacts past it, so a failed
+            // read is tried again here (etcd restarting, a session signing in again) rather
+            // than left for a resync that would never come.
             WatchUpdate::Snapshot { .. } => {
-                Counters::inc(&self.counters.reads);
-                match store::read_prefix(&self.etcd.client, &part.prefix(&self.etcd.keyspace)).await
-                {
-                    Ok((kvs, revision)) => {
-                        self.seen
-                            .view
-                            .load(&self.etcd.keyspace, part, &kvs, revision);
-                        self.seen.loaded.insert(part);
-                    }
-                    Err(error) => {
-                        tracing::warn!(?part, %error, "could not read; waiting for the watch to resync");
-                        self.seen.loaded.remove(&part);
+                self.seen.loaded.remove(&part);
+                let mut backoff = SNAPSHOT_RETRY_FIRST;
+                loop {
+                    Counters::inc(&self.counters.reads);
+                    let prefix = part.prefix(&self.etcd.keyspace);
+                    match store::read_prefix(&self.etcd.client, &prefix).await {
+                        Ok((kvs, revision)) => {
+                            self.seen
+                                .view
+                                .load(&self.etcd.keyspace, part, &kvs, revision);
+                            self.seen.loaded.insert(part);
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(?part, %error, retry_in = ?backoff, "could not read; reading again");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(SNAPSHOT_RETRY_MAX);
+                        }
                     }
                 }
             }

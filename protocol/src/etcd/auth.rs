@@ -73,17 +73,28 @@ pub async fn ensure_user(
         .await;
     match added {
         Ok(_) => {}
-        // Exists with this password already: leave it (changing it would end its sessions).
-        Err(e)
-            if is_benign(&e)
-                && auth
-                    .authenticate(user.to_owned(), credential.password.clone())
-                    .await
-                    .is_ok() => {}
         Err(e) if is_benign(&e) => {
-            auth.user_change_password(user, credential.password.as_str())
+            // Exists: leave it if it signs in with this password already (changing it would
+            // end its sessions, other replicas' among them). Only a refused password is
+            // changed; etcd not answering is an error for the caller to retry.
+            match auth
+                .authenticate(user.to_owned(), credential.password.clone())
                 .await
-                .map_err(EtcdError::request("user passwd", user))?;
+            {
+                Ok(_) => {}
+                Err(e) if super::is_authentication_failure(&e) => {
+                    auth.user_change_password(user, credential.password.as_str())
+                        .await
+                        .map_err(EtcdError::request("user passwd", user))?;
+                }
+                Err(source) => {
+                    return Err(EtcdError::Request {
+                        op: "authenticate",
+                        key: user.to_owned(),
+                        source,
+                    });
+                }
+            }
         }
         Err(source) => {
             return Err(EtcdError::Request {

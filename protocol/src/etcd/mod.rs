@@ -173,6 +173,61 @@ pub async fn connect_as(
         .map_err(EtcdError::request("connect", endpoints.join(",")))
 }
 
+/// Connects as `credential` to the first of `endpoints` that answers, alone: for
+/// operations on etcd's users and roles, which a client balancing over every member would
+/// send, one request in as many as there are members, to a member that is down (a
+/// restarting member answers `Unavailable`). Errors with the last endpoint's failure.
+#[cfg(feature = "etcd")]
+pub async fn connect_first_answering(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
+) -> Result<Client, EtcdError> {
+    let mut last = None;
+    for endpoint in endpoints {
+        match connect_as(std::slice::from_ref(endpoint), tls, credential).await {
+            Ok(client) => return Ok(client),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(EtcdError::Request {
+        op: "connect",
+        key: String::new(),
+        source: etcd_client::Error::InvalidArgs("no etcd endpoint given".to_owned()),
+    }))
+}
+
+/// etcd no longer knows the token a password session signs its requests with: a member
+/// restarted (etcd keeps its simple tokens in memory) or the token expired unused. The
+/// session stays refused until it signs in again ([`sign_in_again`]).
+#[cfg(feature = "etcd")]
+pub fn is_invalid_auth_token(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("invalid auth token"))
+}
+
+/// Signs `client` in again as `credential`: a new token for it and every clone of it.
+#[cfg(feature = "etcd")]
+pub async fn sign_in_again(client: &Client, credential: &Credential) -> Result<(), EtcdError> {
+    let mut auth = client.auth_client();
+    let (user, password) = (credential.user.clone(), credential.password.clone());
+    match auth.set_client_auth(user.clone(), password.clone()).await {
+        // A member may refuse the sign-in itself for the forgotten token it carries: sign
+        // in without one.
+        Err(e) if is_invalid_auth_token(&e) => {
+            auth.remove_client_auth();
+            auth.set_client_auth(user, password).await
+        }
+        answer => answer,
+    }
+    .map_err(EtcdError::request("authenticate", credential.user.clone()))
+}
+
+/// etcd refused a user's name or password (as opposed to not answering).
+#[cfg(feature = "etcd")]
+pub fn is_authentication_failure(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("authentication failed"))
+}
+
 #[cfg(all(test, feature = "etcd"))]
 mod tests {
     use super::*;
@@ -181,6 +236,22 @@ mod tests {
         etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
             "etcdserver: revision of auth store is old",
         ))
+    }
+
+    #[test]
+    fn a_forgotten_token_and_a_refused_password_are_told_apart_from_other_refusals() {
+        let status = |s: tonic::Status| etcd_client::Error::GRpcStatus(s);
+        let forgotten = status(tonic::Status::unauthenticated(
+            "etcdserver: invalid auth token",
+        ));
+        let refused = status(tonic::Status::invalid_argument(
+            "etcdserver: authentication failed, invalid user ID or password",
+        ));
+        let down = status(tonic::Status::unavailable("tcp connect error"));
+        assert!(is_invalid_auth_token(&forgotten));
+        assert!(!is_invalid_auth_token(&refused) && !is_invalid_auth_token(&down));
+        assert!(is_authentication_failure(&refused));
+        assert!(!is_authentication_failure(&forgotten) && !is_authentication_failure(&down));
     }
 
     #[test]

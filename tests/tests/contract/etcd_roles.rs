@@ -14,7 +14,7 @@ use baton_protocol::documents::{Alive, HostStatus};
 use baton_protocol::etcd::identity::{ORCHESTRATOR_ROLE, READER_ROLE};
 use baton_protocol::etcd::{self, Client, Credential, Election, KeptLease, auth};
 use baton_protocol::{HostId, HostKey, Keyspace, UpgradeId};
-use baton_tests::etcd::{EtcdServer, assert_no_key_holds, random_password};
+use baton_tests::etcd::{EtcdCluster, EtcdServer, assert_no_key_holds, random_password};
 
 async fn secure() -> (EtcdServer, Client, Keyspace) {
     let etcd = EtcdServer::start_secure(&[])
@@ -293,4 +293,59 @@ async fn removing_a_host_identity_denies_its_agents_next_write() {
         "the removed credential still authenticates"
     );
     task.abort();
+}
+
+/// With one of three members down, identity operations go to a member that answers: every
+/// one of several issues succeeds (a client balancing over all three would send about one
+/// request in three to the dead member and fail), and a user that exists with the right
+/// password is left alone while a member is down (its sessions go on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_operations_use_a_member_that_answers() {
+    let mut cluster = EtcdCluster::start_secure_cluster(3, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ks = Keyspace::default();
+    let root = cluster.root().expect("root").clone();
+    let endpoints = cluster.endpoints();
+    let tls = cluster.client_tls().cloned();
+    let first = etcd::connect_first_answering(&endpoints, tls.as_ref(), Some(&root))
+        .await
+        .expect("connect");
+    auth::ensure_roles(&first, &ks).await.expect("roles");
+    let own = Credential {
+        user: "baton-orchestrator".to_owned(),
+        password: random_password(),
+    };
+    auth::ensure_user(&first, &own, ORCHESTRATOR_ROLE)
+        .await
+        .expect("user");
+    let session = cluster.client_as(&own).await.expect("own session");
+
+    cluster.kill(0);
+    for i in 0..6 {
+        let admin = etcd::connect_first_answering(&endpoints, tls.as_ref(), Some(&root))
+            .await
+            .unwrap_or_else(|e| panic!("connect {i} with member 0 down: {e}"));
+        let host = HostId::new(format!("h{i}")).expect("id");
+        auth::issue_host_credential(&admin, &ks, &host, random_password())
+            .await
+            .unwrap_or_else(|e| panic!("issue {i} with member 0 down: {e}"));
+        auth::ensure_user(&admin, &own, ORCHESTRATOR_ROLE)
+            .await
+            .unwrap_or_else(|e| panic!("ensure_user {i} with member 0 down: {e}"));
+    }
+    // The orchestrator's session still signs its requests: its password was not reset.
+    let mut kv = session.kv_client();
+    let mut answered = false;
+    for _ in 0..6 {
+        match kv.get(ks.active(), None).await {
+            Ok(_) => answered = true,
+            Err(e) => assert!(
+                !e.to_string().contains("invalid auth token")
+                    && !e.to_string().contains("authentication failed"),
+                "the orchestrator's session was ended: {e}"
+            ),
+        }
+    }
+    assert!(answered, "no read answered with member 0 down");
 }

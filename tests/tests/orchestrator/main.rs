@@ -13,6 +13,7 @@
 
 mod agent_maintenance;
 mod api;
+mod chaos;
 mod cli;
 mod daisy;
 mod engine;

@@ -246,6 +246,12 @@ impl SimFleet {
     /// Starts a registry, `hosts` simulated hosts and etcd; fails saying what is missing
     /// (Docker, etcd, the simulated-host image's tools).
     pub async fn start(hosts: usize) -> SimFleet {
+        Self::start_with(hosts, 1).await
+    }
+
+    /// [`SimFleet::start`] on an etcd cluster of `members` members (every one reachable
+    /// by the hosts; the clients of Baton's parts are given all of them).
+    pub async fn start_with(hosts: usize, members: usize) -> SimFleet {
         bundles::require_docker().await;
         let registry = Registry::start().await.expect("registry");
         let fleet = Fleet::start(hosts, FleetOptions::default())
@@ -254,7 +260,7 @@ impl SimFleet {
         // TLS and authentication on, as Baton runs (docs/security.md): each host gets its
         // own identity from the orchestrator; the CA and the client certificate etcd
         // requires are on every host, in its /etc/baton.
-        let etcd = EtcdServer::start_secure(&[IpAddr::V4(fleet.gateway_ip())])
+        let etcd = EtcdServer::start_secure_cluster(members, &[IpAddr::V4(fleet.gateway_ip())])
             .await
             .expect("etcd");
         let tls = etcd.client_tls().expect("TLS").clone();
