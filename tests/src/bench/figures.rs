@@ -13,7 +13,7 @@ use batonctl::client::ApiClient;
 use etcd_client::WatchOptions;
 
 use super::fleet::host_id;
-use super::history::{self, Change, History, Writer};
+use super::history::{self, Change, Writer};
 use super::metrics::{self, EtcdCounts};
 use super::world::{ALL_AT_ONCE_VERSION, ROLLING_VERSION, World};
 use crate::error::HarnessError;

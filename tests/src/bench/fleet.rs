@@ -57,10 +57,18 @@ pub fn registration(root: &Path, i: usize, docker: &str, labels: &[(&str, &str)]
 
 /// The running agents of the simulated hosts; dropping it stops them (their leases then
 /// expire).
-#[derive(Debug)]
 pub struct SimulatedFleet {
     agents: Vec<JoinHandle<()>>,
     clients: Vec<Client>,
+}
+
+impl std::fmt::Debug for SimulatedFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedFleet")
+            .field("agents", &self.agents.len())
+            .field("clients", &self.clients.len())
+            .finish()
+    }
 }
 
 impl Drop for SimulatedFleet {

@@ -54,6 +54,15 @@ pub struct World {
     _dir: tempfile::TempDir,
 }
 
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("fleet", &self.fleet)
+            .field("bundles", &self.bundles)
+            .finish_non_exhaustive()
+    }
+}
+
 impl World {
     /// Starts it all for `hosts` hosts.
     pub async fn start(hosts: usize) -> Result<World, HarnessError> {
