@@ -90,7 +90,7 @@ impl SimulatedFleet {
         let mut agents = Vec::with_capacity(hosts);
         for i in 0..hosts {
             let id = host_id(i);
-            let config = agent_config(root, &id, &etcd.endpoints(), &trusted)?;
+            let config = agent_config(root, &id, etcd, &trusted)?;
             let client = clients[i % clients.len()].clone();
             let agent = Agent::with_client(config, Arc::new(NoWorkHost), client)
                 .map_err(|e| HarnessError(format!("agent of {id}: {e}")))?;
@@ -122,7 +122,7 @@ impl SimulatedFleet {
 fn agent_config(
     root: &Path,
     id: &str,
-    endpoints: &[String],
+    etcd: &EtcdServer,
     trusted: &Path,
 ) -> Result<AgentConfig, HarnessError> {
     let dir = host_root(root, id);
@@ -133,13 +133,35 @@ fn agent_config(
     std::fs::write(&boot_id, format!("{id}-boot-1\n"))
         .and_then(|()| std::fs::write(&kernel, "6.1.0-bench\n"))
         .map_err(|e| HarnessError(format!("{}: {e}", dir.display())))?;
-    let text = format!(
-        "host_id = {id:?}\netcd_endpoints = {endpoints:?}\nstate_dir = {state:?}\n\
-         boot_id_file = {boot_id:?}\nkernel_release_file = {kernel:?}\n\
-         trusted_keys_dir = {trusted:?}\ncontainer_prefix = \"{id}-\"\n"
-    );
+    let text = config_text(id, etcd, &state, &boot_id, &kernel, trusted, "");
     let path = dir.join("agent.toml");
     AgentConfig::parse(&path, &text).map_err(|e| HarnessError(e.to_string()))
+}
+
+/// An agent's configuration file for host `id` against `etcd` (with its TLS), its files
+/// where given, and `extra` top-level settings.
+pub(super) fn config_text(
+    id: &str,
+    etcd: &EtcdServer,
+    state: &Path,
+    boot_id: &Path,
+    kernel: &Path,
+    trusted: &Path,
+    extra: &str,
+) -> String {
+    let mut text = format!(
+        "host_id = {id:?}\netcd_endpoints = {:?}\nstate_dir = {state:?}\n\
+         boot_id_file = {boot_id:?}\nkernel_release_file = {kernel:?}\n\
+         trusted_keys_dir = {trusted:?}\ncontainer_prefix = \"{id}-\"\n{extra}",
+        etcd.endpoints()
+    );
+    if let Some(tls) = etcd.client_tls() {
+        text.push_str(&format!("\n[tls]\nca_file = {:?}\n", tls.ca_file));
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            text.push_str(&format!("cert_file = {cert:?}\nkey_file = {key:?}\n"));
+        }
+    }
+    text
 }
 
 /// [`AGENT_CLIENTS`] clients connected as the simulated hosts' identity (made once).

@@ -151,18 +151,15 @@ fn write_config(
     std::fs::write(&boot_id, "idle-boot-1\n").map_err(io(&boot_id))?;
     std::fs::write(&kernel, "6.1.0-bench\n").map_err(io(&kernel))?;
     std::fs::write(&credential_file, credential.to_file_text()).map_err(io(&credential_file))?;
-    let mut text = format!(
-        "host_id = \"idle-agent\"\netcd_endpoints = {:?}\nstate_dir = {state:?}\n\
-         boot_id_file = {boot_id:?}\nkernel_release_file = {kernel:?}\n\
-         trusted_keys_dir = {keys:?}\ncredential_file = {credential_file:?}\n",
-        etcd.endpoints()
+    let text = super::fleet::config_text(
+        "idle-agent",
+        etcd,
+        &state,
+        &boot_id,
+        &kernel,
+        &keys,
+        &format!("credential_file = {credential_file:?}\n"),
     );
-    if let Some(tls) = etcd.client_tls() {
-        text.push_str(&format!("\n[tls]\nca_file = {:?}\n", tls.ca_file));
-        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-            text.push_str(&format!("cert_file = {cert:?}\nkey_file = {key:?}\n"));
-        }
-    }
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).map_err(io(&path))?;
     Ok(path)
