@@ -151,7 +151,7 @@ impl Rolling {
 /// Upgrades the first [`ROLLING_HOSTS`] hosts to [`ROLLING_VERSION`] in batches of one.
 pub async fn rolling(world: &World, id: &str, fleet: usize) -> Result<Rolling, HarnessError> {
     let hosts: Vec<String> = (0..ROLLING_HOSTS.min(fleet)).map(host_id).collect();
-    let round_trip = put_watch_round_trip(&world.client).await?;
+    let round_trip = put_watch_round_trip(&world.client().await?).await?;
     let history = world.history().await?;
     let request = serde_json::json!({
         "image": world.bundle(ROLLING_VERSION)?,

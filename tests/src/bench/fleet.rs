@@ -22,6 +22,9 @@ use crate::etcd::{EtcdServer, random_password};
 
 /// etcd clients the simulated agents share.
 pub const AGENT_CLIENTS: usize = 4;
+/// How often the shared clients authenticate again: etcd's simple tokens expire after
+/// 5 minutes unused, and the agents' streams (keep-alives, watches) do not count as use.
+const REAUTHENTICATE: std::time::Duration = std::time::Duration::from_secs(120);
 /// The etcd user and role of the simulated hosts.
 const AGENTS_IDENTITY: &str = "baton-bench-hosts";
 
@@ -60,6 +63,8 @@ pub fn registration(root: &Path, i: usize, docker: &str, labels: &[(&str, &str)]
 pub struct SimulatedFleet {
     agents: Vec<JoinHandle<()>>,
     clients: Vec<Client>,
+    /// Keeps the clients' authentication tokens fresh.
+    reauthenticate: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SimulatedFleet {
@@ -73,7 +78,7 @@ impl std::fmt::Debug for SimulatedFleet {
 
 impl Drop for SimulatedFleet {
     fn drop(&mut self) {
-        for agent in &self.agents {
+        for agent in self.agents.iter().chain(&self.reauthenticate) {
             agent.abort();
         }
     }
@@ -83,7 +88,23 @@ impl SimulatedFleet {
     /// Starts the agents of hosts `0..hosts` (their folders under `root`) against `etcd`,
     /// sharing [`AGENT_CLIENTS`] clients connected as the simulated hosts' identity.
     pub async fn start(etcd: &EtcdServer, root: &Path, hosts: usize) -> Result<Self, HarnessError> {
-        let clients = agent_clients(etcd).await?;
+        let (clients, credential) = agent_clients(etcd).await?;
+        let reauthenticate = credential.map(|c| {
+            let clients = clients.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(REAUTHENTICATE).await;
+                    for client in &clients {
+                        let mut client = client.clone();
+                        if let Err(error) =
+                            client.set_client_auth(c.user.clone(), c.password.clone()).await
+                        {
+                            eprintln!("simulated hosts' etcd client: authenticate: {error}");
+                        }
+                    }
+                }
+            })
+        });
         let trusted = root.join("trusted-keys");
         std::fs::create_dir_all(&trusted)
             .map_err(|e| HarnessError(format!("{}: {e}", trusted.display())))?;
@@ -98,7 +119,11 @@ impl SimulatedFleet {
                 agent.run(std::future::pending()).await;
             }));
         }
-        Ok(SimulatedFleet { agents, clients })
+        Ok(SimulatedFleet {
+            agents,
+            clients,
+            reauthenticate,
+        })
     }
 
     /// How many agents run.
@@ -164,8 +189,11 @@ pub(super) fn config_text(
     text
 }
 
-/// [`AGENT_CLIENTS`] clients connected as the simulated hosts' identity (made once).
-async fn agent_clients(etcd: &EtcdServer) -> Result<Vec<Client>, HarnessError> {
+/// [`AGENT_CLIENTS`] clients connected as the simulated hosts' identity (made once), and
+/// that identity (authentication on).
+async fn agent_clients(
+    etcd: &EtcdServer,
+) -> Result<(Vec<Client>, Option<Credential>), HarnessError> {
     let credential = match etcd.root() {
         Some(_) => Some(hosts_identity(etcd).await?),
         None => None,
@@ -177,7 +205,7 @@ async fn agent_clients(etcd: &EtcdServer) -> Result<Vec<Client>, HarnessError> {
             None => etcd.client().await?,
         });
     }
-    Ok(clients)
+    Ok((clients, credential))
 }
 
 /// The simulated hosts' etcd identity (authentication on): a user whose role may write

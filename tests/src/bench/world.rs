@@ -45,8 +45,6 @@ pub struct World {
     pub bundles: Vec<(String, String, String)>,
     /// How long registering every host through the API took.
     pub registration: Duration,
-    /// The harness's client (etcd's root).
-    pub client: Client,
     /// The registry.
     pub registry: Registry,
     /// etcd.
@@ -98,14 +96,12 @@ impl World {
         let started = Instant::now();
         register(&orchestrator, dir.path(), hosts, docker.endpoint()).await?;
         let registration = started.elapsed();
-        let client = etcd.client().await?;
         Ok(World {
             fleet,
             orchestrator,
             docker,
             bundles,
             registration,
-            client,
             registry,
             etcd,
             _images: images,
@@ -122,10 +118,17 @@ impl World {
             .ok_or_else(|| HarnessError(format!("no bundle {version}")))
     }
 
+    /// A new client as etcd's root: a client's authentication token expires after some
+    /// minutes unused, and a watch does not renew it.
+    pub async fn client(&self) -> Result<Client, HarnessError> {
+        self.etcd.client().await
+    }
+
     /// etcd's revision now.
     pub async fn revision(&self) -> Result<i64, HarnessError> {
         let resp = self
-            .client
+            .client()
+            .await?
             .kv_client()
             .get(
                 "/baton-bench/",
@@ -139,7 +142,7 @@ impl World {
     /// Records every change from now on.
     pub async fn history(&self) -> Result<History, HarnessError> {
         Ok(History::start(
-            self.client.clone(),
+            self.client().await?,
             Keyspace::default(),
             self.revision().await? + 1,
         ))

@@ -52,11 +52,11 @@ async fn an_all_at_once_upgrade_of_200_simulated_hosts_does_every_host_once() {
     // succeeded once, nothing failed.
     let prefix = Keyspace::default().events_prefix(&upgrade.id);
     let mut per_kind: BTreeMap<EventKind, BTreeMap<Option<HostId>, usize>> = BTreeMap::new();
+    let client = world.client().await.unwrap_or_else(|e| panic!("{e}"));
     let mut key = prefix.clone();
     let end = etcd_client::GetOptions::new().with_range(format!("{}0", prefix.trim_end_matches('/')));
     loop {
-        let resp = world
-            .client
+        let resp = client
             .kv_client()
             .get(key.as_str(), Some(end.clone().with_limit(500)))
             .await
