@@ -96,8 +96,9 @@ impl SimulatedFleet {
                     tokio::time::sleep(REAUTHENTICATE).await;
                     for client in &clients {
                         let mut client = client.clone();
-                        if let Err(error) =
-                            client.set_client_auth(c.user.clone(), c.password.clone()).await
+                        if let Err(error) = client
+                            .set_client_auth(c.user.clone(), c.password.clone())
+                            .await
                         {
                             eprintln!("simulated hosts' etcd client: authenticate: {error}");
                         }

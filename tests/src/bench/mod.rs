@@ -113,30 +113,19 @@ async fn fleet_figures(report: &mut Report, hosts: usize) -> Result<(), HarnessE
         &name("etcd.bytes_received_per_host"),
         etcd.bytes_received / n,
     );
-    report.figure(
-        &name("etcd.bytes_written_per_host"),
-        upgrade.bytes_written(None) as f64 / n,
-    );
-    report.figure(
-        &name("etcd.bytes_written_per_host.orchestrator"),
-        upgrade.bytes_written(Some(Writer::Orchestrator)) as f64 / n,
-    );
-    report.figure(
-        &name("etcd.bytes_written_per_host.agents"),
-        upgrade.bytes_written(Some(Writer::Agent)) as f64 / n,
-    );
-    report.figure(
-        &name("etcd.writes_per_host"),
-        upgrade.writes(None) as f64 / n,
-    );
-    report.figure(
-        &name("etcd.writes_per_host.orchestrator"),
-        upgrade.writes(Some(Writer::Orchestrator)) as f64 / n,
-    );
-    report.figure(
-        &name("etcd.writes_per_host.agents"),
-        upgrade.writes(Some(Writer::Agent)) as f64 / n,
-    );
+    for (suffix, writer) in [
+        ("", None),
+        (".orchestrator", Some(Writer::Orchestrator)),
+        (".agents", Some(Writer::Agent)),
+    ] {
+        let bytes = upgrade.bytes_written(writer) as f64 / n;
+        report.figure(
+            &name(&format!("etcd.bytes_written_per_host{suffix}")),
+            bytes,
+        );
+        let writes = upgrade.writes(writer) as f64 / n;
+        report.figure(&name(&format!("etcd.writes_per_host{suffix}")), writes);
+    }
     report.figure(&name("stand_in_docker.jobs"), world.docker.jobs() as f64);
     let rolling = figures::rolling(&world, "bench-rolling", hosts).await?;
     report.text(&name("rolling.phase"), &rolling.phase.to_string());

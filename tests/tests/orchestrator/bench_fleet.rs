@@ -54,7 +54,8 @@ async fn an_all_at_once_upgrade_of_200_simulated_hosts_does_every_host_once() {
     let mut per_kind: BTreeMap<EventKind, BTreeMap<Option<HostId>, usize>> = BTreeMap::new();
     let client = world.client().await.unwrap_or_else(|e| panic!("{e}"));
     let mut key = prefix.clone();
-    let end = etcd_client::GetOptions::new().with_range(format!("{}0", prefix.trim_end_matches('/')));
+    let end =
+        etcd_client::GetOptions::new().with_range(format!("{}0", prefix.trim_end_matches('/')));
     loop {
         let resp = client
             .kv_client()
@@ -62,8 +63,13 @@ async fn an_all_at_once_upgrade_of_200_simulated_hosts_does_every_host_once() {
             .await
             .expect("read events");
         for kv in resp.kvs() {
-            let event: Event = decode(&String::from_utf8_lossy(kv.key()), kv.value()).expect("event");
-            *per_kind.entry(event.kind).or_default().entry(event.host).or_default() += 1;
+            let event: Event =
+                decode(&String::from_utf8_lossy(kv.key()), kv.value()).expect("event");
+            *per_kind
+                .entry(event.kind)
+                .or_default()
+                .entry(event.host)
+                .or_default() += 1;
         }
         match resp.kvs().last() {
             Some(last) if resp.more() => key = format!("{}\0", String::from_utf8_lossy(last.key())),
@@ -82,11 +88,17 @@ async fn an_all_at_once_upgrade_of_200_simulated_hosts_does_every_host_once() {
     once_per_host(EventKind::HostDispatched);
     once_per_host(EventKind::HostSucceeded);
     assert_eq!(
-        per_kind.get(&EventKind::Created).map(|h| h.values().sum::<usize>()),
+        per_kind
+            .get(&EventKind::Created)
+            .map(|h| h.values().sum::<usize>()),
         Some(1),
         "created events"
     );
     for kind in [EventKind::HostFailed, EventKind::HostSkipped] {
-        assert!(!per_kind.contains_key(&kind), "{kind:?} events: {:?}", per_kind.get(&kind));
+        assert!(
+            !per_kind.contains_key(&kind),
+            "{kind:?} events: {:?}",
+            per_kind.get(&kind)
+        );
     }
 }

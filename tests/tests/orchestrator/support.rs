@@ -18,7 +18,6 @@ use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
 use baton_protocol::TokenName;
 use baton_protocol::etcd::{Client, EtcdTls};
-use baton_protocol::manifest::Manifest;
 use baton_tests::bundles;
 pub use baton_tests::bundles::{RemoveImages, push_tiny_bundle, tiny_manifest};
 use baton_tests::etcd::EtcdServer;
