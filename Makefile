@@ -1,6 +1,6 @@
 # Baton: `make test` checks everything; `make demo` upgrades a local simulated fleet.
-.PHONY: all deps build test test-vm fmt lint unit demo demo-down clean static bundle-agents bundles orchestrator-bins \
-	bundle-orchestrators orchestrator-image packages chaos
+.PHONY: all deps build test test-vm fmt lint unit demo demo-down bench chaos clean static bundle-agents \
+	bundles orchestrator-bins bundle-orchestrators orchestrator-image packages
 
 CARGO ?= cargo
 
@@ -135,6 +135,14 @@ demo: deps static bundle-agents bundle-orchestrators
 demo-down:
 	@$(CARGO) build --quiet -p baton-tests --bin baton-demo
 	$(TARGET_DIR)/debug/baton-demo down
+
+# Baton at fleet size (docs/benchmarks.md): for each of BENCH_HOSTS (default 100,1000,10000)
+# an all-at-once and a rolling upgrade of simulated hosts through the real orchestrator, then
+# the idle static agent and the downloader's staging; prints `bench: NAME=VALUE` lines and
+# writes $(TARGET_DIR)/bench/report.json.
+bench: deps static
+	$(CARGO) build -p baton-orchestrator --bin baton-orchestrator -p baton-tests --bin baton-bench
+	$(TARGET_DIR)/debug/baton-bench
 
 clean:
 	$(CARGO) clean

@@ -20,7 +20,9 @@ struct Cli {
     log_json: bool,
 }
 
-#[tokio::main]
+// One thread: the agent waits on etcd almost all the time, and its host work runs on
+// blocking threads that exist only while it works.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // No timestamps: the journal adds its own.

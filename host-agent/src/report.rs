@@ -1,10 +1,15 @@
 //! Writing this host's `status`, `installed` and `alive` documents.
 //!
 //! Status changes are compare-and-swap updates checked against the host state machine: an
-//! illegal transition is refused (and logged) rather than written.
+//! illegal transition is refused (and logged) rather than written. The agent is the only
+//! writer of its `status` and `installed`: each write is guarded by the revision of the
+//! agent's own last write (or read) of the key, so a change is one request; the key is read
+//! again only when that guard fails.
+
+use std::sync::Arc;
 
 use baton_protocol::documents::{self, Alive, HostHealth, HostStatus, Installed};
-use baton_protocol::etcd::{self, Change, Client, EtcdError, KeptLease};
+use baton_protocol::etcd::{self, Change, Client, EtcdError, KeptLease, Known};
 use baton_protocol::state::TransitionError;
 use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradeId};
 
@@ -14,6 +19,11 @@ pub struct Reporter {
     client: Client,
     keyspace: Keyspace,
     host: HostId,
+    /// `status` as last written or read, with its revision; a lock held through a write, so
+    /// one write at a time.
+    status: Arc<tokio::sync::Mutex<Option<Known<HostStatus>>>>,
+    /// `installed`, the same way.
+    installed: Arc<tokio::sync::Mutex<Option<Known<Installed>>>>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -31,6 +41,8 @@ impl Reporter {
             client,
             keyspace,
             host,
+            status: Arc::default(),
+            installed: Arc::default(),
         }
     }
 
@@ -49,8 +61,12 @@ impl Reporter {
         started_at: Option<&str>,
     ) -> Result<(), EtcdError> {
         let key = self.key(HostKey::Status);
-        let result =
-            etcd::update::<HostStatus, TransitionError, _>(&self.client, &key, |current| {
+        let mut known = self.status.lock().await;
+        let result = etcd::update_known::<HostStatus, TransitionError, _>(
+            &self.client,
+            &key,
+            &mut known,
+            |current| {
                 let from = current.map_or(HostState::Idle, |c| c.state);
                 from.check_transition(state)?;
                 let next = HostStatus {
@@ -78,8 +94,9 @@ impl Reporter {
                 } else {
                     Change::Put(next)
                 })
-            })
-            .await?;
+            },
+        )
+        .await?;
         if let Err(e) = result {
             tracing::error!(host = %self.host, error = %e, "refusing to write an illegal status");
         } else {
@@ -97,61 +114,79 @@ impl Reporter {
         message: &str,
     ) -> Result<(), EtcdError> {
         let key = self.key(HostKey::Status);
-        etcd::update::<HostStatus, std::convert::Infallible, _>(&self.client, &key, |current| {
-            let Some(current) = current
-                .filter(|c| c.state == HostState::Done && c.upgrade_id.as_ref() == Some(upgrade))
-            else {
-                return Ok(Change::Keep);
-            };
-            let same = current
-                .health
-                .as_ref()
-                .is_some_and(|h| h.healthy == healthy && h.message == message);
-            if same {
-                return Ok(Change::Keep);
-            }
-            Ok(Change::Put(HostStatus {
-                health: Some(HostHealth {
-                    healthy,
-                    message: message.to_owned(),
-                    since: documents::now(),
-                }),
-                ..current.clone()
-            }))
-        })
+        let mut known = self.status.lock().await;
+        etcd::update_known::<HostStatus, std::convert::Infallible, _>(
+            &self.client,
+            &key,
+            &mut known,
+            |current| {
+                let Some(current) = current.filter(|c| {
+                    c.state == HostState::Done && c.upgrade_id.as_ref() == Some(upgrade)
+                }) else {
+                    return Ok(Change::Keep);
+                };
+                let same = current
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.healthy == healthy && h.message == message);
+                if same {
+                    return Ok(Change::Keep);
+                }
+                Ok(Change::Put(HostStatus {
+                    health: Some(HostHealth {
+                        healthy,
+                        message: message.to_owned(),
+                        since: documents::now(),
+                    }),
+                    ..current.clone()
+                }))
+            },
+        )
         .await?
         .map(|_| ())
         .map_err(|never| match never {})
     }
 
-    /// The current status, if any.
+    /// The current status, if any (as last written or read: read only the first time).
     pub async fn current_status(&self) -> Result<Option<HostStatus>, EtcdError> {
-        Ok(
-            etcd::read::<HostStatus>(&self.client, &self.key(HostKey::Status))
-                .await?
-                .map(|v| v.value),
-        )
+        let mut known = self.status.lock().await;
+        if let Some(k) = known.as_ref() {
+            return Ok(k.value.clone());
+        }
+        let read = etcd::read::<HostStatus>(&self.client, &self.key(HostKey::Status)).await?;
+        let value = read.as_ref().map(|v| v.value.clone());
+        *known = Some(Known {
+            value: value.clone(),
+            mod_revision: read.map_or(0, |v| v.mod_revision),
+        });
+        Ok(value)
     }
 
     /// Publishes `installed` unless etcd already holds the same content.
     pub async fn installed(&self, installed: &Installed) -> Result<(), EtcdError> {
         let key = self.key(HostKey::Installed);
-        etcd::update::<Installed, std::convert::Infallible, _>(&self.client, &key, |current| {
-            let same = current.is_some_and(|c| {
-                Installed {
-                    updated_at: String::new(),
-                    ..c.clone()
-                } == Installed {
-                    updated_at: String::new(),
-                    ..installed.clone()
-                }
-            });
-            Ok(if same {
-                Change::Keep
-            } else {
-                Change::Put(installed.clone())
-            })
-        })
+        let mut known = self.installed.lock().await;
+        etcd::update_known::<Installed, std::convert::Infallible, _>(
+            &self.client,
+            &key,
+            &mut known,
+            |current| {
+                let same = current.is_some_and(|c| {
+                    Installed {
+                        updated_at: String::new(),
+                        ..c.clone()
+                    } == Installed {
+                        updated_at: String::new(),
+                        ..installed.clone()
+                    }
+                });
+                Ok(if same {
+                    Change::Keep
+                } else {
+                    Change::Put(installed.clone())
+                })
+            },
+        )
         .await?
         .map(|_| ())
         .map_err(|never| match never {})

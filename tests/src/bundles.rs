@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use baton_downloader::Summary;
 use baton_protocol::documents::{Alive, decode};
 use baton_protocol::keys::HostKey;
+use baton_protocol::manifest::Manifest;
 use baton_protocol::signing::BundleSignature;
 use baton_protocol::{HostId, Keyspace};
 use batonctl::bundle::{self, BuildOptions, Built};
@@ -21,6 +22,7 @@ use batonctl::bundle::{self, BuildOptions, Built};
 use crate::docker;
 use crate::etcd::EtcdServer;
 use crate::fleet::Host;
+use crate::registry::Registry;
 use crate::signing::{self, TestKey};
 use crate::simhost_image::{BOOT_ID_PATH, BOOTED_KERNEL_PATH};
 
@@ -443,6 +445,101 @@ pub async fn derived_bundle(
     let out = tokio::process::Command::new("docker")
         .args(["build", "--quiet", "--tag", tag])
         .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .await
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A minimal valid manifest: an agent and one utility (the image is never run).
+pub fn tiny_manifest(version: &str, backward_compatible: bool) -> serde_json::Value {
+    tiny_manifest_with_agent(version, version, backward_compatible)
+}
+
+/// [`tiny_manifest`] whose agent is `agent_version`.
+pub fn tiny_manifest_with_agent(
+    version: &str,
+    agent_version: &str,
+    backward_compatible: bool,
+) -> serde_json::Value {
+    let file = |path: &str, dest: Option<&str>| {
+        let mut f =
+            serde_json::json!({"path": path, "size": 3, "sha256": "a".repeat(64), "mode": "0755"});
+        if let Some(d) = dest {
+            f["dest"] = d.into();
+        }
+        f
+    };
+    let manifest = serde_json::json!({
+        "schema_version": 1,
+        "version": version,
+        "backward_compatible": backward_compatible,
+        "agent": {"version": agent_version, "file": file("agent/baton-agent", None)},
+        "components": [{
+            "name": "baton-hello", "version": version, "kind": "file", "order": 10,
+            "files": [file("packages/hello/baton-hello", Some("/usr/local/bin/baton-hello"))]
+        }]
+    });
+    Manifest::parse(&serde_json::to_vec(&manifest).expect("json"))
+        .unwrap_or_else(|e| panic!("the test manifest is invalid: {e}"));
+    manifest
+}
+
+/// Builds a bundle-shaped image holding only `/bundle/manifest.json` (enough to resolve and
+/// inspect it) and pushes it as `<registry>/baton-test/bundle:<tag>`; returns the tag
+/// reference and the pinned one, signed with the tests' release key. The local images are
+/// removed when `cleanup` drops.
+pub async fn push_tiny_bundle(
+    registry: &Registry,
+    tag: &str,
+    manifest: &serde_json::Value,
+    cleanup: &mut Vec<String>,
+) -> (String, String) {
+    let ctx = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(ctx.path().join("bundle")).expect("mkdir");
+    std::fs::write(
+        ctx.path().join("bundle/manifest.json"),
+        serde_json::to_vec_pretty(manifest).expect("json"),
+    )
+    .expect("write manifest");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY bundle/ /bundle/\nENTRYPOINT [\"/baton-downloader\"]\n",
+    )
+    .expect("Dockerfile");
+    let local = format!(
+        "baton-orchestrator-test-{}:{tag}",
+        ctx.path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
+    build_image(ctx.path(), &local).await;
+    cleanup.push(local.clone());
+    let pinned = registry
+        .push(&local, "baton-test/bundle", tag)
+        .await
+        .expect("push");
+    signing::sign(&pinned, TestKey::Release).await;
+    let reference = format!("{}:{tag}", registry.reference("baton-test/bundle"));
+    cleanup.push(reference.clone());
+    (reference, pinned)
+}
+
+/// Builds without the build cache: tests running side by side build identical contexts, and
+/// one test's `rmi --force` of its image would otherwise delete the cached layers another
+/// test's build is using at that moment ("No such image: sha256:…").
+pub async fn build_image(ctx: &Path, tag: &str) {
+    let out = tokio::process::Command::new("docker")
+        .args(["build", "--quiet", "--no-cache", "--tag", tag])
+        .arg(ctx)
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .await

@@ -2,6 +2,7 @@
 //! simulated hosts (containers running systemd), and virtual machines booting a real Debian
 //! disk under QEMU. Used by the integration tests in `tests/tests/` and by `make demo`.
 
+pub mod bench;
 pub mod bundles;
 pub mod demo;
 pub mod docker;

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::documents::{self, DocumentError, Installed};
 use baton_protocol::durable::{self, DurableError};
-use baton_protocol::etcd::EtcdError;
+use baton_protocol::etcd::{self, EtcdError};
 use baton_protocol::keys::KeyError;
 use baton_protocol::{HostState, Keyspace};
 
@@ -111,6 +111,9 @@ pub struct Agent {
     config: AgentConfig,
     keyspace: Keyspace,
     ops: Arc<dyn HostOps>,
+    /// A client shared with other agents ([`Agent::with_client`]); `None`: the agent
+    /// connects as its host's identity for each session.
+    shared_client: Option<etcd::Client>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -140,6 +143,21 @@ impl Agent {
             config,
             keyspace,
             ops,
+            shared_client: None,
+        })
+    }
+
+    /// An agent like [`Agent::new`] that talks to etcd through `client`, which other agents
+    /// may share (many simulated hosts in one process: `make bench`), instead of its own
+    /// connection; `config`'s endpoints, TLS and credential are then not used.
+    pub fn with_client(
+        config: AgentConfig,
+        ops: Arc<dyn HostOps>,
+        client: etcd::Client,
+    ) -> Result<Self, AgentError> {
+        Ok(Self {
+            shared_client: Some(client),
+            ..Self::new(config, ops)?
         })
     }
 

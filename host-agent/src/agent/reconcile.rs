@@ -7,7 +7,7 @@
 use baton_protocol::documents::{self, Desired, DesiredAction};
 use baton_protocol::etcd;
 use baton_protocol::manifest::{Component, Manifest};
-use baton_protocol::{HostKey, HostState, version};
+use baton_protocol::{HostState, version};
 
 use super::chain::Gate;
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
@@ -17,22 +17,21 @@ use crate::plan::{self, Action};
 use crate::report::Reporter;
 
 impl Agent {
-    /// Level-triggered: compares desired with the journal and the host, and acts.
+    /// Level-triggered: compares `desired` (as the watch last delivered it) with the
+    /// journal and the host, and acts.
     pub(super) async fn reconcile(
         &self,
         client: &etcd::Client,
         reporter: &Reporter,
+        desired: Option<&Desired>,
     ) -> Result<Driven, AgentError> {
         let state_dir = &self.config.state_dir;
-        let desired = etcd::read::<Desired>(client, &reporter.key(HostKey::Desired))
-            .await?
-            .map(|v| v.value);
         let mut journal = journal::load(state_dir)?;
 
         // An unfinished upgrade is finished (or rolled back) first, whatever desired says now.
         let unfinished = journal.as_ref().is_some_and(|j| j.outcome.is_none());
         if !unfinished {
-            let Some(desired) = desired.as_ref() else {
+            let Some(desired) = desired else {
                 if reporter.current_status().await?.is_none() {
                     reporter
                         .status(None, HostState::Idle, None, "", None)

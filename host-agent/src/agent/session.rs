@@ -8,8 +8,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use baton_protocol::HostKey;
-use baton_protocol::documents::{self, Alive};
-use baton_protocol::etcd::{self, Credential, EtcdError, KeptLease, ResumableWatch};
+use baton_protocol::documents::{self, Alive, Desired};
+use baton_protocol::etcd::{
+    self, Client, Credential, EtcdError, KeptLease, ResumableWatch, WatchUpdate,
+};
 
 use super::soak::RECHECK_INTERVAL;
 use super::{Agent, AgentError, Driven};
@@ -49,8 +51,12 @@ impl Agent {
         }
     }
 
-    /// One etcd session: lease, `alive`, then reconcile on every change of `desired`.
-    async fn session(&self) -> Result<(), AgentError> {
+    /// The agent's etcd client: the shared one it was given, or a new connection as its
+    /// host's identity.
+    async fn client(&self) -> Result<(Client, Option<etcd::EndpointWatch>), AgentError> {
+        if let Some(client) = &self.shared_client {
+            return Ok((client.clone(), None));
+        }
         let credential = match &self.config.credential_file {
             Some(path) => Some(Credential::load(path)?),
             None => None,
@@ -63,7 +69,13 @@ impl Agent {
         .await?;
         // This host's own member may be the one restarting (an etcd upgrade): requests go
         // to the members that answer.
-        let _endpoints = etcd::watch_endpoints(&client, &self.config.etcd_endpoints);
+        let endpoints = etcd::watch_endpoints(&client, &self.config.etcd_endpoints);
+        Ok((client, endpoints))
+    }
+
+    /// One etcd session: lease, `alive`, then reconcile on every change of `desired`.
+    async fn session(&self) -> Result<(), AgentError> {
+        let (client, _endpoints) = self.client().await?;
         let reporter = Reporter::new(
             client.clone(),
             self.keyspace.clone(),
@@ -82,7 +94,12 @@ impl Agent {
         tracing::info!(host = %self.config.host_id, version = crate::VERSION, boot_id = %alive.boot_id, "agent session up");
         reporter.installed(&self.installed_now()?).await?;
 
-        let mut watch = ResumableWatch::new(client.clone(), reporter.key(HostKey::Desired));
+        // `desired` as the watch delivers it (first a read, then every change): never read
+        // again on its own.
+        let desired_key = reporter.key(HostKey::Desired);
+        let mut watch = ResumableWatch::new(client.clone(), desired_key.clone());
+        let mut desired = None;
+        desired_from(&desired_key, watch.next().await?, &mut desired)?;
         // A chained host's extra watches (its predecessor's status, the upgrade record), kept
         // while it waits for the same keys.
         let mut waits: Vec<ResumableWatch> = Vec::new();
@@ -90,9 +107,9 @@ impl Agent {
         // known as its soak starts, however short the soak is against RECHECK_INTERVAL.
         let mut rechecked = None;
         loop {
-            let driven = self.reconcile(&client, &reporter).await?;
-            let recheck = match driven {
-                Driven::Settled => self.soak_recheck(&client, &reporter).await?,
+            let driven = self.reconcile(&client, &reporter, desired.as_ref()).await?;
+            let recheck = match (&driven, &desired) {
+                (Driven::Settled, Some(d)) => self.soak_recheck(&client, d).await?,
                 _ => None,
             };
             if let Some(r) = &recheck
@@ -128,7 +145,7 @@ impl Agent {
                 }
             };
             tokio::select! {
-                update = watch.next() => { update?; }
+                update = watch.next() => desired_from(&desired_key, update?, &mut desired)?,
                 update = any_wait => { update?; }
                 () = tokio::time::sleep(RECHECK_INTERVAL), if recheck.is_some() => {
                     if let Some(recheck) = &recheck {
@@ -138,5 +155,101 @@ impl Agent {
                 () = lease.lost() => return Err(EtcdError::LeaseLost { lease: lease.id() }.into()),
             }
         }
+    }
+}
+
+/// Brings `desired` up to date with a watch update of its key (`key` exactly: the watch is
+/// on a prefix).
+fn desired_from(
+    key: &str,
+    update: WatchUpdate,
+    desired: &mut Option<Desired>,
+) -> Result<(), EtcdError> {
+    match update {
+        WatchUpdate::Snapshot { kvs, .. } => {
+            *desired = match kvs.iter().find(|(k, _)| k == key) {
+                Some((_, value)) => Some(documents::decode(key, value)?),
+                None => None,
+            };
+        }
+        WatchUpdate::Changes(changes) => {
+            // In revision order: the last change of the key is what it holds now.
+            if let Some(change) = changes.iter().rev().find(|c| c.key == key) {
+                *desired = match &change.value {
+                    Some(value) => Some(documents::decode(key, value)?),
+                    None => None,
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_protocol::UpgradeId;
+    use baton_protocol::documents::{DesiredAction, SCHEMA_VERSION, encode};
+    use baton_protocol::etcd::KvChange;
+
+    use super::*;
+
+    const KEY: &str = "/baton/hosts/h1/desired";
+
+    fn desired(id: &str) -> Desired {
+        Desired {
+            schema_version: SCHEMA_VERSION,
+            upgrade_id: UpgradeId::new(id).expect("id"),
+            version: "2.0.0".into(),
+            bundle: "r@sha256:00".into(),
+            action: DesiredAction::Install,
+            after: None,
+            allow_downgrade: false,
+            reverts: None,
+            signature: None,
+            issued_at: "t".into(),
+        }
+    }
+
+    fn change(key: &str, value: Option<&Desired>, revision: i64) -> KvChange {
+        KvChange {
+            key: key.to_owned(),
+            value: value.map(encode),
+            mod_revision: revision,
+        }
+    }
+
+    #[test]
+    fn desired_is_taken_from_the_watch_updates_of_its_key() {
+        let mut held = None;
+        let snapshot = WatchUpdate::Snapshot {
+            kvs: vec![(KEY.to_owned(), encode(&desired("u1")))],
+            revision: 5,
+        };
+        desired_from(KEY, snapshot, &mut held).expect("snapshot");
+        assert_eq!(held, Some(desired("u1")));
+
+        // The last change of the key wins; another key under the same prefix is not it.
+        let changes = WatchUpdate::Changes(vec![
+            change(KEY, Some(&desired("u2")), 6),
+            change(KEY, Some(&desired("u3")), 7),
+            change("/baton/hosts/h1/desired-other", Some(&desired("u9")), 8),
+        ]);
+        desired_from(KEY, changes, &mut held).expect("changes");
+        assert_eq!(held, Some(desired("u3")));
+
+        desired_from(
+            KEY,
+            WatchUpdate::Changes(vec![change(KEY, None, 9)]),
+            &mut held,
+        )
+        .expect("deleted");
+        assert_eq!(held, None);
+
+        let bad = WatchUpdate::Changes(vec![KvChange {
+            key: KEY.to_owned(),
+            value: Some(b"not json".to_vec()),
+            mod_revision: 10,
+        }]);
+        assert!(desired_from(KEY, bad, &mut held).is_err());
     }
 }

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use baton_protocol::UpgradeId;
 use baton_protocol::documents::{Desired, DesiredAction, Upgrade};
 use baton_protocol::etcd;
-use baton_protocol::{HostKey, UpgradeId};
 
 use super::{Agent, AgentError};
 use crate::journal::{self, Outcome};
@@ -31,14 +31,8 @@ impl Agent {
     pub(super) async fn soak_recheck(
         &self,
         client: &etcd::Client,
-        reporter: &Reporter,
+        desired: &Desired,
     ) -> Result<Option<Recheck>, AgentError> {
-        let Some(desired) = etcd::read::<Desired>(client, &reporter.key(HostKey::Desired))
-            .await?
-            .map(|v| v.value)
-        else {
-            return Ok(None);
-        };
         if !matches!(
             desired.action,
             DesiredAction::Install | DesiredAction::Replace

@@ -1,8 +1,9 @@
 //! The orchestrator against a real etcd, registry and Docker Engine: the REST API, the
 //! engine with stand-in agents, and whole upgrades on the simulated fleet with the real
 //! agents (daisy chain, maintenance, paused hosts, self-update), one of them watched and
-//! paused from the fleet page in a headless browser, and the Debian packages installed on
-//! a simulated host.
+//! paused from the fleet page in a headless browser, the Debian packages installed on
+//! a simulated host, and the benchmark's fleet of 200 in-process hosts checked for
+//! correctness.
 //!
 //! Needs `make static bundle-agents bundle-orchestrators` (which `make test` runs first).
 //!
@@ -13,6 +14,7 @@
 
 mod agent_maintenance;
 mod api;
+mod bench_fleet;
 mod chaos;
 mod cli;
 mod daisy;

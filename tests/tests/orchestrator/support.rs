@@ -18,9 +18,8 @@ use baton_orchestrator::config::Config;
 use baton_orchestrator::server::{self, RunError};
 use baton_protocol::TokenName;
 use baton_protocol::etcd::{Client, EtcdTls};
-use baton_protocol::manifest::Manifest;
 use baton_tests::bundles;
-pub use baton_tests::bundles::RemoveImages;
+pub use baton_tests::bundles::{RemoveImages, push_tiny_bundle, tiny_manifest};
 use baton_tests::etcd::EtcdServer;
 use baton_tests::fleet::{Fleet, FleetOptions, LABEL_RUN};
 use baton_tests::pki::TestPki;
@@ -354,74 +353,6 @@ pub async fn keys_under(client: &Client, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// A minimal valid manifest: an agent and one utility (the image is never run).
-pub fn tiny_manifest(version: &str, backward_compatible: bool) -> serde_json::Value {
-    let file = |path: &str, dest: Option<&str>| {
-        let mut f =
-            serde_json::json!({"path": path, "size": 3, "sha256": "a".repeat(64), "mode": "0755"});
-        if let Some(d) = dest {
-            f["dest"] = d.into();
-        }
-        f
-    };
-    let manifest = serde_json::json!({
-        "schema_version": 1,
-        "version": version,
-        "backward_compatible": backward_compatible,
-        "agent": {"version": version, "file": file("agent/baton-agent", None)},
-        "components": [{
-            "name": "baton-hello", "version": version, "kind": "file", "order": 10,
-            "files": [file("packages/hello/baton-hello", Some("/usr/local/bin/baton-hello"))]
-        }]
-    });
-    Manifest::parse(&serde_json::to_vec(&manifest).expect("json"))
-        .unwrap_or_else(|e| panic!("the test manifest is invalid: {e}"));
-    manifest
-}
-
-/// Builds a bundle-shaped image holding only `/bundle/manifest.json` (enough to resolve and
-/// inspect it) and pushes it as `<registry>/baton-test/bundle:<tag>`; returns the tag
-/// reference and the pinned one, signed with the tests' release key. The local images are
-/// removed when `cleanup` drops.
-pub async fn push_tiny_bundle(
-    registry: &Registry,
-    tag: &str,
-    manifest: &serde_json::Value,
-    cleanup: &mut Vec<String>,
-) -> (String, String) {
-    let ctx = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(ctx.path().join("bundle")).expect("mkdir");
-    std::fs::write(
-        ctx.path().join("bundle/manifest.json"),
-        serde_json::to_vec_pretty(manifest).expect("json"),
-    )
-    .expect("write manifest");
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY bundle/ /bundle/\nENTRYPOINT [\"/baton-downloader\"]\n",
-    )
-    .expect("Dockerfile");
-    let local = format!(
-        "baton-orchestrator-test-{}:{tag}",
-        ctx.path()
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .to_lowercase()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-    );
-    build(ctx.path(), &local).await;
-    cleanup.push(local.clone());
-    let pinned = registry
-        .push(&local, "baton-test/bundle", tag)
-        .await
-        .expect("push");
-    signing::sign(&pinned, TestKey::Release).await;
-    let reference = format!("{}:{tag}", registry.reference("baton-test/bundle"));
-    cleanup.push(reference.clone());
-    (reference, pinned)
-}
-
 /// Builds a test bundle whose downloader job is `job_script` (run by a static busybox, so it
 /// can record its flags in the host's folder and print a summary line) with the tiny
 /// manifest of `version`, and pushes it as `<registry>/baton-test/<name>:<version>`;
@@ -456,7 +387,7 @@ pub async fn push_job_bundle(
         .to_lowercase()
         .replace(|c: char| !c.is_ascii_alphanumeric(), "");
     let local = format!("baton-{name}-{unique}:{version}");
-    build(dir, &local).await;
+    bundles::build_image(dir, &local).await;
     images.0.push(local.clone());
     let repository = format!("baton-test/{name}");
     let pinned = registry
@@ -467,24 +398,6 @@ pub async fn push_job_bundle(
     let tag = format!("{}:{version}", registry.reference(&repository));
     images.0.push(tag.clone());
     tag
-}
-
-/// Builds without the build cache: tests running side by side build identical contexts, and
-/// one test's `rmi --force` of its image would otherwise delete the cached layers another
-/// test's build is using at that moment ("No such image: sha256:…").
-async fn build(ctx: &Path, tag: &str) {
-    let out = tokio::process::Command::new("docker")
-        .args(["build", "--quiet", "--no-cache", "--tag", tag])
-        .arg(ctx)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .await
-        .expect("docker build");
-    assert!(
-        out.status.success(),
-        "build {tag}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A TCP port that accepts connections and never answers: a Docker endpoint on which every
