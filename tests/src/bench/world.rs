@@ -8,10 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use baton_protocol::api::{RegisterHost, UpgradeInfo};
+use baton_protocol::api::{MAX_BULK_REGISTRATIONS, RegisterHost, UpgradeInfo};
 use baton_protocol::etcd::Client;
 use baton_protocol::{Keyspace, UpgradeId, UpgradePhase};
-use futures::StreamExt;
 
 use super::docker::StandInDocker;
 use super::fleet::{self, SimulatedFleet};
@@ -22,9 +21,6 @@ use crate::error::HarnessError;
 use crate::etcd::EtcdServer;
 use crate::registry::Registry;
 
-/// Registrations sent at a time: one, as each changes etcd's users and roles (the host's
-/// identity), and concurrent ones make each other's requests fail for an old auth revision.
-const REGISTER_CONCURRENCY: usize = 1;
 /// Longest an upgrade of the benchmark may take.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -186,7 +182,8 @@ impl World {
     }
 }
 
-/// Registers hosts `0..hosts` through the API, [`REGISTER_CONCURRENCY`] at a time.
+/// Registers hosts `0..hosts` through the API's bulk form, at most
+/// [`MAX_BULK_REGISTRATIONS`] a request.
 async fn register(
     orchestrator: &OrchestratorProcess,
     root: &Path,
@@ -196,16 +193,12 @@ async fn register(
     let requests: Vec<RegisterHost> = (0..hosts)
         .map(|i| fleet::registration(root, i, docker, &[("group", "bench")]))
         .collect();
-    let mut sent = futures::stream::iter(requests.iter().map(|r| async move {
+    for chunk in requests.chunks(MAX_BULK_REGISTRATIONS) {
         orchestrator
             .api
-            .register(r)
+            .register_many(chunk)
             .await
-            .map_err(|e| HarnessError(format!("register {}: {e}", r.id)))
-    }))
-    .buffer_unordered(REGISTER_CONCURRENCY);
-    while let Some(result) = sent.next().await {
-        result?;
+            .map_err(|e| HarnessError(format!("register {} hosts: {e}", chunk.len())))?;
     }
     Ok(())
 }
