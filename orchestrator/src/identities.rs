@@ -5,8 +5,9 @@
 //! nothing but this module: at start, the roles and the orchestrator's own everyday user
 //! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
 //! registration, the host's user and role; at every downloader job, a fresh password for
-//! the host, delivered in the job's container and never stored in etcd; at removal, the
-//! deletion of the host's user and role. Everything else the orchestrator does goes through
+//! the host (and, for a host registered as running a member of the cluster, for its
+//! maintenance user, which has etcd's `root` role), delivered in the job's container and
+//! never stored in etcd; at removal, the deletion of the host's users and role. Everything else the orchestrator does goes through
 //! its everyday identity, whose role cannot write a host's `alive`, `status` or `installed`
 //! nor manage users.
 
@@ -109,9 +110,14 @@ impl Identities {
 
     /// At registration: the host's user and role (with a password nobody keeps: the host
     /// gets its own from its next downloader job), and the orchestrator role's permission
-    /// to write the host's `spec`, `desired` and `maintenance`.
-    pub async fn register(&self, host: &HostId) -> Result<(), EtcdError> {
-        self.issue(host).await.map(drop)
+    /// to write the host's `spec`, `desired` and `maintenance`. A host registered as not
+    /// running a member of the cluster loses any maintenance user it had.
+    pub async fn register(&self, host: &HostId, quorum_member: bool) -> Result<(), EtcdError> {
+        self.issue(host).await?;
+        if !quorum_member {
+            auth::remove_maintenance_user(&self.admin().await?, host).await?;
+        }
+        Ok(())
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
@@ -119,6 +125,13 @@ impl Identities {
     pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
         let admin = self.admin().await?;
         auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await
+    }
+
+    /// A fresh password for the maintenance user of `host` (a host running a member of the
+    /// cluster), for its downloader job to deliver.
+    pub async fn issue_maintenance(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let admin = self.admin().await?;
+        auth::issue_maintenance_credential(&admin, host, fresh_password()).await
     }
 
     /// Deletes the host's user and role (its agent's sessions end at once) and the

@@ -62,8 +62,10 @@ impl Agent {
         )
         .await?;
         // This host's own member may be the one restarting (an etcd upgrade): requests go
-        // to the members that answer.
-        let _endpoints = etcd::watch_endpoints(&client, &self.config.etcd_endpoints);
+        // to the members that answer, and the session signs in again when the restarted
+        // member refuses its token.
+        let _endpoints =
+            etcd::watch_endpoints(&client, &self.config.etcd_endpoints, credential.as_ref());
         let reporter = Reporter::new(
             client.clone(),
             self.keyspace.clone(),

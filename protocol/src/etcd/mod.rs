@@ -1,6 +1,6 @@
 //! etcd helpers every part uses: connecting, compare-and-swap updates, resumable watches,
 //! leases kept alive with a loss signal, leader election, and a client of several members
-//! kept off one that is down — behind the `etcd` cargo
+//! kept off one that is down and signed in again after one restarted — behind the `etcd` cargo
 //! feature, so a part that only names the TLS settings ([`EtcdTls`], always here: the
 //! downloader job writes them into the agent's configuration) does not build the gRPC stack.
 
@@ -30,7 +30,7 @@ pub use cas::{
 #[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
 #[cfg(feature = "etcd")]
-pub use endpoints::{EndpointWatch, watch_endpoints};
+pub use endpoints::{EndpointWatch, is_invalid_auth_token, watch_endpoints};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
 pub use identity::Credential;

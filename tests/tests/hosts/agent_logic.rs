@@ -96,6 +96,7 @@ async fn setup(daemon_content: &str) -> Setup {
         // None trusted: these tests write `desired` without signatures.
         trusted_keys_dir: dir.path().join("trusted-keys"),
         credential_file: None,
+        maintenance_credential_file: None,
     };
     let fake = Arc::new(RecordingHost::default());
     let agent = Agent::new(config.clone(), fake.clone()).expect("agent");
@@ -274,6 +275,40 @@ async fn a_daemon_that_fails_to_start_is_rolled_back() {
         s.fake
             .file(Path::new("/etc/systemd/system/baton-echo.service")),
         None
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_daemons_start_limit_is_reset_before_its_previous_version_restarts() {
+    let s = setup("echo-v2-FAIL").await;
+    s.fake.fail_unit("baton-echo.service");
+    s.fake
+        .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
+    s.fake
+        .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    // The daemon ran before: the rollback restarts its previous version.
+    s.fake.set_file(
+        Path::new("/etc/systemd/system/baton-echo.service"),
+        "[Service]\nExecStart=/usr/local/sbin/baton-echo\n",
+    );
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::RolledBack, "{status:?}");
+    let unit_calls: Vec<Call> = s
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Restart(_) | Call::ResetFailed(_)))
+        .collect();
+    let unit = || "baton-echo.service".to_owned();
+    assert_eq!(
+        unit_calls,
+        [
+            Call::Restart(unit()),
+            Call::ResetFailed(unit()),
+            Call::Restart(unit())
+        ],
+        "the new version's restart, then the failed state cleared before the old one's"
     );
     s.task.abort();
 }
