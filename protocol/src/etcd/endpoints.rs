@@ -6,7 +6,10 @@
 //! one request in three fails at once with `Unavailable` ("tcp connect error"), and a
 //! session of many requests rarely survives. [`watch_endpoints`] probes each endpoint's
 //! port and takes one that refuses out of the client's rotation until it answers again,
-//! never the last one.
+//! never the last one. A client is connected with the endpoints that answer
+//! ([`answering`]): over TLS, a member refusing connections fails at once while the others
+//! are still shaking hands, so the balancer would hand the first request (signing in) to
+//! the member that is down, every time.
 //!
 //! With authentication on, a client signed in with a password sends a token with every
 //! request; etcd's simple tokens live in each member's memory, so a member that restarted
@@ -58,16 +61,26 @@ pub fn watch_endpoints(
     let endpoints = endpoints.to_vec();
     let credential = credential.cloned();
     let task = tokio::spawn(async move {
-        let mut in_rotation = vec![true; endpoints.len()];
+        // Not known until the first probe, which puts every answering endpoint in the
+        // rotation: one the client was connected with is replaced by a new connection to
+        // it once that one is ready, one it was not (down then) is added.
+        let mut in_rotation = vec![false; endpoints.len()];
+        let mut first = true;
         loop {
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            if !first {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
             if endpoints.len() > 1 {
-                let probes = endpoints.iter().map(|e| reachable(e));
-                let answering = futures::future::join_all(probes).await;
-                for (i, keep) in changes(&in_rotation, &answering) {
+                let now = answering(&endpoints).await;
+                for (i, keep) in changes(&in_rotation, &now) {
                     let endpoint = &endpoints[i];
-                    // A member back from a restart knows none of the tokens given before.
-                    if keep && let Some(c) = &credential {
+                    // A member back from a restart knows none of the tokens given before
+                    // it restarted (one down when the client signed in learns the token
+                    // as it catches up).
+                    if keep
+                        && !first
+                        && let Some(c) = &credential
+                    {
                         sign_in(&client, c, "a member answers again").await;
                     }
                     let changed = if keep {
@@ -86,6 +99,7 @@ pub fn watch_endpoints(
                     }
                 }
             }
+            first = false;
             if let Some(c) = &credential
                 && token_refused(&client).await
             {
@@ -146,6 +160,12 @@ fn changes(in_rotation: &[bool], answering: &[bool]) -> Vec<(usize, bool)> {
         }
     }
     out
+}
+
+/// Whether each endpoint's port accepts a connection within [`PROBE_INTERVAL`] (probed
+/// together).
+pub(super) async fn answering(endpoints: &[String]) -> Vec<bool> {
+    futures::future::join_all(endpoints.iter().map(|e| reachable(e))).await
 }
 
 /// Whether the endpoint's port accepts a connection within [`PROBE_INTERVAL`].

@@ -160,7 +160,21 @@ pub async fn connect_as(
     if let Some(c) = credential {
         options = options.with_user(c.user.as_str(), c.password.as_str());
     }
-    Client::connect(endpoints, Some(options))
+    // Only the members that accept connections now (all, if none does): the first request
+    // (signing in) would otherwise go to one that is down. [`watch_endpoints`] puts the
+    // others in once they answer.
+    let mut reached: Vec<&String> = endpoints.iter().collect();
+    if endpoints.len() > 1 {
+        let answering = endpoints::answering(endpoints).await;
+        if answering.contains(&true) {
+            reached = endpoints
+                .iter()
+                .zip(answering)
+                .filter_map(|(e, up)| up.then_some(e))
+                .collect();
+        }
+    }
+    Client::connect(reached, Some(options))
         .await
         .map_err(EtcdError::request("connect", endpoints.join(",")))
 }
