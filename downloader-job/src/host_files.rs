@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use baton_protocol::HostId;
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::etcd::EtcdTls;
-use baton_protocol::etcd::identity::{DEFAULT_CREDENTIAL_FILE, DEFAULT_MAINTENANCE_CREDENTIAL_FILE};
+use baton_protocol::etcd::identity::{
+    DEFAULT_CREDENTIAL_FILE, DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+};
 use baton_protocol::manifest::InstallPolicy;
 
 use crate::error::JobError;

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_protocol::etcd::Credential;
-use baton_protocol::etcd::identity::{DEFAULT_CREDENTIAL_FILE, DEFAULT_MAINTENANCE_CREDENTIAL_FILE};
+use baton_protocol::etcd::identity::{
+    DEFAULT_CREDENTIAL_FILE, DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+};
 pub use baton_protocol::job::{
     AgentAction, AgentSummary, FileAction, SUMMARY_SCHEMA_VERSION, Summary,
 };
@@ -192,7 +194,10 @@ fn deliver_maintenance_credential(
             write_if_changed(fs, &path, c.to_file_text().as_bytes(), 0o600)?;
         }
         None if managed => match fs.remove_file(&path) {
-            Ok(()) => tracing::info!(file = DEFAULT_MAINTENANCE_CREDENTIAL_FILE, "maintenance credential removed: the host is not registered as running a member"),
+            Ok(()) => tracing::info!(
+                file = DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+                "maintenance credential removed: the host is not registered as running a member"
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(JobError::io(&path, "remove", e)),
         },

@@ -70,10 +70,7 @@ impl TestPki {
     /// Generates the files in `dir` for the members of an etcd cluster: the server
     /// certificate (with `subject_alt_names`) is also a client certificate, so each member
     /// presents it to the others on the peer port (`--peer-client-cert-auth`).
-    pub fn generate_for_members(
-        dir: &Path,
-        subject_alt_names: &str,
-    ) -> Result<Self, HarnessError> {
+    pub fn generate_for_members(dir: &Path, subject_alt_names: &str) -> Result<Self, HarnessError> {
         Self::generate_with(dir, subject_alt_names, "serverAuth,clientAuth")
     }
 

@@ -144,9 +144,7 @@ pub async fn register(
     if let Some(identities) = state.identities() {
         // First: the orchestrator's role may write the spec only once the host has its own
         // identity (idempotent, like the registration).
-        identities
-            .register(&spec.host, spec.quorum_member)
-            .await?;
+        identities.register(&spec.host, spec.quorum_member).await?;
     }
     for _ in 0..store::WRITE_ATTEMPTS {
         let existing = etcd::read::<HostSpec>(state.client(), &key).await?;

@@ -137,7 +137,9 @@ async fn sign_in(client: &Client, credential: &Credential, why: &str) {
         Ok(Err(error)) => {
             tracing::warn!(user = %credential.user, why, %error, "signing in to etcd again failed")
         }
-        Err(_) => tracing::warn!(user = %credential.user, why, "signing in to etcd again took too long"),
+        Err(_) => {
+            tracing::warn!(user = %credential.user, why, "signing in to etcd again took too long")
+        }
     }
 }
 

@@ -38,13 +38,13 @@ use crate::support::{
     Orchestrator, config_in, give_agents_etcd_tls, install_agent_etcd_tls, use_etcd_auth,
     use_etcd_tls,
 };
-use baton_protocol::{HostId, HostState};
 use baton_protocol::UpgradePhase;
+use baton_protocol::api::RegisterHost;
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{HostOutcomeState, HostStatus};
-use baton_protocol::api::RegisterHost;
 use baton_protocol::etcd::identity::{DEFAULT_MAINTENANCE_CREDENTIAL_FILE, maintenance_user};
 use baton_protocol::etcd::{self, Client, Credential};
+use baton_protocol::{HostId, HostState};
 use baton_tests::bundles::{self, RemoveImages, binaries, build_bundle};
 use baton_tests::etcd_members::{self, Members};
 use baton_tests::fleet::{Fleet, FleetOptions, Host, LABEL_RUN};
@@ -66,8 +66,22 @@ impl Drop for JournalsOnFailure {
         }
         for container in &self.0 {
             let out = std::process::Command::new("docker")
-                .args(["exec", container, "journalctl", "--no-pager", "-o", "short-precise"])
-                .args(["-n", "600", "-u", "baton-agent.service", "-u", etcd_members::UNIT])
+                .args([
+                    "exec",
+                    container,
+                    "journalctl",
+                    "--no-pager",
+                    "-o",
+                    "short-precise",
+                ])
+                .args([
+                    "-n",
+                    "600",
+                    "-u",
+                    "baton-agent.service",
+                    "-u",
+                    etcd_members::UNIT,
+                ])
                 .output();
             match out {
                 Ok(out) => eprintln!(
@@ -135,6 +149,36 @@ async fn follow(api: &ApiClient, id: &str) -> UpgradeInfo {
             "upgrade {id} not finished after {UPGRADE_TIMEOUT:?}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The two replicas as (the one leading now, the other): leadership may have moved while
+/// a member restarted (a replica whose election lease could not be refreshed for its TTL,
+/// 3 s here, steps down and the other takes over), and writes go to the leader.
+async fn by_role(a: Orchestrator, b: Orchestrator) -> (Orchestrator, Orchestrator) {
+    let started = Instant::now();
+    loop {
+        let role = |o: &Orchestrator| {
+            let api = o.api.clone();
+            async move {
+                api.get::<serde_json::Value>("/healthz")
+                    .await
+                    .ok()
+                    .and_then(|h| h["role"].as_str().map(str::to_owned))
+            }
+        };
+        if role(&a).await.as_deref() == Some("leader") {
+            return (a, b);
+        }
+        if role(&b).await.as_deref() == Some("leader") {
+            eprintln!("leadership moved to {}", b.replica);
+            return (b, a);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "neither replica leads after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -220,9 +264,10 @@ fn start_sampler(members: Members, stop: Arc<AtomicBool>) -> JoinHandle<Sampled>
         let endpoints = members.endpoints().to_vec();
         let mut clients = Vec::new();
         for endpoint in &endpoints {
-            let client = etcd::connect_tls(&[endpoint.clone()], Some(members.client_tls()))
-                .await
-                .unwrap_or_else(|e| panic!("sampler client of {endpoint}: {e}"));
+            let client =
+                etcd::connect_tls(std::slice::from_ref(endpoint), Some(members.client_tls()))
+                    .await
+                    .unwrap_or_else(|e| panic!("sampler client of {endpoint}: {e}"));
             clients.push(client);
         }
         let mut sampled = Sampled {
@@ -437,6 +482,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
         futures::future::join_all(hosts.iter().map(|h| member_id(&members, h))).await;
     let pids = futures::future::join_all(hosts.iter().map(|h| etcd_members::main_pid(h))).await;
     let t1 = Instant::now();
+    let (first, second) = by_role(first, second).await;
     start_upgrade(&first.api, "u-broken", &broken_tag).await;
     let failed = follow(&first.api, "u-broken").await;
     eprintln!(
@@ -536,6 +582,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     }
     let before = keys(&client, "/baton/").await;
     let t2 = Instant::now();
+    let (first, second) = by_role(first, second).await;
     start_upgrade(&first.api, "u-etcd", &good_tag).await;
     // The leading replica is killed (its task dropped, no resignation) as the second
     // host's member restarts (or, if that step was missed, as it is being checked).
@@ -570,7 +617,8 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!(
-        "killing the leading replica after {:?}: second host {why}",
+        "killing the leading replica {} after {:?}: second host {why}",
+        first.replica,
         t2.elapsed()
     );
     drop(first);
@@ -672,8 +720,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
             .unwrap_or_else(|e| panic!("{}: {file}: {e}", host.name()));
         assert_eq!(mode.trim(), "600 root", "{}: {file}", host.name());
         let text = host.read_file(file).await.expect("maintenance credential");
-        let credential =
-            Credential::parse(&String::from_utf8_lossy(&text)).expect("user:password");
+        let credential = Credential::parse(&String::from_utf8_lossy(&text)).expect("user:password");
         let id = HostId::new(host.name()).expect("host id");
         assert_eq!(credential.user, maintenance_user(&id));
         let user = client
