@@ -62,18 +62,9 @@ pub async fn run<S: Systemd>(
     let layout = HostLayout::new(&config.host_root);
     // Refuse bad settings before touching anything.
     let config_text = agent_config_text(&config.agent)?;
-    let credential = config
-        .agent
-        .credential_file
-        .as_deref()
-        .map(Credential::load)
-        .transpose()?;
-    let maintenance = config
-        .agent
-        .maintenance_credential_file
-        .as_deref()
-        .map(Credential::load)
-        .transpose()?;
+    let load = |file: &Option<PathBuf>| file.as_deref().map(Credential::load).transpose();
+    let credential = load(&config.agent.credential_file)?;
+    let maintenance = load(&config.agent.maintenance_credential_file)?;
     let bundle = Bundle::open(&config.bundle_dir)?;
     let manifest = bundle.manifest();
     tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");

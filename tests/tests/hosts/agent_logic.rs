@@ -245,15 +245,21 @@ async fn desired_install_applies_every_component_in_order_and_reports_done() {
     s.task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_that_fails_to_start_is_rolled_back() {
-    // The fake reports the unit failed while a file containing FAIL is installed.
+/// A host whose bundle's daemon fails to start (the fake reports the unit failed while a
+/// file containing FAIL is installed), the daemon and the utility on their previous content.
+async fn setup_failing_daemon() -> Setup {
     let s = setup("echo-v2-FAIL").await;
     s.fake.fail_unit("baton-echo.service");
     s.fake
         .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
     s.fake
         .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_fails_to_start_is_rolled_back() {
+    let s = setup_failing_daemon().await;
     let status = install(&s).await;
     assert_eq!(status.state, HostState::RolledBack, "{status:?}");
     assert!(status.message.contains("baton-echo.service"), "{status:?}");
@@ -281,12 +287,7 @@ async fn a_daemon_that_fails_to_start_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_daemons_start_limit_is_reset_before_its_previous_version_restarts() {
-    let s = setup("echo-v2-FAIL").await;
-    s.fake.fail_unit("baton-echo.service");
-    s.fake
-        .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
-    s.fake
-        .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    let s = setup_failing_daemon().await;
     // The daemon ran before: the rollback restarts its previous version.
     s.fake.set_file(
         Path::new("/etc/systemd/system/baton-echo.service"),
