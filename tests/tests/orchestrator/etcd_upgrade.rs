@@ -268,6 +268,18 @@ fn start_sampler(members: Members, stop: Arc<AtomicBool>) -> JoinHandle<Sampled>
                 etcd::connect_tls(std::slice::from_ref(endpoint), Some(members.client_tls()))
                     .await
                     .unwrap_or_else(|e| panic!("sampler client of {endpoint}: {e}"));
+            // Connected (TLS handshake done) before sampling starts, while every member
+            // runs: a sample must time a member's answer, not a first handshake under load.
+            let ready = Instant::now();
+            while !matches!(
+                tokio::time::timeout(Duration::from_secs(1), client.clone().status()).await,
+                Ok(Ok(_))
+            ) {
+                assert!(
+                    ready.elapsed() < Duration::from_secs(30),
+                    "{endpoint} does not answer before the upgrades"
+                );
+            }
             clients.push(client);
         }
         let mut sampled = Sampled {
