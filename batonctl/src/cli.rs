@@ -389,6 +389,10 @@ pub struct HostAdd {
     /// Prefix of the agent's service container names.
     #[arg(long)]
     pub container_prefix: Option<String>,
+    /// The host runs a member of the etcd cluster Baton uses (with etcd authentication on,
+    /// its agent gets a maintenance identity for the member's upgrade).
+    #[arg(long)]
+    pub quorum_member: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -657,6 +661,7 @@ impl HostAdd {
             boot_id_file: self.boot_id_file,
             kernel_release_file: self.kernel_release_file,
             container_prefix: self.container_prefix,
+            quorum_member: self.quorum_member,
         }
     }
 }

@@ -173,6 +173,7 @@ impl Cli {
                 container_prefix: s.container_prefix.clone(),
                 tls: s.tls.clone(),
                 credential_file: s.credential_file.clone(),
+                maintenance_credential_file: s.maintenance_credential_file.clone(),
                 install: policy(s.install_allow.clone(), s.install_setuid.clone()),
             };
         }
@@ -191,6 +192,7 @@ impl Cli {
                 domain: self.tls.etcd_domain.clone(),
             }),
             credential_file: None,
+            maintenance_credential_file: None,
             install: policy(
                 (!self.install_allow.is_empty()).then(|| self.install_allow.clone()),
                 self.install_setuid.clone(),

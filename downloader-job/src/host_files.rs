@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use baton_protocol::HostId;
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::etcd::EtcdTls;
-use baton_protocol::etcd::identity::DEFAULT_CREDENTIAL_FILE;
+use baton_protocol::etcd::identity::{
+    DEFAULT_CREDENTIAL_FILE, DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+};
 use baton_protocol::manifest::InstallPolicy;
 
 use crate::error::JobError;
@@ -39,6 +41,10 @@ pub struct AgentSettings {
     /// The host's etcd credential, read from the file the orchestrator put in the job's
     /// container; written to the host's `/etc/baton/etcd-credential` (mode 0600).
     pub credential_file: Option<PathBuf>,
+    /// A member host's maintenance credential, read from the file the orchestrator put in
+    /// the job's container; written to the host's `/etc/baton/etcd-maintenance-credential`
+    /// (mode 0600).
+    pub maintenance_credential_file: Option<PathBuf>,
     /// Where bundles may install files (checked here, and by the agent).
     pub install: InstallPolicy,
 }
@@ -73,6 +79,10 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
             .credential_file
             .as_ref()
             .map(|_| PathBuf::from(DEFAULT_CREDENTIAL_FILE)),
+        maintenance_credential_file: settings
+            .maintenance_credential_file
+            .as_ref()
+            .map(|_| PathBuf::from(DEFAULT_MAINTENANCE_CREDENTIAL_FILE)),
     };
     let text = format!(
         "# Written by baton-downloader; rewritten by the next bundle's job.\n{}",
@@ -155,6 +165,7 @@ mod tests {
             container_prefix: String::new(),
             tls: None,
             credential_file: None,
+            maintenance_credential_file: None,
             install: InstallPolicy::default(),
         }
     }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_protocol::etcd::Credential;
-use baton_protocol::etcd::identity::DEFAULT_CREDENTIAL_FILE;
+use baton_protocol::etcd::identity::{
+    DEFAULT_CREDENTIAL_FILE, DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+};
 pub use baton_protocol::job::{
     AgentAction, AgentSummary, FileAction, SUMMARY_SCHEMA_VERSION, Summary,
 };
@@ -60,12 +62,9 @@ pub async fn run<S: Systemd>(
     let layout = HostLayout::new(&config.host_root);
     // Refuse bad settings before touching anything.
     let config_text = agent_config_text(&config.agent)?;
-    let credential = config
-        .agent
-        .credential_file
-        .as_deref()
-        .map(Credential::load)
-        .transpose()?;
+    let load = |file: &Option<PathBuf>| file.as_deref().map(Credential::load).transpose();
+    let credential = load(&config.agent.credential_file)?;
+    let maintenance = load(&config.agent.maintenance_credential_file)?;
     let bundle = Bundle::open(&config.bundle_dir)?;
     let manifest = bundle.manifest();
     tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");
@@ -120,6 +119,7 @@ pub async fn run<S: Systemd>(
         )?,
         None => false,
     };
+    deliver_maintenance_credential(fs, &layout, credential.is_some(), maintenance.as_ref())?;
     // A new credential (the orchestrator issues one per job, ending the agent's sessions
     // under the old one) restarts the agent like a new configuration does.
     let config_written =
@@ -167,6 +167,34 @@ pub async fn run<S: Systemd>(
         tracing::info!(version = %summary.version, "bundle already installed, agent active: nothing changed");
     }
     Ok(summary)
+}
+
+/// Writes a member host's maintenance credential before the configuration naming it; on a
+/// host whose identities the orchestrator manages (`managed`) but which gets none, removes
+/// one a previous job left (the host was registered again as not running a member). The
+/// agent reads the file at each step that uses it: a new password needs no restart.
+fn deliver_maintenance_credential(
+    fs: &dyn HostFs,
+    layout: &HostLayout,
+    managed: bool,
+    maintenance: Option<&Credential>,
+) -> Result<(), JobError> {
+    let path = layout.host(DEFAULT_MAINTENANCE_CREDENTIAL_FILE);
+    match maintenance {
+        Some(c) => {
+            write_if_changed(fs, &path, c.to_file_text().as_bytes(), 0o600)?;
+        }
+        None if managed => match fs.remove_file(&path) {
+            Ok(()) => tracing::info!(
+                file = DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+                "maintenance credential removed: the host is not registered as running a member"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(JobError::io(&path, "remove", e)),
+        },
+        None => {}
+    }
+    Ok(())
 }
 
 /// Reloads, enables and (re)starts the agent's unit as needed, then waits until it is
@@ -325,6 +353,7 @@ mod tests {
                 container_prefix: String::new(),
                 tls: None,
                 credential_file: None,
+                maintenance_credential_file: None,
                 install: baton_protocol::manifest::InstallPolicy::default(),
             },
             image: Some(IMAGE.into()),
@@ -382,6 +411,45 @@ mod tests {
             Summary::from_log(&format!("noise\n{}\n", again.to_line())),
             Some(again)
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_hosts_maintenance_credential_is_delivered_root_only_and_removed_when_withdrawn()
+     {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let given = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let mut cfg = config(dir.path(), "1.0.0");
+        cfg.agent.credential_file = Some(given("own", "baton-host-host-1:p1\n"));
+        cfg.agent.maintenance_credential_file =
+            Some(given("maintenance", "baton-maintenance-host-1:p2\n"));
+        run(&cfg, &RealFs, &FakeSystemd::new()).await.unwrap();
+        let host = HostLayout::new(&cfg.host_root);
+        let file = host.host(DEFAULT_MAINTENANCE_CREDENTIAL_FILE);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "baton-maintenance-host-1:p2\n"
+        );
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let config = std::fs::read_to_string(host.agent_config()).unwrap();
+        assert!(
+            config.contains(
+                "maintenance_credential_file = \"/etc/baton/etcd-maintenance-credential\""
+            ),
+            "{config}"
+        );
+
+        // Registered again as not running a member: the next job takes the file away.
+        cfg.agent.maintenance_credential_file = None;
+        run(&cfg, &RealFs, &FakeSystemd::new()).await.unwrap();
+        assert!(!file.exists());
+        let config = std::fs::read_to_string(host.agent_config()).unwrap();
+        assert!(!config.contains("maintenance_credential_file"), "{config}");
     }
 
     #[tokio::test]

@@ -185,6 +185,9 @@ pub trait HostOps: Send + Sync {
     fn disable_unit(&self, unit: &str) -> OpResult<()>;
     /// Restarts (or starts) a unit.
     fn restart_unit(&self, unit: &str) -> OpResult<()>;
+    /// Clears a unit's failed state and its start rate limit (`systemctl reset-failed`), so
+    /// a unit that kept failing can be started again at once.
+    fn reset_failed_unit(&self, unit: &str) -> OpResult<()>;
     /// Stops a unit.
     fn stop_unit(&self, unit: &str) -> OpResult<()>;
     /// The unit's `ActiveState` (`active`, `failed`, `activating`, …).
@@ -236,6 +239,8 @@ pub enum Call {
     Disable(String),
     /// `restart_unit`.
     Restart(String),
+    /// `reset_failed_unit`.
+    ResetFailed(String),
     /// `stop_unit`.
     Stop(String),
     /// `load_image`.
@@ -402,6 +407,10 @@ impl HostOps for RecordingHost {
     }
     fn restart_unit(&self, unit: &str) -> OpResult<()> {
         self.lock().calls.push(Call::Restart(unit.to_owned()));
+        Ok(())
+    }
+    fn reset_failed_unit(&self, unit: &str) -> OpResult<()> {
+        self.lock().calls.push(Call::ResetFailed(unit.to_owned()));
         Ok(())
     }
     fn stop_unit(&self, unit: &str) -> OpResult<()> {

@@ -551,6 +551,7 @@ mod tests {
             boot_id_file: None,
             kernel_release_file: None,
             container_prefix: None,
+            quorum_member: false,
             registered_at: "t".into(),
         })
     }

@@ -4,16 +4,20 @@
 //! with etcd's `root` role — etcd lets only `root` manage users and roles — and uses it for
 //! nothing but this module: at start, the roles and the orchestrator's own everyday user
 //! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
-//! registration, the host's `spec` written (the orchestrator's role may not write it yet);
-//! at every downloader job, the host's user and role (made by its first) and a fresh password
-//! for the host, delivered in the job's container and never stored in etcd; at removal, the
-//! deletion of the host's user and role.
+//! registration, the host's `spec` written (the orchestrator's role may not write it yet),
+//! and the removal of the maintenance user of a host registered again as no longer running
+//! a member of the cluster; at every downloader job, the host's user and role (made by its
+//! first) and a fresh password for the host (and, for a host registered as running a member
+//! of the cluster, for its maintenance user, which has etcd's `root` role), delivered in the
+//! job's container and never stored in etcd; at removal, the deletion of the host's users
+//! and role.
 //!
-//! Registration changes nothing in etcd's users and roles: every such change makes etcd
-//! rebuild its permission caches (work that grows with the users and permissions it holds),
-//! so a registration that made one would cost more with every host registered. The host's
-//! identity, with the orchestrator role's permissions on its keys, is made by its first
-//! downloader job, which delivers the credential anyway. Everything else the orchestrator does goes through
+//! Registration changes etcd's users and roles only for that rare removal: every such change
+//! makes etcd rebuild its permission caches (work that grows with the users and permissions
+//! it holds), so a registration that made one would cost more with every host registered.
+//! The host's identity, with the orchestrator role's permissions on its keys, is made by its
+//! first downloader job, which delivers the credential anyway. Everything else the
+//! orchestrator does goes through
 //! its everyday identity, whose role cannot write a host's `alive`, `status` or `installed`
 //! nor manage users.
 
@@ -162,6 +166,14 @@ impl Identities {
         self.checked(done).await
     }
 
+    /// Removes the maintenance user of `host` (registered again as no longer running a
+    /// member of the cluster), if it has one.
+    pub async fn remove_maintenance(&self, host: &HostId) -> Result<(), EtcdError> {
+        let admin = self.admin().await?;
+        let done = auth::remove_maintenance_user(&admin, host).await;
+        self.checked(done).await
+    }
+
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
     /// its downloader job to deliver, with the host's user and role and the orchestrator
     /// role's permissions on its keys (made by the host's first job, confirmed by the next).
@@ -169,6 +181,14 @@ impl Identities {
         let admin = self.admin().await?;
         let done =
             auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await;
+        self.checked(done).await
+    }
+
+    /// A fresh password for the maintenance user of `host` (a host running a member of the
+    /// cluster), for its downloader job to deliver.
+    pub async fn issue_maintenance(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let admin = self.admin().await?;
+        let done = auth::issue_maintenance_credential(&admin, host, fresh_password()).await;
         self.checked(done).await
     }
 

@@ -149,8 +149,9 @@ pub async fn serve(
         return Ok(());
     };
     // Kept for as long as the replica serves: a member restarting (an etcd upgrade) is
-    // taken out of the client's rotation until it answers again.
-    let _endpoints = etcd::watch_endpoints(&client, &config.etcd);
+    // taken out of the client's rotation until it answers again, and the client signs in
+    // again when the restarted member refuses its token.
+    let _endpoints = etcd::watch_endpoints(&client, &config.etcd, own.as_ref());
     if let Some(file) = &config.admin_token_file {
         let name = tokio::select! {
             named = auth::token::bootstrap_admin(&client, &keyspace, file) => named?,

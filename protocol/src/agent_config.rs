@@ -179,6 +179,14 @@ pub struct AgentConfig {
     /// without authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_file: Option<PathBuf>,
+    /// The host's maintenance identity, on a host running a member of the etcd cluster
+    /// Baton uses: a root-only file holding `user:password` of a user with etcd's `root`
+    /// role (written by the downloader job,
+    /// [`crate::etcd::identity::DEFAULT_MAINTENANCE_CREDENTIAL_FILE`]), used only for the
+    /// steps around the member's restart (member status, snapshot, moving the leader).
+    /// Absent: those steps use `credential_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_credential_file: Option<PathBuf>,
     /// The folder of public keys the host trusts for bundles (written by the downloader
     /// job); left out of the written file when it is the default
     /// ([`HOST_TRUSTED_KEYS_DIR`](crate::signing::HOST_TRUSTED_KEYS_DIR)).
@@ -239,11 +247,16 @@ impl AgentConfig {
             ));
         }
         Keyspace::new(&config.prefix).map_err(|e| invalid("prefix", e.to_string()))?;
-        if let Some(p) = config.credential_file.as_ref().filter(|p| !p.is_absolute()) {
-            return Err(invalid(
-                "credential_file",
-                format!("{} must be absolute", p.display()),
-            ));
+        for (field, file) in [
+            ("credential_file", &config.credential_file),
+            (
+                "maintenance_credential_file",
+                &config.maintenance_credential_file,
+            ),
+        ] {
+            if let Some(p) = file.as_ref().filter(|p| !p.is_absolute()) {
+                return Err(invalid(field, format!("{} must be absolute", p.display())));
+            }
         }
         let https = config
             .etcd_endpoints

@@ -16,6 +16,9 @@ use crate::etcd::EtcdTls;
 
 /// Where the orchestrator puts the host's etcd credential in the job's container.
 pub const JOB_CREDENTIAL_FILE: &str = "/run/baton-job/etcd-credential";
+/// Where the orchestrator puts the maintenance credential of a host running a member of the
+/// cluster in the job's container.
+pub const JOB_MAINTENANCE_CREDENTIAL_FILE: &str = "/run/baton-job/etcd-maintenance-credential";
 /// The environment variable carrying the job's [`JobSettings`] as JSON.
 pub const SETTINGS_ENV: &str = "BATON_JOB_SETTINGS";
 /// Schema of [`JobSettings`].
@@ -59,6 +62,12 @@ pub struct JobSettings {
     /// `/etc/baton/etcd-credential` (mode 0600) and points the agent at it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_file: Option<PathBuf>,
+    /// Like `credential_file`, for a host registered as running a member of the cluster:
+    /// its maintenance credential (a user with etcd's `root` role), moved to the host's
+    /// `/etc/baton/etcd-maintenance-credential` (mode 0600). Without it, the job removes
+    /// that file if a previous job left one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_credential_file: Option<PathBuf>,
     /// The bundle image the job runs from, pinned by digest: the job records the digest
     /// beside the staged bundle, and the agent installs the bundle only for a `desired`
     /// naming that digest.
@@ -106,6 +115,7 @@ impl JobSettings {
             container_prefix: String::new(),
             tls: None,
             credential_file: None,
+            maintenance_credential_file: None,
             image: None,
             install_allow: None,
             install_setuid: Vec::new(),

@@ -279,33 +279,15 @@ impl EtcdCluster {
             cluster.wait_ready(i).await?;
         }
         if security == Security::Auth {
-            cluster.enable_auth().await?;
+            cluster.turn_auth_on().await?;
         }
         Ok(cluster)
     }
 
-    /// Creates `root` (etcd's administrator, the only user that may manage users) with a
-    /// fresh password and switches authentication on; from then on the harness connects as
+    /// Switches authentication on ([`enable_auth`]); from then on the harness connects as
     /// root.
-    async fn enable_auth(&mut self) -> Result<(), HarnessError> {
-        let root = Credential {
-            user: "root".to_owned(),
-            password: random_password(),
-        };
-        let client = self.client().await?;
-        let mut auth = client.auth_client();
-        let fail = |what: &str, e: etcd_client::Error| HarnessError(format!("etcd {what}: {e}"));
-        auth.user_add("root", root.password.as_str(), None)
-            .await
-            .map_err(|e| fail("user add root", e))?;
-        auth.user_grant_role("root", "root")
-            .await
-            .map_err(|e| fail("user grant-role root", e))?;
-        auth.auth_enable()
-            .await
-            .map_err(|e| fail("auth enable", e))?;
-        std::fs::write(self.root_credential_file(), root.to_file_text())
-            .map_err(|e| HarnessError(format!("write root credential: {e}")))?;
+    async fn turn_auth_on(&mut self) -> Result<(), HarnessError> {
+        let root = enable_auth(&self.client().await?, &self.root_credential_file()).await?;
         self.root = Some(root);
         Ok(())
     }
@@ -480,6 +462,33 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
+}
+
+/// Creates `root` (etcd's administrator, the only user that may manage users) with a fresh
+/// password, switches authentication on through `client` (connected before, without a
+/// user), and writes root's credential to `credential_file`.
+pub async fn enable_auth(
+    client: &Client,
+    credential_file: &std::path::Path,
+) -> Result<Credential, HarnessError> {
+    let root = Credential {
+        user: "root".to_owned(),
+        password: random_password(),
+    };
+    let mut auth = client.auth_client();
+    let fail = |what: &str, e: etcd_client::Error| HarnessError(format!("etcd {what}: {e}"));
+    auth.user_add("root", root.password.as_str(), None)
+        .await
+        .map_err(|e| fail("user add root", e))?;
+    auth.user_grant_role("root", "root")
+        .await
+        .map_err(|e| fail("user grant-role root", e))?;
+    auth.auth_enable()
+        .await
+        .map_err(|e| fail("auth enable", e))?;
+    std::fs::write(credential_file, root.to_file_text())
+        .map_err(|e| HarnessError(format!("write {}: {e}", credential_file.display())))?;
+    Ok(root)
 }
 
 /// 32 random hex digits (a test password).

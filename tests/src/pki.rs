@@ -64,6 +64,21 @@ impl TestPki {
     /// Generates the files in `dir`, the server certificate with `subject_alt_names`
     /// (openssl's syntax: `IP:127.0.0.1,DNS:localhost`).
     pub fn generate_for(dir: &Path, subject_alt_names: &str) -> Result<Self, HarnessError> {
+        Self::generate_with(dir, subject_alt_names, "serverAuth")
+    }
+
+    /// Generates the files in `dir` for the members of an etcd cluster: the server
+    /// certificate (with `subject_alt_names`) is also a client certificate, so each member
+    /// presents it to the others on the peer port (`--peer-client-cert-auth`).
+    pub fn generate_for_members(dir: &Path, subject_alt_names: &str) -> Result<Self, HarnessError> {
+        Self::generate_with(dir, subject_alt_names, "serverAuth,clientAuth")
+    }
+
+    fn generate_with(
+        dir: &Path,
+        subject_alt_names: &str,
+        server_usage: &str,
+    ) -> Result<Self, HarnessError> {
         let ec = [
             "-newkey",
             "ec",
@@ -76,7 +91,7 @@ impl TestPki {
         ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
         openssl(dir, &ca)?;
         let server_ext =
-            format!("subjectAltName={subject_alt_names}\nextendedKeyUsage=serverAuth\n");
+            format!("subjectAltName={subject_alt_names}\nextendedKeyUsage={server_usage}\n");
         for (name, ext) in [
             ("server", server_ext.as_str()),
             ("client", "extendedKeyUsage=clientAuth\n"),

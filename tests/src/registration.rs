@@ -30,5 +30,6 @@ pub fn registration(host: &Host, labels: &[(&str, &str)]) -> RegisterHost {
         boot_id_file: Some(BOOT_ID_PATH.to_owned()),
         kernel_release_file: Some(BOOTED_KERNEL_PATH.to_owned()),
         container_prefix: Some(host.sibling_name("")),
+        quorum_member: false,
     }
 }

@@ -1,5 +1,6 @@
 //! A quorum cluster's member (a component with `quorum`) around its restart: the agent's
-//! side of `crate::quorum`, with the host's etcd access and where the snapshot is kept.
+//! side of `crate::quorum`, with the host's etcd access (its maintenance identity, if it has
+//! one) and where the snapshot is kept.
 
 use std::path::PathBuf;
 
@@ -25,9 +26,17 @@ impl Agent {
             .join(format!("{component}.db"))
     }
 
-    /// The cluster is reached as the agent reaches etcd: same TLS settings and identity.
+    /// The cluster is reached with the agent's TLS settings, as the host's maintenance user
+    /// when it has one (etcd serves `Snapshot` and `MoveLeader` only to a user with the
+    /// `root` role; docs/security.md), else as the host's own user. Read at each step, so a
+    /// credential a later job rotated is used; used for these steps only.
     fn quorum_access(&self) -> Result<Access, String> {
-        let credential = match &self.config.credential_file {
+        let file = self
+            .config
+            .maintenance_credential_file
+            .as_ref()
+            .or(self.config.credential_file.as_ref());
+        let credential = match file {
             Some(path) => Some(Credential::load(path).map_err(|e| e.to_string())?),
             None => None,
         };

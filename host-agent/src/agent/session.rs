@@ -68,8 +68,10 @@ impl Agent {
         )
         .await?;
         // This host's own member may be the one restarting (an etcd upgrade): requests go
-        // to the members that answer.
-        let endpoints = etcd::watch_endpoints(&client, &self.config.etcd_endpoints);
+        // to the members that answer, and the session signs in again when the restarted
+        // member refuses its token.
+        let endpoints =
+            etcd::watch_endpoints(&client, &self.config.etcd_endpoints, credential.as_ref());
         Ok((client, endpoints))
     }
 

@@ -72,7 +72,9 @@ pub(super) fn retire_if_new(ops: &dyn HostOps, component: &Component, step: &Ste
     ops.disable_unit(unit(component))
 }
 
-/// After the files are restored: the previous daemon runs again.
+/// After the files are restored: the previous daemon runs again. A new daemon that kept
+/// crashing (`Restart=on-failure`) may have hit systemd's start rate limit, which would
+/// refuse the restart: the unit's failed state is cleared first.
 pub(super) fn roll_back(
     ops: &dyn HostOps,
     ctx: &Context,
@@ -81,6 +83,7 @@ pub(super) fn roll_back(
 ) -> OpResult<()> {
     ops.daemon_reload()?;
     if had_unit(component, step) {
+        ops.reset_failed_unit(unit(component))?;
         ops.restart_unit(unit(component))?;
         wait_active(ops, ctx, component)
     } else {

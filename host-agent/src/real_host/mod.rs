@@ -266,6 +266,10 @@ impl<S: Systemd> HostOps for RealHost<S> {
         self.systemd(|s| s.restart(unit)).map(|_| ())
     }
 
+    fn reset_failed_unit(&self, unit: &str) -> OpResult<()> {
+        self.systemd(|s| s.reset_failed(unit))
+    }
+
     fn stop_unit(&self, unit: &str) -> OpResult<()> {
         let job: JobRef = self.systemd(|s| s.stop(unit))?;
         let deadline = Instant::now() + STOP_TIMEOUT;

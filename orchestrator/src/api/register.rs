@@ -152,11 +152,15 @@ async fn write_chunk(
         let mut guards = vec![store::fence(fence)];
         let mut ops = Vec::new();
         let mut answers = Vec::with_capacity(specs.len());
+        let mut demoted = Vec::new();
         for ((spec, key), existing) in specs.iter().zip(&keys).zip(existing) {
             let mut spec = spec.clone();
             let outcome = match existing {
                 Some((stored, revision)) => {
                     spec.registered_at.clone_from(&stored.registered_at);
+                    if stored.quorum_member && !spec.quorum_member {
+                        demoted.push(spec.host.clone());
+                    }
                     if stored == spec {
                         Registered::Unchanged
                     } else {
@@ -175,6 +179,13 @@ async fn write_chunk(
         }
         if ops.is_empty() {
             return Ok(answers);
+        }
+        // A host no longer running a member of the cluster loses its maintenance user (etcd's
+        // `root` role) first: it must not outlive the registration that says so.
+        if let Some(identities) = state.identities() {
+            for host in &demoted {
+                identities.remove_maintenance(host).await?;
+            }
         }
         let first = keys.first().map_or("", String::as_str);
         match store::commit(writer, first, guards, ops).await? {

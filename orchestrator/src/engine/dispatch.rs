@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use baton_protocol::UpgradeId;
 use baton_protocol::documents::HostSpec;
 use baton_protocol::etcd::EtcdTls;
-use baton_protocol::job::{JOB_CREDENTIAL_FILE, JobSettings, SETTINGS_ENV, Summary};
+use baton_protocol::job::{
+    JOB_CREDENTIAL_FILE, JOB_MAINTENANCE_CREDENTIAL_FILE, JobSettings, SETTINGS_ENV, Summary,
+};
 use baton_protocol::manifest::InstallPolicy;
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -140,6 +142,11 @@ impl Job {
             .identities
             .as_ref()
             .map(|_| PathBuf::from(JOB_CREDENTIAL_FILE));
+        settings.maintenance_credential_file = self
+            .identities
+            .as_ref()
+            .filter(|_| self.host.quorum_member)
+            .map(|_| PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
         settings.image = Some(self.bundle.clone());
         settings.signature = self.signature.clone();
         settings.install_allow = Some(self.install.allow.clone());
@@ -294,8 +301,9 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
     Err(AttemptError::Job { code, last_line })
 }
 
-/// The files put into a new job container: the host's etcd credential, freshly issued (its
-/// previous password stops working) and readable by the job's root only. None for a job
+/// The files put into a new job container: the host's etcd credential (and, for a host
+/// running a member of the cluster, its maintenance credential), freshly issued (the
+/// previous passwords stop working) and readable by the job's root only. None for a job
 /// container that already exists (started by an earlier attempt or leader, which issued
 /// the credential it delivers).
 async fn job_files(
@@ -317,11 +325,23 @@ async fn job_files(
         .issue(&job.host.host)
         .await
         .map_err(|e| AttemptError::Identity(e.to_string()))?;
-    Ok(vec![ContainerFile {
+    let mut files = vec![ContainerFile {
         path: JOB_CREDENTIAL_FILE.to_owned(),
         contents: credential.to_file_text().into_bytes(),
         mode: 0o400,
-    }])
+    }];
+    if job.host.quorum_member {
+        let maintenance = identities
+            .issue_maintenance(&job.host.host)
+            .await
+            .map_err(|e| AttemptError::Identity(e.to_string()))?;
+        files.push(ContainerFile {
+            path: JOB_MAINTENANCE_CREDENTIAL_FILE.to_owned(),
+            contents: maintenance.to_file_text().into_bytes(),
+            mode: 0o400,
+        });
+    }
+    Ok(files)
 }
 
 /// Waits for the container to stop; returns its exit code and the engine's error, if it
@@ -384,6 +404,7 @@ mod tests {
                 boot_id_file: Some("/run/baton/boot-id".into()),
                 kernel_release_file: None,
                 container_prefix: Some("host-1-".into()),
+                quorum_member: false,
                 registered_at: "t".into(),
             },
             bundle: "r/b@sha256:00".into(),
@@ -441,6 +462,34 @@ mod tests {
             tls.tls,
             "{json}"
         );
+    }
+
+    #[test]
+    fn only_a_member_host_gets_a_maintenance_credential_and_only_with_etcd_authentication() {
+        let identities = Identities::new(
+            vec!["https://10.0.0.1:2379".into()],
+            None,
+            baton_protocol::etcd::Credential {
+                user: "root".into(),
+                password: "secret".into(),
+            },
+            baton_protocol::keys::Keyspace::default(),
+        );
+        let files = |quorum_member: bool, identities: Option<Identities>| {
+            let mut j = job(&[]);
+            j.host.quorum_member = quorum_member;
+            j.identities = identities;
+            let s = j.settings();
+            (s.credential_file, s.maintenance_credential_file)
+        };
+        let credential = Some(PathBuf::from(JOB_CREDENTIAL_FILE));
+        let maintenance = Some(PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
+        assert_eq!(
+            files(true, Some(identities.clone())),
+            (credential.clone(), maintenance)
+        );
+        assert_eq!(files(false, Some(identities)), (credential, None));
+        assert_eq!(files(true, None), (None, None));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub(crate) fn spec(h: &str) -> HostSpec {
         boot_id_file: None,
         kernel_release_file: None,
         container_prefix: None,
+        quorum_member: false,
         registered_at: T0.into(),
     }
 }

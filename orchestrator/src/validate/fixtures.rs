@@ -36,5 +36,6 @@ pub(crate) fn register() -> RegisterHost {
         boot_id_file: Some("/run/baton/boot-id".into()),
         kernel_release_file: None,
         container_prefix: Some("host-1-".into()),
+        quorum_member: false,
     }
 }

@@ -120,6 +120,7 @@ pub fn host_spec(
         boot_id_file: req.boot_id_file.clone(),
         kernel_release_file: req.kernel_release_file.clone(),
         container_prefix: req.container_prefix.clone(),
+        quorum_member: req.quorum_member,
         registered_at,
     })
 }

@@ -33,6 +33,11 @@ pub struct RegisterHost {
     /// Prefix of the agent's service container names, if the engine is shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_prefix: Option<String>,
+    /// The host runs a member of the etcd cluster Baton uses: with etcd authentication on,
+    /// its agent gets a maintenance identity for the steps around the member's restart
+    /// (docs/security.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quorum_member: bool,
 }
 
 /// Most registrations in one `POST /v1/hosts` (an array; more: 413).

@@ -40,6 +40,10 @@ pub struct HostSpec {
     /// Docker Engine with others (simulated fleet: `<host>-`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_prefix: Option<String>,
+    /// The host runs a member of the etcd cluster Baton uses (its agent gets a maintenance
+    /// identity when etcd authentication is on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quorum_member: bool,
     /// When it was registered.
     pub registered_at: Timestamp,
 }

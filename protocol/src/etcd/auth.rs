@@ -8,8 +8,8 @@ use etcd_client::{Client, Permission, RoleRevokePermissionOptions};
 
 use super::EtcdError;
 use super::identity::{
-    Access, Credential, Grant, ORCHESTRATOR_ROLE, READER_ROLE, host_grants, host_user,
-    orchestrator_grants, orchestrator_host_grants, reader_grants,
+    Access, Credential, ETCD_ROOT_ROLE, Grant, ORCHESTRATOR_ROLE, READER_ROLE, host_grants,
+    host_user, maintenance_user, orchestrator_grants, orchestrator_host_grants, reader_grants,
 };
 use crate::{HostId, Keyspace};
 
@@ -148,13 +148,36 @@ pub async fn grant_orchestrator_host_keys(
     .await
 }
 
-/// Deletes `host`'s user and role (its sessions end at once) and the orchestrator role's
-/// permissions on its keys.
+/// Gives `host` (registered as running a member of the cluster) its maintenance user, with
+/// etcd's `root` role and `password` (replacing any previous one).
+pub async fn issue_maintenance_credential(
+    client: &Client,
+    host: &HostId,
+    password: String,
+) -> Result<Credential, EtcdError> {
+    let credential = Credential {
+        user: maintenance_user(host),
+        password,
+    };
+    ensure_user(client, &credential, ETCD_ROOT_ROLE).await?;
+    Ok(credential)
+}
+
+/// Deletes `host`'s maintenance user, if it has one (its sessions end at once).
+pub async fn remove_maintenance_user(client: &Client, host: &HostId) -> Result<(), EtcdError> {
+    let user = maintenance_user(host);
+    let deleted = client.auth_client().user_delete(user.as_str()).await;
+    tolerate(deleted, "user delete", &user)
+}
+
+/// Deletes `host`'s user and role and its maintenance user (their sessions end at once),
+/// and the orchestrator role's permissions on its keys.
 pub async fn remove_host_identity(
     client: &Client,
     keyspace: &Keyspace,
     host: &HostId,
 ) -> Result<(), EtcdError> {
+    remove_maintenance_user(client, host).await?;
     let mut auth = client.auth_client();
     let user = host_user(host);
     tolerate(auth.user_delete(user.as_str()).await, "user delete", &user)?;

@@ -1,19 +1,37 @@
-//! Keeping a client of several etcd members off a member that is down.
+//! Keeping a client of several etcd members off a member that is down, and signed in
+//! across a member's restart.
 //!
 //! etcd-client balances requests over every endpoint it was given and keeps a member that
 //! stopped answering in the rotation: while one member restarts (an etcd upgrade), about
 //! one request in three fails at once with `Unavailable` ("tcp connect error"), and a
 //! session of many requests rarely survives. [`watch_endpoints`] probes each endpoint's
 //! port and takes one that refuses out of the client's rotation until it answers again,
-//! never the last one.
+//! never the last one. A client is connected with the endpoints that answer
+//! ([`answering`]): over TLS, a member refusing connections fails at once while the others
+//! are still shaking hands, so the balancer would hand the first request (signing in) to
+//! the member that is down, every time.
+//!
+//! With authentication on, a client signed in with a password sends a token with every
+//! request; etcd's simple tokens live in each member's memory, so a member that restarted
+//! answers "invalid auth token" to the tokens given before. The client then signs in again
+//! — here, and nowhere else: when a member that was down answers again (before it is put
+//! back in the rotation), and whenever a cheap request sent each interval is refused for
+//! its token (a member restarted faster than a probe could see it down).
 
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Client, GetOptions};
 use tokio::task::JoinHandle;
+
+use super::Credential;
 
 /// How often, and how long at most, each endpoint is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The key the token probe reads (count only, from the member's own store): a key nobody
+/// writes. A user without permission to read it is refused for that after its token was
+/// accepted, which is all the probe asks.
+const TOKEN_PROBE_KEY: &str = "\0";
 
 /// Probes a client's endpoints while it lives; dropping it stops the probing (the client
 /// keeps the rotation it had).
@@ -28,40 +46,101 @@ impl Drop for EndpointWatch {
     }
 }
 
-/// Starts probing `endpoints` (the ones `client` was connected with) for `client`;
-/// `None` for a single endpoint, which has nowhere else to go.
-pub fn watch_endpoints(client: &Client, endpoints: &[String]) -> Option<EndpointWatch> {
-    if endpoints.len() < 2 {
+/// Starts probing `endpoints` (the ones `client` was connected with) for `client`, and,
+/// given the `credential` it signed in with, signing it in again when its token is refused;
+/// `None` for a single endpoint without a credential, which has nothing to do.
+pub fn watch_endpoints(
+    client: &Client,
+    endpoints: &[String],
+    credential: Option<&Credential>,
+) -> Option<EndpointWatch> {
+    if endpoints.len() < 2 && credential.is_none() {
         return None;
     }
     let client = client.clone();
     let endpoints = endpoints.to_vec();
+    let credential = credential.cloned();
     let task = tokio::spawn(async move {
-        let mut in_rotation = vec![true; endpoints.len()];
+        // Not known until the first probe, which puts every answering endpoint in the
+        // rotation: one the client was connected with is replaced by a new connection to
+        // it once that one is ready, one it was not (down then) is added.
+        let mut in_rotation = vec![false; endpoints.len()];
+        let mut first = true;
         loop {
-            tokio::time::sleep(PROBE_INTERVAL).await;
-            let probes = endpoints.iter().map(|e| reachable(e));
-            let answering = futures::future::join_all(probes).await;
-            for (i, keep) in changes(&in_rotation, &answering) {
-                let endpoint = &endpoints[i];
-                let changed = if keep {
-                    client.add_endpoint(endpoint).await
-                } else {
-                    client.remove_endpoint(endpoint).await
-                };
-                match changed {
-                    Ok(()) => {
-                        in_rotation[i] = keep;
-                        tracing::info!(%endpoint, in_rotation = keep, "etcd endpoint {}", if keep { "answers again: back in rotation" } else { "refuses connections: out of rotation" });
+            if !first {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            if endpoints.len() > 1 {
+                let now = answering(&endpoints).await;
+                for (i, keep) in changes(&in_rotation, &now) {
+                    let endpoint = &endpoints[i];
+                    // A member back from a restart knows none of the tokens given before
+                    // it restarted (one down when the client signed in learns the token
+                    // as it catches up).
+                    if keep
+                        && !first
+                        && let Some(c) = &credential
+                    {
+                        sign_in(&client, c, "a member answers again").await;
                     }
-                    Err(error) => {
-                        tracing::warn!(%endpoint, %error, "etcd endpoint rotation not changed")
+                    let changed = if keep {
+                        client.add_endpoint(endpoint).await
+                    } else {
+                        client.remove_endpoint(endpoint).await
+                    };
+                    match changed {
+                        Ok(()) => {
+                            in_rotation[i] = keep;
+                            tracing::info!(%endpoint, in_rotation = keep, "etcd endpoint {}", if keep { "answers again: back in rotation" } else { "refuses connections: out of rotation" });
+                        }
+                        Err(error) => {
+                            tracing::warn!(%endpoint, %error, "etcd endpoint rotation not changed")
+                        }
                     }
                 }
+            }
+            first = false;
+            if let Some(c) = &credential
+                && token_refused(&client).await
+            {
+                sign_in(&client, c, "a member refused the session's token").await;
             }
         }
     });
     Some(EndpointWatch { task })
+}
+
+/// etcd refused a request's token: the member that answered does not know it (it
+/// restarted since the client signed in, or the token expired unused).
+pub fn is_invalid_auth_token(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("invalid auth token"))
+}
+
+/// Whether a cheap read (one member's own store, count only) is refused for its token.
+async fn token_refused(client: &Client) -> bool {
+    let options = GetOptions::new().with_serializable().with_count_only();
+    let mut kv = client.kv_client();
+    let read = kv.get(TOKEN_PROBE_KEY, Some(options));
+    matches!(
+        tokio::time::timeout(PROBE_INTERVAL, read).await,
+        Ok(Err(e)) if is_invalid_auth_token(&e)
+    )
+}
+
+/// Signs `client` in again as `credential` (every clone of it uses the new token); a
+/// failure is logged and tried again at the next refusal.
+async fn sign_in(client: &Client, credential: &Credential, why: &str) {
+    let mut auth = client.auth_client();
+    let signing_in = auth.set_client_auth(credential.user.clone(), credential.password.clone());
+    match tokio::time::timeout(super::CONNECT_TIMEOUT, signing_in).await {
+        Ok(Ok(())) => tracing::info!(user = %credential.user, why, "signed in to etcd again"),
+        Ok(Err(error)) => {
+            tracing::warn!(user = %credential.user, why, %error, "signing in to etcd again failed")
+        }
+        Err(_) => {
+            tracing::warn!(user = %credential.user, why, "signing in to etcd again took too long")
+        }
+    }
 }
 
 /// The endpoints to put back (`true`) or take out (`false`) of the rotation, given which
@@ -83,6 +162,12 @@ fn changes(in_rotation: &[bool], answering: &[bool]) -> Vec<(usize, bool)> {
         }
     }
     out
+}
+
+/// Whether each endpoint's port accepts a connection within [`PROBE_INTERVAL`] (probed
+/// together).
+pub(super) async fn answering(endpoints: &[String]) -> Vec<bool> {
+    futures::future::join_all(endpoints.iter().map(|e| reachable(e))).await
 }
 
 /// Whether the endpoint's port accepts a connection within [`PROBE_INTERVAL`].

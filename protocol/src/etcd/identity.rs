@@ -9,7 +9,12 @@
 //!   windows, the fleet's windows, and per
 //!   registered host that host's `spec`, `desired` and `maintenance` — never a host's
 //!   `alive`, `status` or `installed`;
-//! - `baton-reader` reads everything under the prefix (operators' `etcdctl`).
+//! - `baton-reader` reads everything under the prefix (operators' `etcdctl`);
+//! - a host registered as running a member of the etcd cluster Baton uses also has a
+//!   maintenance user (`baton-maintenance-<host>`) with etcd's `root` role, because etcd
+//!   serves the calls around a member's restart (`Snapshot`, `MoveLeader`) only to `root`.
+//!   Such a host holds the whole database on its disk already, so the user gives it nothing
+//!   it could not read; its agent uses it for those calls only.
 //!
 //! A credential is a user and a password, kept in a root-only file as `user:password` (the
 //! form `etcdctl --user` takes). etcd stores only a bcrypt hash of the password; Baton stores
@@ -28,10 +33,22 @@ pub const READER_ROLE: &str = "baton-reader";
 pub const HOST_ROLE_PREFIX: &str = "baton-host-";
 /// Where the downloader job leaves the host's credential (mode 0600), and the agent reads it.
 pub const DEFAULT_CREDENTIAL_FILE: &str = "/etc/baton/etcd-credential";
+/// Prefix of the maintenance user of a host running a member of the cluster.
+pub const MAINTENANCE_USER_PREFIX: &str = "baton-maintenance-";
+/// etcd's administrative role, the only one etcd serves `Snapshot` and `MoveLeader` to.
+pub const ETCD_ROOT_ROLE: &str = "root";
+/// Where the downloader job leaves a member host's maintenance credential (mode 0600), and
+/// the agent reads it for the steps around its member's restart.
+pub const DEFAULT_MAINTENANCE_CREDENTIAL_FILE: &str = "/etc/baton/etcd-maintenance-credential";
 
 /// The user (and role) of `host`.
 pub fn host_user(host: &HostId) -> String {
     format!("{HOST_ROLE_PREFIX}{host}")
+}
+
+/// The maintenance user of `host` (it has no role of its own: it has etcd's `root`).
+pub fn maintenance_user(host: &HostId) -> String {
+    format!("{MAINTENANCE_USER_PREFIX}{host}")
 }
 
 /// What a permission allows.

@@ -1,6 +1,7 @@
 //! etcd helpers every part uses: connecting, compare-and-swap updates, prefix reads in
-//! pages, resumable watches, leases kept alive with a loss signal, leader election, and a client of several members
-//! kept off one that is down — behind the `etcd` cargo
+//! pages, resumable watches, leases kept alive with a loss signal, leader election, and a
+//! client of several members kept off one that is down and signed in again after one
+//! restarted — behind the `etcd` cargo
 //! feature, so a part that only names the TLS settings ([`EtcdTls`], always here: the
 //! downloader job writes them into the agent's configuration) does not build the gRPC stack.
 
@@ -34,7 +35,7 @@ pub use cas::{
 #[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
 #[cfg(feature = "etcd")]
-pub use endpoints::{EndpointWatch, watch_endpoints};
+pub use endpoints::{EndpointWatch, is_invalid_auth_token, watch_endpoints};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
 pub use identity::Credential;
@@ -168,7 +169,21 @@ pub async fn connect_as(
     if let Some(c) = credential {
         options = options.with_user(c.user.as_str(), c.password.as_str());
     }
-    Client::connect(endpoints, Some(options))
+    // Only the members that accept connections now (all, if none does): the first request
+    // (signing in) would otherwise go to one that is down. [`watch_endpoints`] puts the
+    // others in once they answer.
+    let mut reached: Vec<&String> = endpoints.iter().collect();
+    if endpoints.len() > 1 {
+        let answering = endpoints::answering(endpoints).await;
+        if answering.contains(&true) {
+            reached = endpoints
+                .iter()
+                .zip(answering)
+                .filter_map(|(e, up)| up.then_some(e))
+                .collect();
+        }
+    }
+    Client::connect(reached, Some(options))
         .await
         .map_err(EtcdError::request("connect", endpoints.join(",")))
 }

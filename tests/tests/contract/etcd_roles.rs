@@ -2,7 +2,9 @@
 //! identities"), for real: a host's identity writes only its own `alive`, `status` and
 //! `installed`; the orchestrator's role writes what the orchestrator writes and nothing of a
 //! host's reports, and cannot manage users; the reader only reads; no credential is stored
-//! in etcd; and removing a host's identity ends its agent's writes at once.
+//! in etcd; removing a host's identity ends its agent's writes at once; and only a member
+//! host's maintenance user (etcd's `root` role) may take a snapshot, until the host is
+//! removed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -348,4 +350,57 @@ async fn identity_operations_use_a_member_that_answers() {
         }
     }
     assert!(answered, "no read answered with member 0 down");
+}
+
+/// The size of a snapshot taken through `client`; `Err(text)` when etcd refused it.
+async fn snapshot_size(client: &mut Client) -> Result<usize, String> {
+    let mut stream = client.snapshot().await.map_err(|e| e.to_string())?;
+    let mut size = 0;
+    while let Some(part) = stream.message().await.map_err(|e| e.to_string())? {
+        size += part.blob().len();
+    }
+    Ok(size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_member_hosts_maintenance_user_takes_snapshots_until_the_host_is_removed() {
+    let (etcd, admin, ks) = secure().await;
+    let h = host("host-1");
+    let own = issue(&admin, &ks, "host-1").await;
+    let maintenance = auth::issue_maintenance_credential(&admin, &h, random_password())
+        .await
+        .expect("maintenance credential");
+    assert_eq!(maintenance.user, "baton-maintenance-host-1");
+
+    // etcd serves the snapshot to `root` only: not to the host's own identity.
+    let mut as_host = etcd.client_as(&own).await.expect("host client");
+    let refused = snapshot_size(&mut as_host).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("permission denied")),
+        "the host's own identity took a snapshot: {refused:?}"
+    );
+    let mut as_maintenance = etcd
+        .client_as(&maintenance)
+        .await
+        .expect("maintenance client");
+    let size = snapshot_size(&mut as_maintenance)
+        .await
+        .expect("the maintenance user takes a snapshot");
+    assert!(size > 0);
+    assert_no_key_holds(&admin, &[maintenance.password.as_str()]).await;
+
+    // Removing the host removes its maintenance user: it cannot sign in again.
+    auth::remove_host_identity(&admin, &ks, &h)
+        .await
+        .expect("remove");
+    assert!(
+        etcd.client_as(&maintenance).await.is_err(),
+        "the removed host's maintenance user still signs in"
+    );
+    // Idempotent, and harmless for a host that has none.
+    auth::remove_maintenance_user(&admin, &h)
+        .await
+        .expect("removed again");
 }

@@ -117,6 +117,7 @@ pub(crate) fn agent_config(dir: &std::path::Path, host: &HostId, etcd: &EtcdServ
         install_setuid: Vec::new(),
         tls: etcd.client_tls().cloned(),
         credential_file: None,
+        maintenance_credential_file: None,
         // None trusted: these agents are given no bundles.
         trusted_keys_dir: dir.join("trusted-keys"),
     }

@@ -96,6 +96,7 @@ async fn setup(daemon_content: &str) -> Setup {
         // None trusted: these tests write `desired` without signatures.
         trusted_keys_dir: dir.path().join("trusted-keys"),
         credential_file: None,
+        maintenance_credential_file: None,
     };
     let fake = Arc::new(RecordingHost::default());
     let agent = Agent::new(config.clone(), fake.clone()).expect("agent");
@@ -244,15 +245,21 @@ async fn desired_install_applies_every_component_in_order_and_reports_done() {
     s.task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_that_fails_to_start_is_rolled_back() {
-    // The fake reports the unit failed while a file containing FAIL is installed.
+/// A host whose bundle's daemon fails to start (the fake reports the unit failed while a
+/// file containing FAIL is installed), the daemon and the utility on their previous content.
+async fn setup_failing_daemon() -> Setup {
     let s = setup("echo-v2-FAIL").await;
     s.fake.fail_unit("baton-echo.service");
     s.fake
         .set_file(Path::new("/usr/local/sbin/baton-echo"), "echo-v1");
     s.fake
         .set_file(Path::new("/usr/local/bin/baton-hello"), "hello-v1");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_fails_to_start_is_rolled_back() {
+    let s = setup_failing_daemon().await;
     let status = install(&s).await;
     assert_eq!(status.state, HostState::RolledBack, "{status:?}");
     assert!(status.message.contains("baton-echo.service"), "{status:?}");
@@ -274,6 +281,35 @@ async fn a_daemon_that_fails_to_start_is_rolled_back() {
         s.fake
             .file(Path::new("/etc/systemd/system/baton-echo.service")),
         None
+    );
+    s.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_daemons_start_limit_is_reset_before_its_previous_version_restarts() {
+    let s = setup_failing_daemon().await;
+    // The daemon ran before: the rollback restarts its previous version.
+    s.fake.set_file(
+        Path::new("/etc/systemd/system/baton-echo.service"),
+        "[Service]\nExecStart=/usr/local/sbin/baton-echo\n",
+    );
+    let status = install(&s).await;
+    assert_eq!(status.state, HostState::RolledBack, "{status:?}");
+    let unit_calls: Vec<Call> = s
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Restart(_) | Call::ResetFailed(_)))
+        .collect();
+    let unit = || "baton-echo.service".to_owned();
+    assert_eq!(
+        unit_calls,
+        [
+            Call::Restart(unit()),
+            Call::ResetFailed(unit()),
+            Call::Restart(unit())
+        ],
+        "the new version's restart, then the failed state cleared before the old one's"
     );
     s.task.abort();
 }

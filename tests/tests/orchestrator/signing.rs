@@ -148,6 +148,7 @@ async fn only_signed_bundles_from_allowed_registries_are_accepted_and_refusals_w
         boot_id_file: None,
         kernel_release_file: None,
         container_prefix: None,
+        quorum_member: false,
     };
     api.register(&host).await.expect("register");
 

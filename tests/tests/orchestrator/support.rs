@@ -133,17 +133,47 @@ impl Drop for Orchestrator {
 pub fn config(etcd: &EtcdServer, replica: &str) -> Config {
     let mut c = config_in(etcd.endpoints(), etcd.dir(), replica);
     if let Some(tls) = etcd.client_tls() {
-        c.tls.etcd_ca_file = Some(tls.ca_file.clone());
-        c.tls.etcd_cert_file = tls.cert_file.clone();
-        c.tls.etcd_key_file = tls.key_file.clone();
+        use_etcd_tls(&mut c, tls);
     }
     if etcd.root().is_some() {
-        // Authentication on: the orchestrator's own identity (made by it at first start)
-        // and root for managing the hosts' identities.
-        c.etcd_credential_file = Some(etcd.dir().join("orchestrator-credential"));
-        c.etcd_admin_credential_file = Some(etcd.root_credential_file());
+        use_etcd_auth(&mut c, etcd.dir(), &etcd.root_credential_file());
     }
     c
+}
+
+/// The orchestrator reaches etcd over `tls`.
+pub fn use_etcd_tls(c: &mut Config, tls: &EtcdTls) {
+    c.tls.etcd_ca_file = Some(tls.ca_file.clone());
+    c.tls.etcd_cert_file = tls.cert_file.clone();
+    c.tls.etcd_key_file = tls.key_file.clone();
+}
+
+/// Authentication on: the orchestrator's own identity (made by it at first start, in the
+/// test folder `dir` every replica shares) and root's (`root_credential_file`) for managing
+/// the hosts' identities.
+pub fn use_etcd_auth(c: &mut Config, dir: &Path, root_credential_file: &Path) {
+    c.etcd_credential_file = Some(dir.join("orchestrator-credential"));
+    c.etcd_admin_credential_file = Some(root_credential_file.to_owned());
+}
+
+/// The agents' downloader jobs point them at the etcd TLS files
+/// [`install_agent_etcd_tls`] put on the hosts.
+pub fn give_agents_etcd_tls(c: &mut Config) {
+    c.agent_etcd_ca_file = Some(PathBuf::from(AGENT_ETCD_CA));
+    c.agent_etcd_cert_file = Some(PathBuf::from(AGENT_ETCD_CERT));
+    c.agent_etcd_key_file = Some(PathBuf::from(AGENT_ETCD_KEY));
+}
+
+/// Puts the CA and the client certificate etcd requires on every host of `fleet`, in its
+/// /etc/baton.
+pub fn install_agent_etcd_tls(fleet: &Fleet, tls: &EtcdTls) {
+    for host in fleet.hosts() {
+        let etc = host.root().join("etc/baton");
+        std::fs::create_dir_all(&etc).expect("etc/baton");
+        for (name, from) in agent_tls_files(tls) {
+            std::fs::copy(&from, etc.join(name)).expect("copy etcd TLS file to the host");
+        }
+    }
 }
 
 /// A configuration for replica `replica` against the etcd at `endpoints` (plain, without
@@ -262,14 +292,7 @@ impl SimFleet {
         let etcd = EtcdServer::start_secure_cluster(members, &[IpAddr::V4(fleet.gateway_ip())])
             .await
             .expect("etcd");
-        let tls = etcd.client_tls().expect("TLS").clone();
-        for host in fleet.hosts() {
-            let etc = host.root().join("etc/baton");
-            std::fs::create_dir_all(&etc).expect("etc/baton");
-            for (name, from) in agent_tls_files(&tls) {
-                std::fs::copy(&from, etc.join(name)).expect("copy etcd TLS file to the host");
-            }
-        }
+        install_agent_etcd_tls(&fleet, etcd.client_tls().expect("TLS"));
         SimFleet {
             registry,
             fleet,
@@ -283,9 +306,7 @@ impl SimFleet {
     pub fn config(&self, replica: &str) -> Config {
         let mut c = config(&self.etcd, replica);
         c.agent_etcd = self.etcd.endpoints_on(IpAddr::V4(self.fleet.gateway_ip()));
-        c.agent_etcd_ca_file = Some(PathBuf::from(AGENT_ETCD_CA));
-        c.agent_etcd_cert_file = Some(PathBuf::from(AGENT_ETCD_CERT));
-        c.agent_etcd_key_file = Some(PathBuf::from(AGENT_ETCD_KEY));
+        give_agents_etcd_tls(&mut c);
         c.job_labels = vec![(LABEL_RUN.into(), self.fleet.run_id().to_owned())];
         c
     }

@@ -176,6 +176,7 @@ fn registration(id: &str, machine: &Vm) -> RegisterHost {
         boot_id_file: None,
         kernel_release_file: None,
         container_prefix: None,
+        quorum_member: false,
     }
 }
 

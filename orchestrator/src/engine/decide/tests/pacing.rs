@@ -114,6 +114,7 @@ impl Fx {
             boot_id_file: None,
             kernel_release_file: None,
             container_prefix: None,
+            quorum_member: false,
             registered_at: T0.into(),
         };
         self.view.hosts.entry(id(h)).or_default().spec = Some(Versioned {
