@@ -130,8 +130,7 @@ async fn token_refused(client: &Client) -> bool {
 /// Signs `client` in again as `credential` (every clone of it uses the new token); a
 /// failure is logged and tried again at the next refusal.
 async fn sign_in(client: &Client, credential: &Credential, why: &str) {
-    let mut auth = client.auth_client();
-    let signing_in = auth.set_client_auth(credential.user.clone(), credential.password.clone());
+    let signing_in = super::sign_in_again(client, credential);
     match tokio::time::timeout(super::CONNECT_TIMEOUT, signing_in).await {
         Ok(Ok(())) => tracing::info!(user = %credential.user, why, "signed in to etcd again"),
         Ok(Err(error)) => {

@@ -212,14 +212,6 @@ pub async fn connect_first_answering(
     }))
 }
 
-/// etcd no longer knows the token a password session signs its requests with: a member
-/// restarted (etcd keeps its simple tokens in memory) or the token expired unused. The
-/// session stays refused until it signs in again ([`sign_in_again`]).
-#[cfg(feature = "etcd")]
-pub fn is_invalid_auth_token(error: &etcd_client::Error) -> bool {
-    matches!(error, etcd_client::Error::GRpcStatus(s) if s.message().contains("invalid auth token"))
-}
-
 /// Signs `client` in again as `credential`: a new token for it and every clone of it.
 #[cfg(feature = "etcd")]
 pub async fn sign_in_again(client: &Client, credential: &Credential) -> Result<(), EtcdError> {

@@ -55,6 +55,7 @@ pub fn registration(root: &Path, i: usize, docker: &str, labels: &[(&str, &str)]
         boot_id_file: None,
         kernel_release_file: None,
         container_prefix: Some(format!("{id}-")),
+        quorum_member: false,
     }
 }
 

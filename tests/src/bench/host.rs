@@ -39,6 +39,9 @@ impl HostOps for NoWorkHost {
     fn restart_unit(&self, _unit: &str) -> OpResult<()> {
         Ok(())
     }
+    fn reset_failed_unit(&self, _unit: &str) -> OpResult<()> {
+        Ok(())
+    }
     fn stop_unit(&self, _unit: &str) -> OpResult<()> {
         Ok(())
     }

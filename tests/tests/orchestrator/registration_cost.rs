@@ -29,6 +29,7 @@ fn registration(i: usize) -> RegisterHost {
         boot_id_file: None,
         kernel_release_file: None,
         container_prefix: None,
+        quorum_member: false,
     }
 }
 
