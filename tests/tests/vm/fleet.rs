@@ -34,8 +34,9 @@ use crate::boot_checks;
 use crate::support::{Orchestrator, config};
 
 /// Longest one upgrade of the two VMs may take (a kernel package install and a reboot
-/// under TCG take a few minutes each).
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(900);
+/// under TCG take a few minutes each, and several times that while `make test` runs the
+/// fleet tests beside this tier on two cores: one upgrade was seen taking 15 minutes).
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// `kill -9` of the agent's process alone (not its unit's other processes), with the
 /// guest's own `pkill` (busybox's lacks it), in the guest's namespaces.
