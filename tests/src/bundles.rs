@@ -442,18 +442,7 @@ pub async fn derived_bundle(
     )
     .expect("Dockerfile");
     // The classic builder, as `bundle build` uses: FROM a local image, nothing pulled.
-    let out = tokio::process::Command::new("docker")
-        .args(["build", "--quiet", "--tag", tag])
-        .arg(ctx.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .await
-        .expect("docker build");
-    assert!(
-        out.status.success(),
-        "build {tag}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_image(ctx.path(), tag).await;
 }
 
 /// A minimal valid manifest: an agent and one utility (the image is never run).
