@@ -40,6 +40,7 @@ impl Replica {
     /// starts it.
     pub async fn start(sim: &SimFleet, name: &str) -> Replica {
         let mut config = sim.config(name);
+        config.health_timeout = super::HEALTH_TIMEOUT;
         let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("free port");
         config.listen = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = sim.etcd.dir().join(format!("replica-{name}"));
