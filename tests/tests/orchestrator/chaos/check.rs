@@ -82,11 +82,13 @@ pub async fn fleet_version(world: &World) -> &'static str {
     VERSIONS.into_iter().find(|v| *v == version).unwrap_or("")
 }
 
-fn key(host: &Host, doc: HostKey) -> String {
+/// The key of one of `host`'s documents.
+pub fn key(host: &Host, doc: HostKey) -> String {
     Keyspace::default().host(&HostId::new(host.name()).expect("host id"), doc)
 }
 
-async fn read<T: documents::Document>(world: &World, key: &str) -> Option<T> {
+/// The document at `key` now, if any (an etcd error fails the run).
+pub async fn read<T: documents::Document>(world: &World, key: &str) -> Option<T> {
     baton_protocol::etcd::read::<T>(&world.client, key)
         .await
         .unwrap_or_else(|e| panic!("etcd read {key}: {e}"))

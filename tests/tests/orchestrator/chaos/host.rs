@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use baton_protocol::documents::{Desired, HostOutcomeState, HostStatus, Installed};
-use baton_protocol::{HostId, HostKey, HostState, Keyspace, UpgradePhase};
+use baton_protocol::{HostId, HostKey, HostState, UpgradePhase};
 use baton_tests::docker;
 use baton_tests::fleet::Host;
 use futures::FutureExt;
@@ -24,7 +24,7 @@ use futures::future::LocalBoxFuture;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::{Run, World};
+use super::{Run, World, check};
 
 /// The restart policy of a simulated host's container (tests/src/fleet.rs): a reboot
 /// inside it brings it back.
@@ -134,7 +134,6 @@ async fn lost(world: &World, run: &Run, host: &Host) {
         host.name()
     );
     // Halted: every other host succeeded before it, or was never told.
-    let keys = Keyspace::default();
     for other in world.sim.fleet.hosts() {
         if other.name() == host.name() {
             continue;
@@ -144,13 +143,7 @@ async fn lost(world: &World, run: &Run, host: &Host) {
         if state == Some(HostOutcomeState::Succeeded) {
             continue;
         }
-        let desired = baton_protocol::etcd::read::<Desired>(
-            &world.client,
-            &keys.host(&other_id, HostKey::Desired),
-        )
-        .await
-        .expect("read desired")
-        .map(|v| v.value);
+        let desired = check::read::<Desired>(world, &check::key(other, HostKey::Desired)).await;
         assert!(
             desired
                 .as_ref()
@@ -165,15 +158,10 @@ async fn lost(world: &World, run: &Run, host: &Host) {
 /// Once `host` is powered on again: its agent finishes the install its journal holds and
 /// reports `Done` for `run`, on the target bundle.
 async fn back(world: &World, run: &Run, host: &Host) {
-    let id = HostId::new(host.name()).expect("host id");
-    let key = Keyspace::default().host(&id, HostKey::Status);
+    let key = check::key(host, HostKey::Status);
     let started = Instant::now();
     loop {
-        let status = baton_protocol::etcd::read::<HostStatus>(&world.client, &key)
-            .await
-            .ok()
-            .flatten()
-            .map(|v| v.value);
+        let status = check::read::<HostStatus>(world, &key).await;
         let ours = status
             .as_ref()
             .is_some_and(|s| s.upgrade_id.as_ref().is_some_and(|u| u.as_str() == run.id));
@@ -207,12 +195,9 @@ async fn back(world: &World, run: &Run, host: &Host) {
 }
 
 async fn installed_version(world: &World, host: &Host) -> Option<String> {
-    let id = HostId::new(host.name()).expect("host id");
-    let key = Keyspace::default().host(&id, HostKey::Installed);
-    baton_protocol::etcd::read::<Installed>(&world.client, &key)
+    check::read::<Installed>(world, &check::key(host, HostKey::Installed))
         .await
-        .expect("read installed")
-        .and_then(|v| v.value.bundle_version)
+        .and_then(|i| i.bundle_version)
 }
 
 async fn set_restart_policy(host: &Host, policy: &str, replay: &str) {

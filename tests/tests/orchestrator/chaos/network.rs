@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_protocol::documents::{Alive, HostStatus};
-use baton_protocol::{HostId, HostKey, HostState, Keyspace};
+use baton_protocol::{HostKey, HostState};
 use baton_tests::fleet::Host;
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::{Run, World, moment};
+use super::{Run, World, check, moment};
 
 /// The install reports the cut may follow: a sample bundle's install reports thirteen steps
 /// (back up, apply and check its three components, back up and apply the kernel, the reboot
@@ -63,9 +63,8 @@ pub fn cut_mid_install(
 /// and a seeded while more; checks what the agent reports once back.
 async fn cut(world: &World, run: &Run, host: &Host, after: usize, mut rng: StdRng) {
     let replay = &run.replay;
-    let id = HostId::new(host.name()).expect("host id");
-    let keys = Keyspace::default();
-    let reports = InstallReports::follow(world, run, &keys.host(&id, HostKey::Status)).await;
+    let status_key = check::key(host, HostKey::Status);
+    let reports = InstallReports::follow(world, run, &status_key).await;
     let started = Instant::now();
     let mut checked = Instant::now();
     while reports.count() <= after {
@@ -100,11 +99,7 @@ async fn cut(world: &World, run: &Run, host: &Host, after: usize, mut rng: StdRn
     }
     let cut_at = Instant::now();
     // What the host reported last before the cut: mid-install (nothing after it arrives).
-    let at_cut =
-        baton_protocol::etcd::read::<HostStatus>(&world.client, &keys.host(&id, HostKey::Status))
-            .await
-            .expect("read status")
-            .map(|v| v.value);
+    let at_cut = check::read::<HostStatus>(world, &status_key).await;
     let reported = reports.count();
     eprintln!(
         "CHAOS {}: {} cut off after install report {} ({reported} seen): status {:?} {:?}; journal {}",
@@ -127,12 +122,9 @@ async fn cut(world: &World, run: &Run, host: &Host, after: usize, mut rng: StdRn
         host.name()
     );
     // Off until the lease expired: etcd removed `alive`.
-    let alive_key = keys.host(&id, HostKey::Alive);
+    let alive_key = check::key(host, HostKey::Alive);
     loop {
-        let alive = baton_protocol::etcd::read::<Alive>(&world.client, &alive_key)
-            .await
-            .expect("read alive");
-        if alive.is_none() {
+        if check::read::<Alive>(world, &alive_key).await.is_none() {
             break;
         }
         assert!(
