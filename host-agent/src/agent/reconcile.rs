@@ -12,7 +12,7 @@ use baton_protocol::{HostState, version};
 use super::chain::Gate;
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
 use crate::apply;
-use crate::journal::{self, HostReboot, Journal, Outcome, Previous, Step, StepState};
+use crate::journal::{HostReboot, Journal, Outcome, Previous, Step, StepState};
 use crate::plan::{self, Action};
 use crate::report::Reporter;
 
@@ -25,7 +25,6 @@ impl Agent {
         reporter: &Reporter,
         desired: Option<&Desired>,
     ) -> Result<Driven, AgentError> {
-        let state_dir = &self.config.state_dir;
         let mut journal = self.load_journal()?;
 
         // An unfinished upgrade is finished (or rolled back) first, whatever desired says now.

@@ -7,7 +7,7 @@ use baton_protocol::{HostState, UpgradeId};
 
 use super::{Agent, AgentError, ServicesError, blocking};
 use crate::apply;
-use crate::journal::{self, Journal, Outcome, Previous};
+use crate::journal::{Journal, Outcome, Previous};
 use crate::report::Reporter;
 
 impl Agent {
