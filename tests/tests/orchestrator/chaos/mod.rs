@@ -12,7 +12,7 @@
 //! - [`etcd`]: one of three etcd members killed, then two (quorum lost) for 20 s;
 //! - [`disk`]: a host's `/var/lib/baton` full while its bundle is staged, then while it
 //!   installs (every chaos host's `/var/lib/baton` is a small tmpfs for it);
-//! - [`agent`]: etcd compacted past the `desired` a frozen agent has not seen.
+//! - [`agent`]: etcd compacted past the watch of a frozen agent.
 //!
 //! `BATON_CHAOS_SEED` (printed at the start and in every failure) replays a run's moments;
 //! `BATON_CHAOS_RUNS` runs each fault that many times (default 1); `BATON_CHAOS_FAULTS`
