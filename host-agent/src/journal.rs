@@ -121,6 +121,40 @@ pub struct Journal {
     pub reboot: Option<HostReboot>,
 }
 
+impl Journal {
+    /// A write of this journal failed (`error`, naming the file: a full disk, a read-only
+    /// one). The failure is the upgrade's on this host, never the agent's to retry: a step
+    /// that cannot be recorded must not be the start of more steps. Before an outcome,
+    /// every applied step rolls back (`plan::next` follows `rollback_reason`) and a reboot
+    /// is not asked (its boot could not be recorded); an end that cannot be written is
+    /// `Failed`, naming the write, since the file on disk no longer says where the host
+    /// stands. `Done` stays: the host runs the new version, its `installed.json` says so,
+    /// and finishing again from an older journal only confirms it.
+    pub fn write_failed(&mut self, error: &str) {
+        match &self.outcome {
+            None if self.reboot.is_some() => {
+                self.outcome = Some(Outcome::Failed {
+                    reason: error.to_owned(),
+                });
+            }
+            None => {
+                self.rollback_reason.get_or_insert_with(|| error.to_owned());
+            }
+            Some(Outcome::Done) => {}
+            Some(Outcome::RolledBack { reason } | Outcome::Failed { reason }) => {
+                let reason = if reason.contains(error) {
+                    reason.clone()
+                } else if reason.is_empty() {
+                    error.to_owned()
+                } else {
+                    format!("{reason}; {error}")
+                };
+                self.outcome = Some(Outcome::Failed { reason });
+            }
+        }
+    }
+}
+
 /// The journal file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -246,6 +280,104 @@ mod tests {
         )
         .expect("write");
         assert_eq!(load(dir.path()).expect("load").and_then(|j| j.reboot), None);
+    }
+
+    fn journal(steps: &[StepState]) -> Journal {
+        Journal {
+            upgrade_id: UpgradeId::new("u1").expect("id"),
+            version: "2.0.0".into(),
+            bundle_digest: None,
+            started_at: "t".into(),
+            previous: Previous::default(),
+            steps: steps
+                .iter()
+                .enumerate()
+                .map(|(i, state)| Step {
+                    component: format!("c{i}"),
+                    kind: ComponentKind::File,
+                    state: state.clone(),
+                    existed: BTreeMap::new(),
+                    previous_image: None,
+                })
+                .collect(),
+            rollback_reason: None,
+            outcome: None,
+            reboot: None,
+        }
+    }
+
+    const FULL: &str = "journal /var/lib/baton/journal.json: write /var/lib/baton/.baton-tmp-journal.json-1: No space left on device (os error 28)";
+
+    #[test]
+    fn a_journal_that_cannot_be_written_rolls_back_and_ends_failed_naming_the_file() {
+        use crate::plan::{self, Action, Observed};
+        let observed = Observed {
+            boot_id: "b1".into(),
+            booted_kernel: None,
+        };
+        // Nothing applied yet: nothing to undo, the upgrade ends at once.
+        let mut fresh = journal(&[StepState::Pending, StepState::Pending]);
+        fresh.write_failed(FULL);
+        assert_eq!(fresh.rollback_reason.as_deref(), Some(FULL));
+        assert_eq!(
+            plan::next(&fresh, &observed, |_| None),
+            Action::FinishRolledBack
+        );
+        // Mid-upgrade: the applied steps are undone, newest first.
+        let mut mid = journal(&[StepState::Verified, StepState::Applying]);
+        mid.write_failed(FULL);
+        assert_eq!(plan::next(&mid, &observed, |_| None), Action::RollBack(1));
+        // A failure already rolling back keeps its reason.
+        let mut failing = journal(&[StepState::Applied]);
+        failing.rollback_reason = Some("check c0: unhealthy".into());
+        failing.write_failed(FULL);
+        assert_eq!(
+            failing.rollback_reason.as_deref(),
+            Some("check c0: unhealthy")
+        );
+        // An end that cannot be written is Failed, naming the write once.
+        let mut ended = journal(&[StepState::RolledBack]);
+        ended.outcome = Some(Outcome::RolledBack {
+            reason: "check c0: unhealthy".into(),
+        });
+        ended.write_failed(FULL);
+        ended.write_failed(FULL);
+        assert_eq!(
+            ended.outcome,
+            Some(Outcome::Failed {
+                reason: format!("check c0: unhealthy; {FULL}")
+            })
+        );
+        let mut refused = journal(&[StepState::RolledBack]);
+        refused.outcome = Some(Outcome::RolledBack {
+            reason: FULL.into(),
+        });
+        refused.write_failed(FULL);
+        assert_eq!(
+            refused.outcome,
+            Some(Outcome::Failed {
+                reason: FULL.into()
+            })
+        );
+        // Done stays Done: the host runs the new version and its record says so.
+        let mut done = journal(&[StepState::Verified]);
+        done.outcome = Some(Outcome::Done);
+        done.write_failed(FULL);
+        assert_eq!(done.outcome, Some(Outcome::Done));
+        // A reboot whose boot cannot be recorded is not asked.
+        let mut reboot = journal(&[]);
+        reboot.reboot = Some(HostReboot::default());
+        reboot.write_failed(FULL);
+        assert_eq!(
+            reboot.outcome,
+            Some(Outcome::Failed {
+                reason: FULL.into()
+            })
+        );
+        assert!(matches!(
+            plan::next(&reboot, &observed, |_| None),
+            Action::Report(_)
+        ));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub const HOST_PATHS: &[&str] = &[
     "/run/dbus",
 ];
 
+/// The file [`Host::fill`] fills a sized host path with, at its top.
+pub const FILLER: &str = "fleet-filler";
+
 /// The machine's Docker socket, mounted at the same path in every host.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
@@ -93,6 +96,11 @@ pub struct FleetOptions {
     /// More host paths to bind-mount from the per-host folder, besides
     /// [`HOST_PATHS`] (seeded from the image like them).
     pub extra_host_paths: Vec<String>,
+    /// Host paths (bind-mounted ones) whose folder on the machine is a tmpfs of this many
+    /// bytes, mounted before the host starts (root on the machine only): the host and its
+    /// sibling containers share it, and a test that fills it ([`Host::fill`]) gets a real
+    /// `ENOSPC` from the kernel in both. Unmounted when the fleet is removed.
+    pub sized_host_paths: Vec<(String, u64)>,
     /// How long a host may take to boot to `running`.
     pub boot_timeout: Duration,
     /// Label the fleet's resources as owned by this name instead of the
@@ -109,6 +117,7 @@ impl Default for FleetOptions {
             hostname_prefix: "host".to_owned(),
             unique_hostnames: true,
             extra_host_paths: Vec::new(),
+            sized_host_paths: Vec::new(),
             boot_timeout: Duration::from_secs(60),
             owner: None,
         }
@@ -161,6 +170,12 @@ pub enum FleetError {
         host: String,
         container: String,
         failed_units: Vec<String>,
+    },
+    #[error("{path}: `{command}` failed: {stderr}")]
+    Mount {
+        path: PathBuf,
+        command: String,
+        stderr: String,
     },
     #[error("fleet owner {owner:?} must be a name, not a number (numbers are pids)")]
     InvalidOwner { owner: String },
@@ -274,6 +289,14 @@ impl Fleet {
                 host_paths.push(extra.clone());
             }
         }
+        for (path, _) in &options.sized_host_paths {
+            if !host_paths.contains(path) {
+                return Err(FleetError::InvalidPath {
+                    path: path.clone(),
+                    why: "a sized host path must be one of the bind-mounted host paths",
+                });
+            }
+        }
         let seed = fleet.seed_host_paths(&host_paths).await?;
 
         let [a, b, c, _] = fleet.subnet.octets();
@@ -295,6 +318,23 @@ impl Fleet {
                 host_paths: host_paths.clone(),
                 boot_timeout: options.boot_timeout,
             };
+            for (path, bytes) in &options.sized_host_paths {
+                let folder = host.root.join(relative_host_path(path)?);
+                create_dir_all(&folder)?;
+                run_tool(
+                    &folder,
+                    "mount",
+                    &[
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        &format!("size={bytes},mode=0755"),
+                        "tmpfs",
+                        &folder.to_string_lossy(),
+                    ],
+                )
+                .await?;
+            }
             copy_tree(&seed, &host.root).await?;
             fleet.hosts.push(host);
         }
@@ -738,6 +778,50 @@ impl Host {
         Ok(())
     }
 
+    /// Fills the file system of the sized host path `path` ([`FleetOptions::sized_host_paths`])
+    /// with one file, [`FILLER`] at its top, until `leave` bytes (rounded up to its pages)
+    /// are free: the next write past them fails with `ENOSPC` from the kernel, in the host
+    /// and in its sibling containers alike. Returns the bytes left free.
+    pub async fn fill(&self, path: &str, leave: u64) -> Result<u64, FleetError> {
+        let folder = self.sized_folder(path)?;
+        let filler = folder.join(FILLER);
+        let grow = free_bytes(&folder).await?.saturating_sub(leave);
+        if grow > 0 {
+            run_tool(
+                &filler,
+                "fallocate",
+                &["--length", &grow.to_string(), &filler.to_string_lossy()],
+            )
+            .await?;
+        }
+        free_bytes(&folder).await
+    }
+
+    /// Removes what [`Host::fill`] put in `path`.
+    pub async fn unfill(&self, path: &str) -> Result<(), FleetError> {
+        let filler = self.sized_folder(path)?.join(FILLER);
+        match tokio::fs::remove_file(&filler).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FleetError::Io {
+                path: filler,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The machine folder of a sized host path: one of the host's mounts.
+    fn sized_folder(&self, path: &str) -> Result<PathBuf, FleetError> {
+        let folder = self.root.join(relative_host_path(path)?);
+        if mounts_under(&folder).contains(&folder) {
+            Ok(folder)
+        } else {
+            Err(FleetError::InvalidPath {
+                path: path.to_owned(),
+                why: "not a sized host path of this fleet (FleetOptions::sized_host_paths)",
+            })
+        }
+    }
+
     /// This boot's id (`/run/baton/boot-id`, fresh on every boot).
     pub async fn boot_id(&self) -> Result<String, FleetError> {
         self.read_line(BOOT_ID_PATH).await
@@ -937,6 +1021,66 @@ fn create_dir_all(path: &Path) -> Result<(), FleetError> {
 
 /// `cp -a from/. to/`: keeps owners, modes and symlinks (the unit links in
 /// /etc/systemd/system point into the host's own file system).
+/// Bytes an unprivileged writer may still use on the file system holding `folder`.
+async fn free_bytes(folder: &Path) -> Result<u64, FleetError> {
+    let out = tokio::process::Command::new("stat")
+        .args(["--file-system", "--format", "%a %S"])
+        .arg(folder)
+        .output()
+        .await
+        .map_err(|source| FleetError::Io {
+            path: folder.to_owned(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (out.status.success(), fields.next(), fields.next()) {
+        (true, Some(Ok(blocks)), Some(Ok(size))) => Ok(blocks * size),
+        _ => Err(FleetError::Mount {
+            path: folder.to_owned(),
+            command: "stat --file-system".to_owned(),
+            stderr: format!("{text} {}", String::from_utf8_lossy(&out.stderr)),
+        }),
+    }
+}
+
+/// Runs a tool of the machine about `path`; fails naming it with the tool's stderr.
+async fn run_tool(path: &Path, tool: &str, args: &[&str]) -> Result<(), FleetError> {
+    let out = tokio::process::Command::new(tool)
+        .args(args)
+        .output()
+        .await
+        .map_err(|source| FleetError::Io {
+            path: PathBuf::from(tool),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(FleetError::Mount {
+            path: path.to_owned(),
+            command: format!("{tool} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Every mount point at or under `root` (sized host paths), deepest first.
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    // Field 5 is the mount point (spaces escaped as \040, which fleet paths never hold).
+    let mut mounts: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(root))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    mounts
+}
+
 async fn copy_tree(from: &Path, to: &Path) -> Result<(), FleetError> {
     create_dir_all(to)?;
     let out = tokio::process::Command::new("cp")
@@ -1046,6 +1190,19 @@ pub fn cleanup_run(run_id: &str, root: Option<&Path>) -> Vec<String> {
     }
 
     if let Some(root) = root {
+        // Sized host paths are tmpfs mounts: unmounted (the containers using them are gone)
+        // before their folders are removed.
+        for mount in mounts_under(root) {
+            match std::process::Command::new("umount").arg(&mount).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => problems.push(format!(
+                    "umount {}: {}",
+                    mount.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => problems.push(format!("umount {}: {e}", mount.display())),
+            }
+        }
         match std::fs::remove_dir_all(root) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 problems.push(format!("{}: {e}", root.display()));

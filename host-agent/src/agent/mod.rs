@@ -31,7 +31,7 @@ mod session;
 mod soak;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use baton_protocol::agent_config::AgentConfig;
 use baton_protocol::documents::{self, DocumentError, Installed};
@@ -114,6 +114,10 @@ pub struct Agent {
     /// A client shared with other agents ([`Agent::with_client`]); `None`: the agent
     /// connects as its host's identity for each session.
     shared_client: Option<etcd::Client>,
+    /// The journal as the upgrade left it when the disk refused to record it: used instead
+    /// of the file (which is behind it) until a write succeeds, so the upgrade that failed
+    /// for it is not resumed from the older file.
+    unwritten: Mutex<Option<Journal>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -144,6 +148,7 @@ impl Agent {
             keyspace,
             ops,
             shared_client: None,
+            unwritten: Mutex::new(None),
         })
     }
 
@@ -208,6 +213,44 @@ impl Agent {
         installed.agent_version = crate::VERSION.to_owned();
         installed.kernel = read_trimmed(&self.config.kernel_release_file).ok();
         Ok(installed)
+    }
+
+    /// The journal to go on from: the one the disk refused last (written now if it can
+    /// be), else the file's.
+    fn load_journal(&self) -> Result<Option<Journal>, AgentError> {
+        let unwritten = self
+            .unwritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match unwritten {
+            Some(mut journal) => {
+                self.keep(&mut journal);
+                Ok(Some(journal))
+            }
+            None => Ok(journal::load(&self.config.state_dir)?),
+        }
+    }
+
+    /// Writes the journal after a step. A write that fails fails the upgrade on this host
+    /// ([`Journal::write_failed`]: roll back, end `Failed` naming the file) instead of the
+    /// session, which would retry the same write forever; the journal is kept in memory
+    /// until a later write succeeds.
+    fn keep(&self, journal: &mut Journal) {
+        let result = journal::save(&self.config.state_dir, journal);
+        let mut unwritten = self
+            .unwritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(()) => *unwritten = None,
+            Err(e) => {
+                let error = e.to_string();
+                tracing::error!(upgrade = %journal.upgrade_id, %error, "journal not written: the upgrade fails on this host");
+                journal.write_failed(&error);
+                *unwritten = Some(journal.clone());
+            }
+        }
     }
 
     fn save_installed(&self, installed: &Installed) -> Result<(), AgentError> {
@@ -288,4 +331,72 @@ fn read_trimmed(path: &Path) -> Result<String, AgentError> {
             path: path.to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_protocol::UpgradeId;
+
+    use super::*;
+    use crate::journal::{Previous, Step, StepState};
+    use crate::ops::RecordingHost;
+
+    fn agent(state_dir: &Path) -> Agent {
+        let text = format!(
+            "host_id = \"h1\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nstate_dir = {:?}\n",
+            state_dir.display().to_string()
+        );
+        let config = AgentConfig::parse(Path::new("agent.toml"), &text).expect("config");
+        Agent::new(config, Arc::new(RecordingHost::default())).expect("agent")
+    }
+
+    fn applying() -> Journal {
+        Journal {
+            upgrade_id: UpgradeId::new("u1").expect("id"),
+            version: "2.0.0".into(),
+            bundle_digest: None,
+            started_at: "t".into(),
+            previous: Previous::default(),
+            steps: vec![Step {
+                component: "hello".into(),
+                kind: baton_protocol::manifest::ComponentKind::File,
+                state: StepState::Applying,
+                existed: Default::default(),
+                previous_image: None,
+            }],
+            rollback_reason: None,
+            outcome: None,
+            reboot: None,
+        }
+    }
+
+    #[test]
+    fn a_journal_the_disk_refuses_fails_the_upgrade_and_is_written_once_the_disk_allows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // The state folder's path is taken by a file: every write of the journal fails.
+        let state_dir = dir.path().join("baton");
+        std::fs::write(&state_dir, "").expect("block the state folder");
+        let agent = agent(&state_dir);
+
+        let mut journal = applying();
+        agent.keep(&mut journal);
+        let reason = journal.rollback_reason.clone().expect("rolls back");
+        assert!(
+            reason.contains(&journal::path(&state_dir).display().to_string()),
+            "{reason}"
+        );
+        // Not the file's (it cannot even be read): the journal as the failure left it.
+        assert_eq!(agent.load_journal().expect("load"), Some(journal.clone()));
+
+        // The disk allows again: the next reconcile writes it, and the file is the truth.
+        std::fs::remove_file(&state_dir).expect("unblock");
+        std::fs::create_dir(&state_dir).expect("state folder");
+        assert_eq!(agent.load_journal().expect("load"), Some(journal.clone()));
+        assert_eq!(
+            journal::load(&state_dir).expect("read"),
+            Some(journal.clone())
+        );
+        assert!(agent.unwritten.lock().expect("lock").is_none());
+        assert_eq!(agent.load_journal().expect("load"), Some(journal));
+    }
 }

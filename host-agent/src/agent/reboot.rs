@@ -5,7 +5,7 @@
 use baton_protocol::HostState;
 
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
-use crate::journal::{self, Journal, Outcome};
+use crate::journal::{Journal, Outcome};
 use crate::plan::{self, Action};
 use crate::report::Reporter;
 
@@ -18,7 +18,6 @@ impl Agent {
         mut journal: Journal,
         reporter: &Reporter,
     ) -> Result<Driven, AgentError> {
-        let state_dir = self.config.state_dir.clone();
         let id = journal.upgrade_id.clone();
         let started = journal.started_at.clone();
         loop {
@@ -28,7 +27,11 @@ impl Agent {
                     // Recorded before asking, so a reboot that happens at once is recognised.
                     journal.reboot.get_or_insert_default().requested_in =
                         Some(observed.boot_id.clone());
-                    journal::save(&state_dir, &journal)?;
+                    self.keep(&mut journal);
+                    if journal.outcome.is_some() {
+                        // Not recorded: not asked either (the next boot would not know).
+                        continue;
+                    }
                     let message = format!("reboot asked during boot {}", observed.boot_id);
                     reporter
                         .status(
@@ -84,7 +87,7 @@ impl Agent {
                     });
                 }
             }
-            journal::save(&state_dir, &journal)?;
+            self.keep(&mut journal);
         }
     }
 }

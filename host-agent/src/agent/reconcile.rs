@@ -12,9 +12,12 @@ use baton_protocol::{HostState, version};
 use super::chain::Gate;
 use super::{Agent, AgentError, Driven, REBOOT_STEP, blocking};
 use crate::apply;
-use crate::journal::{self, HostReboot, Journal, Outcome, Previous, Step, StepState};
+use crate::journal::{HostReboot, Journal, Outcome, Previous, Step, StepState};
 use crate::plan::{self, Action};
 use crate::report::Reporter;
+
+/// The `status.step` of an upgrade whose journal could not be started.
+const JOURNAL_STEP: &str = "write journal";
 
 impl Agent {
     /// Level-triggered: compares `desired` (as the watch last delivered it) with the
@@ -25,8 +28,7 @@ impl Agent {
         reporter: &Reporter,
         desired: Option<&Desired>,
     ) -> Result<Driven, AgentError> {
-        let state_dir = &self.config.state_dir;
-        let mut journal = journal::load(state_dir)?;
+        let mut journal = self.load_journal()?;
 
         // An unfinished upgrade is finished (or rolled back) first, whatever desired says now.
         let unfinished = journal.as_ref().is_some_and(|j| j.outcome.is_none());
@@ -82,7 +84,8 @@ impl Agent {
                         Some(&fresh.started_at),
                     )
                     .await?;
-                journal::save(state_dir, &fresh)?;
+                let mut fresh = fresh;
+                self.keep(&mut fresh);
                 journal = Some(fresh);
             } else {
                 // Install, and Replace (reinstall every component of the bundle, even at the
@@ -94,8 +97,21 @@ impl Agent {
                 }
                 match self.desired_bundle(desired) {
                     Ok(manifest) => {
-                        let fresh = self.new_journal(desired, &manifest)?;
-                        journal::save(state_dir, &fresh)?;
+                        let mut fresh = self.new_journal(desired, &manifest)?;
+                        self.keep(&mut fresh);
+                        if let Some(reason) = &fresh.rollback_reason {
+                            // Not even started: the host's status goes through `Updating`
+                            // (a `Done` host may not turn `Failed` directly) to the outcome.
+                            reporter
+                                .status(
+                                    Some(&fresh.upgrade_id),
+                                    HostState::Updating,
+                                    Some(JOURNAL_STEP),
+                                    reason,
+                                    Some(&fresh.started_at),
+                                )
+                                .await?;
+                        }
                         journal = Some(fresh);
                     }
                     Err(e) => {
@@ -217,7 +233,7 @@ impl Agent {
                 journal.outcome = Some(Outcome::Failed {
                     reason: e.to_string(),
                 });
-                journal::save(&state_dir, &journal)?;
+                self.keep(&mut journal);
                 return self
                     .report_outcome(&journal, reporter)
                     .await
@@ -276,7 +292,7 @@ impl Agent {
                         work(HostState::Updating, "prepare quorum member", &c, "").await?;
                         if let Err(e) = self.quorum_before_stop(&id, &c.name, member).await {
                             journal.rollback_reason = Some(e);
-                            journal::save(&state_dir, &journal)?;
+                            self.keep(&mut journal);
                             continue;
                         }
                     }
@@ -322,7 +338,12 @@ impl Agent {
                     journal.steps[i].state = StepState::Rebooting {
                         boot_id: self.boot_id()?,
                     };
-                    journal::save(&state_dir, &journal)?;
+                    self.keep(&mut journal);
+                    if journal.rollback_reason.is_some() {
+                        // Not recorded: not asked either (the next boot would not know).
+                        journal.steps[i].state = StepState::Applied;
+                        continue;
+                    }
                     let text =
                         format!("reboot into kernel {}", c.release.as_deref().unwrap_or("?"));
                     reporter
@@ -388,7 +409,13 @@ impl Agent {
                             .insert(c.name.clone(), c.version.clone());
                     }
                     installed.updated_at = documents::now();
-                    self.save_installed(&installed)?;
+                    if let Err(e) = self.save_installed(&installed) {
+                        // The record of what runs must say the new version before it is
+                        // Done; it still says the previous one: go back to that.
+                        journal.rollback_reason = Some(e.to_string());
+                        self.keep(&mut journal);
+                        continue;
+                    }
                     journal.outcome = Some(Outcome::Done);
                     let (state, version, previous, id) = (
                         state_dir.clone(),
@@ -414,7 +441,7 @@ impl Agent {
                     return self.drive_reboot(journal, reporter).await;
                 }
             }
-            journal::save(&state_dir, &journal)?;
+            self.keep(&mut journal);
         }
     }
 }

@@ -7,7 +7,7 @@ use baton_protocol::{HostState, UpgradeId};
 
 use super::{Agent, AgentError, ServicesError, blocking};
 use crate::apply;
-use crate::journal::{self, Journal, Outcome, Previous};
+use crate::journal::{Journal, Outcome, Previous};
 use crate::report::Reporter;
 
 impl Agent {
@@ -59,7 +59,7 @@ impl Agent {
             Some(version) => self.managed_services(version, id, true).await,
         };
         // Recorded like an upgrade so a repeated `desired` is recognised as done.
-        let done = Journal {
+        let mut done = Journal {
             upgrade_id: id.clone(),
             version: installed.bundle_version.clone().unwrap_or_default(),
             bundle_digest: None,
@@ -75,7 +75,7 @@ impl Agent {
             }),
             reboot: None,
         };
-        journal::save(&self.config.state_dir, &done)?;
+        self.keep(&mut done);
         self.report_outcome(&done, reporter).await
     }
 }

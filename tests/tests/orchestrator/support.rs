@@ -281,11 +281,18 @@ impl SimFleet {
     /// [`SimFleet::start`] on an etcd cluster of `members` members (every one reachable
     /// by the hosts; the clients of Baton's parts are given all of them).
     pub async fn start_with(hosts: usize, members: usize) -> SimFleet {
+        Self::start_with_options(hosts, members, FleetOptions::default()).await
+    }
+
+    /// [`SimFleet::start_with`] with the hosts started with `options`.
+    pub async fn start_with_options(
+        hosts: usize,
+        members: usize,
+        options: FleetOptions,
+    ) -> SimFleet {
         bundles::require_docker().await;
         let registry = Registry::start().await.expect("registry");
-        let fleet = Fleet::start(hosts, FleetOptions::default())
-            .await
-            .expect("start fleet");
+        let fleet = Fleet::start(hosts, options).await.expect("start fleet");
         // TLS and authentication on, as Baton runs (docs/security.md): each host gets its
         // own identity from the orchestrator; the CA and the client certificate etcd
         // requires are on every host, in its /etc/baton.

@@ -10,6 +10,8 @@
 //! - [`leader`]: the leading replica killed (`SIGKILL`) and frozen (`SIGSTOP`) past its lease;
 //! - [`registry`]: the registry stopped during the downloads, the bundle's tag re-pointed;
 //! - [`etcd`]: one of three etcd members killed, then two (quorum lost) for 20 s;
+//! - [`disk`]: a host's `/var/lib/baton` full while its bundle is staged, then while it
+//!   installs (every chaos host's `/var/lib/baton` is a small tmpfs for it);
 //! - [`agent`]: etcd compacted past the watch of a frozen agent;
 //! - [`network`]: a host cut off the network mid-install until its lease expired;
 //! - [`host`]: a host that never comes back after its reboot.
@@ -20,6 +22,7 @@
 
 mod agent;
 mod check;
+mod disk;
 mod etcd;
 mod host;
 mod leader;
@@ -33,6 +36,7 @@ use std::time::{Duration, Instant};
 use baton_protocol::UpgradePhase;
 use baton_protocol::api::UpgradeInfo;
 use baton_protocol::etcd::Client;
+use baton_tests::fleet::FleetOptions;
 use baton_tests::registration::registration;
 use batonctl::client::ApiClient;
 use futures::FutureExt;
@@ -186,7 +190,11 @@ impl World {
     /// point, checked like every run).
     pub async fn start(members: usize, plan: Plan) -> World {
         let started = Instant::now();
-        let sim = SimFleet::start_with(HOSTS, members).await;
+        let options = FleetOptions {
+            sized_host_paths: vec![(disk::STATE_DIR.to_owned(), disk::STATE_DISK)],
+            ..FleetOptions::default()
+        };
+        let sim = SimFleet::start_with_options(HOSTS, members, options).await;
         let client = sim.etcd.client().await.expect("etcd client");
         let mut bundles = BTreeMap::new();
         for version in VERSIONS {
@@ -549,13 +557,14 @@ async fn chaos_leader_and_registry_faults() {
     .await;
 }
 
-/// Faults 3, 8 and 6 on a fleet whose etcd is a cluster of three members.
+/// Faults 3, 7, 8 and 6 on a fleet whose etcd is a cluster of three members.
 #[tokio::test]
 async fn chaos_etcd_member_faults() {
     on_one_fleet(
         3,
         &[
             (3, "etcd members killed", etcd::members),
+            (7, "/var/lib/baton full", disk::full),
             (8, "etcd compacted past a frozen agent", agent::compacted),
             (6, "host never back after its reboot", host::never_back),
         ],
