@@ -1,9 +1,18 @@
-//! The upgrade engine, run by the leader only: keeps a view of etcd current with three
-//! prefix watches (`hosts/` — one watch for the whole fleet —, `groups/`, `upgrades/`),
-//! and after every change, every finished downloader job and every second (for timeouts)
-//! decides with [`decide::next_actions`] for each upgrade in progress and commits the
-//! decision with [`execute::commit`]. Everything it knows comes from etcd, so a new leader
-//! continues where the last one stopped.
+//! The upgrade engine, run by the leader only: keeps a view of etcd current with prefix
+//! watches (`hosts/` — one watch for the whole fleet —, `groups/`, `upgrades/`, the fleet's
+//! `window`), and in each pass decides with [`decide::next_actions`] for the upgrades in
+//! progress that a change touched or whose deadline came, and commits the decision with
+//! [`execute::commit`]. Everything it knows comes from etcd, so a new leader continues
+//! where the last one stopped.
+//!
+//! A pass costs what changed, not the fleet: the watches, finished jobs, probes, self-updates
+//! and gate rounds mark what they touched (`marks`: hosts, records, or everything after a
+//! part is read again); changes already queued are taken together into one pass; a pass
+//! tracks only the marked hosts and decides only the upgrades naming them, marked
+//! themselves, or due — each decision leaves the upgrade's next deadline
+//! ([`decide::wake_after`]: timeouts, soak, windows) in a queue the clock looks at, with
+//! [`REDECIDE_EVERY`] as a backstop. A new leadership, or a part read again, recomputes
+//! everything (level-triggered).
 //!
 //! - [`model`]: the plain types the decisions work on (what is observed, limits, outcomes);
 //! - [`decide`]: the pure decision function, one file per phase, and its table tests;
@@ -13,6 +22,7 @@
 //! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
 //!   then handed the leadership);
 //! - `drive` and `upkeep`: the engine's passes over upgrades and over its own tasks;
+//! - `marks`: what changed since the last pass, and the upgrades' deadlines;
 //! - `progress`: since when each host of an upgrade in progress has made no progress;
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
@@ -20,9 +30,11 @@
 //! - [`retention`]: which finished records (with their hosts' keys and events) are removed.
 //!
 //! An idle leader does no work in proportion to the fleet: the periodic tick runs a pass
-//! only while a record is in progress (timeouts, soaks, windows) or a host's agent has
-//! been gone long enough for a heal to come due ([`Engine::tick_due`]); every other pass
-//! follows a change (a watch, a job, a probe, a self-update, a gate round).
+//! only when an upgrade's deadline came or a host's agent has been gone long enough for a
+//! heal to come due ([`Engine::heal_due`]); every other pass follows a change (a watch, a
+//! job, a probe, a self-update, a gate round). The leader's own tasks ([`tasks`]) are
+//! decided when a change concerns them (a registration, a maintenance mode, a record
+//! created or ending, a probe's answer) or a heal is due.
 
 pub mod decide;
 pub mod dispatch;
