@@ -202,6 +202,8 @@ impl Engine {
                 key,
                 DownloadOutcome::Failed("the host is no longer registered".to_owned()),
             );
+            // Recorded by the upgrade's next decision.
+            self.marks.records.insert(id.clone());
             return;
         };
         let job = dispatch::Job {
