@@ -48,6 +48,8 @@ pub struct AllAtOnce {
     pub etcd: EtcdCounts,
     /// The orchestrator's engine requests over the upgrade.
     pub engine_requests: f64,
+    /// Hosts the engine's passes looked at over the upgrade, and its passes.
+    pub engine_work: metrics::EngineWork,
 }
 
 impl AllAtOnce {
@@ -124,6 +126,7 @@ pub async fn all_at_once(world: &World, id: &str) -> Result<AllAtOnce, HarnessEr
         changes: window,
         etcd: EtcdCounts::from(&etcd_after.since(&etcd_before)),
         engine_requests: metrics::engine_requests(&engine_after.since(&engine_before)),
+        engine_work: metrics::engine_work(&engine_after.since(&engine_before)),
         id,
     })
 }

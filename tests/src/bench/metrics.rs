@@ -102,6 +102,23 @@ pub fn engine_requests(grown: &Samples) -> f64 {
     .sum()
 }
 
+/// What the orchestrator's engine did, from its own counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineWork {
+    /// Passes.
+    pub passes: f64,
+    /// Hosts its passes looked at (`baton_engine_hosts_visited_total`).
+    pub hosts_visited: f64,
+}
+
+/// [`EngineWork`] over a span.
+pub fn engine_work(grown: &Samples) -> EngineWork {
+    EngineWork {
+        passes: grown.sum("baton_engine_passes_total", |_| true),
+        hosts_visited: grown.sum("baton_engine_hosts_visited_total", |_| true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

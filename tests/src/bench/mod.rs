@@ -105,6 +105,11 @@ async fn fleet_figures(report: &mut Report, hosts: usize) -> Result<(), HarnessE
         &name("etcd.requests_per_host.orchestrator_engine"),
         upgrade.engine_requests / n,
     );
+    report.figure(&name("engine.passes"), upgrade.engine_work.passes);
+    report.figure(
+        &name("engine.hosts_visited_per_host"),
+        upgrade.engine_work.hosts_visited / n,
+    );
     report.figure(
         &name("etcd.requests_per_host.agents_and_rest"),
         (upgrade_requests - upgrade.engine_requests) / n,
