@@ -6,11 +6,12 @@
 //! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
 //! registration, the host's `spec` written (the orchestrator's role may not write it yet),
 //! and the removal of the maintenance user of a host registered again as no longer running
-//! a member of the cluster; at every downloader job, the host's user and role (made by its
-//! first) and a fresh password for the host (and, for a host registered as running a member
-//! of the cluster, for its maintenance user, which has etcd's `root` role), delivered in the
-//! job's container and never stored in etcd; at removal, the deletion of the host's users
-//! and role.
+//! a member of the cluster; at a downloader job, whether the host needs a credential (its
+//! agent is not alive, or it has no user yet) and then the host's user and role (made by its
+//! first job) and a fresh password for the host (and, for a host registered as running a
+//! member of the cluster, for its maintenance user, which has etcd's `root` role), delivered
+//! in the job's container and never stored in etcd; at removal, the deletion of the host's
+//! users and role.
 //!
 //! Registration changes etcd's users and roles only for that rare removal: every such change
 //! makes etcd rebuild its permission caches (work that grows with the users and permissions
