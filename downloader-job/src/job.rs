@@ -487,7 +487,10 @@ mod tests {
         assert!(!kept.changed, "{kept:?}");
         assert_eq!(fs.ops(), Vec::<String>::new());
         assert_eq!(systemd.calls(), ["GetUnitFileState baton-agent.service"]);
-        assert_eq!(std::fs::read_to_string(&own).unwrap(), "baton-host-host-1:p1\n");
+        assert_eq!(
+            std::fs::read_to_string(&own).unwrap(),
+            "baton-host-host-1:p1\n"
+        );
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
             "baton-maintenance-host-1:p2\n"

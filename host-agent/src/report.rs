@@ -117,11 +117,13 @@ impl Reporter {
         let (Some(s), Some(i)) = (status.as_ref(), known_installed.as_ref()) else {
             return Ok(false);
         };
-        if i.value.as_ref().is_some_and(|c| same_installed(c, installed)) {
+        if i.value
+            .as_ref()
+            .is_some_and(|c| same_installed(c, installed))
+        {
             return Ok(false);
         }
-        let next = match next_status(s.value.as_ref(), upgrade, state, None, message, started_at)
-        {
+        let next = match next_status(s.value.as_ref(), upgrade, state, None, message, started_at) {
             Ok(Change::Put(next)) => next,
             _ => return Ok(false),
         };

@@ -200,7 +200,10 @@ impl Identities {
             let alive_key = self.keyspace.host(host, HostKey::Alive);
             let alive = admin
                 .kv_client()
-                .get(alive_key.as_str(), Some(GetOptions::new().with_count_only()))
+                .get(
+                    alive_key.as_str(),
+                    Some(GetOptions::new().with_count_only()),
+                )
                 .await
                 .map_err(|source| EtcdError::Request {
                     op: "get",
@@ -210,8 +213,8 @@ impl Identities {
                 .count()
                 > 0;
             let credential = !alive || !auth::user_exists(&admin, &host_user(host)).await?;
-            let maintenance = member
-                && (!alive || !auth::user_exists(&admin, &maintenance_user(host)).await?);
+            let maintenance =
+                member && (!alive || !auth::user_exists(&admin, &maintenance_user(host)).await?);
             Ok(Needed {
                 credential,
                 maintenance,

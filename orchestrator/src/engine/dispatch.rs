@@ -145,8 +145,8 @@ impl Job {
         settings.credential_file =
             (managed && carries.credential).then(|| PathBuf::from(JOB_CREDENTIAL_FILE));
         settings.keep_credential = managed && !carries.credential;
-        settings.maintenance_credential_file = (member && carries.maintenance)
-            .then(|| PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
+        settings.maintenance_credential_file =
+            (member && carries.maintenance).then(|| PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
         settings.keep_maintenance_credential = member && !carries.maintenance;
         settings.image = Some(self.bundle.clone());
         settings.signature = self.signature.clone();
@@ -157,7 +157,10 @@ impl Job {
 
     /// The job container's environment: its settings as one JSON value.
     pub fn env(&self, carries: Needed) -> Vec<String> {
-        vec![format!("{SETTINGS_ENV}={}", self.settings(carries).to_json())]
+        vec![format!(
+            "{SETTINGS_ENV}={}",
+            self.settings(carries).to_json()
+        )]
     }
 
     /// Bind mounts: `<engine path>:/host<host path>` for every entry of the path map.

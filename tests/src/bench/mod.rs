@@ -103,7 +103,13 @@ async fn fleet_figures(report: &mut Report, hosts: usize) -> Result<(), HarnessE
     // The first upgrade makes every host's etcd identity (its first downloader job); the
     // second is the steady state every later upgrade costs, on which the goals are judged.
     let first = figures::all_at_once(&world, "bench-first").await?;
-    upgrade_figures(report, &name("first_upgrade"), &name("first_upgrade.etcd"), &first, n);
+    upgrade_figures(
+        report,
+        &name("first_upgrade"),
+        &name("first_upgrade.etcd"),
+        &first,
+        n,
+    );
     let steady = figures::all_at_once_to(&world, "bench-all-at-once", STEADY_VERSION).await?;
     upgrade_figures(report, &name("all_at_once"), &name("etcd"), &steady, n);
     report.figure(&name("stand_in_docker.jobs"), world.docker.jobs() as f64);
@@ -127,7 +133,13 @@ async fn fleet_figures(report: &mut Report, hosts: usize) -> Result<(), HarnessE
 
 /// The figures of one all-at-once upgrade of `n` hosts: its own under `upgrade.`, etcd's
 /// under `etcd.` (both prefixes given whole).
-fn upgrade_figures(report: &mut Report, upgrade: &str, etcd: &str, run: &figures::AllAtOnce, n: f64) {
+fn upgrade_figures(
+    report: &mut Report,
+    upgrade: &str,
+    etcd: &str,
+    run: &figures::AllAtOnce,
+    n: f64,
+) {
     let up = |figure: &str| format!("{upgrade}.{figure}");
     let et = |figure: &str| format!("{etcd}.{figure}");
     report.text(&up("phase"), &run.phase.to_string());
@@ -155,7 +167,10 @@ fn upgrade_figures(report: &mut Report, upgrade: &str, etcd: &str, run: &figures
         (upgrade_requests - run.engine_requests) / n,
     );
     for (method, count) in &counts.by_method {
-        report.figure(&et(&format!("requests_per_host.method.{method}")), count / n);
+        report.figure(
+            &et(&format!("requests_per_host.method.{method}")),
+            count / n,
+        );
     }
     report.figure(&et("bytes_received_per_host"), counts.bytes_received / n);
     for (suffix, writer) in [

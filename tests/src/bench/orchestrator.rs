@@ -60,7 +60,11 @@ impl OrchestratorProcess {
             return Err(HarnessError(format!(
                 "{} is missing: build it with `cargo build{} -p baton-orchestrator`",
                 binary.display(),
-                if PROFILE == "release" { " --release" } else { "" }
+                if PROFILE == "release" {
+                    " --release"
+                } else {
+                    ""
+                }
             )));
         }
         let io = |what: &Path| {

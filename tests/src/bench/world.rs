@@ -84,9 +84,11 @@ impl World {
         let docker = StandInDocker::start(&dir.path().join("docker.sock"))?;
         let mut images = RemoveImages(Vec::new());
         let mut bundles = Vec::new();
-        for (version, backward_compatible) in
-            [(ALL_AT_ONCE_VERSION, false), (STEADY_VERSION, false), (ROLLING_VERSION, true)]
-        {
+        for (version, backward_compatible) in [
+            (ALL_AT_ONCE_VERSION, false),
+            (STEADY_VERSION, false),
+            (ROLLING_VERSION, true),
+        ] {
             let manifest =
                 tiny_manifest_with_agent(version, baton_agent::VERSION, backward_compatible);
             let (tag, pinned) =
@@ -103,11 +105,22 @@ impl World {
         let fleet = SimulatedFleet::start(&etcd, dir.path(), hosts).await?;
         let single = SINGLE_REGISTRATIONS.min(hosts / 2);
         let started = Instant::now();
-        register(&orchestrator, dir.path(), 0..hosts - single, docker.endpoint()).await?;
+        register(
+            &orchestrator,
+            dir.path(),
+            0..hosts - single,
+            docker.endpoint(),
+        )
+        .await?;
         let bulk_registration = (hosts - single, started.elapsed());
         let singles = Instant::now();
-        register_one_by_one(&orchestrator, dir.path(), hosts - single..hosts, docker.endpoint())
-            .await?;
+        register_one_by_one(
+            &orchestrator,
+            dir.path(),
+            hosts - single..hosts,
+            docker.endpoint(),
+        )
+        .await?;
         let single_registration = (single, singles.elapsed());
         let registration = started.elapsed();
         Ok(World {

@@ -150,8 +150,12 @@ async fn credential(host: &Host) -> Credential {
         .read_file(DEFAULT_CREDENTIAL_FILE)
         .await
         .unwrap_or_else(|e| panic!("{}: {DEFAULT_CREDENTIAL_FILE}: {e}", host.name()));
-    Credential::parse(&String::from_utf8_lossy(&text))
-        .unwrap_or_else(|| panic!("{}: {DEFAULT_CREDENTIAL_FILE}: not user:password", host.name()))
+    Credential::parse(&String::from_utf8_lossy(&text)).unwrap_or_else(|| {
+        panic!(
+            "{}: {DEFAULT_CREDENTIAL_FILE}: not user:password",
+            host.name()
+        )
+    })
 }
 
 async fn main_pid(host: &Host, unit: &str) -> String {
