@@ -140,9 +140,10 @@ demo-down:
 # an all-at-once and a rolling upgrade of simulated hosts through the real orchestrator, then
 # the idle static agent and the downloader's staging; prints `bench: NAME=VALUE` lines and
 # writes $(TARGET_DIR)/bench/report.json.
+# Release builds: a benchmark of debug builds measures the wrong thing.
 bench: deps static
-	$(CARGO) build -p baton-orchestrator --bin baton-orchestrator -p baton-tests --bin baton-bench
-	$(TARGET_DIR)/debug/baton-bench
+	$(CARGO) build --release -p baton-orchestrator --bin baton-orchestrator -p baton-tests --bin baton-bench
+	$(TARGET_DIR)/release/baton-bench
 
 clean:
 	$(CARGO) clean

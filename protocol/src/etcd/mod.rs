@@ -29,8 +29,8 @@ use std::time::Duration;
 
 #[cfg(feature = "etcd")]
 pub use cas::{
-    Change, Known, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, put_leased,
-    read, update, update_known,
+    Change, Known, Updated, Versioned, create, delete_if_unchanged, put_all_if_unchanged,
+    put_if_unchanged, put_leased, read, update, update_known,
 };
 #[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
