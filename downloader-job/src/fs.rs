@@ -22,11 +22,17 @@ use crate::layout::TEMP_PREFIX;
 pub trait FileSink: Write + Send {
     /// Flushes the file's data and metadata to disk.
     fn sync(&mut self) -> io::Result<()>;
+    /// Gets the data written so far to disk (`fdatasync`), while more is coming: so the
+    /// final [`FileSink::sync`] has less to wait for. Durability is still that one's.
+    fn sync_data(&mut self) -> io::Result<()>;
 }
 
 impl FileSink for File {
     fn sync(&mut self) -> io::Result<()> {
         self.sync_all()
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
     }
 }
 
@@ -372,6 +378,9 @@ pub mod testing {
         fn sync(&mut self) -> io::Result<()> {
             self.fs.step("fsync", &self.path)?;
             self.inner.sync()
+        }
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.inner.sync_data()
         }
     }
 
