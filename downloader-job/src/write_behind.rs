@@ -2,9 +2,10 @@
 //!
 //! Staging is bound by two things that can overlap: hashing (CPU) and getting the bytes to
 //! the disk (the final fsync waits for all of them). The writer thread takes the bytes in
-//! large buffers and asks the disk for them every [`FLUSH_EVERY`] bytes (`fdatasync`, which
-//! blocks only that thread), so the disk works while the caller hashes what comes next,
-//! and the caller's own fsync at the end finds little left to write. Nothing about when
+//! large buffers and, every [`WRITE_BACK_EVERY`] bytes, starts their write-back without
+//! waiting for it ([`FileSink::start_write_back`]), so the disk works while the caller
+//! hashes what comes next, and the caller's own fsync at the end finds little left to
+//! write. Nothing about when
 //! the file counts as complete changes: the caller still checks the digest of everything it
 //! sent, then fsyncs the file, before anything is renamed into place.
 
@@ -19,8 +20,8 @@ const BUFFER: usize = 1024 * 1024;
 /// Buffers in flight: the reader runs at most this far ahead of the writer.
 const IN_FLIGHT: usize = 4;
 
-/// Bytes written between two requests to get them to the disk.
-const FLUSH_EVERY: usize = 16 * 1024 * 1024;
+/// Bytes written between two starts of their write-back.
+const WRITE_BACK_EVERY: usize = 8 * 1024 * 1024;
 
 /// Runs `fill` with a writer whose bytes reach `sink` on another thread, in order. Returns
 /// `fill`'s result, or the writer thread's write error (which the writer given to `fill`
@@ -74,8 +75,8 @@ fn drain(
     for mut buf in full {
         sink.write_all(&buf)?;
         unflushed += buf.len();
-        if unflushed >= FLUSH_EVERY {
-            sink.sync_data()?;
+        if unflushed >= WRITE_BACK_EVERY {
+            sink.start_write_back()?;
             unflushed = 0;
         }
         buf.clear();
@@ -126,11 +127,12 @@ impl Write for Ahead {
 mod tests {
     use super::*;
 
-    /// A sink recording what reached it, failing its writes after `fail_after` bytes.
+    /// A sink recording what reached it (and how often its write-back was started), failing
+    /// its writes after `fail_after` bytes.
     #[derive(Default)]
     struct Recorder {
         bytes: Vec<u8>,
-        syncs: usize,
+        write_backs: usize,
         fail_after: Option<usize>,
     }
 
@@ -151,8 +153,8 @@ mod tests {
         fn sync(&mut self) -> io::Result<()> {
             Ok(())
         }
-        fn sync_data(&mut self) -> io::Result<()> {
-            self.syncs += 1;
+        fn start_write_back(&mut self) -> io::Result<()> {
+            self.write_backs += 1;
             Ok(())
         }
     }
@@ -163,7 +165,7 @@ mod tests {
 
     #[test]
     fn every_byte_arrives_in_order_and_the_disk_is_asked_along_the_way() {
-        let data = content(FLUSH_EVERY * 2 + BUFFER / 3);
+        let data = content(WRITE_BACK_EVERY * 2 + BUFFER / 3);
         let mut sink = Recorder::default();
         let got = write_behind(
             &mut sink,
@@ -178,7 +180,7 @@ mod tests {
         .expect("written");
         assert_eq!(got, 7);
         assert!(sink.bytes == data, "the bytes differ");
-        assert_eq!(sink.syncs, 2);
+        assert_eq!(sink.write_backs, 2);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! re-hashed against the manifest while it is copied, written durably) against `cp` of the
 //! same payload followed by `sync` of the copy and its folder (the same durability), each
 //! timed on a fresh destination, the median of a few runs. The staging code runs in this
-//! process: the dev profile builds `sha2` optimised (Cargo.toml), as the shipped static
-//! downloader is.
+//! process: the dev profile builds `sha2` optimised (Cargo.toml), the hashing being what
+//! costs.
 
 use std::path::Path;
 use std::process::Command;
