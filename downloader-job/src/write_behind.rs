@@ -138,7 +138,10 @@ mod tests {
 
     impl Write for Recorder {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            if self.fail_after.is_some_and(|n| self.bytes.len() + b.len() > n) {
+            if self
+                .fail_after
+                .is_some_and(|n| self.bytes.len() + b.len() > n)
+            {
                 return Err(io::Error::other("disk full"));
             }
             self.bytes.extend_from_slice(b);
