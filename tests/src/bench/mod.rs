@@ -29,9 +29,22 @@ use self::world::{STEADY_VERSION, World};
 use crate::error::HarnessError;
 use crate::etcd::EtcdServer;
 
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The upgrades at each fleet size.
+    Fleet,
+    /// The idle static agent.
+    Idle,
+    /// The downloader's staging against `cp`.
+    Stage,
+}
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// The parts to run (every part when empty).
+    pub only: Vec<Part>,
     /// Fleet sizes, in order.
     pub hosts: Vec<usize>,
     /// How long the idle agent is watched.
@@ -62,21 +75,33 @@ pub async fn run(options: &BenchOptions) -> Result<Report, HarnessError> {
         "simulated hosts: the real agent in the benchmark's process on a host-operations fake \
          whose components do no work, sharing a few etcd connections",
     );
-    for &hosts in &options.hosts {
-        fleet_figures(&mut report, hosts).await?;
+    let runs = |part| options.only.is_empty() || options.only.contains(&part);
+    if runs(Part::Fleet) {
+        for &hosts in &options.hosts {
+            fleet_figures(&mut report, hosts).await?;
+        }
     }
-    idle_figures(&mut report, options.idle).await?;
+    if runs(Part::Idle) {
+        idle_figures(&mut report, options.idle).await?;
+    }
+    if runs(Part::Stage) {
+        stage_figures(&mut report, options.payload_mib)?;
+    }
+    report.write(&options.report)?;
+    Ok(report)
+}
+
+fn stage_figures(report: &mut Report, payload_mib: usize) -> Result<(), HarnessError> {
     let dir = tempfile::Builder::new()
         .prefix("baton-bench-stage-")
         .tempdir()
         .map_err(|e| HarnessError(format!("temp dir: {e}")))?;
-    let speed = stage_speed::measure(dir.path(), options.payload_mib)?;
-    report.figure("downloader.payload_mib", options.payload_mib as f64);
+    let speed = stage_speed::measure(dir.path(), payload_mib)?;
+    report.figure("downloader.payload_mib", payload_mib as f64);
     report.figure("downloader.stage_s", speed.stage.as_secs_f64());
     report.figure("downloader.cp_sync_s", speed.cp.as_secs_f64());
     report.figure("downloader.vs_cp", speed.ratio());
-    report.write(&options.report)?;
-    Ok(report)
+    Ok(())
 }
 
 async fn fleet_figures(report: &mut Report, hosts: usize) -> Result<(), HarnessError> {
