@@ -268,15 +268,10 @@ impl Agent {
         let started = Some(journal.started_at.as_str());
         match &journal.outcome {
             Some(Outcome::Done) => {
+                reporter.installed(&self.installed_now()?).await?;
                 let message = done_message(journal);
                 reporter
-                    .installed_and_status(
-                        &self.installed_now()?,
-                        id,
-                        HostState::Done,
-                        &message,
-                        started,
-                    )
+                    .status(id, HostState::Done, None, &message, started)
                     .await?;
             }
             Some(Outcome::RolledBack { reason }) => {
