@@ -177,6 +177,13 @@ pub enum FleetError {
         command: String,
         stderr: String,
     },
+    #[error("host {host} (container {container}): `{command}` on the machine failed: {stderr}")]
+    Machine {
+        host: String,
+        container: String,
+        command: String,
+        stderr: String,
+    },
     #[error("fleet owner {owner:?} must be a name, not a number (numbers are pids)")]
     InvalidOwner { owner: String },
     #[error("cleaning up fleet run {run_id} left problems: {problems:?}")]
@@ -830,6 +837,54 @@ impl Host {
     /// The kernel release the simulated bootloader booted.
     pub async fn booted_kernel(&self) -> Result<String, FleetError> {
         self.read_line(BOOTED_KERNEL_PATH).await
+    }
+
+    /// Closes the host's established TCP connections to `to` on any of `ports`, as a broken
+    /// link would, even while the process holding them is frozen (`ss -K` in the host's
+    /// network namespace, from the machine: its `nsenter` and `ss`, and a kernel built with
+    /// `CONFIG_INET_DIAG_DESTROY`). Returns how many it closed.
+    pub async fn close_connections(
+        &self,
+        to: Ipv4Addr,
+        ports: &[u16],
+    ) -> Result<usize, FleetError> {
+        let pid = docker::run(&["inspect", "--format", "{{.State.Pid}}", &self.container]).await?;
+        let ports: Vec<String> = ports.iter().map(|p| format!("dport = :{p}")).collect();
+        let filter = format!("dst {to} and ( {} )", ports.join(" or "));
+        let args = [
+            "--target",
+            pid.trim(),
+            "--net",
+            "ss",
+            "--kill",
+            "--no-header",
+            "--tcp",
+            "state",
+            "established",
+            &filter,
+        ];
+        let failed = |stderr: String| FleetError::Machine {
+            host: self.name.clone(),
+            container: self.container.clone(),
+            command: format!("nsenter {}", args.join(" ")),
+            stderr,
+        };
+        let out = tokio::process::Command::new("nsenter")
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            return Err(failed(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
+        }
+        // `ss --kill` lists the sockets it closed, one a line, and skips those the kernel
+        // cannot close.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count())
     }
 
     /// The container's state as Docker reports it (`running`, `exited`,

@@ -36,6 +36,12 @@ impl Decision {
             return false;
         };
         let to = self.halt_phase(o);
+        // A halt to `Failed` ends the upgrade: a host still installing would finish unjudged,
+        // its outcome left `Dispatched`. So it waits until every host in flight has been
+        // judged (each within its install and health timeouts); nothing new starts meanwhile.
+        if to == P::Failed && !self.hosts_in(O::Dispatched).is_empty() {
+            return true;
+        }
         self.cut_soak_short("the upgrade halts");
         let reason = match to {
             P::Reverting => format!("{why}; reverting the hosts it changed"),

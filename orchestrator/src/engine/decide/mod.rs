@@ -30,7 +30,8 @@
 //!   dispatched only while the maintenance windows that apply to them are open ([`window`]).
 //!   No batch left → `Succeeded`.
 //! - In every phase, more failed hosts than the strategy tolerates (or a failed canary) →
-//!   `Failed`, naming them — or `Reverting` when the request said `on_failure: revert` and a
+//!   `Failed`, naming them, once every host in flight (`Dispatched`) has been judged:
+//!   nothing new starts meanwhile — or `Reverting` when the request said `on_failure: revert` and a
 //!   host was changed: every changed host back to the bundle recorded when it was told,
 //!   batch by batch in reverse order, then `Reverted` (or `Failed`, naming those that could
 //!   not be);

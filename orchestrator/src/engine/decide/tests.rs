@@ -950,11 +950,20 @@ fn decisions_table() {
             &["dispatch h1", "dispatch h2", "dispatch h3"],
         ),
         (
-            "all at once tolerates no failure",
+            "all at once tolerates no failure: it halts once no host is in flight",
             installing_on_2(all_at_once.clone())
                 .all(O::Dispatched)
                 .status("h2", H::RolledBack),
-            &["record h2 Failed", "phase Failed"],
+            &["record h2 Failed"],
+        ),
+        (
+            "all at once: a halt judges the hosts still in flight first",
+            installing_on_2(all_at_once.clone())
+                .all(O::Dispatched)
+                .host("h2", O::Failed)
+                .status("h1", H::Done)
+                .status("h3", H::Failed),
+            &["record h1 Succeeded", "record h3 Failed", "phase Failed"],
         ),
         // --- Daisy chain.
         (

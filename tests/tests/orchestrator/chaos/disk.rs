@@ -25,7 +25,6 @@ use baton_tests::fleet::Host;
 use futures::future::LocalBoxFuture;
 use rand::Rng;
 use rand::rngs::StdRng;
-use serde_json::{Value, json};
 
 use super::{Run, World};
 
@@ -128,42 +127,7 @@ async fn staging(world: &mut World, rng: &mut StdRng, replay: &str) {
 async fn install(world: &mut World, rng: &mut StdRng, replay: &str) {
     let leave = rng.gen_range(0..2) * PAGE;
     let run = world.begin("disk-install", replay).await;
-    let api = world.api().await.expect("a replica answers");
-    // Paused as soon as the downloads are under way: every host stages the bundle, none is
-    // told until it is resumed.
-    let downloading = world
-        .wait_until(&run, |u| u.upgrade.phase != UpgradePhase::Pending)
-        .await;
-    assert_eq!(
-        downloading.upgrade.phase,
-        UpgradePhase::Downloading,
-        "{replay}: {} did not start downloading",
-        run.id
-    );
-    api.post::<_, Value>(&format!("/v1/upgrades/{}/pause", run.id), &json!({}))
-        .await
-        .unwrap_or_else(|e| panic!("{replay}: pause {}: {e}", run.id));
-    let staged = world
-        .wait_until(&run, |u| {
-            u.upgrade
-                .hosts
-                .values()
-                .all(|h| h.state != HostOutcomeState::Pending)
-        })
-        .await;
-    let (id, outcome) = staged
-        .upgrade
-        .hosts
-        .iter()
-        .min_by_key(|(id, h)| (h.batch, (*id).clone()))
-        .expect("a host");
-    assert_eq!(
-        (staged.upgrade.phase, outcome.state),
-        (UpgradePhase::Paused, HostOutcomeState::Downloaded),
-        "{replay}: {} should be paused with {id} staged and not told: {:?}",
-        run.id,
-        staged.upgrade.hosts
-    );
+    let id = world.pause_once_staged(&run).await;
     let host = world
         .sim
         .fleet
@@ -175,9 +139,7 @@ async fn install(world: &mut World, rng: &mut StdRng, replay: &str) {
         "CHAOS fault 7 (install): {}'s {STATE_DIR} full, {free} bytes free, before it is told",
         host.name()
     );
-    api.post::<_, Value>(&format!("/v1/upgrades/{}/resume", run.id), &json!({}))
-        .await
-        .unwrap_or_else(|e| panic!("{replay}: resume {}: {e}", run.id));
+    world.resume(&run).await;
     let info = world.finish(&run).await;
     // Free before the checker reads: the invariants hold with the disk full, but a host
     // whose agent waits for space must not keep the next run waiting.

@@ -33,9 +33,10 @@ mod replica;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use baton_protocol::UpgradePhase;
 use baton_protocol::api::UpgradeInfo;
+use baton_protocol::documents::HostOutcomeState;
 use baton_protocol::etcd::Client;
+use baton_protocol::{HostId, UpgradePhase};
 use baton_tests::fleet::FleetOptions;
 use baton_tests::registration::registration;
 use batonctl::client::ApiClient;
@@ -434,6 +435,56 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Pauses `run` as soon as its downloads are under way and waits until every host
+    /// staged the bundle, so no host is told until [`World::resume`]; returns the host told
+    /// first on resume (the first batch's first host).
+    pub async fn pause_once_staged(&self, run: &Run) -> HostId {
+        let replay = &run.replay;
+        let downloading = self
+            .wait_until(run, |u| u.upgrade.phase != UpgradePhase::Pending)
+            .await;
+        assert_eq!(
+            downloading.upgrade.phase,
+            UpgradePhase::Downloading,
+            "{replay}: {} did not start downloading",
+            run.id
+        );
+        let api = self.api().await.expect("a replica answers");
+        api.post::<_, serde_json::Value>(&format!("/v1/upgrades/{}/pause", run.id), &json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("{replay}: pause {}: {e}", run.id));
+        let staged = self
+            .wait_until(run, |u| {
+                u.upgrade
+                    .hosts
+                    .values()
+                    .all(|h| h.state != HostOutcomeState::Pending)
+            })
+            .await;
+        let (id, outcome) = staged
+            .upgrade
+            .hosts
+            .iter()
+            .min_by_key(|(id, h)| (h.batch, (*id).clone()))
+            .expect("a host");
+        assert_eq!(
+            (staged.upgrade.phase, outcome.state),
+            (UpgradePhase::Paused, HostOutcomeState::Downloaded),
+            "{replay}: {} should be paused with {id} staged and not told: {:?}",
+            run.id,
+            staged.upgrade.hosts
+        );
+        id.clone()
+    }
+
+    /// Resumes `run` after [`World::pause_once_staged`].
+    pub async fn resume(&self, run: &Run) {
+        let api = self.api().await.expect("a replica answers");
+        api.post::<_, serde_json::Value>(&format!("/v1/upgrades/{}/resume", run.id), &json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("{}: resume {}: {e}", run.replay, run.id));
     }
 
     /// Sleeps `d`, or less if `run` ends before; says whether it is still going.
