@@ -30,8 +30,8 @@ use baton_tests::vm::{self, Firmware, Vm, VmConfig, VmSeed};
 use batonctl::client::ApiClient;
 use serde_json::json;
 
-use crate::boot_checks;
 use crate::support::{Orchestrator, config};
+use crate::{boot_checks, clock};
 
 /// Longest one upgrade of the two VMs may take (a kernel package install and a reboot
 /// under TCG take a few minutes each, and several times that while `make test` runs the
@@ -440,7 +440,8 @@ async fn kernels_are_upgraded_on_systemd_boot_and_grub_and_a_bad_kernel_falls_ba
         );
     }
 
-    // --- 3. The good kernel, rolling; the second VM's agent is killed in its kernel step.
+    // --- 3. The good kernel, rolling; the second VM's clock jumps an hour forward and back
+    // while it waits for its turn, and its agent is killed in its kernel step.
     let t = Instant::now();
     api.post::<_, UpgradeInfo>(
         "/v1/upgrades",
@@ -450,9 +451,11 @@ async fn kernels_are_upgraded_on_systemd_boot_and_grub_and_a_bad_kernel_falls_ba
     .await
     .expect("start 2.0.0");
     let client = docker_pki.client.clone();
-    let (u, killed) = tokio::join!(
+    let etcd_client = etcd.client().await.expect("etcd client");
+    let (u, killed, ()) = tokio::join!(
         follow(&api, "vm-2"),
-        kill_agent_in_kernel_step(&api, "vm-2", second, &bios, &client)
+        kill_agent_in_kernel_step(&api, "vm-2", second, &bios, &client),
+        clock::jump_while_waiting(&api, &etcd_client, "vm-2", first, second, &bios, &client),
     );
     eprintln!(
         "TIMING vm fleet: 2.0.0 rolled over both VMs in {:?}",

@@ -4,6 +4,8 @@
 //!
 //! - `fleet.rs`: the two VMs as a fleet, driven through the orchestrator's REST API, with
 //!   real kernel upgrades and a kernel that cannot boot;
+//! - `clock.rs`: one host's clock jumped an hour forward and back mid-upgrade (fault 10 of
+//!   the fault matrix, docs/reliability.md);
 //! - `boot_checks.rs`: what each VM must show once booted (boot loader, kernel, systemd,
 //!   Docker's TLS, the loopback proxy), which the fleet test checks first.
 //!
@@ -12,6 +14,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod boot_checks;
+mod clock;
 mod fleet;
 #[path = "../orchestrator/support.rs"]
 mod support;

@@ -4,8 +4,8 @@
 //! 1. every host rests in a terminal state, and etcd's `installed`, the host's own
 //!    `installed.json` and its running services (the utility's output, the daemon's unit
 //!    and version file, the platform container's image) name the same bundle: the target
-//!    for a host the upgrade succeeded on, the previous one for every other (nothing
-//!    half-applied) — either, for a host the fault kept away past the health timeout
+//!    for a host the upgrade succeeded on, the one it ran when the run began for every
+//!    other ([`super::Run::ran`]: nothing half-applied) — either, for a host the fault kept away past the health timeout
 //!    ([`super::Run::lost`]), which may have finished its install after it was failed;
 //! 2. no host got a `desired` for the upgrade twice, and every host it succeeded on was told:
 //!    the key's history from the upgrade's start revision, read at past revisions;
@@ -77,6 +77,11 @@ pub async fn fleet_version(world: &World) -> &'static str {
     let Some(host) = world.sim.fleet.hosts().first() else {
         return "";
     };
+    host_version(world, host).await
+}
+
+/// The sample bundle `host` runs, as its `installed` in etcd says ("" for none).
+pub async fn host_version(world: &World, host: &Host) -> &'static str {
     let installed = read::<Installed>(world, &key(host, HostKey::Installed)).await;
     let version = installed.and_then(|i| i.bundle_version).unwrap_or_default();
     VERSIONS.into_iter().find(|v| *v == version).unwrap_or("")
@@ -385,7 +390,8 @@ async fn host_agrees(world: &World, run: &Run, info: &UpgradeInfo, host: &Host) 
             }
             run.to
         }
-        _ => run.from,
+        // Not changed by this run: what it ran when the run began.
+        _ => run.ran.get(name).copied().unwrap_or(run.from),
     };
     // A host the engine could not see (`Run::lost`) may have finished the install after it
     // was failed: either bundle, as long as it is whole.

@@ -183,6 +183,9 @@ pub struct Run {
     /// Hosts the fault kept away past the health timeout: the engine failed them without
     /// seeing what they did, so the checker accepts either bundle on them, whole.
     pub lost: BTreeSet<String>,
+    /// The bundle each host ran when the run began (after a halted run the fleet is split,
+    /// and a host this run never changes stays on its own).
+    pub ran: BTreeMap<String, &'static str>,
 }
 
 impl World {
@@ -293,6 +296,13 @@ impl World {
         self.upgrades += 1;
         let id = format!("chaos-{what}-{}", self.upgrades);
         let start_revision = self.revision().await;
+        let mut ran = BTreeMap::new();
+        for host in self.sim.fleet.hosts() {
+            ran.insert(
+                host.name().to_owned(),
+                check::host_version(self, host).await,
+            );
+        }
         let strategy = if from.is_empty() {
             json!({"kind": "all-at-once", "allow_downtime": true})
         } else {
@@ -314,6 +324,7 @@ impl World {
             compacted_at: 0,
             early_history: BTreeMap::new(),
             lost: BTreeSet::new(),
+            ran,
         }
     }
 
