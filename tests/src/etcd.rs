@@ -21,14 +21,46 @@ pub const INSTALL_HINT: &str =
 
 pub use crate::error::HarnessError;
 
-/// Picks a free TCP port on `ip` (the kernel's choice for port 0).
+/// Picks a free TCP port on `ip` for a server the harness starts, below the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`): a port of that range, free when
+/// picked, can be taken by any outgoing connection before the server binds it, which busy
+/// fleet tests make happen. Ports are tried in turn from a random start, so one process
+/// never picks a port twice and two processes rarely pick the same.
 pub fn free_port(ip: IpAddr) -> Result<u16, HarnessError> {
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let (low, high) = (PORTS_FROM, ephemeral_low().min(PORTS_TO));
+    if high > low {
+        let span = u32::from(high - low);
+        let next =
+            NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(rand::random::<u32>() % span));
+        for _ in 0..span {
+            let offset = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+            let port = low + offset as u16;
+            if TcpListener::bind((ip, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener =
         TcpListener::bind((ip, 0)).map_err(|e| HarnessError(format!("bind {ip}:0: {e}")))?;
     listener
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| HarnessError(format!("local_addr: {e}")))
+}
+
+/// Where [`free_port`] looks: above the well-known and most registered services' ports,
+/// below Linux's default ephemeral range.
+const PORTS_FROM: u16 = 20_000;
+const PORTS_TO: u16 = 32_768;
+
+/// The first port the kernel hands to outgoing connections (32768 when unreadable: Linux's
+/// default).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(PORTS_TO)
 }
 
 /// One etcd member's fixed identity (survives restarts).

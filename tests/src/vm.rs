@@ -25,7 +25,7 @@ pub use image::{Firmware, VmImage, ensure_image};
 pub use seed::{FW_CFG_PREFIX, VmSeed};
 
 use std::fmt;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,16 +253,12 @@ impl fmt::Debug for Vm {
     }
 }
 
+/// A free port on loopback for a forward ([`crate::etcd::free_port`]).
 fn free_port() -> Result<u16, VmError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| VmError::Io {
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
-    })?;
-    let port = listener.local_addr().map_err(|source| VmError::Io {
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
-    })?;
-    Ok(port.port())
+    crate::etcd::free_port(Ipv4Addr::LOCALHOST.into()).map_err(|e| VmError::Io {
+        path: PathBuf::from("127.0.0.1"),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 impl Vm {
