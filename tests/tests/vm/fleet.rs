@@ -117,6 +117,32 @@ fn bundle_source(dir: &Path, version: &str, agent: &str, kernel_deb: &Path, rele
     .expect("write manifest");
 }
 
+/// Waits until `host`'s agent is alive and its status at rest (not installing or
+/// rebooting).
+async fn wait_resting(api: &ApiClient, host: &str) {
+    let started = Instant::now();
+    loop {
+        let hosts = api.hosts().await.expect("hosts");
+        let h = hosts.iter().find(|h| h.id.as_str() == host).expect("host");
+        let state = h.status.as_ref().map(|s| s.state);
+        if h.alive.is_some()
+            && matches!(
+                state,
+                Some(HostState::Idle | HostState::Done | HostState::Failed | HostState::RolledBack)
+            )
+        {
+            eprintln!("{host} at rest ({state:?}) after {:?}", started.elapsed());
+            return;
+        }
+        assert!(
+            started.elapsed() < UPGRADE_TIMEOUT,
+            "{host} not back at rest after {UPGRADE_TIMEOUT:?}: alive {:?}, status {state:?}",
+            h.alive
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Follows upgrade `id` until it ends, printing each host's changes.
 async fn follow(api: &ApiClient, id: &str) -> UpgradeInfo {
     let started = Instant::now();
@@ -439,6 +465,11 @@ async fn kernels_are_upgraded_on_systemd_boot_and_grub_and_a_bad_kernel_falls_ba
             h.id
         );
     }
+
+    // The first VM is back on its previous kernel; under a loaded machine the engine may
+    // have failed it (health timeout) before its agent reported again: the next upgrade
+    // starts once it has.
+    wait_resting(&api, first).await;
 
     // --- 3. The good kernel, rolling; the second VM's clock jumps an hour forward and back
     // while it waits for its turn, and its agent is killed in its kernel step.
