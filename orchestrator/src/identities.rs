@@ -6,11 +6,12 @@
 //! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
 //! registration, the host's `spec` written (the orchestrator's role may not write it yet),
 //! and the removal of the maintenance user of a host registered again as no longer running
-//! a member of the cluster; at every downloader job, the host's user and role (made by its
-//! first) and a fresh password for the host (and, for a host registered as running a member
-//! of the cluster, for its maintenance user, which has etcd's `root` role), delivered in the
-//! job's container and never stored in etcd; at removal, the deletion of the host's users
-//! and role.
+//! a member of the cluster; at a downloader job, whether the host needs a credential (its
+//! agent is not alive, or it has no user yet) and then the host's user and role (made by its
+//! first job) and a fresh password for the host (and, for a host registered as running a
+//! member of the cluster, for its maintenance user, which has etcd's `root` role), delivered
+//! in the job's container and never stored in etcd; at removal, the deletion of the host's
+//! users and role.
 //!
 //! Registration changes etcd's users and roles only for that rare removal: every such change
 //! makes etcd rebuild its permission caches (work that grows with the users and permissions
@@ -27,9 +28,12 @@ use std::time::{Duration, Instant};
 
 use baton_protocol::HostId;
 use baton_protocol::durable::{self, DurableError};
-use baton_protocol::etcd::identity::{CredentialError, ORCHESTRATOR_ROLE};
+use baton_protocol::etcd::identity::{
+    CredentialError, ORCHESTRATOR_ROLE, host_user, maintenance_user,
+};
 use baton_protocol::etcd::{self, Client, Credential, EtcdError, EtcdTls, auth};
-use baton_protocol::keys::Keyspace;
+use baton_protocol::keys::{HostKey, Keyspace};
+use etcd_client::GetOptions;
 use rand::RngCore;
 use tokio::sync::Mutex;
 
@@ -70,6 +74,15 @@ pub enum IdentityError {
     /// etcd refused or failed.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+}
+
+/// Which new credentials a downloader job carries ([`Identities::needed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needed {
+    /// A new password for the host's user.
+    pub credential: bool,
+    /// A new password for the host's maintenance user.
+    pub maintenance: bool,
 }
 
 /// How long an administrative session is used before signing in again: well within etcd's
@@ -172,6 +185,42 @@ impl Identities {
         let admin = self.admin().await?;
         let done = auth::remove_maintenance_user(&admin, host).await;
         self.checked(done).await
+    }
+
+    /// Which new credentials a downloader job for `host` must carry: a credential is issued
+    /// only to a host whose agent is not alive (a host being installed, replaced or
+    /// reinstalled, or one that lost its credential) or whose user does not exist yet. An
+    /// alive agent signed in with the credential its host holds, so that one still works and
+    /// is kept: issuing a password costs etcd a bcrypt hash in its apply loop and a new auth
+    /// revision, which fails every request in flight. The maintenance credential (for a
+    /// `member` host) follows the same rule.
+    pub async fn needed(&self, host: &HostId, member: bool) -> Result<Needed, EtcdError> {
+        let admin = self.admin().await?;
+        let done = async {
+            let alive_key = self.keyspace.host(host, HostKey::Alive);
+            let alive = admin
+                .kv_client()
+                .get(
+                    alive_key.as_str(),
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await
+                .map_err(|source| EtcdError::Request {
+                    op: "get",
+                    key: alive_key.clone(),
+                    source,
+                })?
+                .count()
+                > 0;
+            let credential = !alive || !auth::user_exists(&admin, &host_user(host)).await?;
+            let maintenance =
+                member && (!alive || !auth::user_exists(&admin, &maintenance_user(host)).await?);
+            Ok(Needed {
+                credential,
+                maintenance,
+            })
+        };
+        self.checked(done.await).await
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for

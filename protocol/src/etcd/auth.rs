@@ -163,6 +163,20 @@ pub async fn issue_maintenance_credential(
     Ok(credential)
 }
 
+/// Whether etcd has user `user` (a host's user exists once its first credential was
+/// issued: [`issue_host_credential`] makes it last, after its role and permissions).
+pub async fn user_exists(client: &Client, user: &str) -> Result<bool, EtcdError> {
+    match client.auth_client().user_get(user).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.to_string().contains("not found") => Ok(false),
+        Err(source) => Err(EtcdError::Request {
+            op: "user get",
+            key: user.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Deletes `host`'s maintenance user, if it has one (its sessions end at once).
 pub async fn remove_maintenance_user(client: &Client, host: &HostId) -> Result<(), EtcdError> {
     let user = maintenance_user(host);

@@ -29,18 +29,18 @@ use std::time::Duration;
 
 #[cfg(feature = "etcd")]
 pub use cas::{
-    Change, Known, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, put_leased,
-    read, update, update_known,
+    Change, Known, Updated, Versioned, create, delete_if_unchanged, put_all_if_unchanged,
+    put_if_unchanged, put_leased, read, update, update_known,
 };
 #[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
 #[cfg(feature = "etcd")]
-pub use endpoints::{EndpointWatch, is_invalid_auth_token, watch_endpoints};
+pub use endpoints::{EndpointWatch, TokenCheck, is_invalid_auth_token, watch_endpoints};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
 pub use identity::Credential;
 #[cfg(feature = "etcd")]
-pub use lease::KeptLease;
+pub use lease::{Keeping, KeptLease};
 #[cfg(feature = "etcd")]
 pub use range::{Kv, PAGE_BYTES, PAGE_KEYS, prefix_end, read_prefix, read_prefix_at};
 #[cfg(feature = "etcd")]

@@ -30,6 +30,15 @@ pub struct OrchestratorProcess {
     log: PathBuf,
 }
 
+/// The build profile of this binary, and so of the orchestrator it runs: `make bench` builds
+/// both in release (a benchmark of debug builds measures the wrong thing), `make test`
+/// in debug.
+pub const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 impl Drop for OrchestratorProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -38,7 +47,7 @@ impl Drop for OrchestratorProcess {
 }
 
 impl OrchestratorProcess {
-    /// Starts `target/debug/baton-orchestrator` against `etcd`, with its files in `dir`,
+    /// Starts `target/<PROFILE>/baton-orchestrator` against `etcd`, with its files in `dir`,
     /// hosts' folders under `hosts_root` and `extra` flags, and waits until it leads.
     pub async fn start(
         etcd: &EtcdServer,
@@ -46,11 +55,16 @@ impl OrchestratorProcess {
         hosts_root: &Path,
         extra: &[String],
     ) -> Result<Self, HarnessError> {
-        let binary = target_dir().join("debug/baton-orchestrator");
+        let binary = target_dir().join(PROFILE).join("baton-orchestrator");
         if !binary.exists() {
             return Err(HarnessError(format!(
-                "{} is missing: build it with `cargo build -p baton-orchestrator`",
-                binary.display()
+                "{} is missing: build it with `cargo build{} -p baton-orchestrator`",
+                binary.display(),
+                if PROFILE == "release" {
+                    " --release"
+                } else {
+                    ""
+                }
             )));
         }
         let io = |what: &Path| {

@@ -1,14 +1,16 @@
 //! One fleet of the benchmark, and of the test that checks it at a few hundred hosts: a real
-//! etcd (TLS and authentication), a real registry holding two tiny signed bundles (`2.0.0`,
-//! not backward compatible, for the all-at-once upgrade; `3.0.0`, backward compatible, for
-//! the rolling one) whose agent is this build's, the stand-in Docker Engine that stages them,
+//! etcd (TLS and authentication), a real registry holding three tiny signed bundles (`2.0.0`
+//! and `2.1.0`, not backward compatible, for the first and the steady-state all-at-once
+//! upgrades; `3.0.0`, backward compatible, for the rolling one) whose agent is this build's, the stand-in Docker Engine that stages them,
 //! the real `baton-orchestrator` process, and the simulated hosts' agents, registered
 //! through the API.
 
+use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::{MAX_BULK_REGISTRATIONS, RegisterHost, UpgradeInfo};
+use baton_protocol::documents::HostSpec;
 use baton_protocol::etcd::Client;
 use baton_protocol::{Keyspace, UpgradeId, UpgradePhase};
 
@@ -24,8 +26,14 @@ use crate::registry::Registry;
 /// Longest an upgrade of the benchmark may take.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The bundle of the all-at-once upgrade.
+/// The bundle of the first all-at-once upgrade (which makes every host's etcd identity).
 pub const ALL_AT_ONCE_VERSION: &str = "2.0.0";
+/// The bundle of the steady-state all-at-once upgrade (every host has its identity and a
+/// live agent: what an upgrade costs from then on).
+pub const STEADY_VERSION: &str = "2.1.0";
+/// Hosts registered last, one request each (the rest in bulk): the time per host of a
+/// single registration into a fleet of nearly the full size.
+pub const SINGLE_REGISTRATIONS: usize = 50;
 /// The bundle of the rolling upgrade.
 pub const ROLLING_VERSION: &str = "3.0.0";
 
@@ -41,6 +49,10 @@ pub struct World {
     pub bundles: Vec<(String, String, String)>,
     /// How long registering every host through the API took.
     pub registration: Duration,
+    /// Registration in bulk: hosts, and how long.
+    pub bulk_registration: (usize, Duration),
+    /// Registration one request per host, of the last hosts: hosts, and how long.
+    pub single_registration: (usize, Duration),
     /// The registry.
     pub registry: Registry,
     /// etcd.
@@ -72,9 +84,11 @@ impl World {
         let docker = StandInDocker::start(&dir.path().join("docker.sock"))?;
         let mut images = RemoveImages(Vec::new());
         let mut bundles = Vec::new();
-        for (version, backward_compatible) in
-            [(ALL_AT_ONCE_VERSION, false), (ROLLING_VERSION, true)]
-        {
+        for (version, backward_compatible) in [
+            (ALL_AT_ONCE_VERSION, false),
+            (STEADY_VERSION, false),
+            (ROLLING_VERSION, true),
+        ] {
             let manifest =
                 tiny_manifest_with_agent(version, baton_agent::VERSION, backward_compatible);
             let (tag, pinned) =
@@ -89,8 +103,25 @@ impl World {
                 .await?;
         // The agents first: a registered host without an agent would be healed.
         let fleet = SimulatedFleet::start(&etcd, dir.path(), hosts).await?;
+        let single = SINGLE_REGISTRATIONS.min(hosts / 2);
         let started = Instant::now();
-        register(&orchestrator, dir.path(), hosts, docker.endpoint()).await?;
+        register(
+            &orchestrator,
+            dir.path(),
+            0..hosts - single,
+            docker.endpoint(),
+        )
+        .await?;
+        let bulk_registration = (hosts - single, started.elapsed());
+        let singles = Instant::now();
+        register_one_by_one(
+            &orchestrator,
+            dir.path(),
+            hosts - single..hosts,
+            docker.endpoint(),
+        )
+        .await?;
+        let single_registration = (single, singles.elapsed());
         let registration = started.elapsed();
         Ok(World {
             fleet,
@@ -98,6 +129,8 @@ impl World {
             docker,
             bundles,
             registration,
+            bulk_registration,
+            single_registration,
             registry,
             etcd,
             _images: images,
@@ -182,15 +215,15 @@ impl World {
     }
 }
 
-/// Registers hosts `0..hosts` through the API's bulk form, at most
+/// Registers hosts `hosts` through the API's bulk form, at most
 /// [`MAX_BULK_REGISTRATIONS`] a request.
 async fn register(
     orchestrator: &OrchestratorProcess,
     root: &Path,
-    hosts: usize,
+    hosts: Range<usize>,
     docker: &str,
 ) -> Result<(), HarnessError> {
-    let requests: Vec<RegisterHost> = (0..hosts)
+    let requests: Vec<RegisterHost> = hosts
         .map(|i| fleet::registration(root, i, docker, &[("group", "bench")]))
         .collect();
     for chunk in requests.chunks(MAX_BULK_REGISTRATIONS) {
@@ -199,6 +232,24 @@ async fn register(
             .register_many(chunk)
             .await
             .map_err(|e| HarnessError(format!("register {} hosts: {e}", chunk.len())))?;
+    }
+    Ok(())
+}
+
+/// Registers hosts `hosts` one request each.
+async fn register_one_by_one(
+    orchestrator: &OrchestratorProcess,
+    root: &Path,
+    hosts: Range<usize>,
+    docker: &str,
+) -> Result<(), HarnessError> {
+    for i in hosts {
+        let request = fleet::registration(root, i, docker, &[("group", "bench")]);
+        let _: HostSpec = orchestrator
+            .api
+            .post("/v1/hosts", &request)
+            .await
+            .map_err(|e| HarnessError(format!("register {}: {e}", request.id)))?;
     }
     Ok(())
 }
