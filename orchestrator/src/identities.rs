@@ -13,6 +13,17 @@
 //! in the job's container and never stored in etcd; at removal, the deletion of the host's
 //! users and role.
 //!
+//! The changes this replica makes to etcd's users and roles go one operation at a time
+//! (each operation here that makes any holds [`Identities`]' change lock): etcd 3.4 hashes a
+//! new password in its apply loop, and refuses a lease renewal once that loop is more than a
+//! second behind ("waiting for the applied index took too long"). Made side by side — a
+//! fleet's first upgrade makes every host's identity, one per downloader job, up to the
+//! download concurrency at once — dozens of hashes queued there, every lease renewal was
+//! refused for seconds, and the leader's own lease lapsed: the new leadership ran again the
+//! downloader jobs whose outcome was not recorded yet. One operation at a time, the loop
+//! holds at most one hash from here. Within one, the grants to a role are sent together
+//! ([`auth::issue_host_credential`]): it takes four round trips, not thirteen.
+//!
 //! Registration changes etcd's users and roles only for that rare removal: every such change
 //! makes etcd rebuild its permission caches (work that grows with the users and permissions
 //! it holds), so a registration that made one would cost more with every host registered.
@@ -92,7 +103,7 @@ pub struct Needed {
 const ADMIN_SESSION_REUSE: Duration = Duration::from_secs(60);
 
 /// The administrative identity and what it does, through a session signed in at most
-/// [`ADMIN_SESSION_REUSE`] ago.
+/// [`ADMIN_SESSION_REUSE`] ago. Clones share the session and the change lock.
 #[derive(Clone)]
 pub struct Identities {
     endpoints: Vec<String>,
@@ -100,6 +111,9 @@ pub struct Identities {
     admin: Credential,
     keyspace: Keyspace,
     session: Arc<Mutex<Option<(Client, Instant)>>>,
+    /// Held through every operation that changes etcd's users or roles: one at a time (the
+    /// module's header says why).
+    changes: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -124,6 +138,7 @@ impl Identities {
             admin,
             keyspace,
             session: Arc::default(),
+            changes: Arc::default(),
         }
     }
 
@@ -162,6 +177,7 @@ impl Identities {
     /// user that already authenticates with it is left alone, so other replicas' sessions
     /// go on).
     pub async fn prepare(&self, own: &Credential) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = async {
             auth::ensure_roles(&admin, &self.keyspace).await?;
@@ -174,6 +190,7 @@ impl Identities {
     /// `maintenance`, ahead of the host's first downloader job (a maintenance mode set on a
     /// host registered but never upgraded).
     pub async fn grant_host_keys(&self, host: &HostId) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::grant_orchestrator_host_keys(&admin, &self.keyspace, host).await;
         self.checked(done).await
@@ -182,6 +199,7 @@ impl Identities {
     /// Removes the maintenance user of `host` (registered again as no longer running a
     /// member of the cluster), if it has one.
     pub async fn remove_maintenance(&self, host: &HostId) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::remove_maintenance_user(&admin, host).await;
         self.checked(done).await
@@ -198,19 +216,24 @@ impl Identities {
         let admin = self.admin().await?;
         let done = async {
             let alive_key = self.keyspace.host(host, HostKey::Alive);
-            let alive = admin
-                .kv_client()
-                .get(
-                    alive_key.as_str(),
-                    Some(GetOptions::new().with_count_only()),
-                )
-                .await
-                .map_err(|source| EtcdError::Request {
-                    op: "get",
-                    key: alive_key.clone(),
-                    source,
-                })?
-                .count()
+            // Sent again when refused for an identity change in flight (another job's, or
+            // another replica's): nothing was read.
+            let alive = etcd::retry_auth_race(|| async {
+                admin
+                    .kv_client()
+                    .get(
+                        alive_key.as_str(),
+                        Some(GetOptions::new().with_count_only()),
+                    )
+                    .await
+            })
+            .await
+            .map_err(|source| EtcdError::Request {
+                op: "get",
+                key: alive_key.clone(),
+                source,
+            })?
+            .count()
                 > 0;
             let credential = !alive || !auth::user_exists(&admin, &host_user(host)).await?;
             let maintenance =
@@ -227,6 +250,7 @@ impl Identities {
     /// its downloader job to deliver, with the host's user and role and the orchestrator
     /// role's permissions on its keys (made by the host's first job, confirmed by the next).
     pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done =
             auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await;
@@ -236,6 +260,7 @@ impl Identities {
     /// A fresh password for the maintenance user of `host` (a host running a member of the
     /// cluster), for its downloader job to deliver.
     pub async fn issue_maintenance(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::issue_maintenance_credential(&admin, host, fresh_password()).await;
         self.checked(done).await
@@ -244,6 +269,7 @@ impl Identities {
     /// Deletes the host's user and role (its agent's sessions end at once) and the
     /// orchestrator role's permissions on its keys.
     pub async fn remove(&self, host: &HostId) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::remove_host_identity(&admin, &self.keyspace, host).await;
         self.checked(done).await

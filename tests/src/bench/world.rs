@@ -6,23 +6,27 @@
 //! through the API.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use baton_protocol::api::{MAX_BULK_REGISTRATIONS, RegisterHost, UpgradeInfo};
 use baton_protocol::documents::HostSpec;
 use baton_protocol::etcd::Client;
 use baton_protocol::{Keyspace, UpgradeId, UpgradePhase};
+use batonctl::client::ClientError;
+use hyper::StatusCode;
 
 use super::docker::StandInDocker;
 use super::fleet::{self, SimulatedFleet};
 use super::history::{self, History};
 use super::orchestrator::OrchestratorProcess;
-use crate::bundles::{RemoveImages, push_tiny_bundle, tiny_manifest_with_agent};
+use crate::bundles::{RemoveImages, push_tiny_bundle, target_dir, tiny_manifest_with_agent};
 use crate::error::HarnessError;
 use crate::etcd::EtcdServer;
 use crate::registry::Registry;
 
+/// Longest the benchmark waits for the orchestrator to lead again.
+const LEADER_WAIT: Duration = Duration::from_secs(60);
 /// Longest an upgrade of the benchmark may take.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -98,9 +102,14 @@ impl World {
             docker.add_bundle(&pinned, &bytes)?;
             bundles.push((version.to_owned(), tag, pinned));
         }
-        let orchestrator =
-            OrchestratorProcess::start(&etcd, &dir.path().join("orchestrator"), dir.path(), &[])
-                .await?;
+        let orchestrator = OrchestratorProcess::start(
+            &etcd,
+            &dir.path().join("orchestrator"),
+            &orchestrator_log(hosts),
+            dir.path(),
+            &[],
+        )
+        .await?;
         // The agents first: a registered host without an agent would be healed.
         let fleet = SimulatedFleet::start(&etcd, dir.path(), hosts).await?;
         let single = SINGLE_REGISTRATIONS.min(hosts / 2);
@@ -184,12 +193,10 @@ impl World {
         mut request: serde_json::Value,
     ) -> Result<UpgradeId, HarnessError> {
         request["id"] = id.into();
-        let created: UpgradeInfo = self
-            .orchestrator
-            .api
-            .post("/v1/upgrades", &request)
-            .await
-            .map_err(|e| HarnessError(format!("POST /v1/upgrades {request}: {e}")))?;
+        let created: UpgradeInfo =
+            while_no_leader(|| self.orchestrator.api.post("/v1/upgrades", &request))
+                .await
+                .map_err(|e| HarnessError(format!("POST /v1/upgrades {request}: {e}")))?;
         Ok(created.upgrade.id)
     }
 
@@ -215,6 +222,37 @@ impl World {
     }
 }
 
+/// Where the orchestrator of a fleet of `hosts` hosts logs: `<target>/bench/`, kept after
+/// the fleet's folders are gone, one file per fleet size and build profile (the last run's).
+pub fn orchestrator_log(hosts: usize) -> PathBuf {
+    target_dir().join("bench").join(format!(
+        "orchestrator-{hosts}-hosts-{}.log",
+        super::orchestrator::PROFILE
+    ))
+}
+
+/// Sends `request` again while the orchestrator answers that it is not the leader (503: its
+/// leadership lapsed, etcd too slow to renew its lease on a loaded machine, and it campaigns
+/// again; nothing was written), for at most [`LEADER_WAIT`].
+async fn while_no_leader<T, F, Fut>(mut request: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let started = Instant::now();
+    loop {
+        match request().await {
+            Err(e)
+                if e.status() == Some(StatusCode::SERVICE_UNAVAILABLE)
+                    && started.elapsed() < LEADER_WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Registers hosts `hosts` through the API's bulk form, at most
 /// [`MAX_BULK_REGISTRATIONS`] a request.
 async fn register(
@@ -227,9 +265,7 @@ async fn register(
         .map(|i| fleet::registration(root, i, docker, &[("group", "bench")]))
         .collect();
     for chunk in requests.chunks(MAX_BULK_REGISTRATIONS) {
-        orchestrator
-            .api
-            .register_many(chunk)
+        while_no_leader(|| orchestrator.api.register_many(chunk))
             .await
             .map_err(|e| HarnessError(format!("register {} hosts: {e}", chunk.len())))?;
     }
@@ -245,9 +281,7 @@ async fn register_one_by_one(
 ) -> Result<(), HarnessError> {
     for i in hosts {
         let request = fleet::registration(root, i, docker, &[("group", "bench")]);
-        let _: HostSpec = orchestrator
-            .api
-            .post("/v1/hosts", &request)
+        let _: HostSpec = while_no_leader(|| orchestrator.api.post("/v1/hosts", &request))
             .await
             .map_err(|e| HarnessError(format!("register {}: {e}", request.id)))?;
     }
