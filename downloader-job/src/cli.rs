@@ -17,7 +17,7 @@ use baton_protocol::manifest::{InstallPolicy, default_install_allow};
 use baton_protocol::signing::BundleSignature;
 use clap::Parser;
 
-use crate::host_files::AgentSettings;
+use crate::host_files::{AgentSettings, CredentialSource};
 use crate::job::{DEFAULT_ACTIVE_TIMEOUT, JobConfig, POLL_INTERVAL};
 use crate::layout::HostLayout;
 
@@ -172,8 +172,14 @@ impl Cli {
                 kernel_release_file: s.kernel_release_file.clone(),
                 container_prefix: s.container_prefix.clone(),
                 tls: s.tls.clone(),
-                credential_file: s.credential_file.clone(),
-                maintenance_credential_file: s.maintenance_credential_file.clone(),
+                credential: CredentialSource::from_settings(
+                    s.credential_file.as_ref(),
+                    s.keep_credential,
+                ),
+                maintenance_credential: CredentialSource::from_settings(
+                    s.maintenance_credential_file.as_ref(),
+                    s.keep_maintenance_credential,
+                ),
                 install: policy(s.install_allow.clone(), s.install_setuid.clone()),
             };
         }
@@ -191,8 +197,8 @@ impl Cli {
                 key_file: self.tls.etcd_key_file.clone(),
                 domain: self.tls.etcd_domain.clone(),
             }),
-            credential_file: None,
-            maintenance_credential_file: None,
+            credential: CredentialSource::Unmanaged,
+            maintenance_credential: CredentialSource::Unmanaged,
             install: policy(
                 (!self.install_allow.is_empty()).then(|| self.install_allow.clone()),
                 self.install_setuid.clone(),

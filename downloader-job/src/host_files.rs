@@ -38,15 +38,44 @@ pub struct AgentSettings {
     pub container_prefix: String,
     /// TLS for `https://` etcd endpoints (files on the host).
     pub tls: Option<EtcdTls>,
-    /// The host's etcd credential, read from the file the orchestrator put in the job's
-    /// container; written to the host's `/etc/baton/etcd-credential` (mode 0600).
-    pub credential_file: Option<PathBuf>,
-    /// A member host's maintenance credential, read from the file the orchestrator put in
-    /// the job's container; written to the host's `/etc/baton/etcd-maintenance-credential`
-    /// (mode 0600).
-    pub maintenance_credential_file: Option<PathBuf>,
+    /// The host's etcd credential (written to the host's `/etc/baton/etcd-credential`,
+    /// mode 0600).
+    pub credential: CredentialSource,
+    /// A member host's maintenance credential (written to the host's
+    /// `/etc/baton/etcd-maintenance-credential`, mode 0600).
+    pub maintenance_credential: CredentialSource,
     /// Where bundles may install files (checked here, and by the agent).
     pub install: InstallPolicy,
+}
+
+/// Where one of the host's etcd credentials comes from for this job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Not managed: the agent's configuration names no such file.
+    #[default]
+    Unmanaged,
+    /// A new credential, in this file of the job's own container (put there by the
+    /// orchestrator): written to the host.
+    Delivered(PathBuf),
+    /// The credential the host holds stays as it is (the orchestrator issues one only to a
+    /// host without a live agent or an identity); the host's file must exist.
+    Kept,
+}
+
+impl CredentialSource {
+    /// From the job settings' file and `keep` flag (which exclude each other there).
+    pub fn from_settings(file: Option<&PathBuf>, keep: bool) -> Self {
+        match (file, keep) {
+            (Some(file), _) => Self::Delivered(file.clone()),
+            (None, true) => Self::Kept,
+            (None, false) => Self::Unmanaged,
+        }
+    }
+
+    /// Whether the agent's configuration names the host's file.
+    pub fn is_managed(&self) -> bool {
+        !matches!(self, Self::Unmanaged)
+    }
 }
 
 /// The `agent.toml` text for `settings`, validated by `AgentConfig::parse` (errors name the
@@ -76,13 +105,13 @@ pub fn agent_config_text(settings: &AgentSettings) -> Result<String, JobError> {
         tls: settings.tls.clone(),
         trusted_keys_dir: baton_protocol::signing::HOST_TRUSTED_KEYS_DIR.into(),
         credential_file: settings
-            .credential_file
-            .as_ref()
-            .map(|_| PathBuf::from(DEFAULT_CREDENTIAL_FILE)),
+            .credential
+            .is_managed()
+            .then(|| PathBuf::from(DEFAULT_CREDENTIAL_FILE)),
         maintenance_credential_file: settings
-            .maintenance_credential_file
-            .as_ref()
-            .map(|_| PathBuf::from(DEFAULT_MAINTENANCE_CREDENTIAL_FILE)),
+            .maintenance_credential
+            .is_managed()
+            .then(|| PathBuf::from(DEFAULT_MAINTENANCE_CREDENTIAL_FILE)),
     };
     let text = format!(
         "# Written by baton-downloader; rewritten by the next bundle's job.\n{}",
@@ -164,8 +193,8 @@ mod tests {
             kernel_release_file: "/run/baton/booted-kernel".into(),
             container_prefix: String::new(),
             tls: None,
-            credential_file: None,
-            maintenance_credential_file: None,
+            credential: CredentialSource::Unmanaged,
+            maintenance_credential: CredentialSource::Unmanaged,
             install: InstallPolicy::default(),
         }
     }

@@ -21,7 +21,9 @@ use crate::agent::{self, AgentInstall};
 use crate::bundle::Bundle;
 use crate::error::JobError;
 use crate::fs::HostFs;
-use crate::host_files::{AgentSettings, agent_config_text, agent_unit_text, write_if_changed};
+use crate::host_files::{
+    AgentSettings, CredentialSource, agent_config_text, agent_unit_text, write_if_changed,
+};
 use crate::layout::{AGENT_UNIT, CURRENT_LINK, HostLayout};
 use crate::stage::{StageAction, stage};
 use crate::trust;
@@ -62,9 +64,12 @@ pub async fn run<S: Systemd>(
     let layout = HostLayout::new(&config.host_root);
     // Refuse bad settings before touching anything.
     let config_text = agent_config_text(&config.agent)?;
-    let load = |file: &Option<PathBuf>| file.as_deref().map(Credential::load).transpose();
-    let credential = load(&config.agent.credential_file)?;
-    let maintenance = load(&config.agent.maintenance_credential_file)?;
+    let credential = given_credential(&layout, &config.agent.credential, DEFAULT_CREDENTIAL_FILE)?;
+    let maintenance = given_credential(
+        &layout,
+        &config.agent.maintenance_credential,
+        DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
+    )?;
     let bundle = Bundle::open(&config.bundle_dir)?;
     let manifest = bundle.manifest();
     tracing::info!(version = %manifest.version, agent = %manifest.agent.version, "bundle manifest accepted");
@@ -119,9 +124,16 @@ pub async fn run<S: Systemd>(
         )?,
         None => false,
     };
-    deliver_maintenance_credential(fs, &layout, credential.is_some(), maintenance.as_ref())?;
-    // A new credential (the orchestrator issues one per job, ending the agent's sessions
-    // under the old one) restarts the agent like a new configuration does.
+    deliver_maintenance_credential(
+        fs,
+        &layout,
+        config.agent.credential.is_managed(),
+        &config.agent.maintenance_credential,
+        maintenance.as_ref(),
+    )?;
+    // A new credential (the orchestrator issues one to a host whose agent is not alive,
+    // ending the sessions under the old one) restarts the agent like a new configuration
+    // does.
     let config_written =
         write_if_changed(fs, &layout.agent_config(), config_text.as_bytes(), 0o644)?
             || credential_written;
@@ -169,22 +181,42 @@ pub async fn run<S: Systemd>(
     Ok(summary)
 }
 
-/// Writes a member host's maintenance credential before the configuration naming it; on a
-/// host whose identities the orchestrator manages (`managed`) but which gets none, removes
-/// one a previous job left (the host was registered again as not running a member). The
-/// agent reads the file at each step that uses it: a new password needs no restart.
+/// The new credential the job delivers from its container, if it delivers one. A credential
+/// the job keeps must be on the host already (`host_file`): the configuration about to be
+/// written names it, and an agent started without it could never sign in.
+fn given_credential(
+    layout: &HostLayout,
+    source: &CredentialSource,
+    host_file: &str,
+) -> Result<Option<Credential>, JobError> {
+    match source {
+        CredentialSource::Unmanaged => Ok(None),
+        CredentialSource::Delivered(file) => Ok(Some(Credential::load(file)?)),
+        CredentialSource::Kept => {
+            Credential::load(&layout.host(host_file))?;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a member host's new maintenance credential before the configuration naming it;
+/// on a host whose identities the orchestrator manages (`managed`) but which is not
+/// registered as running a member (`source` unmanaged), removes one a previous job left. A
+/// kept one stays as it is. The agent reads the file at each step that uses it: a new
+/// password needs no restart.
 fn deliver_maintenance_credential(
     fs: &dyn HostFs,
     layout: &HostLayout,
     managed: bool,
+    source: &CredentialSource,
     maintenance: Option<&Credential>,
 ) -> Result<(), JobError> {
     let path = layout.host(DEFAULT_MAINTENANCE_CREDENTIAL_FILE);
-    match maintenance {
-        Some(c) => {
+    match (maintenance, source) {
+        (Some(c), _) => {
             write_if_changed(fs, &path, c.to_file_text().as_bytes(), 0o600)?;
         }
-        None if managed => match fs.remove_file(&path) {
+        (None, CredentialSource::Unmanaged) if managed => match fs.remove_file(&path) {
             Ok(()) => tracing::info!(
                 file = DEFAULT_MAINTENANCE_CREDENTIAL_FILE,
                 "maintenance credential removed: the host is not registered as running a member"
@@ -192,7 +224,7 @@ fn deliver_maintenance_credential(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(JobError::io(&path, "remove", e)),
         },
-        None => {}
+        (None, _) => {}
     }
     Ok(())
 }
@@ -352,8 +384,8 @@ mod tests {
                 kernel_release_file: "/run/baton/booted-kernel".into(),
                 container_prefix: String::new(),
                 tls: None,
-                credential_file: None,
-                maintenance_credential_file: None,
+                credential: CredentialSource::Unmanaged,
+                maintenance_credential: CredentialSource::Unmanaged,
                 install: baton_protocol::manifest::InstallPolicy::default(),
             },
             image: Some(IMAGE.into()),
@@ -424,10 +456,11 @@ mod tests {
             path
         };
         let mut cfg = config(dir.path(), "1.0.0");
-        cfg.agent.credential_file = Some(given("own", "baton-host-host-1:p1\n"));
-        cfg.agent.maintenance_credential_file =
-            Some(given("maintenance", "baton-maintenance-host-1:p2\n"));
-        run(&cfg, &RealFs, &FakeSystemd::new()).await.unwrap();
+        cfg.agent.credential = CredentialSource::Delivered(given("own", "baton-host-host-1:p1\n"));
+        cfg.agent.maintenance_credential =
+            CredentialSource::Delivered(given("maintenance", "baton-maintenance-host-1:p2\n"));
+        let systemd = FakeSystemd::new();
+        run(&cfg, &RealFs, &systemd).await.unwrap();
         let host = HostLayout::new(&cfg.host_root);
         let file = host.host(DEFAULT_MAINTENANCE_CREDENTIAL_FILE);
         assert_eq!(
@@ -444,12 +477,45 @@ mod tests {
             "{config}"
         );
 
+        // A job that carries no new credentials leaves both files and the agent as they are.
+        let own = host.host(DEFAULT_CREDENTIAL_FILE);
+        cfg.agent.credential = CredentialSource::Kept;
+        cfg.agent.maintenance_credential = CredentialSource::Kept;
+        systemd.clear();
+        let fs = leak(FaultyFs::recording());
+        let kept = run(&cfg, &fs, &systemd).await.unwrap();
+        assert!(!kept.changed, "{kept:?}");
+        assert_eq!(fs.ops(), Vec::<String>::new());
+        assert_eq!(systemd.calls(), ["GetUnitFileState baton-agent.service"]);
+        assert_eq!(
+            std::fs::read_to_string(&own).unwrap(),
+            "baton-host-host-1:p1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "baton-maintenance-host-1:p2\n"
+        );
+
         // Registered again as not running a member: the next job takes the file away.
-        cfg.agent.maintenance_credential_file = None;
+        cfg.agent.maintenance_credential = CredentialSource::Unmanaged;
         run(&cfg, &RealFs, &FakeSystemd::new()).await.unwrap();
         assert!(!file.exists());
         let config = std::fs::read_to_string(host.agent_config()).unwrap();
         assert!(!config.contains("maintenance_credential_file"), "{config}");
+    }
+
+    #[tokio::test]
+    async fn keeping_a_credential_the_host_does_not_hold_is_refused_before_anything_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), "1.0.0");
+        cfg.agent.credential = CredentialSource::Kept;
+        let systemd = FakeSystemd::new();
+        let err = run(&cfg, &RealFs, &systemd).await.unwrap_err().to_string();
+        assert!(err.contains(DEFAULT_CREDENTIAL_FILE), "{err}");
+        let host = HostLayout::new(&cfg.host_root);
+        assert!(!host.bundle_dir("1.0.0").exists());
+        assert!(!host.agent_config().exists());
+        assert!(systemd.calls().is_empty());
     }
 
     #[tokio::test]

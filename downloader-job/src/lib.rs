@@ -27,6 +27,7 @@ pub mod layout;
 pub mod stage;
 pub mod trust;
 pub mod verify;
+pub mod write_behind;
 
 pub use error::JobError;
 pub use job::{JobConfig, Summary, run};

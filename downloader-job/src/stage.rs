@@ -20,6 +20,7 @@ use crate::error::JobError;
 use crate::fs::{HostFs, ensure_dir, read_existing, remove_temp_entries, temp_path};
 use crate::layout::{HostLayout, MANIFEST_FILE};
 use crate::verify::{copy_verified, file_matches};
+use crate::write_behind::write_behind;
 
 pub use baton_protocol::job::StageAction;
 
@@ -141,14 +142,12 @@ fn fill(fs: &dyn HostFs, bundle: &Bundle, tmp: &Path) -> Result<(), JobError> {
         let mut sink = fs
             .create_file(&dest, staged_mode(entry))
             .map_err(|e| JobError::io(&dest, "create", e))?;
-        copy_verified(
-            &mut src,
-            &src_path,
-            &field,
-            entry,
-            Some((&mut *sink, &dest)),
+        // Written on a thread of its own, so the disk works while the package is hashed.
+        write_behind(
+            &mut *sink,
+            |w| copy_verified(&mut src, &src_path, &field, entry, Some((w, &dest))),
+            |e| JobError::io(&dest, "write", e),
         )?;
-        sink.flush().map_err(|e| JobError::io(&dest, "write", e))?;
         sink.sync().map_err(|e| JobError::io(&dest, "fsync", e))?;
     }
     let manifest_path = tmp.join(MANIFEST_FILE);

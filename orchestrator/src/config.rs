@@ -228,9 +228,10 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_credential_file: Option<PathBuf>,
     /// An etcd user with etcd's `root` role (`user:password` in a root-only file), used only
-    /// to manage identities: the roles at start, each host's user at registration, a fresh
-    /// password for each downloader job, the host's removal. Without it hosts get no
-    /// identity of their own (etcd without authentication).
+    /// to manage identities: the roles at start, each host's `spec` at registration, its
+    /// user and a password at its first downloader job and a fresh password at a job on a
+    /// host whose agent is not alive, the host's removal. Without it hosts get no identity
+    /// of their own (etcd without authentication).
     #[arg(
         long,
         env = "BATON_ETCD_ADMIN_CREDENTIAL_FILE",

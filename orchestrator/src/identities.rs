@@ -6,11 +6,23 @@
 //! (`--etcd-credential-file`, created with a fresh password if the file is missing); at
 //! registration, the host's `spec` written (the orchestrator's role may not write it yet),
 //! and the removal of the maintenance user of a host registered again as no longer running
-//! a member of the cluster; at every downloader job, the host's user and role (made by its
-//! first) and a fresh password for the host (and, for a host registered as running a member
-//! of the cluster, for its maintenance user, which has etcd's `root` role), delivered in the
-//! job's container and never stored in etcd; at removal, the deletion of the host's users
-//! and role.
+//! a member of the cluster; at a downloader job, whether the host needs a credential (its
+//! agent is not alive, or it has no user yet) and then the host's user and role (made by its
+//! first job) and a fresh password for the host (and, for a host registered as running a
+//! member of the cluster, for its maintenance user, which has etcd's `root` role), delivered
+//! in the job's container and never stored in etcd; at removal, the deletion of the host's
+//! users and role.
+//!
+//! The changes this replica makes to etcd's users and roles go one operation at a time
+//! (each operation here that makes any holds [`Identities`]' change lock): etcd 3.4 hashes a
+//! new password in its apply loop, and refuses a lease renewal once that loop is more than a
+//! second behind ("waiting for the applied index took too long"). Made side by side — a
+//! fleet's first upgrade makes every host's identity, one per downloader job, up to the
+//! download concurrency at once — dozens of hashes queued there, every lease renewal was
+//! refused for seconds, and the leader's own lease lapsed: the new leadership ran again the
+//! downloader jobs whose outcome was not recorded yet. One operation at a time, the loop
+//! holds at most one hash from here. Within one, the grants to a role are sent together
+//! ([`auth::issue_host_credential`]): it takes four round trips, not thirteen.
 //!
 //! Registration changes etcd's users and roles only for that rare removal: every such change
 //! makes etcd rebuild its permission caches (work that grows with the users and permissions
@@ -27,9 +39,12 @@ use std::time::{Duration, Instant};
 
 use baton_protocol::HostId;
 use baton_protocol::durable::{self, DurableError};
-use baton_protocol::etcd::identity::{CredentialError, ORCHESTRATOR_ROLE};
+use baton_protocol::etcd::identity::{
+    CredentialError, ORCHESTRATOR_ROLE, host_user, maintenance_user,
+};
 use baton_protocol::etcd::{self, Client, Credential, EtcdError, EtcdTls, auth};
-use baton_protocol::keys::Keyspace;
+use baton_protocol::keys::{HostKey, Keyspace};
+use etcd_client::GetOptions;
 use rand::RngCore;
 use tokio::sync::Mutex;
 
@@ -72,6 +87,15 @@ pub enum IdentityError {
     Etcd(#[from] EtcdError),
 }
 
+/// Which new credentials a downloader job carries ([`Identities::needed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needed {
+    /// A new password for the host's user.
+    pub credential: bool,
+    /// A new password for the host's maintenance user.
+    pub maintenance: bool,
+}
+
 /// How long an administrative session is used before signing in again: well within etcd's
 /// token lifetime (`--auth-token-ttl`, 300 s by default), so a session kept while unused
 /// never meets an expired token; signing in costs etcd a bcrypt check, far more than a
@@ -79,7 +103,7 @@ pub enum IdentityError {
 const ADMIN_SESSION_REUSE: Duration = Duration::from_secs(60);
 
 /// The administrative identity and what it does, through a session signed in at most
-/// [`ADMIN_SESSION_REUSE`] ago.
+/// [`ADMIN_SESSION_REUSE`] ago. Clones share the session and the change lock.
 #[derive(Clone)]
 pub struct Identities {
     endpoints: Vec<String>,
@@ -87,6 +111,9 @@ pub struct Identities {
     admin: Credential,
     keyspace: Keyspace,
     session: Arc<Mutex<Option<(Client, Instant)>>>,
+    /// Held through every operation that changes etcd's users or roles: one at a time (the
+    /// module's header says why).
+    changes: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -111,6 +138,7 @@ impl Identities {
             admin,
             keyspace,
             session: Arc::default(),
+            changes: Arc::default(),
         }
     }
 
@@ -149,6 +177,7 @@ impl Identities {
     /// user that already authenticates with it is left alone, so other replicas' sessions
     /// go on).
     pub async fn prepare(&self, own: &Credential) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = async {
             auth::ensure_roles(&admin, &self.keyspace).await?;
@@ -161,6 +190,7 @@ impl Identities {
     /// `maintenance`, ahead of the host's first downloader job (a maintenance mode set on a
     /// host registered but never upgraded).
     pub async fn grant_host_keys(&self, host: &HostId) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::grant_orchestrator_host_keys(&admin, &self.keyspace, host).await;
         self.checked(done).await
@@ -169,15 +199,58 @@ impl Identities {
     /// Removes the maintenance user of `host` (registered again as no longer running a
     /// member of the cluster), if it has one.
     pub async fn remove_maintenance(&self, host: &HostId) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::remove_maintenance_user(&admin, host).await;
         self.checked(done).await
+    }
+
+    /// Which new credentials a downloader job for `host` must carry: a credential is issued
+    /// only to a host whose agent is not alive (a host being installed, replaced or
+    /// reinstalled, or one that lost its credential) or whose user does not exist yet. An
+    /// alive agent signed in with the credential its host holds, so that one still works and
+    /// is kept: issuing a password costs etcd a bcrypt hash in its apply loop and a new auth
+    /// revision, which fails every request in flight. The maintenance credential (for a
+    /// `member` host) follows the same rule.
+    pub async fn needed(&self, host: &HostId, member: bool) -> Result<Needed, EtcdError> {
+        let admin = self.admin().await?;
+        let done = async {
+            let alive_key = self.keyspace.host(host, HostKey::Alive);
+            // Sent again when refused for an identity change in flight (another job's, or
+            // another replica's): nothing was read.
+            let alive = etcd::retry_auth_race(|| async {
+                admin
+                    .kv_client()
+                    .get(
+                        alive_key.as_str(),
+                        Some(GetOptions::new().with_count_only()),
+                    )
+                    .await
+            })
+            .await
+            .map_err(|source| EtcdError::Request {
+                op: "get",
+                key: alive_key.clone(),
+                source,
+            })?
+            .count()
+                > 0;
+            let credential = !alive || !auth::user_exists(&admin, &host_user(host)).await?;
+            let maintenance =
+                member && (!alive || !auth::user_exists(&admin, &maintenance_user(host)).await?);
+            Ok(Needed {
+                credential,
+                maintenance,
+            })
+        };
+        self.checked(done.await).await
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
     /// its downloader job to deliver, with the host's user and role and the orchestrator
     /// role's permissions on its keys (made by the host's first job, confirmed by the next).
     pub async fn issue(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done =
             auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await;
@@ -187,6 +260,7 @@ impl Identities {
     /// A fresh password for the maintenance user of `host` (a host running a member of the
     /// cluster), for its downloader job to deliver.
     pub async fn issue_maintenance(&self, host: &HostId) -> Result<Credential, EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::issue_maintenance_credential(&admin, host, fresh_password()).await;
         self.checked(done).await
@@ -195,6 +269,7 @@ impl Identities {
     /// Deletes the host's user and role (its agent's sessions end at once) and the
     /// orchestrator role's permissions on its keys.
     pub async fn remove(&self, host: &HostId) -> Result<(), EtcdError> {
+        let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::remove_host_identity(&admin, &self.keyspace, host).await;
         self.checked(done).await

@@ -14,6 +14,11 @@ pub struct Counters {
     pub leader: AtomicBool,
     /// Engine passes (decisions over the records in progress and the leader's tasks).
     pub passes: AtomicU64,
+    /// Upgrades decided by the engine's passes.
+    pub decisions: AtomicU64,
+    /// Hosts looked at by the engine's passes: each decided upgrade's, and those whose
+    /// documents changed (every host, after a full recomputation).
+    pub hosts_visited: AtomicU64,
     /// Engine transactions committed.
     pub commits: AtomicU64,
     /// Engine transactions refused by a guard (decided again).
@@ -32,6 +37,11 @@ impl Counters {
     /// Adds one to `counter`.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Subtracts one from a gauge (never below 0).
@@ -129,9 +139,21 @@ pub fn render(version: &str, counters: &Counters, etcd: Option<&Snapshot>) -> St
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     metric(
         "baton_engine_passes_total",
-        "Engine passes: after a change, or on the clock while a record is in progress.",
+        "Engine passes: after a change, or on the clock when an upgrade's deadline or a heal is due.",
         "counter",
         &one(load(&counters.passes)),
+    );
+    metric(
+        "baton_engine_decisions_total",
+        "Upgrades decided by the engine's passes (those a change touched or whose deadline came).",
+        "counter",
+        &one(load(&counters.decisions)),
+    );
+    metric(
+        "baton_engine_hosts_visited_total",
+        "Hosts looked at by the engine's passes: the hosts of each upgrade decided and those whose documents changed.",
+        "counter",
+        &one(load(&counters.hosts_visited)),
     );
     metric(
         "baton_engine_commits_total",

@@ -68,6 +68,16 @@ pub struct JobSettings {
     /// that file if a previous job left one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_credential_file: Option<PathBuf>,
+    /// The host's etcd identity is managed, but this job carries no new credential for it
+    /// (the orchestrator issues one only to a host without a live agent or an identity): the
+    /// job leaves the host's `/etc/baton/etcd-credential` as it is, refuses to run if it is
+    /// missing, and points the agent at it. Excludes `credential_file`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_credential: bool,
+    /// Like `keep_credential`, for the maintenance credential of a host running a member of
+    /// the cluster. Excludes `maintenance_credential_file`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_maintenance_credential: bool,
     /// The bundle image the job runs from, pinned by digest: the job records the digest
     /// beside the staged bundle, and the agent installs the bundle only for a `desired`
     /// naming that digest.
@@ -90,6 +100,10 @@ pub struct JobSettings {
 
 fn settings_schema() -> u32 {
     SETTINGS_SCHEMA_VERSION
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 /// The job's settings could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +130,8 @@ impl JobSettings {
             tls: None,
             credential_file: None,
             maintenance_credential_file: None,
+            keep_credential: false,
+            keep_maintenance_credential: false,
             image: None,
             install_allow: None,
             install_setuid: Vec::new(),
@@ -144,6 +160,27 @@ impl JobSettings {
                     settings.schema_version
                 ),
             });
+        }
+        for (field, keep, file) in [
+            (
+                "keep_credential",
+                settings.keep_credential,
+                &settings.credential_file,
+            ),
+            (
+                "keep_maintenance_credential",
+                settings.keep_maintenance_credential,
+                &settings.maintenance_credential_file,
+            ),
+        ] {
+            if keep && file.is_some() {
+                return Err(JobSettingsError {
+                    field: field.to_owned(),
+                    reason: "a job either keeps the host's credential or delivers a new one, \
+                             not both"
+                        .to_owned(),
+                });
+            }
         }
         if settings.etcd_endpoints.is_empty() {
             return Err(JobSettingsError {
@@ -300,6 +337,11 @@ mod tests {
         let err = JobSettings::parse(r#"{"host_id":"h","etcd_endpoints":["x"],"extra":1}"#)
             .expect_err("unknown");
         assert!(err.to_string().contains("extra"), "{err}");
+        s.keep_credential = true;
+        assert_eq!(JobSettings::parse(&s.to_json()).expect("keep"), s);
+        s.credential_file = Some(JOB_CREDENTIAL_FILE.into());
+        let err = JobSettings::parse(&s.to_json()).expect_err("keep and deliver");
+        assert!(err.to_string().contains("keep_credential"), "{err}");
     }
 
     #[test]

@@ -268,10 +268,15 @@ impl Agent {
         let started = Some(journal.started_at.as_str());
         match &journal.outcome {
             Some(Outcome::Done) => {
-                reporter.installed(&self.installed_now()?).await?;
                 let message = done_message(journal);
                 reporter
-                    .status(id, HostState::Done, None, &message, started)
+                    .installed_and_status(
+                        &self.installed_now()?,
+                        id,
+                        HostState::Done,
+                        &message,
+                        started,
+                    )
                     .await?;
             }
             Some(Outcome::RolledBack { reason }) => {

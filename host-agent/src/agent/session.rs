@@ -10,7 +10,8 @@ use std::time::Duration;
 use baton_protocol::HostKey;
 use baton_protocol::documents::{self, Alive, Desired};
 use baton_protocol::etcd::{
-    self, Client, Credential, EtcdError, KeptLease, ResumableWatch, WatchUpdate,
+    self, Client, Credential, EndpointWatch, EtcdError, Keeping, KeptLease, ResumableWatch,
+    WatchUpdate,
 };
 
 use super::soak::RECHECK_INTERVAL;
@@ -20,6 +21,10 @@ use crate::report::Reporter;
 
 /// Longest pause before re-establishing a failed etcd session.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Liveness lease refreshes per `lease_ttl_secs`: every refresh wakes the agent, which an
+/// idle host does for nothing else but the watchdog; half the TTL is left for retries.
+const LEASE_REFRESHES_PER_TTL: u32 = 2;
 
 impl Agent {
     /// Runs until `shutdown` resolves.
@@ -53,7 +58,7 @@ impl Agent {
 
     /// The agent's etcd client: the shared one it was given, or a new connection as its
     /// host's identity.
-    async fn client(&self) -> Result<(Client, Option<etcd::EndpointWatch>), AgentError> {
+    async fn client(&self) -> Result<(Client, Option<EndpointWatch>), AgentError> {
         if let Some(client) = &self.shared_client {
             return Ok((client.clone(), None));
         }
@@ -77,13 +82,19 @@ impl Agent {
 
     /// One etcd session: lease, `alive`, then reconcile on every change of `desired`.
     async fn session(&self) -> Result<(), AgentError> {
-        let (client, _endpoints) = self.client().await?;
+        let (client, endpoints) = self.client().await?;
         let reporter = Reporter::new(
             client.clone(),
             self.keyspace.clone(),
             self.config.host_id.clone(),
         );
-        let lease = KeptLease::grant(&client, self.config.lease_ttl_secs).await?;
+        // A failed refresh may be a restarted member that forgot the session's token: it is
+        // checked at once rather than at the watch's next interval.
+        let keeping = Keeping {
+            refreshes_per_ttl: LEASE_REFRESHES_PER_TTL,
+            token_check: endpoints.as_ref().map(EndpointWatch::token_check),
+        };
+        let lease = KeptLease::grant_with(&client, self.config.lease_ttl_secs, keeping).await?;
         let alive = Alive {
             schema_version: documents::SCHEMA_VERSION,
             agent_version: crate::VERSION.to_owned(),

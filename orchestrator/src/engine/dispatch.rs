@@ -34,7 +34,7 @@ use crate::docker::{
     TcpAccess, find_or_create,
 };
 use crate::engine::model::DownloadOutcome;
-use crate::identities::Identities;
+use crate::identities::{Identities, Needed};
 
 /// Default time one attempt may take (pull, verify and stage, agent restart).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -124,8 +124,10 @@ impl Job {
         format!("baton-download-{}-{}", self.upgrade, self.host.host)
     }
 
-    /// The job's settings: what goes into the host's agent configuration (docs/bundle.md).
-    pub fn settings(&self) -> JobSettings {
+    /// The job's settings: what goes into the host's agent configuration (docs/bundle.md),
+    /// with the new credentials the job's container `carries` (the others, of a host whose
+    /// identities the orchestrator manages, the job keeps as the host holds them).
+    pub fn settings(&self, carries: Needed) -> JobSettings {
         let mut settings = JobSettings::new(self.host.host.clone(), self.agent_etcd.clone());
         settings.prefix = self.prefix.clone();
         if let Some(f) = &self.host.boot_id_file {
@@ -138,15 +140,14 @@ impl Job {
             settings.container_prefix = p.clone();
         }
         settings.tls = self.tls.clone();
-        settings.credential_file = self
-            .identities
-            .as_ref()
-            .map(|_| PathBuf::from(JOB_CREDENTIAL_FILE));
-        settings.maintenance_credential_file = self
-            .identities
-            .as_ref()
-            .filter(|_| self.host.quorum_member)
-            .map(|_| PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
+        let managed = self.identities.is_some();
+        let member = managed && self.host.quorum_member;
+        settings.credential_file =
+            (managed && carries.credential).then(|| PathBuf::from(JOB_CREDENTIAL_FILE));
+        settings.keep_credential = managed && !carries.credential;
+        settings.maintenance_credential_file =
+            (member && carries.maintenance).then(|| PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
+        settings.keep_maintenance_credential = member && !carries.maintenance;
         settings.image = Some(self.bundle.clone());
         settings.signature = self.signature.clone();
         settings.install_allow = Some(self.install.allow.clone());
@@ -155,8 +156,11 @@ impl Job {
     }
 
     /// The job container's environment: its settings as one JSON value.
-    pub fn env(&self) -> Vec<String> {
-        vec![format!("{SETTINGS_ENV}={}", self.settings().to_json())]
+    pub fn env(&self, carries: Needed) -> Vec<String> {
+        vec![format!(
+            "{SETTINGS_ENV}={}",
+            self.settings(carries).to_json()
+        )]
     }
 
     /// Bind mounts: `<engine path>:/host<host path>` for every entry of the path map.
@@ -251,10 +255,10 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
         endpoint: job.host.docker.clone(),
         source,
     };
-    let files = job_files(job, &docker, &name).await?;
+    let (files, carries) = job_files(job, &docker, &name).await?;
     let body = ContainerCreateBody {
         image: Some(job.bundle.clone()),
-        env: Some(job.env()),
+        env: Some(job.env(carries)),
         labels: Some(job.labels()),
         host_config: Some(HostConfig {
             binds: Some(job.binds()),
@@ -301,47 +305,55 @@ async fn attempt_once(job: &Job) -> Result<String, AttemptError> {
     Err(AttemptError::Job { code, last_line })
 }
 
-/// The files put into a new job container: the host's etcd credential (and, for a host
-/// running a member of the cluster, its maintenance credential), freshly issued (the
-/// previous passwords stop working) and readable by the job's root only. None for a job
-/// container that already exists (started by an earlier attempt or leader, which issued
-/// the credential it delivers).
+/// The files put into a new job container, and which new credentials they are: the host's
+/// etcd credential (and, for a host running a member of the cluster, its maintenance
+/// credential), issued only where [`Identities::needed`] says so (the previous password
+/// stops working) and readable by the job's root only. None for a job container that
+/// already exists (started by an earlier attempt or leader, which issued the credentials it
+/// delivers).
 async fn job_files(
     job: &Job,
     docker: &Docker,
     name: &str,
-) -> Result<Vec<ContainerFile>, AttemptError> {
+) -> Result<(Vec<ContainerFile>, Needed), AttemptError> {
+    let none = Needed {
+        credential: false,
+        maintenance: false,
+    };
     let Some(identities) = &job.identities else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), none));
     };
     if docker
         .inspect_container(name, None::<InspectContainerOptions>)
         .await
         .is_ok()
     {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), none));
     }
-    let credential = identities
-        .issue(&job.host.host)
+    let host = &job.host.host;
+    let identity = |e: baton_protocol::etcd::EtcdError| AttemptError::Identity(e.to_string());
+    let needed = identities
+        .needed(host, job.host.quorum_member)
         .await
-        .map_err(|e| AttemptError::Identity(e.to_string()))?;
-    let mut files = vec![ContainerFile {
-        path: JOB_CREDENTIAL_FILE.to_owned(),
-        contents: credential.to_file_text().into_bytes(),
-        mode: 0o400,
-    }];
-    if job.host.quorum_member {
-        let maintenance = identities
-            .issue_maintenance(&job.host.host)
-            .await
-            .map_err(|e| AttemptError::Identity(e.to_string()))?;
+        .map_err(identity)?;
+    let mut files = Vec::new();
+    if needed.credential {
+        let credential = identities.issue(host).await.map_err(identity)?;
+        files.push(ContainerFile {
+            path: JOB_CREDENTIAL_FILE.to_owned(),
+            contents: credential.to_file_text().into_bytes(),
+            mode: 0o400,
+        });
+    }
+    if needed.maintenance {
+        let maintenance = identities.issue_maintenance(host).await.map_err(identity)?;
         files.push(ContainerFile {
             path: JOB_MAINTENANCE_CREDENTIAL_FILE.to_owned(),
             contents: maintenance.to_file_text().into_bytes(),
             mode: 0o400,
         });
     }
-    Ok(files)
+    Ok((files, needed))
 }
 
 /// Waits for the container to stop; returns its exit code and the engine's error, if it
@@ -389,6 +401,11 @@ mod tests {
 
     use super::*;
 
+    const NONE: Needed = Needed {
+        credential: false,
+        maintenance: false,
+    };
+
     fn job(path_map: &[(&str, &str)]) -> Job {
         Job {
             upgrade: UpgradeId::new("u1").expect("id"),
@@ -426,7 +443,7 @@ mod tests {
 
     #[test]
     fn settings_carry_the_agent_settings_of_the_spec() {
-        let settings = job(&[]).settings();
+        let settings = job(&[]).settings(NONE);
         assert_eq!(settings.host_id.as_str(), "host-1");
         assert_eq!(
             settings.etcd_endpoints,
@@ -453,7 +470,7 @@ mod tests {
             key_file: None,
             domain: Some("etcd".into()),
         });
-        let env = tls.env();
+        let env = tls.env(NONE);
         let json = env[0]
             .strip_prefix("BATON_JOB_SETTINGS=")
             .expect("one variable");
@@ -475,21 +492,57 @@ mod tests {
             },
             baton_protocol::keys::Keyspace::default(),
         );
-        let files = |quorum_member: bool, identities: Option<Identities>| {
+        let files = |quorum_member: bool, identities: Option<Identities>, carries: Needed| {
             let mut j = job(&[]);
             j.host.quorum_member = quorum_member;
             j.identities = identities;
-            let s = j.settings();
-            (s.credential_file, s.maintenance_credential_file)
+            let s = j.settings(carries);
+            (
+                s.credential_file,
+                s.keep_credential,
+                s.maintenance_credential_file,
+                s.keep_maintenance_credential,
+            )
         };
         let credential = Some(PathBuf::from(JOB_CREDENTIAL_FILE));
         let maintenance = Some(PathBuf::from(JOB_MAINTENANCE_CREDENTIAL_FILE));
+        let both = Needed {
+            credential: true,
+            maintenance: true,
+        };
         assert_eq!(
-            files(true, Some(identities.clone())),
-            (credential.clone(), maintenance)
+            files(true, Some(identities.clone()), both),
+            (credential.clone(), false, maintenance.clone(), false)
         );
-        assert_eq!(files(false, Some(identities)), (credential, None));
-        assert_eq!(files(true, None), (None, None));
+        assert_eq!(
+            files(false, Some(identities.clone()), both),
+            (credential.clone(), false, None, false)
+        );
+        assert_eq!(files(true, None, both), (None, false, None, false));
+        // What the container does not carry, the job keeps.
+        assert_eq!(
+            files(true, Some(identities.clone()), NONE),
+            (None, true, None, true)
+        );
+        let only_maintenance = Needed {
+            credential: false,
+            maintenance: true,
+        };
+        assert_eq!(
+            files(true, Some(identities.clone()), only_maintenance),
+            (None, true, maintenance, false)
+        );
+        assert_eq!(
+            files(false, Some(identities.clone()), NONE),
+            (None, true, None, false)
+        );
+        for carries in [both, NONE, only_maintenance] {
+            let mut j = job(&[]);
+            j.host.quorum_member = true;
+            j.identities = Some(identities.clone());
+            let json = j.settings(carries).to_json();
+            assert!(JobSettings::parse(&json).is_ok(), "{json}");
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::time::{Instant, SystemTime};
 use baton_protocol::documents::{self, TaskKind, Upgrade};
 use baton_protocol::{HostId, UpgradeId};
 
-use super::decide::{Action, claimed_by_tasks, next_actions};
+use super::decide::{Action, claimed_by_tasks, next_actions, wake_after};
 use super::model::{DownloadOutcome, Observed, SuccessorState};
 use super::successor::{self, Successor};
 use super::tasks::operator_upgrade_in_progress;
-use super::{Engine, JobKey, dispatch, execute};
+use super::{Engine, JobKey, REDECIDE_EVERY, TICK, dispatch, execute};
 use crate::metrics::Counters;
 
 impl Engine {
@@ -78,8 +78,14 @@ impl Engine {
         let Some(current) = self.seen.view.upgrades.get(id).cloned() else {
             return;
         };
-        let missing = self.alive_missing_for(Instant::now());
-        let unchanged = self.unchanged_for(Instant::now());
+        let clock = Instant::now();
+        Counters::inc(&self.counters.decisions);
+        Counters::add(&self.counters.hosts_visited, current.value.hosts.len());
+        let missing = self.alive_missing_for(clock);
+        let unchanged = self
+            .seen
+            .progress
+            .unchanged_for(current.value.hosts.keys(), clock);
         let mut claimed = claimed_by_tasks(&self.seen.view, id);
         let (running, elsewhere): (Vec<&JobKey>, Vec<&JobKey>) =
             self.jobs.running.keys().partition(|(u, _)| u == id);
@@ -103,23 +109,24 @@ impl Engine {
             .filter(|((u, _), _)| u == id)
             .map(|((_, h), o)| (h.clone(), o.clone()))
             .collect();
-        let actions = next_actions(
-            &current.value,
-            &Observed {
-                view: &self.seen.view,
-                alive_missing_for: &missing,
-                unchanged_for: &unchanged,
-                downloads_running: &running,
-                downloads_elsewhere: elsewhere.len(),
-                downloads_finished: &finished,
-                claimed: &claimed,
-                orchestrator_version: crate::VERSION,
-                successor: self.successors.started.get(id).map(|(_, state)| state),
-                gates: self.gate_rounds.states.get(id),
-                now: SystemTime::now(),
-            },
-            &self.config.limits,
-        );
+        let observed = Observed {
+            view: &self.seen.view,
+            alive_missing_for: &missing,
+            unchanged_for: &unchanged,
+            downloads_running: &running,
+            downloads_elsewhere: elsewhere.len(),
+            downloads_finished: &finished,
+            claimed: &claimed,
+            orchestrator_version: crate::VERSION,
+            successor: self.successors.started.get(id).map(|(_, state)| state),
+            gates: self.gate_rounds.states.get(id),
+            now: SystemTime::now(),
+        };
+        let actions = next_actions(&current.value, &observed, &self.config.limits);
+        // Decided again when its clocks say, or by the backstop at the latest.
+        let wake = wake_after(&current.value, &observed, &self.config.limits)
+            .map_or(REDECIDE_EVERY, |w| w.clamp(TICK, REDECIDE_EVERY));
+        self.deadlines.set(id, Some(clock + wake));
         if actions.is_empty() {
             return;
         }
@@ -152,15 +159,19 @@ impl Engine {
                     for (host, desired) in c.desired {
                         self.seen.view.wrote_desired(&host, desired, c.revision);
                     }
-                    self.seen.view.wrote_upgrade(c.upgrade, c.revision);
+                    self.wrote_record(c.upgrade, c.revision);
                 }
                 Ok(None) => {
+                    // The change that made the guard fail marks it again; the clock too, in
+                    // case that change was this leadership's fence.
                     Counters::inc(&self.counters.conflicts);
                     tracing::debug!(upgrade = %id, "something changed since the read; deciding again");
+                    self.deadlines.set(id, Some(Instant::now() + TICK));
                     return;
                 }
                 Err(error) => {
                     tracing::warn!(upgrade = %id, %error, "could not commit; retrying");
+                    self.deadlines.set(id, Some(Instant::now() + TICK));
                     return;
                 }
             }
@@ -191,6 +202,8 @@ impl Engine {
                 key,
                 DownloadOutcome::Failed("the host is no longer registered".to_owned()),
             );
+            // Recorded by the upgrade's next decision.
+            self.marks.records.insert(id.clone());
             return;
         };
         let job = dispatch::Job {

@@ -1,9 +1,18 @@
-//! The upgrade engine, run by the leader only: keeps a view of etcd current with three
-//! prefix watches (`hosts/` — one watch for the whole fleet —, `groups/`, `upgrades/`),
-//! and after every change, every finished downloader job and every second (for timeouts)
-//! decides with [`decide::next_actions`] for each upgrade in progress and commits the
-//! decision with [`execute::commit`]. Everything it knows comes from etcd, so a new leader
-//! continues where the last one stopped.
+//! The upgrade engine, run by the leader only: keeps a view of etcd current with prefix
+//! watches (`hosts/` — one watch for the whole fleet —, `groups/`, `upgrades/`, the fleet's
+//! `window`), and in each pass decides with [`decide::next_actions`] for the upgrades in
+//! progress that a change touched or whose deadline came, and commits the decision with
+//! [`execute::commit`]. Everything it knows comes from etcd, so a new leader continues
+//! where the last one stopped.
+//!
+//! A pass costs what changed, not the fleet: the watches, finished jobs, probes, self-updates
+//! and gate rounds mark what they touched (`marks`: hosts, records, or everything after a
+//! part is read again); changes already queued are taken together into one pass; a pass
+//! tracks only the marked hosts and decides only the upgrades naming them, marked
+//! themselves, or due — each decision leaves the upgrade's next deadline
+//! ([`decide::wake_after`]: timeouts, soak, windows) in a queue the clock looks at, with
+//! [`REDECIDE_EVERY`] as a backstop. A new leadership, or a part read again, recomputes
+//! everything (level-triggered).
 //!
 //! - [`model`]: the plain types the decisions work on (what is observed, limits, outcomes);
 //! - [`decide`]: the pure decision function, one file per phase, and its table tests;
@@ -13,6 +22,7 @@
 //! - [`successor`]: the orchestrator's self-update (a bundle's orchestrator image started,
 //!   then handed the leadership);
 //! - `drive` and `upkeep`: the engine's passes over upgrades and over its own tasks;
+//! - `marks`: what changed since the last pass, and the upgrades' deadlines;
 //! - `progress`: since when each host of an upgrade in progress has made no progress;
 //! - [`tasks`]: what the leader takes on by itself (late joiners, autohealing, maintenance
 //!   `restart`/`replace`), decided after the upgrades of each pass; the task records it
@@ -20,15 +30,18 @@
 //! - [`retention`]: which finished records (with their hosts' keys and events) are removed.
 //!
 //! An idle leader does no work in proportion to the fleet: the periodic tick runs a pass
-//! only while a record is in progress (timeouts, soaks, windows) or a host's agent has
-//! been gone long enough for a heal to come due ([`Engine::tick_due`]); every other pass
-//! follows a change (a watch, a job, a probe, a self-update, a gate round).
+//! only when an upgrade's deadline came or a host's agent has been gone long enough for a
+//! heal to come due ([`Engine::heal_due`]); every other pass follows a change (a watch, a
+//! job, a probe, a self-update, a gate round). The leader's own tasks ([`tasks`]) are
+//! decided when a change concerns them (a registration, a maintenance mode, a record
+//! created or ending, a probe's answer) or a heal is due.
 
 pub mod decide;
 pub mod dispatch;
 mod drive;
 pub mod execute;
 pub mod gates;
+mod marks;
 pub mod model;
 mod progress;
 pub mod retention;
@@ -40,20 +53,27 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton_protocol::documents::Upgrade;
 use baton_protocol::etcd::{Client, ResumableWatch, WatchUpdate};
-use baton_protocol::{HostId, Keyspace, UpgradeId};
+use baton_protocol::keys::Key;
+use baton_protocol::{HostId, HostKey, Keyspace, UpgradeId, UpgradePhase};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::engine::model::{DownloadOutcome, Limits, SuccessorState};
 use crate::engine::progress::Progress;
 use crate::engine::successor::{SelfUpdate, Successor};
+use crate::engine::tasks::operator_upgrade_in_progress;
 use crate::metrics::Counters;
 use crate::store;
 use crate::view::{FleetView, Part};
 
-/// How often the engine re-decides without a change (timeouts).
+/// How often the engine looks at its clocks (deadlines of upgrades in progress, heals due,
+/// retention, gate rounds).
 const TICK: Duration = Duration::from_secs(1);
+/// Longest time an upgrade in progress goes undecided: the marks and deadlines should leave
+/// nothing out, but a change they missed then costs this long, never a stalled upgrade.
+const REDECIDE_EVERY: Duration = Duration::from_secs(30);
 /// Pause after a watch fails before it is retried.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// First and longest pause between reads of a watched part that failed.
@@ -123,8 +143,12 @@ struct Engine {
     gate_rounds: gates::Rounds,
     /// Watches, jobs, probes and self-updates running in the background.
     tasks: JoinSet<()>,
-    /// When the last pass ran.
-    last_pass: Option<Instant>,
+    /// What changed since the last pass.
+    marks: marks::Marks,
+    /// When each upgrade in progress is due again by the clock.
+    deadlines: marks::Deadlines,
+    /// When the leader's own tasks were last decided.
+    last_tasks: Option<Instant>,
     /// The retention's last look.
     retired: Retired,
 }
@@ -235,7 +259,12 @@ pub async fn run(
             results: gates_tx,
         },
         tasks: JoinSet::new(),
-        last_pass: None,
+        marks: marks::Marks {
+            everything: true,
+            ..marks::Marks::default()
+        },
+        deadlines: marks::Deadlines::default(),
+        last_tasks: None,
         retired: Retired::default(),
     };
     for part in Part::ALL {
@@ -258,18 +287,25 @@ pub async fn run(
             Some((key, outcome)) = results_rx.recv() => {
                 engine.jobs.running.remove(&key);
                 Counters::dec(&engine.counters.jobs_running);
+                // Its slot is free for every record's downloads.
+                engine.marks.every_record = true;
                 engine.jobs.finished.insert(key, outcome);
             }
             Some((host, answers)) = probe_rx.recv() => {
                 engine.probes.probing.remove(&host);
                 engine.probes.answers.insert(host, (Instant::now(), answers));
+                engine.marks.tasks = true;
             }
             Some((upgrade, state)) = successor_rx.recv() => {
                 if let Some(entry) = engine.successors.started.get_mut(&upgrade) {
                     entry.1 = state;
                 }
+                engine.marks.records.insert(upgrade);
             }
-            Some(round) = gates_rx.recv() => engine.gate_rounds.finished(round),
+            Some(round) = gates_rx.recv() => {
+                engine.marks.records.insert(round.upgrade.clone());
+                engine.gate_rounds.finished(round);
+            }
             _ = tick.tick() => ticked = true,
         }
         while engine.tasks.try_join_next().is_some() {}
@@ -283,12 +319,17 @@ pub async fn run(
         if ticked {
             engine.retire(now).await;
         }
-        if ticked && !engine.tick_due(now) {
+        let due = engine.deadlines.due(now);
+        let tasks_due = engine.heal_due(now);
+        if engine.marks.is_empty() && due.is_empty() && !tasks_due {
+            if ticked {
+                // A soak's fleet gates are checked in rounds on the clock.
+                engine.start_gate_rounds();
+            }
             continue;
         }
-        engine.last_pass = Some(now);
         Counters::inc(&engine.counters.passes);
-        engine.pass().await;
+        engine.pass(&due, tasks_due).await;
         if let Some(container) = engine.successors.handed_over.take() {
             return Exit::HandedOver { container };
         }
@@ -337,6 +378,7 @@ impl Engine {
             // than left for a resync that would never come.
             WatchUpdate::Snapshot { .. } => {
                 self.seen.loaded.remove(&part);
+                self.marks.everything = true;
                 let mut backoff = SNAPSHOT_RETRY_FIRST;
                 loop {
                     Counters::inc(&self.counters.reads);
@@ -358,8 +400,10 @@ impl Engine {
                 }
             }
             WatchUpdate::Changes(changes) => {
+                let records_before = self.record_summary();
                 for c in changes {
                     Counters::inc(&self.counters.watch_events);
+                    self.mark(part, &c.key);
                     self.seen.view.change(
                         &self.etcd.keyspace,
                         part,
@@ -368,8 +412,76 @@ impl Engine {
                         c.mod_revision,
                     );
                 }
+                if part == Part::Upgrades && self.record_summary() != records_before {
+                    self.marks.every_record = true;
+                    self.marks.tasks = true;
+                }
             }
         }
+    }
+
+    /// Marks what a change of `key` (watched under `part`) touches ([`marks`]).
+    fn mark(&mut self, part: Part, key: &str) {
+        let marks = &mut self.marks;
+        match self.etcd.keyspace.parse(key) {
+            Ok(Key::Host(host, doc)) => {
+                marks.tasks |= match doc {
+                    HostKey::Spec | HostKey::Maintenance => true,
+                    // A join starts only while no operator upgrade runs (its end marks
+                    // the tasks).
+                    HostKey::Installed => !operator_upgrade_in_progress(&self.seen.view),
+                    // Heals come due by the clock (`heal_due`); the rest concerns the
+                    // upgrades naming the host.
+                    HostKey::Alive | HostKey::Desired | HostKey::Status => false,
+                };
+                marks.hosts.insert(host);
+            }
+            Ok(Key::Upgrade(id) | Key::UpgradeHost(id, _)) => {
+                // A task record holds hosts every other record leaves alone.
+                if self
+                    .seen
+                    .view
+                    .upgrades
+                    .get(&id)
+                    .is_some_and(|u| u.value.task.is_some())
+                {
+                    marks.every_record = true;
+                    marks.tasks = true;
+                }
+                marks.records.insert(id);
+            }
+            // Events, identities: nothing decided depends on them.
+            Ok(_) if part == Part::Upgrades || part == Part::Hosts => {}
+            // Groups' maintenance and windows apply to any number of hosts.
+            _ => marks.everything = true,
+        }
+    }
+
+    /// Each record's id and phase: a record created, removed or changing phase changes what
+    /// every other one may do.
+    fn record_summary(&self) -> Vec<(UpgradeId, UpgradePhase)> {
+        self.seen
+            .view
+            .upgrades
+            .values()
+            .map(|u| (u.value.id.clone(), u.value.phase))
+            .collect()
+    }
+
+    /// Records an upgrade record this replica just wrote, marking every record when its
+    /// phase changed (its watch event will then show none).
+    fn wrote_record(&mut self, record: Upgrade, revision: i64) {
+        let phase = self
+            .seen
+            .view
+            .upgrades
+            .get(&record.id)
+            .map(|u| u.value.phase);
+        if phase != Some(record.phase) || record.task.is_some() {
+            self.marks.every_record = true;
+            self.marks.tasks = true;
+        }
+        self.seen.view.wrote_upgrade(record, revision);
     }
 
     /// `active` naming an upgrade that is over (or gone) blocks every new one: remove it.
@@ -418,7 +530,7 @@ impl Engine {
 
     /// Notes since when each host (registered, or in an upgrade in progress) has been
     /// without an `alive` key, as seen by this replica (a new leader starts counting afresh:
-    /// it only ever waits longer).
+    /// it only ever waits longer). Looks at every host: after a mark of every record.
     fn track_alive(&mut self, now: Instant) {
         let view = &self.seen.view;
         let in_upgrades = view
@@ -438,9 +550,25 @@ impl Engine {
         }
     }
 
-    /// How long each tracked host's `desired` and `status` have been unchanged.
-    fn unchanged_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
-        self.seen.progress.unchanged_for(now)
+    /// [`Self::track_alive`] and the progress tracking for the hosts whose documents
+    /// changed only (the set of hosts tracked changes with the records in progress, which
+    /// mark every record).
+    fn track_hosts(&mut self, hosts: &BTreeSet<HostId>, now: Instant) {
+        let view = &self.seen.view;
+        for host in hosts {
+            let docs = view.hosts.get(host);
+            let tracked = docs.is_some()
+                || view
+                    .upgrades
+                    .values()
+                    .any(|u| !u.value.phase.is_terminal() && u.value.hosts.contains_key(host));
+            if tracked && docs.is_none_or(|d| d.alive.is_none()) {
+                self.seen.missing_since.entry(host.clone()).or_insert(now);
+            } else {
+                self.seen.missing_since.remove(host);
+            }
+        }
+        self.seen.progress.touch(view, hosts, now);
     }
 
     /// How long each host without an `alive` key has been so.
@@ -452,13 +580,12 @@ impl Engine {
             .collect()
     }
 
-    /// Whether a tick has anything to decide ([`tick_due`]).
-    fn tick_due(&self, now: Instant) -> bool {
-        tick_due(
-            &self.seen.view,
+    /// Whether the leader's own tasks are due by the clock ([`heal_due`]).
+    fn heal_due(&self, now: Instant) -> bool {
+        heal_due(
             &self.seen.missing_since,
             self.config.limits.heal_grace,
-            self.last_pass,
+            self.last_tasks,
             now,
         )
     }
@@ -509,21 +636,26 @@ impl Engine {
         }
     }
 
-    async fn pass(&mut self) {
-        self.track_alive(Instant::now());
-        self.seen.progress.track(&self.seen.view, Instant::now());
-        let in_progress: Vec<UpgradeId> = self
-            .seen
-            .view
-            .upgrades
-            .values()
-            .filter(|u| !u.value.phase.is_terminal())
-            .map(|u| u.value.id.clone())
-            .collect();
+    /// Decides the upgrades in progress that `marks` touched or that are `due`, then the
+    /// leader's own tasks if a change concerns them or they are `tasks_due`.
+    async fn pass(&mut self, due: &[UpgradeId], tasks_due: bool) {
+        let now = Instant::now();
+        let marks = std::mem::take(&mut self.marks);
+        let visited = if marks.everything || marks.every_record {
+            self.track_alive(now);
+            self.seen.progress.track(&self.seen.view, now);
+            self.seen.view.hosts.len()
+        } else {
+            self.track_hosts(&marks.hosts, now);
+            marks.hosts.len()
+        };
+        Counters::add(&self.counters.hosts_visited, visited);
+        let decide = marks::to_decide(&self.seen.view, &marks, due);
         self.start_gate_rounds();
-        for id in in_progress {
+        for id in decide {
             self.decide_and_commit(&id).await;
         }
+        self.deadlines.retain_in_progress(&self.seen.view);
         self.drop_unwanted_successors();
         // Outcomes of jobs for upgrades that are over are of no use any more.
         let view = &self.seen.view;
@@ -532,28 +664,26 @@ impl Engine {
                 .get(u)
                 .is_some_and(|u| !u.value.phase.is_terminal())
         });
-        self.tasks_pass().await;
+        if marks.everything || marks.tasks || tasks_due {
+            self.last_tasks = Some(now);
+            self.tasks_pass().await;
+        }
     }
 }
 
-/// Whether a tick has anything to decide: a record in progress (its timeouts, soak and
-/// windows run on the clock), or a host whose agent has been gone past the heal grace —
-/// since the last pass, or at least [`PROBE_FRESH`] ago (a heal waits for its Docker probe,
-/// whose answer lasts that long). Looks at the records and the hosts without an agent, not
-/// at the fleet.
-fn tick_due(
-    view: &FleetView,
+/// Whether the leader's tasks are due by the clock: a host whose agent has been gone past
+/// the heal grace — since they were last decided, or at least [`PROBE_FRESH`] ago (a heal
+/// waits for its Docker probe, whose answer lasts that long; a failed heal's retry comes
+/// due later). Looks at the hosts without an agent, not at the fleet.
+fn heal_due(
     missing_since: &BTreeMap<HostId, Instant>,
     heal_grace: Duration,
-    last_pass: Option<Instant>,
+    last_tasks: Option<Instant>,
     now: Instant,
 ) -> bool {
-    if view.upgrades.values().any(|u| !u.value.phase.is_terminal()) {
-        return true;
-    }
     missing_since.values().any(|since| {
         let due = *since + heal_grace;
-        due <= now && last_pass.is_none_or(|l| due > l || now.duration_since(l) >= PROBE_FRESH)
+        due <= now && last_tasks.is_none_or(|l| due > l || now.duration_since(l) >= PROBE_FRESH)
     })
 }
 
@@ -568,44 +698,22 @@ impl Drop for Engine {
 
 #[cfg(test)]
 mod tests {
-    use baton_protocol::UpgradePhase;
-
     use super::*;
-    use crate::engine::tasks::tests::record;
-
-    #[test]
-    fn an_idle_leader_ticks_without_a_pass() {
-        let t0 = Instant::now();
-        let grace = Duration::from_secs(30);
-        let mut view = FleetView::default();
-        view.wrote_upgrade(
-            record("u1", "2.0.0", UpgradePhase::Succeeded, 0, &[], None),
-            5,
-        );
-        let none = BTreeMap::new();
-        let later = t0 + Duration::from_secs(3600);
-        assert!(!tick_due(&view, &none, grace, Some(t0), later));
-        // A record in progress runs on the clock.
-        view.wrote_upgrade(
-            record("u1", "2.0.0", UpgradePhase::Installing, 0, &[], None),
-            6,
-        );
-        assert!(tick_due(&view, &none, grace, Some(t0), t0));
-    }
 
     #[test]
     fn a_gone_agent_wakes_the_leader_when_its_heal_comes_due_then_every_probe_period() {
         let t0 = Instant::now();
         let grace = Duration::from_secs(30);
-        let view = FleetView::default();
         let gone = BTreeMap::from([(HostId::new("h1").expect("id"), t0)]);
         let at = |s| t0 + Duration::from_secs(s);
+        // Nobody gone: nothing due, ever.
+        assert!(!heal_due(&BTreeMap::new(), grace, Some(t0), at(3600)));
         // Not yet due.
-        assert!(!tick_due(&view, &gone, grace, Some(at(1)), at(29)));
-        // Due since the last pass.
-        assert!(tick_due(&view, &gone, grace, Some(at(29)), at(30)));
+        assert!(!heal_due(&gone, grace, Some(at(1)), at(29)));
+        // Due since the last look.
+        assert!(heal_due(&gone, grace, Some(at(29)), at(30)));
         // Looked at already: again once a probe's answer is stale.
-        assert!(!tick_due(&view, &gone, grace, Some(at(31)), at(35)));
-        assert!(tick_due(&view, &gone, grace, Some(at(31)), at(41)));
+        assert!(!heal_due(&gone, grace, Some(at(31)), at(35)));
+        assert!(heal_due(&gone, grace, Some(at(31)), at(41)));
     }
 }

@@ -27,13 +27,7 @@ impl Progress {
             .collect();
         self.since.retain(|h, _| hosts.contains(h));
         for host in hosts {
-            let docs = view.hosts.get(host);
-            let revisions = (
-                docs.and_then(|d| d.desired.as_ref())
-                    .map_or(0, |d| d.mod_revision),
-                docs.and_then(|d| d.status.as_ref())
-                    .map_or(0, |s| s.mod_revision),
-            );
+            let revisions = revisions(view, host);
             match self.since.get(host) {
                 Some((seen, _)) if *seen == revisions => {}
                 _ => {
@@ -43,13 +37,44 @@ impl Progress {
         }
     }
 
-    /// How long each tracked host's `desired` and `status` have been unchanged.
-    pub fn unchanged_for(&self, now: Instant) -> BTreeMap<HostId, Duration> {
-        self.since
-            .iter()
-            .map(|(h, (_, since))| (h.clone(), now.duration_since(*since)))
+    /// Notes the changes of `hosts` only, among those tracked (after a change of these
+    /// hosts' documents; [`Self::track`] follows the records in progress).
+    pub fn touch(&mut self, view: &FleetView, hosts: &BTreeSet<HostId>, now: Instant) {
+        for host in hosts {
+            if let Some(entry) = self.since.get_mut(host) {
+                let revisions = revisions(view, host);
+                if entry.0 != revisions {
+                    *entry = (revisions, now);
+                }
+            }
+        }
+    }
+
+    /// How long each of `hosts` that is tracked has had its `desired` and `status` unchanged.
+    pub fn unchanged_for<'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a HostId>,
+        now: Instant,
+    ) -> BTreeMap<HostId, Duration> {
+        hosts
+            .into_iter()
+            .filter_map(|h| {
+                let (_, since) = self.since.get(h)?;
+                Some((h.clone(), now.duration_since(*since)))
+            })
             .collect()
     }
+}
+
+/// A host's `desired` and `status` revisions (0: absent).
+fn revisions(view: &FleetView, host: &HostId) -> (i64, i64) {
+    let docs = view.hosts.get(host);
+    (
+        docs.and_then(|d| d.desired.as_ref())
+            .map_or(0, |d| d.mod_revision),
+        docs.and_then(|d| d.status.as_ref())
+            .map_or(0, |s| s.mod_revision),
+    )
 }
 
 #[cfg(test)]
@@ -105,17 +130,17 @@ mod tests {
         progress.track(&view("Installing", 5), t0);
         progress.track(&view("Installing", 5), secs(10));
         assert_eq!(
-            progress.unchanged_for(secs(30))[&h1],
+            progress.unchanged_for([&h1], secs(30))[&h1],
             Duration::from_secs(30)
         );
         // A new status restarts the count.
         progress.track(&view("Installing", 6), secs(40));
         assert_eq!(
-            progress.unchanged_for(secs(45))[&h1],
+            progress.unchanged_for([&h1], secs(45))[&h1],
             Duration::from_secs(5)
         );
         // Once the upgrade is over the host is no longer watched.
         progress.track(&view("Succeeded", 6), secs(50));
-        assert!(progress.unchanged_for(secs(60)).is_empty());
+        assert!(progress.unchanged_for([&h1], secs(60)).is_empty());
     }
 }

@@ -59,7 +59,7 @@ impl Engine {
                     Ok(Some(c)) => {
                         Counters::inc(&self.counters.commits);
                         tracing::info!(task = %record, "join aborted: an operator's upgrade started");
-                        self.seen.view.wrote_upgrade(c.upgrade, c.revision);
+                        self.wrote_record(c.upgrade, c.revision);
                     }
                     Ok(None) => Counters::inc(&self.counters.conflicts),
                     Err(error) => {
@@ -72,7 +72,7 @@ impl Engine {
                     Ok(Some((record, revision))) => {
                         Counters::inc(&self.counters.commits);
                         tracing::info!(task = %record.id, %message, "task created");
-                        self.seen.view.wrote_upgrade(record, revision);
+                        self.wrote_record(record, revision);
                     }
                     Ok(None) => {
                         Counters::inc(&self.counters.conflicts);
@@ -126,7 +126,7 @@ impl Engine {
             Ok(Some((upgrade, cleared, revision))) => {
                 Counters::inc(&self.counters.commits);
                 tracing::info!(%key, task = %record, %message, "maintenance mode cleared");
-                self.seen.view.wrote_upgrade(upgrade, revision);
+                self.wrote_record(upgrade, revision);
                 Some(Versioned {
                     value: cleared,
                     mod_revision: revision,

@@ -46,16 +46,26 @@ fn tolerate<T>(
 
 /// Creates role `name` (if absent) and grants it `grants`.
 pub async fn ensure_role(client: &Client, name: &str, grants: &[Grant]) -> Result<(), EtcdError> {
-    let mut auth = client.auth_client();
-    tolerate(auth.role_add(name).await, "role add", name)?;
-    for grant in grants {
-        auth.role_grant_permission(name, permission(grant))
+    tolerate(client.auth_client().role_add(name).await, "role add", name)?;
+    grant_all(client, name, grants).await
+}
+
+/// Grants role `name` (which exists) `grants`, all sent at once: etcd applies them together
+/// (one raft batch, rather than a round trip each), so the auth revision moves for a
+/// moment rather than for as many round trips — every request in flight while it moves is
+/// refused for an old auth revision.
+async fn grant_all(client: &Client, name: &str, grants: &[Grant]) -> Result<(), EtcdError> {
+    let granted = grants.iter().map(|grant| async move {
+        client
+            .auth_client()
+            .role_grant_permission(name, permission(grant))
             .await
             .map_err(EtcdError::request(
                 "role grant",
                 format!("{name} {}", grant.key),
-            ))?;
-    }
+            ))
+    });
+    futures::future::try_join_all(granted).await?;
     Ok(())
 }
 
@@ -127,20 +137,26 @@ pub async fn issue_host_credential(
     password: String,
 ) -> Result<Credential, EtcdError> {
     let user = host_user(host);
-    ensure_role(client, &user, &host_grants(keyspace, host)).await?;
-    grant_orchestrator_host_keys(client, keyspace, host).await?;
+    // The host's role and the orchestrator's permissions side by side; the user last, so a
+    // host whose user exists has the rest ([`user_exists`]).
+    futures::future::try_join(
+        ensure_role(client, &user, &host_grants(keyspace, host)),
+        grant_orchestrator_host_keys(client, keyspace, host),
+    )
+    .await?;
     let credential = Credential { user, password };
     ensure_user(client, &credential, &credential.user).await?;
     Ok(credential)
 }
 
-/// Lets the orchestrator's role write `host`'s `spec`, `desired` and `maintenance`.
+/// Lets the orchestrator's role (made when the orchestrator starts, [`ensure_roles`]) write
+/// `host`'s `spec`, `desired` and `maintenance`.
 pub async fn grant_orchestrator_host_keys(
     client: &Client,
     keyspace: &Keyspace,
     host: &HostId,
 ) -> Result<(), EtcdError> {
-    ensure_role(
+    grant_all(
         client,
         ORCHESTRATOR_ROLE,
         &orchestrator_host_grants(keyspace, host),
@@ -161,6 +177,21 @@ pub async fn issue_maintenance_credential(
     };
     ensure_user(client, &credential, ETCD_ROOT_ROLE).await?;
     Ok(credential)
+}
+
+/// Whether etcd has user `user` (a host's user exists once its first credential was
+/// issued: [`issue_host_credential`] makes it last, after its role and permissions).
+pub async fn user_exists(client: &Client, user: &str) -> Result<bool, EtcdError> {
+    let got = super::retry_auth_race(|| async { client.auth_client().user_get(user).await }).await;
+    match got {
+        Ok(_) => Ok(true),
+        Err(e) if e.to_string().contains("not found") => Ok(false),
+        Err(source) => Err(EtcdError::Request {
+            op: "user get",
+            key: user.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Deletes `host`'s maintenance user, if it has one (its sessions end at once).

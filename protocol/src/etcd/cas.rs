@@ -107,6 +107,35 @@ async fn guarded(
         .then(|| resp.header().map_or(0, |h| h.revision())))
 }
 
+/// Puts every `(key, expected mod_revision, value)` in one transaction, only if none of the
+/// keys changed (0: still absent): one request where a sole writer changes several of its
+/// keys together. The new store revision, or `None` if any key changed meanwhile (nothing
+/// written).
+pub async fn put_all_if_unchanged(
+    client: &Client,
+    writes: &[(&str, i64, Vec<u8>)],
+) -> Result<Option<i64>, EtcdError> {
+    let compares: Vec<Compare> = writes
+        .iter()
+        .map(|(key, expected, _)| unchanged(key, *expected))
+        .collect();
+    let puts: Vec<TxnOp> = writes
+        .iter()
+        .map(|(key, _, value)| TxnOp::put(*key, value.clone(), None))
+        .collect();
+    let txn = Txn::new().when(compares).and_then(puts);
+    let keys: Vec<&str> = writes.iter().map(|(key, _, _)| *key).collect();
+    let resp = super::retry_auth_race(|| {
+        let (mut kv, txn) = (client.kv_client(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+    .map_err(EtcdError::request("txn put", keys.join(" ")))?;
+    Ok(resp
+        .succeeded()
+        .then(|| resp.header().map_or(0, |h| h.revision())))
+}
+
 /// Writes `value` only if the key's `mod_revision` is still `expected` (0: still absent).
 /// Returns the new revision, or `None` if the key changed meanwhile.
 pub async fn put_if_unchanged<T: Document>(

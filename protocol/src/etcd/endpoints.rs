@@ -15,18 +15,28 @@
 //! request; etcd's simple tokens live in each member's memory, so a member that restarted
 //! answers "invalid auth token" to the tokens given before. The client then signs in again
 //! — here, and nowhere else: when a member that was down answers again (before it is put
-//! back in the rotation), and whenever a cheap request sent each interval is refused for
-//! its token (a member restarted faster than a probe could see it down).
+//! back in the rotation), and whenever a cheap request is refused for its token (a member
+//! restarted faster than a probe could see it down). That request is sent each probe
+//! interval by a client of several members (which probes them anyway); a client of one
+//! member sends it when its owner saw a request fail ([`TokenCheck::now`]: the member may
+//! have restarted) and otherwise once a minute, which keeps the token in use, so an idle
+//! client wakes for nothing else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::Credential;
 
 /// How often, and how long at most, each endpoint is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often a client of one member reads with its token when nothing failed: well within
+/// etcd's `--auth-token-ttl` (300 s by default), after which an unused token expires.
+const TOKEN_KEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The key the token probe reads (count only, from the member's own store): a key nobody
 /// writes. A user without permission to read it is refused for that after its token was
@@ -38,6 +48,26 @@ const TOKEN_PROBE_KEY: &str = "\0";
 #[derive(Debug)]
 pub struct EndpointWatch {
     task: JoinHandle<()>,
+    check: TokenCheck,
+}
+
+impl EndpointWatch {
+    /// A handle to ask for the token to be checked now.
+    pub fn token_check(&self) -> TokenCheck {
+        self.check.clone()
+    }
+}
+
+/// Asks an [`EndpointWatch`] to check its client's token at once (and sign in again if it is
+/// refused), instead of at its next interval: for the owner of a request that failed.
+#[derive(Debug, Clone, Default)]
+pub struct TokenCheck(Arc<Notify>);
+
+impl TokenCheck {
+    /// Checks the token now (a request made while a check runs is kept for after it).
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
 }
 
 impl Drop for EndpointWatch {
@@ -60,6 +90,13 @@ pub fn watch_endpoints(
     let client = client.clone();
     let endpoints = endpoints.to_vec();
     let credential = credential.cloned();
+    let check = TokenCheck::default();
+    let asked = check.0.clone();
+    let pause = if endpoints.len() > 1 {
+        PROBE_INTERVAL
+    } else {
+        TOKEN_KEEP_INTERVAL
+    };
     let task = tokio::spawn(async move {
         // Not known until the first probe, which puts every answering endpoint in the
         // rotation: one the client was connected with is replaced by a new connection to
@@ -68,7 +105,10 @@ pub fn watch_endpoints(
         let mut first = true;
         loop {
             if !first {
-                tokio::time::sleep(PROBE_INTERVAL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = asked.notified() => {}
+                }
             }
             if endpoints.len() > 1 {
                 let now = answering(&endpoints).await;
@@ -107,7 +147,7 @@ pub fn watch_endpoints(
             }
         }
     });
-    Some(EndpointWatch { task })
+    Some(EndpointWatch { task, check })
 }
 
 /// etcd refused a request's token: the member that answered does not know it (it

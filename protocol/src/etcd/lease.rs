@@ -1,9 +1,10 @@
 //! A lease kept alive in the background, with a signal when it is lost.
 //!
 //! Keys bound to the lease (an agent's `alive`, an election candidacy) vanish when it
-//! expires. The keeper refreshes at a third of the TTL; if the server says the lease is gone,
-//! or no refresh succeeds for a whole TTL, the lease counts as lost and [`KeptLease::lost`]
-//! resolves, so the owner can stop acting on what the lease guarded.
+//! expires. The keeper refreshes a few times per TTL ([`Keeping`]: three by default); if the
+//! server says the lease is gone, or no refresh succeeds for a whole TTL, the lease counts
+//! as lost and [`KeptLease::lost`] resolves, so the owner can stop acting on what the lease
+//! guarded.
 
 use std::time::Duration;
 
@@ -12,7 +13,28 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::EtcdError;
+use super::{EtcdError, TokenCheck};
+
+/// How a lease is kept.
+#[derive(Debug, Clone)]
+pub struct Keeping {
+    /// Refreshes per TTL (at least 2): each one is a wake-up and a request, the rest of
+    /// the TTL after a refresh is the time a failed one has to be retried in.
+    pub refreshes_per_ttl: u32,
+    /// Asked to check the client's token whenever a refresh fails: a member that
+    /// restarted forgot it, and the keeper's retries are refused until the client signs in
+    /// again.
+    pub token_check: Option<TokenCheck>,
+}
+
+impl Default for Keeping {
+    fn default() -> Self {
+        Self {
+            refreshes_per_ttl: 3,
+            token_check: None,
+        }
+    }
+}
 
 /// A granted lease and its keep-alive task. Dropping it stops the keep-alive (the lease then
 /// expires after its TTL); [`KeptLease::revoke`] ends it at once.
@@ -35,8 +57,18 @@ impl std::fmt::Debug for KeptLease {
 }
 
 impl KeptLease {
-    /// Grants a lease of `ttl_secs` (at least 2) and keeps it alive.
+    /// Grants a lease of `ttl_secs` (at least 2) and keeps it alive, refreshing it three
+    /// times per TTL.
     pub async fn grant(client: &Client, ttl_secs: i64) -> Result<Self, EtcdError> {
+        Self::grant_with(client, ttl_secs, Keeping::default()).await
+    }
+
+    /// Grants a lease of `ttl_secs` (at least 2) and keeps it alive as `keeping` says.
+    pub async fn grant_with(
+        client: &Client,
+        ttl_secs: i64,
+        keeping: Keeping,
+    ) -> Result<Self, EtcdError> {
         let ttl = ttl_secs.max(2);
         let mut c = client.clone();
         let resp = c
@@ -45,7 +77,7 @@ impl KeptLease {
             .map_err(EtcdError::request("lease grant", format!("ttl {ttl}s")))?;
         let id = resp.id();
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(keep_alive(client.clone(), id, ttl, tx));
+        let task = tokio::spawn(keep_alive(client.clone(), id, ttl, keeping, tx));
         Ok(Self {
             id,
             ttl,
@@ -95,9 +127,18 @@ impl Drop for KeptLease {
     }
 }
 
-async fn keep_alive(mut client: Client, id: i64, ttl: i64, lost: watch::Sender<bool>) {
+async fn keep_alive(
+    mut client: Client,
+    id: i64,
+    ttl: i64,
+    keeping: Keeping,
+    lost: watch::Sender<bool>,
+) {
     let ttl_dur = Duration::from_secs(ttl.unsigned_abs());
-    let period = ttl_dur / 3;
+    let period = ttl_dur / keeping.refreshes_per_ttl.max(2);
+    // Half of what is left of the TTL after a refresh's pause: the other half is for
+    // retries.
+    let answer_within = ((ttl_dur - period) / 2).max(Duration::from_millis(500));
     let mut last_ok = Instant::now();
     loop {
         match client.lease_keep_alive(id).await {
@@ -106,8 +147,7 @@ async fn keep_alive(mut client: Client, id: i64, ttl: i64, lost: watch::Sender<b
                     keeper.keep_alive().await?;
                     stream.message().await
                 };
-                match tokio::time::timeout(period.max(Duration::from_millis(500)), refreshed).await
-                {
+                match tokio::time::timeout(answer_within, refreshed).await {
                     Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                         last_ok = Instant::now();
                         tokio::time::sleep(period).await;
@@ -132,6 +172,9 @@ async fn keep_alive(mut client: Client, id: i64, ttl: i64, lost: watch::Sender<b
             Err(error) => {
                 tracing::warn!(lease = format_args!("{id:x}"), %error, "lease keep-alive stream failed; retrying");
             }
+        }
+        if let Some(check) = &keeping.token_check {
+            check.now();
         }
         if last_ok.elapsed() >= ttl_dur {
             tracing::warn!(

@@ -29,18 +29,18 @@ use std::time::Duration;
 
 #[cfg(feature = "etcd")]
 pub use cas::{
-    Change, Known, Updated, Versioned, create, delete_if_unchanged, put_if_unchanged, put_leased,
-    read, update, update_known,
+    Change, Known, Updated, Versioned, create, delete_if_unchanged, put_all_if_unchanged,
+    put_if_unchanged, put_leased, read, update, update_known,
 };
 #[cfg(feature = "etcd")]
 pub use election::{Election, Leadership, Observer};
 #[cfg(feature = "etcd")]
-pub use endpoints::{EndpointWatch, is_invalid_auth_token, watch_endpoints};
+pub use endpoints::{EndpointWatch, TokenCheck, is_invalid_auth_token, watch_endpoints};
 #[cfg(feature = "etcd")]
 pub use etcd_client::Client;
 pub use identity::Credential;
 #[cfg(feature = "etcd")]
-pub use lease::KeptLease;
+pub use lease::{Keeping, KeptLease};
 #[cfg(feature = "etcd")]
 pub use range::{Kv, PAGE_BYTES, PAGE_KEYS, prefix_end, read_prefix, read_prefix_at};
 #[cfg(feature = "etcd")]
@@ -111,7 +111,13 @@ impl EtcdError {
 /// How many times a request refused for a concurrent change of etcd's users and roles is
 /// sent again.
 #[cfg(feature = "etcd")]
-const AUTH_RACE_RETRIES: u32 = 3;
+const AUTH_RACE_RETRIES: u32 = 4;
+
+/// The pause before the first of those, doubled before each next one (10, 20, 40, 80 ms):
+/// while an orchestrator makes hosts' identities, changes follow one another a few
+/// milliseconds apart, and a request sent again at once would often meet the next.
+#[cfg(feature = "etcd")]
+const AUTH_RACE_PAUSE: Duration = Duration::from_millis(10);
 
 /// etcd refused a request because its users or roles changed while the request was in
 /// flight ("revision of auth store is old": with authentication on, every credential the
@@ -131,7 +137,10 @@ where
     let mut retries = 0;
     loop {
         match request().await {
-            Err(e) if is_auth_revision_race(&e) && retries < AUTH_RACE_RETRIES => retries += 1,
+            Err(e) if is_auth_revision_race(&e) && retries < AUTH_RACE_RETRIES => {
+                tokio::time::sleep(AUTH_RACE_PAUSE * 2u32.pow(retries)).await;
+                retries += 1;
+            }
             answer => return answer,
         }
     }
@@ -261,34 +270,44 @@ mod tests {
         assert!(!is_authentication_failure(&forgotten) && !is_authentication_failure(&down));
     }
 
-    #[test]
-    fn a_request_refused_for_an_auth_change_in_flight_is_sent_again_a_few_times() {
+    #[tokio::test]
+    async fn a_request_refused_for_an_auth_change_in_flight_is_sent_again_a_few_times() {
         let mut calls = 0;
-        let answer = futures::executor::block_on(retry_auth_race(|| {
+        let answer = retry_auth_race(|| {
             calls += 1;
             let n = calls;
             async move { if n < 3 { Err(race()) } else { Ok(n) } }
-        }));
+        })
+        .await;
         assert_eq!(answer.ok(), Some(3));
 
         let mut calls = 0;
-        let answer: Result<(), _> = futures::executor::block_on(retry_auth_race(|| {
+        let started = std::time::Instant::now();
+        let answer: Result<(), _> = retry_auth_race(|| {
             calls += 1;
             async { Err(race()) }
-        }));
+        })
+        .await;
         assert!(answer.is_err_and(|e| is_auth_revision_race(&e)));
         assert_eq!(calls, 1 + AUTH_RACE_RETRIES);
+        // Paused between the tries: 10 + 20 + 40 + 80 ms.
+        assert!(
+            started.elapsed() >= AUTH_RACE_PAUSE * 15,
+            "{:?}",
+            started.elapsed()
+        );
 
         // Any other refusal is answered at once.
         let mut calls = 0;
-        let answer: Result<(), _> = futures::executor::block_on(retry_auth_race(|| {
+        let answer: Result<(), _> = retry_auth_race(|| {
             calls += 1;
             async {
                 Err(etcd_client::Error::GRpcStatus(
                     tonic::Status::permission_denied("etcdserver: permission denied"),
                 ))
             }
-        }));
+        })
+        .await;
         assert!(answer.is_err_and(|e| !is_auth_revision_race(&e)));
         assert_eq!(calls, 1);
     }

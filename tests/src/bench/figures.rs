@@ -48,6 +48,8 @@ pub struct AllAtOnce {
     pub etcd: EtcdCounts,
     /// The orchestrator's engine requests over the upgrade.
     pub engine_requests: f64,
+    /// Hosts the engine's passes looked at over the upgrade, and its passes.
+    pub engine_work: metrics::EngineWork,
 }
 
 impl AllAtOnce {
@@ -77,6 +79,15 @@ impl AllAtOnce {
 
 /// Upgrades every host of `world` at once to [`ALL_AT_ONCE_VERSION`] and waits for the end.
 pub async fn all_at_once(world: &World, id: &str) -> Result<AllAtOnce, HarnessError> {
+    all_at_once_to(world, id, ALL_AT_ONCE_VERSION).await
+}
+
+/// Upgrades every host of `world` at once to bundle `version` and waits for the end.
+pub async fn all_at_once_to(
+    world: &World,
+    id: &str,
+    version: &str,
+) -> Result<AllAtOnce, HarnessError> {
     let history = world.history().await?;
     let etcd_api = ApiClient::new(&world.etcd.metrics_endpoint())
         .map_err(|e| HarnessError(format!("etcd metrics URL: {e}")))?;
@@ -86,7 +97,7 @@ pub async fn all_at_once(world: &World, id: &str) -> Result<AllAtOnce, HarnessEr
     let etcd_before = metrics::scrape(&etcd_api).await?;
     let started = Instant::now();
     let request = serde_json::json!({
-        "image": world.bundle(ALL_AT_ONCE_VERSION)?,
+        "image": world.bundle(version)?,
         "strategy": {"kind": "all-at-once", "allow_downtime": true},
     });
     let id = world.start_upgrade(id, request).await?;
@@ -124,6 +135,7 @@ pub async fn all_at_once(world: &World, id: &str) -> Result<AllAtOnce, HarnessEr
         changes: window,
         etcd: EtcdCounts::from(&etcd_after.since(&etcd_before)),
         engine_requests: metrics::engine_requests(&engine_after.since(&engine_before)),
+        engine_work: metrics::engine_work(&engine_after.since(&engine_before)),
         id,
     })
 }

@@ -66,7 +66,7 @@ pub async fn scrape(api: &ApiClient) -> Result<Samples, HarnessError> {
 }
 
 /// What etcd counted in a window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EtcdCounts {
     /// gRPC messages received (a unary request is one; a stream sends several).
     pub requests: f64,
@@ -74,6 +74,8 @@ pub struct EtcdCounts {
     pub keep_alives: f64,
     /// Bytes received from clients.
     pub bytes_received: f64,
+    /// gRPC messages received, by method (`Txn`, `Range`, `UserGet`, …).
+    pub by_method: BTreeMap<String, f64>,
 }
 
 impl EtcdCounts {
@@ -85,8 +87,31 @@ impl EtcdCounts {
             requests: grown.sum("grpc_server_msg_received_total", |_| true),
             keep_alives: grown.sum("grpc_server_msg_received_total", method(KEEP_ALIVE)),
             bytes_received: grown.sum("etcd_network_client_grpc_received_bytes_total", |_| true),
+            by_method: by_method(grown),
         }
     }
+}
+
+/// `grpc_server_msg_received_total` by its `grpc_method` label, leaving out methods that
+/// received nothing.
+fn by_method(grown: &Samples) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for (series, value) in &grown.0 {
+        let Some(labels) = series.strip_prefix("grpc_server_msg_received_total{") else {
+            continue;
+        };
+        let Some(method) = labels
+            .split("grpc_method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        if *value > 0.0 {
+            *out.entry(method.to_owned()).or_default() += value;
+        }
+    }
+    out
 }
 
 /// The requests the orchestrator's engine made in a window (its transactions, committed
@@ -100,6 +125,23 @@ pub fn engine_requests(grown: &Samples) -> f64 {
     .iter()
     .map(|name| grown.sum(name, |_| true))
     .sum()
+}
+
+/// What the orchestrator's engine did, from its own counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineWork {
+    /// Passes.
+    pub passes: f64,
+    /// Hosts its passes looked at (`baton_engine_hosts_visited_total`).
+    pub hosts_visited: f64,
+}
+
+/// [`EngineWork`] over a span.
+pub fn engine_work(grown: &Samples) -> EngineWork {
+    EngineWork {
+        passes: grown.sum("baton_engine_passes_total", |_| true),
+        hosts_visited: grown.sum("baton_engine_hosts_visited_total", |_| true),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +164,14 @@ mod tests {
         assert_eq!(counts.requests, 5.0 + 20.0 + 2.0);
         assert_eq!(counts.keep_alives, 20.0);
         assert_eq!(counts.bytes_received, 1000.0);
+        assert_eq!(
+            counts.by_method,
+            BTreeMap::from([
+                ("LeaseKeepAlive".to_owned(), 20.0),
+                ("Range".to_owned(), 2.0),
+                ("Txn".to_owned(), 5.0)
+            ])
+        );
         let engine =
             Samples::parse("baton_engine_commits_total 3\nbaton_engine_etcd_reads_total 4\n");
         assert_eq!(engine_requests(&engine), 7.0);

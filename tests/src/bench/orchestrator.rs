@@ -20,6 +20,12 @@ use crate::signing::TestKey;
 
 /// How long the process may take to lead.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The environment variable that sets the orchestrator's `RUST_LOG` (default
+/// [`DEFAULT_LOG_FILTER`]): `info` logs every job and decision, for reading a failed run.
+pub const LOG_FILTER_ENV: &str = "BENCH_ORCHESTRATOR_LOG";
+/// The orchestrator's log filter unless [`LOG_FILTER_ENV`] says otherwise: what went wrong,
+/// without a line per host and step.
+const DEFAULT_LOG_FILTER: &str = "warn";
 
 /// The running orchestrator.
 #[derive(Debug)]
@@ -30,6 +36,15 @@ pub struct OrchestratorProcess {
     log: PathBuf,
 }
 
+/// The build profile of this binary, and so of the orchestrator it runs: `make bench` builds
+/// both in release (a benchmark of debug builds measures the wrong thing), `make test`
+/// in debug.
+pub const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 impl Drop for OrchestratorProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -38,19 +53,26 @@ impl Drop for OrchestratorProcess {
 }
 
 impl OrchestratorProcess {
-    /// Starts `target/debug/baton-orchestrator` against `etcd`, with its files in `dir`,
-    /// hosts' folders under `hosts_root` and `extra` flags, and waits until it leads.
+    /// Starts `target/<PROFILE>/baton-orchestrator` against `etcd`, with its files in `dir`,
+    /// its log in `log` (kept after the run, so a failed upgrade can be read), hosts'
+    /// folders under `hosts_root` and `extra` flags, and waits until it leads.
     pub async fn start(
         etcd: &EtcdServer,
         dir: &Path,
+        log: &Path,
         hosts_root: &Path,
         extra: &[String],
     ) -> Result<Self, HarnessError> {
-        let binary = target_dir().join("debug/baton-orchestrator");
+        let binary = target_dir().join(PROFILE).join("baton-orchestrator");
         if !binary.exists() {
             return Err(HarnessError(format!(
-                "{} is missing: build it with `cargo build -p baton-orchestrator`",
-                binary.display()
+                "{} is missing: build it with `cargo build{} -p baton-orchestrator`",
+                binary.display(),
+                if PROFILE == "release" {
+                    " --release"
+                } else {
+                    ""
+                }
             )));
         }
         let io = |what: &Path| {
@@ -113,12 +135,17 @@ impl OrchestratorProcess {
             ]);
         }
         args.extend(extra.iter().cloned());
-        let log = dir.join("orchestrator.log");
+        let log = log.to_path_buf();
+        if let Some(folder) = log.parent() {
+            std::fs::create_dir_all(folder).map_err(io(folder))?;
+        }
         let out = std::fs::File::create(&log).map_err(io(&log))?;
         let err = out.try_clone().map_err(io(&log))?;
+        let filter =
+            std::env::var(LOG_FILTER_ENV).unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_owned());
         let child = Command::new(&binary)
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -167,10 +194,19 @@ impl OrchestratorProcess {
         super::proc::status_kib(self.child.id(), "VmHWM").map(|k| k * 1024)
     }
 
-    /// The last lines of its log.
+    /// Where its log is.
+    pub fn log_file(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last lines of its log, and where the whole log is.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        format!(
+            "{}\n(the whole log: {})",
+            lines[lines.len().saturating_sub(30)..].join("\n"),
+            self.log.display()
+        )
     }
 }

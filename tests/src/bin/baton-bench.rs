@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_tests::bench::{self, BenchOptions};
+use baton_tests::bench::{self, BenchOptions, Part};
 use clap::Parser;
 
 /// Measures an all-at-once and a rolling upgrade at each fleet size, the idle agent and the
@@ -11,6 +11,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "baton-bench", version = baton_protocol::build_version!())]
 struct Cli {
+    /// Only these parts (every part when not given).
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
+    only: Vec<Part>,
     /// Fleet sizes, in order.
     #[arg(
         long,
@@ -34,6 +37,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let options = BenchOptions {
+        only: cli.only,
         hosts: cli.hosts,
         idle: Duration::from_secs(cli.idle_secs),
         payload_mib: cli.payload_mib,

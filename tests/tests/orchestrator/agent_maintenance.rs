@@ -14,6 +14,10 @@
 //!    `autohealing-off`: host-2's agent is back (alive, unit enabled again by the downloader
 //!    job) after the grace period, with a heal record; host-3's stays gone.
 //!
+//! etcd credentials: the replace's downloader job finds host-1's agent alive and leaves its
+//! credential as it is (it still signs in); the heal's job finds host-2's agent gone and
+//! delivers a fresh one (the previous one no longer signs in).
+//!
 //! Needs `make static bundle-agents` (which `make test` runs first).
 
 use std::future::Future;
@@ -24,6 +28,8 @@ use baton_protocol::api::HostInfo;
 use baton_protocol::api::SetMaintenance;
 use baton_protocol::api::{EventInfo, UpgradeInfo};
 use baton_protocol::documents::{DesiredAction, MaintenanceMode, Upgrade};
+use baton_protocol::etcd::Credential;
+use baton_protocol::etcd::identity::DEFAULT_CREDENTIAL_FILE;
 use baton_protocol::{HostState, UpgradePhase};
 use baton_tests::bundles::systemctl;
 use baton_tests::docker;
@@ -135,6 +141,20 @@ fn resume_event<'a>(events: &'a [EventInfo], host: &str) -> Option<&'a EventInfo
             && e.event
                 .message
                 .starts_with(&format!("{host} resumed after"))
+    })
+}
+
+/// The host's etcd credential file, as its downloader job left it.
+async fn credential(host: &Host) -> Credential {
+    let text = host
+        .read_file(DEFAULT_CREDENTIAL_FILE)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {DEFAULT_CREDENTIAL_FILE}: {e}", host.name()));
+    Credential::parse(&String::from_utf8_lossy(&text)).unwrap_or_else(|| {
+        panic!(
+            "{}: {DEFAULT_CREDENTIAL_FILE}: not user:password",
+            host.name()
+        )
     })
 }
 
@@ -254,7 +274,9 @@ async fn restart_reboot_replace_and_autohealing_with_the_real_agent() {
         "{resumed:?}"
     );
 
-    // --- 3. replace: every component reinstalled from the current bundle.
+    // --- 3. replace: every component reinstalled from the current bundle. The agent is
+    // alive: the downloader job carries no new credential, the host keeps its own.
+    let h1_credential = credential(h1).await;
     h1.remove_file("/usr/local/bin/baton-hello")
         .await
         .expect("delete the utility");
@@ -271,6 +293,15 @@ async fn restart_reboot_replace_and_autohealing_with_the_real_agent() {
         events.iter().any(|e| e.event.kind == "host-downloaded"),
         "a replace runs the downloader job: {events:?}"
     );
+    assert_eq!(
+        credential(h1).await,
+        h1_credential,
+        "a job for a host with a live agent changed its etcd credential"
+    );
+    sim.etcd
+        .client_as(&h1_credential)
+        .await
+        .expect("host-1's credential still signs in after its job");
 
     // --- 4. Autohealing: host-2 is healed, host-3 (autohealing-off) is not.
     let (h2, h3) = (&fleet.hosts()[1], &fleet.hosts()[2]);
@@ -279,6 +310,7 @@ async fn restart_reboot_replace_and_autohealing_with_the_real_agent() {
         reason: "agent_maintenance test".into(),
         reboot: false,
     };
+    let h2_credential = credential(h2).await;
     api.host_maintenance(h3.name(), &off)
         .await
         .expect("set autohealing-off");
@@ -325,6 +357,19 @@ async fn restart_reboot_replace_and_autohealing_with_the_real_agent() {
         "the downloader job did not enable the agent again"
     );
     assert_eq!(systemctl(h2, &["is-active", "baton-agent"]).await, "active");
+    // The heal's job found no live agent: it delivered a fresh credential, with which the
+    // agent is back, and the previous one no longer signs in.
+    let h2_fresh = credential(h2).await;
+    assert_eq!(h2_fresh.user, h2_credential.user);
+    assert_ne!(
+        h2_fresh.password, h2_credential.password,
+        "a heal kept the credential of a host whose agent was gone"
+    );
+    assert!(
+        sim.etcd.client_as(&h2_credential).await.is_err(),
+        "{}'s previous credential still signs in",
+        h2.name()
+    );
     let events = api.events(&heal_id).await.expect("events");
     // The grace period, as the leader counted it (not a wall-clock race with this test's
     // polling): the heal says how long the agent had been gone when it started.

@@ -29,7 +29,6 @@ mod pacing;
 mod packages;
 mod pause_abort;
 mod paused_join;
-mod registration_cost;
 mod revert;
 mod security;
 mod self_update;

@@ -50,7 +50,7 @@
 //!
 //! One file per phase: [`download`] (`Pending`, `Downloading`, held hosts), [`agents`]
 //! (`UpdatingAgents`), [`install`] (`Installing`), [`revert`] (`Reverting`), [`finish`]
-//! (halting and the end); the
+//! (halting and the end), [`wake`] (when an upgrade is due again with nothing changed); the
 //! types it decides on are in [`super::model`].
 
 use std::collections::BTreeSet;
@@ -72,9 +72,11 @@ mod finish;
 mod install;
 mod revert;
 mod soak;
+mod wake;
 mod window;
 
 pub use revert::holds_for_revert;
+pub use wake::wake_after;
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -331,32 +331,40 @@ impl Fx {
         self
     }
 
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            view: &self.view,
+            alive_missing_for: &self.missing,
+            unchanged_for: &self.unchanged,
+            downloads_running: &self.running,
+            downloads_elsewhere: self.elsewhere,
+            downloads_finished: &self.finished,
+            claimed: &self.claimed,
+            orchestrator_version: &self.orchestrator_version,
+            successor: self.successor.as_ref(),
+            gates: self.gates.as_ref(),
+            now: self.now,
+        }
+    }
+
     fn decide(&self) -> Vec<Action> {
-        let limits = Limits {
-            download_concurrency: 2,
-            agent_timeout: Duration::from_secs(60),
-            health_timeout: Duration::from_secs(100),
-            install_timeout: Duration::from_secs(1000),
-            max_dispatch: MAX_DISPATCH_PER_PASS,
-            heal_grace: Duration::from_secs(30),
-        };
-        next_actions(
-            &self.upgrade,
-            &Observed {
-                view: &self.view,
-                alive_missing_for: &self.missing,
-                unchanged_for: &self.unchanged,
-                downloads_running: &self.running,
-                downloads_elsewhere: self.elsewhere,
-                downloads_finished: &self.finished,
-                claimed: &self.claimed,
-                orchestrator_version: &self.orchestrator_version,
-                successor: self.successor.as_ref(),
-                gates: self.gates.as_ref(),
-                now: self.now,
-            },
-            &limits,
-        )
+        next_actions(&self.upgrade, &self.observed(), &limits())
+    }
+
+    /// [`wake_after`], in whole seconds.
+    fn wake(&self) -> Option<u64> {
+        wake_after(&self.upgrade, &self.observed(), &limits()).map(|d| d.as_secs())
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        download_concurrency: 2,
+        agent_timeout: Duration::from_secs(60),
+        health_timeout: Duration::from_secs(100),
+        install_timeout: Duration::from_secs(1000),
+        max_dispatch: MAX_DISPATCH_PER_PASS,
+        heal_grace: Duration::from_secs(30),
     }
 }
 
@@ -398,6 +406,10 @@ fn line(a: &Action) -> String {
         ),
         Action::WindowWait { waiting: false, .. } => "window open".to_owned(),
     }
+}
+
+fn lines(actions: &[Action]) -> Vec<String> {
+    actions.iter().map(line).collect()
 }
 
 fn four(strategy: Strategy) -> Fx {
@@ -1279,3 +1291,56 @@ fn holding_keeps_where_the_host_was_and_releasing_returns_it_there() {
 /// Soaks and maintenance windows, with the same fixture.
 mod pacing;
 mod revert;
+
+/// When an upgrade is due again with nothing changed: each clock that can turn into an
+/// action, and at that moment the decision does act (no timeout is missed by waiting).
+#[test]
+fn an_upgrade_is_due_again_when_its_first_clock_runs_out() {
+    let installing = Fx::new(rolling(2, 0, false, 0), &[("h1", 0), ("h2", 0), ("h3", 1)])
+        .phase(P::Installing)
+        .all(O::Downloaded)
+        .all_alive("2.0.0")
+        .host("h1", O::Dispatched)
+        .host("h2", O::Dispatched)
+        .status("h1", H::Updating)
+        .status("h2", H::Updating);
+    // Alive hosts: the install timeout, from the last change of the one waiting longest.
+    let fx = installing.clone().unchanged("h1", 400).unchanged("h2", 900);
+    assert_eq!(fx.wake(), Some(100));
+    assert!(fx.decide().is_empty(), "nothing due yet");
+    assert_eq!(
+        lines(&fx.unchanged("h2", 1000).decide()),
+        ["record h2 Failed"],
+        "due: the install timeout fires (the halt waits for h1, still in flight)"
+    );
+    // A gone host: the health timeout, although its status is recent.
+    let fx = installing.clone().unchanged("h1", 10).gone("h2", 30);
+    assert_eq!(fx.wake(), Some(70));
+    assert!(fx.decide().is_empty());
+    assert!(lines(&fx.gone("h2", 100).decide()).contains(&"record h2 Failed".to_owned()));
+    // Hosts not told anything run no clock: a downloaded host of a later batch is waited
+    // for by changes only.
+    assert_eq!(
+        installing
+            .clone()
+            .host("h1", O::Succeeded)
+            .host("h2", O::Succeeded)
+            .unchanged("h3", 5000)
+            .phase(P::Downloading)
+            .wake(),
+        None
+    );
+    // `UpdatingAgents`: the agent timeout, from the phase's start.
+    let agents = Fx::new(rolling(1, 0, false, 0), &[("h1", 0)])
+        .phase(P::UpdatingAgents)
+        .all(O::Downloaded)
+        .at(45);
+    assert_eq!(agents.wake(), Some(15));
+    assert!(agents.decide().is_empty());
+    assert_eq!(
+        lines(&agents.at(60).decide()),
+        ["record h1 Failed", "phase Failed"]
+    );
+    // A finished upgrade waits for nothing.
+    assert_eq!(installing.phase(P::Succeeded).wake(), None);
+}
