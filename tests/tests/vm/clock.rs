@@ -50,8 +50,9 @@ pub async fn jump_while_waiting(
         }
         assert!(
             !u.upgrade.phase.is_terminal(),
-            "{id} ended {:?} before {first} was told",
-            u.upgrade.phase
+            "{id} ended {:?} before {first} was told: {:?}",
+            u.upgrade.phase,
+            u.upgrade.reason
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
