@@ -368,6 +368,11 @@ impl EtcdCluster {
         self.endpoints().swap_remove(0)
     }
 
+    /// Every member's client port.
+    pub fn client_ports(&self) -> Vec<u16> {
+        self.members.iter().map(|m| m.client_port).collect()
+    }
+
     /// Client URLs of every member on `ip` (must be one it was started on).
     pub fn endpoints_on(&self, ip: IpAddr) -> Vec<String> {
         self.members

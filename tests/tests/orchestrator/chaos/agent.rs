@@ -46,18 +46,7 @@ pub fn compacted(world: &mut World, mut rng: StdRng, replay: String) -> LocalBox
         let frozen_at = Instant::now();
         let frozen = Frozen::agent_of(&host).await;
         let gateway = world.sim.fleet.gateway_ip();
-        let ports: Vec<u16> = world
-            .sim
-            .etcd
-            .endpoints_on(gateway.into())
-            .iter()
-            .map(|e| {
-                e.rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or_else(|| panic!("no port in etcd endpoint {e}"))
-            })
-            .collect();
+        let ports = world.sim.etcd.client_ports();
         let closed = host
             .close_connections(gateway, &ports)
             .await
