@@ -4,6 +4,8 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use baton_protocol::timer::Timer;
+
 /// Sends one notification (`READY=1`, `WATCHDOG=1`, …) if `NOTIFY_SOCKET` is set.
 pub fn notify(message: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -31,11 +33,11 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// Pings the watchdog at half its interval, forever; spawn it.
+/// Pings the watchdog at half its interval, forever; spawn it. It sleeps on a timerfd: one
+/// wake-up a ping, not the up to three of tokio's timer.
 pub async fn watchdog(interval: Duration) {
-    let mut tick = tokio::time::interval(interval / 2);
     loop {
-        tick.tick().await;
         notify("WATCHDOG=1");
+        Timer::Os.sleep(interval / 2).await;
     }
 }

@@ -33,6 +33,7 @@
 //! its everyday identity, whose role cannot write a host's `alive`, `status` or `installed`
 //! nor manage users.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,6 +115,9 @@ pub struct Identities {
     /// Held through every operation that changes etcd's users or roles: one at a time (the
     /// module's header says why).
     changes: Arc<Mutex<()>>,
+    /// The users this replica made or found, so a downloader job for a host with an alive
+    /// agent asks etcd for nothing but its `alive` key ([`Self::needed`]).
+    known_users: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -139,6 +143,7 @@ impl Identities {
             keyspace,
             session: Arc::default(),
             changes: Arc::default(),
+            known_users: Arc::default(),
         }
     }
 
@@ -201,6 +206,8 @@ impl Identities {
     pub async fn remove_maintenance(&self, host: &HostId) -> Result<(), EtcdError> {
         let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
+        // Forgotten first: if the removal fails half-way, the next job asks etcd.
+        self.learn(&maintenance_user(host), false);
         let done = auth::remove_maintenance_user(&admin, host).await;
         self.checked(done).await
     }
@@ -235,15 +242,50 @@ impl Identities {
             })?
             .count()
                 > 0;
-            let credential = !alive || !auth::user_exists(&admin, &host_user(host)).await?;
+            let credential = !alive || !self.user_exists(&admin, &host_user(host)).await?;
             let maintenance =
-                member && (!alive || !auth::user_exists(&admin, &maintenance_user(host)).await?);
+                member && (!alive || !self.user_exists(&admin, &maintenance_user(host)).await?);
             Ok(Needed {
                 credential,
                 maintenance,
             })
         };
         self.checked(done.await).await
+    }
+
+    /// Whether etcd has `user`: known if this replica made or found it before. A user
+    /// removed since by another replica (its host removed) is still taken for there; its
+    /// agent's sessions ended with it, so that host's `alive` lapses within its lease's TTL,
+    /// and a job after that issues a credential anyway.
+    async fn user_exists(&self, admin: &Client, user: &str) -> Result<bool, EtcdError> {
+        if self.known(user) {
+            return Ok(true);
+        }
+        let exists = auth::user_exists(admin, user).await?;
+        if exists {
+            self.learn(user, true);
+        }
+        Ok(exists)
+    }
+
+    fn known(&self, user: &str) -> bool {
+        self.known_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(user)
+    }
+
+    /// Records that `user` exists (or no longer does).
+    fn learn(&self, user: &str, exists: bool) {
+        let mut known = self
+            .known_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if exists {
+            known.insert(user.to_owned());
+        } else {
+            known.remove(user);
+        }
     }
 
     /// A fresh password for `host` (ending the sessions opened with the previous one), for
@@ -254,7 +296,9 @@ impl Identities {
         let admin = self.admin().await?;
         let done =
             auth::issue_host_credential(&admin, &self.keyspace, host, fresh_password()).await;
-        self.checked(done).await
+        let credential = self.checked(done).await?;
+        self.learn(&credential.user, true);
+        Ok(credential)
     }
 
     /// A fresh password for the maintenance user of `host` (a host running a member of the
@@ -263,7 +307,9 @@ impl Identities {
         let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
         let done = auth::issue_maintenance_credential(&admin, host, fresh_password()).await;
-        self.checked(done).await
+        let credential = self.checked(done).await?;
+        self.learn(&credential.user, true);
+        Ok(credential)
     }
 
     /// Deletes the host's user and role (its agent's sessions end at once) and the
@@ -271,6 +317,8 @@ impl Identities {
     pub async fn remove(&self, host: &HostId) -> Result<(), EtcdError> {
         let _changing = self.changes.lock().await;
         let admin = self.admin().await?;
+        self.learn(&host_user(host), false);
+        self.learn(&maintenance_user(host), false);
         let done = auth::remove_host_identity(&admin, &self.keyspace, host).await;
         self.checked(done).await
     }

@@ -38,6 +38,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod staged;
 pub mod state;
+pub mod timer;
 pub mod version;
 
 pub use keys::{HostKey, Key, Keyspace};

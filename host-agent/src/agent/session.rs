@@ -10,9 +10,10 @@ use std::time::Duration;
 use baton_protocol::HostKey;
 use baton_protocol::documents::{self, Alive, Desired};
 use baton_protocol::etcd::{
-    self, Client, Credential, EndpointWatch, EtcdError, Keeping, KeptLease, ResumableWatch,
+    self, Client, Credential, EndpointWatch, EtcdError, Keeping, KeptLease, Pings, ResumableWatch,
     WatchUpdate,
 };
+use baton_protocol::timer::Timer;
 
 use super::soak::RECHECK_INTERVAL;
 use super::{Agent, AgentError, Driven};
@@ -22,9 +23,19 @@ use crate::report::Reporter;
 /// Longest pause before re-establishing a failed etcd session.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Liveness lease refreshes per `lease_ttl_secs`: every refresh wakes the agent, which an
-/// idle host does for nothing else but the watchdog; half the TTL is left for retries.
-const LEASE_REFRESHES_PER_TTL: u32 = 2;
+/// HTTP/2 pings on the agent's own connection. The lease keeper notices a dead connection
+/// within the lease's TTL and the session then starts over on a new one; the pings only
+/// end requests left waiting on the dead one. Every ping timer wakes an idle agent (and is
+/// pushed back by each lease refresh's answer, waking it again), so they are rare.
+const AGENT_PINGS: Pings = Pings {
+    every: Duration::from_secs(120),
+    answer_within: Duration::from_secs(5),
+};
+
+/// Time between liveness lease refreshes, in percent of `lease_ttl_secs` (6 s of the
+/// default 10 s): every refresh wakes the agent twice (its timer, then the answer), most of
+/// what an idle host wakes for; the remaining 40% of the TTL is left for retries.
+const LEASE_REFRESH_PERCENT: u32 = 60;
 
 impl Agent {
     /// Runs until `shutdown` resolves.
@@ -66,10 +77,11 @@ impl Agent {
             Some(path) => Some(Credential::load(path)?),
             None => None,
         };
-        let client = etcd::connect_as(
+        let client = etcd::connect_with(
             &self.config.etcd_endpoints,
             self.config.tls.as_ref(),
             credential.as_ref(),
+            AGENT_PINGS,
         )
         .await?;
         // This host's own member may be the one restarting (an etcd upgrade): requests go
@@ -91,8 +103,15 @@ impl Agent {
         // A failed refresh may be a restarted member that forgot the session's token: it is
         // checked at once rather than at the watch's next interval.
         let keeping = Keeping {
-            refreshes_per_ttl: LEASE_REFRESHES_PER_TTL,
+            refresh_percent: LEASE_REFRESH_PERCENT,
             token_check: endpoints.as_ref().map(EndpointWatch::token_check),
+            // A host's agent keeps one lease: a timerfd wakes it once per refresh. Agents
+            // sharing a client (many in one process) stay on tokio's timer.
+            timer: if self.shared_client.is_none() {
+                Timer::Os
+            } else {
+                Timer::Runtime
+            },
         };
         let lease = KeptLease::grant_with(&client, self.config.lease_ttl_secs, keeping).await?;
         let alive = Alive {

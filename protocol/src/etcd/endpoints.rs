@@ -19,8 +19,8 @@
 //! restarted faster than a probe could see it down). That request is sent each probe
 //! interval by a client of several members (which probes them anyway); a client of one
 //! member sends it when its owner saw a request fail ([`TokenCheck::now`]: the member may
-//! have restarted) and otherwise once a minute, which keeps the token in use, so an idle
-//! client wakes for nothing else.
+//! have restarted) and otherwise every two minutes, which keeps the token in use, so an
+//! idle client wakes for nothing else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +30,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::Credential;
+use crate::timer::Timer;
 
 /// How often, and how long at most, each endpoint is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often a client of one member reads with its token when nothing failed: well within
-/// etcd's `--auth-token-ttl` (300 s by default), after which an unused token expires.
-const TOKEN_KEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// etcd's `--auth-token-ttl` (300 s by default), after which an unused token expires (one
+/// that expired all the same is found by the next failed request, and signed in again).
+const TOKEN_KEEP_INTERVAL: Duration = Duration::from_secs(120);
 
 /// The key the token probe reads (count only, from the member's own store): a key nobody
 /// writes. A user without permission to read it is refused for that after its token was
@@ -106,7 +108,9 @@ pub fn watch_endpoints(
         loop {
             if !first {
                 tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
+                    // One wake-up a pause (an idle agent's token read is one of the
+                    // few things it wakes for).
+                    () = Timer::Os.sleep(pause) => {}
                     () = asked.notified() => {}
                 }
             }

@@ -1,7 +1,7 @@
 //! A lease kept alive in the background, with a signal when it is lost.
 //!
 //! Keys bound to the lease (an agent's `alive`, an election candidacy) vanish when it
-//! expires. The keeper refreshes a few times per TTL ([`Keeping`]: three by default); if the
+//! expires. The keeper refreshes it every third of its TTL by default ([`Keeping`]); if the
 //! server says the lease is gone, or no refresh succeeds for a whole TTL, the lease counts
 //! as lost and [`KeptLease::lost`] resolves, so the owner can stop acting on what the lease
 //! guarded.
@@ -14,24 +14,30 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{EtcdError, TokenCheck};
+use crate::timer::Timer;
 
 /// How a lease is kept.
 #[derive(Debug, Clone)]
 pub struct Keeping {
-    /// Refreshes per TTL (at least 2): each one is a wake-up and a request, the rest of
-    /// the TTL after a refresh is the time a failed one has to be retried in.
-    pub refreshes_per_ttl: u32,
+    /// Time from one refresh to the next, in percent of the TTL (10 to 60): each one is a
+    /// wake-up and a request; the rest of the TTL after a refresh is the time a failed one
+    /// has to be retried in.
+    pub refresh_percent: u32,
     /// Asked to check the client's token whenever a refresh fails: a member that
     /// restarted forgot it, and the keeper's retries are refused until the client signs in
     /// again.
     pub token_check: Option<TokenCheck>,
+    /// What the keeper sleeps on between refreshes ([`Timer::Os`] for a process keeping
+    /// one lease that otherwise sleeps: a host's agent).
+    pub timer: Timer,
 }
 
 impl Default for Keeping {
     fn default() -> Self {
         Self {
-            refreshes_per_ttl: 3,
+            refresh_percent: 33,
             token_check: None,
+            timer: Timer::Runtime,
         }
     }
 }
@@ -57,8 +63,8 @@ impl std::fmt::Debug for KeptLease {
 }
 
 impl KeptLease {
-    /// Grants a lease of `ttl_secs` (at least 2) and keeps it alive, refreshing it three
-    /// times per TTL.
+    /// Grants a lease of `ttl_secs` (at least 2) and keeps it alive, refreshing it every
+    /// third of its TTL.
     pub async fn grant(client: &Client, ttl_secs: i64) -> Result<Self, EtcdError> {
         Self::grant_with(client, ttl_secs, Keeping::default()).await
     }
@@ -135,14 +141,20 @@ async fn keep_alive(
     lost: watch::Sender<bool>,
 ) {
     let ttl_dur = Duration::from_secs(ttl.unsigned_abs());
-    let period = ttl_dur / keeping.refreshes_per_ttl.max(2);
+    let period = ttl_dur * keeping.refresh_percent.clamp(10, 60) / 100;
     // Half of what is left of the TTL after a refresh's pause: the other half is for
     // retries.
     let answer_within = ((ttl_dur - period) / 2).max(Duration::from_millis(500));
     let mut last_ok = Instant::now();
     loop {
-        match client.lease_keep_alive(id).await {
-            Ok((mut keeper, mut stream)) => loop {
+        // Bounded by what is left of the TTL: on a connection that died silently the stream
+        // would not open until the connection's pings gave up, which may be long after.
+        let left = ttl_dur
+            .saturating_sub(last_ok.elapsed())
+            .max(Duration::from_millis(500));
+        let opened = tokio::time::timeout(left, client.lease_keep_alive(id)).await;
+        match opened {
+            Ok(Ok((mut keeper, mut stream))) => loop {
                 let refreshed = async {
                     keeper.keep_alive().await?;
                     stream.message().await
@@ -150,7 +162,7 @@ async fn keep_alive(
                 match tokio::time::timeout(answer_within, refreshed).await {
                     Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                         last_ok = Instant::now();
-                        tokio::time::sleep(period).await;
+                        keeping.timer.sleep(period).await;
                     }
                     Ok(Ok(Some(_))) => {
                         tracing::warn!(
@@ -169,8 +181,14 @@ async fn keep_alive(
                     }
                 }
             },
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::warn!(lease = format_args!("{id:x}"), %error, "lease keep-alive stream failed; retrying");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    lease = format_args!("{id:x}"),
+                    "lease keep-alive stream did not open in time; retrying"
+                );
             }
         }
         if let Some(check) = &keeping.token_check {

@@ -167,11 +167,43 @@ pub async fn connect_as(
     tls: Option<&EtcdTls>,
     credential: Option<&Credential>,
 ) -> Result<Client, EtcdError> {
+    connect_with(endpoints, tls, credential, Pings::default()).await
+}
+
+/// HTTP/2 pings on a client's connections: how a connection that died silently (a host cut
+/// off the network) is found, ending the requests waiting on it.
+#[cfg(feature = "etcd")]
+#[derive(Debug, Clone, Copy)]
+pub struct Pings {
+    /// Time without anything read from the connection before a ping is sent.
+    pub every: Duration,
+    /// Time the ping's answer has before the connection counts as dead.
+    pub answer_within: Duration,
+}
+
+#[cfg(feature = "etcd")]
+impl Default for Pings {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(10),
+            answer_within: Duration::from_secs(5),
+        }
+    }
+}
+
+/// [`connect_as`] with `pings` instead of the default ones.
+#[cfg(feature = "etcd")]
+pub async fn connect_with(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    credential: Option<&Credential>,
+    pings: Pings,
+) -> Result<Client, EtcdError> {
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         // No per-request timeout: it would also cut watches, keep-alive streams and
         // campaigns every few seconds. A dead connection is found by HTTP/2 keep-alive.
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        .with_keep_alive(pings.every, pings.answer_within);
     if let Some(tls) = tls {
         options = options.with_tls(tls.options()?);
     }

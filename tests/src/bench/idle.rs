@@ -2,8 +2,9 @@
 //! configuration, `NOTIFY_SOCKET` and `WATCHDOG_USEC` of the unit's `WatchdogSec=30`)
 //! against the benchmark's etcd, with a D-Bus system bus of its own (a `dbus-daemon` in a
 //! private mount namespace, so this machine's `/run/dbus` is not touched), and watched for
-//! a minute once its session is up: its resident memory and how often it woke up (context
-//! switches of all its threads), and the watchdog pings it sent.
+//! a minute once its session is up: its resident memory, how often it woke up (voluntary
+//! context switches of all its threads) and was preempted (nonvoluntary ones), and the
+//! watchdog pings it sent.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,11 @@ pub struct Idle {
     pub rss: u64,
     /// Peak resident memory, in bytes.
     pub peak_rss: u64,
-    /// Context switches per minute.
+    /// Wake-ups (voluntary context switches) per minute.
     pub wakeups_per_minute: f64,
+    /// Preemptions (nonvoluntary context switches) per minute: the agent switched out
+    /// while running, mostly for the process its request woke.
+    pub preemptions_per_minute: f64,
     /// Watchdog pings per minute.
     pub watchdog_per_minute: f64,
     /// Threads at the end.
@@ -115,7 +119,8 @@ pub async fn measure(
     Ok(Idle {
         rss: proc::status_kib(pid, "VmRSS").ok_or_else(gone)? * 1024,
         peak_rss: proc::status_kib(pid, "VmHWM").ok_or_else(gone)? * 1024,
-        wakeups_per_minute: after.saturating_sub(before) as f64 / minutes,
+        wakeups_per_minute: after.since(before).voluntary as f64 / minutes,
+        preemptions_per_minute: after.since(before).nonvoluntary as f64 / minutes,
         watchdog_per_minute: pings as f64 / minutes,
         threads: proc::threads(pid).unwrap_or(0),
     })

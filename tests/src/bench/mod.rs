@@ -234,6 +234,10 @@ async fn idle_figures(report: &mut Report, window: Duration) -> Result<(), Harne
     report.figure("idle_agent.rss_mb", idle.rss as f64 / 1e6);
     report.figure("idle_agent.peak_rss_mb", idle.peak_rss as f64 / 1e6);
     report.figure("idle_agent.wakeups_per_min", idle.wakeups_per_minute);
+    report.figure(
+        "idle_agent.preemptions_per_min",
+        idle.preemptions_per_minute,
+    );
     report.figure("idle_agent.watchdog_per_min", idle.watchdog_per_minute);
     report.figure("idle_agent.threads", idle.threads as f64);
     Ok(())

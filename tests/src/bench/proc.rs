@@ -1,5 +1,5 @@
-//! What `/proc` says of a process: resident memory and context switches (each one a
-//! wake-up: the process slept and was scheduled again, or was preempted).
+//! What `/proc` says of a process: resident memory and context switches (a voluntary one
+//! is a wake-up: the process slept and was woken; a nonvoluntary one a preemption).
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -14,27 +14,50 @@ fn kib_field(status: &str, field: &str) -> Option<u64> {
     })
 }
 
-/// Context switches (voluntary and not) of every thread of the process so far; threads
-/// that already exited are not counted.
-pub fn context_switches(pid: u32) -> Option<u64> {
+/// Context switches of every thread of the process so far; threads that already exited are
+/// not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// The process slept (waited on a timer, a socket, a lock) and was woken: its
+    /// wake-ups.
+    pub voluntary: u64,
+    /// The process was running and the scheduler switched it out (typically for a process
+    /// it had just woken, such as etcd answering its request): preemptions, not wake-ups.
+    pub nonvoluntary: u64,
+}
+
+impl Switches {
+    /// What happened between `before` and this.
+    pub fn since(self, before: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            nonvoluntary: self.nonvoluntary.saturating_sub(before.nonvoluntary),
+        }
+    }
+}
+
+/// The process's context switches so far.
+pub fn context_switches(pid: u32) -> Option<Switches> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0;
+    let mut total = Switches::default();
     for task in tasks.flatten() {
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
-        for field in ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"] {
-            total += status
+        let field = |name: &str| {
+            status
                 .lines()
                 .find_map(|l| {
-                    l.strip_prefix(field)?
+                    l.strip_prefix(name)?
                         .strip_prefix(':')?
                         .trim()
                         .parse::<u64>()
                         .ok()
                 })
-                .unwrap_or(0);
-        }
+                .unwrap_or(0)
+        };
+        total.voluntary += field("voluntary_ctxt_switches");
+        total.nonvoluntary += field("nonvoluntary_ctxt_switches");
     }
     Some(total)
 }
