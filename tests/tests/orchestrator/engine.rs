@@ -737,10 +737,15 @@ async fn max_failures_0_halts_at_the_first_rolled_back_host_and_touches_no_other
         if host.as_str() == first {
             assert_eq!(outcome.state, HostOutcomeState::Failed, "{host}");
         } else {
-            assert_eq!(
-                outcome.state,
-                HostOutcomeState::Downloaded,
-                "{host} was touched"
+            // Downloads run ahead of installs: another host's may or may not be done when
+            // the first host fails; either way it was never told anything.
+            assert!(
+                matches!(
+                    outcome.state,
+                    HostOutcomeState::Pending | HostOutcomeState::Downloaded
+                ),
+                "{host} was touched: {:?}",
+                outcome.state
             );
         }
     }
