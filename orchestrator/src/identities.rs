@@ -254,7 +254,7 @@ impl Identities {
     }
 
     /// Whether etcd has `user`: known if this replica made or found it before. A user
-    /// removed since by another replica (its host removed) is still taken for there; its
+    /// removed since by another replica (its host removed) is still taken to be there; its
     /// agent's sessions ended with it, so that host's `alive` lapses within its lease's TTL,
     /// and a job after that issues a credential anyway.
     async fn user_exists(&self, admin: &Client, user: &str) -> Result<bool, EtcdError> {
