@@ -44,8 +44,9 @@ impl Timer {
     }
 }
 
-/// Sleeps on a one-shot monotonic `timerfd`; an error before the timer is armed leaves the
-/// whole `duration` to the caller.
+/// Sleeps on a one-shot monotonic `timerfd`. The errors come from making and arming the
+/// timer (no descriptor left, say), before any of `duration` has passed: the caller then
+/// sleeps all of it on tokio's timer.
 async fn os_sleep(duration: Duration) -> io::Result<()> {
     if duration.is_zero() {
         // A zero `it_value` disarms a timer instead of firing it.

@@ -4,10 +4,12 @@
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    kib_field(&status, field)
+    number_field(&status, field)
 }
 
-fn kib_field(status: &str, field: &str) -> Option<u64> {
+/// A number field of a `/proc/<pid>/status` text (`VmRSS:  9000 kB`,
+/// `voluntary_ctxt_switches:  12`), without its unit.
+fn number_field(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         rest.trim().trim_end_matches("kB").trim().parse().ok()
@@ -44,18 +46,7 @@ pub fn context_switches(pid: u32) -> Option<Switches> {
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(name)?
-                        .strip_prefix(':')?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .unwrap_or(0)
-        };
+        let field = |name| number_field(&status, name).unwrap_or(0);
         total.voluntary += field("voluntary_ctxt_switches");
         total.nonvoluntary += field("nonvoluntary_ctxt_switches");
     }
@@ -72,11 +63,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_kib_fields_and_our_own_switches() {
+    fn reads_status_fields_and_our_own_switches() {
         let status = "Name:\tx\nVmHWM:\t   17920 kB\nVmRSS:\t    9000 kB\n";
-        assert_eq!(kib_field(status, "VmHWM"), Some(17920));
-        assert_eq!(kib_field(status, "VmRSS"), Some(9000));
-        assert_eq!(kib_field(status, "VmSwap"), None);
+        assert_eq!(number_field(status, "VmHWM"), Some(17920));
+        assert_eq!(number_field(status, "VmRSS"), Some(9000));
+        assert_eq!(number_field(status, "VmSwap"), None);
+        // Wake-ups and preemptions apart: one field name ends the other.
+        let switches = "nonvoluntary_ctxt_switches:\t7\nvoluntary_ctxt_switches:\t12\n";
+        assert_eq!(number_field(switches, "voluntary_ctxt_switches"), Some(12));
+        assert_eq!(
+            number_field(switches, "nonvoluntary_ctxt_switches"),
+            Some(7)
+        );
         assert!(context_switches(std::process::id()).is_some());
         assert!(status_kib(std::process::id(), "VmRSS").is_some_and(|k| k > 0));
     }
